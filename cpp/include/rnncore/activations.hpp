@@ -1,0 +1,84 @@
+// Activations, applied to a whole gate block at once.
+//
+// The kind is chosen at run time but dispatched once per block (one switch per gate per
+// step), never per element: each branch is a vectorised Eigen array expression. This keeps
+// SIMD code without instantiating every cell for all 5 x 5 activation pairs.
+//
+// Definitions follow Keras 3:
+//   tanh(z), sigmoid(z) = 1 / (1 + e^-z), relu(z) = max(z, 0), linear(z) = z,
+//   hard_sigmoid(z) = relu6(z + 3) / 6 = clip(z / 6 + 1/2, 0, 1).
+// NaN propagates through every one of them, as in the NumPy reference.
+#pragma once
+
+#include <string>
+
+#include "rnncore/types.hpp"
+
+namespace rnncore {
+
+enum class Activation { Tanh, Sigmoid, Relu, HardSigmoid, Linear };
+
+inline Activation activation_from_name(const std::string& name) {
+  if (name == "tanh") return Activation::Tanh;
+  if (name == "sigmoid") return Activation::Sigmoid;
+  if (name == "relu") return Activation::Relu;
+  if (name == "hard_sigmoid") return Activation::HardSigmoid;
+  if (name == "linear") return Activation::Linear;
+  throw InvalidArgument("unknown activation '" + name +
+                        "': expected one of tanh, sigmoid, relu, hard_sigmoid, linear");
+}
+
+// z <- act(z), in place on any Eigen block.
+template <class Block>
+void activate(Activation act, Block&& z) {
+  using T = typename std::decay_t<Block>::Scalar;
+  auto a = z.array();
+  switch (act) {
+    case Activation::Tanh:
+      a = a.tanh();
+      break;
+    case Activation::Sigmoid:
+      a = a.logistic();
+      break;
+    case Activation::Relu:
+      // select keeps NaN (NaN < 0 is false), unlike a plain max.
+      a = (a < T(0)).select(T(0), a);
+      break;
+    case Activation::HardSigmoid:
+      a = a * T(1.0 / 6.0) + T(0.5);
+      a = (a < T(0)).select(T(0), a);
+      a = (a > T(1)).select(T(1), a);
+      break;
+    case Activation::Linear:
+      break;
+  }
+}
+
+// dz <- dz * act'(z), with act' written through the output y = act(z), which is what the
+// forward pass keeps:
+//   tanh' = 1 - y^2, sigmoid' = y (1 - y), relu' = [y > 0],
+//   hard_sigmoid' = [0 < y < 1] / 6, linear' = 1.
+template <class DBlock, class YBlock>
+void activate_backward(Activation act, DBlock&& dz, const YBlock& y_) {
+  using T = typename std::decay_t<DBlock>::Scalar;
+  auto d = dz.array();
+  auto y = y_.array();
+  switch (act) {
+    case Activation::Tanh:
+      d *= T(1) - y.square();
+      break;
+    case Activation::Sigmoid:
+      d *= y * (T(1) - y);
+      break;
+    case Activation::Relu:
+      d = (y > T(0)).select(d, T(0));
+      break;
+    case Activation::HardSigmoid:
+      d = (y > T(0) && y < T(1)).select(d * T(1.0 / 6.0), T(0));
+      break;
+    case Activation::Linear:
+      break;
+  }
+}
+
+}  // namespace rnncore

@@ -1,0 +1,80 @@
+// The core's entry points: from a cell description and raw Keras-layout buffers to a scan.
+// Bindings fill these structs and call these functions; they do no math themselves.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "rnncore/activations.hpp"
+#include "rnncore/cells.hpp"
+#include "rnncore/scan.hpp"
+
+namespace rnncore {
+
+enum class CellKind { SimpleRNN, LSTM, GRU };
+
+struct CellSpec {
+  CellKind kind = CellKind::LSTM;
+  Activation act = Activation::Tanh;
+  Activation rec_act = Activation::Sigmoid;  // unused by SimpleRNN
+  bool reset_after = true;                   // GRU only
+
+  int gates() const { return kind == CellKind::SimpleRNN ? 1 : kind == CellKind::LSTM ? 4 : 3; }
+  int n_states() const { return kind == CellKind::LSTM ? 2 : 1; }
+  // Keras's bias layout: (2, 3H) for GRU reset_after, else (G*H,).
+  bool bias_two_rows() const { return kind == CellKind::GRU && reset_after; }
+  Index aux_cols(Index H) const { return kind == CellKind::GRU ? H : 0; }
+};
+
+inline CellKind cell_from_name(const std::string& name) {
+  if (name == "simple_rnn") return CellKind::SimpleRNN;
+  if (name == "lstm") return CellKind::LSTM;
+  if (name == "gru") return CellKind::GRU;
+  throw InvalidArgument("unknown cell '" + name + "': expected simple_rnn, lstm or gru");
+}
+
+// The recurrent weights of one layer, Keras layout: U (H, G*H); bias (G*H) or (2, G*H) or
+// nullptr. The input kernel W travels in ScanIO.
+template <class T>
+struct Recurrent {
+  Index H = 0;
+  const T* U = nullptr;
+  const T* bias = nullptr;
+};
+
+// Calls fn(cell, b_in) with the concrete cell for `spec` and the bias the scan adds to the
+// input projection. For GRU reset_after that is b_x + [b_hh_z, b_hh_r, 0]: the recurrent
+// biases of z and r just add, only the candidate's stays inside r * (.) (cells.hpp).
+template <class T, class Fn>
+void with_cell(const CellSpec& spec, const Recurrent<T>& rec, Fn&& fn) {
+  const Index H = rec.H, GH = spec.gates() * H;
+  const auto U = cview(rec.U, H, GH, GH);
+  switch (spec.kind) {
+    case CellKind::SimpleRNN:
+      fn(SimpleRNNCell<T>{H, U, spec.act}, rec.bias);
+      return;
+    case CellKind::LSTM:
+      fn(LSTMCell<T>{H, U, spec.act, spec.rec_act}, rec.bias);
+      return;
+    case CellKind::GRU: {
+      if (!spec.reset_after || !rec.bias) {
+        fn(GRUCell<T>{H, U, spec.act, spec.rec_act, spec.reset_after, nullptr}, rec.bias);
+        return;
+      }
+      std::vector<T> b_in(rec.bias, rec.bias + GH);
+      for (Index j = 0; j < 2 * H; ++j) b_in[j] += rec.bias[GH + j];
+      fn(GRUCell<T>{H, U, spec.act, spec.rec_act, true, rec.bias + GH + 2 * H}, b_in.data());
+      return;
+    }
+  }
+}
+
+template <class T>
+void forward(const CellSpec& spec, const Recurrent<T>& rec, ScanIO<T> io, int threads) {
+  with_cell(spec, rec, [&](const auto& cell, const T* b_in) {
+    io.b_in = b_in;
+    forward_scan(cell, io, threads);
+  });
+}
+
+}  // namespace rnncore

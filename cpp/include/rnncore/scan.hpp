@@ -1,0 +1,150 @@
+// The one forward time loop, shared by every cell.
+//
+// It owns: the input projection (one GEMM before the loop), the direction (go_backwards),
+// masks, initial and final states, the returned sequence or last output, the training
+// workspace, and the threads.
+//
+// Threads: batch rows are independent, so each thread takes a contiguous shard of the batch
+// and runs the whole sequence for it (projection included) with no synchronisation at all.
+// Eigen's own threading is off (EIGEN_DONT_PARALLELIZE): OpenMP here is the one owner.
+//
+// Masks (Keras's rule): at a masked step the carried states are left unchanged and the
+// output repeats the previous output; before the first unmasked step that output is zero.
+// The last output (return_sequences = false) is the output of the last processed step,
+// which is therefore zero for a fully masked row, and for zero timesteps.
+//
+// go_backwards: steps run over t = T-1 .. 0 and the output sequence is written in
+// processing order, as Keras does (output[:, s] belongs to input step T-1-s).
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <vector>
+
+#include "rnncore/cells.hpp"
+#include "rnncore/threads.hpp"
+#include "rnncore/types.hpp"
+
+namespace rnncore {
+
+// Up to two carried states (h; or h, c): cells use the first Cell::n_states.
+inline constexpr int max_states = 2;
+
+template <class T>
+struct ScanIO {
+  // Inputs.
+  const T* x = nullptr;  // (B, T, D)
+  Index B = 0, T_ = 0, D = 0;
+  const T* W = nullptr;     // (D, G*H)
+  const T* b_in = nullptr;  // (G*H) or nullptr: the bias added to the input projection
+  const std::uint8_t* mask = nullptr;  // (B, T), nonzero = step is used; or nullptr
+  std::array<const T*, max_states> initial{};  // each (B, H), or nullptr for zeros
+  bool go_backwards = false;
+  bool return_sequences = false;
+
+  // Outputs.
+  T* y = nullptr;                 // (B, T, H) if return_sequences else (B, H)
+  std::array<T*, max_states> final_state{};  // each (B, H)
+
+  // Training workspace, all nullptr for inference (then the scan keeps nothing extra).
+  // gates: (B, T, G*H) post-activation gates; states[k]: (B, T, H) state k after the step
+  // at input time t; aux: (B, T, aux_cols) the cell's extra values.
+  T* ws_gates = nullptr;
+  std::array<T*, max_states> ws_states{};
+  T* ws_aux = nullptr;
+};
+
+// Per-shard step buffers of n rows: ping-pong states (2 * N * n * H), the last outputs
+// (n * H) and aux (n * aux). Linear in n, so shard s starts at shard_buffer_size(r0).
+template <int N>
+Index shard_buffer_size(Index n, Index H, Index aux) {
+  return (2 * N + 1) * n * H + n * aux;
+}
+
+template <class Cell, class T>
+void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
+  constexpr int N = Cell::n_states;
+  const Index B = io.B, Tn = io.T_, D = io.D, H = cell.H, GH = Cell::G * cell.H;
+  const Index A = cell.aux_cols();
+  const bool training = io.ws_gates != nullptr;
+
+  // The projection buffer: the workspace itself in training, else one allocation per call.
+  std::vector<T> proj;
+  T* gates_all = io.ws_gates;
+  if (!training) {
+    proj.resize(static_cast<size_t>(B * Tn * GH));
+    gates_all = proj.data();
+  }
+
+  const auto shards = split_rows(B, num_threads, /*work_per_row=*/Tn * GH * (D + H));
+  std::vector<T> shard_mem(static_cast<size_t>(shard_buffer_size<N>(B, H, A)));
+  const Index ns = static_cast<Index>(shards.size()) - 1;
+
+  parallel_for(ns, [&](Index s_idx) {
+    const Index r0 = shards[s_idx], n = shards[s_idx + 1] - r0;
+    if (n == 0) return;
+    // This shard's slice of the per-thread buffers.
+    T* mem = shard_mem.data() + shard_buffer_size<N>(r0, H, A);
+    std::array<T*, N> ping{}, pong{};
+    for (int k = 0; k < N; ++k) {
+      ping[k] = mem + (2 * k) * n * H;
+      pong[k] = mem + (2 * k + 1) * n * H;
+    }
+    T* y_last = mem + 2 * N * n * H;  // Keras's "previous output", zero until a step is used
+    T* aux_buf = y_last + n * H;
+
+    // Input projection for all of this shard's n*T rows at once: gates = x W + b_in.
+    auto G = view(gates_all + r0 * Tn * GH, n * Tn, GH, GH);
+    G.noalias() = cview(io.x + r0 * Tn * D, n * Tn, D, D) * cview(io.W, D, GH, GH);
+    if (io.b_in) G.rowwise() += ConstRowVecView<T>(io.b_in, GH);
+
+    // Initial states into ping.
+    for (int k = 0; k < N; ++k) {
+      auto s0 = view(ping[k], n, H, H);
+      if (io.initial[k])
+        s0 = cview(io.initial[k] + r0 * H, n, H, H);
+      else
+        s0.setZero();
+    }
+    view(y_last, n, H, H).setZero();
+
+    States<const T, N> prev;
+    for (int k = 0; k < N; ++k) prev[k] = {ping[k], H};
+
+    for (Index s = 0; s < Tn; ++s) {
+      const Index t = io.go_backwards ? Tn - 1 - s : s;
+      States<T, N> next;
+      for (int k = 0; k < N; ++k) {
+        if (training)
+          next[k] = {io.ws_states[k] + (r0 * Tn + t) * H, Tn * H};
+        else
+          next[k] = {(s % 2 == 0) ? pong[k] : ping[k], H};
+      }
+      auto gates_t = view(gates_all + (r0 * Tn + t) * GH, n, GH, Tn * GH);
+      auto aux_t = training ? view(io.ws_aux + (r0 * Tn + t) * A, n, A, Tn * A)
+                            : view(aux_buf, n, A, A);
+      cell.step(n, gates_t, prev, next, aux_t);
+
+      // Masked rows: keep the previous states; used rows: the output is the new h.
+      for (Index i = 0; i < n; ++i) {
+        const bool used = !io.mask || io.mask[(r0 + i) * Tn + t];
+        if (used) {
+          std::copy_n(next[0].data + i * next[0].stride, H, y_last + i * H);
+        } else {
+          for (int k = 0; k < N; ++k)
+            std::copy_n(prev[k].data + i * prev[k].stride, H, next[k].data + i * next[k].stride);
+        }
+      }
+      if (io.return_sequences)
+        view(io.y + (r0 * Tn + s) * H, n, H, Tn * H) = view(y_last, n, H, H);
+
+      for (int k = 0; k < N; ++k) prev[k] = {next[k].data, next[k].stride};
+    }
+
+    for (int k = 0; k < N; ++k)
+      view(io.final_state[k] + r0 * H, n, H, H) = cview(prev[k].data, n, H, prev[k].stride);
+    if (!io.return_sequences) view(io.y + r0 * H, n, H, H) = view(y_last, n, H, H);
+  }, num_threads);
+}
+
+}  // namespace rnncore

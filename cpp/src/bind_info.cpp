@@ -1,0 +1,83 @@
+// Build and machine facts, and the thread count setting.
+#include <Eigen/Core>
+
+#include "bindings.hpp"
+#include "rnncore/threads.hpp"
+
+namespace rnncore::bind {
+
+namespace py = pybind11;
+
+namespace {
+
+// Whether this CPU (and its OS) runs code built for an x86-64 micro-architecture level.
+// Answered by the baseline module before a faster one is imported.
+bool cpu_supports(const std::string& level) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  const bool v2 = __builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("popcnt") &&
+                  __builtin_cpu_supports("ssse3");
+  const bool v3 = v2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                  __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("f16c");
+  const bool v4 = v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512dq") &&
+                  __builtin_cpu_supports("avx512vl");
+  if (level == "x86_64_v2") return v2;
+  if (level == "x86_64_v3") return v3;
+  if (level == "x86_64_v4") return v4;
+#endif
+  return level == "baseline" || level == "native";
+}
+
+// The vector extensions this module's Eigen kernels were compiled for.
+std::string simd_in_use() {
+  std::string s;
+  auto add = [&s](const char* name) { s += s.empty() ? name : std::string(" ") + name; };
+#if defined(EIGEN_VECTORIZE_AVX512)
+  add("AVX512");
+#endif
+#if defined(EIGEN_VECTORIZE_AVX2)
+  add("AVX2");
+#endif
+#if defined(EIGEN_VECTORIZE_FMA)
+  add("FMA");
+#endif
+#if defined(EIGEN_VECTORIZE_AVX)
+  add("AVX");
+#endif
+#if defined(EIGEN_VECTORIZE_SSE4_2)
+  add("SSE4.2");
+#endif
+#if defined(EIGEN_VECTORIZE_SSE2)
+  add("SSE2");
+#endif
+#if defined(EIGEN_VECTORIZE_NEON)
+  add("NEON");
+#endif
+  return s.empty() ? "none" : s;
+}
+
+}  // namespace
+
+void register_info(py::module_& m) {
+  m.attr("isa") = RNNCORE_ISA;
+  m.attr("has_openmp") = rnncore::has_openmp();
+  m.attr("simd") = simd_in_use();
+  m.attr("eigen_version") = std::to_string(EIGEN_WORLD_VERSION) + "." +
+                            std::to_string(EIGEN_MAJOR_VERSION) + "." +
+                            std::to_string(EIGEN_MINOR_VERSION);
+  m.def("cpu_supports", &cpu_supports, py::arg("level"),
+        "Whether this CPU runs code compiled for an instruction-set level "
+        "('baseline', 'x86_64_v3', 'x86_64_v4').");
+  m.def("get_num_threads", &rnncore::get_num_threads,
+        "Threads the kernels use (set_num_threads, else OMP_NUM_THREADS, else all cores).");
+  m.def(
+      "set_num_threads",
+      [](int n) {
+        if (n < 0) throw py::value_error("set_num_threads: expected n >= 0, got " + std::to_string(n));
+        rnncore::set_num_threads(n);
+      },
+      py::arg("n"), "Set the threads the kernels use; 0 restores the default.");
+}
+
+}  // namespace rnncore::bind

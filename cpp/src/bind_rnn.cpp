@@ -1,0 +1,155 @@
+// Bindings of the recurrent forward pass: checks, buffer maps, outputs, GIL release.
+#include <pybind11/stl.h>
+
+#include "bindings.hpp"
+#include "checks.hpp"
+#include "rnncore/api.hpp"
+
+namespace rnncore::bind {
+namespace {
+
+struct ForwardArgs {
+  CellSpec spec;
+  py::array x, kernel, recurrent_kernel;
+  std::optional<py::array> bias;
+  std::vector<py::array> initial_state;
+  std::optional<py::array> mask;
+  bool go_backwards, return_sequences, training;
+};
+
+CellSpec make_spec(const std::string& cell, const std::string& activation,
+                   const std::string& recurrent_activation, bool reset_after) {
+  CellSpec spec;
+  spec.kind = cell_from_name(cell);
+  spec.act = activation_from_name(activation);
+  spec.rec_act = activation_from_name(recurrent_activation);
+  spec.reset_after = reset_after;
+  return spec;
+}
+
+const char* cell_label(const CellSpec& spec) {
+  switch (spec.kind) {
+    case CellKind::SimpleRNN:
+      return "simple_rnn";
+    case CellKind::LSTM:
+      return "lstm";
+    default:
+      return spec.reset_after ? "gru (reset_after=True)" : "gru (reset_after=False)";
+  }
+}
+
+template <class T>
+py::tuple forward_t(const ForwardArgs& a) {
+  const CellSpec& spec = a.spec;
+  const Index G = spec.gates();
+  check_ndim(a.x, "x", 3, "(batch, timesteps, input_dim)");
+  const Index B = a.x.shape(0), Tn = a.x.shape(1), D = a.x.shape(2);
+  check_ndim(a.recurrent_kernel, "recurrent_kernel", 2, "(units, gates*units)");
+  const Index H = a.recurrent_kernel.shape(0);
+  const Index GH = G * H;
+  if (a.recurrent_kernel.shape(1) != GH)
+    throw py::value_error("recurrent_kernel: expected shape (units, " + std::to_string(G) +
+                          "*units) = " + shape_str({H, GH}) + " for " + cell_label(spec) +
+                          ", got " + shape_str(shape_of(a.recurrent_kernel)));
+
+  ScanIO<T> io;
+  io.x = float_input<T>(a.x, "x", {B, Tn, D});
+  io.B = B, io.T_ = Tn, io.D = D;
+  io.W = float_input<T>(a.kernel, "kernel", {D, GH});
+  Recurrent<T> rec;
+  rec.H = H;
+  rec.U = float_input<T>(a.recurrent_kernel, "recurrent_kernel", {H, GH});
+  if (a.bias) {
+    rec.bias = spec.bias_two_rows() ? float_input<T>(*a.bias, "bias", {2, GH})
+                                    : float_input<T>(*a.bias, "bias", {GH});
+  }
+  const Index N = spec.n_states();
+  if (!a.initial_state.empty() && static_cast<Index>(a.initial_state.size()) != N)
+    throw py::value_error("initial_state: expected " + std::to_string(N) + " array(s) for " +
+                          cell_label(spec) + ", got " + std::to_string(a.initial_state.size()));
+  for (size_t k = 0; k < a.initial_state.size(); ++k) {
+    const std::string name = "initial_state[" + std::to_string(k) + "]";
+    io.initial[k] = float_input<T>(a.initial_state[k], name.c_str(), {B, H});
+  }
+  if (a.mask) {
+    if (!a.mask->dtype().is(py::dtype::of<bool>()))
+      throw py::type_error("mask: expected dtype bool, got " + dtype_str(*a.mask));
+    check_shape(*a.mask, "mask", {B, Tn});
+    check_contiguous(*a.mask, "mask");
+    io.mask = static_cast<const std::uint8_t*>(a.mask->data());
+  }
+  io.go_backwards = a.go_backwards;
+  io.return_sequences = a.return_sequences;
+
+  // Refuse absurd sizes before allocating anything.
+  checked_elements({B, Tn, GH}, "input projection (batch*timesteps*gates*units)");
+  checked_elements({B, Tn, H}, "output (batch*timesteps*units)");
+  checked_elements({D, GH}, "kernel");
+
+  auto y = a.return_sequences ? new_array<T>({B, Tn, H}) : new_array<T>({B, H});
+  io.y = y.mutable_data();
+  py::list finals;
+  for (Index k = 0; k < N; ++k) {
+    auto s = new_array<T>({B, H});
+    io.final_state[k] = s.mutable_data();
+    finals.append(s);
+  }
+  py::object workspace = py::none();
+  if (a.training) {
+    py::list ws;
+    auto gates = new_array<T>({B, Tn, GH});
+    io.ws_gates = gates.mutable_data();
+    ws.append(gates);
+    for (Index k = 0; k < N; ++k) {
+      auto s = new_array<T>({B, Tn, H});
+      io.ws_states[k] = s.mutable_data();
+      ws.append(s);
+    }
+    auto aux = new_array<T>({B, Tn, spec.aux_cols(H)});
+    io.ws_aux = aux.mutable_data();
+    ws.append(aux);
+    workspace = ws;
+  }
+
+  {
+    py::gil_scoped_release release;
+    forward(spec, rec, io, get_num_threads());
+  }
+  return py::make_tuple(y, finals, workspace);
+}
+
+py::tuple rnn_forward(const std::string& cell, const py::array& x, const py::array& kernel,
+                      const py::array& recurrent_kernel, std::optional<py::array> bias,
+                      std::vector<py::array> initial_state, std::optional<py::array> mask,
+                      const std::string& activation, const std::string& recurrent_activation,
+                      bool reset_after, bool go_backwards, bool return_sequences, bool training) {
+  ForwardArgs a{make_spec(cell, activation, recurrent_activation, reset_after),
+                x,
+                kernel,
+                recurrent_kernel,
+                std::move(bias),
+                std::move(initial_state),
+                std::move(mask),
+                go_backwards,
+                return_sequences,
+                training};
+  return is_float64(x, "x") ? forward_t<double>(a) : forward_t<float>(a);
+}
+
+}  // namespace
+
+void register_rnn(py::module_& m) {
+  m.def("rnn_forward", &rnn_forward, py::arg("cell"), py::arg("x"), py::arg("kernel"),
+        py::arg("recurrent_kernel"), py::arg("bias"), py::arg("initial_state"), py::arg("mask"),
+        py::arg("activation"), py::arg("recurrent_activation"), py::arg("reset_after"),
+        py::arg("go_backwards"), py::arg("return_sequences"), py::arg("training"),
+        R"doc(Forward pass of one recurrent layer over a whole sequence (Keras layouts).
+
+Returns (output, [final states], workspace). output is (batch, timesteps, units) with
+return_sequences, else (batch, units); the final states are h (and c for lstm), each
+(batch, units). workspace is None unless training=True, then [gates, states..., aux] for
+the backward pass. All arrays must share x's dtype (float32 or float64) and be
+C-contiguous; the GIL is released while computing.)doc");
+}
+
+}  // namespace rnncore::bind

@@ -1,0 +1,100 @@
+// Argument checks shared by the binding files: every failure is a Python exception that names
+// the argument and gives the expected and actual shape or dtype.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace rnncore::bind {
+
+namespace py = pybind11;
+using Index = py::ssize_t;
+
+inline std::string shape_str(const std::vector<Index>& s) {
+  std::string out = "(";
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i) out += ", ";
+    out += std::to_string(s[i]);
+  }
+  if (s.size() == 1) out += ",";
+  return out + ")";
+}
+
+inline std::vector<Index> shape_of(const py::array& a) {
+  return std::vector<Index>(a.shape(), a.shape() + a.ndim());
+}
+
+inline std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+// The floating type of a call is x's: float32 or float64. Anything else is a TypeError.
+inline bool is_float64(const py::array& x, const char* name) {
+  if (x.dtype().is(py::dtype::of<float>())) return false;
+  if (x.dtype().is(py::dtype::of<double>())) return true;
+  throw py::type_error(std::string(name) + ": expected dtype float32 or float64, got " +
+                       dtype_str(x));
+}
+
+template <class T>
+void check_dtype(const py::array& a, const char* name, const char* ref_name) {
+  if (!a.dtype().is(py::dtype::of<T>()))
+    throw py::type_error(std::string(name) + ": expected dtype " +
+                         py::str(py::dtype::of<T>()).cast<std::string>() + " (the dtype of " +
+                         ref_name + "), got " + dtype_str(a) + "; mixed dtypes are not converted");
+}
+
+inline void check_contiguous(const py::array& a, const char* name) {
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) +
+                          ": expected a C-contiguous array (use numpy.ascontiguousarray)");
+}
+
+inline void check_shape(const py::array& a, const char* name, const std::vector<Index>& expected) {
+  if (shape_of(a) != expected)
+    throw py::value_error(std::string(name) + ": expected shape " + shape_str(expected) +
+                          ", got " + shape_str(shape_of(a)));
+}
+
+inline void check_ndim(const py::array& a, const char* name, int ndim, const char* what) {
+  if (a.ndim() != ndim)
+    throw py::value_error(std::string(name) + ": expected a " + std::to_string(ndim) +
+                          "-D array " + what + ", got shape " + shape_str(shape_of(a)));
+}
+
+// A float array of dtype T, C-contiguous, of exactly this shape.
+template <class T>
+const T* float_input(const py::array& a, const char* name, const std::vector<Index>& shape,
+                     const char* ref_name = "x") {
+  check_dtype<T>(a, name, ref_name);
+  check_shape(a, name, shape);
+  check_contiguous(a, name);
+  return static_cast<const T*>(a.data());
+}
+
+// Product of sizes, refusing overflow and anything beyond what could ever be allocated, so
+// an absurd request is a MemoryError before any allocation.
+inline Index checked_elements(std::initializer_list<Index> dims, const char* what) {
+  constexpr Index limit = std::numeric_limits<Index>::max() / 16;
+  Index n = 1;
+  for (Index d : dims) {
+    if (d < 0) throw py::value_error(std::string(what) + ": negative size");
+    if (d != 0 && n > limit / d) {
+      PyErr_SetString(PyExc_MemoryError, (std::string(what) + ": size overflows").c_str());
+      throw py::error_already_set();
+    }
+    n *= d;
+  }
+  return n;
+}
+
+template <class T>
+py::array_t<T> new_array(const std::vector<Index>& shape) {
+  return py::array_t<T>(shape);
+}
+
+}  // namespace rnncore::bind

@@ -1,0 +1,9 @@
+// The compiled module. It is built once per instruction-set level (RNNCORE_MODULE names it:
+// _core_baseline, _core_x86_64_v3, ...); rnncore/_core.py imports the best one the CPU runs.
+#include "bindings.hpp"
+
+PYBIND11_MODULE(RNNCORE_MODULE, m) {
+  m.doc() = "rnncore's compiled core: recurrent kernels over NumPy buffers.";
+  rnncore::bind::register_info(m);
+  rnncore::bind::register_rnn(m);
+}

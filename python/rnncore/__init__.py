@@ -1,0 +1,25 @@
+"""rnncore: fast CPU recurrent neural networks with a Keras-like API.
+
+The hot loops are C++ (Eigen matrix products, OpenMP threads); :mod:`rnncore.functional`
+exposes them as NumPy-in / NumPy-out functions and :mod:`rnncore.reference` is the plain
+NumPy reference they are tested against.
+"""
+
+from . import _core, functional, reference
+from ._core import get_num_threads, set_num_threads
+
+__version__ = "0.1.0"
+
+
+def build_info() -> dict:
+    """What the compiled core was built with and which build this CPU runs."""
+    return {
+        "isa": _core.isa,
+        "simd": _core.simd,
+        "openmp": _core.has_openmp,
+        "eigen": _core.eigen_version,
+        "threads": _core.get_num_threads(),
+    }
+
+
+__all__ = ["functional", "reference", "build_info", "get_num_threads", "set_num_threads"]

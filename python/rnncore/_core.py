@@ -1,0 +1,49 @@
+"""The compiled core, as the best build this CPU runs.
+
+The extension is built once per instruction-set level (``_core_baseline`` for any x86-64,
+``_core_x86_64_v3`` for AVX2/FMA, ``_core_x86_64_v4`` for AVX-512; or a single
+``_core_native`` when built with ``RNNCORE_NATIVE=ON``). The baseline module, safe on every
+CPU, is asked which levels the CPU supports; the best one present is imported. Set the
+environment variable ``RNNCORE_ISA`` (``baseline``, ``x86_64_v3``, ``x86_64_v4``) to force a
+level, e.g. to compare them.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import import_module
+from importlib.util import find_spec
+
+_PREFERENCE = ("x86_64_v4", "x86_64_v3")
+
+
+def _load():
+    try:
+        probe = import_module("._core_baseline", __package__)
+    except ImportError:
+        return import_module("._core_native", __package__)
+    forced = os.environ.get("RNNCORE_ISA", "").strip()
+    if forced == "baseline":
+        return probe
+    for level in (forced,) if forced else _PREFERENCE:
+        name = f"{__package__}._core_{level}"
+        if find_spec(name) is None or not probe.cpu_supports(level):
+            if forced:
+                raise ImportError(
+                    f"RNNCORE_ISA={forced!r}: this build or CPU does not provide that level"
+                )
+            continue
+        return import_module(name)
+    return probe
+
+
+_module = _load()
+
+isa: str = _module.isa
+has_openmp: bool = _module.has_openmp
+simd: str = _module.simd
+eigen_version: str = _module.eigen_version
+cpu_supports = _module.cpu_supports
+get_num_threads = _module.get_num_threads
+set_num_threads = _module.set_num_threads
+rnn_forward = _module.rnn_forward

@@ -1,0 +1,126 @@
+"""NumPy-in / NumPy-out recurrent layers: plain functions over the compiled core.
+
+Shapes and layouts are Keras's (``B`` batch, ``T`` timesteps, ``D`` input_dim, ``H`` units):
+
+* ``x``: ``(B, T, D)``
+* ``kernel``: ``(D, G*H)``, ``recurrent_kernel``: ``(H, G*H)``, with the gates in Keras's
+  order: SimpleRNN ``G=1``; LSTM ``G=4`` as ``i, f, c, o``; GRU ``G=3`` as ``z, r, h``
+* ``bias``: ``(G*H,)``, or ``(2, 3*H)`` for a GRU with ``reset_after=True`` (input and
+  recurrent rows); ``None`` when the layer has no bias
+* ``initial_state``: ``h`` (or ``[h, c]`` for LSTM), each ``(B, H)``; zeros when ``None``
+* ``mask``: ``(B, T)`` booleans, ``True`` where a step is used. A masked step leaves the
+  states unchanged and repeats the previous output (zeros before the first used step)
+
+Every function returns ``(output, *final_states)``: ``output`` is ``(B, T, H)`` when
+``return_sequences`` else ``(B, H)``; the final states are ``h`` (and ``c`` for LSTM). With
+``go_backwards`` time runs from the last step to the first and the output sequence is in
+that processing order, as in Keras.
+
+All arrays must share one floating dtype, float32 or float64, which is also the dtype of the
+results; nothing is converted silently. Non-contiguous inputs are accepted (copied once).
+Inputs are never modified. The GIL is released while the core computes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["simple_rnn", "lstm", "gru", "ACTIVATIONS"]
+
+#: Activation names accepted for ``activation`` and ``recurrent_activation``.
+ACTIVATIONS = ("tanh", "sigmoid", "relu", "hard_sigmoid", "linear")
+
+
+def _array(a, name: str) -> np.ndarray:
+    """A C-contiguous view of ``a`` (a copy only when it is not contiguous already)."""
+    if isinstance(a, np.ndarray) and a.flags.c_contiguous:
+        return a
+    try:
+        return np.ascontiguousarray(a)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name}: expected an array, got {type(a).__name__} ({e})") from None
+
+
+def _mask(mask) -> np.ndarray | None:
+    if mask is None:
+        return None
+    m = _array(mask, "mask")
+    if m.dtype != np.bool_:
+        if not np.issubdtype(m.dtype, np.integer):
+            raise TypeError(f"mask: expected dtype bool (or integer 0/1), got {m.dtype}")
+        m = m != 0
+    return m
+
+
+def _states(initial_state, n: int, cell: str) -> list[np.ndarray]:
+    if initial_state is None:
+        return []
+    if isinstance(initial_state, np.ndarray) or not isinstance(initial_state, Sequence):
+        initial_state = [initial_state]
+    if len(initial_state) != n:
+        raise ValueError(
+            f"initial_state: expected {n} array(s) for {cell}, got {len(initial_state)}"
+        )
+    return [_array(s, f"initial_state[{k}]") for k, s in enumerate(initial_state)]
+
+
+def _run(cell, x, kernel, recurrent_kernel, bias, initial_state, mask, n_states, *,
+         activation, recurrent_activation="sigmoid", reset_after=True,
+         go_backwards=False, return_sequences=False):
+    y, finals, _ = _core.rnn_forward(
+        cell,
+        _array(x, "x"),
+        _array(kernel, "kernel"),
+        _array(recurrent_kernel, "recurrent_kernel"),
+        None if bias is None else _array(bias, "bias"),
+        _states(initial_state, n_states, cell),
+        _mask(mask),
+        activation,
+        recurrent_activation,
+        bool(reset_after),
+        bool(go_backwards),
+        bool(return_sequences),
+        False,
+    )
+    return (y, *finals)
+
+
+def simple_rnn(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
+               initial_state=None, mask=None, go_backwards=False, return_sequences=False):
+    """SimpleRNN: ``h_t = act(x_t W + h_{t-1} U + b)``. Returns ``(output, h)``."""
+    return _run("simple_rnn", x, kernel, recurrent_kernel, bias, initial_state, mask, 1,
+                activation=activation, go_backwards=go_backwards,
+                return_sequences=return_sequences)
+
+
+def lstm(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
+         recurrent_activation="sigmoid", initial_state=None, mask=None, go_backwards=False,
+         return_sequences=False):
+    """LSTM, gates ``i, f, c, o``. Returns ``(output, h, c)``.
+
+    ``i, f, o = rec_act(.)``, ``g = act(.)``, ``c_t = f c_{t-1} + i g``,
+    ``h_t = o act(c_t)``. ``initial_state`` is ``[h0, c0]``.
+    """
+    return _run("lstm", x, kernel, recurrent_kernel, bias, initial_state, mask, 2,
+                activation=activation, recurrent_activation=recurrent_activation,
+                go_backwards=go_backwards, return_sequences=return_sequences)
+
+
+def gru(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
+        recurrent_activation="sigmoid", reset_after=True, initial_state=None, mask=None,
+        go_backwards=False, return_sequences=False):
+    """GRU, gates ``z, r, h``. Returns ``(output, h)``.
+
+    ``reset_after=True`` (Keras 3 / PyTorch / cuDNN): ``hh = act(x W_h + b_xh + r (h U_h + b_hh))``
+    with ``bias`` of shape ``(2, 3H)``; ``reset_after=False`` (2014 form):
+    ``hh = act(x W_h + b_h + (r h) U_h)`` with ``bias`` of shape ``(3H,)``. Then
+    ``h_t = z h_{t-1} + (1 - z) hh``.
+    """
+    return _run("gru", x, kernel, recurrent_kernel, bias, initial_state, mask, 1,
+                activation=activation, recurrent_activation=recurrent_activation,
+                reset_after=reset_after, go_backwards=go_backwards,
+                return_sequences=return_sequences)
