@@ -2,13 +2,18 @@
 
 The hot loops are C++ (Eigen matrix products, OpenMP threads); :mod:`rnncore.functional`
 exposes them as NumPy-in / NumPy-out functions and :mod:`rnncore.reference` is the plain
-NumPy reference they are tested against.
+NumPy reference they are tested against. :mod:`rnncore.layers` and :mod:`rnncore.models`
+are the Keras-compatible layer API over them (``rnncore.Sequential``, ``rnncore.Input``).
 """
 
 from . import _core, functional, reference
 from ._core import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
+
+from . import layers, models  # noqa: E402  (models reads __version__)
+from .layers import Input  # noqa: E402
+from .models import Sequential, load_model  # noqa: E402
 
 
 def build_info() -> dict:
@@ -22,4 +27,5 @@ def build_info() -> dict:
     }
 
 
-__all__ = ["functional", "reference", "build_info", "get_num_threads", "set_num_threads"]
+__all__ = ["functional", "reference", "build_info", "get_num_threads", "set_num_threads",
+           "layers", "models", "Sequential", "Input", "load_model"]

@@ -1,0 +1,28 @@
+"""Keras-compatible layers over the rnncore core: ``from rnncore.layers import LSTM, Dense``.
+
+Constructor arguments, defaults, weight names, shapes and order, call signatures, masks and
+return values follow Keras 3, so ``rnncore_layer.set_weights(keras_layer.get_weights())``
+reproduces a Keras layer. Calls take and return NumPy arrays in the layer's dtype
+(``float32`` by default, ``float64`` when ``dtype="float64"``). Inference only: training
+features (dropout at training time, regularizers, constraints) raise an error naming the
+argument rather than being ignored.
+"""
+
+from . import activations, initializers
+from ._base import Layer, MaskedOutput, UnsupportedArgumentError, Variable
+from .core import Activation, Dense, Dropout, Input, InputLayer, InputTensor, Masking, Softmax
+from .recurrent import GRU, LSTM, RNN, SimpleRNN
+from .wrappers import Bidirectional, TimeDistributed, deserialize_layer, serialize_layer
+
+#: The layer classes a saved model may name (nothing else is ever instantiated on load).
+LAYER_CLASSES = {c.__name__: c for c in (
+    SimpleRNN, LSTM, GRU, Bidirectional, TimeDistributed, Dense, Activation, Softmax,
+    Dropout, Masking, InputLayer,
+)}
+
+__all__ = [
+    "Layer", "Variable", "MaskedOutput", "UnsupportedArgumentError", "RNN", "SimpleRNN",
+    "LSTM", "GRU", "Bidirectional", "TimeDistributed", "Dense", "Activation", "Softmax",
+    "Dropout", "Masking", "Input", "InputLayer", "InputTensor", "activations",
+    "initializers", "serialize_layer", "deserialize_layer",
+]

@@ -1,0 +1,260 @@
+"""Non-recurrent layers: Dense, Activation, Softmax, Dropout, Masking, and the model input."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional
+from . import activations, initializers
+from ._base import (
+    Layer,
+    UnsupportedArgumentError,
+    require_default,
+    shape_tuple,
+    standardize_dtype,
+)
+
+__all__ = ["Dense", "Activation", "Softmax", "Dropout", "Masking", "InputLayer", "Input",
+           "InputTensor"]
+
+
+def _dense(x, kernel, bias, activation):
+    """``act(x W + b)`` on the last axis: the one place Dense computes (the core's kernel)."""
+    return functional.dense(x, kernel, bias, activation)
+
+
+class Dense(Layer):
+    """``output = activation(inputs @ kernel + bias)`` on the last axis (any rank >= 2).
+
+    On a sequence ``(batch, timesteps, features)`` it applies to every timestep, like
+    Keras's Dense (and ``TimeDistributed(Dense)``). Weights: ``kernel (input_dim, units)``,
+    ``bias (units,)``.
+    """
+
+    def __init__(self, units, activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, lora_rank=None,
+                 lora_alpha=None, quantization_config=None, **kwargs):
+        require_default(
+            "Dense", kernel_regularizer=(kernel_regularizer, None),
+            bias_regularizer=(bias_regularizer, None),
+            activity_regularizer=(activity_regularizer, None),
+            kernel_constraint=(kernel_constraint, None), bias_constraint=(bias_constraint, None),
+            lora_rank=(lora_rank, None), lora_alpha=(lora_alpha, None),
+            quantization_config=(quantization_config, None))
+        seed = kwargs.pop("seed", None)
+        super().__init__(**kwargs)
+        self.units = int(units)
+        if self.units <= 0:
+            raise ValueError(f"Dense: units must be a positive integer, got {units!r}")
+        self.activation = activations.name_of(activation, "Dense")
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.seed = seed
+        self.kernel = self.bias = None
+
+    def build(self, input_shape):
+        input_shape = shape_tuple(input_shape, f"{self.name}: build")
+        if len(input_shape) < 2 or input_shape[-1] is None:
+            raise ValueError(
+                f"Dense {self.name!r}: input shape must be (batch, ..., features) with a known "
+                f"feature size, got {input_shape}"
+            )
+        rng = np.random.default_rng(self.seed)
+        self.kernel = self.add_weight("kernel", (input_shape[-1], self.units),
+                                      self.kernel_initializer, rng)
+        if self.use_bias:
+            self.bias = self.add_weight("bias", (self.units,), self.bias_initializer, rng)
+        super().build(input_shape)
+
+    def _build_from_weights(self, weights):
+        if weights and np.ndim(weights[0]) == 2:
+            return self.build((None, np.shape(weights[0])[0]))
+        super()._build_from_weights(weights)
+
+    def call(self, inputs, mask=None, training=None):
+        d = self.kernel.value.shape[0]
+        if inputs.ndim < 2 or inputs.shape[-1] != d:
+            raise ValueError(
+                f"Dense {self.name!r}: expected input of shape (batch, ..., {d}), "
+                f"got {inputs.shape}"
+            )
+        return _dense(inputs, self.kernel.value,
+                      None if self.bias is None else self.bias.value, self.activation)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)[:-1] + (self.units,)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "activation": self.activation,
+                "use_bias": self.use_bias,
+                "kernel_initializer": initializers.serialize(self.kernel_initializer),
+                "bias_initializer": initializers.serialize(self.bias_initializer)}
+
+
+class Activation(Layer):
+    """An activation function applied element-wise (``softmax``: over the last axis)."""
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = activations.name_of(activation, "Activation")
+
+    def call(self, inputs, mask=None, training=None):
+        return activations.get(self.activation)(inputs)
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation}
+
+
+class Softmax(Layer):
+    """Softmax over ``axis``; with a mask, masked positions are excluded and output zero.
+
+    As Keras: the mask must broadcast against the input (aligned on the trailing axes).
+    """
+
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = axis
+
+    def call(self, inputs, mask=None, training=None):
+        axis = tuple(self.axis) if isinstance(self.axis, (list, tuple)) else self.axis
+        if mask is None:
+            return activations.softmax(inputs, axis=axis)
+        mask = np.asarray(mask)
+        if mask.ndim > inputs.ndim or any(
+                m not in (1, i) for m, i in zip(mask.shape[::-1], inputs.shape[::-1])):
+            raise ValueError(
+                f"Softmax {self.name!r}: the mask must be broadcastable to the inputs; got "
+                f"inputs.shape={inputs.shape}, mask.shape={mask.shape}"
+            )
+        keep = mask if mask.dtype == np.bool_ else mask > 0.5
+        big_negative = np.finfo(inputs.dtype).min / 2 if inputs.dtype.itemsize < 4 else -1e9
+        y = activations.softmax(np.where(keep, inputs, big_negative), axis=axis)
+        return np.where(keep, y, 0.0).astype(inputs.dtype, copy=False)
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}
+
+
+class Dropout(Layer):
+    """Dropout: the identity at inference (Keras's semantics).
+
+    Training (``training=True`` with ``rate > 0``) is not implemented yet and raises.
+    """
+
+    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= rate <= 1:
+            raise ValueError(f"Dropout: rate must be in [0, 1], got {rate!r}")
+        self.rate = float(rate)
+        self.noise_shape = noise_shape
+        self.seed = seed
+
+    def call(self, inputs, mask=None, training=None):
+        if training and self.rate > 0:
+            raise NotImplementedError(
+                f"Dropout {self.name!r}: training=True with rate={self.rate} is not "
+                f"implemented yet in rnncore (inference only)"
+            )
+        return inputs
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "noise_shape": self.noise_shape,
+                "seed": self.seed}
+
+
+class Masking(Layer):
+    """Masks timesteps whose features all equal ``mask_value`` (Keras's ``Masking``).
+
+    The output is the input with masked timesteps set to zero; the mask (``True`` where a
+    step is used) goes to the following layers.
+    """
+
+    def __init__(self, mask_value=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.mask_value = mask_value
+
+    def call(self, inputs, mask=None, training=None):
+        keep = np.any(inputs != self.mask_value, axis=-1, keepdims=True)
+        return np.where(keep, inputs, 0).astype(inputs.dtype, copy=False)
+
+    def compute_mask(self, inputs, mask=None):
+        return np.any(inputs != self.mask_value, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "mask_value": self.mask_value}
+
+
+class InputTensor:
+    """What :func:`Input` returns: the shape and dtype of a model's input (symbolic).
+
+    Use it as the first entry of :class:`rnncore.Sequential`; ``shape`` includes the batch
+    dimension (``None`` unless ``batch_size`` was given), as Keras's ``KerasTensor``.
+    """
+
+    def __init__(self, batch_shape, dtype, name):
+        self.shape = batch_shape
+        self.dtype = dtype
+        self.name = name
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def __repr__(self):
+        return f"<InputTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
+
+
+class InputLayer(Layer):
+    """The input of a model: its batch shape and dtype (Keras's ``InputLayer``)."""
+
+    def __init__(self, shape=None, batch_size=None, dtype=None, sparse=None,
+                 batch_shape=None, input_tensor=None, optional=False, name=None, ragged=None,
+                 **kwargs):
+        require_default("InputLayer", sparse=(sparse, None), ragged=(ragged, None),
+                        input_tensor=(input_tensor, None), optional=(optional, False))
+        if "input_shape" in kwargs and shape is None:  # Keras 2 spelling
+            shape = kwargs.pop("input_shape")
+        if "batch_input_shape" in kwargs and batch_shape is None:
+            batch_shape = kwargs.pop("batch_input_shape")
+        super().__init__(name=name, dtype=dtype, **kwargs)
+        if batch_shape is not None:
+            if shape is not None or batch_size is not None:
+                raise ValueError("InputLayer: give batch_shape, or shape (and batch_size)")
+            batch_shape = shape_tuple(batch_shape, "InputLayer: batch_shape")
+        elif shape is not None:
+            batch_shape = (batch_size,) + shape_tuple(shape, "InputLayer: shape")
+        else:
+            raise ValueError("InputLayer: a shape (or batch_shape) is required")
+        self.batch_shape = batch_shape
+        self.built = True
+        self._build_input_shape = batch_shape
+
+    @property
+    def output(self) -> InputTensor:
+        return InputTensor(self.batch_shape, self.dtype, self.name)
+
+    def call(self, inputs, mask=None, training=None):
+        return inputs
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype, "batch_shape": list(self.batch_shape)}
+
+
+def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None, name=None,
+          tensor=None, optional=False, ragged=None):
+    """The input of a :class:`rnncore.Sequential` model, as ``keras.Input``.
+
+    ``shape`` excludes the batch dimension; timesteps may be ``None``.
+    """
+    if dtype is not None:
+        standardize_dtype(dtype, "Input")
+    if tensor is not None:
+        raise UnsupportedArgumentError("Input: argument tensor= is not supported by rnncore")
+    layer = InputLayer(shape=shape, batch_size=batch_size, dtype=dtype, sparse=sparse,
+                       batch_shape=batch_shape, name=name, optional=optional, ragged=ragged)
+    tensor = layer.output
+    tensor._input_layer = layer
+    return tensor

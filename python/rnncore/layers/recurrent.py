@@ -1,0 +1,460 @@
+"""SimpleRNN, LSTM and GRU layers over the compiled core.
+
+One base class, :class:`RNN`, owns the mechanics: Keras's constructor arguments, building the
+weights, ``get_weights``/``set_weights``, initial and carried (``stateful``) states, masks,
+``return_sequences``/``return_state``/``go_backwards``. A subclass only declares its cell:
+the core's cell name, the number of gates and states, the functional it calls, its bias
+shape and any cell option (``recurrent_activation``, ``reset_after``).
+
+Every number comes from the core. The general path calls :mod:`rnncore.functional`; calls
+with nothing to convert or check (a C-contiguous float array of the layer's dtype, no mask,
+no explicit initial state) go straight to the compiled ``rnn_forward`` with arguments cached
+at build time, so a stateful stream fed one timestep per call pays as little Python as
+possible. Anything unusual on that path (wrong dtype, shape, layout) makes the core refuse
+before computing, and the call is redone by the general path, which converts or explains.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _core, functional
+from . import activations, initializers
+from ._base import Layer, as_mask, require_default, shape_tuple
+
+__all__ = ["RNN", "SimpleRNN", "LSTM", "GRU"]
+
+_rnn_forward = _core.rnn_forward
+
+
+class _CoreOption:
+    """An attribute that is part of the cached core call: setting it drops the cache."""
+
+    def __set_name__(self, owner, name):
+        self.slot = "_opt_" + name
+
+    def __get__(self, obj, objtype=None):
+        return self if obj is None else obj.__dict__[self.slot]
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.slot] = value
+        obj._fast = None
+
+
+class RNN(Layer):
+    """Shared mechanics of the recurrent layers (not used directly: see the subclasses).
+
+    Call: ``layer(inputs, initial_state=None, mask=None, training=None)`` with ``inputs``
+    ``(batch, timesteps, input_dim)``. Returns the output (``(batch, units)``, or
+    ``(batch, timesteps, units)`` with ``return_sequences``), and with ``return_state``
+    the tuple ``(output, h)`` or ``(output, h, c)`` for LSTM, as Keras.
+    """
+
+    _sequence_input = True
+    #: the core's name of the cell, its gate count, and its states
+    _cell: str = ""
+    _gates: int = 1
+    _state_names: tuple = ("h",)
+    #: the rnncore.functional function computing the layer
+    _functional = None
+
+    activation = _CoreOption()
+    go_backwards = _CoreOption()
+    return_sequences = _CoreOption()
+    return_state = _CoreOption()
+    stateful = _CoreOption()
+
+    def __init__(self, units, activation="tanh", use_bias=True,
+                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
+                 bias_initializer="zeros", kernel_regularizer=None, recurrent_regularizer=None,
+                 bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
+                 recurrent_constraint=None, bias_constraint=None, dropout=0.0,
+                 recurrent_dropout=0.0, return_sequences=False, return_state=False,
+                 go_backwards=False, stateful=False, unroll=False, seed=None,
+                 zero_output_for_mask=False, use_cudnn="auto", time_major=False,
+                 **kwargs):
+        owner = type(self).__name__
+        require_default(
+            owner, kernel_regularizer=(kernel_regularizer, None),
+            recurrent_regularizer=(recurrent_regularizer, None),
+            bias_regularizer=(bias_regularizer, None),
+            activity_regularizer=(activity_regularizer, None),
+            kernel_constraint=(kernel_constraint, None),
+            recurrent_constraint=(recurrent_constraint, None),
+            bias_constraint=(bias_constraint, None), unroll=(unroll, False),
+            time_major=(time_major, False))
+        if use_cudnn not in ("auto", False):
+            require_default(owner, use_cudnn=(use_cudnn, "auto"))
+        self._fast = None
+        super().__init__(**kwargs)
+        if int(units) != units or units <= 0:
+            raise ValueError(f"{owner}: units must be a positive integer, got {units!r}")
+        self.units = int(units)
+        self.activation = activations.name_of(activation, owner, allow_softmax=False)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.recurrent_initializer = initializers.get(recurrent_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{owner}: {name} must be in [0, 1], got {rate!r}")
+        # Stored for training; at inference dropout is the identity (Keras's semantics).
+        self.dropout = min(1.0, max(0.0, float(dropout)))
+        self.recurrent_dropout = min(1.0, max(0.0, float(recurrent_dropout)))
+        self.return_sequences = bool(return_sequences)
+        self.return_state = bool(return_state)
+        self.go_backwards = bool(go_backwards)
+        self.stateful = bool(stateful)
+        self.zero_output_for_mask = bool(zero_output_for_mask)
+        self.use_cudnn = use_cudnn
+        self.seed = seed
+        self._seed_entropy = seed
+        self.kernel = self.recurrent_kernel = self.bias = None
+        self._states: list[np.ndarray] = []
+
+    # ---- what a cell declares -----------------------------------------------------------
+
+    @property
+    def state_size(self) -> list[int]:
+        return [self.units] * len(self._state_names)
+
+    @property
+    def cell(self):
+        """Keras keeps the weights on ``layer.cell``; here the layer is its own cell."""
+        return self
+
+    def _cell_options(self) -> dict:
+        """Keyword options of the cell's functional beyond ``activation``."""
+        return {}
+
+    def _core_options(self) -> tuple:
+        """``(recurrent_activation, reset_after)`` as the core's ``rnn_forward`` takes them."""
+        return ("sigmoid", True)
+
+    def _bias_shape(self) -> tuple:
+        return (self._gates * self.units,)
+
+    def _bias_initializer(self):
+        return self.bias_initializer
+
+    # ---- building and weights -----------------------------------------------------------
+
+    def build(self, input_shape):
+        input_shape = shape_tuple(input_shape, f"{self.name}: build")
+        if len(input_shape) != 3 or input_shape[-1] is None:
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r}: input shape must be "
+                f"(batch, timesteps, input_dim) with a known input_dim, got {input_shape}"
+            )
+        rng = np.random.default_rng(self._seed_entropy)
+        gh = self._gates * self.units
+        self._variables = []
+        self._fast = None
+        self.kernel = self.add_weight("kernel", (input_shape[-1], gh), self.kernel_initializer,
+                                      rng)
+        self.recurrent_kernel = self.add_weight("recurrent_kernel", (self.units, gh),
+                                                self.recurrent_initializer, rng)
+        self.bias = (self.add_weight("bias", self._bias_shape(), self._bias_initializer(), rng)
+                     if self.use_bias else None)
+        super().build(input_shape)
+        self._batch_size = input_shape[0]
+        self.reset_states()
+
+    def _build_from_weights(self, weights):
+        if weights and np.ndim(weights[0]) == 2:
+            batch = self._input_shape_arg[0] if self._input_shape_arg else None
+            return self.build((batch, None, np.shape(weights[0])[0]))
+        super()._build_from_weights(weights)
+
+    # ---- states -------------------------------------------------------------------------
+
+    @property
+    def states(self):
+        """The carried states of a stateful layer (``[h]`` or ``[h, c]``), else None."""
+        return list(self._states) if self.stateful and self.built else None
+
+    def reset_states(self, states=None):
+        """Zero the carried states of a stateful layer (or set them to ``states``)."""
+        if not self.stateful or not self.built:
+            self._states = []
+            return
+        if states is None:
+            self._states = [] if self._batch_size is None else [
+                np.zeros((self._batch_size, self.units), self._np_dtype)
+                for _ in self._state_names]
+            return
+        states = [states] if isinstance(states, np.ndarray) else list(states)
+        if len(states) != len(self._state_names):
+            raise ValueError(f"{self.name}: expected {len(self._state_names)} state(s), "
+                             f"got {len(states)}")
+        if self._batch_size is None:
+            self._batch_size = np.shape(states[0])[0]
+        shape = (self._batch_size, self.units)
+        new = []
+        for name, s in zip(self._state_names, states):
+            s = np.array(s, dtype=self._np_dtype, order="C")
+            if s.shape != shape:
+                raise ValueError(f"{self.name}: state {name!r} must have shape {shape}, "
+                                 f"got {s.shape}")
+            new.append(s)
+        self._states = new
+
+    reset_state = reset_states
+
+    # ---- calling ------------------------------------------------------------------------
+
+    def _make_fast(self):
+        """The arguments of the core call that stay fixed between calls."""
+        rec_act, reset_after = self._core_options()
+        self._fast = (
+            self._cell, self.kernel.value, self.recurrent_kernel.value,
+            None if self.bias is None else self.bias.value, self.activation, rec_act,
+            reset_after, self.go_backwards, self.return_sequences, self.return_state,
+            self.stateful,
+        )
+        return self._fast
+
+    def __call__(self, inputs, initial_state=None, mask=None, training=None):
+        fast = self._fast
+        if (fast is not None and type(inputs) is np.ndarray and mask is None
+                and initial_state is None and not training):
+            try:
+                y, finals, _ = _rnn_forward(
+                    fast[0], inputs, fast[1], fast[2], fast[3], self._states, None,
+                    fast[4], fast[5], fast[6], fast[7], fast[8], False)
+            except (TypeError, ValueError):
+                pass  # something to convert or explain: the general path does it
+            else:
+                if fast[10]:
+                    self._states = finals
+                return (y, *finals) if fast[9] else y
+        return Layer.__call__(self, inputs, initial_state=initial_state, mask=mask,
+                              training=training)
+
+    def call(self, inputs, initial_state=None, mask=None, training=None):
+        owner = f"{type(self).__name__} {self.name!r}"
+        if training and (self.dropout or self.recurrent_dropout):
+            raise NotImplementedError(
+                f"{owner}: training=True with dropout={self.dropout}, "
+                f"recurrent_dropout={self.recurrent_dropout} is not implemented yet in "
+                f"rnncore (inference only; dropout is the identity at inference)"
+            )
+        x = inputs
+        d = self.kernel.shape[0]
+        if x.ndim != 3 or x.shape[2] != d:
+            raise ValueError(f"{owner}: expected input of shape (batch, timesteps, {d}), "
+                             f"got {x.shape}")
+        if self.stateful and self._batch_size is None:  # built without a batch size
+            self._batch_size = x.shape[0]
+            self.reset_states()
+        if self.stateful and x.shape[0] != self._batch_size:
+            raise ValueError(
+                f"{owner}: the layer is stateful with batch size {self._batch_size}; "
+                f"got input batch size {x.shape[0]}"
+            )
+        mask = as_mask(mask, x.shape, owner)
+        states = self._initial_states(initial_state, x.shape[0], owner)
+        y, *finals = self._functional(
+            x, self.kernel.value, self.recurrent_kernel.value,
+            None if self.bias is None else self.bias.value, activation=self.activation,
+            initial_state=states, mask=mask, go_backwards=self.go_backwards,
+            return_sequences=self.return_sequences, **self._cell_options())
+        if self.stateful:
+            self._states = finals
+        if self.zero_output_for_mask and self.return_sequences and mask is not None:
+            used = mask[:, ::-1] if self.go_backwards else mask
+            y[~used] = 0
+        if self._fast is None:
+            self._make_fast()
+        return (y, *finals) if self.return_state else y
+
+    def _initial_states(self, initial_state, batch, owner):
+        if initial_state is None:
+            return self._states if self.stateful else None
+        if isinstance(initial_state, np.ndarray) or not isinstance(initial_state,
+                                                                    (list, tuple)):
+            initial_state = [initial_state]
+        n = len(self._state_names)
+        if len(initial_state) != n:
+            raise ValueError(f"{owner}: initial_state must be {n} array(s) "
+                             f"({', '.join(self._state_names)}), got {len(initial_state)}")
+        states = []
+        for name, s in zip(self._state_names, initial_state):
+            s = np.ascontiguousarray(s, dtype=self._np_dtype)
+            if s.shape != (batch, self.units):
+                raise ValueError(f"{owner}: initial state {name!r} must have shape "
+                                 f"{(batch, self.units)}, got {s.shape}")
+            states.append(s)
+        return states
+
+    def compute_output_shape(self, input_shape):
+        batch, steps = tuple(input_shape)[:2]
+        out = (batch, steps, self.units) if self.return_sequences else (batch, self.units)
+        if self.return_state:
+            return (out,) + tuple((batch, self.units) for _ in self._state_names)
+        return out
+
+    def compute_mask(self, inputs, mask=None):
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        out = mask if self.return_sequences else None
+        if self.return_state:
+            return [out] + [None] * len(self._state_names)
+        return out
+
+    # ---- config -------------------------------------------------------------------------
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "activation": self.activation,
+            "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "recurrent_initializer": initializers.serialize(self.recurrent_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
+            "return_sequences": self.return_sequences,
+            "return_state": self.return_state,
+            "go_backwards": self.go_backwards,
+            "stateful": self.stateful,
+            "zero_output_for_mask": self.zero_output_for_mask,
+            "seed": self.seed,
+        }
+
+
+class SimpleRNN(RNN):
+    """Fully-connected RNN: ``h_t = activation(x_t W + h_{t-1} U + b)`` (Keras's)."""
+
+    _cell = "simple_rnn"
+    _gates = 1
+    _state_names = ("h",)
+    _functional = staticmethod(functional.simple_rnn)
+
+    def __init__(self, units, activation="tanh", use_bias=True,
+                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
+                 bias_initializer="zeros", kernel_regularizer=None, recurrent_regularizer=None,
+                 bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
+                 recurrent_constraint=None, bias_constraint=None, dropout=0.0,
+                 recurrent_dropout=0.0, return_sequences=False, return_state=False,
+                 go_backwards=False, stateful=False, unroll=False, seed=None, **kwargs):
+        super().__init__(
+            units, activation, use_bias, kernel_initializer, recurrent_initializer,
+            bias_initializer, kernel_regularizer, recurrent_regularizer, bias_regularizer,
+            activity_regularizer, kernel_constraint, recurrent_constraint, bias_constraint,
+            dropout, recurrent_dropout, return_sequences, return_state, go_backwards,
+            stateful, unroll, seed, **kwargs)
+
+
+class _GatedRNN(RNN):
+    """LSTM and GRU: a recurrent activation on the gates."""
+
+    recurrent_activation = _CoreOption()
+
+    def _set_recurrent_activation(self, recurrent_activation):
+        self.recurrent_activation = activations.name_of(
+            recurrent_activation, type(self).__name__, "recurrent_activation",
+            allow_softmax=False)
+
+    def _cell_options(self):
+        return {"recurrent_activation": self.recurrent_activation}
+
+    def _core_options(self):
+        return (self.recurrent_activation, True)
+
+    def get_config(self):
+        return {**super().get_config(), "recurrent_activation": self.recurrent_activation}
+
+
+class LSTM(_GatedRNN):
+    """Long Short-Term Memory (Hochreiter 1997), Keras's gate order ``i, f, c, o``.
+
+    States ``[h, c]``. ``unit_forget_bias=True`` (default) initializes the forget-gate bias
+    to one.
+    """
+
+    _cell = "lstm"
+    _gates = 4
+    _state_names = ("h", "c")
+    _functional = staticmethod(functional.lstm)
+
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid",
+                 use_bias=True, kernel_initializer="glorot_uniform",
+                 recurrent_initializer="orthogonal", bias_initializer="zeros",
+                 unit_forget_bias=True, kernel_regularizer=None, recurrent_regularizer=None,
+                 bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
+                 recurrent_constraint=None, bias_constraint=None, dropout=0.0,
+                 recurrent_dropout=0.0, seed=None, return_sequences=False,
+                 return_state=False, go_backwards=False, stateful=False, unroll=False,
+                 use_cudnn="auto", **kwargs):
+        kwargs.pop("implementation", None)  # Keras: a speed-only choice, same numbers
+        super().__init__(
+            units, activation, use_bias, kernel_initializer, recurrent_initializer,
+            bias_initializer, kernel_regularizer, recurrent_regularizer, bias_regularizer,
+            activity_regularizer, kernel_constraint, recurrent_constraint, bias_constraint,
+            dropout, recurrent_dropout, return_sequences, return_state, go_backwards,
+            stateful, unroll, seed, use_cudnn=use_cudnn, **kwargs)
+        self._set_recurrent_activation(recurrent_activation)
+        self.unit_forget_bias = bool(unit_forget_bias)
+
+    def _bias_initializer(self):
+        if not self.unit_forget_bias:
+            return self.bias_initializer
+        init, units = self.bias_initializer, self.units
+
+        def bias_initializer(shape, dtype=None, rng=None):
+            # [i, f, c, o]: the forget gate's bias starts at one
+            part = (lambda n: initializers.materialize(init, (n,), dtype, rng))
+            return np.concatenate([part(units), np.ones(units), part(2 * units)])
+
+        return bias_initializer
+
+    def get_config(self):
+        return {**super().get_config(), "unit_forget_bias": self.unit_forget_bias}
+
+
+class GRU(_GatedRNN):
+    """Gated Recurrent Unit (Cho 2014), Keras's gate order ``z, r, h``.
+
+    ``reset_after=True`` (Keras 3's default, cuDNN-compatible) has a bias of shape
+    ``(2, 3*units)``: input and recurrent rows. ``reset_after=False`` is the 2014 form with
+    a bias ``(3*units,)``.
+    """
+
+    _cell = "gru"
+    _gates = 3
+    _state_names = ("h",)
+    _functional = staticmethod(functional.gru)
+
+    reset_after = _CoreOption()
+
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid",
+                 use_bias=True, kernel_initializer="glorot_uniform",
+                 recurrent_initializer="orthogonal", bias_initializer="zeros",
+                 kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, kernel_constraint=None, recurrent_constraint=None,
+                 bias_constraint=None, dropout=0.0, recurrent_dropout=0.0, seed=None,
+                 return_sequences=False, return_state=False, go_backwards=False,
+                 stateful=False, unroll=False, reset_after=True, use_cudnn="auto", **kwargs):
+        kwargs.pop("implementation", None)  # Keras: a speed-only choice, same numbers
+        super().__init__(
+            units, activation, use_bias, kernel_initializer, recurrent_initializer,
+            bias_initializer, kernel_regularizer, recurrent_regularizer, bias_regularizer,
+            activity_regularizer, kernel_constraint, recurrent_constraint, bias_constraint,
+            dropout, recurrent_dropout, return_sequences, return_state, go_backwards,
+            stateful, unroll, seed, use_cudnn=use_cudnn, **kwargs)
+        self._set_recurrent_activation(recurrent_activation)
+        self.reset_after = bool(reset_after)
+
+    def _bias_shape(self):
+        return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
+
+    def _cell_options(self):
+        return {**super()._cell_options(), "reset_after": self.reset_after}
+
+    def _core_options(self):
+        return (self.recurrent_activation, self.reset_after)
+
+    def get_config(self):
+        return {**super().get_config(), "reset_after": self.reset_after}

@@ -1,0 +1,301 @@
+"""Wrappers: Bidirectional (over a recurrent layer) and TimeDistributed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._base import Layer, as_mask, shape_tuple
+from .recurrent import RNN
+
+__all__ = ["Bidirectional", "TimeDistributed"]
+
+_MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+
+
+def _strip(name: str, prefix: str) -> str:
+    return name[len(prefix):] if name.startswith(prefix) else name
+
+
+class Bidirectional(Layer):
+    """Runs a recurrent layer forwards and a copy backwards, and merges their outputs.
+
+    As Keras: the backward layer is a copy of ``layer`` with ``go_backwards=True`` (or
+    ``backward_layer``); its output sequence is flipped back to the input's time order
+    before merging with ``merge_mode`` (``'concat'``, ``'sum'``, ``'mul'``, ``'ave'``, or
+    ``None`` for the list ``[forward, backward]``). With ``return_sequences`` and a mask,
+    the outputs at masked steps are zeros in both directions (Keras forces
+    ``zero_output_for_mask`` on the wrapped layers). With ``return_state`` the result is
+    ``(output, *forward_states, *backward_states)``; ``initial_state`` is split the same way.
+    Weights: the forward layer's, then the backward layer's.
+    """
+
+    _sequence_input = True
+
+    def __init__(self, layer, merge_mode="concat", weights=None, backward_layer=None,
+                 **kwargs):
+        if not isinstance(layer, RNN):
+            raise ValueError(
+                f"Bidirectional: layer must be an rnncore recurrent layer (SimpleRNN, LSTM, "
+                f"GRU), got {layer!r}"
+            )
+        if backward_layer is not None and not isinstance(backward_layer, RNN):
+            raise ValueError(
+                f"Bidirectional: backward_layer must be an rnncore recurrent layer, "
+                f"got {backward_layer!r}"
+            )
+        if merge_mode not in _MERGE_MODES:
+            raise ValueError(
+                f"Bidirectional: invalid merge_mode {merge_mode!r}; expected one of "
+                f"'concat', 'sum', 'mul', 'ave', None"
+            )
+        kwargs.setdefault("dtype", layer.dtype)
+        if layer._input_shape_arg is not None and not any(
+                k in kwargs for k in ("input_shape", "input_dim", "batch_input_shape")):
+            kwargs["batch_input_shape"] = layer._input_shape_arg
+        super().__init__(**kwargs)
+
+        config = layer.get_config()
+        config.pop("batch_input_shape", None)
+        self.forward_layer = type(layer).from_config(
+            {**config, "name": "forward_" + _strip(layer.name, "forward_")})
+        if backward_layer is None:
+            self.backward_layer = type(layer).from_config(
+                {**config, "go_backwards": True,
+                 "name": "backward_" + _strip(layer.name, "backward_")})
+            if layer.seed is not None:  # the same seed would give both the same weights
+                self.backward_layer._seed_entropy = [int(layer.seed), 1]
+        else:
+            self.backward_layer = backward_layer
+        fwd, bwd = self.forward_layer, self.backward_layer
+        if fwd.go_backwards == bwd.go_backwards:
+            raise ValueError(
+                "Bidirectional: the forward and backward layers must have different "
+                f"go_backwards values, got {fwd.go_backwards} for both"
+            )
+        for attr in ("stateful", "return_sequences", "return_state"):
+            if getattr(fwd, attr) != getattr(bwd, attr):
+                raise ValueError(
+                    f"Bidirectional: the forward and backward layers must have the same "
+                    f"{attr}, got {getattr(fwd, attr)} and {getattr(bwd, attr)}"
+                )
+        for sub in (fwd, bwd):  # Keras: masked steps of the sequences are zeros
+            sub.zero_output_for_mask = sub.return_sequences
+        self.merge_mode = merge_mode
+        self.stateful = layer.stateful
+        self.return_sequences = layer.return_sequences
+        self.return_state = layer.return_state
+        self._initial_weights = None if weights is None else list(weights)
+
+    @property
+    def weights(self):
+        return self.forward_layer.weights + self.backward_layer.weights
+
+    @property
+    def states(self):
+        f, b = self.forward_layer.states, self.backward_layer.states
+        return f + b if f and b else None
+
+    def reset_states(self):
+        if not self.stateful:
+            raise AttributeError("Bidirectional: reset_states needs a stateful layer")
+        self.forward_layer.reset_states()
+        self.backward_layer.reset_states()
+
+    reset_state = reset_states
+
+    def build(self, input_shape):
+        input_shape = shape_tuple(input_shape, f"{self.name}: build")
+        for sub in (self.forward_layer, self.backward_layer):
+            if not sub.built:
+                sub.build(input_shape)
+        super().build(input_shape)
+        if self._initial_weights is not None:
+            weights, self._initial_weights = self._initial_weights, None
+            self.set_weights(weights)
+
+    def _build_from_weights(self, weights):
+        if weights and np.ndim(weights[0]) == 2:
+            batch = self._input_shape_arg[0] if self._input_shape_arg else None
+            return self.build((batch, None, np.shape(weights[0])[0]))
+        super()._build_from_weights(weights)
+
+    def set_weights(self, weights):
+        weights = list(weights)
+        if not self.built:
+            self._build_from_weights(weights)
+        self._check_weights(weights)
+        n = len(self.forward_layer.weights)
+        self.forward_layer.set_weights(weights[:n])
+        self.backward_layer.set_weights(weights[n:])
+
+    def _check_weights(self, weights):
+        n_fwd, n_bwd = len(self.forward_layer.weights), len(self.backward_layer.weights)
+        if len(weights) != n_fwd + n_bwd:
+            names = [f"{s.name}/{v.name}" for s in (self.forward_layer, self.backward_layer)
+                     for v in s.weights]
+            raise ValueError(
+                f"layer {self.name!r} (Bidirectional) has {n_fwd + n_bwd} weight(s) "
+                f"({', '.join(names)}), got a list of {len(weights)}"
+            )
+        return (self.forward_layer._check_weights(weights[:n_fwd])
+                + self.backward_layer._check_weights(weights[n_fwd:]))
+
+    def call(self, inputs, initial_state=None, mask=None, training=None):
+        mask = as_mask(mask, inputs.shape, f"Bidirectional {self.name!r}")
+        fwd_state = bwd_state = None
+        if initial_state is not None:
+            half = len(initial_state) // 2
+            fwd_state, bwd_state = initial_state[:half], initial_state[half:]
+        y = self.forward_layer._call(inputs, mask, training, initial_state=fwd_state)[0]
+        y_rev = self.backward_layer._call(inputs, mask, training, initial_state=bwd_state)[0]
+        states = ()
+        if self.return_state:
+            states = tuple(y[1:]) + tuple(y_rev[1:])
+            y, y_rev = y[0], y_rev[0]
+        if self.return_sequences:
+            y_rev = y_rev[:, ::-1]
+        mode = self.merge_mode
+        if mode == "concat":
+            out = np.concatenate([y, y_rev], axis=-1)
+        elif mode == "sum":
+            out = y + y_rev
+        elif mode == "ave":
+            out = (y + y_rev) / 2
+        elif mode == "mul":
+            out = y * y_rev
+        else:
+            out = (y, np.ascontiguousarray(y_rev))
+            return out + states if self.return_state else out
+        return (out,) + states if self.return_state else out
+
+    def compute_output_shape(self, input_shape):
+        shape = self.forward_layer.compute_output_shape(input_shape)
+        state_shapes = ()
+        if self.return_state:
+            shape, state_shapes = shape[0], tuple(shape[1:])
+        if self.merge_mode == "concat":
+            shape = shape[:-1] + (2 * shape[-1],)
+        elif self.merge_mode is None:
+            shape = (shape, shape)
+        if self.return_state:
+            if self.merge_mode is None:
+                return shape + state_shapes + state_shapes
+            return (shape,) + state_shapes + state_shapes
+        return shape
+
+    def compute_mask(self, inputs, mask=None):
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        if self.return_sequences:
+            out = [mask, mask] if self.merge_mode is None else [mask]
+        else:
+            out = [None, None] if self.merge_mode is None else [None]
+        if self.return_state:
+            out += [None] * (2 * len(self.forward_layer._state_names))
+        return out if len(out) > 1 else out[0]
+
+    def get_config(self):
+        return {**super().get_config(), "merge_mode": self.merge_mode,
+                "layer": serialize_layer(self.forward_layer),
+                "backward_layer": serialize_layer(self.backward_layer)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["layer"] = deserialize_layer(config["layer"])
+        if config.get("backward_layer") is not None:
+            config["backward_layer"] = deserialize_layer(config["backward_layer"])
+        return cls(**config)
+
+
+class TimeDistributed(Layer):
+    """Applies a layer to every timestep of a ``(batch, timesteps, ...)`` input.
+
+    The weights are the wrapped layer's. The input mask passes through unchanged.
+    """
+
+    _sequence_input = True
+
+    def __init__(self, layer, **kwargs):
+        if not isinstance(layer, Layer):
+            raise ValueError(f"TimeDistributed: layer must be an rnncore layer, got {layer!r}")
+        kwargs.setdefault("dtype", layer.dtype)
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    @property
+    def weights(self):
+        return self.layer.weights
+
+    def build(self, input_shape):
+        input_shape = shape_tuple(input_shape, f"{self.name}: build")
+        if len(input_shape) < 3:
+            raise ValueError(
+                f"TimeDistributed {self.name!r}: input must be at least 3-D "
+                f"(batch, timesteps, ...), got shape {input_shape}"
+            )
+        if not self.layer.built:
+            self.layer.build((None,) + input_shape[2:])
+        super().build(input_shape)
+
+    def _build_from_weights(self, weights):
+        self.layer.set_weights(weights)
+        if self.layer.built:
+            Layer.build(self, (None, None) + tuple(self.layer.input_shape[1:]))
+
+    def set_weights(self, weights):
+        if not self.built:
+            self._build_from_weights(list(weights))
+        self.layer.set_weights(weights)
+
+    def _check_weights(self, weights):
+        return self.layer._check_weights(weights)
+
+    def call(self, inputs, mask=None, training=None):
+        if inputs.ndim < 3:
+            raise ValueError(
+                f"TimeDistributed {self.name!r}: input must be at least 3-D "
+                f"(batch, timesteps, ...), got shape {inputs.shape}"
+            )
+        b, t = inputs.shape[:2]
+        flat = inputs.reshape((b * t,) + inputs.shape[2:])
+        y = self.layer._call(flat, None, training)[0]
+        return y.reshape((b, t) + y.shape[1:])
+
+    def compute_output_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        inner = self.layer.compute_output_shape((input_shape[0],) + input_shape[2:])
+        return (inner[0], input_shape[1]) + tuple(inner[1:])
+
+    def get_config(self):
+        return {**super().get_config(), "layer": serialize_layer(self.layer)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["layer"] = deserialize_layer(config["layer"])
+        return cls(**config)
+
+
+# --------------------------------------------------------------------------------------
+# Serialization of layers: {"class_name": ..., "config": ...}, classes from a fixed registry
+# --------------------------------------------------------------------------------------
+
+
+def serialize_layer(layer: Layer) -> dict:
+    return {"class_name": type(layer).__name__, "config": layer.get_config()}
+
+
+def deserialize_layer(spec: dict) -> Layer:
+    """A layer from ``{"class_name", "config"}``; only rnncore's own layer classes."""
+    from . import LAYER_CLASSES
+
+    if not isinstance(spec, dict) or "class_name" not in spec:
+        raise ValueError(f"not a layer description: {spec!r}")
+    cls = LAYER_CLASSES.get(spec["class_name"])
+    if cls is None:
+        raise ValueError(
+            f"unknown layer class {spec['class_name']!r}; rnncore knows "
+            f"{', '.join(sorted(LAYER_CLASSES))}"
+        )
+    return cls.from_config(dict(spec.get("config") or {}))

@@ -1,0 +1,583 @@
+"""Models: :class:`Sequential` and the saved-model format (:func:`save_model`, :func:`load_model`).
+
+Saved-model format (``model.save(path)``; any file name, e.g. ``model.rnncore``)
+---------------------------------------------------------------------------------
+A ZIP archive readable with standard tools::
+
+    rnncore_model.json     what the model is (UTF-8 JSON, below)
+    weights/0000.npy       one NumPy .npy file per weight, in get_weights() order
+    weights/0001.npy       (plain dtype arrays; never pickled objects)
+    ...
+
+``rnncore_model.json``::
+
+    {
+      "format": "rnncore.model",        # identifies the file
+      "format_version": 1,
+      "rnncore_version": "0.1.0",        # the writer, for information
+      "model": {"class_name": "Sequential",
+                "config": {"name": ..., "trainable": ..., "layers": [
+                    {"class_name": "LSTM", "config": {"units": 16, ...}}, ...]}},
+      "build_input_shape": [null, 20, 8],   # or null when the model was never built
+      "weights": [{"path": "lstm/kernel", "file": "weights/0000.npy",
+                   "shape": [8, 64], "dtype": "float32"}, ...]
+    }
+
+Layer configs are the layers' ``get_config()`` (Keras's argument names and values).
+Loading reads only these files, instantiates only rnncore's own layer classes by name, and
+reads weights with ``numpy.load(allow_pickle=False)``: a file can never make the loader run
+code. The archive's CRC-32 checks, the manifest (shape and dtype of every weight) and the
+model's own weight shapes are all checked, so a corrupted or truncated file raises
+:class:`ModelFileError` (a ``ValueError``) naming the problem. Weights are stored at their
+exact dtype and bits, so ``save`` then ``load_model`` reproduces predictions bit for bit.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import zipfile
+import zlib
+
+import numpy as np
+
+from .layers import InputLayer, InputTensor, Layer, deserialize_layer, serialize_layer
+from .layers._base import (
+    UnsupportedArgumentError,
+    require_default,
+    shape_tuple,
+    unique_name,
+)
+
+__all__ = ["Sequential", "load_model", "save_model", "ModelFileError"]
+
+FORMAT = "rnncore.model"
+FORMAT_VERSION = 1
+_MANIFEST = "rnncore_model.json"
+
+
+class ModelFileError(ValueError):
+    """A saved-model file that cannot be read: not an rnncore model, corrupted or truncated."""
+
+
+def _format_shape(shape) -> str:
+    if isinstance(shape, list) or (isinstance(shape, tuple) and shape and
+                                   isinstance(shape[0], tuple)):
+        return "[" + ", ".join(_format_shape(s) for s in shape) + "]"
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def _readable_size(n_bytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n_bytes < 1024:
+            return f"{n_bytes:.2f} {unit}"
+        n_bytes /= 1024
+    return f"{n_bytes:.2f} PB"
+
+
+def _strip_masks(outputs):
+    """Plain ndarrays (no attached Keras mask), as ``predict`` returns."""
+    if isinstance(outputs, (tuple, list)):
+        return type(outputs)(np.asarray(o) for o in outputs)
+    return np.asarray(outputs)
+
+
+class Sequential:
+    """A linear stack of layers, as ``keras.Sequential``.
+
+    ``Sequential([Input(shape=(timesteps, features)), LSTM(32), Dense(1)])``, or layers
+    added one by one with ``add``. The model builds when its input shape is known (an
+    ``Input`` first, or ``input_shape=`` on the first layer), else on its first call.
+    ``model(x)`` runs the layers (masks propagate as in Keras); ``predict(x, batch_size)``
+    runs in batches and returns plain NumPy arrays.
+    """
+
+    def __init__(self, layers=None, trainable=True, name=None):
+        self.name = name if name is not None else unique_name("sequential")
+        self.trainable = trainable
+        self._input_layer: InputLayer | None = None
+        self._layers: list[Layer] = []
+        self.built = False
+        self._build_input_shape = None
+        self._output_shapes: list = []
+        self._compile_config = None
+        for layer in layers or []:
+            self.add(layer, rebuild=False)
+        self._maybe_build()
+
+    # ---- structure --------------------------------------------------------------------
+
+    def add(self, layer, rebuild=True) -> None:
+        """Append a layer (an ``Input``/``InputLayer`` only as the first entry)."""
+        if isinstance(layer, InputTensor):
+            layer = layer._input_layer
+        if isinstance(layer, InputLayer):
+            if self._layers or self._input_layer is not None:
+                raise ValueError(f"{self.name}: an Input must be the first entry of the model")
+            self._input_layer = layer
+        elif isinstance(layer, Layer):
+            if any(existing.name == layer.name for existing in self._layers):
+                raise ValueError(f"{self.name}: all layers must have unique names; "
+                                 f"{layer.name!r} is already in the model")
+            self._layers.append(layer)
+        elif isinstance(layer, Sequential):
+            raise NotImplementedError(f"{self.name}: nesting a Sequential model inside "
+                                      f"another is not supported by rnncore")
+        else:
+            raise TypeError(f"{self.name}: can only add rnncore layers, got {layer!r}")
+        if rebuild:
+            self._maybe_build()
+
+    def pop(self) -> Layer:
+        if not self._layers:
+            raise IndexError(f"{self.name}: there are no layers to remove")
+        layer = self._layers.pop()
+        self.built = False
+        self._maybe_build()
+        return layer
+
+    @property
+    def layers(self) -> list[Layer]:
+        return list(self._layers)
+
+    def get_layer(self, name=None, index=None) -> Layer:
+        if index is not None:
+            return self._layers[index]
+        for layer in self._layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"{self.name}: no layer named {name!r}")
+
+    def _declared_input_shape(self):
+        if self._input_layer is not None:
+            return self._input_layer.batch_shape
+        if self._layers and self._layers[0]._input_shape_arg is not None:
+            return self._layers[0]._input_shape_arg
+        return None
+
+    def _maybe_build(self) -> None:
+        shape = self._declared_input_shape()
+        if shape is not None and self._layers:
+            self.build(shape)
+
+    def build(self, input_shape=None) -> None:
+        """Build every layer for a batch input shape (``None`` for an unknown size)."""
+        if input_shape is None:
+            input_shape = self._declared_input_shape()
+            if input_shape is None:
+                raise ValueError(f"{self.name}: build() needs an input shape")
+        shape = shape_tuple(input_shape, f"{self.name}: build")
+        self._build_input_shape = shape
+        self._output_shapes = []
+        for k, layer in enumerate(self._layers):
+            if not layer.built:
+                layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+            self._output_shapes.append(shape)
+            if k < len(self._layers) - 1 and isinstance(shape, (tuple, list)) and shape and \
+                    isinstance(shape[0], (tuple, list)):
+                raise ValueError(
+                    f"{self.name}: layer {layer.name!r} has several outputs (e.g. "
+                    f"return_state=True), which only the last layer of a Sequential may have"
+                )
+        self.built = True
+
+    # ---- calling -----------------------------------------------------------------------
+
+    def __call__(self, inputs, training=None, mask=None):
+        """Run the layers on ``inputs``; masks propagate as in Keras."""
+        if not self._layers:
+            raise ValueError(f"{self.name}: the model has no layers")
+        if not self.built:
+            self.build(np.shape(inputs))
+        x = inputs
+        if mask is None:
+            mask = getattr(inputs, "_keras_mask", None)
+        last = len(self._layers) - 1
+        for k, layer in enumerate(self._layers):
+            x = layer(x, mask=mask, training=training)
+            if isinstance(x, tuple) and k < last:
+                raise ValueError(f"{self.name}: layer {layer.name!r} returned several "
+                                 f"outputs, which only the last layer may")
+            mask = None if isinstance(x, tuple) else getattr(x, "_keras_mask", None)
+        return x
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """Outputs for ``x`` computed ``batch_size`` samples at a time (32 by default).
+
+        ``x`` may be any array-like indexable by sample ranges (a NumPy array, an
+        ``np.memmap`` or an HDF5 dataset larger than memory: only one batch is read at a
+        time), or an iterable of batches (a generator; ``steps`` limits how many are
+        drawn). The result is preallocated once, so the only full-size array is the output.
+        ``verbose`` only affects progress printing, which rnncore does not do.
+        """
+        if callbacks:
+            raise UnsupportedArgumentError("predict: callbacks are not supported by rnncore")
+        if batch_size is None:
+            batch_size = 32
+        if int(batch_size) != batch_size or batch_size <= 0:
+            raise ValueError(f"predict: batch_size must be a positive integer, got "
+                             f"{batch_size!r}")
+        batch_size = int(batch_size)
+        if not hasattr(x, "shape") and not isinstance(x, (list, tuple)):
+            return self._predict_batches(x, steps)
+        if isinstance(x, (list, tuple)):
+            x = np.asarray(x)
+        n = int(x.shape[0])
+        if steps is not None:
+            n = min(n, int(steps) * batch_size)
+        out = None
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            y = _strip_masks(self(np.asarray(x[start:stop]), training=False))
+            if out is None:
+                ys = y if isinstance(y, tuple) else (y,)
+                out = tuple(np.empty((n,) + a.shape[1:], a.dtype) for a in ys)
+            for o, a in zip(out, y if isinstance(y, tuple) else (y,)):
+                o[start:stop] = a
+        if out is None:
+            raise ValueError(f"{self.name}: predict got no samples")
+        return out if len(out) > 1 else out[0]
+
+    def _predict_batches(self, batches, steps):
+        outs = []
+        for k, batch in enumerate(batches):
+            if steps is not None and k >= steps:
+                break
+            if isinstance(batch, tuple):  # (x, y) or (x, y, sample_weight) like Keras
+                batch = batch[0]
+            outs.append(_strip_masks(self(batch, training=False)))
+        if not outs:
+            raise ValueError(f"{self.name}: predict got no batches")
+        if isinstance(outs[0], tuple):
+            return tuple(np.concatenate(parts) for parts in zip(*outs))
+        return np.concatenate(outs)
+
+    def predict_on_batch(self, x):
+        return _strip_masks(self(x, training=False))
+
+    def reset_states(self) -> None:
+        """Zero the carried states of every stateful layer."""
+        for layer in self._layers:
+            if getattr(layer, "stateful", False):
+                layer.reset_states()
+
+    reset_state = reset_states
+
+    # ---- training entry points: not in rnncore yet ----------------------------------------
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs) -> None:
+        """Recorded only: inference does not use it. Training is not implemented yet."""
+        self._compile_config = {"optimizer": optimizer, "loss": loss, "metrics": metrics,
+                                **kwargs}
+
+    def _no_training(self, what):
+        raise NotImplementedError(f"{self.name}.{what}: training is not implemented yet in "
+                                  f"rnncore (inference only)")
+
+    def fit(self, *args, **kwargs):
+        self._no_training("fit")
+
+    def train_on_batch(self, *args, **kwargs):
+        self._no_training("train_on_batch")
+
+    def evaluate(self, *args, **kwargs):
+        self._no_training("evaluate")
+
+    # ---- weights --------------------------------------------------------------------------
+
+    @property
+    def weights(self):
+        return [v for layer in self._layers for v in layer.weights]
+
+    @property
+    def trainable_weights(self):
+        if not self.trainable:
+            return []
+        return [v for layer in self._layers for v in layer.trainable_weights]
+
+    @property
+    def non_trainable_weights(self):
+        if not self.trainable:
+            return self.weights
+        return [v for layer in self._layers for v in layer.non_trainable_weights]
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [w for layer in self._layers for w in layer.get_weights()]
+
+    def set_weights(self, weights) -> None:
+        """Set all weights (Keras's order: layer by layer); nothing changes on an error."""
+        if not self.built:
+            raise ValueError(f"{self.name}: the model is not built yet: call it once, call "
+                             f"build(input_shape), or start it with an Input")
+        weights = list(weights)
+        counts = [len(layer.weights) for layer in self._layers]
+        if len(weights) != sum(counts):
+            raise ValueError(f"{self.name}: the model has {sum(counts)} weights, got a list "
+                             f"of {len(weights)}")
+        parts, start = [], 0
+        for layer, n in zip(self._layers, counts):
+            part = weights[start:start + n]
+            layer._check_weights(part)
+            parts.append(part)
+            start += n
+        for layer, part in zip(self._layers, parts):
+            layer.set_weights(part)
+
+    def count_params(self) -> int:
+        return int(sum(v.value.size for v in self.weights))
+
+    @property
+    def input_shape(self):
+        return self._build_input_shape
+
+    @property
+    def output_shape(self):
+        if not self.built:
+            raise ValueError(f"{self.name}: the model is not built yet")
+        return self._output_shapes[-1]
+
+    @property
+    def dtype(self):
+        return self._layers[0].dtype if self._layers else "float32"
+
+    # ---- summary --------------------------------------------------------------------------
+
+    def summary(self, line_length=None, positions=None, print_fn=None, expand_nested=False,
+                show_trainable=False, layer_range=None) -> None:
+        """Print Keras's table: each layer's name, type, output shape and parameter count."""
+        require_default("summary", expand_nested=(expand_nested, False),
+                        show_trainable=(show_trainable, False),
+                        layer_range=(layer_range, None))
+        if line_length is None:
+            line_length = min(88, shutil.get_terminal_size().columns - 4)
+        positions = positions or [0.45, 0.80, 1.0]
+        if positions[-1] <= 1:
+            positions = [int(line_length * p) for p in positions]
+        widths = [b - a for a, b in zip([0] + list(positions[:-1]), positions)]
+        # column text widths inside "│ text │" cells, the borders taking one char each
+        cols = [w - 3 for w in widths]
+        cols[1] -= 1
+
+        def cell_lines(text, width, right=False):
+            lines, line = [], ""
+            for word in text.split(" "):
+                while len(word) > width:  # hard-wrap a word longer than the column
+                    if line:
+                        lines.append(line)
+                        line = ""
+                    lines.append(word[:width])
+                    word = word[width:]
+                if not line:
+                    line = word
+                elif len(line) + 1 + len(word) <= width:
+                    line += " " + word
+                else:
+                    lines.append(line)
+                    line = word
+            lines.append(line)
+            return [ln.rjust(width) if right else ln.ljust(width) for ln in lines]
+
+        def row(texts, left="│", mid="│", right="│"):
+            cells = [cell_lines(t, w, right=(k == 2)) for k, (t, w) in
+                     enumerate(zip(texts, cols))]
+            height = max(len(c) for c in cells)
+            cells = [c + [" " * w] * (height - len(c)) for c, w in zip(cells, cols)]
+            return [left + mid.join(f" {c[i]} " for c in cells) + right
+                    for i in range(height)]
+
+        def rule(left, mid, right, fill):
+            return left + mid.join(fill * (w + 2) for w in cols) + right
+
+        lines = [f'Model: "{self.name}"', rule("┏", "┳", "┓", "━")]
+        lines += row(["Layer (type)", "Output Shape", "Param #"], "┃", "┃", "┃")
+        lines.append(rule("┡", "╇", "┩", "━"))
+        for k, layer in enumerate(self._layers):
+            if layer.built and self.built:
+                shape = _format_shape(self._output_shapes[k])
+                params = f"{layer.count_params():,}"
+            else:
+                shape, params = "?", "0 (unbuilt)"
+            if k:
+                lines.append(rule("├", "┼", "┤", "─"))
+            lines += row([f"{layer.name} ({type(layer).__name__})", shape, params])
+        lines.append(rule("└", "┴", "┘", "─"))
+        trainable = self.trainable_weights
+        non_trainable = self.non_trainable_weights
+
+        def total(vs):
+            return (sum(v.value.size for v in vs), sum(v.value.nbytes for v in vs))
+
+        for label, (count, size) in (("Total", total(self.weights)),
+                                     ("Trainable", total(trainable)),
+                                     ("Non-trainable", total(non_trainable))):
+            lines.append(f" {label} params: {count:,} ({_readable_size(size)})")
+        text = "\n".join(lines)
+        (print_fn or print)(text)
+
+    # ---- config and files -----------------------------------------------------------------
+
+    def get_config(self) -> dict:
+        layers = [serialize_layer(layer) for layer in self._layers]
+        if self._input_layer is not None:
+            layers.insert(0, serialize_layer(self._input_layer))
+        return {"name": self.name, "trainable": self.trainable, "layers": layers}
+
+    @classmethod
+    def from_config(cls, config: dict):
+        layers = [deserialize_layer(spec) for spec in config.get("layers", [])]
+        return cls(layers, trainable=config.get("trainable", True), name=config.get("name"))
+
+    def save(self, filepath, overwrite=True, **kwargs) -> None:
+        """Save config and weights to one file (format: see :mod:`rnncore.models`)."""
+        save_model(self, filepath, overwrite=overwrite, **kwargs)
+
+    def save_weights(self, filepath, overwrite=True) -> None:
+        """The weights alone, as a NumPy ``.npz`` (arrays ``w0000``, ``w0001``, ...)."""
+        if not overwrite and os.path.exists(filepath):
+            raise FileExistsError(f"{filepath} exists and overwrite=False")
+        with open(filepath, "wb") as f:
+            np.savez(f, **{f"w{k:04d}": w for k, w in enumerate(self.get_weights())})
+
+    def load_weights(self, filepath) -> None:
+        """Weights written by :meth:`save_weights` (read with ``allow_pickle=False``)."""
+        try:
+            with np.load(filepath, allow_pickle=False) as data:
+                weights = [data[name] for name in sorted(data.files)]
+        except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as e:
+            raise ModelFileError(f"{filepath}: cannot read the weights file ({e})") from None
+        self.set_weights(weights)
+
+    def __repr__(self):
+        return f"<Sequential name={self.name}, built={self.built}, layers={len(self._layers)}>"
+
+
+# ---- saving and loading -------------------------------------------------------------------
+
+
+def save_model(model: Sequential, filepath, overwrite=True, **kwargs) -> None:
+    """Write ``model`` to ``filepath`` in rnncore's saved-model format (module docstring)."""
+    if kwargs:
+        raise TypeError(f"save: unexpected keyword argument(s) {', '.join(map(repr, kwargs))}")
+    if not isinstance(model, Sequential):
+        raise TypeError(f"save_model: expected an rnncore Sequential model, got {model!r}")
+    filepath = os.fspath(filepath)
+    if not overwrite and os.path.exists(filepath):
+        raise FileExistsError(f"{filepath} exists and overwrite=False")
+    try:
+        config = model.get_config()
+        json_config = json.dumps(config)
+    except TypeError as e:
+        raise ValueError(f"save: the model's config cannot be written as JSON ({e})") from None
+    entries, files = [], []
+    for layer in model.layers:
+        for v in layer.weights:
+            name = f"weights/{len(files):04d}.npy"
+            buf = io.BytesIO()
+            np.save(buf, np.ascontiguousarray(v.value), allow_pickle=False)
+            files.append((name, buf.getvalue()))
+            entries.append({"path": v.path, "file": name, "shape": list(v.shape),
+                            "dtype": v.dtype})
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "rnncore_version": _version(),
+        "model": {"class_name": "Sequential", "config": json.loads(json_config)},
+        "build_input_shape": (None if model._build_input_shape is None
+                              else list(model._build_input_shape)),
+        "weights": entries,
+    }
+    tmp = filepath + ".tmp"
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(_MANIFEST, json.dumps(manifest, indent=1))
+        for name, data in files:
+            zf.writestr(name, data)
+    os.replace(tmp, filepath)  # never leave a half-written file under the final name
+
+
+def _version():
+    from . import __version__
+
+    return __version__
+
+
+def load_model(filepath, custom_objects=None, compile=True, safe_mode=True) -> Sequential:
+    """Read a model written by ``model.save`` / :func:`save_model`.
+
+    Never executes code from the file: only rnncore layer classes are instantiated and
+    arrays are read with ``allow_pickle=False``. Raises :class:`ModelFileError` for a file
+    that is not an rnncore model, or is corrupted or truncated.
+    """
+    if custom_objects:
+        raise UnsupportedArgumentError(
+            "load_model: custom_objects are not supported (rnncore loads only its own layers)")
+    filepath = os.fspath(filepath)
+    try:
+        with zipfile.ZipFile(filepath) as zf:
+            return _read_archive(zf, filepath)
+    except zipfile.BadZipFile as e:
+        raise ModelFileError(
+            f"{filepath}: not a readable rnncore model file (corrupted or truncated?): {e}"
+        ) from None
+    except (zlib.error, EOFError) as e:
+        raise ModelFileError(
+            f"{filepath}: the model file is corrupted or truncated ({type(e).__name__}: {e})"
+        ) from None
+
+
+def _read_archive(zf: zipfile.ZipFile, filepath: str) -> Sequential:
+    names = set(zf.namelist())
+    if _MANIFEST not in names:
+        hint = (" (this looks like a Keras .keras file: load it with Keras and copy the "
+                "weights with get_weights/set_weights)") if "config.json" in names else ""
+        raise ModelFileError(f"{filepath}: not an rnncore model file: no {_MANIFEST}{hint}")
+    try:
+        manifest = json.loads(zf.read(_MANIFEST).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFileError(f"{filepath}: {_MANIFEST} is not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ModelFileError(f"{filepath}: not an rnncore model file (format is "
+                             f"{manifest.get('format') if isinstance(manifest, dict) else None!r})")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(f"{filepath}: format_version {version!r} is newer than this "
+                             f"rnncore reads ({FORMAT_VERSION}); upgrade rnncore")
+    try:
+        spec = manifest["model"]
+        entries = manifest["weights"]
+        build_shape = manifest.get("build_input_shape")
+        if spec.get("class_name") != "Sequential":
+            raise ModelFileError(f"{filepath}: unknown model class {spec.get('class_name')!r}")
+        model = Sequential.from_config(spec["config"])
+        if build_shape is not None and not model.built:
+            model.build(tuple(build_shape))
+        arrays = []
+        for k, entry in enumerate(entries):
+            if entry["file"] not in names:
+                raise ModelFileError(f"{filepath}: missing weight file {entry['file']!r}")
+            data = zf.read(entry["file"])  # CRC-checked by zipfile
+            try:
+                a = np.load(io.BytesIO(data), allow_pickle=False)
+            except (ValueError, EOFError, OSError) as e:
+                raise ModelFileError(f"{filepath}: weight {entry['path']!r} is not a valid "
+                                     f".npy array ({e})") from None
+            if list(a.shape) != list(entry["shape"]) or str(a.dtype) != entry["dtype"]:
+                raise ModelFileError(
+                    f"{filepath}: weight {entry['path']!r} has shape {a.shape} and dtype "
+                    f"{a.dtype}, the manifest says {tuple(entry['shape'])} {entry['dtype']}")
+            arrays.append(a)
+    except ModelFileError:
+        raise
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ModelFileError(f"{filepath}: malformed {_MANIFEST} ({type(e).__name__}: {e})"
+                             ) from None
+    if arrays or model.weights:
+        if not model.built:
+            raise ModelFileError(f"{filepath}: the file has weights but no build shape")
+        try:
+            model.set_weights(arrays)
+        except ValueError as e:
+            raise ModelFileError(f"{filepath}: the weights do not fit the model ({e})") from None
+    return model

@@ -1,0 +1,112 @@
+"""rnncore layers against values pinned from real Keras 3 (tests/golden/keras_golden.npz).
+
+The .npz is written by tests/golden/make_keras_golden.py (Keras on the torch backend); it
+holds each case's layer specs, input, mask, initial states, Keras weights and outputs. These
+tests rebuild the same layers with rnncore, load the Keras weights with set_weights and
+compare: Keras itself is not needed here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rnncore
+from rnncore import layers as L
+
+GOLDEN = Path(__file__).parent / "golden" / "keras_golden.npz"
+with np.load(GOLDEN, allow_pickle=False) as _data:
+    DATA = {k: _data[k] for k in _data.files}
+SPECS = json.loads(str(DATA["specs"]))
+CASES = {c["name"]: c for c in SPECS["cases"]}
+TOL = {"float32": 2e-6, "float64": 1e-12}
+
+
+def make_layer(spec):
+    """``[class_name, kwargs]`` -> rnncore layer (same specs as the generator's)."""
+    name, kwargs = spec
+    kwargs = dict(kwargs)
+    for key in ("layer", "backward_layer"):
+        if key in kwargs:
+            kwargs[key] = make_layer(kwargs[key])
+    return getattr(L, name)(**kwargs)
+
+
+def arrays(name, prefix, n):
+    return [DATA[f"{name}/{prefix}{k}"] for k in range(n)]
+
+
+def flat(out):
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def check_outputs(c, got):
+    got = flat(got)
+    want = arrays(c["name"], "y", c["n_outputs"])
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.dtype == np.dtype(c["dtype"])
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=0, atol=TOL[c["dtype"]])
+
+
+def test_golden_file_is_small_and_complete():
+    assert GOLDEN.stat().st_size < 200_000
+    assert SPECS["backend"] == "torch" and SPECS["keras_version"].startswith("3.")
+    assert len(CASES) >= 40
+
+
+@pytest.mark.parametrize("name", [n for n, c in CASES.items() if c["mode"] == "model"])
+def test_sequential_predict_matches_keras(name):
+    c = CASES[name]
+    x = DATA[f"{name}/x"]
+    model = rnncore.Sequential([rnncore.Input((None, x.shape[2]), dtype=c["dtype"])]
+                               + [make_layer(s) for s in c["layers"]])
+    model.set_weights(arrays(name, "w", c["n_weights"]))
+    check_outputs(c, model.predict(x, batch_size=c["batch_size"] or len(x)))
+    # the same model called directly, layer by layer, as a script would
+    y = x
+    for layer in model.layers:
+        y = layer(y)
+    check_outputs(c, y)
+    # summary(): output shapes and parameter counts equal Keras's
+    for layer, k, shape in zip(model.layers, c["summary"], model._output_shapes):
+        assert layer.count_params() == k["params"], layer.name
+        assert json.loads(json.dumps(shape)) == k["output_shape"], layer.name
+    fixed = rnncore.Sequential([rnncore.Input(x.shape[1:], dtype=c["dtype"])]
+                               + [make_layer(s) for s in c["layers"]])
+    for layer, k, shape in zip(fixed.layers, c["summary_fixed_t"], fixed._output_shapes):
+        assert layer.count_params() == k["params"], layer.name
+        assert json.loads(json.dumps(shape)) == k["output_shape"], layer.name
+
+
+@pytest.mark.parametrize("name", [n for n, c in CASES.items() if c["mode"] == "layer"])
+def test_layer_call_matches_keras(name):
+    c = CASES[name]
+    (layer,) = [make_layer(s) for s in c["layers"]]
+    layer.set_weights(arrays(name, "w", c["n_weights"]))
+    kwargs = {}
+    if c["mask_arg"]:
+        kwargs["mask"] = DATA[f"{name}/mask"]
+    if c["initial_state"]:
+        kwargs["initial_state"] = arrays(name, "s", c["initial_state"][0])
+    check_outputs(c, layer(DATA[f"{name}/x"], **kwargs))
+
+
+@pytest.mark.parametrize("name", [n for n, c in CASES.items() if c["mode"] == "stateful"])
+def test_stateful_chunks_match_keras(name):
+    c = CASES[name]
+    (layer,) = [make_layer(s) for s in c["layers"]]
+    layer.set_weights(arrays(name, "w", c["n_weights"]))
+    x = DATA[f"{name}/x"]
+    outs, start = [], 0
+    for n in c["chunks"]:
+        if n == "reset":
+            layer.reset_states()
+            continue
+        outs.extend(flat(layer(x[:, start:start + n])))
+        start += n
+    check_outputs(c, outs)
