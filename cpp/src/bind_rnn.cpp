@@ -38,8 +38,9 @@ const char* cell_label(const CellSpec& spec) {
   }
 }
 
+// Checks every forward argument and fills the scan's inputs (no outputs yet).
 template <class T>
-py::tuple forward_t(const ForwardArgs& a) {
+std::pair<ScanIO<T>, Recurrent<T>> forward_inputs(const ForwardArgs& a) {
   const CellSpec& spec = a.spec;
   const Index G = spec.gates();
   check_ndim(a.x, "x", 3, "(batch, timesteps, input_dim)");
@@ -85,8 +86,21 @@ py::tuple forward_t(const ForwardArgs& a) {
   checked_elements({B, Tn, GH}, "input projection (batch*timesteps*gates*units)");
   checked_elements({B, Tn, H}, "output (batch*timesteps*units)");
   checked_elements({D, GH}, "kernel");
+  return {io, rec};
+}
 
-  auto y = a.return_sequences ? new_array<T>({B, Tn, H}) : new_array<T>({B, H});
+std::vector<Index> output_shape(const ForwardArgs& a, Index H) {
+  const Index B = a.x.shape(0), Tn = a.x.shape(1);
+  return a.return_sequences ? std::vector<Index>{B, Tn, H} : std::vector<Index>{B, H};
+}
+
+template <class T>
+py::tuple forward_t(const ForwardArgs& a) {
+  auto [io, rec] = forward_inputs<T>(a);
+  const CellSpec& spec = a.spec;
+  const Index B = io.B, Tn = io.T_, H = rec.H, GH = spec.gates() * H, N = spec.n_states();
+
+  auto y = new_array<T>(output_shape(a, H));
   io.y = y.mutable_data();
   py::list finals;
   for (Index k = 0; k < N; ++k) {
@@ -118,6 +132,60 @@ py::tuple forward_t(const ForwardArgs& a) {
   return py::make_tuple(y, finals, workspace);
 }
 
+template <class T>
+py::tuple backward_t(const ForwardArgs& a, const std::vector<py::array>& workspace,
+                     const py::array& d_output, const std::vector<py::array>& d_final_state) {
+  auto [io_f, rec] = forward_inputs<T>(a);
+  const CellSpec& spec = a.spec;
+  const Index B = io_f.B, Tn = io_f.T_, D = io_f.D, H = rec.H, GH = spec.gates() * H;
+  const Index N = spec.n_states();
+  if (static_cast<Index>(workspace.size()) != N + 2)
+    throw py::value_error("workspace: expected the " + std::to_string(N + 2) +
+                          " arrays returned by the training forward, got " +
+                          std::to_string(workspace.size()));
+  io_f.ws_gates = const_cast<T*>(float_input<T>(workspace[0], "workspace[0] (gates)", {B, Tn, GH}));
+  for (Index k = 0; k < N; ++k)
+    io_f.ws_states[k] = const_cast<T*>(
+        float_input<T>(workspace[1 + k], "workspace (states)", {B, Tn, H}));
+  io_f.ws_aux = const_cast<T*>(
+      float_input<T>(workspace[N + 1], "workspace (aux)", {B, Tn, spec.aux_cols(H)}));
+
+  BackwardIO<T> io;
+  io.fwd = io_f;
+  io.dy = float_input<T>(d_output, "d_output", output_shape(a, H));
+  if (!d_final_state.empty() && static_cast<Index>(d_final_state.size()) != N)
+    throw py::value_error("d_final_state: expected " + std::to_string(N) + " array(s) for " +
+                          cell_label(spec) + ", got " + std::to_string(d_final_state.size()));
+  for (size_t k = 0; k < d_final_state.size(); ++k) {
+    const std::string name = "d_final_state[" + std::to_string(k) + "]";
+    io.d_final[k] = float_input<T>(d_final_state[k], name.c_str(), {B, H});
+  }
+
+  auto dx = new_array<T>({B, Tn, D});
+  auto dW = new_array<T>({D, GH});
+  auto dU = new_array<T>({H, GH});
+  io.dx = dx.mutable_data();
+  io.dW = dW.mutable_data();
+  io.dU = dU.mutable_data();
+  py::object db = py::none();
+  if (a.bias) {
+    auto b = new_array<T>(shape_of(*a.bias));
+    io.db = b.mutable_data();
+    db = b;
+  }
+  py::list d_initial;
+  for (Index k = 0; k < N; ++k) {
+    auto d = new_array<T>({B, H});
+    io.d_initial[k] = d.mutable_data();
+    d_initial.append(d);
+  }
+  {
+    py::gil_scoped_release release;
+    backward(spec, rec, io, get_num_threads());
+  }
+  return py::make_tuple(dx, dW, dU, db, d_initial);
+}
+
 py::tuple rnn_forward(const std::string& cell, const py::array& x, const py::array& kernel,
                       const py::array& recurrent_kernel, std::optional<py::array> bias,
                       std::vector<py::array> initial_state, std::optional<py::array> mask,
@@ -136,6 +204,27 @@ py::tuple rnn_forward(const std::string& cell, const py::array& x, const py::arr
   return is_float64(x, "x") ? forward_t<double>(a) : forward_t<float>(a);
 }
 
+py::tuple rnn_backward(const std::string& cell, const py::array& x, const py::array& kernel,
+                       const py::array& recurrent_kernel, std::optional<py::array> bias,
+                       std::vector<py::array> initial_state, std::optional<py::array> mask,
+                       const std::string& activation, const std::string& recurrent_activation,
+                       bool reset_after, bool go_backwards, bool return_sequences,
+                       const std::vector<py::array>& workspace, const py::array& d_output,
+                       const std::vector<py::array>& d_final_state) {
+  ForwardArgs a{make_spec(cell, activation, recurrent_activation, reset_after),
+                x,
+                kernel,
+                recurrent_kernel,
+                std::move(bias),
+                std::move(initial_state),
+                std::move(mask),
+                go_backwards,
+                return_sequences,
+                true};
+  return is_float64(x, "x") ? backward_t<double>(a, workspace, d_output, d_final_state)
+                            : backward_t<float>(a, workspace, d_output, d_final_state);
+}
+
 }  // namespace
 
 void register_rnn(py::module_& m) {
@@ -150,6 +239,16 @@ return_sequences, else (batch, units); the final states are h (and c for lstm), 
 (batch, units). workspace is None unless training=True, then [gates, states..., aux] for
 the backward pass. All arrays must share x's dtype (float32 or float64) and be
 C-contiguous; the GIL is released while computing.)doc");
+  m.def("rnn_backward", &rnn_backward, py::arg("cell"), py::arg("x"), py::arg("kernel"),
+        py::arg("recurrent_kernel"), py::arg("bias"), py::arg("initial_state"), py::arg("mask"),
+        py::arg("activation"), py::arg("recurrent_activation"), py::arg("reset_after"),
+        py::arg("go_backwards"), py::arg("return_sequences"), py::arg("workspace"),
+        py::arg("d_output"), py::arg("d_final_state"),
+        R"doc(Backward pass (BPTT) of rnn_forward(..., training=True).
+
+Takes the same inputs as that call, its workspace, dL/d(output) and dL/d(final states)
+(an empty list for zero). Returns (dx, dkernel, drecurrent_kernel, dbias or None,
+[d initial states]). The workspace is read, not modified.)doc");
 }
 
 }  // namespace rnncore::bind

@@ -6,4 +6,5 @@ PYBIND11_MODULE(RNNCORE_MODULE, m) {
   m.doc() = "rnncore's compiled core: recurrent kernels over NumPy buffers.";
   rnncore::bind::register_info(m);
   rnncore::bind::register_rnn(m);
+  rnncore::bind::register_dense(m);
 }

@@ -47,3 +47,6 @@ cpu_supports = _module.cpu_supports
 get_num_threads = _module.get_num_threads
 set_num_threads = _module.set_num_threads
 rnn_forward = _module.rnn_forward
+rnn_backward = _module.rnn_backward
+dense_forward = _module.dense_forward
+dense_backward = _module.dense_backward

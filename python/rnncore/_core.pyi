@@ -26,3 +26,40 @@ def rnn_forward(
     return_sequences: bool,
     training: bool,
 ) -> tuple[NDArray[np.floating], list[NDArray[np.floating]], list[NDArray[np.floating]] | None]: ...
+def dense_forward(
+    x: NDArray[np.floating],
+    kernel: NDArray[np.floating],
+    bias: NDArray[np.floating] | None,
+    activation: str,
+) -> NDArray[np.floating]: ...
+def dense_backward(
+    x: NDArray[np.floating],
+    kernel: NDArray[np.floating],
+    use_bias: bool,
+    activation: str,
+    y: NDArray[np.floating],
+    dy: NDArray[np.floating],
+) -> tuple[NDArray[np.floating], NDArray[np.floating], NDArray[np.floating] | None]: ...
+def rnn_backward(
+    cell: str,
+    x: NDArray[np.floating],
+    kernel: NDArray[np.floating],
+    recurrent_kernel: NDArray[np.floating],
+    bias: NDArray[np.floating] | None,
+    initial_state: Sequence[NDArray[np.floating]],
+    mask: NDArray[np.bool_] | None,
+    activation: str,
+    recurrent_activation: str,
+    reset_after: bool,
+    go_backwards: bool,
+    return_sequences: bool,
+    workspace: Sequence[NDArray[np.floating]],
+    d_output: NDArray[np.floating],
+    d_final_state: Sequence[NDArray[np.floating]],
+) -> tuple[
+    NDArray[np.floating],
+    NDArray[np.floating],
+    NDArray[np.floating],
+    NDArray[np.floating] | None,
+    list[NDArray[np.floating]],
+]: ...

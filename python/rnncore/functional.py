@@ -24,15 +24,26 @@ Inputs are never modified. The GIL is released while the core computes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from . import _core
 
-__all__ = ["simple_rnn", "lstm", "gru", "ACTIVATIONS"]
+__all__ = [
+    "simple_rnn",
+    "lstm",
+    "gru",
+    "dense",
+    "dense_backward",
+    "backward",
+    "Workspace",
+    "Gradients",
+    "ACTIVATIONS",
+]
 
 #: Activation names accepted for ``activation`` and ``recurrent_activation``.
-ACTIVATIONS = ("tanh", "sigmoid", "relu", "hard_sigmoid", "linear")
+ACTIVATIONS = ("tanh", "sigmoid", "relu", "hard_sigmoid", "linear", "softmax")
 
 
 def _array(a, name: str) -> np.ndarray:
@@ -68,59 +79,153 @@ def _states(initial_state, n: int, cell: str) -> list[np.ndarray]:
     return [_array(s, f"initial_state[{k}]") for k, s in enumerate(initial_state)]
 
 
+class Workspace:
+    """What a forward call with ``training=True`` keeps for :func:`backward`.
+
+    It holds the (contiguous) inputs of the call, its options and the core's buffers: the
+    post-activation gates, the states after every step and the cell's extra values. It is
+    read, not consumed, by :func:`backward`; do not modify the inputs in between.
+    """
+
+    __slots__ = ("cell", "inputs", "options", "buffers", "n_states")
+
+    def __init__(self, cell, inputs, options, buffers, n_states):
+        self.cell = cell
+        self.inputs = inputs
+        self.options = options
+        self.buffers = buffers
+        self.n_states = n_states
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the core's buffers (the memory training adds to inference)."""
+        return sum(b.nbytes for b in self.buffers)
+
+
+class Gradients(NamedTuple):
+    """Gradients of a loss with respect to a recurrent layer's inputs and weights."""
+
+    x: np.ndarray
+    kernel: np.ndarray
+    recurrent_kernel: np.ndarray
+    bias: np.ndarray | None
+    initial_state: list  # dL/dh0 (and dL/dc0 for LSTM), each (B, H)
+
+
 def _run(cell, x, kernel, recurrent_kernel, bias, initial_state, mask, n_states, *,
          activation, recurrent_activation="sigmoid", reset_after=True,
-         go_backwards=False, return_sequences=False):
-    y, finals, _ = _core.rnn_forward(
-        cell,
+         go_backwards=False, return_sequences=False, training=False):
+    inputs = (
         _array(x, "x"),
         _array(kernel, "kernel"),
         _array(recurrent_kernel, "recurrent_kernel"),
         None if bias is None else _array(bias, "bias"),
         _states(initial_state, n_states, cell),
         _mask(mask),
+    )
+    options = (
         activation,
         recurrent_activation,
         bool(reset_after),
         bool(go_backwards),
         bool(return_sequences),
-        False,
     )
+    y, finals, buffers = _core.rnn_forward(cell, *inputs, *options, bool(training))
+    if training:
+        return (y, *finals, Workspace(cell, inputs, options, buffers, n_states))
     return (y, *finals)
 
 
+def backward(workspace: Workspace, d_output, d_state=None) -> Gradients:
+    """Backpropagation through time for a forward call made with ``training=True``.
+
+    ``d_output`` is dL/d(output), shaped like that call's output (the whole sequence, or
+    the last step without ``return_sequences``); ``d_state`` is dL/d(final states): ``dh``
+    (``[dh, dc]`` for LSTM), or ``None`` for zero. Returns :class:`Gradients` with respect
+    to ``x``, ``kernel``, ``recurrent_kernel``, ``bias`` (``None`` without a bias) and the
+    initial state(s) (zeros when none was given count as given).
+    """
+    if not isinstance(workspace, Workspace):
+        raise TypeError(
+            f"workspace: expected the Workspace of a training forward call, "
+            f"got {type(workspace).__name__}"
+        )
+    d_states = _states(d_state, workspace.n_states, workspace.cell)
+    dx, dW, dU, db, d_init = _core.rnn_backward(
+        workspace.cell,
+        *workspace.inputs,
+        *workspace.options,
+        workspace.buffers,
+        _array(d_output, "d_output"),
+        d_states,
+    )
+    return Gradients(dx, dW, dU, db, d_init)
+
+
 def simple_rnn(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
-               initial_state=None, mask=None, go_backwards=False, return_sequences=False):
-    """SimpleRNN: ``h_t = act(x_t W + h_{t-1} U + b)``. Returns ``(output, h)``."""
+               initial_state=None, mask=None, go_backwards=False, return_sequences=False,
+               training=False):
+    """SimpleRNN: ``h_t = act(x_t W + h_{t-1} U + b)``. Returns ``(output, h)``.
+
+    With ``training=True`` a :class:`Workspace` for :func:`backward` is appended.
+    """
     return _run("simple_rnn", x, kernel, recurrent_kernel, bias, initial_state, mask, 1,
                 activation=activation, go_backwards=go_backwards,
-                return_sequences=return_sequences)
+                return_sequences=return_sequences, training=training)
 
 
 def lstm(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
          recurrent_activation="sigmoid", initial_state=None, mask=None, go_backwards=False,
-         return_sequences=False):
+         return_sequences=False, training=False):
     """LSTM, gates ``i, f, c, o``. Returns ``(output, h, c)``.
 
     ``i, f, o = rec_act(.)``, ``g = act(.)``, ``c_t = f c_{t-1} + i g``,
-    ``h_t = o act(c_t)``. ``initial_state`` is ``[h0, c0]``.
+    ``h_t = o act(c_t)``. ``initial_state`` is ``[h0, c0]``. With ``training=True`` a
+    :class:`Workspace` for :func:`backward` is appended.
     """
     return _run("lstm", x, kernel, recurrent_kernel, bias, initial_state, mask, 2,
                 activation=activation, recurrent_activation=recurrent_activation,
-                go_backwards=go_backwards, return_sequences=return_sequences)
+                go_backwards=go_backwards, return_sequences=return_sequences,
+                training=training)
 
 
 def gru(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
         recurrent_activation="sigmoid", reset_after=True, initial_state=None, mask=None,
-        go_backwards=False, return_sequences=False):
+        go_backwards=False, return_sequences=False, training=False):
     """GRU, gates ``z, r, h``. Returns ``(output, h)``.
 
     ``reset_after=True`` (Keras 3 / PyTorch / cuDNN): ``hh = act(x W_h + b_xh + r (h U_h + b_hh))``
     with ``bias`` of shape ``(2, 3H)``; ``reset_after=False`` (2014 form):
     ``hh = act(x W_h + b_h + (r h) U_h)`` with ``bias`` of shape ``(3H,)``. Then
-    ``h_t = z h_{t-1} + (1 - z) hh``.
+    ``h_t = z h_{t-1} + (1 - z) hh``. With ``training=True`` a :class:`Workspace` for
+    :func:`backward` is appended.
     """
     return _run("gru", x, kernel, recurrent_kernel, bias, initial_state, mask, 1,
                 activation=activation, recurrent_activation=recurrent_activation,
                 reset_after=reset_after, go_backwards=go_backwards,
-                return_sequences=return_sequences)
+                return_sequences=return_sequences, training=training)
+
+
+def dense(x, kernel, bias=None, activation="linear"):
+    """Dense on the last axis: ``y = act(x W + b)``; ``x (..., D)``, ``kernel (D, U)``.
+
+    On a sequence ``(B, T, D)`` it applies to every timestep (Keras's Dense on 3-D input).
+    ``activation`` may also be ``softmax`` (over the last axis).
+    """
+    return _core.dense_forward(
+        _array(x, "x"),
+        _array(kernel, "kernel"),
+        None if bias is None else _array(bias, "bias"),
+        activation,
+    )
+
+
+def dense_backward(x, kernel, y, dy, *, use_bias=True, activation="linear"):
+    """Gradients ``(dx, dkernel, dbias)`` of :func:`dense` given its output ``y`` and dL/dy.
+
+    ``dbias`` is ``None`` when ``use_bias`` is false.
+    """
+    return _core.dense_backward(
+        _array(x, "x"), _array(kernel, "kernel"), bool(use_bias), activation,
+        _array(y, "y"), _array(dy, "dy"),
+    )

@@ -3,13 +3,17 @@
 Same signatures, layouts and conventions as :mod:`rnncore.functional` (Keras's): a loop over
 time, one line per equation. Use it to check the core's results; it computes in the dtype
 of its inputs.
+
+Each cell is a pair of functions: ``step(p, x_t, states) -> (new_states, cache)`` and
+``step_backward(p, cache, d_states) -> (dx_t, d_params, d_prev_states)``; ``_scan`` and
+``_scan_backward`` own the time loop, direction and masks for all of them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ACTIVATIONS", "simple_rnn", "lstm", "gru"]
+__all__ = ["ACTIVATIONS", "simple_rnn", "lstm", "gru", "dense", "backward", "dense_backward"]
 
 
 def _sigmoid(z):
@@ -22,12 +26,28 @@ def _hard_sigmoid(z):
     return np.clip(z / 6.0 + 0.5, 0.0, 1.0)
 
 
+def _softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 ACTIVATIONS = {
     "tanh": np.tanh,
     "sigmoid": _sigmoid,
     "relu": lambda z: np.maximum(z, 0.0),
     "hard_sigmoid": _hard_sigmoid,
     "linear": lambda z: z,
+    "softmax": _softmax,
+}
+
+# dL/dz from dL/dy, written through the output y = act(z).
+_ACTIVATION_GRADS = {
+    "tanh": lambda y, dy: dy * (1 - y * y),
+    "sigmoid": lambda y, dy: dy * y * (1 - y),
+    "relu": lambda y, dy: dy * (y > 0),
+    "hard_sigmoid": lambda y, dy: dy * ((y > 0) & (y < 1)) / 6.0,
+    "linear": lambda y, dy: dy,
+    "softmax": lambda y, dy: y * (dy - (dy * y).sum(axis=-1, keepdims=True)),
 }
 
 
@@ -38,24 +58,132 @@ def _act(name):
         raise ValueError(f"unknown activation {name!r}: expected one of {list(ACTIVATIONS)}")
 
 
-def _scan(step, x, states, mask, go_backwards, return_sequences):
-    """The time loop: ``states = step(x_t, states)`` with Keras's masking rule."""
-    B, T, _ = x.shape
-    H = states[0].shape[1]
-    y_prev = np.zeros((B, H), x.dtype)  # Keras: the output before any used step is zero
-    outputs = []
-    order = range(T - 1, -1, -1) if go_backwards else range(T)
-    for t in order:
-        new = step(x[:, t], states)
-        used = np.ones((B, 1), bool) if mask is None else mask[:, t, None].astype(bool)
-        states = [np.where(used, n, s) for n, s in zip(new, states)]
-        y_prev = np.where(used, states[0], y_prev)
-        outputs.append(y_prev)
-    if return_sequences:
-        y = np.stack(outputs, axis=1) if outputs else np.zeros((B, 0, H), x.dtype)
+def _grad(name, y, dy):
+    return _ACTIVATION_GRADS[name](y, dy)
+
+
+# --------------------------------------------------------------------------------------------
+# Cells. p is a dict: W, U, b (or None), H, act, rec (activation names), reset_after.
+
+
+def _simple_step(p, x_t, states):
+    (h,) = states
+    z = x_t @ p["W"] + h @ p["U"]
+    if p["b"] is not None:
+        z = z + p["b"]
+    h_new = _act(p["act"])(z)
+    return [h_new], (x_t, h, h_new)
+
+
+def _simple_step_backward(p, cache, d_states):
+    x_t, h, h_new = cache
+    (dh,) = d_states
+    dz = _grad(p["act"], h_new, dh)
+    d = {"W": x_t.T @ dz, "U": h.T @ dz, "b": dz.sum(0)}
+    return dz @ p["W"].T, d, [dz @ p["U"].T]
+
+
+def _lstm_step(p, x_t, states):
+    h, c = states
+    H, act, rec = p["H"], _act(p["act"]), _act(p["rec"])
+    z = x_t @ p["W"] + h @ p["U"]
+    if p["b"] is not None:
+        z = z + p["b"]
+    i = rec(z[:, 0 * H:1 * H])
+    f = rec(z[:, 1 * H:2 * H])
+    g = act(z[:, 2 * H:3 * H])
+    o = rec(z[:, 3 * H:4 * H])
+    c_new = f * c + i * g
+    a_c = act(c_new)
+    h_new = o * a_c
+    return [h_new, c_new], (x_t, h, c, i, f, g, o, a_c)
+
+
+def _lstm_step_backward(p, cache, d_states):
+    x_t, h, c, i, f, g, o, a_c = cache
+    dh, dc = d_states
+    act, rec = p["act"], p["rec"]
+    dz_o = _grad(rec, o, dh * a_c)
+    dC = dc + _grad(act, a_c, dh * o)  # total gradient of c_t
+    dz_i = _grad(rec, i, dC * g)
+    dz_f = _grad(rec, f, dC * c)
+    dz_g = _grad(act, g, dC * i)
+    dz = np.concatenate([dz_i, dz_f, dz_g, dz_o], axis=1)
+    d = {"W": x_t.T @ dz, "U": h.T @ dz, "b": dz.sum(0)}
+    return dz @ p["W"].T, d, [dz @ p["U"].T, dC * f]
+
+
+def _gru_biases(p):
+    H, b = p["H"], p["b"]
+    if b is None:
+        return np.zeros(3 * H), np.zeros(3 * H)
+    if p["reset_after"]:
+        return b[0], b[1]  # input-side and recurrent-side rows
+    return b, np.zeros(3 * H)
+
+
+def _gru_step(p, x_t, states):
+    (h,) = states
+    H, act, rec = p["H"], _act(p["act"]), _act(p["rec"])
+    W, U = p["W"], p["U"]
+    b_x, b_h = _gru_biases(p)
+    xw = x_t @ W + b_x
+    z = rec(xw[:, :H] + h @ U[:, :H] + b_h[:H])
+    r = rec(xw[:, H:2 * H] + h @ U[:, H:2 * H] + b_h[H:2 * H])
+    if p["reset_after"]:
+        a = h @ U[:, 2 * H:] + b_h[2 * H:]
+        hh = act(xw[:, 2 * H:] + r * a)
     else:
-        y = y_prev
-    return (y, *states)
+        a = r * h
+        hh = act(xw[:, 2 * H:] + a @ U[:, 2 * H:])
+    h_new = z * h + (1 - z) * hh
+    return [h_new], (x_t, h, z, r, hh, a)
+
+
+def _gru_step_backward(p, cache, d_states):
+    x_t, h, z, r, hh, a = cache
+    (dh,) = d_states
+    H, W, U = p["H"], p["W"], p["U"]
+    dz_z = _grad(p["rec"], z, dh * (h - hh))
+    dz_h = _grad(p["act"], hh, dh * (1 - z))
+    dh_prev = dh * z
+    if p["reset_after"]:
+        dz_r = _grad(p["rec"], r, dz_h * a)
+        da = dz_h * r  # gradient of a = h U_h + b_hh_h
+        d_rec = np.concatenate([dz_z, dz_r, da], axis=1)  # gradient of h U + b_hh
+        dU = h.T @ d_rec
+        dh_prev = dh_prev + d_rec @ U.T
+    else:
+        da = dz_h @ U[:, 2 * H:].T  # gradient of a = r * h
+        dz_r = _grad(p["rec"], r, da * h)
+        dU = np.concatenate([h.T @ dz_z, h.T @ dz_r, a.T @ dz_h], axis=1)
+        dh_prev = dh_prev + da * r + np.concatenate([dz_z, dz_r], 1) @ U[:, :2 * H].T
+    dz = np.concatenate([dz_z, dz_r, dz_h], axis=1)
+    if p["reset_after"]:
+        db = np.stack([dz.sum(0), d_rec.sum(0)])
+    else:
+        db = dz.sum(0)
+    d = {"W": x_t.T @ dz, "U": dU, "b": db}
+    return dz @ W.T, d, [dh_prev]
+
+
+_CELLS = {
+    "simple_rnn": (_simple_step, _simple_step_backward, 1),
+    "lstm": (_lstm_step, _lstm_step_backward, 2),
+    "gru": (_gru_step, _gru_step_backward, 1),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# The time loop.
+
+
+def _params(kernel, recurrent_kernel, bias, activation, recurrent_activation, reset_after):
+    _act(activation), _act(recurrent_activation)
+    return {
+        "W": kernel, "U": recurrent_kernel, "b": bias, "H": recurrent_kernel.shape[0],
+        "act": activation, "rec": recurrent_activation, "reset_after": reset_after,
+    }
 
 
 def _initial(initial_state, n, B, H, dtype):
@@ -66,73 +194,116 @@ def _initial(initial_state, n, B, H, dtype):
     return [np.asarray(s, dtype) for s in initial_state]
 
 
+def _order(T, go_backwards):
+    return list(range(T - 1, -1, -1)) if go_backwards else list(range(T))
+
+
+def _used(mask, t, B):
+    return np.ones((B, 1), bool) if mask is None else np.asarray(mask)[:, t, None].astype(bool)
+
+
+def _scan(cell, x, p, initial_state, mask, go_backwards, return_sequences, keep=False):
+    """The forward time loop with Keras's masking rule.
+
+    A masked step keeps the states and repeats the previous output, which is zero before
+    the first used step. Returns ``(output, *final_states)`` (and the caches when ``keep``).
+    """
+    step, _, n = _CELLS[cell]
+    B, T, _ = x.shape
+    H = p["H"]
+    states = _initial(initial_state, n, B, H, x.dtype)
+    y_prev = np.zeros((B, H), x.dtype)
+    outputs, caches = [], []
+    for t in _order(T, go_backwards):
+        new, cache = step(p, x[:, t], states)
+        used = _used(mask, t, B)
+        states = [np.where(used, a, b) for a, b in zip(new, states)]
+        y_prev = np.where(used, states[0], y_prev)
+        outputs.append(y_prev)
+        caches.append(cache)
+    if return_sequences:
+        y = np.stack(outputs, axis=1) if outputs else np.zeros((B, 0, H), x.dtype)
+    else:
+        y = y_prev
+    return ((y, *states), caches) if keep else (y, *states)
+
+
 def simple_rnn(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
                initial_state=None, mask=None, go_backwards=False, return_sequences=False):
     """``h_t = act(x_t W + h_{t-1} U + b)``; returns ``(output, h)``."""
-    W, U = kernel, recurrent_kernel
-    b = 0 if bias is None else bias
-    act = _act(activation)
-    H = U.shape[0]
-
-    def step(x_t, states):
-        (h,) = states
-        return [act(x_t @ W + h @ U + b)]
-
-    s0 = _initial(initial_state, 1, x.shape[0], H, x.dtype)
-    return _scan(step, x, s0, mask, go_backwards, return_sequences)
+    p = _params(kernel, recurrent_kernel, bias, activation, "sigmoid", True)
+    return _scan("simple_rnn", x, p, initial_state, mask, go_backwards, return_sequences)
 
 
 def lstm(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
          recurrent_activation="sigmoid", initial_state=None, mask=None, go_backwards=False,
          return_sequences=False):
     """LSTM with Keras gate order ``i, f, c, o``; returns ``(output, h, c)``."""
-    W, U = kernel, recurrent_kernel
-    b = 0 if bias is None else bias
-    act, rec = _act(activation), _act(recurrent_activation)
-    H = U.shape[0]
-
-    def step(x_t, states):
-        h, c = states
-        z = x_t @ W + h @ U + b
-        i = rec(z[:, 0 * H:1 * H])
-        f = rec(z[:, 1 * H:2 * H])
-        g = act(z[:, 2 * H:3 * H])
-        o = rec(z[:, 3 * H:4 * H])
-        c_new = f * c + i * g
-        h_new = o * act(c_new)
-        return [h_new, c_new]
-
-    s0 = _initial(initial_state, 2, x.shape[0], H, x.dtype)
-    return _scan(step, x, s0, mask, go_backwards, return_sequences)
+    p = _params(kernel, recurrent_kernel, bias, activation, recurrent_activation, True)
+    return _scan("lstm", x, p, initial_state, mask, go_backwards, return_sequences)
 
 
 def gru(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
         recurrent_activation="sigmoid", reset_after=True, initial_state=None, mask=None,
         go_backwards=False, return_sequences=False):
     """GRU with Keras gate order ``z, r, h``, both forms; returns ``(output, h)``."""
-    W, U = kernel, recurrent_kernel
-    act, rec = _act(activation), _act(recurrent_activation)
-    H = U.shape[0]
+    p = _params(kernel, recurrent_kernel, bias, activation, recurrent_activation, reset_after)
+    return _scan("gru", x, p, initial_state, mask, go_backwards, return_sequences)
+
+
+def backward(cell, x, kernel, recurrent_kernel, bias=None, *, d_output, d_state=None,
+             activation="tanh", recurrent_activation="sigmoid", reset_after=True,
+             initial_state=None, mask=None, go_backwards=False, return_sequences=False):
+    """Backpropagation through time for ``cell`` in ``simple_rnn``, ``lstm``, ``gru``.
+
+    Returns a dict with the gradients of ``x``, ``kernel``, ``recurrent_kernel``, ``bias``
+    (``None`` without a bias) and ``initial_state`` (a list), given dL/d(output)
+    ``d_output`` and dL/d(final states) ``d_state`` (``None`` for zero).
+    """
+    _, step_backward, n = _CELLS[cell]
+    p = _params(kernel, recurrent_kernel, bias, activation, recurrent_activation, reset_after)
+    B, T, _ = x.shape
+    H = p["H"]
+    _, caches = _scan(cell, x, p, initial_state, mask, go_backwards, return_sequences, keep=True)
+
+    d_states = _initial(d_state, n, B, H, x.dtype)
+    d_y_prev = np.zeros((B, H), x.dtype) if return_sequences else np.array(d_output)
+    dx = np.zeros_like(x)
+    grads = {"W": np.zeros_like(kernel), "U": np.zeros_like(recurrent_kernel), "b": 0.0}
+    order = _order(T, go_backwards)
+    for s in range(T - 1, -1, -1):
+        t = order[s]
+        if return_sequences:
+            d_y_prev = d_y_prev + d_output[:, s]
+        used = _used(mask, t, B)
+        # The output of a used step is h; a masked step's output is the previous output.
+        d_states[0] = d_states[0] + np.where(used, d_y_prev, 0)
+        d_y_prev = np.where(used, 0, d_y_prev)
+        # A masked row: no gradient into the step, its states' gradient passes through.
+        d_in = [np.where(used, d, 0) for d in d_states]
+        dx_t, d, d_prev = step_backward(p, caches[s], d_in)
+        dx[:, t] = dx_t
+        for k in grads:
+            grads[k] = grads[k] + d[k]
+        d_states = [np.where(used, dp, ds) for dp, ds in zip(d_prev, d_states)]
     if bias is None:
-        b_x, b_h = 0, 0
-    elif reset_after:
-        b_x, b_h = bias[0], bias[1]  # input-side and recurrent-side rows
+        db = None
     else:
-        b_x, b_h = bias, 0
+        db = np.broadcast_to(np.asarray(grads["b"], x.dtype), np.shape(bias)).copy()
+    return {"x": dx, "kernel": grads["W"], "recurrent_kernel": grads["U"], "bias": db,
+            "initial_state": d_states}
 
-    def step(x_t, states):
-        (h,) = states
-        xw = x_t @ W + b_x
-        if reset_after:
-            hu = h @ U + b_h
-            z = rec(xw[:, :H] + hu[:, :H])
-            r = rec(xw[:, H:2 * H] + hu[:, H:2 * H])
-            hh = act(xw[:, 2 * H:] + r * hu[:, 2 * H:])
-        else:
-            z = rec(xw[:, :H] + h @ U[:, :H])
-            r = rec(xw[:, H:2 * H] + h @ U[:, H:2 * H])
-            hh = act(xw[:, 2 * H:] + (r * h) @ U[:, 2 * H:])
-        return [z * h + (1 - z) * hh]
 
-    s0 = _initial(initial_state, 1, x.shape[0], H, x.dtype)
-    return _scan(step, x, s0, mask, go_backwards, return_sequences)
+def dense(x, kernel, bias=None, activation="linear"):
+    """``y = act(x W + b)`` on the last axis."""
+    z = x @ kernel
+    if bias is not None:
+        z = z + bias
+    return _act(activation)(z)
+
+
+def dense_backward(x, kernel, y, dy, *, use_bias=True, activation="linear"):
+    """``(dx, dkernel, dbias)`` of :func:`dense` given its output ``y`` and dL/dy."""
+    dz = _grad(activation, y, dy)
+    x2, dz2 = x.reshape(-1, x.shape[-1]), dz.reshape(-1, dz.shape[-1])
+    return dz @ kernel.T, x2.T @ dz2, (dz2.sum(0) if use_bias else None)

@@ -6,7 +6,8 @@
 //
 // Definitions follow Keras 3:
 //   tanh(z), sigmoid(z) = 1 / (1 + e^-z), relu(z) = max(z, 0), linear(z) = z,
-//   hard_sigmoid(z) = relu6(z + 3) / 6 = clip(z / 6 + 1/2, 0, 1).
+//   hard_sigmoid(z) = relu6(z + 3) / 6 = clip(z / 6 + 1/2, 0, 1),
+//   softmax(z)_j = e^{z_j} / sum_k e^{z_k} over each row (a block's rows are samples).
 // NaN propagates through every one of them, as in the NumPy reference.
 #pragma once
 
@@ -16,7 +17,7 @@
 
 namespace rnncore {
 
-enum class Activation { Tanh, Sigmoid, Relu, HardSigmoid, Linear };
+enum class Activation { Tanh, Sigmoid, Relu, HardSigmoid, Linear, Softmax };
 
 inline Activation activation_from_name(const std::string& name) {
   if (name == "tanh") return Activation::Tanh;
@@ -24,8 +25,9 @@ inline Activation activation_from_name(const std::string& name) {
   if (name == "relu") return Activation::Relu;
   if (name == "hard_sigmoid") return Activation::HardSigmoid;
   if (name == "linear") return Activation::Linear;
+  if (name == "softmax") return Activation::Softmax;
   throw InvalidArgument("unknown activation '" + name +
-                        "': expected one of tanh, sigmoid, relu, hard_sigmoid, linear");
+                        "': expected one of tanh, sigmoid, relu, hard_sigmoid, linear, softmax");
 }
 
 // z <- act(z), in place on any Eigen block.
@@ -51,13 +53,22 @@ void activate(Activation act, Block&& z) {
       break;
     case Activation::Linear:
       break;
+    case Activation::Softmax:
+      // Shift by the row maximum so that exp never overflows.
+      for (Index r = 0; r < z.rows(); ++r) {
+        auto row = z.row(r).array();
+        row = (row - row.maxCoeff()).exp();
+        row /= row.sum();
+      }
+      break;
   }
 }
 
 // dz <- dz * act'(z), with act' written through the output y = act(z), which is what the
 // forward pass keeps:
 //   tanh' = 1 - y^2, sigmoid' = y (1 - y), relu' = [y > 0],
-//   hard_sigmoid' = [0 < y < 1] / 6, linear' = 1.
+//   hard_sigmoid' = [0 < y < 1] / 6, linear' = 1,
+//   softmax: dz_j = y_j (dy_j - sum_k dy_k y_k) per row (a Jacobian, not a diagonal).
 template <class DBlock, class YBlock>
 void activate_backward(Activation act, DBlock&& dz, const YBlock& y_) {
   using T = typename std::decay_t<DBlock>::Scalar;
@@ -77,6 +88,12 @@ void activate_backward(Activation act, DBlock&& dz, const YBlock& y_) {
       d = (y > T(0) && y < T(1)).select(d * T(1.0 / 6.0), T(0));
       break;
     case Activation::Linear:
+      break;
+    case Activation::Softmax:
+      for (Index r = 0; r < dz.rows(); ++r) {
+        const T dot = (dz.row(r).array() * y_.row(r).array()).sum();
+        dz.row(r).array() = y_.row(r).array() * (dz.row(r).array() - dot);
+      }
       break;
   }
 }

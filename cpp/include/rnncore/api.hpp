@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "rnncore/activations.hpp"
+#include "rnncore/backward.hpp"
 #include "rnncore/cells.hpp"
 #include "rnncore/scan.hpp"
 
@@ -74,6 +75,17 @@ void forward(const CellSpec& spec, const Recurrent<T>& rec, ScanIO<T> io, int th
   with_cell(spec, rec, [&](const auto& cell, const T* b_in) {
     io.b_in = b_in;
     forward_scan(cell, io, threads);
+  });
+}
+
+// Gradients of forward() given dL/d(output) and dL/d(final states). io.fwd must hold the
+// same inputs as the training forward call and its workspace. io.db receives the bias
+// gradient in the bias's own layout ((2, 3H) for GRU reset_after).
+template <class T>
+void backward(const CellSpec& spec, const Recurrent<T>& rec, BackwardIO<T> io, int threads) {
+  with_cell(spec, rec, [&](const auto& cell, const T*) {
+    io.db_rec = (io.db && spec.bias_two_rows()) ? io.db + spec.gates() * rec.H : nullptr;
+    backward_scan(cell, io, threads);
   });
 }
 

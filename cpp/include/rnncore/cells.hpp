@@ -14,7 +14,13 @@
 //   G, n_states            gate count, number of carried states (h; or h, c)
 //   aux_cols()             extra per-step values the backward pass needs (0 if none)
 //   step(...)              one time step for n rows
-//   step_backward(...)     its derivative (in backward.hpp's terms, see there)
+// and for the backward pass (backward.hpp), given dS = dL/d(states after the step):
+//   scratch_cols()         per-row scratch the backward step needs
+//   gate_grads(...)        dG = dL/d(gate pre-activations), input side (n, G*H), and dA,
+//                          the gradient of the recurrent-side value a (GRU reset_after)
+//   prev_grads(...)        dL/d(states before the step) from dS, dG, dA
+//   recurrent_grads(...)   after the loop: dU and the recurrent bias gradient, as products
+//                          over all batch*time rows at once
 #pragma once
 
 #include <array>
@@ -54,6 +60,30 @@ struct SimpleRNNCell {
     activate(act, gates);
     h = gates;
   }
+
+  // Backward. With y = h = act(z):  dz = dh * act'(y);  dh_prev = dz U^T;  dU = H_prev^T dZ.
+  Index scratch_cols() const { return 0; }
+  Index grad_aux_cols() const { return 0; }
+
+  void gate_grads(Index n, ConstView<T> gates, const States<const T, 1>&,
+                  const States<const T, 1>&, ConstView<T>, const States<const T, 1>& dS,
+                  View<T> dG, View<T>, View<T>) const {
+    dG = cview(dS[0].data, n, H, dS[0].stride);
+    activate_backward(act, dG, gates);
+  }
+
+  void prev_grads(Index, ConstView<T>, const States<const T, 1>&, ConstView<T>,
+                  const States<const T, 1>&, ConstView<T> dG, ConstView<T>,
+                  const States<T, 1>& dprev, View<T>) const {
+    auto dh_prev = view(dprev[0].data, dG.rows(), H, dprev[0].stride);
+    dh_prev.noalias() = dG * U.transpose();
+  }
+
+  template <class Gemm>
+  void recurrent_grads(ConstView<T> H_prev, ConstView<T>, ConstView<T> dG, ConstView<T>,
+                       View<T> dU, T*, Gemm&& at_b) const {
+    at_b(H_prev, dG, dU);
+  }
 };
 
 // ---------------------------------------------------------------------------------------
@@ -84,7 +114,8 @@ struct LSTMCell {
     auto f = gates.middleCols(H, H);
     auto g = gates.middleCols(2 * H, H);
     auto o = gates.rightCols(H);
-    activate(rec_act, gates.leftCols(2 * H));
+    activate(rec_act, i);
+    activate(rec_act, f);
     activate(act, g);
     activate(rec_act, o);
 
@@ -92,6 +123,59 @@ struct LSTMCell {
     h = c;
     activate(act, h);
     h.array() *= o.array();
+  }
+
+  // Backward. With a_c = act(c_t) and dc the gradient reaching c_t from later steps:
+  //   do = dh * a_c                                   dz_o = do * rec_act'(o)
+  //   dC = dc + dh * o * act'(a_c)                    (total gradient of c_t)
+  //   dz_i = dC * g * rec_act'(i)    dz_f = dC * c_{t-1} * rec_act'(f)    dz_g = dC * i * act'(g)
+  //   dh_{t-1} = dZ U^T              dc_{t-1} = dC * f
+  // scratch: [a_c | dC], each n x H.
+  Index scratch_cols() const { return 2 * H; }
+  Index grad_aux_cols() const { return 0; }
+
+  void gate_grads(Index n, ConstView<T> gates, const States<const T, 2>& prev,
+                  const States<const T, 2>& next, ConstView<T>, const States<const T, 2>& dS,
+                  View<T> dG, View<T>, View<T> scratch) const {
+    const auto c_prev = cview(prev[1].data, n, H, prev[1].stride);
+    const auto c = cview(next[1].data, n, H, next[1].stride);
+    const auto dh = cview(dS[0].data, n, H, dS[0].stride);
+    const auto dc = cview(dS[1].data, n, H, dS[1].stride);
+    const auto i = gates.leftCols(H), f = gates.middleCols(H, H), g = gates.middleCols(2 * H, H),
+               o = gates.rightCols(H);
+    auto a_c = scratch.leftCols(H);
+    auto dC = scratch.rightCols(H);
+    a_c = c;
+    activate(act, a_c);
+
+    auto dz_i = dG.leftCols(H), dz_f = dG.middleCols(H, H), dz_g = dG.middleCols(2 * H, H),
+         dz_o = dG.rightCols(H);
+    dz_o.array() = dh.array() * a_c.array();
+    activate_backward(rec_act, dz_o, o);
+    dC.array() = dh.array() * o.array();
+    activate_backward(act, dC, a_c);
+    dC += dc;
+    dz_i.array() = dC.array() * g.array();
+    activate_backward(rec_act, dz_i, i);
+    dz_f.array() = dC.array() * c_prev.array();
+    activate_backward(rec_act, dz_f, f);
+    dz_g.array() = dC.array() * i.array();
+    activate_backward(act, dz_g, g);
+  }
+
+  void prev_grads(Index n, ConstView<T> gates, const States<const T, 2>&, ConstView<T>,
+                  const States<const T, 2>&, ConstView<T> dG, ConstView<T>,
+                  const States<T, 2>& dprev, View<T> scratch) const {
+    auto dh_prev = view(dprev[0].data, n, H, dprev[0].stride);
+    auto dc_prev = view(dprev[1].data, n, H, dprev[1].stride);
+    dh_prev.noalias() = dG * U.transpose();
+    dc_prev.array() = scratch.rightCols(H).array() * gates.middleCols(H, H).array();
+  }
+
+  template <class Gemm>
+  void recurrent_grads(ConstView<T> H_prev, ConstView<T>, ConstView<T> dG, ConstView<T>,
+                       View<T> dU, T*, Gemm&& at_b) const {
+    at_b(H_prev, dG, dU);
   }
 };
 
@@ -133,7 +217,8 @@ struct GRUCell {
     auto hh = gates.rightCols(H);
 
     zr.noalias() += h_prev * U.leftCols(2 * H);
-    activate(rec_act, zr);
+    activate(rec_act, z);
+    activate(rec_act, r);
     if (reset_after) {
       a.noalias() = h_prev * U.rightCols(H);
       if (b_hh_h) a.rowwise() += ConstRowVecView<T>(b_hh_h, H);
@@ -144,6 +229,69 @@ struct GRUCell {
     }
     activate(act, hh);
     h.array() = hh.array() + z.array() * (h_prev.array() - hh.array());
+  }
+
+  // Backward, both forms:
+  //   dz_z = dh * (h_{t-1} - hh) * rec_act'(z)        dz_h = dh * (1 - z) * act'(hh)
+  // reset_after:   dz_r = dz_h * a * rec_act'(r)        dA = dz_h * r   (gradient of a)
+  //                dh_{t-1} = dh * z + [dz_z dz_r] U_zr^T + dA U_h^T
+  //                dU_zr = H_prev^T [dz_z dz_r]   dU_h = H_prev^T dA   db_hh = sum [dz_z dz_r dA]
+  // reset_after=false:  da = dz_h U_h^T (in scratch)     dz_r = da * h_{t-1} * rec_act'(r)
+  //                dh_{t-1} = dh * z + da * r + [dz_z dz_r] U_zr^T
+  //                dU_zr = H_prev^T [dz_z dz_r]   dU_h = A^T dz_h  (A = r * h_{t-1}, kept as aux)
+  Index scratch_cols() const { return reset_after ? 0 : H; }
+  Index grad_aux_cols() const { return reset_after ? H : 0; }
+
+  void gate_grads(Index n, ConstView<T> gates, const States<const T, 1>& prev,
+                  const States<const T, 1>&, ConstView<T> a, const States<const T, 1>& dS,
+                  View<T> dG, View<T> dA, View<T> scratch) const {
+    const auto h_prev = cview(prev[0].data, n, H, prev[0].stride);
+    const auto dh = cview(dS[0].data, n, H, dS[0].stride);
+    const auto z = gates.leftCols(H), r = gates.middleCols(H, H), hh = gates.rightCols(H);
+    auto dz_z = dG.leftCols(H), dz_r = dG.middleCols(H, H), dz_h = dG.rightCols(H);
+    dz_z.array() = dh.array() * (h_prev.array() - hh.array());
+    activate_backward(rec_act, dz_z, z);
+    dz_h.array() = dh.array() * (T(1) - z.array());
+    activate_backward(act, dz_h, hh);
+    if (reset_after) {
+      dz_r.array() = dz_h.array() * a.array();
+      dA.array() = dz_h.array() * r.array();
+    } else {
+      scratch.noalias() = dz_h * U.rightCols(H).transpose();
+      dz_r.array() = scratch.array() * h_prev.array();
+    }
+    activate_backward(rec_act, dz_r, r);
+  }
+
+  void prev_grads(Index n, ConstView<T> gates, const States<const T, 1>&, ConstView<T>,
+                  const States<const T, 1>& dS, ConstView<T> dG, ConstView<T> dA,
+                  const States<T, 1>& dprev, View<T> scratch) const {
+    const auto dh = cview(dS[0].data, n, H, dS[0].stride);
+    const auto z = gates.leftCols(H), r = gates.middleCols(H, H);
+    auto dh_prev = view(dprev[0].data, n, H, dprev[0].stride);
+    dh_prev.array() = dh.array() * z.array();
+    if (reset_after) {
+      dh_prev.noalias() += dA * U.rightCols(H).transpose();
+    } else {
+      dh_prev.array() += scratch.array() * r.array();
+    }
+    dh_prev.noalias() += dG.leftCols(2 * H) * U.leftCols(2 * H).transpose();
+  }
+
+  // db_rec: the recurrent bias row (reset_after with a bias), else nullptr.
+  template <class Gemm>
+  void recurrent_grads(ConstView<T> H_prev, ConstView<T> A, ConstView<T> dG, ConstView<T> dA,
+                       View<T> dU, T* db_rec, Gemm&& at_b) const {
+    at_b(H_prev, dG.leftCols(2 * H), dU.leftCols(2 * H));
+    if (reset_after) {
+      at_b(H_prev, dA, dU.rightCols(H));
+      if (db_rec) {
+        Eigen::Map<RowVec<T>>(db_rec, 2 * H) = dG.leftCols(2 * H).colwise().sum();
+        Eigen::Map<RowVec<T>>(db_rec + 2 * H, H) = dA.colwise().sum();
+      }
+    } else {
+      at_b(A, dG.rightCols(H), dU.rightCols(H));
+    }
   }
 };
 
