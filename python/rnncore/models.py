@@ -444,7 +444,7 @@ class Sequential:
     def load_weights(self, filepath) -> None:
         """Weights written by :meth:`save_weights` (read with ``allow_pickle=False``)."""
         try:
-            with np.load(filepath, allow_pickle=False) as data:
+            with open(filepath, "rb") as f, np.load(f, allow_pickle=False) as data:
                 weights = [data[name] for name in sorted(data.files)]
         except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as e:
             raise ModelFileError(f"{filepath}: cannot read the weights file ({e})") from None
@@ -550,9 +550,13 @@ def _read_archive(zf: zipfile.ZipFile, filepath: str) -> Sequential:
         build_shape = manifest.get("build_input_shape")
         if spec.get("class_name") != "Sequential":
             raise ModelFileError(f"{filepath}: unknown model class {spec.get('class_name')!r}")
-        model = Sequential.from_config(spec["config"])
-        if build_shape is not None and not model.built:
-            model.build(tuple(build_shape))
+        try:
+            model = Sequential.from_config(spec["config"])
+            if build_shape is not None and not model.built:
+                model.build(tuple(build_shape))
+        except (ValueError, TypeError, NotImplementedError) as e:
+            raise ModelFileError(f"{filepath}: the model in the file cannot be rebuilt: {e}"
+                                 ) from None
         arrays = []
         for k, entry in enumerate(entries):
             if entry["file"] not in names:
