@@ -166,6 +166,25 @@ def test_fast_path_is_bit_identical_to_functional_path(variant):
         np.testing.assert_array_equal(a, b)
 
 
+def test_plain_calls_take_the_fast_path():
+    """A plain float array goes straight to the core (the functional path is not used);
+    anything else falls back to the general path and still gives the right answer."""
+    layer = make("lstm", stateful=True)
+    x = seeded(6).standard_normal((B, 1, D)).astype(np.float32)
+    layer(x)
+
+    def general_path_used(*args, **kwargs):
+        raise AssertionError("the general path was used")
+
+    layer._functional = general_path_used
+    for _ in range(3):
+        layer(x)  # fast
+    with pytest.raises(AssertionError, match="general path"):
+        layer(x.astype(np.float64))  # needs converting: general path
+    with pytest.raises(AssertionError, match="general path"):
+        layer(x, mask=np.ones((B, 1), bool))
+
+
 # ---------------------------------------------------------------------------------------
 # constructor: Keras's arguments and defaults, refusals
 # ---------------------------------------------------------------------------------------

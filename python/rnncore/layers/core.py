@@ -20,13 +20,7 @@ __all__ = ["Dense", "Activation", "Softmax", "Dropout", "Masking", "InputLayer",
 
 def _dense(x, kernel, bias, activation):
     """``act(x W + b)`` on the last axis: the one place Dense computes (the core's kernel)."""
-    if hasattr(functional, "dense"):
-        return functional.dense(x, kernel, bias, activation)
-    # NumPy fallback for a core without its dense kernel (goes once the kernel has landed)
-    y = np.ascontiguousarray(x) @ kernel
-    if bias is not None:
-        y += bias
-    return activations.get(activation)(y).astype(x.dtype, copy=False)
+    return functional.dense(x, kernel, bias, activation)
 
 
 class Dense(Layer):
