@@ -63,8 +63,9 @@ def test_golden_file_is_small_and_complete():
 def test_sequential_predict_matches_keras(name):
     c = CASES[name]
     x = DATA[f"{name}/x"]
-    model = rnncore.Sequential([rnncore.Input((None, x.shape[2]), dtype=c["dtype"])]
-                               + [make_layer(s) for s in c["layers"]])
+    model = rnncore.Sequential(
+        [rnncore.Input((None, x.shape[2]), dtype=c["dtype"])] + [make_layer(s) for s in c["layers"]]
+    )
     model.set_weights(arrays(name, "w", c["n_weights"]))
     check_outputs(c, model.predict(x, batch_size=c["batch_size"] or len(x)))
     # the same model called directly, layer by layer, as a script would
@@ -76,8 +77,9 @@ def test_sequential_predict_matches_keras(name):
     for layer, k, shape in zip(model.layers, c["summary"], model._output_shapes):
         assert layer.count_params() == k["params"], layer.name
         assert json.loads(json.dumps(shape)) == k["output_shape"], layer.name
-    fixed = rnncore.Sequential([rnncore.Input(x.shape[1:], dtype=c["dtype"])]
-                               + [make_layer(s) for s in c["layers"]])
+    fixed = rnncore.Sequential(
+        [rnncore.Input(x.shape[1:], dtype=c["dtype"])] + [make_layer(s) for s in c["layers"]]
+    )
     for layer, k, shape in zip(fixed.layers, c["summary_fixed_t"], fixed._output_shapes):
         assert layer.count_params() == k["params"], layer.name
         assert json.loads(json.dumps(shape)) == k["output_shape"], layer.name
@@ -107,6 +109,6 @@ def test_stateful_chunks_match_keras(name):
         if n == "reset":
             layer.reset_states()
             continue
-        outs.extend(flat(layer(x[:, start:start + n])))
+        outs.extend(flat(layer(x[:, start : start + n])))
         start += n
     check_outputs(c, outs)

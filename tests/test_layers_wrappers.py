@@ -23,10 +23,17 @@ from rnncore.layers import (
 )
 
 B, T, D, H = 4, 7, 3, 5
-CELLS = {"lstm": (LSTM, reference.lstm, {}), "gru": (GRU, reference.gru, {}),
-         "simple_rnn": (SimpleRNN, reference.simple_rnn, {})}
-MERGE = {"concat": lambda a, b: np.concatenate([a, b], -1), "sum": np.add,
-         "mul": np.multiply, "ave": lambda a, b: (a + b) / 2}
+CELLS = {
+    "lstm": (LSTM, reference.lstm, {}),
+    "gru": (GRU, reference.gru, {}),
+    "simple_rnn": (SimpleRNN, reference.simple_rnn, {}),
+}
+MERGE = {
+    "concat": lambda a, b: np.concatenate([a, b], -1),
+    "sum": np.add,
+    "mul": np.multiply,
+    "ave": lambda a, b: (a + b) / 2,
+}
 
 
 def seeded(seed=0):
@@ -34,8 +41,12 @@ def seeded(seed=0):
 
 
 def randomize(layer, rng):
-    layer.set_weights([rng.normal(0, 1 / np.sqrt(w.shape[0]) if w.ndim == 2 else 0.3, w.shape)
-                       for w in layer.get_weights()])
+    layer.set_weights(
+        [
+            rng.normal(0, 1 / np.sqrt(w.shape[0]) if w.ndim == 2 else 0.3, w.shape)
+            for w in layer.get_weights()
+        ]
+    )
 
 
 def padded_batch(rng, kind):
@@ -47,7 +58,7 @@ def padded_batch(rng, kind):
         if kind == "post":
             mask[b, :n] = True
         elif kind == "pre":
-            mask[b, T - n:] = True
+            mask[b, T - n :] = True
         else:  # holes
             mask[b] = rng.random(T) < 0.6
             mask[b, 0] = True
@@ -71,7 +82,8 @@ def make_bidi(cell, merge_mode="concat", seed=0, **kwargs):
 @pytest.mark.parametrize("merge_mode", ["concat", "sum", "mul", "ave", None])
 @pytest.mark.parametrize("kind", ["post", "pre", "holes"])
 def test_bidirectional_with_mask_equals_each_direction_on_unpadded_sequences(
-        cell, merge_mode, kind):
+    cell, merge_mode, kind
+):
     """Masked steps are skipped: each direction equals running it on the sequence without
     the masked steps; with return_sequences masked outputs are zeros (Keras's rule)."""
     x, mask = padded_batch(seeded(1), kind)
@@ -85,7 +97,7 @@ def test_bidirectional_with_mask_equals_each_direction_on_unpadded_sequences(
     assert len(states) == 2 * n_states
     fwd, bwd = bidi.forward_layer, bidi.backward_layer
     for b in range(B):
-        used = x[b:b + 1, mask[b]]  # the sequence without its masked steps
+        used = x[b : b + 1, mask[b]]  # the sequence without its masked steps
         f = fwd.__class__.from_config({**fwd.get_config(), "name": None, "stateful": False})
         f.set_weights(fwd.get_weights())
         bk = bwd.__class__.from_config({**bwd.get_config(), "name": None})
@@ -100,12 +112,14 @@ def test_bidirectional_with_mask_equals_each_direction_on_unpadded_sequences(
             np.testing.assert_allclose(y_f[b], want_f, rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(y_b[b], want_b, rtol=1e-5, atol=1e-6)
         else:
-            np.testing.assert_allclose(y[b], MERGE[merge_mode](want_f, want_b),
-                                       rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                y[b], MERGE[merge_mode](want_f, want_b), rtol=1e-5, atol=1e-6
+            )
         for k in range(n_states):
             np.testing.assert_allclose(states[k][b], f_out[1 + k][0], rtol=1e-5, atol=1e-6)
-            np.testing.assert_allclose(states[n_states + k][b], b_out[1 + k][0],
-                                       rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                states[n_states + k][b], b_out[1 + k][0], rtol=1e-5, atol=1e-6
+            )
 
 
 @pytest.mark.parametrize("cell", list(CELLS))
@@ -118,8 +132,7 @@ def test_bidirectional_matches_reference(cell, merge_mode, return_sequences):
     w = [a.astype(np.float64) for a in bidi.get_weights()]
     fn = CELLS[cell][1]
     f = fn(x.astype(np.float64), *w[:3], return_sequences=return_sequences)[0]
-    b = fn(x.astype(np.float64), *w[3:], return_sequences=return_sequences,
-           go_backwards=True)[0]
+    b = fn(x.astype(np.float64), *w[3:], return_sequences=return_sequences, go_backwards=True)[0]
     if return_sequences:
         b = b[:, ::-1]
     out = bidi(x)
@@ -142,14 +155,16 @@ def test_bidirectional_shapes_weights_and_params():
     assert bidi.backward_layer.go_backwards and not bidi.forward_layer.go_backwards
     assert bidi.compute_output_shape((None, T, D)) == (None, T, 2 * H)
     state = Bidirectional(GRU(H, return_state=True), merge_mode=None)
-    assert state.compute_output_shape((None, T, D)) == ((None, H), (None, H), (None, H),
-                                                         (None, H))
+    assert state.compute_output_shape((None, T, D)) == ((None, H), (None, H), (None, H), (None, H))
     with pytest.raises(ValueError, match=r"has 6 weight\(s\)"):
         bidi.set_weights(bidi.get_weights()[:3])
     bad = bidi.get_weights()
     bad[4] = np.zeros((H + 1, 4 * H))
-    with pytest.raises(ValueError, match=r"'recurrent_kernel' expects shape \(5, 20\), "
-                                         r"got \(6, 20\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"'recurrent_kernel' expects shape \(5, 20\), "
+        r"got \(6, 20\)",
+    ):
         bidi.set_weights(bad)
 
 
@@ -161,10 +176,8 @@ def test_bidirectional_initial_state_split_and_weights_argument():
     out = bidi(x, initial_state=states)
     w = [a.astype(np.float64) for a in bidi.get_weights()]
     f = reference.lstm(x.astype(np.float64), *w[:3], initial_state=states[:2])
-    b = reference.lstm(x.astype(np.float64), *w[3:], initial_state=states[2:],
-                       go_backwards=True)
-    np.testing.assert_allclose(out[0], np.concatenate([f[0], b[0]], -1), rtol=1e-5,
-                               atol=1e-6)
+    b = reference.lstm(x.astype(np.float64), *w[3:], initial_state=states[2:], go_backwards=True)
+    np.testing.assert_allclose(out[0], np.concatenate([f[0], b[0]], -1), rtol=1e-5, atol=1e-6)
     for got, want in zip(out[1:], f[1:] + b[1:]):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     # Bidirectional(..., weights=...) sets them when it builds
@@ -183,8 +196,7 @@ def test_bidirectional_backward_layer_and_errors():
     with pytest.raises(ValueError, match="go_backwards"):
         Bidirectional(LSTM(H), backward_layer=LSTM(H))
     with pytest.raises(ValueError, match="return_sequences"):
-        Bidirectional(LSTM(H), backward_layer=LSTM(H, go_backwards=True,
-                                                   return_sequences=True))
+        Bidirectional(LSTM(H), backward_layer=LSTM(H, go_backwards=True, return_sequences=True))
     with pytest.raises(ValueError, match="merge_mode"):
         Bidirectional(LSTM(H), merge_mode="max")
     with pytest.raises(ValueError, match="recurrent layer"):
@@ -215,8 +227,9 @@ def test_bidirectional_seeded_directions_differ_and_stateful():
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("activation", [None, "linear", "relu", "tanh", "sigmoid",
-                                        "hard_sigmoid", "softmax"])
+@pytest.mark.parametrize(
+    "activation", [None, "linear", "relu", "tanh", "sigmoid", "hard_sigmoid", "softmax"]
+)
 @pytest.mark.parametrize("shape", [(B, D), (B, T, D), (2, B, T, D)])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_dense_matches_reference(activation, shape, dtype):
@@ -230,7 +243,8 @@ def test_dense_matches_reference(activation, shape, dtype):
     layer.set_weights([kernel, bias])
     want = reference.ACTIVATIONS[activation or "linear"](
         x.astype(dtype).astype(np.float64) @ kernel.astype(np.float64)
-        + bias.astype(dtype).astype(np.float64))
+        + bias.astype(dtype).astype(np.float64)
+    )
     tol = 1e-5 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(layer(x), want, rtol=tol, atol=tol)
 
@@ -279,14 +293,14 @@ def test_time_distributed_passes_the_mask_on():
     np.testing.assert_array_equal(y._keras_mask, mask)
 
 
-@pytest.mark.parametrize("name", ["relu", "tanh", "sigmoid", "hard_sigmoid", "linear",
-                                  "softmax"])
+@pytest.mark.parametrize("name", ["relu", "tanh", "sigmoid", "hard_sigmoid", "linear", "softmax"])
 def test_activation_layer(name):
     x = seeded(9).standard_normal((B, T, D)).astype(np.float32)
     y = Activation(name)(x)
     assert y.dtype == np.float32
-    np.testing.assert_allclose(y, reference.ACTIVATIONS[name](x.astype(np.float64)),
-                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        y, reference.ACTIVATIONS[name](x.astype(np.float64)), rtol=1e-6, atol=1e-7
+    )
 
 
 def test_softmax_layer_with_and_without_mask():
@@ -295,8 +309,7 @@ def test_softmax_layer_with_and_without_mask():
     mask = np.array([True, True, False, True, False, False])
     y = Softmax()(x, mask=mask)
     assert np.all(y[:, ~mask] == 0)
-    np.testing.assert_allclose(y[:, mask], reference.ACTIVATIONS["softmax"](x[:, mask]),
-                               rtol=1e-6)
+    np.testing.assert_allclose(y[:, mask], reference.ACTIVATIONS["softmax"](x[:, mask]), rtol=1e-6)
     with pytest.raises(ValueError, match="broadcastable"):
         Softmax()(x, mask=np.ones(5, bool))
 
@@ -358,31 +371,39 @@ def test_seed_makes_weights_reproducible():
     assert not np.array_equal(weights()[0], weights()[0])
 
 
-@pytest.mark.parametrize("name,check", [
-    ("zeros", lambda w: np.all(w == 0)),
-    ("ones", lambda w: np.all(w == 1)),
-    ("he_normal", lambda w: abs(w.std() - np.sqrt(2 / 200)) < 0.1 * np.sqrt(2 / 200)),
-    ("he_uniform", lambda w: np.abs(w).max() <= np.sqrt(6 / 200)),
-    ("lecun_normal", lambda w: np.abs(w).max() <= 2 * np.sqrt(1 / 200) / 0.8796 + 1e-6),
-    ("lecun_uniform", lambda w: np.abs(w).max() <= np.sqrt(3 / 200)),
-    ("glorot_normal", lambda w: abs(w.std() - np.sqrt(2 / 500)) < 0.1 * np.sqrt(2 / 500)),
-    ("random_normal", lambda w: abs(w.std() - 0.05) < 0.005),
-    ("random_uniform", lambda w: np.abs(w).max() <= 0.05),
-    ("truncated_normal", lambda w: np.abs(w).max() <= 0.1),
-    ("orthogonal", lambda w: np.allclose(w @ w.T, np.eye(200), atol=1e-5)),
-    ("GlorotUniform", lambda w: np.abs(w).max() <= np.sqrt(6 / 500)),
-    ({"class_name": "VarianceScaling",
-      "config": {"scale": 2.0, "mode": "fan_out", "distribution": "uniform"}},
-     lambda w: np.abs(w).max() <= np.sqrt(6 / 300)),
-    (initializers.Constant(0.25), lambda w: np.all(w == 0.25)),
-    (initializers.RandomNormal(mean=1.0, stddev=0.01, seed=4), lambda w: abs(w.mean() - 1)
-     < 0.01),
-    (lambda shape, dtype=None: np.full(shape, 3.0), lambda w: np.all(w == 3)),
-])
+@pytest.mark.parametrize(
+    "name,check",
+    [
+        ("zeros", lambda w: np.all(w == 0)),
+        ("ones", lambda w: np.all(w == 1)),
+        ("he_normal", lambda w: abs(w.std() - np.sqrt(2 / 200)) < 0.1 * np.sqrt(2 / 200)),
+        ("he_uniform", lambda w: np.abs(w).max() <= np.sqrt(6 / 200)),
+        ("lecun_normal", lambda w: np.abs(w).max() <= 2 * np.sqrt(1 / 200) / 0.8796 + 1e-6),
+        ("lecun_uniform", lambda w: np.abs(w).max() <= np.sqrt(3 / 200)),
+        ("glorot_normal", lambda w: abs(w.std() - np.sqrt(2 / 500)) < 0.1 * np.sqrt(2 / 500)),
+        ("random_normal", lambda w: abs(w.std() - 0.05) < 0.005),
+        ("random_uniform", lambda w: np.abs(w).max() <= 0.05),
+        ("truncated_normal", lambda w: np.abs(w).max() <= 0.1),
+        ("orthogonal", lambda w: np.allclose(w @ w.T, np.eye(200), atol=1e-5)),
+        ("GlorotUniform", lambda w: np.abs(w).max() <= np.sqrt(6 / 500)),
+        (
+            {
+                "class_name": "VarianceScaling",
+                "config": {"scale": 2.0, "mode": "fan_out", "distribution": "uniform"},
+            },
+            lambda w: np.abs(w).max() <= np.sqrt(6 / 300),
+        ),
+        (initializers.Constant(0.25), lambda w: np.all(w == 0.25)),
+        (
+            initializers.RandomNormal(mean=1.0, stddev=0.01, seed=4),
+            lambda w: abs(w.mean() - 1) < 0.01,
+        ),
+        (lambda shape, dtype=None: np.full(shape, 3.0), lambda w: np.all(w == 3)),
+    ],
+)
 def test_initializers(name, check):
     init = initializers.get(name)
-    w = initializers.materialize(init, (200, 300), np.dtype(np.float32),
-                                 np.random.default_rng(0))
+    w = initializers.materialize(init, (200, 300), np.dtype(np.float32), np.random.default_rng(0))
     assert w.dtype == np.float32 and w.shape == (200, 300) and w.flags.c_contiguous
     assert check(w.astype(np.float64))
 
@@ -393,7 +414,6 @@ def test_initializer_instances_with_their_own_seed_and_config_round_trip():
     layer1.build((None, 3)), layer2.build((None, 3))
     np.testing.assert_array_equal(layer1.get_weights()[0], layer2.get_weights()[0])
     config = Dense.from_config(layer1.get_config()).get_config()
-    assert config["kernel_initializer"] == {"class_name": "GlorotNormal",
-                                            "config": {"seed": 5}}
+    assert config["kernel_initializer"] == {"class_name": "GlorotNormal", "config": {"seed": 5}}
     with pytest.raises(ValueError, match="unknown initializer"):
         initializers.get("nope")

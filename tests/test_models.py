@@ -33,28 +33,34 @@ def seeded(seed=0):
 
 
 def randomize(model, rng):
-    model.set_weights([rng.normal(0, 1 / np.sqrt(w.shape[0]) if w.ndim == 2 else 0.3,
-                                  w.shape) for w in model.get_weights()])
+    model.set_weights(
+        [
+            rng.normal(0, 1 / np.sqrt(w.shape[0]) if w.ndim == 2 else 0.3, w.shape)
+            for w in model.get_weights()
+        ]
+    )
 
 
 def padded(rng, n=B, t=T):
     x = rng.standard_normal((n, t, D)).astype(np.float32)
     for b in range(n):
-        x[b, max(1, t - b):] = 0.0  # sample b has b padded steps at the end
+        x[b, max(1, t - b) :] = 0.0  # sample b has b padded steps at the end
     return x
 
 
 def big_model(dtype="float32", timesteps=None):
-    model = Sequential([
-        Input((timesteps, D), dtype=dtype),
-        Masking(dtype=dtype),
-        Bidirectional(LSTM(6, return_sequences=True, dtype=dtype), merge_mode="sum"),
-        GRU(5, return_sequences=True, reset_after=False, dtype=dtype),
-        TimeDistributed(Dense(4, activation="relu", dtype=dtype)),
-        SimpleRNN(4, dtype=dtype),
-        Dropout(0.2, dtype=dtype),
-        Dense(3, activation="softmax", dtype=dtype),
-    ])
+    model = Sequential(
+        [
+            Input((timesteps, D), dtype=dtype),
+            Masking(dtype=dtype),
+            Bidirectional(LSTM(6, return_sequences=True, dtype=dtype), merge_mode="sum"),
+            GRU(5, return_sequences=True, reset_after=False, dtype=dtype),
+            TimeDistributed(Dense(4, activation="relu", dtype=dtype)),
+            SimpleRNN(4, dtype=dtype),
+            Dropout(0.2, dtype=dtype),
+            Dense(3, activation="softmax", dtype=dtype),
+        ]
+    )
     randomize(model, seeded(1))
     return model
 
@@ -125,8 +131,9 @@ def test_mask_changes_results_and_stops_after_last_output():
     # per sample: masked model == unmasked model on the unpadded sequence
     for b in range(B):
         n = max(1, T - b)
-        np.testing.assert_allclose(with_mask(x)[b], without(x[b:b + 1, :n])[0], rtol=1e-5,
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            with_mask(x)[b], without(x[b : b + 1, :n])[0], rtol=1e-5, atol=1e-6
+        )
     out = Sequential([Input((None, D)), Masking(), GRU(4), Dense(2)])(x)
     assert getattr(out, "_keras_mask", None) is None
 
@@ -180,9 +187,9 @@ def test_predict_reads_inputs_larger_than_memory_one_batch_at_a_time(tmp_path):
 def test_predict_from_a_generator_and_steps():
     model = big_model()
     x = padded(seeded(6), n=12)
-    gen = (x[i:i + 5] for i in range(0, 12, 5))
+    gen = (x[i : i + 5] for i in range(0, 12, 5))
     np.testing.assert_allclose(model.predict(gen), model(x), rtol=1e-6, atol=1e-7)
-    gen = ((x[i:i + 4], None) for i in range(0, 12, 4))  # (x, y) batches as in Keras
+    gen = ((x[i : i + 4], None) for i in range(0, 12, 4))  # (x, y) batches as in Keras
     assert model.predict(gen, steps=2).shape == (8, 3)
     assert model.predict(x, batch_size=4, steps=2).shape == (8, 3)
     assert model.predict_on_batch(x[:2]).shape == (2, 3)
@@ -199,13 +206,13 @@ def test_predict_argument_errors():
 def test_stateful_model_streams_and_resets():
     rng = seeded(7)
     x = rng.standard_normal((2, 10, D)).astype(np.float32)
-    model = Sequential([Input(batch_shape=(2, None, D)), LSTM(4, stateful=True,
-                                                              return_sequences=True),
-                        Dense(2)])
+    model = Sequential(
+        [Input(batch_shape=(2, None, D)), LSTM(4, stateful=True, return_sequences=True), Dense(2)]
+    )
     randomize(model, rng)
     whole = Sequential([Input((None, D)), LSTM(4, return_sequences=True), Dense(2)])
     whole.set_weights(model.get_weights())
-    steps = np.concatenate([model(x[:, t:t + 1]) for t in range(10)], 1)
+    steps = np.concatenate([model(x[:, t : t + 1]) for t in range(10)], 1)
     np.testing.assert_allclose(steps, whole(x), rtol=1e-5, atol=1e-6)
     model.reset_states()
     np.testing.assert_allclose(model(x[:, :3]), whole(x[:, :3]), rtol=1e-5, atol=1e-6)
@@ -230,9 +237,21 @@ def test_summary_shapes_and_parameter_counts():
     big_model().summary(print_fn=lines.append, line_length=90)
     text = lines[0]
     assert text.startswith('Model: "sequential')
-    for row in ["(Masking)", "(None, None, 3)", "(Bidirectional)",
-                "(None, None, 6)", "480", "(None, None, 5)", "time_distributed", "24",
-                "(None, 4)", "36", "(Dropout)", "(None, 3)", "15"]:
+    for row in [
+        "(Masking)",
+        "(None, None, 3)",
+        "(Bidirectional)",
+        "(None, None, 6)",
+        "480",
+        "(None, None, 5)",
+        "time_distributed",
+        "24",
+        "(None, 4)",
+        "36",
+        "(Dropout)",
+        "(None, 3)",
+        "15",
+    ]:
         assert row in text, row
     total = 2 * 4 * (6 * (D + 6) + 6) + 3 * (5 * (6 + 5) + 5) + 24 + 36 + 15
     assert f"Total params: {total:,} ({total * 4 / 1024:.2f} KB)" in text
@@ -255,8 +274,11 @@ def test_summary_of_unbuilt_model(capsys):
 def test_model_weights_in_keras_order_and_atomic_set():
     model = big_model()
     names = [v.path for v in model.weights]
-    assert names[:3] == ["forward_lstm/kernel", "forward_lstm/recurrent_kernel",
-                         "forward_lstm/bias"] or names[0].startswith("forward_")
+    assert names[:3] == [
+        "forward_lstm/kernel",
+        "forward_lstm/recurrent_kernel",
+        "forward_lstm/bias",
+    ] or names[0].startswith("forward_")
     w = model.get_weights()
     assert len(w) == 6 + 3 + 2 + 3 + 2
     bad = list(w)
@@ -288,8 +310,11 @@ def test_save_load_round_trip_is_bit_identical(tmp_path, dtype):
     # float32 predictions are bit-identical. In float64 the core itself is not bit-
     # reproducible from one call to the next (last-ulp differences that depend on where
     # its buffers land in memory), so the loaded model is held to what the original gives.
-    same = (np.testing.assert_array_equal if dtype == "float32" else
-            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15))
+    same = (
+        np.testing.assert_array_equal
+        if dtype == "float32"
+        else lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-15)
+    )
     same(loaded.predict(x, batch_size=3), model.predict(x, batch_size=3))
     loaded.save(tmp_path / "again.rnncore")  # and again
     same(load_model(tmp_path / "again.rnncore").predict(x), model.predict(x))
@@ -318,8 +343,11 @@ def test_saved_file_is_an_open_format(tmp_path):
         assert manifest["format"] == "rnncore.model" and manifest["format_version"] == 1
         assert manifest["model"]["class_name"] == "Sequential"
         layers = manifest["model"]["config"]["layers"]
-        assert [spec["class_name"] for spec in layers][:3] == ["InputLayer", "Masking",
-                                                               "Bidirectional"]
+        assert [spec["class_name"] for spec in layers][:3] == [
+            "InputLayer",
+            "Masking",
+            "Bidirectional",
+        ]
         assert len(manifest["weights"]) == len(model.get_weights())
         for entry, w in zip(manifest["weights"], model.get_weights()):
             a = np.load(io.BytesIO(zf.read(entry["file"])), allow_pickle=False)
@@ -365,7 +393,7 @@ def test_corrupted_file_raises_a_clear_error(saved, tmp_path):
         info = zf.getinfo("weights/0001.npy")
     # flip bytes inside a weight's compressed data: the CRC-32 check catches it
     start = info.header_offset + 30 + len(info.filename) + 8
-    data[start:start + 4] = bytes(b ^ 0xFF for b in data[start:start + 4])
+    data[start : start + 4] = bytes(b ^ 0xFF for b in data[start : start + 4])
     bad = tmp_path / "flipped"
     bad.write_bytes(bytes(data))
     with pytest.raises(ModelFileError, match="corrupted|truncated"):
@@ -385,19 +413,34 @@ def test_not_a_model_file(tmp_path):
         load_model(keras_like)
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda n, d: b"{not json" if n == "rnncore_model.json" else d, "not valid JSON"),
-    (lambda n, d: d.replace(b'"rnncore.model"', b'"other"') if n.endswith(".json") else d,
-     "not an rnncore model file"),
-    (lambda n, d: d.replace(b'"format_version": 1', b'"format_version": 99')
-     if n.endswith(".json") else d, "newer"),
-    (lambda n, d: None if n == "weights/0002.npy" else d, "missing weight file"),
-    (lambda n, d: d.replace(b'"Masking"', b'"os.system"') if n.endswith(".json") else d,
-     "unknown layer class 'os.system'"),
-    (lambda n, d: d.replace(b'"units": 6', b'"units": 7') if n.endswith(".json") else d,
-     "do not fit"),
-    (lambda n, d: b"garbage" if n == "weights/0000.npy" else d, "not a valid .npy"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda n, d: b"{not json" if n == "rnncore_model.json" else d, "not valid JSON"),
+        (
+            lambda n, d: d.replace(b'"rnncore.model"', b'"other"') if n.endswith(".json") else d,
+            "not an rnncore model file",
+        ),
+        (
+            lambda n, d: (
+                d.replace(b'"format_version": 1', b'"format_version": 99')
+                if n.endswith(".json")
+                else d
+            ),
+            "newer",
+        ),
+        (lambda n, d: None if n == "weights/0002.npy" else d, "missing weight file"),
+        (
+            lambda n, d: d.replace(b'"Masking"', b'"os.system"') if n.endswith(".json") else d,
+            "unknown layer class 'os.system'",
+        ),
+        (
+            lambda n, d: d.replace(b'"units": 6', b'"units": 7') if n.endswith(".json") else d,
+            "do not fit",
+        ),
+        (lambda n, d: b"garbage" if n == "weights/0000.npy" else d, "not a valid .npy"),
+    ],
+)
 def test_malformed_archives(saved, tmp_path, change, message):
     bad = tmp_path / "bad"
     _rewrite(saved, bad, change)

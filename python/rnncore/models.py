@@ -63,8 +63,9 @@ class ModelFileError(ValueError):
 
 
 def _format_shape(shape) -> str:
-    if isinstance(shape, list) or (isinstance(shape, tuple) and shape and
-                                   isinstance(shape[0], tuple)):
+    if isinstance(shape, list) or (
+        isinstance(shape, tuple) and shape and isinstance(shape[0], tuple)
+    ):
         return "[" + ", ".join(_format_shape(s) for s in shape) + "]"
     return "(" + ", ".join(str(d) for d in shape) + ")"
 
@@ -119,12 +120,16 @@ class Sequential:
             self._input_layer = layer
         elif isinstance(layer, Layer):
             if any(existing.name == layer.name for existing in self._layers):
-                raise ValueError(f"{self.name}: all layers must have unique names; "
-                                 f"{layer.name!r} is already in the model")
+                raise ValueError(
+                    f"{self.name}: all layers must have unique names; "
+                    f"{layer.name!r} is already in the model"
+                )
             self._layers.append(layer)
         elif isinstance(layer, Sequential):
-            raise NotImplementedError(f"{self.name}: nesting a Sequential model inside "
-                                      f"another is not supported by rnncore")
+            raise NotImplementedError(
+                f"{self.name}: nesting a Sequential model inside "
+                f"another is not supported by rnncore"
+            )
         else:
             raise TypeError(f"{self.name}: can only add rnncore layers, got {layer!r}")
         if rebuild:
@@ -176,8 +181,12 @@ class Sequential:
                 layer.build(shape)
             shape = layer.compute_output_shape(shape)
             self._output_shapes.append(shape)
-            if k < len(self._layers) - 1 and isinstance(shape, (tuple, list)) and shape and \
-                    isinstance(shape[0], (tuple, list)):
+            if (
+                k < len(self._layers) - 1
+                and isinstance(shape, (tuple, list))
+                and shape
+                and isinstance(shape[0], (tuple, list))
+            ):
                 raise ValueError(
                     f"{self.name}: layer {layer.name!r} has several outputs (e.g. "
                     f"return_state=True), which only the last layer of a Sequential may have"
@@ -199,8 +208,10 @@ class Sequential:
         for k, layer in enumerate(self._layers):
             x = layer(x, mask=mask, training=training)
             if isinstance(x, tuple) and k < last:
-                raise ValueError(f"{self.name}: layer {layer.name!r} returned several "
-                                 f"outputs, which only the last layer may")
+                raise ValueError(
+                    f"{self.name}: layer {layer.name!r} returned several "
+                    f"outputs, which only the last layer may"
+                )
             mask = None if isinstance(x, tuple) else getattr(x, "_keras_mask", None)
         return x
 
@@ -218,8 +229,7 @@ class Sequential:
         if batch_size is None:
             batch_size = 32
         if int(batch_size) != batch_size or batch_size <= 0:
-            raise ValueError(f"predict: batch_size must be a positive integer, got "
-                             f"{batch_size!r}")
+            raise ValueError(f"predict: batch_size must be a positive integer, got {batch_size!r}")
         batch_size = int(batch_size)
         if not hasattr(x, "shape") and not isinstance(x, (list, tuple)):
             return self._predict_batches(x, steps)
@@ -270,12 +280,12 @@ class Sequential:
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs) -> None:
         """Recorded only: inference does not use it. Training is not implemented yet."""
-        self._compile_config = {"optimizer": optimizer, "loss": loss, "metrics": metrics,
-                                **kwargs}
+        self._compile_config = {"optimizer": optimizer, "loss": loss, "metrics": metrics, **kwargs}
 
     def _no_training(self, what):
-        raise NotImplementedError(f"{self.name}.{what}: training is not implemented yet in "
-                                  f"rnncore (inference only)")
+        raise NotImplementedError(
+            f"{self.name}.{what}: training is not implemented yet in rnncore (inference only)"
+        )
 
     def fit(self, *args, **kwargs):
         self._no_training("fit")
@@ -310,16 +320,19 @@ class Sequential:
     def set_weights(self, weights) -> None:
         """Set all weights (Keras's order: layer by layer); nothing changes on an error."""
         if not self.built:
-            raise ValueError(f"{self.name}: the model is not built yet: call it once, call "
-                             f"build(input_shape), or start it with an Input")
+            raise ValueError(
+                f"{self.name}: the model is not built yet: call it once, call "
+                f"build(input_shape), or start it with an Input"
+            )
         weights = list(weights)
         counts = [len(layer.weights) for layer in self._layers]
         if len(weights) != sum(counts):
-            raise ValueError(f"{self.name}: the model has {sum(counts)} weights, got a list "
-                             f"of {len(weights)}")
+            raise ValueError(
+                f"{self.name}: the model has {sum(counts)} weights, got a list of {len(weights)}"
+            )
         parts, start = [], 0
         for layer, n in zip(self._layers, counts):
-            part = weights[start:start + n]
+            part = weights[start : start + n]
             layer._check_weights(part)
             parts.append(part)
             start += n
@@ -345,12 +358,22 @@ class Sequential:
 
     # ---- summary --------------------------------------------------------------------------
 
-    def summary(self, line_length=None, positions=None, print_fn=None, expand_nested=False,
-                show_trainable=False, layer_range=None) -> None:
+    def summary(
+        self,
+        line_length=None,
+        positions=None,
+        print_fn=None,
+        expand_nested=False,
+        show_trainable=False,
+        layer_range=None,
+    ) -> None:
         """Print Keras's table: each layer's name, type, output shape and parameter count."""
-        require_default("summary", expand_nested=(expand_nested, False),
-                        show_trainable=(show_trainable, False),
-                        layer_range=(layer_range, None))
+        require_default(
+            "summary",
+            expand_nested=(expand_nested, False),
+            show_trainable=(show_trainable, False),
+            layer_range=(layer_range, None),
+        )
         if line_length is None:
             line_length = min(88, shutil.get_terminal_size().columns - 4)
         positions = positions or [0.45, 0.80, 1.0]
@@ -381,12 +404,10 @@ class Sequential:
             return [ln.rjust(width) if right else ln.ljust(width) for ln in lines]
 
         def row(texts, left="│", mid="│", right="│"):
-            cells = [cell_lines(t, w, right=(k == 2)) for k, (t, w) in
-                     enumerate(zip(texts, cols))]
+            cells = [cell_lines(t, w, right=(k == 2)) for k, (t, w) in enumerate(zip(texts, cols))]
             height = max(len(c) for c in cells)
             cells = [c + [" " * w] * (height - len(c)) for c, w in zip(cells, cols)]
-            return [left + mid.join(f" {c[i]} " for c in cells) + right
-                    for i in range(height)]
+            return [left + mid.join(f" {c[i]} " for c in cells) + right for i in range(height)]
 
         def rule(left, mid, right, fill):
             return left + mid.join(fill * (w + 2) for w in cols) + right
@@ -410,9 +431,11 @@ class Sequential:
         def total(vs):
             return (sum(v.value.size for v in vs), sum(v.value.nbytes for v in vs))
 
-        for label, (count, size) in (("Total", total(self.weights)),
-                                     ("Trainable", total(trainable)),
-                                     ("Non-trainable", total(non_trainable))):
+        for label, (count, size) in (
+            ("Total", total(self.weights)),
+            ("Trainable", total(trainable)),
+            ("Non-trainable", total(non_trainable)),
+        ):
             lines.append(f" {label} params: {count:,} ({_readable_size(size)})")
         text = "\n".join(lines)
         (print_fn or print)(text)
@@ -478,15 +501,15 @@ def save_model(model: Sequential, filepath, overwrite=True, **kwargs) -> None:
             buf = io.BytesIO()
             np.save(buf, np.ascontiguousarray(v.value), allow_pickle=False)
             files.append((name, buf.getvalue()))
-            entries.append({"path": v.path, "file": name, "shape": list(v.shape),
-                            "dtype": v.dtype})
+            entries.append({"path": v.path, "file": name, "shape": list(v.shape), "dtype": v.dtype})
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "rnncore_version": _version(),
         "model": {"class_name": "Sequential", "config": json.loads(json_config)},
-        "build_input_shape": (None if model._build_input_shape is None
-                              else list(model._build_input_shape)),
+        "build_input_shape": (
+            None if model._build_input_shape is None else list(model._build_input_shape)
+        ),
         "weights": entries,
     }
     tmp = filepath + ".tmp"
@@ -512,7 +535,8 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True) -> S
     """
     if custom_objects:
         raise UnsupportedArgumentError(
-            "load_model: custom_objects are not supported (rnncore loads only its own layers)")
+            "load_model: custom_objects are not supported (rnncore loads only its own layers)"
+        )
     filepath = os.fspath(filepath)
     try:
         with zipfile.ZipFile(filepath) as zf:
@@ -530,20 +554,30 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True) -> S
 def _read_archive(zf: zipfile.ZipFile, filepath: str) -> Sequential:
     names = set(zf.namelist())
     if _MANIFEST not in names:
-        hint = (" (this looks like a Keras .keras file: load it with Keras and copy the "
-                "weights with get_weights/set_weights)") if "config.json" in names else ""
+        hint = (
+            (
+                " (this looks like a Keras .keras file: load it with Keras and copy the "
+                "weights with get_weights/set_weights)"
+            )
+            if "config.json" in names
+            else ""
+        )
         raise ModelFileError(f"{filepath}: not an rnncore model file: no {_MANIFEST}{hint}")
     try:
         manifest = json.loads(zf.read(_MANIFEST).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelFileError(f"{filepath}: {_MANIFEST} is not valid JSON ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ModelFileError(f"{filepath}: not an rnncore model file (format is "
-                             f"{manifest.get('format') if isinstance(manifest, dict) else None!r})")
+        raise ModelFileError(
+            f"{filepath}: not an rnncore model file (format is "
+            f"{manifest.get('format') if isinstance(manifest, dict) else None!r})"
+        )
     version = manifest.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelFileError(f"{filepath}: format_version {version!r} is newer than this "
-                             f"rnncore reads ({FORMAT_VERSION}); upgrade rnncore")
+        raise ModelFileError(
+            f"{filepath}: format_version {version!r} is newer than this "
+            f"rnncore reads ({FORMAT_VERSION}); upgrade rnncore"
+        )
     try:
         spec = manifest["model"]
         entries = manifest["weights"]
@@ -555,28 +589,32 @@ def _read_archive(zf: zipfile.ZipFile, filepath: str) -> Sequential:
             if build_shape is not None and not model.built:
                 model.build(tuple(build_shape))
         except (ValueError, TypeError, NotImplementedError) as e:
-            raise ModelFileError(f"{filepath}: the model in the file cannot be rebuilt: {e}"
-                                 ) from None
+            raise ModelFileError(
+                f"{filepath}: the model in the file cannot be rebuilt: {e}"
+            ) from None
         arrays = []
-        for k, entry in enumerate(entries):
+        for entry in entries:
             if entry["file"] not in names:
                 raise ModelFileError(f"{filepath}: missing weight file {entry['file']!r}")
             data = zf.read(entry["file"])  # CRC-checked by zipfile
             try:
                 a = np.load(io.BytesIO(data), allow_pickle=False)
             except (ValueError, EOFError, OSError) as e:
-                raise ModelFileError(f"{filepath}: weight {entry['path']!r} is not a valid "
-                                     f".npy array ({e})") from None
+                raise ModelFileError(
+                    f"{filepath}: weight {entry['path']!r} is not a valid .npy array ({e})"
+                ) from None
             if list(a.shape) != list(entry["shape"]) or str(a.dtype) != entry["dtype"]:
                 raise ModelFileError(
                     f"{filepath}: weight {entry['path']!r} has shape {a.shape} and dtype "
-                    f"{a.dtype}, the manifest says {tuple(entry['shape'])} {entry['dtype']}")
+                    f"{a.dtype}, the manifest says {tuple(entry['shape'])} {entry['dtype']}"
+                )
             arrays.append(a)
     except ModelFileError:
         raise
     except (KeyError, TypeError, AttributeError) as e:
-        raise ModelFileError(f"{filepath}: malformed {_MANIFEST} ({type(e).__name__}: {e})"
-                             ) from None
+        raise ModelFileError(
+            f"{filepath}: malformed {_MANIFEST} ({type(e).__name__}: {e})"
+        ) from None
     if arrays or model.weights:
         if not model.built:
             raise ModelFileError(f"{filepath}: the file has weights but no build shape")

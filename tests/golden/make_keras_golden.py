@@ -25,11 +25,14 @@ import numpy as np  # noqa: E402
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keras_golden.npz")
 B, T, D = 3, 7, 4
 # per-sample used steps for the masked cases: padding at the end, at the start, and a hole
-MASK = np.array([
-    [1, 1, 1, 1, 1, 0, 0],
-    [0, 0, 1, 1, 1, 1, 1],
-    [1, 1, 0, 1, 1, 1, 1],
-], dtype=bool)
+MASK = np.array(
+    [
+        [1, 1, 1, 1, 1, 0, 0],
+        [0, 0, 1, 1, 1, 1, 1],
+        [1, 1, 0, 1, 1, 1, 1],
+    ],
+    dtype=bool,
+)
 
 
 def make_layer(spec, L):
@@ -49,100 +52,210 @@ def cell(name, **kw):
 CASES = []
 
 
-def case(name, layers, *, mode="model", masked=False, mask_arg=False, initial_state=None,
-         dtype="float32", chunks=None, batch_size=None):
+def case(
+    name,
+    layers,
+    *,
+    mode="model",
+    masked=False,
+    mask_arg=False,
+    initial_state=None,
+    dtype="float32",
+    chunks=None,
+    batch_size=None,
+):
     """mode: 'model' (Sequential + predict), 'layer' (one call), 'stateful' (chunks)."""
-    CASES.append(dict(name=name, layers=layers, mode=mode, masked=masked, mask_arg=mask_arg,
-                      initial_state=initial_state, dtype=dtype, chunks=chunks,
-                      batch_size=batch_size))
+    CASES.append(
+        dict(
+            name=name,
+            layers=layers,
+            mode=mode,
+            masked=masked,
+            mask_arg=mask_arg,
+            initial_state=initial_state,
+            dtype=dtype,
+            chunks=chunks,
+            batch_size=batch_size,
+        )
+    )
 
 
 # ---- single layers, every option ----
 case("lstm_seq", [cell("LSTM", units=5, return_sequences=True)])
-case("lstm_last_relu_hardsig_nobias", [cell("LSTM", units=5, activation="relu",
-                                            recurrent_activation="hard_sigmoid",
-                                            use_bias=False)])
-case("lstm_state_backwards_init", [cell("LSTM", units=5, return_sequences=True,
-                                        return_state=True, go_backwards=True)],
-     mode="layer", initial_state=(2, 5))
+case(
+    "lstm_last_relu_hardsig_nobias",
+    [cell("LSTM", units=5, activation="relu", recurrent_activation="hard_sigmoid", use_bias=False)],
+)
+case(
+    "lstm_state_backwards_init",
+    [cell("LSTM", units=5, return_sequences=True, return_state=True, go_backwards=True)],
+    mode="layer",
+    initial_state=(2, 5),
+)
 # float64: a direct layer call (Keras's fused torch path computes in float64 throughout; its
 # generic path, taken inside Sequential.predict, loses precision to ~1e-8 somewhere)
-case("lstm_float64", [cell("LSTM", units=5, return_sequences=True, return_state=True,
-                           dtype="float64")], mode="layer", dtype="float64")
-case("gru_float64", [cell("GRU", units=5, return_sequences=True, dtype="float64")],
-     mode="layer", dtype="float64")
-case("gru_reset_after_state_init", [cell("GRU", units=5, return_sequences=True,
-                                         return_state=True)],
-     mode="layer", initial_state=(1, 5))
+case(
+    "lstm_float64",
+    [cell("LSTM", units=5, return_sequences=True, return_state=True, dtype="float64")],
+    mode="layer",
+    dtype="float64",
+)
+case(
+    "gru_float64",
+    [cell("GRU", units=5, return_sequences=True, dtype="float64")],
+    mode="layer",
+    dtype="float64",
+)
+case(
+    "gru_reset_after_state_init",
+    [cell("GRU", units=5, return_sequences=True, return_state=True)],
+    mode="layer",
+    initial_state=(1, 5),
+)
 case("gru_reset_before_seq", [cell("GRU", units=5, reset_after=False, return_sequences=True)])
-case("gru_reset_before_backwards", [cell("GRU", units=4, reset_after=False, go_backwards=True,
-                                         return_state=True)], mode="layer")
+case(
+    "gru_reset_before_backwards",
+    [cell("GRU", units=4, reset_after=False, go_backwards=True, return_state=True)],
+    mode="layer",
+)
 case("gru_backwards_last", [cell("GRU", units=4, go_backwards=True)])
-case("simple_rnn_seq_state", [cell("SimpleRNN", units=5, return_sequences=True,
-                                   return_state=True)], mode="layer", initial_state=(1, 5))
-case("simple_rnn_relu_backwards", [cell("SimpleRNN", units=5, activation="relu",
-                                        go_backwards=True)])
+case(
+    "simple_rnn_seq_state",
+    [cell("SimpleRNN", units=5, return_sequences=True, return_state=True)],
+    mode="layer",
+    initial_state=(1, 5),
+)
+case(
+    "simple_rnn_relu_backwards", [cell("SimpleRNN", units=5, activation="relu", go_backwards=True)]
+)
 
 # ---- masks: the Masking layer and the mask= argument ----
 for cls in ("LSTM", "GRU", "SimpleRNN"):
-    case(f"masked_{cls.lower()}_seq", [cell("Masking"), cell(cls, units=4, return_sequences=True)],
-         masked=True)
+    case(
+        f"masked_{cls.lower()}_seq",
+        [cell("Masking"), cell(cls, units=4, return_sequences=True)],
+        masked=True,
+    )
     case(f"masked_{cls.lower()}_last", [cell("Masking"), cell(cls, units=4)], masked=True)
-    case(f"masked_{cls.lower()}_backwards_seq",
-         [cell("Masking"), cell(cls, units=4, return_sequences=True, go_backwards=True)],
-         masked=True)
-case("mask_arg_lstm_state", [cell("LSTM", units=4, return_sequences=True, return_state=True)],
-     mode="layer", mask_arg=True)
-case("mask_arg_gru_reset_before", [cell("GRU", units=4, reset_after=False,
-                                        return_sequences=True)], mode="layer", mask_arg=True)
+    case(
+        f"masked_{cls.lower()}_backwards_seq",
+        [cell("Masking"), cell(cls, units=4, return_sequences=True, go_backwards=True)],
+        masked=True,
+    )
+case(
+    "mask_arg_lstm_state",
+    [cell("LSTM", units=4, return_sequences=True, return_state=True)],
+    mode="layer",
+    mask_arg=True,
+)
+case(
+    "mask_arg_gru_reset_before",
+    [cell("GRU", units=4, reset_after=False, return_sequences=True)],
+    mode="layer",
+    mask_arg=True,
+)
 
 # ---- Bidirectional: each merge mode, with and without masks ----
 for mode in ("concat", "sum", "mul", "ave", None):
-    case(f"bidi_lstm_{mode}_masked_seq",
-         [cell("Masking"), cell("Bidirectional", layer=cell("LSTM", units=4,
-                                                            return_sequences=True),
-                                merge_mode=mode)], masked=True)
-    case(f"bidi_gru_{mode}_seq", [cell("Bidirectional", layer=cell("GRU", units=4,
-                                                                   return_sequences=True),
-                                       merge_mode=mode)])
-case("bidi_gru_masked_last", [cell("Masking"), cell("Bidirectional",
-                                                     layer=cell("GRU", units=4))], masked=True)
-case("bidi_simple_rnn_masked_seq", [cell("Masking"), cell(
-    "Bidirectional", layer=cell("SimpleRNN", units=4, return_sequences=True))], masked=True)
-case("bidi_gru_reset_before_ave", [cell("Bidirectional", layer=cell(
-    "GRU", units=4, reset_after=False), merge_mode="ave")])
-case("bidi_lstm_state_init", [cell("Bidirectional", layer=cell(
-    "LSTM", units=4, return_sequences=True, return_state=True))], mode="layer",
-     initial_state=(4, 4))
-case("bidi_lstm_state_masked_none", [cell("Bidirectional", layer=cell(
-    "LSTM", units=4, return_state=True), merge_mode=None)], mode="layer", mask_arg=True)
-case("bidi_backward_layer", [cell("Masking"), cell(
-    "Bidirectional", layer=cell("LSTM", units=4, return_sequences=True),
-    backward_layer=cell("LSTM", units=3, activation="relu", return_sequences=True,
-                        go_backwards=True))], masked=True)
+    case(
+        f"bidi_lstm_{mode}_masked_seq",
+        [
+            cell("Masking"),
+            cell(
+                "Bidirectional", layer=cell("LSTM", units=4, return_sequences=True), merge_mode=mode
+            ),
+        ],
+        masked=True,
+    )
+    case(
+        f"bidi_gru_{mode}_seq",
+        [cell("Bidirectional", layer=cell("GRU", units=4, return_sequences=True), merge_mode=mode)],
+    )
+case(
+    "bidi_gru_masked_last",
+    [cell("Masking"), cell("Bidirectional", layer=cell("GRU", units=4))],
+    masked=True,
+)
+case(
+    "bidi_simple_rnn_masked_seq",
+    [
+        cell("Masking"),
+        cell("Bidirectional", layer=cell("SimpleRNN", units=4, return_sequences=True)),
+    ],
+    masked=True,
+)
+case(
+    "bidi_gru_reset_before_ave",
+    [cell("Bidirectional", layer=cell("GRU", units=4, reset_after=False), merge_mode="ave")],
+)
+case(
+    "bidi_lstm_state_init",
+    [cell("Bidirectional", layer=cell("LSTM", units=4, return_sequences=True, return_state=True))],
+    mode="layer",
+    initial_state=(4, 4),
+)
+case(
+    "bidi_lstm_state_masked_none",
+    [cell("Bidirectional", layer=cell("LSTM", units=4, return_state=True), merge_mode=None)],
+    mode="layer",
+    mask_arg=True,
+)
+case(
+    "bidi_backward_layer",
+    [
+        cell("Masking"),
+        cell(
+            "Bidirectional",
+            layer=cell("LSTM", units=4, return_sequences=True),
+            backward_layer=cell(
+                "LSTM", units=3, activation="relu", return_sequences=True, go_backwards=True
+            ),
+        ),
+    ],
+    masked=True,
+)
 
 # ---- stateful: chunks of the same stream, a reset in between ----
-case("stateful_lstm", [cell("LSTM", units=4, stateful=True, return_sequences=True)],
-     mode="stateful", chunks=[3, 1, 3, "reset", 2, 5])
-case("stateful_gru_state", [cell("GRU", units=4, stateful=True, return_state=True)],
-     mode="stateful", chunks=[2, 1, 4])
-case("stateful_simple_rnn", [cell("SimpleRNN", units=4, stateful=True, return_sequences=True)],
-     mode="stateful", chunks=[4, 3])
+case(
+    "stateful_lstm",
+    [cell("LSTM", units=4, stateful=True, return_sequences=True)],
+    mode="stateful",
+    chunks=[3, 1, 3, "reset", 2, 5],
+)
+case(
+    "stateful_gru_state",
+    [cell("GRU", units=4, stateful=True, return_state=True)],
+    mode="stateful",
+    chunks=[2, 1, 4],
+)
+case(
+    "stateful_simple_rnn",
+    [cell("SimpleRNN", units=4, stateful=True, return_sequences=True)],
+    mode="stateful",
+    chunks=[4, 3],
+)
 
 # ---- Dense / TimeDistributed / Activation / Dropout and a whole model ----
 case("dense_3d_tanh", [cell("Dense", units=3, activation="tanh")])
-case("dense_softmax_timedistributed", [cell("TimeDistributed", layer=cell(
-    "Dense", units=3, activation="softmax"))])
-case("full_model", [
-    cell("Masking", mask_value=0.0),
-    cell("Bidirectional", layer=cell("LSTM", units=6, return_sequences=True)),
-    cell("GRU", units=5, return_sequences=True, reset_after=False),
-    cell("TimeDistributed", layer=cell("Dense", units=4, activation="relu")),
-    cell("SimpleRNN", units=3),
-    cell("Dropout", rate=0.3),
-    cell("Dense", units=2, activation="softmax"),
-    cell("Activation", activation="linear"),
-], masked=True, batch_size=2)
+case(
+    "dense_softmax_timedistributed",
+    [cell("TimeDistributed", layer=cell("Dense", units=3, activation="softmax"))],
+)
+case(
+    "full_model",
+    [
+        cell("Masking", mask_value=0.0),
+        cell("Bidirectional", layer=cell("LSTM", units=6, return_sequences=True)),
+        cell("GRU", units=5, return_sequences=True, reset_after=False),
+        cell("TimeDistributed", layer=cell("Dense", units=4, activation="relu")),
+        cell("SimpleRNN", units=3),
+        cell("Dropout", rate=0.3),
+        cell("Dense", units=2, activation="softmax"),
+        cell("Activation", activation="linear"),
+    ],
+    masked=True,
+    batch_size=2,
+)
 
 
 def np_(a):
@@ -161,8 +274,9 @@ def flat(out):
 
 def randomize(layers, rng, dtype):
     for layer in layers:
-        layer.set_weights([rng.normal(0.0, 0.5, w.shape).astype(dtype)
-                           for w in layer.get_weights()])
+        layer.set_weights(
+            [rng.normal(0.0, 0.5, w.shape).astype(dtype) for w in layer.get_weights()]
+        )
 
 
 def main():
@@ -182,15 +296,22 @@ def main():
             randomize(model.layers, rng, dtype)
             out = model.predict(x, batch_size=c["batch_size"] or B, verbose=0)
             info["summary"] = [
-                {"name": lyr.name, "class_name": type(lyr).__name__,
-                 "output_shape": shapes(lyr.output),
-                 "params": int(lyr.count_params())} for lyr in model.layers]
+                {
+                    "name": lyr.name,
+                    "class_name": type(lyr).__name__,
+                    "output_shape": shapes(lyr.output),
+                    "params": int(lyr.count_params()),
+                }
+                for lyr in model.layers
+            ]
             # the shapes Keras prints for this model built with Input((timesteps, D))
-            model_t = keras.Sequential([keras.Input((T, D), dtype=dtype)]
-                                       + [make_layer(s, L) for s in c["layers"]])
+            model_t = keras.Sequential(
+                [keras.Input((T, D), dtype=dtype)] + [make_layer(s, L) for s in c["layers"]]
+            )
             info["summary_fixed_t"] = [
-                {"output_shape": shapes(lyr.output),
-                 "params": int(lyr.count_params())} for lyr in model_t.layers]
+                {"output_shape": shapes(lyr.output), "params": int(lyr.count_params())}
+                for lyr in model_t.layers
+            ]
             weights = model.get_weights()
         elif c["mode"] == "layer":
             (layer,) = [make_layer(s, L) for s in c["layers"]]
@@ -220,7 +341,7 @@ def main():
                 if n == "reset":
                     layer.reset_states()
                     continue
-                outs.extend(flat(layer(x[:, start:start + n])))
+                outs.extend(flat(layer(x[:, start : start + n])))
                 start += n
             out = outs
             weights = layer.get_weights()
@@ -230,9 +351,11 @@ def main():
             arrays[f"{name}/y{k}"] = np_(y)
         info["n_weights"], info["n_outputs"] = len(weights), len(flat(out))
         specs.append(info)
-    arrays["specs"] = np.array(json.dumps({"keras_version": keras.__version__,
-                                           "backend": keras.backend.backend(),
-                                           "cases": specs}))
+    arrays["specs"] = np.array(
+        json.dumps(
+            {"keras_version": keras.__version__, "backend": keras.backend.backend(), "cases": specs}
+        )
+    )
     np.savez_compressed(OUT, **arrays)
     print(f"wrote {OUT}: {len(specs)} cases, {os.path.getsize(OUT)} bytes")
 

@@ -15,14 +15,44 @@ from .recurrent import GRU, LSTM, RNN, SimpleRNN
 from .wrappers import Bidirectional, TimeDistributed, deserialize_layer, serialize_layer
 
 #: The layer classes a saved model may name (nothing else is ever instantiated on load).
-LAYER_CLASSES = {c.__name__: c for c in (
-    SimpleRNN, LSTM, GRU, Bidirectional, TimeDistributed, Dense, Activation, Softmax,
-    Dropout, Masking, InputLayer,
-)}
+LAYER_CLASSES = {
+    c.__name__: c
+    for c in (
+        SimpleRNN,
+        LSTM,
+        GRU,
+        Bidirectional,
+        TimeDistributed,
+        Dense,
+        Activation,
+        Softmax,
+        Dropout,
+        Masking,
+        InputLayer,
+    )
+}
 
 __all__ = [
-    "Layer", "Variable", "MaskedOutput", "UnsupportedArgumentError", "RNN", "SimpleRNN",
-    "LSTM", "GRU", "Bidirectional", "TimeDistributed", "Dense", "Activation", "Softmax",
-    "Dropout", "Masking", "Input", "InputLayer", "InputTensor", "activations",
-    "initializers", "serialize_layer", "deserialize_layer",
+    "Layer",
+    "Variable",
+    "MaskedOutput",
+    "UnsupportedArgumentError",
+    "RNN",
+    "SimpleRNN",
+    "LSTM",
+    "GRU",
+    "Bidirectional",
+    "TimeDistributed",
+    "Dense",
+    "Activation",
+    "Softmax",
+    "Dropout",
+    "Masking",
+    "Input",
+    "InputLayer",
+    "InputTensor",
+    "activations",
+    "initializers",
+    "serialize_layer",
+    "deserialize_layer",
 ]

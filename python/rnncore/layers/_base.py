@@ -76,8 +76,9 @@ def require_default(owner: str, **args) -> None:
     Each keyword is ``name=(value, default)``; ``None`` defaults also accept ``None``.
     """
     for name, (value, default) in args.items():
-        same = value is default if default is None or isinstance(default, bool) else (
-            value == default)
+        same = (
+            value is default if default is None or isinstance(default, bool) else (value == default)
+        )
         if not same:
             raise UnsupportedArgumentError(
                 f"{owner}: argument {name}={value!r} is not supported by rnncore "
@@ -212,8 +213,7 @@ def as_mask(mask, shape: tuple, owner: str) -> np.ndarray | None:
         m = m != 0 if np.issubdtype(m.dtype, np.number) else m.astype(bool)
     if m.shape != tuple(shape[:2]):
         raise ValueError(
-            f"{owner}: mask must have shape (batch, timesteps) = {tuple(shape[:2])}, "
-            f"got {m.shape}"
+            f"{owner}: mask must have shape (batch, timesteps) = {tuple(shape[:2])}, got {m.shape}"
         )
     return m
 

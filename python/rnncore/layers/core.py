@@ -14,8 +14,16 @@ from ._base import (
     standardize_dtype,
 )
 
-__all__ = ["Dense", "Activation", "Softmax", "Dropout", "Masking", "InputLayer", "Input",
-           "InputTensor"]
+__all__ = [
+    "Dense",
+    "Activation",
+    "Softmax",
+    "Dropout",
+    "Masking",
+    "InputLayer",
+    "Input",
+    "InputTensor",
+]
 
 
 def _dense(x, kernel, bias, activation):
@@ -31,18 +39,34 @@ class Dense(Layer):
     ``bias (units,)``.
     """
 
-    def __init__(self, units, activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None, lora_rank=None,
-                 lora_alpha=None, quantization_config=None, **kwargs):
+    def __init__(
+        self,
+        units,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        lora_rank=None,
+        lora_alpha=None,
+        quantization_config=None,
+        **kwargs,
+    ):
         require_default(
-            "Dense", kernel_regularizer=(kernel_regularizer, None),
+            "Dense",
+            kernel_regularizer=(kernel_regularizer, None),
             bias_regularizer=(bias_regularizer, None),
             activity_regularizer=(activity_regularizer, None),
-            kernel_constraint=(kernel_constraint, None), bias_constraint=(bias_constraint, None),
-            lora_rank=(lora_rank, None), lora_alpha=(lora_alpha, None),
-            quantization_config=(quantization_config, None))
+            kernel_constraint=(kernel_constraint, None),
+            bias_constraint=(bias_constraint, None),
+            lora_rank=(lora_rank, None),
+            lora_alpha=(lora_alpha, None),
+            quantization_config=(quantization_config, None),
+        )
         seed = kwargs.pop("seed", None)
         super().__init__(**kwargs)
         self.units = int(units)
@@ -63,8 +87,9 @@ class Dense(Layer):
                 f"feature size, got {input_shape}"
             )
         rng = np.random.default_rng(self.seed)
-        self.kernel = self.add_weight("kernel", (input_shape[-1], self.units),
-                                      self.kernel_initializer, rng)
+        self.kernel = self.add_weight(
+            "kernel", (input_shape[-1], self.units), self.kernel_initializer, rng
+        )
         if self.use_bias:
             self.bias = self.add_weight("bias", (self.units,), self.bias_initializer, rng)
         super().build(input_shape)
@@ -81,17 +106,25 @@ class Dense(Layer):
                 f"Dense {self.name!r}: expected input of shape (batch, ..., {d}), "
                 f"got {inputs.shape}"
             )
-        return _dense(inputs, self.kernel.value,
-                      None if self.bias is None else self.bias.value, self.activation)
+        return _dense(
+            inputs,
+            self.kernel.value,
+            None if self.bias is None else self.bias.value,
+            self.activation,
+        )
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)[:-1] + (self.units,)
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "activation": self.activation,
-                "use_bias": self.use_bias,
-                "kernel_initializer": initializers.serialize(self.kernel_initializer),
-                "bias_initializer": initializers.serialize(self.bias_initializer)}
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "activation": self.activation,
+            "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+        }
 
 
 class Activation(Layer):
@@ -124,7 +157,8 @@ class Softmax(Layer):
             return activations.softmax(inputs, axis=axis)
         mask = np.asarray(mask)
         if mask.ndim > inputs.ndim or any(
-                m not in (1, i) for m, i in zip(mask.shape[::-1], inputs.shape[::-1])):
+            m not in (1, i) for m, i in zip(mask.shape[::-1], inputs.shape[::-1])
+        ):
             raise ValueError(
                 f"Softmax {self.name!r}: the mask must be broadcastable to the inputs; got "
                 f"inputs.shape={inputs.shape}, mask.shape={mask.shape}"
@@ -161,8 +195,12 @@ class Dropout(Layer):
         return inputs
 
     def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "noise_shape": self.noise_shape,
-                "seed": self.seed}
+        return {
+            **super().get_config(),
+            "rate": self.rate,
+            "noise_shape": self.noise_shape,
+            "seed": self.seed,
+        }
 
 
 class Masking(Layer):
@@ -210,11 +248,26 @@ class InputTensor:
 class InputLayer(Layer):
     """The input of a model: its batch shape and dtype (Keras's ``InputLayer``)."""
 
-    def __init__(self, shape=None, batch_size=None, dtype=None, sparse=None,
-                 batch_shape=None, input_tensor=None, optional=False, name=None, ragged=None,
-                 **kwargs):
-        require_default("InputLayer", sparse=(sparse, None), ragged=(ragged, None),
-                        input_tensor=(input_tensor, None), optional=(optional, False))
+    def __init__(
+        self,
+        shape=None,
+        batch_size=None,
+        dtype=None,
+        sparse=None,
+        batch_shape=None,
+        input_tensor=None,
+        optional=False,
+        name=None,
+        ragged=None,
+        **kwargs,
+    ):
+        require_default(
+            "InputLayer",
+            sparse=(sparse, None),
+            ragged=(ragged, None),
+            input_tensor=(input_tensor, None),
+            optional=(optional, False),
+        )
         if "input_shape" in kwargs and shape is None:  # Keras 2 spelling
             shape = kwargs.pop("input_shape")
         if "batch_input_shape" in kwargs and batch_shape is None:
@@ -243,8 +296,17 @@ class InputLayer(Layer):
         return {"name": self.name, "dtype": self.dtype, "batch_shape": list(self.batch_shape)}
 
 
-def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None, name=None,
-          tensor=None, optional=False, ragged=None):
+def Input(
+    shape=None,
+    batch_size=None,
+    dtype=None,
+    sparse=None,
+    batch_shape=None,
+    name=None,
+    tensor=None,
+    optional=False,
+    ragged=None,
+):
     """The input of a :class:`rnncore.Sequential` model, as ``keras.Input``.
 
     ``shape`` excludes the batch dimension; timesteps may be ``None``.
@@ -253,8 +315,16 @@ def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None
         standardize_dtype(dtype, "Input")
     if tensor is not None:
         raise UnsupportedArgumentError("Input: argument tensor= is not supported by rnncore")
-    layer = InputLayer(shape=shape, batch_size=batch_size, dtype=dtype, sparse=sparse,
-                       batch_shape=batch_shape, name=name, optional=optional, ragged=ragged)
+    layer = InputLayer(
+        shape=shape,
+        batch_size=batch_size,
+        dtype=dtype,
+        sparse=sparse,
+        batch_shape=batch_shape,
+        name=name,
+        optional=optional,
+        ragged=ragged,
+    )
     tensor = layer.output
     tensor._input_layer = layer
     return tensor

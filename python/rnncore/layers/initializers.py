@@ -20,9 +20,23 @@ import numpy as np
 from ._base import to_snake_case
 
 __all__ = [
-    "Initializer", "Zeros", "Ones", "Constant", "RandomNormal", "RandomUniform",
-    "TruncatedNormal", "VarianceScaling", "GlorotUniform", "GlorotNormal", "HeNormal",
-    "HeUniform", "LecunNormal", "LecunUniform", "Orthogonal", "Identity", "get",
+    "Initializer",
+    "Zeros",
+    "Ones",
+    "Constant",
+    "RandomNormal",
+    "RandomUniform",
+    "TruncatedNormal",
+    "VarianceScaling",
+    "GlorotUniform",
+    "GlorotNormal",
+    "HeNormal",
+    "HeUniform",
+    "LecunNormal",
+    "LecunUniform",
+    "Orthogonal",
+    "Identity",
+    "get",
     "serialize",
 ]
 
@@ -161,8 +175,12 @@ class VarianceScaling(Initializer):
         return rng.uniform(-limit, limit, size=shape)
 
     def get_config(self):
-        return {"scale": self.scale, "mode": self.mode, "distribution": self.distribution,
-                "seed": self.seed}
+        return {
+            "scale": self.scale,
+            "mode": self.mode,
+            "distribution": self.distribution,
+            "seed": self.seed,
+        }
 
 
 def _scaling(name, scale, mode, distribution):
@@ -172,9 +190,15 @@ def _scaling(name, scale, mode, distribution):
     def get_config(self):
         return {"seed": self.seed}
 
-    return type(name, (VarianceScaling,), {"__init__": __init__, "get_config": get_config,
-                                            "__doc__": f"VarianceScaling({scale}, "
-                                                       f"{mode!r}, {distribution!r})."})
+    return type(
+        name,
+        (VarianceScaling,),
+        {
+            "__init__": __init__,
+            "get_config": get_config,
+            "__doc__": f"VarianceScaling({scale}, {mode!r}, {distribution!r}).",
+        },
+    )
 
 
 GlorotUniform = _scaling("GlorotUniform", 1.0, "fan_avg", "uniform")
@@ -219,14 +243,37 @@ class Identity(Initializer):
         return {"gain": self.gain}
 
 
-_CLASSES = {c.__name__: c for c in (
-    Zeros, Ones, Constant, RandomNormal, RandomUniform, TruncatedNormal, VarianceScaling,
-    GlorotUniform, GlorotNormal, HeNormal, HeUniform, LecunNormal, LecunUniform, Orthogonal,
-    Identity,
-)}
+_CLASSES = {
+    c.__name__: c
+    for c in (
+        Zeros,
+        Ones,
+        Constant,
+        RandomNormal,
+        RandomUniform,
+        TruncatedNormal,
+        VarianceScaling,
+        GlorotUniform,
+        GlorotNormal,
+        HeNormal,
+        HeUniform,
+        LecunNormal,
+        LecunUniform,
+        Orthogonal,
+        Identity,
+    )
+}
 _ALIASES = {to_snake_case(n): c for n, c in _CLASSES.items()}
-_ALIASES.update({"zero": Zeros, "one": Ones, "uniform": RandomUniform, "normal": RandomNormal,
-                 "identity": Identity, "orthogonal": Orthogonal})
+_ALIASES.update(
+    {
+        "zero": Zeros,
+        "one": Ones,
+        "uniform": RandomUniform,
+        "normal": RandomNormal,
+        "identity": Identity,
+        "orthogonal": Orthogonal,
+    }
+)
 
 
 def get(identifier):
@@ -236,9 +283,7 @@ def get(identifier):
     if isinstance(identifier, str):
         cls = _CLASSES.get(identifier) or _ALIASES.get(identifier)
         if cls is None:
-            raise ValueError(
-                f"unknown initializer {identifier!r}; known: {sorted(_ALIASES)}"
-            )
+            raise ValueError(f"unknown initializer {identifier!r}; known: {sorted(_ALIASES)}")
         return cls()
     if isinstance(identifier, dict):
         name = identifier.get("class_name")

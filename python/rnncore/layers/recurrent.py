@@ -64,25 +64,47 @@ class RNN(Layer):
     return_state = _CoreOption()
     stateful = _CoreOption()
 
-    def __init__(self, units, activation="tanh", use_bias=True,
-                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
-                 bias_initializer="zeros", kernel_regularizer=None, recurrent_regularizer=None,
-                 bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
-                 recurrent_constraint=None, bias_constraint=None, dropout=0.0,
-                 recurrent_dropout=0.0, return_sequences=False, return_state=False,
-                 go_backwards=False, stateful=False, unroll=False, seed=None,
-                 zero_output_for_mask=False, use_cudnn="auto", time_major=False,
-                 **kwargs):
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        seed=None,
+        zero_output_for_mask=False,
+        use_cudnn="auto",
+        time_major=False,
+        **kwargs,
+    ):
         owner = type(self).__name__
         require_default(
-            owner, kernel_regularizer=(kernel_regularizer, None),
+            owner,
+            kernel_regularizer=(kernel_regularizer, None),
             recurrent_regularizer=(recurrent_regularizer, None),
             bias_regularizer=(bias_regularizer, None),
             activity_regularizer=(activity_regularizer, None),
             kernel_constraint=(kernel_constraint, None),
             recurrent_constraint=(recurrent_constraint, None),
-            bias_constraint=(bias_constraint, None), unroll=(unroll, False),
-            time_major=(time_major, False))
+            bias_constraint=(bias_constraint, None),
+            unroll=(unroll, False),
+            time_major=(time_major, False),
+        )
         if use_cudnn not in ("auto", False):
             require_default(owner, use_cudnn=(use_cudnn, "auto"))
         self._fast = None
@@ -150,12 +172,15 @@ class RNN(Layer):
         gh = self._gates * self.units
         self._variables = []
         self._fast = None
-        self.kernel = self.add_weight("kernel", (input_shape[-1], gh), self.kernel_initializer,
-                                      rng)
-        self.recurrent_kernel = self.add_weight("recurrent_kernel", (self.units, gh),
-                                                self.recurrent_initializer, rng)
-        self.bias = (self.add_weight("bias", self._bias_shape(), self._bias_initializer(), rng)
-                     if self.use_bias else None)
+        self.kernel = self.add_weight("kernel", (input_shape[-1], gh), self.kernel_initializer, rng)
+        self.recurrent_kernel = self.add_weight(
+            "recurrent_kernel", (self.units, gh), self.recurrent_initializer, rng
+        )
+        self.bias = (
+            self.add_weight("bias", self._bias_shape(), self._bias_initializer(), rng)
+            if self.use_bias
+            else None
+        )
         super().build(input_shape)
         self._batch_size = input_shape[0]
         self.reset_states()
@@ -179,14 +204,20 @@ class RNN(Layer):
             self._states = []
             return
         if states is None:
-            self._states = [] if self._batch_size is None else [
-                np.zeros((self._batch_size, self.units), self._np_dtype)
-                for _ in self._state_names]
+            self._states = (
+                []
+                if self._batch_size is None
+                else [
+                    np.zeros((self._batch_size, self.units), self._np_dtype)
+                    for _ in self._state_names
+                ]
+            )
             return
         states = [states] if isinstance(states, np.ndarray) else list(states)
         if len(states) != len(self._state_names):
-            raise ValueError(f"{self.name}: expected {len(self._state_names)} state(s), "
-                             f"got {len(states)}")
+            raise ValueError(
+                f"{self.name}: expected {len(self._state_names)} state(s), got {len(states)}"
+            )
         if self._batch_size is None:
             self._batch_size = np.shape(states[0])[0]
         shape = (self._batch_size, self.units)
@@ -194,8 +225,9 @@ class RNN(Layer):
         for name, s in zip(self._state_names, states):
             s = np.array(s, dtype=self._np_dtype, order="C")
             if s.shape != shape:
-                raise ValueError(f"{self.name}: state {name!r} must have shape {shape}, "
-                                 f"got {s.shape}")
+                raise ValueError(
+                    f"{self.name}: state {name!r} must have shape {shape}, got {s.shape}"
+                )
             new.append(s)
         self._states = new
 
@@ -207,29 +239,54 @@ class RNN(Layer):
         """The arguments of the core call that stay fixed between calls."""
         rec_act, reset_after = self._core_options()
         self._fast = (
-            self._cell, self.kernel.value, self.recurrent_kernel.value,
-            None if self.bias is None else self.bias.value, self.activation, rec_act,
-            reset_after, self.go_backwards, self.return_sequences, self.return_state,
+            self._cell,
+            self.kernel.value,
+            self.recurrent_kernel.value,
+            None if self.bias is None else self.bias.value,
+            self.activation,
+            rec_act,
+            reset_after,
+            self.go_backwards,
+            self.return_sequences,
+            self.return_state,
             self.stateful,
         )
         return self._fast
 
     def __call__(self, inputs, initial_state=None, mask=None, training=None):
         fast = self._fast
-        if (fast is not None and type(inputs) is np.ndarray and mask is None
-                and initial_state is None and not training):
+        if (
+            fast is not None
+            and type(inputs) is np.ndarray
+            and mask is None
+            and initial_state is None
+            and not training
+        ):
             try:
                 y, finals, _ = _rnn_forward(
-                    fast[0], inputs, fast[1], fast[2], fast[3], self._states, None,
-                    fast[4], fast[5], fast[6], fast[7], fast[8], False)
+                    fast[0],
+                    inputs,
+                    fast[1],
+                    fast[2],
+                    fast[3],
+                    self._states,
+                    None,
+                    fast[4],
+                    fast[5],
+                    fast[6],
+                    fast[7],
+                    fast[8],
+                    False,
+                )
             except (TypeError, ValueError):
                 pass  # something to convert or explain: the general path does it
             else:
                 if fast[10]:
                     self._states = finals
                 return (y, *finals) if fast[9] else y
-        return Layer.__call__(self, inputs, initial_state=initial_state, mask=mask,
-                              training=training)
+        return Layer.__call__(
+            self, inputs, initial_state=initial_state, mask=mask, training=training
+        )
 
     def call(self, inputs, initial_state=None, mask=None, training=None):
         owner = f"{type(self).__name__} {self.name!r}"
@@ -242,8 +299,9 @@ class RNN(Layer):
         x = inputs
         d = self.kernel.shape[0]
         if x.ndim != 3 or x.shape[2] != d:
-            raise ValueError(f"{owner}: expected input of shape (batch, timesteps, {d}), "
-                             f"got {x.shape}")
+            raise ValueError(
+                f"{owner}: expected input of shape (batch, timesteps, {d}), got {x.shape}"
+            )
         if self.stateful and self._batch_size is None:  # built without a batch size
             self._batch_size = x.shape[0]
             self.reset_states()
@@ -255,10 +313,17 @@ class RNN(Layer):
         mask = as_mask(mask, x.shape, owner)
         states = self._initial_states(initial_state, x.shape[0], owner)
         y, *finals = self._functional(
-            x, self.kernel.value, self.recurrent_kernel.value,
-            None if self.bias is None else self.bias.value, activation=self.activation,
-            initial_state=states, mask=mask, go_backwards=self.go_backwards,
-            return_sequences=self.return_sequences, **self._cell_options())
+            x,
+            self.kernel.value,
+            self.recurrent_kernel.value,
+            None if self.bias is None else self.bias.value,
+            activation=self.activation,
+            initial_state=states,
+            mask=mask,
+            go_backwards=self.go_backwards,
+            return_sequences=self.return_sequences,
+            **self._cell_options(),
+        )
         if self.stateful:
             self._states = finals
         if self.zero_output_for_mask and self.return_sequences and mask is not None:
@@ -271,19 +336,22 @@ class RNN(Layer):
     def _initial_states(self, initial_state, batch, owner):
         if initial_state is None:
             return self._states if self.stateful else None
-        if isinstance(initial_state, np.ndarray) or not isinstance(initial_state,
-                                                                    (list, tuple)):
+        if isinstance(initial_state, np.ndarray) or not isinstance(initial_state, (list, tuple)):
             initial_state = [initial_state]
         n = len(self._state_names)
         if len(initial_state) != n:
-            raise ValueError(f"{owner}: initial_state must be {n} array(s) "
-                             f"({', '.join(self._state_names)}), got {len(initial_state)}")
+            raise ValueError(
+                f"{owner}: initial_state must be {n} array(s) "
+                f"({', '.join(self._state_names)}), got {len(initial_state)}"
+            )
         states = []
         for name, s in zip(self._state_names, initial_state):
             s = np.ascontiguousarray(s, dtype=self._np_dtype)
             if s.shape != (batch, self.units):
-                raise ValueError(f"{owner}: initial state {name!r} must have shape "
-                                 f"{(batch, self.units)}, got {s.shape}")
+                raise ValueError(
+                    f"{owner}: initial state {name!r} must have shape "
+                    f"{(batch, self.units)}, got {s.shape}"
+                )
             states.append(s)
         return states
 
@@ -332,19 +400,55 @@ class SimpleRNN(RNN):
     _state_names = ("h",)
     _functional = staticmethod(functional.simple_rnn)
 
-    def __init__(self, units, activation="tanh", use_bias=True,
-                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
-                 bias_initializer="zeros", kernel_regularizer=None, recurrent_regularizer=None,
-                 bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
-                 recurrent_constraint=None, bias_constraint=None, dropout=0.0,
-                 recurrent_dropout=0.0, return_sequences=False, return_state=False,
-                 go_backwards=False, stateful=False, unroll=False, seed=None, **kwargs):
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        seed=None,
+        **kwargs,
+    ):
         super().__init__(
-            units, activation, use_bias, kernel_initializer, recurrent_initializer,
-            bias_initializer, kernel_regularizer, recurrent_regularizer, bias_regularizer,
-            activity_regularizer, kernel_constraint, recurrent_constraint, bias_constraint,
-            dropout, recurrent_dropout, return_sequences, return_state, go_backwards,
-            stateful, unroll, seed, **kwargs)
+            units,
+            activation,
+            use_bias,
+            kernel_initializer,
+            recurrent_initializer,
+            bias_initializer,
+            kernel_regularizer,
+            recurrent_regularizer,
+            bias_regularizer,
+            activity_regularizer,
+            kernel_constraint,
+            recurrent_constraint,
+            bias_constraint,
+            dropout,
+            recurrent_dropout,
+            return_sequences,
+            return_state,
+            go_backwards,
+            stateful,
+            unroll,
+            seed,
+            **kwargs,
+        )
 
 
 class _GatedRNN(RNN):
@@ -354,8 +458,8 @@ class _GatedRNN(RNN):
 
     def _set_recurrent_activation(self, recurrent_activation):
         self.recurrent_activation = activations.name_of(
-            recurrent_activation, type(self).__name__, "recurrent_activation",
-            allow_softmax=False)
+            recurrent_activation, type(self).__name__, "recurrent_activation", allow_softmax=False
+        )
 
     def _cell_options(self):
         return {"recurrent_activation": self.recurrent_activation}
@@ -379,22 +483,60 @@ class LSTM(_GatedRNN):
     _state_names = ("h", "c")
     _functional = staticmethod(functional.lstm)
 
-    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid",
-                 use_bias=True, kernel_initializer="glorot_uniform",
-                 recurrent_initializer="orthogonal", bias_initializer="zeros",
-                 unit_forget_bias=True, kernel_regularizer=None, recurrent_regularizer=None,
-                 bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
-                 recurrent_constraint=None, bias_constraint=None, dropout=0.0,
-                 recurrent_dropout=0.0, seed=None, return_sequences=False,
-                 return_state=False, go_backwards=False, stateful=False, unroll=False,
-                 use_cudnn="auto", **kwargs):
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        unit_forget_bias=True,
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        seed=None,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        use_cudnn="auto",
+        **kwargs,
+    ):
         kwargs.pop("implementation", None)  # Keras: a speed-only choice, same numbers
         super().__init__(
-            units, activation, use_bias, kernel_initializer, recurrent_initializer,
-            bias_initializer, kernel_regularizer, recurrent_regularizer, bias_regularizer,
-            activity_regularizer, kernel_constraint, recurrent_constraint, bias_constraint,
-            dropout, recurrent_dropout, return_sequences, return_state, go_backwards,
-            stateful, unroll, seed, use_cudnn=use_cudnn, **kwargs)
+            units,
+            activation,
+            use_bias,
+            kernel_initializer,
+            recurrent_initializer,
+            bias_initializer,
+            kernel_regularizer,
+            recurrent_regularizer,
+            bias_regularizer,
+            activity_regularizer,
+            kernel_constraint,
+            recurrent_constraint,
+            bias_constraint,
+            dropout,
+            recurrent_dropout,
+            return_sequences,
+            return_state,
+            go_backwards,
+            stateful,
+            unroll,
+            seed,
+            use_cudnn=use_cudnn,
+            **kwargs,
+        )
         self._set_recurrent_activation(recurrent_activation)
         self.unit_forget_bias = bool(unit_forget_bias)
 
@@ -405,7 +547,9 @@ class LSTM(_GatedRNN):
 
         def bias_initializer(shape, dtype=None, rng=None):
             # [i, f, c, o]: the forget gate's bias starts at one
-            part = (lambda n: initializers.materialize(init, (n,), dtype, rng))
+            def part(n):
+                return initializers.materialize(init, (n,), dtype, rng)
+
             return np.concatenate([part(units), np.ones(units), part(2 * units)])
 
         return bias_initializer
@@ -429,21 +573,60 @@ class GRU(_GatedRNN):
 
     reset_after = _CoreOption()
 
-    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid",
-                 use_bias=True, kernel_initializer="glorot_uniform",
-                 recurrent_initializer="orthogonal", bias_initializer="zeros",
-                 kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
-                 activity_regularizer=None, kernel_constraint=None, recurrent_constraint=None,
-                 bias_constraint=None, dropout=0.0, recurrent_dropout=0.0, seed=None,
-                 return_sequences=False, return_state=False, go_backwards=False,
-                 stateful=False, unroll=False, reset_after=True, use_cudnn="auto", **kwargs):
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        seed=None,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        reset_after=True,
+        use_cudnn="auto",
+        **kwargs,
+    ):
         kwargs.pop("implementation", None)  # Keras: a speed-only choice, same numbers
         super().__init__(
-            units, activation, use_bias, kernel_initializer, recurrent_initializer,
-            bias_initializer, kernel_regularizer, recurrent_regularizer, bias_regularizer,
-            activity_regularizer, kernel_constraint, recurrent_constraint, bias_constraint,
-            dropout, recurrent_dropout, return_sequences, return_state, go_backwards,
-            stateful, unroll, seed, use_cudnn=use_cudnn, **kwargs)
+            units,
+            activation,
+            use_bias,
+            kernel_initializer,
+            recurrent_initializer,
+            bias_initializer,
+            kernel_regularizer,
+            recurrent_regularizer,
+            bias_regularizer,
+            activity_regularizer,
+            kernel_constraint,
+            recurrent_constraint,
+            bias_constraint,
+            dropout,
+            recurrent_dropout,
+            return_sequences,
+            return_state,
+            go_backwards,
+            stateful,
+            unroll,
+            seed,
+            use_cudnn=use_cudnn,
+            **kwargs,
+        )
         self._set_recurrent_activation(recurrent_activation)
         self.reset_after = bool(reset_after)
 

@@ -13,7 +13,7 @@ _MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
 
 def _strip(name: str, prefix: str) -> str:
-    return name[len(prefix):] if name.startswith(prefix) else name
+    return name[len(prefix) :] if name.startswith(prefix) else name
 
 
 class Bidirectional(Layer):
@@ -31,8 +31,7 @@ class Bidirectional(Layer):
 
     _sequence_input = True
 
-    def __init__(self, layer, merge_mode="concat", weights=None, backward_layer=None,
-                 **kwargs):
+    def __init__(self, layer, merge_mode="concat", weights=None, backward_layer=None, **kwargs):
         if not isinstance(layer, RNN):
             raise ValueError(
                 f"Bidirectional: layer must be an rnncore recurrent layer (SimpleRNN, LSTM, "
@@ -50,18 +49,24 @@ class Bidirectional(Layer):
             )
         kwargs.setdefault("dtype", layer.dtype)
         if layer._input_shape_arg is not None and not any(
-                k in kwargs for k in ("input_shape", "input_dim", "batch_input_shape")):
+            k in kwargs for k in ("input_shape", "input_dim", "batch_input_shape")
+        ):
             kwargs["batch_input_shape"] = layer._input_shape_arg
         super().__init__(**kwargs)
 
         config = layer.get_config()
         config.pop("batch_input_shape", None)
         self.forward_layer = type(layer).from_config(
-            {**config, "name": "forward_" + _strip(layer.name, "forward_")})
+            {**config, "name": "forward_" + _strip(layer.name, "forward_")}
+        )
         if backward_layer is None:
             self.backward_layer = type(layer).from_config(
-                {**config, "go_backwards": True,
-                 "name": "backward_" + _strip(layer.name, "backward_")})
+                {
+                    **config,
+                    "go_backwards": True,
+                    "name": "backward_" + _strip(layer.name, "backward_"),
+                }
+            )
             if layer.seed is not None:  # the same seed would give both the same weights
                 self.backward_layer._seed_entropy = [int(layer.seed), 1]
         else:
@@ -131,14 +136,18 @@ class Bidirectional(Layer):
     def _check_weights(self, weights):
         n_fwd, n_bwd = len(self.forward_layer.weights), len(self.backward_layer.weights)
         if len(weights) != n_fwd + n_bwd:
-            names = [f"{s.name}/{v.name}" for s in (self.forward_layer, self.backward_layer)
-                     for v in s.weights]
+            names = [
+                f"{s.name}/{v.name}"
+                for s in (self.forward_layer, self.backward_layer)
+                for v in s.weights
+            ]
             raise ValueError(
                 f"layer {self.name!r} (Bidirectional) has {n_fwd + n_bwd} weight(s) "
                 f"({', '.join(names)}), got a list of {len(weights)}"
             )
-        return (self.forward_layer._check_weights(weights[:n_fwd])
-                + self.backward_layer._check_weights(weights[n_fwd:]))
+        return self.forward_layer._check_weights(
+            weights[:n_fwd]
+        ) + self.backward_layer._check_weights(weights[n_fwd:])
 
     def call(self, inputs, initial_state=None, mask=None, training=None):
         mask = as_mask(mask, inputs.shape, f"Bidirectional {self.name!r}")
@@ -195,9 +204,12 @@ class Bidirectional(Layer):
         return out if len(out) > 1 else out[0]
 
     def get_config(self):
-        return {**super().get_config(), "merge_mode": self.merge_mode,
-                "layer": serialize_layer(self.forward_layer),
-                "backward_layer": serialize_layer(self.backward_layer)}
+        return {
+            **super().get_config(),
+            "merge_mode": self.merge_mode,
+            "layer": serialize_layer(self.forward_layer),
+            "backward_layer": serialize_layer(self.backward_layer),
+        }
 
     @classmethod
     def from_config(cls, config):
