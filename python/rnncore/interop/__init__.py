@@ -1,0 +1,21 @@
+"""Models in and out of rnncore: Keras files, PyTorch modules, ONNX graphs.
+
+* :func:`load_keras`: a Keras 3 ``.keras`` or legacy ``.h5`` model file (read with ``h5py``
+  and JSON; Keras is not needed) as an :class:`rnncore.Sequential`.
+* :func:`from_torch`: ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` (or their ``state_dict`` and
+  constructor arguments, without torch) as a :class:`TorchRNN`.
+* :func:`load_onnx`: an ONNX graph of ``RNN`` / ``LSTM`` / ``GRU`` nodes as an
+  :class:`OnnxModel` computing with rnncore's core, with ONNX's output conventions.
+* :func:`to_onnx`: an :class:`rnncore.Sequential` written as an ONNX model.
+
+``h5py`` and ``onnx`` are optional (``pip install "rnncore[keras]"``, ``"rnncore[onnx]"``);
+they are imported when first needed. Loading never runs code from a file.
+"""
+
+from ._common import ModelFileError, UnsupportedModelError
+from .keras_io import load_keras
+
+
+
+__all__ = ["load_keras", "from_torch", "TorchRNN", "load_onnx", "OnnxModel", "to_onnx",
+           "ModelFileError", "UnsupportedModelError"]

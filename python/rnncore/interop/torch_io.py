@@ -1,0 +1,328 @@
+"""PyTorch recurrent modules converted to rnncore: :func:`from_torch`.
+
+``torch.nn.RNN`` (``tanh`` / ``relu``), ``nn.LSTM`` and ``nn.GRU`` with any ``num_layers``,
+``bidirectional``, ``batch_first`` and ``bias``, given as the module or as its
+``state_dict`` plus the constructor arguments. Torch is never imported here: a module is
+read through its attributes and ``state_dict()``, and a state dict may hold NumPy arrays
+(e.g. saved with ``{k: v.numpy() for k, v in sd.items()}``), so the conversion runs where
+torch is not installed.
+
+Weight mapping (torch -> Keras layouts, which rnncore uses):
+
+* ``kernel = weight_ih.T``, ``recurrent_kernel = weight_hh.T``, per layer and direction
+  (``_l{k}`` and ``_l{k}_reverse``);
+* LSTM: torch's gates ``i, f, g, o`` are Keras's ``i, f, c, o``; ``bias = bias_ih + bias_hh``;
+* GRU: torch's ``r, z, n`` become Keras's ``z, r, h``; torch's GRU is Keras's
+  ``reset_after=True`` with ``bias = [bias_ih; bias_hh]`` of shape ``(2, 3H)``;
+* RNN: ``bias = bias_ih + bias_hh``; ``nonlinearity`` is the activation.
+
+The converted model computes what the module computes in ``eval()`` mode (dropout between
+layers is a training feature). ``proj_size > 0`` (an LSTM with an output projection) has no
+rnncore equivalent and raises :class:`UnsupportedModelError`. Every layer of the module is
+converted; a state dict with fewer or more layers than ``num_layers`` is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from .. import functional
+from ._common import UnsupportedModelError
+
+__all__ = ["from_torch", "TorchRNN"]
+
+#: torch ``mode`` -> (rnncore cell, activation, gate count)
+_MODES = {
+    "RNN_TANH": ("simple_rnn", "tanh", 1),
+    "RNN_RELU": ("simple_rnn", "relu", 1),
+    "LSTM": ("lstm", "tanh", 4),
+    "GRU": ("gru", "tanh", 3),
+}
+
+_GRU_ORDER = (1, 0, 2)  # torch r, z, n -> Keras z, r, h
+
+
+def from_torch(module_or_state_dict, *, mode=None, input_size=None, hidden_size=None,
+               num_layers=1, bias=True, batch_first=False, bidirectional=False,
+               nonlinearity="tanh", proj_size=0, return_state=False) -> TorchRNN:
+    """An rnncore model computing what a torch ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` computes.
+
+    ``from_torch(module)`` reads everything from the module. ``from_torch(state_dict,
+    mode="LSTM", input_size=..., hidden_size=..., num_layers=..., bias=..., batch_first=...,
+    bidirectional=...)`` does the same from the module's ``state_dict`` and its constructor
+    arguments (``mode``: ``"RNN"`` with ``nonlinearity``, ``"LSTM"`` or ``"GRU"``), without
+    torch. The result's ``model(x)`` returns torch's ``output``; with ``return_state=True``
+    it returns ``(output, h_n)`` (RNN, GRU) or ``(output, (h_n, c_n))`` (LSTM), as torch.
+    The weights keep their dtype (float32 or float64).
+    """
+    if _is_module(module_or_state_dict):
+        m = module_or_state_dict
+        given = {k: v for k, v in dict(mode=mode, input_size=input_size,
+                                       hidden_size=hidden_size).items() if v is not None}
+        if given:
+            raise TypeError(f"from_torch: {', '.join(given)} are read from the module; pass "
+                            f"them only with a state_dict")
+        mode = m.mode
+        input_size, hidden_size = m.input_size, m.hidden_size
+        num_layers, bias, batch_first = m.num_layers, m.bias, m.batch_first
+        bidirectional, proj_size = m.bidirectional, getattr(m, "proj_size", 0)
+        nonlinearity = getattr(m, "nonlinearity", "tanh")
+        state_dict = m.state_dict()
+    elif isinstance(module_or_state_dict, Mapping):
+        state_dict = module_or_state_dict
+        if mode is None or input_size is None or hidden_size is None:
+            raise TypeError("from_torch: with a state_dict, mode, input_size and hidden_size "
+                            "are required (and num_layers, bias, batch_first, bidirectional "
+                            "when not the defaults)")
+    else:
+        raise TypeError(f"from_torch: expected a torch nn.RNN, nn.LSTM or nn.GRU module or its "
+                        f"state_dict, got {type(module_or_state_dict).__name__}")
+    mode = _mode(mode, nonlinearity)
+    if proj_size:
+        raise UnsupportedModelError(
+            f"from_torch: LSTM with proj_size={proj_size} is not supported: rnncore's LSTM has "
+            f"no output projection (weight_hr)")
+    for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                        ("num_layers", num_layers)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"from_torch: {name} must be a positive integer, got {value!r}")
+    weights, dtype = _convert(state_dict, mode, int(input_size), int(hidden_size),
+                              int(num_layers), bool(bias), bool(bidirectional))
+    return TorchRNN(mode, int(input_size), int(hidden_size), int(num_layers), bool(bias),
+                    bool(batch_first), bool(bidirectional), weights, dtype,
+                    return_state=bool(return_state))
+
+
+def _is_module(obj) -> bool:
+    return callable(getattr(obj, "state_dict", None)) and hasattr(obj, "mode") and hasattr(
+        obj, "hidden_size")
+
+
+def _mode(mode, nonlinearity) -> str:
+    m = str(mode).upper()
+    if m == "RNN":
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"from_torch: nonlinearity must be 'tanh' or 'relu', got "
+                             f"{nonlinearity!r}")
+        m = f"RNN_{nonlinearity.upper()}"
+    if m not in _MODES:
+        raise UnsupportedModelError(f"from_torch: mode {mode!r} is not supported (RNN_TANH, "
+                                    f"RNN_RELU, LSTM, GRU)")
+    return m
+
+
+def _numpy(value, key: str) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor, read without importing torch
+        value = value.detach().cpu()
+        try:
+            value = value.numpy()
+        except TypeError as e:
+            raise TypeError(f"from_torch: {key}: cannot read the tensor as NumPy ({e})"
+                            ) from None
+    a = np.asarray(value)
+    if a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"from_torch: {key} has dtype {a.dtype}; rnncore computes in float32 "
+                        f"or float64 (convert the module with .float() or .double())")
+    return a
+
+
+def _convert(state_dict, mode, input_size, hidden_size, num_layers, bias, bidirectional):
+    """Per layer, per direction: ``(kernel, recurrent_kernel, bias)`` in Keras layouts."""
+    cell, _, gates = _MODES[mode]
+    GH = gates * hidden_size
+    directions = ("", "_reverse") if bidirectional else ("",)
+    keys = [k for k in state_dict]
+    proj = [k for k in keys if k.startswith("weight_hr_l")]
+    if proj:
+        raise UnsupportedModelError(
+            f"from_torch: the state_dict has {proj[0]}: an LSTM with proj_size > 0 is not "
+            f"supported (rnncore's LSTM has no output projection)")
+    expected = []
+    for layer in range(num_layers):
+        for sfx in directions:
+            names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if bias else [])
+            expected += [f"{n}_l{layer}{sfx}" for n in names]
+    missing = [k for k in expected if k not in state_dict]
+    extra = [k for k in keys if k not in expected]
+    if missing:
+        raise ValueError(f"from_torch: the state_dict lacks {', '.join(missing)} (expected for "
+                         f"mode={mode}, num_layers={num_layers}, bias={bias}, "
+                         f"bidirectional={bidirectional})")
+    if extra:
+        raise ValueError(f"from_torch: the state_dict has entries {', '.join(extra)} that "
+                         f"mode={mode}, num_layers={num_layers}, bias={bias}, "
+                         f"bidirectional={bidirectional} do not use; every layer must be "
+                         f"converted, so pass the module's actual constructor arguments")
+    arrays = {k: _numpy(state_dict[k], k) for k in expected}
+    dtypes = {a.dtype for a in arrays.values()}
+    if len(dtypes) != 1:
+        raise TypeError(f"from_torch: the weights mix dtypes {sorted(map(str, dtypes))}")
+    dtype = dtypes.pop()
+    weights = []
+    for layer in range(num_layers):
+        in_size = input_size if layer == 0 else hidden_size * len(directions)
+        per_dir = []
+        for sfx in directions:
+            w = {n: arrays.get(f"{n}_l{layer}{sfx}") for n in
+                 ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+            want = {"weight_ih": (GH, in_size), "weight_hh": (GH, hidden_size),
+                    "bias_ih": (GH,), "bias_hh": (GH,)}
+            for n, shape in want.items():
+                if w[n] is not None and w[n].shape != shape:
+                    raise ValueError(
+                        f"from_torch: {n}_l{layer}{sfx} has shape {w[n].shape}, expected "
+                        f"{shape} for mode={mode}, input_size={input_size}, "
+                        f"hidden_size={hidden_size}, bidirectional={bidirectional}")
+            W, U, b_ih, b_hh = w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"]
+            if cell == "gru":
+                W, U = _blocks(W, _GRU_ORDER, 0), _blocks(U, _GRU_ORDER, 0)
+                b = None if not bias else np.stack(
+                    [_blocks(b_ih, _GRU_ORDER, 0), _blocks(b_hh, _GRU_ORDER, 0)])
+            else:
+                b = None if not bias else b_ih + b_hh
+            per_dir.append((np.ascontiguousarray(W.T), np.ascontiguousarray(U.T),
+                            None if b is None else np.ascontiguousarray(b)))
+        weights.append(per_dir)
+    return weights, dtype
+
+
+def _blocks(a: np.ndarray, order, axis: int) -> np.ndarray:
+    parts = np.split(a, 3, axis=axis)
+    return np.concatenate([parts[i] for i in order], axis=axis)
+
+
+class TorchRNN:
+    """A torch ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` computed by rnncore (from :func:`from_torch`).
+
+    ``model(x, hx=None)`` takes what the torch module takes: ``x`` of shape
+    ``(T, B, input_size)``, or ``(B, T, input_size)`` when ``batch_first``, or an unbatched
+    ``(T, input_size)``; ``hx`` is ``h_0`` (``(h_0, c_0)`` for LSTM) of shape
+    ``(num_layers * num_directions, B, hidden_size)``, zeros when ``None``. It returns torch's
+    ``output`` (``(..., num_directions * hidden_size)``, the backward direction in input time
+    order), or with ``return_state`` ``(output, h_n)`` / ``(output, (h_n, c_n))``.
+
+    :meth:`to_sequential` gives the same network as an :class:`rnncore.Sequential`
+    (batch-major input ``(B, T, input_size)``, output ``(B, T, num_directions *
+    hidden_size)``) for ``predict``, ``save`` and ``to_onnx``.
+    """
+
+    def __init__(self, mode, input_size, hidden_size, num_layers, bias, batch_first,
+                 bidirectional, weights, dtype, return_state=False):
+        self.mode = mode
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.bidirectional = bidirectional
+        self.weights = weights
+        self.dtype = np.dtype(dtype)
+        self.return_state = return_state
+        self._cell, self._activation, _ = _MODES[mode]
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def __call__(self, x, hx=None, *, return_state=None):
+        if return_state is None:
+            return_state = self.return_state
+        x = np.asarray(x, dtype=self.dtype)
+        if x.ndim not in (2, 3) or x.shape[-1] != self.input_size:
+            raise ValueError(f"TorchRNN: expected input of shape (T, B, {self.input_size})"
+                             f"{' batch_first (B, T, ...)' if self.batch_first else ''} or "
+                             f"unbatched (T, {self.input_size}), got {x.shape}")
+        unbatched = x.ndim == 2
+        if unbatched:
+            x = x[None]
+        elif not self.batch_first:
+            x = x.transpose(1, 0, 2)
+        B = x.shape[0]
+        states = self._initial_states(hx, B, unbatched)
+        D = self.num_directions
+        h_n, c_n = [], []
+        for layer, per_dir in enumerate(self.weights):
+            outs = []
+            for d, (W, U, b) in enumerate(per_dir):
+                init = None if states is None else [s[layer * D + d] for s in states]
+                kw = dict(initial_state=init, go_backwards=d == 1, return_sequences=True,
+                          activation=self._activation)
+                if self._cell == "gru":
+                    kw["reset_after"] = True
+                y, *finals = getattr(functional, self._cell)(x, W, U, b, **kw)
+                outs.append(y[:, ::-1] if d == 1 else y)
+                h_n.append(finals[0])
+                if self._cell == "lstm":
+                    c_n.append(finals[1])
+            x = outs[0] if D == 1 else np.concatenate(outs, axis=-1)
+        output = x[0] if unbatched else (x if self.batch_first else x.transpose(1, 0, 2))
+        output = np.ascontiguousarray(output)
+        if not return_state:
+            return output
+        h = np.stack(h_n, axis=1 if unbatched else 0)
+        if unbatched:
+            h = h[0]
+        if self._cell != "lstm":
+            return output, h
+        c = np.stack(c_n, axis=1 if unbatched else 0)
+        return output, (h, c[0] if unbatched else c)
+
+    def _initial_states(self, hx, batch, unbatched):
+        if hx is None:
+            return None
+        n = 2 if self._cell == "lstm" else 1
+        parts = list(hx) if n == 2 else [hx]
+        if len(parts) != n:
+            raise ValueError(f"TorchRNN: hx must be (h_0, c_0) for LSTM, got {len(parts)} "
+                             f"array(s)")
+        LD = self.num_layers * self.num_directions
+        want = (LD, self.hidden_size) if unbatched else (LD, batch, self.hidden_size)
+        out = []
+        for name, s in zip(("h_0", "c_0"), parts):
+            s = np.asarray(s, dtype=self.dtype)
+            if s.shape != want:
+                raise ValueError(f"TorchRNN: {name} must have shape {want}, got {s.shape}")
+            out.append(s[:, None] if unbatched else s)
+        return [np.ascontiguousarray(s) for s in out]
+
+    def to_sequential(self):
+        """The network as an :class:`rnncore.Sequential` of rnncore layers (batch-major).
+
+        Input ``(batch, timesteps, input_size)``; output ``(batch, timesteps,
+        num_directions * hidden_size)``, equal to torch's ``output`` with ``batch_first``.
+        """
+        from ..layers import GRU, LSTM, Bidirectional, Input, SimpleRNN
+        from ..models import Sequential
+
+        cls = {"simple_rnn": SimpleRNN, "lstm": LSTM, "gru": GRU}[self._cell]
+        dtype = str(self.dtype)
+        layers = [Input(shape=(None, self.input_size), dtype=dtype)]
+        weights = []
+
+        def make(go_backwards):
+            kw = dict(units=self.hidden_size, activation=self._activation,
+                      use_bias=self.bias, return_sequences=True, go_backwards=go_backwards,
+                      dtype=dtype)
+            if self._cell == "gru":
+                kw["reset_after"] = True
+            return cls(**kw)
+
+        for per_dir in self.weights:
+            if self.bidirectional:
+                layers.append(Bidirectional(make(False), backward_layer=make(True),
+                                            merge_mode="concat", dtype=dtype))
+            else:
+                layers.append(make(False))
+            for W, U, b in per_dir:
+                weights += [W, U] + ([] if b is None else [b])
+        model = Sequential(layers)
+        model.set_weights(weights)
+        return model
+
+    def __repr__(self):
+        return (f"<TorchRNN mode={self.mode}, input_size={self.input_size}, "
+                f"hidden_size={self.hidden_size}, num_layers={self.num_layers}, "
+                f"bidirectional={self.bidirectional}, batch_first={self.batch_first}, "
+                f"dtype={self.dtype}>")
