@@ -14,8 +14,8 @@ they are imported when first needed. Loading never runs code from a file.
 
 from ._common import ModelFileError, UnsupportedModelError
 from .keras_io import load_keras
-
-
+from .onnx_io import OnnxModel, load_onnx, to_onnx
+from .torch_io import TorchRNN, from_torch
 
 __all__ = ["load_keras", "from_torch", "TorchRNN", "load_onnx", "OnnxModel", "to_onnx",
            "ModelFileError", "UnsupportedModelError"]
