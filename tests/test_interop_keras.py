@@ -21,6 +21,7 @@ import h5py  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 from keras import layers as K  # noqa: E402
 
 import rnncore  # noqa: E402
@@ -29,6 +30,10 @@ from rnncore.interop import ModelFileError, UnsupportedModelError, load_keras  #
 # Keras 3.15's torch-backend Variable.__array__ lacks NumPy 2's copy= keyword (Keras's issue)
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+
+# Keras runs on torch: keep torch's thread pool from contending with rnncore's OpenMP
+# threads on small machines (torch's work here is tiny).
+torch.set_num_threads(1)
 
 ATOL = 2e-6
 MAX_ERR: dict[str, float] = {}
