@@ -29,7 +29,8 @@ from rnncore.interop import ModelFileError, UnsupportedModelError, load_keras  #
 
 # Keras 3.15's torch-backend Variable.__array__ lacks NumPy 2's copy= keyword (Keras's issue)
 pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
 
 # Keras runs on torch: keep torch's thread pool from contending with rnncore's OpenMP
 # threads on small machines (torch's work here is tiny).
@@ -45,8 +46,9 @@ def rng():
 
 
 def randomize(model, rng):
-    model.set_weights([(rng.standard_normal(w.shape) * 0.4).astype(w.dtype)
-                       for w in model.get_weights()])
+    model.set_weights(
+        [(rng.standard_normal(w.shape) * 0.4).astype(w.dtype) for w in model.get_weights()]
+    )
 
 
 def inputs(rng, B=4, T=7, D=3, masked=True):
@@ -82,30 +84,53 @@ def save_both(kmodel, tmp_path):
 SEQUENTIAL_CASES = {
     "lstm_dense": lambda: [K.Input((7, 3)), K.LSTM(5), K.Dense(2)],
     "masked_stack": lambda: [
-        K.Input((7, 3)), K.Masking(0.0), K.LSTM(5, return_sequences=True),
+        K.Input((7, 3)),
+        K.Masking(0.0),
+        K.LSTM(5, return_sequences=True),
         K.GRU(4, return_sequences=True, reset_after=False),
         K.SimpleRNN(3, activation="relu", return_sequences=True),
-        K.TimeDistributed(K.Dense(2, activation="tanh")), K.Dropout(0.3),
-        K.LSTM(3), K.Dense(4, activation="softmax"), K.Activation("relu")],
+        K.TimeDistributed(K.Dense(2, activation="tanh")),
+        K.Dropout(0.3),
+        K.LSTM(3),
+        K.Dense(4, activation="softmax"),
+        K.Activation("relu"),
+    ],
     "bidirectional_modes": lambda: [
-        K.Input((7, 3)), K.Masking(),
+        K.Input((7, 3)),
+        K.Masking(),
         K.Bidirectional(K.LSTM(4, return_sequences=True)),
         K.Bidirectional(K.GRU(3, return_sequences=True), merge_mode="sum"),
         K.Bidirectional(K.SimpleRNN(3, return_sequences=True), merge_mode="mul"),
-        K.Bidirectional(K.GRU(2), merge_mode="ave")],
+        K.Bidirectional(K.GRU(2), merge_mode="ave"),
+    ],
     "go_backwards_activations": lambda: [
         K.Input((7, 3)),
-        K.LSTM(4, go_backwards=True, return_sequences=True,
-               recurrent_activation="hard_sigmoid", activation="relu"),
-        K.GRU(3, go_backwards=True, recurrent_activation="hard_sigmoid",
-              activation="linear", use_bias=False, return_sequences=True),
-        K.SimpleRNN(2, activation="sigmoid", use_bias=False)],
+        K.LSTM(
+            4,
+            go_backwards=True,
+            return_sequences=True,
+            recurrent_activation="hard_sigmoid",
+            activation="relu",
+        ),
+        K.GRU(
+            3,
+            go_backwards=True,
+            recurrent_activation="hard_sigmoid",
+            activation="linear",
+            use_bias=False,
+            return_sequences=True,
+        ),
+        K.SimpleRNN(2, activation="sigmoid", use_bias=False),
+    ],
     # the weights file numbers layers by class (gru, gru_1, ...), never by user names
     "confusing_names": lambda: [
-        K.Input((7, 3)), K.GRU(4, name="lstm", return_sequences=True),
+        K.Input((7, 3)),
+        K.GRU(4, name="lstm", return_sequences=True),
         K.LSTM(3, name="gru", return_sequences=True),
-        K.GRU(2, name="gru_1", return_sequences=True), K.Dense(2, name="dense_7"),
-        K.Dense(3, name="layer")],
+        K.GRU(2, name="gru_1", return_sequences=True),
+        K.Dense(2, name="dense_7"),
+        K.Dense(3, name="layer"),
+    ],
     "return_state_last": lambda: [K.Input((7, 3)), K.Masking(), K.LSTM(3, return_state=True)],
     "no_input_layer": lambda: [K.GRU(3, return_sequences=True), K.Dense(2)],
 }
@@ -146,8 +171,9 @@ def test_functional_single_output(rng, tmp_path):
 
 
 def test_float64_model(rng, tmp_path):
-    kmodel = keras.Sequential([K.Input((7, 3), dtype="float64"), K.LSTM(4, dtype="float64"),
-                               K.Dense(2, dtype="float64")])
+    kmodel = keras.Sequential(
+        [K.Input((7, 3), dtype="float64"), K.LSTM(4, dtype="float64"), K.Dense(2, dtype="float64")]
+    )
     randomize(kmodel, rng)
     path = tmp_path / "m.keras"
     kmodel.save(path)
@@ -159,7 +185,8 @@ def test_float64_model(rng, tmp_path):
     # reference); rnncore's is float64-accurate
     np.testing.assert_allclose(y, kmodel.predict(x, verbose=0), atol=1e-6)
     kernel, recurrent, bias, dense_kernel, dense_bias = (
-        np.asarray(v.numpy()) for v in kmodel.weights)
+        np.asarray(v.numpy()) for v in kmodel.weights
+    )
     h = rnncore.reference.lstm(x, kernel, recurrent, bias)[0]
     np.testing.assert_allclose(y, h @ dense_kernel + dense_bias, rtol=1e-12, atol=1e-12)
 
@@ -168,10 +195,12 @@ def test_loading_does_not_import_keras(rng, tmp_path):
     kmodel = keras.Sequential([K.Input((7, 3)), K.LSTM(4)])
     randomize(kmodel, rng)
     p3, p2 = save_both(kmodel, tmp_path)
-    code = ("import sys, rnncore.interop as I; I.load_keras(sys.argv[1]); "
-            "I.load_keras(sys.argv[2]); "
-            "bad = [m for m in ('keras', 'tensorflow', 'torch') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, rnncore.interop as I; I.load_keras(sys.argv[1]); "
+        "I.load_keras(sys.argv[2]); "
+        "bad = [m for m in ('keras', 'tensorflow', 'torch') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code, str(p3), str(p2)], check=True)
 
 
@@ -179,13 +208,18 @@ def test_loading_does_not_import_keras(rng, tmp_path):
 # Refusals
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda: [K.Input((7, 3)), K.Conv1D(2, 3)], "Conv1D"),
-    (lambda: [K.Input((7, 3)), K.LSTM(3, activation="gelu")], "gelu"),
-    (lambda: [K.Input((7, 3)), K.LayerNormalization()], "LayerNormalization"),
-    (lambda: [K.Input((7, 3)), K.Dense(2, kernel_regularizer="l2", dtype="bfloat16")],
-     "bfloat16"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: [K.Input((7, 3)), K.Conv1D(2, 3)], "Conv1D"),
+        (lambda: [K.Input((7, 3)), K.LSTM(3, activation="gelu")], "gelu"),
+        (lambda: [K.Input((7, 3)), K.LayerNormalization()], "LayerNormalization"),
+        (
+            lambda: [K.Input((7, 3)), K.Dense(2, kernel_regularizer="l2", dtype="bfloat16")],
+            "bfloat16",
+        ),
+    ],
+)
 def test_unsupported_layers_are_named(tmp_path, make, match):
     kmodel = keras.Sequential(make())
     for path in save_both(kmodel, tmp_path):
@@ -281,14 +315,15 @@ def test_config_not_matching_the_weights(rng, tmp_path):
 
 def test_swapped_layer_order_detected(rng, tmp_path):
     """The weights file records each layer's name next to its weights: checked."""
-    kmodel = keras.Sequential([K.Input((7, 3)), K.LSTM(3, return_sequences=True),
-                               K.LSTM(3)])
+    kmodel = keras.Sequential([K.Input((7, 3)), K.LSTM(3, return_sequences=True), K.LSTM(3)])
     path = tmp_path / "m.keras"
     kmodel.save(path)
     config = json.loads(zipfile.ZipFile(path).read("config.json"))
     layers = config["config"]["layers"]
     layers[1]["config"]["name"], layers[2]["config"]["name"] = (
-        layers[2]["config"]["name"], layers[1]["config"]["name"])
+        layers[2]["config"]["name"],
+        layers[1]["config"]["name"],
+    )
     bad = rewrite(path, tmp_path / "swapped.keras", {"config.json": json.dumps(config)})
     with pytest.raises(ModelFileError, match="do not match"):
         load_keras(bad)
@@ -312,9 +347,18 @@ def keras2_hard_sigmoid(x):
 
 def write_keras2_h5(path, kmodel, layer_configs):
     """A Keras 2 style .h5: model_config JSON, model_weights/<layer>/<weight names>."""
-    layers = [{"class_name": "InputLayer",
-               "config": {"batch_input_shape": [None, 7, 3], "dtype": "float32",
-                          "sparse": False, "ragged": False, "name": "input_1"}}]
+    layers = [
+        {
+            "class_name": "InputLayer",
+            "config": {
+                "batch_input_shape": [None, 7, 3],
+                "dtype": "float32",
+                "sparse": False,
+                "ragged": False,
+                "name": "input_1",
+            },
+        }
+    ]
     layers += layer_configs
     config = {"class_name": "Sequential", "config": {"name": "sequential", "layers": layers}}
     with h5py.File(path, "w") as f:
@@ -335,31 +379,62 @@ def write_keras2_h5(path, kmodel, layer_configs):
 
 
 def test_keras2_h5_with_keras2_hard_sigmoid(rng, tmp_path):
-    kmodel = keras.Sequential([
-        K.Input((7, 3)),
-        K.LSTM(4, recurrent_activation=keras2_hard_sigmoid, return_sequences=True),
-        K.GRU(3, recurrent_activation=keras2_hard_sigmoid, activation=keras2_hard_sigmoid,
-              reset_after=False),
-        K.Dense(2, activation=keras2_hard_sigmoid)])
+    kmodel = keras.Sequential(
+        [
+            K.Input((7, 3)),
+            K.LSTM(4, recurrent_activation=keras2_hard_sigmoid, return_sequences=True),
+            K.GRU(
+                3,
+                recurrent_activation=keras2_hard_sigmoid,
+                activation=keras2_hard_sigmoid,
+                reset_after=False,
+            ),
+            K.Dense(2, activation=keras2_hard_sigmoid),
+        ]
+    )
     randomize(kmodel, rng)
 
     def rnn(cls, name, units, **kw):
-        return {"class_name": cls, "config": {
-            "name": name, "trainable": True, "dtype": "float32", "units": units,
-            "activation": kw.get("activation", "tanh"), "recurrent_activation": "hard_sigmoid",
-            "use_bias": True, "return_sequences": kw.get("return_sequences", False),
-            "return_state": False, "go_backwards": False, "stateful": False, "unroll": False,
-            "time_major": False, "dropout": 0.0, "recurrent_dropout": 0.0,
-            "implementation": 2, "kernel_initializer": {"class_name": "GlorotUniform",
-                                                        "config": {"seed": None}},
-            "kernel_regularizer": None, **kw.get("extra", {})}}
+        return {
+            "class_name": cls,
+            "config": {
+                "name": name,
+                "trainable": True,
+                "dtype": "float32",
+                "units": units,
+                "activation": kw.get("activation", "tanh"),
+                "recurrent_activation": "hard_sigmoid",
+                "use_bias": True,
+                "return_sequences": kw.get("return_sequences", False),
+                "return_state": False,
+                "go_backwards": False,
+                "stateful": False,
+                "unroll": False,
+                "time_major": False,
+                "dropout": 0.0,
+                "recurrent_dropout": 0.0,
+                "implementation": 2,
+                "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
+                "kernel_regularizer": None,
+                **kw.get("extra", {}),
+            },
+        }
 
-    configs = [rnn("LSTM", "lstm", 4, return_sequences=True, extra={"unit_forget_bias": True}),
-               rnn("GRU", "gru", 3, activation="hard_sigmoid"),  # Keras 2.2: no reset_after
-               {"class_name": "Dense", "config": {"name": "dense", "trainable": True,
-                                                  "dtype": "float32", "units": 2,
-                                                  "activation": "hard_sigmoid",
-                                                  "use_bias": True}}]
+    configs = [
+        rnn("LSTM", "lstm", 4, return_sequences=True, extra={"unit_forget_bias": True}),
+        rnn("GRU", "gru", 3, activation="hard_sigmoid"),  # Keras 2.2: no reset_after
+        {
+            "class_name": "Dense",
+            "config": {
+                "name": "dense",
+                "trainable": True,
+                "dtype": "float32",
+                "units": 2,
+                "activation": "hard_sigmoid",
+                "use_bias": True,
+            },
+        },
+    ]
     path = tmp_path / "keras2.h5"
     write_keras2_h5(path, kmodel, configs)
     compare(kmodel, load_keras(path), inputs(rng, masked=False), "keras 2 .h5")

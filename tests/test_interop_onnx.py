@@ -44,32 +44,53 @@ def assert_close(got, want, what="load_onnx vs onnxruntime", atol=ATOL):
 def ort_run(model: onnx.ModelProto, feed: dict) -> list:
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     return sess.run(None, feed)
 
 
-def rnn_graph(rng, op, *, direction="forward", T=6, B=3, D=4, H=5, layout=0, bias=True,
-              seq_lens=False, init=False, acts=None, alpha=None, beta=None, lbr=None,
-              extra_attrs=None, dtype=np.float32, peephole=None):
+def rnn_graph(
+    rng,
+    op,
+    *,
+    direction="forward",
+    T=6,
+    B=3,
+    D=4,
+    H=5,
+    layout=0,
+    bias=True,
+    seq_lens=False,
+    init=False,
+    acts=None,
+    alpha=None,
+    beta=None,
+    lbr=None,
+    extra_attrs=None,
+    dtype=np.float32,
+    peephole=None,
+):
     """A one-node graph: X (and sequence_lens / initial states) as graph inputs, weights
     as initializers. Returns the model and the feed."""
     nd = 2 if direction == "bidirectional" else 1
     G = GATES[op]
     W = rng.standard_normal((nd, G * H, D)) * (0.6 / np.sqrt(D))
     R = rng.standard_normal((nd, G * H, H)) * (0.6 / np.sqrt(H))
-    inits = [numpy_helper.from_array(W.astype(dtype), "W"),
-             numpy_helper.from_array(R.astype(dtype), "R")]
+    inits = [
+        numpy_helper.from_array(W.astype(dtype), "W"),
+        numpy_helper.from_array(R.astype(dtype), "R"),
+    ]
     names = ["X", "W", "R"]
     if bias:
-        inits.append(numpy_helper.from_array(
-            (rng.standard_normal((nd, 2 * G * H)) * 0.3).astype(dtype), "B"))
+        inits.append(
+            numpy_helper.from_array((rng.standard_normal((nd, 2 * G * H)) * 0.3).astype(dtype), "B")
+        )
     names.append("B" if bias else "")
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     xshape = (T, B, D) if layout == 0 else (B, T, D)
     feed = {"X": rng.standard_normal(xshape).astype(dtype)}
-    inputs = [helper.make_tensor_value_info("X", elem, ["T", "B", D] if layout == 0
-                                            else ["B", "T", D])]
+    inputs = [
+        helper.make_tensor_value_info("X", elem, ["T", "B", D] if layout == 0 else ["B", "T", D])
+    ]
     if seq_lens:
         lens = rng.integers(0, T + 1, size=B).astype(np.int32)
         lens[0] = T
@@ -103,9 +124,9 @@ def rnn_graph(rng, op, *, direction="forward", T=6, B=3, D=4, H=5, layout=0, bia
     while names and names[-1] == "":
         names.pop()
     node = helper.make_node(op, names, outs, **attrs)
-    graph = helper.make_graph([node], "g", inputs,
-                              [helper.make_tensor_value_info(o, elem, None) for o in outs],
-                              inits)
+    graph = helper.make_graph(
+        [node], "g", inputs, [helper.make_tensor_value_info(o, elem, None) for o in outs], inits
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model, feed
@@ -144,9 +165,15 @@ def rng():
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
 @pytest.mark.parametrize("variant", ["plain", "lens_init", "no_bias"])
 def test_node_matches_onnxruntime(rng, op, direction, variant):
-    model, feed = rnn_graph(rng, op, direction=direction, bias=variant != "no_bias",
-                            seq_lens=variant == "lens_init", init=variant == "lens_init",
-                            lbr=1 if op == "GRU" else None)
+    model, feed = rnn_graph(
+        rng,
+        op,
+        direction=direction,
+        bias=variant != "no_bias",
+        seq_lens=variant == "lens_init",
+        init=variant == "lens_init",
+        lbr=1 if op == "GRU" else None,
+    )
     got = load_onnx(model.SerializeToString()).run(None, feed)
     assert_close(got, ort_run(model, feed))
 
@@ -154,8 +181,7 @@ def test_node_matches_onnxruntime(rng, op, direction, variant):
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
 @pytest.mark.parametrize("lbr", [0, 1])
 def test_gru_linear_before_reset(rng, direction, lbr):
-    model, feed = rnn_graph(rng, "GRU", direction=direction, lbr=lbr, seq_lens=True,
-                            init=True)
+    model, feed = rnn_graph(rng, "GRU", direction=direction, lbr=lbr, seq_lens=True, init=True)
     got = load_onnx(model.SerializeToString()).run(None, feed)
     assert_close(got, ort_run(model, feed))
 
@@ -163,8 +189,14 @@ def test_gru_linear_before_reset(rng, direction, lbr):
 @pytest.mark.parametrize("op", ["RNN", "LSTM", "GRU"])
 @pytest.mark.parametrize("variant", ["plain", "lens_init"])
 def test_layout_1(rng, op, variant):
-    model, feed = rnn_graph(rng, op, direction="bidirectional", layout=1,
-                            seq_lens=variant == "lens_init", init=variant == "lens_init")
+    model, feed = rnn_graph(
+        rng,
+        op,
+        direction="bidirectional",
+        layout=1,
+        seq_lens=variant == "lens_init",
+        init=variant == "lens_init",
+    )
     got = load_onnx(model.SerializeToString()).run(None, feed)
     m0, feed0 = to_layout0(model, feed)
     want = ort_run(m0, feed0)
@@ -193,9 +225,15 @@ ACTIVATION_CASES = {
 def test_activations(rng, case, direction):
     op, acts, alpha, beta = ACTIVATION_CASES[case]
     nd = 2 if direction == "bidirectional" else 1
-    model, feed = rnn_graph(rng, op, direction=direction, acts=acts * nd,
-                            alpha=None if alpha is None else alpha * nd,
-                            beta=None if beta is None else beta * nd, seq_lens=True)
+    model, feed = rnn_graph(
+        rng,
+        op,
+        direction=direction,
+        acts=acts * nd,
+        alpha=None if alpha is None else alpha * nd,
+        beta=None if beta is None else beta * nd,
+        seq_lens=True,
+    )
     got = load_onnx(model.SerializeToString()).run(None, feed)
     assert_close(got, ort_run(model, feed))
 
@@ -208,14 +246,17 @@ def test_peephole_zeros_accepted_nonzero_refused(rng):
         load_onnx(model.SerializeToString())
 
 
-@pytest.mark.parametrize("op,kwargs,match", [
-    ("LSTM", {"extra_attrs": {"clip": 3.0}}, "clip"),
-    ("LSTM", {"extra_attrs": {"input_forget": 1}}, "input_forget"),
-    ("RNN", {"acts": ["LeakyRelu"]}, "LeakyRelu"),
-    ("GRU", {"acts": ["Sigmoid", "Softsign"]}, "Softsign"),
-    ("LSTM", {"acts": ["Sigmoid", "Tanh", "Relu"]}, "g=Tanh and h=Relu"),
-    ("RNN", {"acts": ["ScaledTanh"]}, "ScaledTanh"),
-])
+@pytest.mark.parametrize(
+    "op,kwargs,match",
+    [
+        ("LSTM", {"extra_attrs": {"clip": 3.0}}, "clip"),
+        ("LSTM", {"extra_attrs": {"input_forget": 1}}, "input_forget"),
+        ("RNN", {"acts": ["LeakyRelu"]}, "LeakyRelu"),
+        ("GRU", {"acts": ["Sigmoid", "Softsign"]}, "Softsign"),
+        ("LSTM", {"acts": ["Sigmoid", "Tanh", "Relu"]}, "g=Tanh and h=Relu"),
+        ("RNN", {"acts": ["ScaledTanh"]}, "ScaledTanh"),
+    ],
+)
 def test_unsupported_attributes_refused(rng, op, kwargs, match):
     model, _ = rnn_graph(rng, op, **kwargs)
     with pytest.raises(UnsupportedModelError, match=match):
@@ -231,8 +272,9 @@ def test_unsupported_operator_refused(rng):
 
 def test_float64_graph(rng):
     """ONNX Runtime's recurrent kernels are float32 only: compare with its float32 run."""
-    model, feed = rnn_graph(rng, "LSTM", direction="bidirectional", dtype=np.float64,
-                            seq_lens=True, init=True)
+    model, feed = rnn_graph(
+        rng, "LSTM", direction="bidirectional", dtype=np.float64, seq_lens=True, init=True
+    )
     got = load_onnx(model.SerializeToString()).run(None, feed)
     assert all(g.dtype == np.float64 for g in got)
     m32 = onnx.ModelProto()
@@ -324,37 +366,50 @@ def test_undefined_tensor(rng):
 
 
 def _set_random_weights(model, rng):
-    weights = [rng.standard_normal(w.shape) * (0.6 / np.sqrt(w.shape[0] if w.ndim == 2 else 8))
-               for w in model.get_weights()]
+    weights = [
+        rng.standard_normal(w.shape) * (0.6 / np.sqrt(w.shape[0] if w.ndim == 2 else 8))
+        for w in model.get_weights()
+    ]
     model.set_weights(weights)
 
 
 EXPORT_CASES = {
     "lstm_seq_dense": lambda: [L.LSTM(6, return_sequences=True), L.Dense(3)],
     "gru_last_softmax": lambda: [L.GRU(5), L.Dense(4, activation="softmax")],
-    "gru_reset_before_backwards": lambda: [L.GRU(5, reset_after=False, go_backwards=True,
-                                                 return_sequences=True)],
-    "simple_rnn_relu_backwards_last": lambda: [L.SimpleRNN(4, activation="relu",
-                                                           go_backwards=True)],
+    "gru_reset_before_backwards": lambda: [
+        L.GRU(5, reset_after=False, go_backwards=True, return_sequences=True)
+    ],
+    "simple_rnn_relu_backwards_last": lambda: [
+        L.SimpleRNN(4, activation="relu", go_backwards=True)
+    ],
     "stacked_bidirectional": lambda: [
         L.Bidirectional(L.LSTM(4, return_sequences=True)),
         L.Bidirectional(L.GRU(3, return_sequences=True), merge_mode="sum"),
-        L.Dropout(0.2), L.TimeDistributed(L.Dense(2, activation="tanh"))],
+        L.Dropout(0.2),
+        L.TimeDistributed(L.Dense(2, activation="tanh")),
+    ],
     "bidirectional_last_ave": lambda: [L.Bidirectional(L.SimpleRNN(3), merge_mode="ave")],
     "bidirectional_last_concat_mul": lambda: [
         L.Bidirectional(L.GRU(3, return_sequences=True), merge_mode="mul"),
-        L.Bidirectional(L.LSTM(2))],
+        L.Bidirectional(L.LSTM(2)),
+    ],
     "activations": lambda: [
-        L.LSTM(4, activation="relu", recurrent_activation="hard_sigmoid",
-               return_sequences=True),
-        L.GRU(3, activation="linear", recurrent_activation="hard_sigmoid",
-              return_sequences=True, use_bias=False),
-        L.Activation("sigmoid"), L.Softmax()],
-    "lstm_return_state": lambda: [L.LSTM(4, return_sequences=True),
-                                  L.LSTM(3, return_state=True)],
+        L.LSTM(4, activation="relu", recurrent_activation="hard_sigmoid", return_sequences=True),
+        L.GRU(
+            3,
+            activation="linear",
+            recurrent_activation="hard_sigmoid",
+            return_sequences=True,
+            use_bias=False,
+        ),
+        L.Activation("sigmoid"),
+        L.Softmax(),
+    ],
+    "lstm_return_state": lambda: [L.LSTM(4, return_sequences=True), L.LSTM(3, return_state=True)],
     "bidirectional_return_state": lambda: [L.Bidirectional(L.GRU(3, return_state=True))],
-    "bidirectional_merge_none": lambda: [L.Bidirectional(L.LSTM(3, return_sequences=True),
-                                                         merge_mode=None)],
+    "bidirectional_merge_none": lambda: [
+        L.Bidirectional(L.LSTM(3, return_sequences=True), merge_mode=None)
+    ],
 }
 
 
@@ -388,11 +443,14 @@ def test_to_onnx_fixed_shapes_and_names(rng):
     assert [o.name for o in proto.graph.output] == ["output"]
 
 
-@pytest.mark.parametrize("layers,match", [
-    (lambda: [L.Masking(), L.LSTM(3)], "Masking"),
-    (lambda: [L.LSTM(3, stateful=True)], "stateful"),
-    (lambda: [L.TimeDistributed(L.Masking())], "TimeDistributed"),
-])
+@pytest.mark.parametrize(
+    "layers,match",
+    [
+        (lambda: [L.Masking(), L.LSTM(3)], "Masking"),
+        (lambda: [L.LSTM(3, stateful=True)], "stateful"),
+        (lambda: [L.TimeDistributed(L.Masking())], "TimeDistributed"),
+    ],
+)
 def test_to_onnx_refusals(layers, match):
     model = rnncore.Sequential([rnncore.Input(shape=(4, 5), batch_size=2)] + layers())
     with pytest.raises(UnsupportedModelError, match=match):

@@ -66,8 +66,9 @@ def as_numpy(hx):
 @pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
 def test_matches_torch(kind, num_layers, bidirectional, batch_first, bias):
-    m = make(kind, num_layers=num_layers, bidirectional=bidirectional,
-             batch_first=batch_first, bias=bias)
+    m = make(
+        kind, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first, bias=bias
+    )
     B, T = 4, 6
     x = torch.randn((B, T, 3) if batch_first else (T, B, 3))
     hx = torch_states(kind, num_layers * (2 if bidirectional else 1), B, 5)
@@ -98,8 +99,9 @@ def test_unbatched_input(kind):
         y, states = m(x)
     ry, rstates = from_torch(m, return_state=True)(x.numpy())
     close(ry, y)
-    for g, w in zip(rstates if kind == "lstm" else [rstates],
-                    states if kind == "lstm" else [states]):
+    for g, w in zip(
+        rstates if kind == "lstm" else [rstates], states if kind == "lstm" else [states]
+    ):
         close(g, w, "from_torch vs torch (h_n, c_n)")
 
 
@@ -120,8 +122,11 @@ def test_sequential_save_and_load(tmp_path):
         y, _ = m(x)
     seq = from_torch(m).to_sequential()
     seq.save(tmp_path / "m.rnncore")
-    close(rnncore.load_model(tmp_path / "m.rnncore").predict(x.numpy()), y,
-          "from_torch(...).to_sequential() vs torch")
+    close(
+        rnncore.load_model(tmp_path / "m.rnncore").predict(x.numpy()),
+        y,
+        "from_torch(...).to_sequential() vs torch",
+    )
 
 
 def test_state_dict_without_torch(tmp_path):
@@ -135,11 +140,11 @@ def test_state_dict_without_torch(tmp_path):
     code = f"""
 import sys, numpy as np
 from rnncore.interop import from_torch
-sd = dict(np.load({str(tmp_path / 'sd.npz')!r}))
+sd = dict(np.load({str(tmp_path / "sd.npz")!r}))
 r = from_torch(sd, mode="GRU", input_size=3, hidden_size=5, num_layers=2, bias=False,
                batch_first=True, bidirectional=True, return_state=True)
-y, h = r(np.load({str(tmp_path / 'x.npy')!r}))
-np.savez({str(tmp_path / 'out.npz')!r}, y=y, h=h)
+y, h = r(np.load({str(tmp_path / "x.npy")!r}))
+np.savez({str(tmp_path / "out.npz")!r}, y=y, h=h)
 assert "torch" not in sys.modules, "torch was imported"
 """
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -153,8 +158,9 @@ def test_state_dict_of_tensors():
     x = torch.randn(6, 2, 3)
     with torch.no_grad():
         y, _ = m(x)
-    r = from_torch(m.state_dict(), mode="RNN", nonlinearity="relu", input_size=3,
-                   hidden_size=5, num_layers=2)
+    r = from_torch(
+        m.state_dict(), mode="RNN", nonlinearity="relu", input_size=3, hidden_size=5, num_layers=2
+    )
     close(r(x.numpy()), y)
 
 
@@ -180,8 +186,7 @@ def test_every_layer_converted_or_error():
     with pytest.raises(ValueError, match="bias_ih_l0"):  # has biases: bias=False is wrong
         from_torch(sd, mode="LSTM", input_size=3, hidden_size=5, num_layers=3, bias=False)
     with pytest.raises(ValueError, match="_reverse"):
-        from_torch(sd, mode="LSTM", input_size=3, hidden_size=5, num_layers=3,
-                   bidirectional=True)
+        from_torch(sd, mode="LSTM", input_size=3, hidden_size=5, num_layers=3, bidirectional=True)
 
 
 def test_shapes_checked():
@@ -215,8 +220,14 @@ def test_torch_onnx_export_loads(kind, tmp_path):
     path = tmp_path / "m.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
-        torch.onnx.export(m, (x,), path, dynamo=False, input_names=["x"],
-                          dynamic_axes={"x": {0: "batch", 1: "time"}})
+        torch.onnx.export(
+            m,
+            (x,),
+            path,
+            dynamo=False,
+            input_names=["x"],
+            dynamic_axes={"x": {0: "batch", 1: "time"}},
+        )
     with torch.no_grad():
         y, _ = m(x)
     x2 = torch.randn(3, 7, 3)  # other batch and time sizes than the export's
@@ -226,8 +237,9 @@ def test_torch_onnx_export_loads(kind, tmp_path):
     close(om.run(None, {"x": x.numpy()})[0], y, "torch.onnx.export + load_onnx vs torch")
     got = om.run(None, {"x": x2.numpy()})
     close(got[0], y2, "torch.onnx.export + load_onnx vs torch")
-    close(got[1], states2[0] if kind == "lstm" else states2,
-          "torch.onnx.export + load_onnx vs torch")
+    close(
+        got[1], states2[0] if kind == "lstm" else states2, "torch.onnx.export + load_onnx vs torch"
+    )
 
 
 def test_report_max_errors():

@@ -17,5 +17,13 @@ from .keras_io import load_keras
 from .onnx_io import OnnxModel, load_onnx, to_onnx
 from .torch_io import TorchRNN, from_torch
 
-__all__ = ["load_keras", "from_torch", "TorchRNN", "load_onnx", "OnnxModel", "to_onnx",
-           "ModelFileError", "UnsupportedModelError"]
+__all__ = [
+    "load_keras",
+    "from_torch",
+    "TorchRNN",
+    "load_onnx",
+    "OnnxModel",
+    "to_onnx",
+    "ModelFileError",
+    "UnsupportedModelError",
+]

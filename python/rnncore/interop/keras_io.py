@@ -54,18 +54,42 @@ from ._common import ModelFileError, UnsupportedModelError, float_array, optiona
 __all__ = ["load_keras", "SUPPORTED_LAYERS"]
 
 #: The Keras layer classes :func:`load_keras` reads.
-SUPPORTED_LAYERS = ("InputLayer", "Masking", "SimpleRNN", "LSTM", "GRU", "Bidirectional",
-                    "Dense", "TimeDistributed", "Dropout", "Activation", "Softmax")
+SUPPORTED_LAYERS = (
+    "InputLayer",
+    "Masking",
+    "SimpleRNN",
+    "LSTM",
+    "GRU",
+    "Bidirectional",
+    "Dense",
+    "TimeDistributed",
+    "Dropout",
+    "Activation",
+    "Softmax",
+)
 
 _RNN_CLASSES = ("SimpleRNN", "LSTM", "GRU")
 
 #: Config keys that only matter for training or speed: not carried over.
-_DROPPED_KEYS = frozenset((
-    "kernel_initializer", "recurrent_initializer", "bias_initializer",
-    "kernel_regularizer", "recurrent_regularizer", "bias_regularizer",
-    "activity_regularizer", "kernel_constraint", "recurrent_constraint", "bias_constraint",
-    "unit_forget_bias", "seed", "unroll", "use_cudnn", "implementation",
-))
+_DROPPED_KEYS = frozenset(
+    (
+        "kernel_initializer",
+        "recurrent_initializer",
+        "bias_initializer",
+        "kernel_regularizer",
+        "recurrent_regularizer",
+        "bias_regularizer",
+        "activity_regularizer",
+        "kernel_constraint",
+        "recurrent_constraint",
+        "bias_constraint",
+        "unit_forget_bias",
+        "seed",
+        "unroll",
+        "use_cudnn",
+        "implementation",
+    )
+)
 
 #: Keras operations (not layers) a functional model records to compute a Masking's mask.
 _MASK_OPS = frozenset(("NotEqual", "Any"))
@@ -106,26 +130,27 @@ def _load_keras_v3(filepath: str) -> Sequential:
         with zipfile.ZipFile(filepath) as zf:
             names = set(zf.namelist())
             if "config.json" not in names:
-                raise ModelFileError(f"{filepath}: a ZIP archive without config.json is not a "
-                                     f"Keras .keras file")
+                raise ModelFileError(
+                    f"{filepath}: a ZIP archive without config.json is not a Keras .keras file"
+                )
             config = _read_json(zf, "config.json", filepath)
             if "model.weights.h5" in names:
-                weights_bytes = _read_member(zf, "model.weights.h5", filepath,
-                                             _MAX_WEIGHTS_BYTES)
+                weights_bytes = _read_member(zf, "model.weights.h5", filepath, _MAX_WEIGHTS_BYTES)
             elif names & {"model.weights.json", "model.weights.npz"}:
                 raise UnsupportedModelError(
                     f"{filepath}: weights stored as "
                     f"{sorted(names & {'model.weights.json', 'model.weights.npz'})[0]} "
                     f"(sharded or npz) are not supported; save with the default "
-                    f"weights_format='h5' and no max_shard_size")
+                    f"weights_format='h5' and no max_shard_size"
+                )
             else:
                 weights_bytes = None
     except zipfile.BadZipFile as e:
-        raise ModelFileError(f"{filepath}: corrupted or truncated .keras archive ({e})"
-                             ) from None
+        raise ModelFileError(f"{filepath}: corrupted or truncated .keras archive ({e})") from None
     except (zlib.error, EOFError) as e:
-        raise ModelFileError(f"{filepath}: corrupted or truncated .keras archive "
-                             f"({type(e).__name__}: {e})") from None
+        raise ModelFileError(
+            f"{filepath}: corrupted or truncated .keras archive ({type(e).__name__}: {e})"
+        ) from None
     plan = _Plan(filepath, config, keras_version=3)
     model = plan.build()
     if weights_bytes is None:
@@ -135,8 +160,10 @@ def _load_keras_v3(filepath: str) -> Sequential:
     try:
         h5 = h5py.File(io.BytesIO(weights_bytes), "r")
     except OSError as e:
-        raise ModelFileError(f"{filepath}: model.weights.h5 is not a readable HDF5 file "
-                             f"(corrupted or truncated?): {e}") from None
+        raise ModelFileError(
+            f"{filepath}: model.weights.h5 is not a readable HDF5 file "
+            f"(corrupted or truncated?): {e}"
+        ) from None
     with h5:
         plan.load_weights_v3(h5)
     return model
@@ -145,8 +172,10 @@ def _load_keras_v3(filepath: str) -> Sequential:
 def _read_member(zf: zipfile.ZipFile, name: str, filepath: str, limit: int) -> bytes:
     info = zf.getinfo(name)
     if info.file_size > limit:
-        raise ModelFileError(f"{filepath}: {name} declares {info.file_size} bytes, more than "
-                             f"the {limit} this reader accepts")
+        raise ModelFileError(
+            f"{filepath}: {name} declares {info.file_size} bytes, more than "
+            f"the {limit} this reader accepts"
+        )
     return zf.read(name)  # CRC-checked by zipfile
 
 
@@ -162,19 +191,24 @@ def _load_h5(filepath: str, h5py) -> Sequential:
     try:
         f = h5py.File(filepath, "r")
     except OSError as e:
-        raise ModelFileError(f"{filepath}: not a readable HDF5 file (corrupted or truncated?): "
-                             f"{e}") from None
+        raise ModelFileError(
+            f"{filepath}: not a readable HDF5 file (corrupted or truncated?): {e}"
+        ) from None
     with f:
         try:
             attrs = dict(f.attrs)
         except (OSError, KeyError, RuntimeError) as e:
-            raise ModelFileError(f"{filepath}: cannot read the file's attributes ({e})"
-                                 ) from None
+            raise ModelFileError(f"{filepath}: cannot read the file's attributes ({e})") from None
         if "model_config" not in attrs:
-            what = (" (it holds weights only, as written by save_weights: load the model "
-                    "itself)" if "layer_names" in attrs else "")
-            raise ModelFileError(f"{filepath}: an HDF5 file without a model_config attribute "
-                                 f"is not a Keras model file{what}")
+            what = (
+                " (it holds weights only, as written by save_weights: load the model itself)"
+                if "layer_names" in attrs
+                else ""
+            )
+            raise ModelFileError(
+                f"{filepath}: an HDF5 file without a model_config attribute "
+                f"is not a Keras model file{what}"
+            )
         try:
             config = json.loads(_text(attrs["model_config"]))
         except (UnicodeDecodeError, json.JSONDecodeError, TypeError) as e:
@@ -182,8 +216,10 @@ def _load_h5(filepath: str, h5py) -> Sequential:
         version = _text(attrs.get("keras_version", "2"))
         major = version.split(".")[0]
         if major == "1":
-            raise UnsupportedModelError(f"{filepath}: Keras 1 files (keras_version {version}) "
-                                        f"are not supported; re-save the model with Keras 2+")
+            raise UnsupportedModelError(
+                f"{filepath}: Keras 1 files (keras_version {version}) "
+                f"are not supported; re-save the model with Keras 2+"
+            )
         plan = _Plan(filepath, config, keras_version=3 if major == "3" else 2)
         model = plan.build()
         plan.load_weights_h5(f)
@@ -230,8 +266,7 @@ class _Plan:
         self.filepath = filepath
         self.keras_version = keras_version
         if not isinstance(config, dict) or "class_name" not in config:
-            raise ModelFileError(f"{filepath}: the model config is not a Keras model "
-                                 f"description")
+            raise ModelFileError(f"{filepath}: the model config is not a Keras model description")
         self.config = config
         #: the model's layers in config order (Keras's weight numbering), InputLayer included
         self.entries: list[_Entry] = []
@@ -259,7 +294,9 @@ class _Plan:
             raise self.fail(
                 f"model class {class_name!r} is not supported: only Sequential models and "
                 f"functional models (a chain of layers) can be read without the model's "
-                f"Python code", UnsupportedModelError)
+                f"Python code",
+                UnsupportedModelError,
+            )
         # the Keras weight numbering counts every layer of the config (in order)
         for spec in specs:
             if spec["class_name"] in _MASK_OPS and _is_op(spec):
@@ -280,21 +317,29 @@ class _Plan:
             raise self.fail(f"cannot assemble the model ({e})") from None
         if not model.built:
             shape = (body or {}).get("build_input_shape") or (
-                self.config.get("build_config") or {}).get("input_shape")
+                self.config.get("build_config") or {}
+            ).get("input_shape")
             if shape is not None and model.layers:
                 try:
                     model.build(tuple(shape))
                 except (ValueError, TypeError) as e:
-                    raise self.fail(f"cannot build the model for input shape {shape} ({e})"
-                                    ) from None
+                    raise self.fail(
+                        f"cannot build the model for input shape {shape} ({e})"
+                    ) from None
         if n_outputs is not None and n_outputs > 1:
             last = model.layers[-1]
             outputs = last.compute_output_shape(model.input_shape) if model.built else None
-            if outputs is not None and (not isinstance(outputs, tuple) or not outputs
-                                        or not isinstance(outputs[0], tuple)
-                                        or len(outputs) != n_outputs):
-                raise self.fail(f"the model's {n_outputs} outputs are not the outputs of its "
-                                f"last layer {last.name!r}", UnsupportedModelError)
+            if outputs is not None and (
+                not isinstance(outputs, tuple)
+                or not outputs
+                or not isinstance(outputs[0], tuple)
+                or len(outputs) != n_outputs
+            ):
+                raise self.fail(
+                    f"the model's {n_outputs} outputs are not the outputs of its "
+                    f"last layer {last.name!r}",
+                    UnsupportedModelError,
+                )
         self.model = model
         return model
 
@@ -317,7 +362,9 @@ class _Plan:
         if class_name not in SUPPORTED_LAYERS:
             raise self.fail(
                 f"{where}: the Keras layer class {class_name} is not supported by rnncore "
-                f"(supported: {', '.join(SUPPORTED_LAYERS)})", UnsupportedModelError)
+                f"(supported: {', '.join(SUPPORTED_LAYERS)})",
+                UnsupportedModelError,
+            )
         if not isinstance(config, dict):
             raise self.fail(f"{where}: malformed layer config")
         kwargs = {k: v for k, v in config.items() if k not in _DROPPED_KEYS}
@@ -331,8 +378,9 @@ class _Plan:
                 inner = kwargs.pop("layer", None)
                 back = kwargs.pop("backward_layer", None)
                 if kwargs.get("num_constants"):
-                    raise self.fail(f"{where}: num_constants is not supported",
-                                    UnsupportedModelError)
+                    raise self.fail(
+                        f"{where}: num_constants is not supported", UnsupportedModelError
+                    )
                 kwargs.pop("num_constants", None)
                 if not isinstance(inner, dict):
                     raise self.fail(f"{where}: the config has no wrapped layer")
@@ -350,8 +398,9 @@ class _Plan:
         except _UnsupportedArgument as e:
             raise self.fail(f"{where}: {e}", UnsupportedModelError) from None
         except TypeError as e:
-            raise self.fail(f"{where}: an option rnncore does not know ({e})",
-                            UnsupportedModelError) from None
+            raise self.fail(
+                f"{where}: an option rnncore does not know ({e})", UnsupportedModelError
+            ) from None
         except ValueError as e:
             raise self.fail(f"{where}: invalid config ({e})") from None
 
@@ -366,17 +415,19 @@ class _Plan:
             if entry.layer is None or not entry.layer.weights:
                 continue
             if root is None or key not in root:
-                raise self.fail(f"layer {entry.name!r} ({entry.class_name}): its weights "
-                                f"(layers/{key}) are missing from model.weights.h5")
+                raise self.fail(
+                    f"layer {entry.name!r} ({entry.class_name}): its weights "
+                    f"(layers/{key}) are missing from model.weights.h5"
+                )
             group = root[key]
             recorded = _vars_name(group)
             if recorded is not None and entry.name is not None and recorded != entry.name:
                 raise self.fail(
                     f"the weights at layers/{key} belong to a layer named {recorded!r}, but "
                     f"the config puts layer {entry.name!r} there: config.json and "
-                    f"model.weights.h5 do not match")
-            datasets = self._v3_datasets(group, entry.class_name, entry.config,
-                                         f"layers/{key}")
+                    f"model.weights.h5 do not match"
+                )
+            datasets = self._v3_datasets(group, entry.class_name, entry.config, f"layers/{key}")
             self._assign(entry, datasets)
 
     def _v3_datasets(self, group, class_name: str, config: dict, path: str) -> list:
@@ -388,15 +439,19 @@ class _Plan:
             bwd = _group(self, group, "backward_layer", path)
             inner = config.get("layer") or {}
             back = config.get("backward_layer") or inner
-            return (self._v3_datasets(fwd, inner.get("class_name"), inner.get("config") or {},
-                                      path + "/forward_layer")
-                    + self._v3_datasets(bwd, back.get("class_name"), back.get("config") or {},
-                                        path + "/backward_layer"))
+            return self._v3_datasets(
+                fwd, inner.get("class_name"), inner.get("config") or {}, path + "/forward_layer"
+            ) + self._v3_datasets(
+                bwd, back.get("class_name"), back.get("config") or {}, path + "/backward_layer"
+            )
         if class_name == "TimeDistributed":
             inner = config.get("layer") or {}
-            return self._v3_datasets(_group(self, group, "layer", path),
-                                     inner.get("class_name"), inner.get("config") or {},
-                                     path + "/layer")
+            return self._v3_datasets(
+                _group(self, group, "layer", path),
+                inner.get("class_name"),
+                inner.get("config") or {},
+                path + "/layer",
+            )
         return _vars(self, group, path)
 
     def load_weights_h5(self, f) -> None:
@@ -406,8 +461,10 @@ class _Plan:
             if entry.layer is None or not entry.layer.weights:
                 continue
             if entry.name not in weights:
-                raise self.fail(f"layer {entry.name!r} ({entry.class_name}): no weights "
-                                f"under model_weights/{entry.name}")
+                raise self.fail(
+                    f"layer {entry.name!r} ({entry.class_name}): no weights "
+                    f"under model_weights/{entry.name}"
+                )
             group = weights[entry.name]
             names = _h5_names(self, group, "weight_names")
             datasets = []
@@ -415,8 +472,9 @@ class _Plan:
                 try:
                     ds = group[n]
                 except (KeyError, OSError) as e:
-                    raise self.fail(f"layer {entry.name!r}: weight {n!r} is missing or "
-                                    f"unreadable ({e})") from None
+                    raise self.fail(
+                        f"layer {entry.name!r}: weight {n!r} is missing or unreadable ({e})"
+                    ) from None
                 datasets.append((f"model_weights/{entry.name}/{n}", ds))
             self._assign(entry, datasets)
 
@@ -426,22 +484,27 @@ class _Plan:
         own = layer.weights
         where = f"layer {entry.name!r} ({entry.class_name})"
         if len(datasets) != len(own):
-            raise self.fail(f"{where}: the file has {len(datasets)} weight(s) "
-                            f"({', '.join(p for p, _ in datasets) or 'none'}), the layer "
-                            f"needs {len(own)} ({', '.join(v.name for v in own)})")
+            raise self.fail(
+                f"{where}: the file has {len(datasets)} weight(s) "
+                f"({', '.join(p for p, _ in datasets) or 'none'}), the layer "
+                f"needs {len(own)} ({', '.join(v.name for v in own)})"
+            )
         arrays = []
         for (path, ds), v in zip(datasets, own):
             shape = getattr(ds, "shape", None)
             if shape is None:
                 raise self.fail(f"{where}: {path} is not a dataset")
             if tuple(shape) != tuple(v.shape):
-                raise self.fail(f"{where}: weight {path} has shape {tuple(shape)}, but the "
-                                f"config describes {v.name!r} of shape {tuple(v.shape)}")
+                raise self.fail(
+                    f"{where}: weight {path} has shape {tuple(shape)}, but the "
+                    f"config describes {v.name!r} of shape {tuple(v.shape)}"
+                )
             try:
                 a = ds[()]
             except (OSError, ValueError, TypeError, KeyError) as e:
-                raise self.fail(f"{where}: cannot read {path} (corrupted or truncated?): {e}"
-                                ) from None
+                raise self.fail(
+                    f"{where}: cannot read {path} (corrupted or truncated?): {e}"
+                ) from None
             arrays.append(float_array(a, f"{self.filepath}: {where}: {path}"))
         if self.keras_version == 2:
             arrays = _keras2_hard_sigmoid(self, entry.class_name, entry.config, arrays, where)
@@ -462,28 +525,34 @@ def _unique(name: str, used: dict) -> str:
 
 def _is_op(spec: dict) -> bool:
     module = spec.get("module") or ""
-    return module.startswith("keras.src.ops") or module.startswith("keras.ops") or (
-        "inbound_nodes" in spec and spec.get("class_name") in _MASK_OPS)
+    return (
+        module.startswith("keras.src.ops")
+        or module.startswith("keras.ops")
+        or ("inbound_nodes" in spec and spec.get("class_name") in _MASK_OPS)
+    )
 
 
 def _check_module(plan: _Plan, spec: dict, where: str) -> None:
     """Refuse classes from outside Keras (custom layers / models)."""
     module = spec.get("module")
     registered = spec.get("registered_name")
-    custom = (module is not None and module != "keras" and not module.startswith("keras.")
-              ) or (isinstance(registered, str) and ">" in registered)
+    custom = (module is not None and module != "keras" and not module.startswith("keras.")) or (
+        isinstance(registered, str) and ">" in registered
+    )
     if custom:
-        raise plan.fail(f"{where}: the custom class {spec.get('class_name')!r} (module "
-                        f"{module!r}, registered as {registered!r}) is not supported: rnncore "
-                        f"reads only Keras's own layers", UnsupportedModelError)
+        raise plan.fail(
+            f"{where}: the custom class {spec.get('class_name')!r} (module "
+            f"{module!r}, registered as {registered!r}) is not supported: rnncore "
+            f"reads only Keras's own layers",
+            UnsupportedModelError,
+        )
 
 
 def _group(plan: _Plan, parent, key: str, where: str, optional=False):
     try:
         g = parent.get(key)
     except (OSError, KeyError, RuntimeError) as e:
-        raise plan.fail(f"{where}: cannot read {key!r} (corrupted or truncated?): {e}"
-                        ) from None
+        raise plan.fail(f"{where}: cannot read {key!r} (corrupted or truncated?): {e}") from None
     if g is None and not optional:
         raise plan.fail(f"{where}: {key!r} is missing")
     return g
@@ -508,9 +577,11 @@ def _vars(plan: _Plan, group, path: str) -> list:
     except (OSError, RuntimeError) as e:
         raise plan.fail(f"{path}/vars: unreadable (corrupted or truncated?): {e}") from None
     if sorted(keys, key=lambda k: int(k) if k.isdigit() else -1) != [
-            str(i) for i in range(len(keys))]:
-        raise plan.fail(f"{path}/vars: expected datasets named 0..{len(keys) - 1}, "
-                        f"got {sorted(keys)}")
+        str(i) for i in range(len(keys))
+    ]:
+        raise plan.fail(
+            f"{path}/vars: expected datasets named 0..{len(keys) - 1}, got {sorted(keys)}"
+        )
     return [(f"{path}/vars/{i}", v[str(i)]) for i in range(len(keys))]
 
 
@@ -540,9 +611,11 @@ def _tensor_refs(plan: _Plan, spec: dict) -> tuple[list, dict]:
     nodes = spec.get("inbound_nodes") or []
     name = spec.get("name") or (spec.get("config") or {}).get("name")
     if len(nodes) > 1:
-        raise plan.fail(f"layer {name!r} is called {len(nodes)} times (a shared layer); only "
-                        f"models where each layer is called once are supported",
-                        UnsupportedModelError)
+        raise plan.fail(
+            f"layer {name!r} is called {len(nodes)} times (a shared layer); only "
+            f"models where each layer is called once are supported",
+            UnsupportedModelError,
+        )
     if not nodes:
         return [], {}
     node = nodes[0]
@@ -552,8 +625,11 @@ def _tensor_refs(plan: _Plan, spec: dict) -> tuple[list, dict]:
             if isinstance(a, dict) and a.get("class_name") == "__keras_tensor__":
                 refs.append(tuple(a["config"]["keras_history"]))
             elif isinstance(a, (list, tuple, dict)):
-                raise plan.fail(f"layer {name!r} is called on several tensors; only chains "
-                                f"of single-input layers are supported", UnsupportedModelError)
+                raise plan.fail(
+                    f"layer {name!r} is called on several tensors; only chains "
+                    f"of single-input layers are supported",
+                    UnsupportedModelError,
+                )
         return refs, dict(node.get("kwargs") or {})
     refs, kwargs = [], {}  # Keras 2: [[name, node_index, tensor_index, kwargs], ...]
     for item in node:
@@ -564,8 +640,11 @@ def _tensor_refs(plan: _Plan, spec: dict) -> tuple[list, dict]:
 
 
 def _is_tensor(value) -> bool:
-    return isinstance(value, dict) and value.get("class_name") == "__keras_tensor__" or (
-        isinstance(value, list) and len(value) == 3 and isinstance(value[0], str))
+    return (
+        isinstance(value, dict)
+        and value.get("class_name") == "__keras_tensor__"
+        or (isinstance(value, list) and len(value) == 3 and isinstance(value[0], str))
+    )
 
 
 def _functional_chain(plan: _Plan, body: dict, specs: list) -> tuple[list, int]:
@@ -583,12 +662,20 @@ def _functional_chain(plan: _Plan, body: dict, specs: list) -> tuple[list, int]:
     inputs = refs_list(body.get("input_layers"))
     outputs = refs_list(body.get("output_layers"))
     if len(inputs) != 1:
-        raise plan.fail(f"the model has {len(inputs)} inputs; only single-input models are "
-                        f"supported", UnsupportedModelError)
-    if not outputs or len({o[0] for o in outputs}) != 1 or [int(o[2]) for o in outputs] != list(
-            range(len(outputs))):
-        raise plan.fail(f"the model's outputs {outputs} are not the output(s) of one last "
-                        f"layer in order; only such models are supported", UnsupportedModelError)
+        raise plan.fail(
+            f"the model has {len(inputs)} inputs; only single-input models are supported",
+            UnsupportedModelError,
+        )
+    if (
+        not outputs
+        or len({o[0] for o in outputs}) != 1
+        or [int(o[2]) for o in outputs] != list(range(len(outputs)))
+    ):
+        raise plan.fail(
+            f"the model's outputs {outputs} are not the output(s) of one last "
+            f"layer in order; only such models are supported",
+            UnsupportedModelError,
+        )
     chain = []
     current = outputs[0][0]
     seen = set()
@@ -603,34 +690,47 @@ def _functional_chain(plan: _Plan, body: dict, specs: list) -> tuple[list, int]:
         if current == inputs[0][0]:
             break
         if _is_op(spec) or spec["class_name"] not in SUPPORTED_LAYERS:
-            raise plan.fail(f"layer {current!r}: the Keras class {spec['class_name']} is not "
-                            f"supported by rnncore (supported: {', '.join(SUPPORTED_LAYERS)})",
-                            UnsupportedModelError)
+            raise plan.fail(
+                f"layer {current!r}: the Keras class {spec['class_name']} is not "
+                f"supported by rnncore (supported: {', '.join(SUPPORTED_LAYERS)})",
+                UnsupportedModelError,
+            )
         refs, kwargs = _tensor_refs(plan, spec)
         for key, value in kwargs.items():
             if key == "training" or value is None:
                 continue
             if key == "mask" and _is_mask_op_tensor(value, by_name):
                 continue  # Keras's implicit mask from a Masking layer: rnncore does the same
-            raise plan.fail(f"layer {current!r} is called with {key}=..., which rnncore's "
-                            f"import does not support", UnsupportedModelError)
+            raise plan.fail(
+                f"layer {current!r} is called with {key}=..., which rnncore's "
+                f"import does not support",
+                UnsupportedModelError,
+            )
         if len(refs) != 1:
-            raise plan.fail(f"layer {current!r} has {len(refs)} inputs; only chains of "
-                            f"single-input layers are supported", UnsupportedModelError)
+            raise plan.fail(
+                f"layer {current!r} has {len(refs)} inputs; only chains of "
+                f"single-input layers are supported",
+                UnsupportedModelError,
+            )
         src, node_index, tensor_index = refs[0]
         if int(node_index) != 0 or int(tensor_index) != 0:
-            raise plan.fail(f"layer {current!r} takes output {tensor_index} of layer {src!r}; "
-                            f"only the main output of each layer can feed the next",
-                            UnsupportedModelError)
+            raise plan.fail(
+                f"layer {current!r} takes output {tensor_index} of layer {src!r}; "
+                f"only the main output of each layer can feed the next",
+                UnsupportedModelError,
+            )
         current = src
     chain.reverse()
     on_chain = {id(s) for s in chain}
     for spec in specs:
         if id(spec) not in on_chain and not (_is_op(spec) and spec["class_name"] in _MASK_OPS):
             name = spec.get("name") or (spec.get("config") or {}).get("name")
-            raise plan.fail(f"layer {name!r} ({spec['class_name']}) is not on the path from "
-                            f"the input to the output: only chain-shaped functional models "
-                            f"are supported", UnsupportedModelError)
+            raise plan.fail(
+                f"layer {name!r} ({spec['class_name']}) is not on the path from "
+                f"the input to the output: only chain-shaped functional models "
+                f"are supported",
+                UnsupportedModelError,
+            )
     if chain[0]["class_name"] != "InputLayer":
         raise plan.fail("the model's input is not an InputLayer")
     return chain, len(outputs)
@@ -654,13 +754,18 @@ def _keras2_defaults(plan: _Plan, class_name: str, kwargs: dict, where: str) -> 
     if class_name == "GRU":
         kwargs.setdefault("reset_after", False)  # Keras 2.0-2.2's default
     if class_name == "LSTM" and kwargs.get("activation") == "hard_sigmoid":
-        raise plan.fail(f"{where}: activation='hard_sigmoid' as Keras 2 defines it "
-                        f"(clip(0.2 x + 0.5, 0, 1)) on the LSTM cell state has no rnncore "
-                        f"equivalent", UnsupportedModelError)
+        raise plan.fail(
+            f"{where}: activation='hard_sigmoid' as Keras 2 defines it "
+            f"(clip(0.2 x + 0.5, 0, 1)) on the LSTM cell state has no rnncore "
+            f"equivalent",
+            UnsupportedModelError,
+        )
     if class_name == "Activation" and kwargs.get("activation") == "hard_sigmoid":
-        raise plan.fail(f"{where}: Keras 2's hard_sigmoid (clip(0.2 x + 0.5, 0, 1)) differs "
-                        f"from rnncore's (Keras 3: clip(x / 6 + 0.5, 0, 1))",
-                        UnsupportedModelError)
+        raise plan.fail(
+            f"{where}: Keras 2's hard_sigmoid (clip(0.2 x + 0.5, 0, 1)) differs "
+            f"from rnncore's (Keras 3: clip(x / 6 + 0.5, 0, 1))",
+            UnsupportedModelError,
+        )
     if kwargs.get("time_major"):
         raise plan.fail(f"{where}: time_major=True is not supported", UnsupportedModelError)
     kwargs.pop("time_major", None)
@@ -675,14 +780,16 @@ def _keras2_hard_sigmoid(plan, class_name, config, arrays, where):
         inner = config.get("layer") or {}
         back = config.get("backward_layer") or inner
         half = len(arrays) // 2
-        return (_keras2_hard_sigmoid(plan, inner.get("class_name"), inner.get("config") or {},
-                                     arrays[:half], where)
-                + _keras2_hard_sigmoid(plan, back.get("class_name"), back.get("config") or {},
-                                       arrays[half:], where))
+        return _keras2_hard_sigmoid(
+            plan, inner.get("class_name"), inner.get("config") or {}, arrays[:half], where
+        ) + _keras2_hard_sigmoid(
+            plan, back.get("class_name"), back.get("config") or {}, arrays[half:], where
+        )
     if class_name == "TimeDistributed":
         inner = config.get("layer") or {}
-        return _keras2_hard_sigmoid(plan, inner.get("class_name"), inner.get("config") or {},
-                                    arrays, where)
+        return _keras2_hard_sigmoid(
+            plan, inner.get("class_name"), inner.get("config") or {}, arrays, where
+        )
     if class_name == "Dense":
         if config.get("activation") == "hard_sigmoid":
             return [a * np.asarray(_KERAS2_HS_SCALE, a.dtype) for a in arrays]
@@ -702,6 +809,5 @@ def _keras2_hard_sigmoid(plan, class_name, config, arrays, where):
     units = arrays[1].shape[0]
     scale = np.ones(gates * units)
     for b in blocks:
-        scale[b * units:(b + 1) * units] = _KERAS2_HS_SCALE
+        scale[b * units : (b + 1) * units] = _KERAS2_HS_SCALE
     return [a * scale.astype(a.dtype) for a in arrays]  # kernel, recurrent, bias: last axis
-

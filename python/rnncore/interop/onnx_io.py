@@ -65,13 +65,21 @@ __all__ = ["load_onnx", "OnnxModel", "to_onnx", "SUPPORTED_OPS"]
 _RNN_OPS = ("RNN", "LSTM", "GRU")
 _GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 _N_ACTIVATIONS = {"RNN": 1, "GRU": 2, "LSTM": 3}
-_DEFAULT_ACTIVATIONS = {"RNN": ("Tanh",), "GRU": ("Sigmoid", "Tanh"),
-                        "LSTM": ("Sigmoid", "Tanh", "Tanh")}
+_DEFAULT_ACTIVATIONS = {
+    "RNN": ("Tanh",),
+    "GRU": ("Sigmoid", "Tanh"),
+    "LSTM": ("Sigmoid", "Tanh", "Tanh"),
+}
 _CELL = {"RNN": "simple_rnn", "GRU": "gru", "LSTM": "lstm"}
 #: ONNX activation -> (default alpha, default beta) for those that take parameters
-_ACTIVATION_PARAMS = {"leakyrelu": (0.01, None), "thresholdedrelu": (1.0, None),
-                      "elu": (1.0, None), "hardsigmoid": (0.2, 0.5), "affine": (1.0, 0.0),
-                      "scaledtanh": (1.0, 1.0)}
+_ACTIVATION_PARAMS = {
+    "leakyrelu": (0.01, None),
+    "thresholdedrelu": (1.0, None),
+    "elu": (1.0, None),
+    "hardsigmoid": (0.2, 0.5),
+    "affine": (1.0, 0.0),
+    "scaledtanh": (1.0, 1.0),
+}
 #: ONNX LSTM gate blocks i, o, f, c -> Keras i, f, c, o
 _LSTM_TO_KERAS = (0, 2, 3, 1)
 _KERAS_TO_LSTM = (0, 3, 1, 2)
@@ -100,11 +108,13 @@ def load_onnx(path_or_bytes) -> OnnxModel:
     try:
         proto.ParseFromString(data)
     except (DecodeError, ValueError, RuntimeError) as e:
-        raise ModelFileError(f"{where}: not a readable ONNX model (corrupted or truncated?): "
-                             f"{e}") from None
+        raise ModelFileError(
+            f"{where}: not a readable ONNX model (corrupted or truncated?): {e}"
+        ) from None
     if not proto.HasField("graph") or not proto.graph.node:
-        raise ModelFileError(f"{where}: not an ONNX model (no graph or no nodes; corrupted "
-                             f"or truncated?)")
+        raise ModelFileError(
+            f"{where}: not an ONNX model (no graph or no nodes; corrupted or truncated?)"
+        )
     return OnnxModel(proto, where)
 
 
@@ -144,15 +154,17 @@ class OnnxModel:
                     raise ModelFileError(
                         f"{where}: node {plan.label} uses tensor {name!r}, which no earlier "
                         f"node, input or initializer defines (corrupted, truncated or not "
-                        f"topologically sorted)")
+                        f"topologically sorted)"
+                    )
             defined.update(o for o in plan.outputs if o)
             if node.op_type == "Constant":
                 self._constants[plan.outputs[0]] = plan.constant_value()
             self._nodes.append(plan)
         for name in self.output_names:
             if name not in defined:
-                raise ModelFileError(f"{where}: the graph output {name!r} is not computed by "
-                                     f"any node")
+                raise ModelFileError(
+                    f"{where}: the graph output {name!r} is not computed by any node"
+                )
         for plan in self._nodes:
             plan.prepare()
 
@@ -162,13 +174,17 @@ class OnnxModel:
 
     def __repr__(self):
         ops = sorted({p.op for p in self._nodes})
-        return (f"<OnnxModel {self.where}: inputs={self.input_names}, "
-                f"outputs={self.output_names}, ops={ops}>")
+        return (
+            f"<OnnxModel {self.where}: inputs={self.input_names}, "
+            f"outputs={self.output_names}, ops={ops}>"
+        )
 
     def __call__(self, *args, **kwargs):
         if len(args) > len(self.inputs):
-            raise TypeError(f"OnnxModel: {len(self.inputs)} input(s) "
-                            f"({', '.join(self.input_names)}), got {len(args)}")
+            raise TypeError(
+                f"OnnxModel: {len(self.inputs)} input(s) "
+                f"({', '.join(self.input_names)}), got {len(args)}"
+            )
         feed = dict(zip(self.input_names, args))
         for k, v in kwargs.items():
             if k in feed:
@@ -182,13 +198,11 @@ class OnnxModel:
         names = list(self.output_names if output_names is None else output_names)
         for n in names:
             if n not in self.output_names:
-                raise ValueError(f"OnnxModel: unknown output {n!r}; outputs: "
-                                 f"{self.output_names}")
+                raise ValueError(f"OnnxModel: unknown output {n!r}; outputs: {self.output_names}")
         values = dict(self._constants)
         unknown = [k for k in input_feed if k not in self.input_names]
         if unknown:
-            raise ValueError(f"OnnxModel: unknown input(s) {unknown}; inputs: "
-                             f"{self.input_names}")
+            raise ValueError(f"OnnxModel: unknown input(s) {unknown}; inputs: {self.input_names}")
         for name, dtype, shape in self.inputs:
             if name not in input_feed:
                 raise ValueError(f"OnnxModel: missing input {name!r}")
@@ -209,8 +223,9 @@ def _opset(proto, where) -> int:
         if op.domain in ("", "ai.onnx"):
             version = op.version
     if version is None:
-        raise ModelFileError(f"{where}: the model imports no version of the default ONNX "
-                             f"operator set")
+        raise ModelFileError(
+            f"{where}: the model imports no version of the default ONNX operator set"
+        )
     return int(version)
 
 
@@ -218,20 +233,24 @@ def _tensor(onnx, t, where: str) -> np.ndarray:
     from onnx import numpy_helper
 
     if t.data_location == onnx.TensorProto.EXTERNAL:
-        raise UnsupportedModelError(f"{where}: tensor {t.name!r} keeps its data in an "
-                                    f"external file, which rnncore does not read")
+        raise UnsupportedModelError(
+            f"{where}: tensor {t.name!r} keeps its data in an "
+            f"external file, which rnncore does not read"
+        )
     dims = tuple(int(d) for d in t.dims)
     if any(d < 0 for d in dims):
         raise ModelFileError(f"{where}: tensor {t.name!r} declares negative dims {dims}")
     try:
         a = numpy_helper.to_array(t)
     except (ValueError, TypeError, KeyError, AssertionError, IndexError) as e:
-        raise ModelFileError(f"{where}: tensor {t.name!r} (declared shape {dims}) cannot be "
-                             f"read: its data do not match its declared shape or type ({e})"
-                             ) from None
+        raise ModelFileError(
+            f"{where}: tensor {t.name!r} (declared shape {dims}) cannot be "
+            f"read: its data do not match its declared shape or type ({e})"
+        ) from None
     if a.shape != dims:
-        raise ModelFileError(f"{where}: tensor {t.name!r} declares shape {dims} but holds "
-                             f"{a.size} values")
+        raise ModelFileError(
+            f"{where}: tensor {t.name!r} declares shape {dims} but holds {a.size} values"
+        )
     return a
 
 
@@ -239,8 +258,7 @@ def _np_dtype(onnx, elem_type: int, what: str):
     try:
         return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
     except (KeyError, TypeError, ValueError):
-        raise UnsupportedModelError(f"{what}: element type {elem_type} is not supported"
-                                    ) from None
+        raise UnsupportedModelError(f"{what}: element type {elem_type} is not supported") from None
 
 
 def _value_info(onnx, vi, where):
@@ -250,22 +268,28 @@ def _value_info(onnx, vi, where):
     dtype = _np_dtype(onnx, tt.elem_type, f"{where}: input {vi.name!r}")
     shape = None
     if tt.HasField("shape"):
-        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                      for d in tt.shape.dim)
+        shape = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
+        )
     return dtype, shape
 
 
 def _check_input(name, value, dtype, shape):
     a = np.asarray(value)
     if a.dtype != dtype:
-        raise TypeError(f"OnnxModel: input {name!r} must have dtype {dtype}, got {a.dtype} "
-                        f"(convert it explicitly)")
+        raise TypeError(
+            f"OnnxModel: input {name!r} must have dtype {dtype}, got {a.dtype} "
+            f"(convert it explicitly)"
+        )
     if shape is not None:
-        if a.ndim != len(shape) or any(isinstance(d, int) and d != s
-                                       for d, s in zip(shape, a.shape)):
-            raise ValueError(f"OnnxModel: input {name!r} must have shape "
-                             f"{tuple(d if isinstance(d, int) else None for d in shape)}, "
-                             f"got {a.shape}")
+        if a.ndim != len(shape) or any(
+            isinstance(d, int) and d != s for d, s in zip(shape, a.shape)
+        ):
+            raise ValueError(
+                f"OnnxModel: input {name!r} must have shape "
+                f"{tuple(d if isinstance(d, int) else None for d in shape)}, "
+                f"got {a.shape}"
+            )
     return a
 
 
@@ -284,13 +308,16 @@ class _NodePlan:
         self.outputs = list(node.output)
         self.label = f"#{index} {node.op_type}" + (f" {node.name!r}" if node.name else "")
         if node.domain not in ("", "ai.onnx"):
-            raise UnsupportedModelError(f"{model.where}: node {self.label} is from operator "
-                                        f"domain {node.domain!r}; rnncore runs only the "
-                                        f"default ONNX domain")
+            raise UnsupportedModelError(
+                f"{model.where}: node {self.label} is from operator "
+                f"domain {node.domain!r}; rnncore runs only the "
+                f"default ONNX domain"
+            )
         if self.op not in SUPPORTED_OPS:
             raise UnsupportedModelError(
                 f"{model.where}: node {self.label}: the ONNX operator {self.op} is not "
-                f"supported by rnncore (supported: {', '.join(sorted(SUPPORTED_OPS))})")
+                f"supported by rnncore (supported: {', '.join(sorted(SUPPORTED_OPS))})"
+            )
         self.attrs = {}
         for a in node.attribute:
             if a.type in (model._onnx.AttributeProto.GRAPH, model._onnx.AttributeProto.GRAPHS):
@@ -298,8 +325,9 @@ class _NodePlan:
             try:
                 value = model._onnx.helper.get_attribute_value(a)
             except (ValueError, TypeError) as e:
-                raise ModelFileError(f"{model.where}: node {self.label}: unreadable attribute "
-                                     f"{a.name!r} ({e})") from None
+                raise ModelFileError(
+                    f"{model.where}: node {self.label}: unreadable attribute {a.name!r} ({e})"
+                ) from None
             if isinstance(value, bytes):
                 value = value.decode("utf-8", "replace")
             elif isinstance(value, list) and value and isinstance(value[0], bytes):
@@ -401,8 +429,9 @@ def _op_shape(plan, x):
 
 def _op_constant_of_shape(plan, shape):
     value = plan.attrs.get("value", np.zeros(1, np.float32))
-    return (np.full([int(v) for v in np.asarray(shape).ravel()], value.ravel()[0],
-                    dtype=value.dtype),)
+    return (
+        np.full([int(v) for v in np.asarray(shape).ravel()], value.ravel()[0], dtype=value.dtype),
+    )
 
 
 def _op_cast(plan, x):
@@ -450,6 +479,7 @@ def _op_reduce(fn):
                 return (x,)
             axes = None
         return (fn(x, axis=None if axes is None else tuple(axes), keepdims=keep),)
+
     return op
 
 
@@ -470,8 +500,9 @@ _OPS = {
     "Gather": lambda p, x, i: (np.take(x, i, axis=p.attrs.get("axis", 0)),),
     "ConstantOfShape": _op_constant_of_shape,
     "Cast": _op_cast,
-    "Expand": lambda p, x, s: (np.array(np.broadcast_to(
-        x, np.broadcast_shapes(x.shape, tuple(int(v) for v in s)))),),
+    "Expand": lambda p, x, s: (
+        np.array(np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(int(v) for v in s)))),
+    ),
     "MatMul": lambda p, a, b: (np.matmul(a, b),),
     "Gemm": _op_gemm,
     "Add": lambda p, a, b: (a + b,),
@@ -506,8 +537,10 @@ def _parse_activations(plan: _NodePlan, op: str, num_dir: int):
     if len(names) == n and num_dir == 2:
         names = names * 2
     if len(names) != n * num_dir:
-        raise plan.fail(f"activations lists {len(names)} functions; {op} needs {n} per "
-                        f"direction ({n * num_dir})")
+        raise plan.fail(
+            f"activations lists {len(names)} functions; {op} needs {n} per "
+            f"direction ({n * num_dir})"
+        )
     alphas = list(plan.attrs.get("activation_alpha", []))
     betas = list(plan.attrs.get("activation_beta", []))
     parsed = []
@@ -520,7 +553,7 @@ def _parse_activations(plan: _NodePlan, op: str, num_dir: int):
             if db is not None:
                 beta = betas.pop(0) if betas else db
         parsed.append((name, alpha, beta))
-    return [parsed[d * n:(d + 1) * n] for d in range(num_dir)]
+    return [parsed[d * n : (d + 1) * n] for d in range(num_dir)]
 
 
 def _core_activation(plan: _NodePlan, act) -> tuple[str, float, float]:
@@ -537,8 +570,11 @@ def _core_activation(plan: _NodePlan, act) -> tuple[str, float, float]:
         return "hard_sigmoid", 6.0 * alpha, 6.0 * (beta - 0.5)
     if key == "affine":
         return "linear", float(alpha), float(beta)
-    raise plan.fail(f"activation {name} is not implemented by rnncore (supported: Tanh, "
-                    f"Sigmoid, Relu, HardSigmoid, Affine)", UnsupportedModelError)
+    raise plan.fail(
+        f"activation {name} is not implemented by rnncore (supported: Tanh, "
+        f"Sigmoid, Relu, HardSigmoid, Affine)",
+        UnsupportedModelError,
+    )
 
 
 class _RecurrentNode:
@@ -550,20 +586,28 @@ class _RecurrentNode:
         at = plan.attrs
         fail = plan.fail
         if plan.model.opset < 7:
-            raise fail(f"{op} from opset {plan.model.opset} (before 7) is not supported",
-                       UnsupportedModelError)
+            raise fail(
+                f"{op} from opset {plan.model.opset} (before 7) is not supported",
+                UnsupportedModelError,
+            )
         if "clip" in at:
-            raise fail(f"attribute clip={at['clip']} (cell clipping) is not implemented by "
-                       f"rnncore", UnsupportedModelError)
+            raise fail(
+                f"attribute clip={at['clip']} (cell clipping) is not implemented by rnncore",
+                UnsupportedModelError,
+            )
         if at.get("input_forget", 0):
-            raise fail("attribute input_forget=1 (coupled input and forget gates) is not "
-                       "implemented by rnncore", UnsupportedModelError)
+            raise fail(
+                "attribute input_forget=1 (coupled input and forget gates) is not "
+                "implemented by rnncore",
+                UnsupportedModelError,
+            )
         if at.get("output_sequence", 0):
             raise fail("attribute output_sequence is not supported", UnsupportedModelError)
         self.direction = at.get("direction", "forward")
         if self.direction not in ("forward", "reverse", "bidirectional"):
-            raise fail(f"direction must be forward, reverse or bidirectional, got "
-                       f"{self.direction!r}")
+            raise fail(
+                f"direction must be forward, reverse or bidirectional, got {self.direction!r}"
+            )
         self.layout = int(at.get("layout", 0))
         if self.layout not in (0, 1):
             raise fail(f"layout must be 0 or 1, got {self.layout}")
@@ -579,24 +623,29 @@ class _RecurrentNode:
             raise fail(f"{op} takes at most {max_in} inputs, got {n_in}")
         if len(plan.outputs) > (3 if op == "LSTM" else 2):
             raise fail(f"{op} has at most {3 if op == 'LSTM' else 2} outputs")
-        self.activations = [self._direction_activations(acts) for acts in
-                            _parse_activations(plan, op, self.num_dir)]
+        self.activations = [
+            self._direction_activations(acts) for acts in _parse_activations(plan, op, self.num_dir)
+        ]
         const = plan.model._constants
         names = plan.inputs + [""] * (8 - n_in)
         peephole = names[7] if op == "LSTM" else ""
         if peephole:
             P = const.get(peephole)
             if P is None or np.any(P != 0):
-                raise fail("peepholes (input P) are not implemented by rnncore",
-                           UnsupportedModelError)
+                raise fail(
+                    "peepholes (input P) are not implemented by rnncore", UnsupportedModelError
+                )
         self.hidden_size = at.get("hidden_size")
         self.weights = None
         if all(n in const for n in names[1:4] if n):
-            self.weights = self._convert(const[names[1]], const[names[2]],
-                                         const.get(names[3]) if names[3] else None)
+            self.weights = self._convert(
+                const[names[1]], const[names[2]], const.get(names[3]) if names[3] else None
+            )
         elif not all(n in const for n in names[1:3]):
-            raise fail(f"{op} with weights W, R computed in the graph (not constants) is not "
-                       f"supported", UnsupportedModelError)
+            raise fail(
+                f"{op} with weights W, R computed in the graph (not constants) is not supported",
+                UnsupportedModelError,
+            )
 
     def _direction_activations(self, acts):
         """``(activation, recurrent_activation, candidate affine, gate affine)`` for the core."""
@@ -612,7 +661,8 @@ class _RecurrentNode:
                 raise plan.fail(
                     f"LSTM activations g={acts[1][0]} and h={acts[2][0]} (with their "
                     f"parameters) differ; rnncore's LSTM uses one activation for both",
-                    UnsupportedModelError)
+                    UnsupportedModelError,
+                )
         return g[0], f[0], (g[1], g[2]), (f[1], f[2])
 
     def _convert(self, W, R, B):
@@ -621,18 +671,24 @@ class _RecurrentNode:
         G = _GATES[op]
         for name, a in (("W", W), ("R", R)):
             if not isinstance(a, np.ndarray) or a.dtype not in (np.float32, np.float64):
-                raise plan.fail(f"input {name} must be float32 or float64, got "
-                                f"{getattr(a, 'dtype', type(a))}", UnsupportedModelError)
+                raise plan.fail(
+                    f"input {name} must be float32 or float64, got {getattr(a, 'dtype', type(a))}",
+                    UnsupportedModelError,
+                )
         if W.ndim != 3 or R.ndim != 3:
             raise plan.fail(f"W and R must be 3-D, got shapes {W.shape} and {R.shape}")
         H = self.hidden_size if self.hidden_size is not None else R.shape[-1]
         want_w = (self.num_dir, G * H, W.shape[2])
         if W.shape != want_w:
-            raise plan.fail(f"W has shape {W.shape}; direction={self.direction}, "
-                            f"hidden_size={H} need {want_w[:2] + ('input_size',)}")
+            raise plan.fail(
+                f"W has shape {W.shape}; direction={self.direction}, "
+                f"hidden_size={H} need {want_w[:2] + ('input_size',)}"
+            )
         if R.shape != (self.num_dir, G * H, H):
-            raise plan.fail(f"R has shape {R.shape}; direction={self.direction}, "
-                            f"hidden_size={H} need {(self.num_dir, G * H, H)}")
+            raise plan.fail(
+                f"R has shape {R.shape}; direction={self.direction}, "
+                f"hidden_size={H} need {(self.num_dir, G * H, H)}"
+            )
         if B is not None and B.shape != (self.num_dir, 2 * G * H):
             raise plan.fail(f"B has shape {B.shape}; need {(self.num_dir, 2 * G * H)}")
         if (B is not None and B.dtype != W.dtype) or R.dtype != W.dtype:
@@ -645,19 +701,19 @@ class _RecurrentNode:
             scale = np.ones(G * H)
             shift = np.zeros(G * H)
             for k in range(G):
-                s, t = cand if (op == "RNN" or (op == "LSTM" and k == 2) or
-                                (op == "GRU" and k == 2)) else gate
-                scale[k * H:(k + 1) * H], shift[k * H:(k + 1) * H] = s, t
+                s, t = (
+                    cand
+                    if (op == "RNN" or (op == "LSTM" and k == 2) or (op == "GRU" and k == 2))
+                    else gate
+                )
+                scale[k * H : (k + 1) * H], shift[k * H : (k + 1) * H] = s, t
 
-            def keras(a):
-                return np.concatenate([np.split(a, G, axis=0)[i] for i in order], axis=0)
-
-            Wk = keras(W[d]) * scale[:, None]
-            Rk = keras(R[d]) * scale[:, None]
+            Wk = _reorder(W[d], G, order) * scale[:, None]
+            Rk = _reorder(R[d], G, order) * scale[:, None]
             if B is None:
                 Wb, Rb = np.zeros(G * H), np.zeros(G * H)
             else:
-                Wb, Rb = keras(B[d][:G * H]), keras(B[d][G * H:])
+                Wb, Rb = _reorder(B[d][: G * H], G, order), _reorder(B[d][G * H :], G, order)
             Wb, Rb = Wb * scale + shift, Rb * scale
             if op == "GRU" and self.linear_before_reset:
                 bias = np.stack([Wb, Rb])
@@ -666,9 +722,15 @@ class _RecurrentNode:
             else:
                 bias = Wb + Rb
             dt = W.dtype
-            out.append((np.ascontiguousarray(Wk.T, dt), np.ascontiguousarray(Rk.T, dt),
-                        None if bias is None else np.ascontiguousarray(bias, dt),
-                        act, rec_act))
+            out.append(
+                (
+                    np.ascontiguousarray(Wk.T, dt),
+                    np.ascontiguousarray(Rk.T, dt),
+                    None if bias is None else np.ascontiguousarray(bias, dt),
+                    act,
+                    rec_act,
+                )
+            )
         return out
 
     def run(self, args):
@@ -680,8 +742,10 @@ class _RecurrentNode:
         if X.dtype != dtype:
             raise TypeError(f"X has dtype {X.dtype}, the weights {dtype}")
         if X.ndim != 3 or X.shape[2] != D:
-            raise ValueError(f"X must be {'(T, B, ' if self.layout == 0 else '(B, T, '}{D}) "
-                             f"for layout={self.layout}, got {X.shape}")
+            raise ValueError(
+                f"X must be {'(T, B, ' if self.layout == 0 else '(B, T, '}{D}) "
+                f"for layout={self.layout}, got {X.shape}"
+            )
         x = X.transpose(1, 0, 2) if self.layout == 0 else X  # (B, T, D)
         Bn, T = x.shape[:2]
         lengths = None
@@ -726,14 +790,20 @@ class _RecurrentNode:
                 cs.append(finals[1])
         if self.layout == 0:
             Y = np.stack(ys, axis=0).transpose(2, 0, 1, 3)  # (T, num_dir, B, H)
-            stack = (lambda a: np.stack(a, axis=0))  # (num_dir, B, H)
+            axis = 0  # states (num_dir, B, H)
         else:
             Y = np.stack(ys, axis=2)  # (B, T, num_dir, H)
-            stack = (lambda a: np.stack(a, axis=1))  # (B, num_dir, H)
-        results = [np.ascontiguousarray(Y), stack(hs)]
+            axis = 1  # states (B, num_dir, H)
+        results = [np.ascontiguousarray(Y), np.stack(hs, axis=axis)]
         if op == "LSTM":
-            results.append(stack(cs))
-        return results[:len(plan.outputs)]
+            results.append(np.stack(cs, axis=axis))
+        return results[: len(plan.outputs)]
+
+
+def _reorder(a, gates, order):
+    """The gate blocks of ``a`` (along axis 0) in ``order``."""
+    parts = np.split(a, gates, axis=0)
+    return np.concatenate([parts[i] for i in order], axis=0)
 
 
 def _scan(cell, x, kernel, rec, bias, init, lengths, reverse, kw):
@@ -741,8 +811,16 @@ def _scan(cell, x, kernel, rec, bias, init, lengths, reverse, kw):
     sequence's length, the reverse direction starting at each sequence's last valid step."""
     fn = getattr(functional, cell)
     if lengths is None:
-        y, *finals = fn(x, kernel, rec, bias, initial_state=init, go_backwards=reverse,
-                        return_sequences=True, **kw)
+        y, *finals = fn(
+            x,
+            kernel,
+            rec,
+            bias,
+            initial_state=init,
+            go_backwards=reverse,
+            return_sequences=True,
+            **kw,
+        )
         return (y[:, ::-1] if reverse else y), *finals
     T = x.shape[1]
     steps = np.arange(T)
@@ -752,8 +830,9 @@ def _scan(cell, x, kernel, rec, bias, init, lengths, reverse, kw):
         idx = np.where(mask, lengths[:, None] - 1 - steps[None, :], steps[None, :])
         x = np.take_along_axis(x, idx[:, :, None], axis=1)
     # Keras's mask rule on a valid prefix: the state stops at the last valid step
-    y, *finals = fn(x, kernel, rec, bias, initial_state=init, mask=mask,
-                    return_sequences=True, **kw)
+    y, *finals = fn(
+        x, kernel, rec, bias, initial_state=init, mask=mask, return_sequences=True, **kw
+    )
     if reverse:
         y = np.take_along_axis(y, idx[:, :, None], axis=1)
     y[~mask] = 0
@@ -768,9 +847,13 @@ def _scan(cell, x, kernel, rec, bias, init, lengths, reverse, kw):
 # Export
 # =======================================================================================
 
-_ONNX_ACTIVATION = {"tanh": ("Tanh", None), "sigmoid": ("Sigmoid", None),
-                    "relu": ("Relu", None), "hard_sigmoid": ("HardSigmoid", (1 / 6, 0.5)),
-                    "linear": ("Affine", (1.0, 0.0))}
+_ONNX_ACTIVATION = {
+    "tanh": ("Tanh", None),
+    "sigmoid": ("Sigmoid", None),
+    "relu": ("Relu", None),
+    "hard_sigmoid": ("HardSigmoid", (1 / 6, 0.5)),
+    "linear": ("Affine", (1.0, 0.0)),
+}
 
 
 class _Exporter:
@@ -800,8 +883,9 @@ class _Exporter:
 
     def node(self, op: str, inputs, n_outputs=1, base=None, **attrs):
         outputs = [self.name(base or op.lower()) for _ in range(n_outputs)]
-        self.nodes.append(self.helper.make_node(op, list(inputs), outputs,
-                                                name=self.name(f"{op}_node"), **attrs))
+        self.nodes.append(
+            self.helper.make_node(op, list(inputs), outputs, name=self.name(f"{op}_node"), **attrs)
+        )
         return outputs if n_outputs > 1 else outputs[0]
 
     def activation(self, x: str, name: str, base: str) -> str:
@@ -827,15 +911,27 @@ def to_onnx(model, path=None, *, opset: int = 17, input_name: str = "input"):
     layer with ``return_state``. Needs the ``onnx`` package.
     """
     onnx = optional_import("onnx", "rnncore.interop.to_onnx")
-    from ..layers import (GRU, LSTM, Activation, Bidirectional, Dense, Dropout, Masking,
-                          SimpleRNN, Softmax, TimeDistributed)
+    from ..layers import (
+        GRU,
+        LSTM,
+        Activation,
+        Bidirectional,
+        Dense,
+        Dropout,
+        Masking,
+        SimpleRNN,
+        Softmax,
+        TimeDistributed,
+    )
     from ..models import Sequential
 
     if not isinstance(model, Sequential):
         raise TypeError(f"to_onnx: expected an rnncore Sequential model, got {model!r}")
     if not model.built or model.input_shape is None or model.input_shape[-1] is None:
-        raise ValueError("to_onnx: the model must be built with a known input feature size "
-                         "(start it with rnncore.Input(shape=(timesteps, features)))")
+        raise ValueError(
+            "to_onnx: the model must be built with a known input feature size "
+            "(start it with rnncore.Input(shape=(timesteps, features)))"
+        )
     if opset < 14:
         raise ValueError(f"to_onnx: opset {opset} is too old; use 14 or newer")
     layers = model.layers
@@ -845,28 +941,33 @@ def to_onnx(model, path=None, *, opset: int = 17, input_name: str = "input"):
     ex = _Exporter(onnx, dtype)
     elem = onnx.helper.np_dtype_to_tensor_dtype(dtype)
     in_shape = list(model.input_shape)
-    dims = ["batch" if in_shape[0] is None else in_shape[0],
-            "timesteps" if in_shape[1] is None else in_shape[1]] + in_shape[2:]
+    dims = [
+        "batch" if in_shape[0] is None else in_shape[0],
+        "timesteps" if in_shape[1] is None else in_shape[1],
+    ] + in_shape[2:]
     x = input_name
     outputs: list[tuple[str, str]] = []
     last = len(layers) - 1
     for k, layer in enumerate(layers):
         if layer.dtype != dtype.name:
-            raise UnsupportedModelError(f"to_onnx: layer {layer.name!r} has dtype "
-                                        f"{layer.dtype}, the model {dtype.name}")
+            raise UnsupportedModelError(
+                f"to_onnx: layer {layer.name!r} has dtype {layer.dtype}, the model {dtype.name}"
+            )
         if isinstance(layer, (Dropout,)):
             continue
         if isinstance(layer, Masking):
             raise UnsupportedModelError(
                 f"to_onnx: layer {layer.name!r} (Masking) cannot be exported: Keras's mask "
                 f"rule (a masked step keeps the state and repeats the output) has no ONNX "
-                f"equivalent")
+                f"equivalent"
+            )
         if isinstance(layer, TimeDistributed):
             inner = layer.layer
             if not isinstance(inner, (Dense, Activation, Dropout)):
                 raise UnsupportedModelError(
                     f"to_onnx: layer {layer.name!r}: TimeDistributed({type(inner).__name__}) "
-                    f"is not supported (TimeDistributed of Dense, Activation, Dropout)")
+                    f"is not supported (TimeDistributed of Dense, Activation, Dropout)"
+                )
             layer = inner
             if isinstance(layer, Dropout):
                 continue
@@ -881,8 +982,9 @@ def to_onnx(model, path=None, *, opset: int = 17, input_name: str = "input"):
             axis = layer.axis
             if isinstance(axis, (list, tuple)):
                 if len(axis) != 1:
-                    raise UnsupportedModelError(f"to_onnx: Softmax over several axes "
-                                                f"{axis} is not supported")
+                    raise UnsupportedModelError(
+                        f"to_onnx: Softmax over several axes {axis} is not supported"
+                    )
                 axis = axis[0]
             x = ex.node("Softmax", [x], base=layer.name, axis=int(axis))
         elif isinstance(layer, (SimpleRNN, LSTM, GRU)):
@@ -894,8 +996,9 @@ def to_onnx(model, path=None, *, opset: int = 17, input_name: str = "input"):
                 outputs.append(("output_backward", second))
             outputs += states
         else:
-            raise UnsupportedModelError(f"to_onnx: layer {layer.name!r} "
-                                        f"({type(layer).__name__}) is not supported")
+            raise UnsupportedModelError(
+                f"to_onnx: layer {layer.name!r} ({type(layer).__name__}) is not supported"
+            )
     outputs.insert(0, ("output", x))
     shape = tuple(model.input_shape)
     for layer in layers:
@@ -905,16 +1008,23 @@ def to_onnx(model, path=None, *, opset: int = 17, input_name: str = "input"):
         raise AssertionError(f"to_onnx: {len(outputs)} outputs but {len(shapes)} shapes")
     graph_outputs = []
     for (name, tensor), shape in zip(outputs, shapes):
-        ex.nodes.append(onnx.helper.make_node("Identity", [tensor], [name],
-                                              name=ex.name("Identity_out")))
+        ex.nodes.append(
+            onnx.helper.make_node("Identity", [tensor], [name], name=ex.name("Identity_out"))
+        )
         graph_outputs.append(onnx.helper.make_tensor_value_info(name, elem, list(shape)))
     graph = onnx.helper.make_graph(
-        ex.nodes, model.name,
+        ex.nodes,
+        model.name,
         [onnx.helper.make_tensor_value_info(input_name, elem, dims)],
-        graph_outputs, ex.initializers)
+        graph_outputs,
+        ex.initializers,
+    )
     proto = onnx.helper.make_model(
-        graph, opset_imports=[onnx.helper.make_opsetid("", opset)],
-        producer_name="rnncore", producer_version=_version())
+        graph,
+        opset_imports=[onnx.helper.make_opsetid("", opset)],
+        producer_name="rnncore",
+        producer_version=_version(),
+    )
     proto.ir_version = onnx.helper.find_min_ir_version_for(list(proto.opset_import))
     onnx.checker.check_model(proto)
     if path is not None:
@@ -938,21 +1048,20 @@ def _rnn_node_parts(ex: _Exporter, layers: list):
     order = _KERAS_TO_LSTM if op == "LSTM" else tuple(range(G))
     for layer in layers:
         if layer.stateful:
-            raise UnsupportedModelError(f"to_onnx: layer {layer.name!r} is stateful; states "
-                                        f"carried between calls cannot be exported")
+            raise UnsupportedModelError(
+                f"to_onnx: layer {layer.name!r} is stateful; states "
+                f"carried between calls cannot be exported"
+            )
 
-        def onnx_order(a, axis=0):
-            return np.concatenate([np.split(a, G, axis=axis)[i] for i in order], axis=axis)
-
-        Ws.append(onnx_order(layer.kernel.value.T))
-        Rs.append(onnx_order(layer.recurrent_kernel.value.T))
+        Ws.append(_reorder(layer.kernel.value.T, G, order))
+        Rs.append(_reorder(layer.recurrent_kernel.value.T, G, order))
         b = None if layer.bias is None else layer.bias.value
         if b is None:
             Bs.append(None)
         elif op == "GRU" and layer.reset_after:
             Bs.append(np.concatenate([b[0], b[1]]))
         else:
-            Bs.append(np.concatenate([onnx_order(b), np.zeros_like(b)]))
+            Bs.append(np.concatenate([_reorder(b, G, order), np.zeros_like(b)]))
         if op == "RNN":
             names = [layer.activation]
         else:  # f, g (and h for LSTM)
@@ -989,32 +1098,47 @@ def _export_rnn(ex: _Exporter, layer, x: str, is_last: bool):
     if layer.return_sequences:
         y = ex.node("Squeeze", [Y, ex.ints(f"{layer.name}/axis1", [1])], base=f"{layer.name}/y")
         if layer.go_backwards:  # Keras: the output sequence in processing order
-            y = ex.node("Slice", [y, ex.ints(f"{layer.name}/start", [-1]),
-                                  ex.ints(f"{layer.name}/end", [-(2 ** 62)]), zero,
-                                  ex.ints(f"{layer.name}/step", [-1])], base=f"{layer.name}/y")
+            y = ex.node(
+                "Slice",
+                [
+                    y,
+                    ex.ints(f"{layer.name}/start", [-1]),
+                    ex.ints(f"{layer.name}/end", [-(2**62)]),
+                    zero,
+                    ex.ints(f"{layer.name}/step", [-1]),
+                ],
+                base=f"{layer.name}/y",
+            )
         out = ex.node("Transpose", [y], base=f"{layer.name}/output", perm=[1, 0, 2])
     else:
         out = ex.node("Squeeze", [states[0], zero], base=f"{layer.name}/output")
     extra = []
     if layer.return_state:
         if not is_last:
-            raise UnsupportedModelError(f"to_onnx: layer {layer.name!r} has return_state but "
-                                        f"is not the last layer")
+            raise UnsupportedModelError(
+                f"to_onnx: layer {layer.name!r} has return_state but is not the last layer"
+            )
         for nm, s in zip(("h", "c"), states):
             extra.append((nm, ex.node("Squeeze", [s, zero], base=f"{layer.name}/{nm}")))
     return out, extra
 
 
-
 def _export_bidirectional(ex: _Exporter, layer, x: str, is_last: bool):
     fwd, bwd = layer.forward_layer, layer.backward_layer
     if fwd.go_backwards or not bwd.go_backwards:
-        raise UnsupportedModelError(f"to_onnx: layer {layer.name!r}: only a forward layer "
-                                    f"with a go_backwards backward layer can be exported")
-    if type(fwd) is not type(bwd) or fwd.units != bwd.units or (
-            getattr(fwd, "reset_after", None) != getattr(bwd, "reset_after", None)):
-        raise UnsupportedModelError(f"to_onnx: layer {layer.name!r}: the forward and "
-                                    f"backward layers must be of the same kind and size")
+        raise UnsupportedModelError(
+            f"to_onnx: layer {layer.name!r}: only a forward layer "
+            f"with a go_backwards backward layer can be exported"
+        )
+    if (
+        type(fwd) is not type(bwd)
+        or fwd.units != bwd.units
+        or (getattr(fwd, "reset_after", None) != getattr(bwd, "reset_after", None))
+    ):
+        raise UnsupportedModelError(
+            f"to_onnx: layer {layer.name!r}: the forward and "
+            f"backward layers must be of the same kind and size"
+        )
     op, inputs, attrs = _rnn_node_parts(ex, [fwd, bwd])
     attrs["direction"] = "bidirectional"
     n_out = 3 if op == "LSTM" else 2
@@ -1027,30 +1151,31 @@ def _export_bidirectional(ex: _Exporter, layer, x: str, is_last: bool):
     if layer.return_sequences:  # Y: (T, 2, B, H)
         if mode == "concat":
             y = ex.node("Transpose", [Y], base=f"{name}/y", perm=[2, 0, 1, 3])
-            out = ex.node("Reshape", [y, ex.ints(f"{name}/shape", [0, 0, -1])],
-                          base=f"{name}/output")
+            out = ex.node(
+                "Reshape", [y, ex.ints(f"{name}/shape", [0, 0, -1])], base=f"{name}/output"
+            )
         else:
             parts = [_direction(ex, Y, d, 1, name) for d in (0, 1)]
-            parts = [ex.node("Transpose", [p], base=f"{name}/y", perm=[1, 0, 2])
-                     for p in parts]
+            parts = [ex.node("Transpose", [p], base=f"{name}/y", perm=[1, 0, 2]) for p in parts]
             out, second = _merge(ex, parts, mode, name)
     else:  # Y_h: (2, B, H)
         Yh = states[0]
         if mode == "concat":
             y = ex.node("Transpose", [Yh], base=f"{name}/y", perm=[1, 0, 2])
-            out = ex.node("Reshape", [y, ex.ints(f"{name}/shape", [0, -1])],
-                          base=f"{name}/output")
+            out = ex.node("Reshape", [y, ex.ints(f"{name}/shape", [0, -1])], base=f"{name}/output")
         else:
             parts = [_direction(ex, Yh, d, 0, name) for d in (0, 1)]
             out, second = _merge(ex, parts, mode, name)
     if second is not None and not is_last:
-        raise UnsupportedModelError(f"to_onnx: layer {name!r} with merge_mode=None must be "
-                                    f"the last layer")
+        raise UnsupportedModelError(
+            f"to_onnx: layer {name!r} with merge_mode=None must be the last layer"
+        )
     extra = []
     if layer.return_state:
         if not is_last:
-            raise UnsupportedModelError(f"to_onnx: layer {name!r} has return_state but is "
-                                        f"not the last layer")
+            raise UnsupportedModelError(
+                f"to_onnx: layer {name!r} has return_state but is not the last layer"
+            )
         for d, side in ((0, "forward"), (1, "backward")):
             for nm, s in zip(("h", "c"), states):
                 extra.append((f"{nm}_{side}", _direction(ex, s, d, 0, name)))
@@ -1058,8 +1183,16 @@ def _export_bidirectional(ex: _Exporter, layer, x: str, is_last: bool):
 
 
 def _direction(ex, t, d, axis, name):
-    part = ex.node("Slice", [t, ex.ints(f"{name}/start", [d]), ex.ints(f"{name}/end", [d + 1]),
-                             ex.ints(f"{name}/axis", [axis])], base=f"{name}/dir{d}")
+    part = ex.node(
+        "Slice",
+        [
+            t,
+            ex.ints(f"{name}/start", [d]),
+            ex.ints(f"{name}/end", [d + 1]),
+            ex.ints(f"{name}/axis", [axis]),
+        ],
+        base=f"{name}/dir{d}",
+    )
     return ex.node("Squeeze", [part, ex.ints(f"{name}/axis", [axis])], base=f"{name}/dir{d}")
 
 

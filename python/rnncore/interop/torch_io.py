@@ -44,9 +44,20 @@ _MODES = {
 _GRU_ORDER = (1, 0, 2)  # torch r, z, n -> Keras z, r, h
 
 
-def from_torch(module_or_state_dict, *, mode=None, input_size=None, hidden_size=None,
-               num_layers=1, bias=True, batch_first=False, bidirectional=False,
-               nonlinearity="tanh", proj_size=0, return_state=False) -> TorchRNN:
+def from_torch(
+    module_or_state_dict,
+    *,
+    mode=None,
+    input_size=None,
+    hidden_size=None,
+    num_layers=1,
+    bias=True,
+    batch_first=False,
+    bidirectional=False,
+    nonlinearity="tanh",
+    proj_size=0,
+    return_state=False,
+) -> TorchRNN:
     """An rnncore model computing what a torch ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` computes.
 
     ``from_torch(module)`` reads everything from the module. ``from_torch(state_dict,
@@ -59,11 +70,16 @@ def from_torch(module_or_state_dict, *, mode=None, input_size=None, hidden_size=
     """
     if _is_module(module_or_state_dict):
         m = module_or_state_dict
-        given = {k: v for k, v in dict(mode=mode, input_size=input_size,
-                                       hidden_size=hidden_size).items() if v is not None}
+        given = {
+            k: v
+            for k, v in dict(mode=mode, input_size=input_size, hidden_size=hidden_size).items()
+            if v is not None
+        }
         if given:
-            raise TypeError(f"from_torch: {', '.join(given)} are read from the module; pass "
-                            f"them only with a state_dict")
+            raise TypeError(
+                f"from_torch: {', '.join(given)} are read from the module; pass "
+                f"them only with a state_dict"
+            )
         mode = m.mode
         input_size, hidden_size = m.input_size, m.hidden_size
         num_layers, bias, batch_first = m.num_layers, m.bias, m.batch_first
@@ -73,43 +89,72 @@ def from_torch(module_or_state_dict, *, mode=None, input_size=None, hidden_size=
     elif isinstance(module_or_state_dict, Mapping):
         state_dict = module_or_state_dict
         if mode is None or input_size is None or hidden_size is None:
-            raise TypeError("from_torch: with a state_dict, mode, input_size and hidden_size "
-                            "are required (and num_layers, bias, batch_first, bidirectional "
-                            "when not the defaults)")
+            raise TypeError(
+                "from_torch: with a state_dict, mode, input_size and hidden_size "
+                "are required (and num_layers, bias, batch_first, bidirectional "
+                "when not the defaults)"
+            )
     else:
-        raise TypeError(f"from_torch: expected a torch nn.RNN, nn.LSTM or nn.GRU module or its "
-                        f"state_dict, got {type(module_or_state_dict).__name__}")
+        raise TypeError(
+            f"from_torch: expected a torch nn.RNN, nn.LSTM or nn.GRU module or its "
+            f"state_dict, got {type(module_or_state_dict).__name__}"
+        )
     mode = _mode(mode, nonlinearity)
     if proj_size:
         raise UnsupportedModelError(
             f"from_torch: LSTM with proj_size={proj_size} is not supported: rnncore's LSTM has "
-            f"no output projection (weight_hr)")
-    for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
-                        ("num_layers", num_layers)):
+            f"no output projection (weight_hr)"
+        )
+    for name, value in (
+        ("input_size", input_size),
+        ("hidden_size", hidden_size),
+        ("num_layers", num_layers),
+    ):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(f"from_torch: {name} must be a positive integer, got {value!r}")
-    weights, dtype = _convert(state_dict, mode, int(input_size), int(hidden_size),
-                              int(num_layers), bool(bias), bool(bidirectional))
-    return TorchRNN(mode, int(input_size), int(hidden_size), int(num_layers), bool(bias),
-                    bool(batch_first), bool(bidirectional), weights, dtype,
-                    return_state=bool(return_state))
+    weights, dtype = _convert(
+        state_dict,
+        mode,
+        int(input_size),
+        int(hidden_size),
+        int(num_layers),
+        bool(bias),
+        bool(bidirectional),
+    )
+    return TorchRNN(
+        mode,
+        int(input_size),
+        int(hidden_size),
+        int(num_layers),
+        bool(bias),
+        bool(batch_first),
+        bool(bidirectional),
+        weights,
+        dtype,
+        return_state=bool(return_state),
+    )
 
 
 def _is_module(obj) -> bool:
-    return callable(getattr(obj, "state_dict", None)) and hasattr(obj, "mode") and hasattr(
-        obj, "hidden_size")
+    return (
+        callable(getattr(obj, "state_dict", None))
+        and hasattr(obj, "mode")
+        and hasattr(obj, "hidden_size")
+    )
 
 
 def _mode(mode, nonlinearity) -> str:
     m = str(mode).upper()
     if m == "RNN":
         if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"from_torch: nonlinearity must be 'tanh' or 'relu', got "
-                             f"{nonlinearity!r}")
+            raise ValueError(
+                f"from_torch: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}"
+            )
         m = f"RNN_{nonlinearity.upper()}"
     if m not in _MODES:
-        raise UnsupportedModelError(f"from_torch: mode {mode!r} is not supported (RNN_TANH, "
-                                    f"RNN_RELU, LSTM, GRU)")
+        raise UnsupportedModelError(
+            f"from_torch: mode {mode!r} is not supported (RNN_TANH, RNN_RELU, LSTM, GRU)"
+        )
     return m
 
 
@@ -119,12 +164,13 @@ def _numpy(value, key: str) -> np.ndarray:
         try:
             value = value.numpy()
         except TypeError as e:
-            raise TypeError(f"from_torch: {key}: cannot read the tensor as NumPy ({e})"
-                            ) from None
+            raise TypeError(f"from_torch: {key}: cannot read the tensor as NumPy ({e})") from None
     a = np.asarray(value)
     if a.dtype not in (np.float32, np.float64):
-        raise TypeError(f"from_torch: {key} has dtype {a.dtype}; rnncore computes in float32 "
-                        f"or float64 (convert the module with .float() or .double())")
+        raise TypeError(
+            f"from_torch: {key} has dtype {a.dtype}; rnncore computes in float32 "
+            f"or float64 (convert the module with .float() or .double())"
+        )
     return a
 
 
@@ -138,7 +184,8 @@ def _convert(state_dict, mode, input_size, hidden_size, num_layers, bias, bidire
     if proj:
         raise UnsupportedModelError(
             f"from_torch: the state_dict has {proj[0]}: an LSTM with proj_size > 0 is not "
-            f"supported (rnncore's LSTM has no output projection)")
+            f"supported (rnncore's LSTM has no output projection)"
+        )
     expected = []
     for layer in range(num_layers):
         for sfx in directions:
@@ -147,14 +194,18 @@ def _convert(state_dict, mode, input_size, hidden_size, num_layers, bias, bidire
     missing = [k for k in expected if k not in state_dict]
     extra = [k for k in keys if k not in expected]
     if missing:
-        raise ValueError(f"from_torch: the state_dict lacks {', '.join(missing)} (expected for "
-                         f"mode={mode}, num_layers={num_layers}, bias={bias}, "
-                         f"bidirectional={bidirectional})")
+        raise ValueError(
+            f"from_torch: the state_dict lacks {', '.join(missing)} (expected for "
+            f"mode={mode}, num_layers={num_layers}, bias={bias}, "
+            f"bidirectional={bidirectional})"
+        )
     if extra:
-        raise ValueError(f"from_torch: the state_dict has entries {', '.join(extra)} that "
-                         f"mode={mode}, num_layers={num_layers}, bias={bias}, "
-                         f"bidirectional={bidirectional} do not use; every layer must be "
-                         f"converted, so pass the module's actual constructor arguments")
+        raise ValueError(
+            f"from_torch: the state_dict has entries {', '.join(extra)} that "
+            f"mode={mode}, num_layers={num_layers}, bias={bias}, "
+            f"bidirectional={bidirectional} do not use; every layer must be "
+            f"converted, so pass the module's actual constructor arguments"
+        )
     arrays = {k: _numpy(state_dict[k], k) for k in expected}
     dtypes = {a.dtype for a in arrays.values()}
     if len(dtypes) != 1:
@@ -165,25 +216,40 @@ def _convert(state_dict, mode, input_size, hidden_size, num_layers, bias, bidire
         in_size = input_size if layer == 0 else hidden_size * len(directions)
         per_dir = []
         for sfx in directions:
-            w = {n: arrays.get(f"{n}_l{layer}{sfx}") for n in
-                 ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-            want = {"weight_ih": (GH, in_size), "weight_hh": (GH, hidden_size),
-                    "bias_ih": (GH,), "bias_hh": (GH,)}
+            w = {
+                n: arrays.get(f"{n}_l{layer}{sfx}")
+                for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            }
+            want = {
+                "weight_ih": (GH, in_size),
+                "weight_hh": (GH, hidden_size),
+                "bias_ih": (GH,),
+                "bias_hh": (GH,),
+            }
             for n, shape in want.items():
                 if w[n] is not None and w[n].shape != shape:
                     raise ValueError(
                         f"from_torch: {n}_l{layer}{sfx} has shape {w[n].shape}, expected "
                         f"{shape} for mode={mode}, input_size={input_size}, "
-                        f"hidden_size={hidden_size}, bidirectional={bidirectional}")
+                        f"hidden_size={hidden_size}, bidirectional={bidirectional}"
+                    )
             W, U, b_ih, b_hh = w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"]
             if cell == "gru":
                 W, U = _blocks(W, _GRU_ORDER, 0), _blocks(U, _GRU_ORDER, 0)
-                b = None if not bias else np.stack(
-                    [_blocks(b_ih, _GRU_ORDER, 0), _blocks(b_hh, _GRU_ORDER, 0)])
+                b = (
+                    None
+                    if not bias
+                    else np.stack([_blocks(b_ih, _GRU_ORDER, 0), _blocks(b_hh, _GRU_ORDER, 0)])
+                )
             else:
                 b = None if not bias else b_ih + b_hh
-            per_dir.append((np.ascontiguousarray(W.T), np.ascontiguousarray(U.T),
-                            None if b is None else np.ascontiguousarray(b)))
+            per_dir.append(
+                (
+                    np.ascontiguousarray(W.T),
+                    np.ascontiguousarray(U.T),
+                    None if b is None else np.ascontiguousarray(b),
+                )
+            )
         weights.append(per_dir)
     return weights, dtype
 
@@ -208,8 +274,19 @@ class TorchRNN:
     hidden_size)``) for ``predict``, ``save`` and ``to_onnx``.
     """
 
-    def __init__(self, mode, input_size, hidden_size, num_layers, bias, batch_first,
-                 bidirectional, weights, dtype, return_state=False):
+    def __init__(
+        self,
+        mode,
+        input_size,
+        hidden_size,
+        num_layers,
+        bias,
+        batch_first,
+        bidirectional,
+        weights,
+        dtype,
+        return_state=False,
+    ):
         self.mode = mode
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -231,9 +308,11 @@ class TorchRNN:
             return_state = self.return_state
         x = np.asarray(x, dtype=self.dtype)
         if x.ndim not in (2, 3) or x.shape[-1] != self.input_size:
-            raise ValueError(f"TorchRNN: expected input of shape (T, B, {self.input_size})"
-                             f"{' batch_first (B, T, ...)' if self.batch_first else ''} or "
-                             f"unbatched (T, {self.input_size}), got {x.shape}")
+            raise ValueError(
+                f"TorchRNN: expected input of shape (T, B, {self.input_size})"
+                f"{' batch_first (B, T, ...)' if self.batch_first else ''} or "
+                f"unbatched (T, {self.input_size}), got {x.shape}"
+            )
         unbatched = x.ndim == 2
         if unbatched:
             x = x[None]
@@ -247,8 +326,12 @@ class TorchRNN:
             outs = []
             for d, (W, U, b) in enumerate(per_dir):
                 init = None if states is None else [s[layer * D + d] for s in states]
-                kw = dict(initial_state=init, go_backwards=d == 1, return_sequences=True,
-                          activation=self._activation)
+                kw = dict(
+                    initial_state=init,
+                    go_backwards=d == 1,
+                    return_sequences=True,
+                    activation=self._activation,
+                )
                 if self._cell == "gru":
                     kw["reset_after"] = True
                 y, *finals = getattr(functional, self._cell)(x, W, U, b, **kw)
@@ -275,8 +358,7 @@ class TorchRNN:
         n = 2 if self._cell == "lstm" else 1
         parts = list(hx) if n == 2 else [hx]
         if len(parts) != n:
-            raise ValueError(f"TorchRNN: hx must be (h_0, c_0) for LSTM, got {len(parts)} "
-                             f"array(s)")
+            raise ValueError(f"TorchRNN: hx must be (h_0, c_0) for LSTM, got {len(parts)} array(s)")
         LD = self.num_layers * self.num_directions
         want = (LD, self.hidden_size) if unbatched else (LD, batch, self.hidden_size)
         out = []
@@ -302,17 +384,25 @@ class TorchRNN:
         weights = []
 
         def make(go_backwards):
-            kw = dict(units=self.hidden_size, activation=self._activation,
-                      use_bias=self.bias, return_sequences=True, go_backwards=go_backwards,
-                      dtype=dtype)
+            kw = dict(
+                units=self.hidden_size,
+                activation=self._activation,
+                use_bias=self.bias,
+                return_sequences=True,
+                go_backwards=go_backwards,
+                dtype=dtype,
+            )
             if self._cell == "gru":
                 kw["reset_after"] = True
             return cls(**kw)
 
         for per_dir in self.weights:
             if self.bidirectional:
-                layers.append(Bidirectional(make(False), backward_layer=make(True),
-                                            merge_mode="concat", dtype=dtype))
+                layers.append(
+                    Bidirectional(
+                        make(False), backward_layer=make(True), merge_mode="concat", dtype=dtype
+                    )
+                )
             else:
                 layers.append(make(False))
             for W, U, b in per_dir:
@@ -322,7 +412,9 @@ class TorchRNN:
         return model
 
     def __repr__(self):
-        return (f"<TorchRNN mode={self.mode}, input_size={self.input_size}, "
-                f"hidden_size={self.hidden_size}, num_layers={self.num_layers}, "
-                f"bidirectional={self.bidirectional}, batch_first={self.batch_first}, "
-                f"dtype={self.dtype}>")
+        return (
+            f"<TorchRNN mode={self.mode}, input_size={self.input_size}, "
+            f"hidden_size={self.hidden_size}, num_layers={self.num_layers}, "
+            f"bidirectional={self.bidirectional}, batch_first={self.batch_first}, "
+            f"dtype={self.dtype}>"
+        )
