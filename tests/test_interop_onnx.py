@@ -405,6 +405,12 @@ EXPORT_CASES = {
         L.Activation("sigmoid"),
         L.Softmax(),
     ],
+    "lstm_gru_hard_sigmoid_everywhere": lambda: [
+        L.LSTM(
+            4, activation="hard_sigmoid", recurrent_activation="hard_sigmoid", return_sequences=True
+        ),
+        L.Bidirectional(L.GRU(3, activation="hard_sigmoid", reset_after=False)),
+    ],
     "lstm_return_state": lambda: [L.LSTM(4, return_sequences=True), L.LSTM(3, return_state=True)],
     "bidirectional_return_state": lambda: [L.Bidirectional(L.GRU(3, return_state=True))],
     "bidirectional_merge_none": lambda: [

@@ -37,6 +37,7 @@ layer's weight before it is read. A truncated, corrupted or inconsistent file ra
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -164,7 +165,7 @@ def _load_keras_v3(filepath: str) -> Sequential:
             f"{filepath}: model.weights.h5 is not a readable HDF5 file "
             f"(corrupted or truncated?): {e}"
         ) from None
-    with h5:
+    with h5, _h5_errors(filepath):
         plan.load_weights_v3(h5)
     return model
 
@@ -222,8 +223,22 @@ def _load_h5(filepath: str, h5py) -> Sequential:
             )
         plan = _Plan(filepath, config, keras_version=3 if major == "3" else 2)
         model = plan.build()
-        plan.load_weights_h5(f)
+        with _h5_errors(filepath):
+            plan.load_weights_h5(f)
     return model
+
+
+@contextlib.contextmanager
+def _h5_errors(filepath: str):
+    """HDF5 structures damaged inside (h5py raises many kinds): :class:`ModelFileError`."""
+    try:
+        yield
+    except (ModelFileError, UnsupportedModelError):
+        raise
+    except (OSError, RuntimeError, KeyError, UnicodeError, ValueError, TypeError) as e:
+        raise ModelFileError(
+            f"{filepath}: the HDF5 weights are corrupted ({type(e).__name__}: {e})"
+        ) from None
 
 
 def _text(value) -> str:
