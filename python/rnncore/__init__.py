@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 from . import layers, models  # noqa: E402  (models reads __version__)
 from .layers import Input  # noqa: E402
 from .models import Sequential, load_model  # noqa: E402
+from .interop import from_torch, load_keras, load_onnx  # noqa: E402
 
 
 def build_info() -> dict:
