@@ -445,6 +445,13 @@ def test_keras2_h5_with_keras2_hard_sigmoid(rng, tmp_path):
         load_keras(path)
 
 
+def test_top_level_entry_points():
+    from rnncore.interop import from_torch, load_onnx
+
+    assert rnncore.load_keras is load_keras
+    assert rnncore.from_torch is from_torch and rnncore.load_onnx is load_onnx
+
+
 def test_report_max_errors():
     """Not a check: prints the largest differences seen (run with -s to see them)."""
     for what, err in sorted(MAX_ERR.items()):
