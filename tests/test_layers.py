@@ -201,7 +201,7 @@ def test_fast_path_is_bit_identical_to_functional_path(variant):
 def test_plain_calls_take_the_fast_path():
     """A plain float array goes straight to the core (the functional path is not used);
     anything else falls back to the general path and still gives the right answer."""
-    layer = make("lstm", stateful=True)
+    layer = make("lstm")
     x = seeded(6).standard_normal((B, 1, D)).astype(np.float32)
     layer(x)
 
@@ -215,6 +215,27 @@ def test_plain_calls_take_the_fast_path():
         layer(x.astype(np.float64))  # needs converting: general path
     with pytest.raises(AssertionError, match="general path"):
         layer(x, mask=np.ones((B, 1), bool))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_stateful_layers_stream_through_the_core(variant):
+    """A stateful layer carries its states in the core's stream; go_backwards cannot."""
+    layer = make(variant, stateful=True, return_state=True)
+    x = seeded(6).standard_normal((B, 2, D)).astype(np.float32)
+    out = layer(x)
+    assert layer._stream is not None
+    for a, b in zip(out[1:], layer.states):
+        np.testing.assert_array_equal(a, b)
+    backwards = make(variant, stateful=True, go_backwards=True)
+    backwards(x)
+    assert backwards._stream is None and len(backwards.states) == N_STATES[variant]
+    # switching go_backwards on later carries the states over to the list
+    layer.go_backwards = True
+    before = layer.states
+    y = layer(x)
+    want = ref(variant, layer, x, initial_state=before)
+    assert_close(y, want, "float32")
+    assert layer._stream is None
 
 
 # ---------------------------------------------------------------------------------------

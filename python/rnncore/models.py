@@ -204,15 +204,16 @@ class Sequential:
         x = inputs
         if mask is None:
             mask = getattr(inputs, "_keras_mask", None)
-        last = len(self._layers) - 1
-        for k, layer in enumerate(self._layers):
-            x = layer(x, mask=mask, training=training)
-            if isinstance(x, tuple) and k < last:
+        previous = None
+        for layer in self._layers:
+            if type(x) is tuple:
                 raise ValueError(
-                    f"{self.name}: layer {layer.name!r} returned several "
-                    f"outputs, which only the last layer may"
+                    f"{self.name}: layer {previous.name!r} returned several outputs, which "
+                    f"only the last layer may"
                 )
-            mask = None if isinstance(x, tuple) else getattr(x, "_keras_mask", None)
+            x = layer(x, mask=mask, training=training)
+            mask = getattr(x, "_keras_mask", None)
+            previous = layer
         return x
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):

@@ -25,6 +25,7 @@ from ._base import Layer, as_mask, require_default, shape_tuple
 __all__ = ["RNN", "SimpleRNN", "LSTM", "GRU"]
 
 _rnn_forward = _core.rnn_forward
+_stream = getattr(functional, "stream", None)  # the core's carried-state stream, if built in
 
 
 class _CoreOption:
@@ -133,6 +134,7 @@ class RNN(Layer):
         self._seed_entropy = seed
         self.kernel = self.recurrent_kernel = self.bias = None
         self._states: list[np.ndarray] = []
+        self._stream = None
 
     # ---- what a cell declares -----------------------------------------------------------
 
@@ -172,6 +174,7 @@ class RNN(Layer):
         gh = self._gates * self.units
         self._variables = []
         self._fast = None
+        self._stream = None
         self.kernel = self.add_weight("kernel", (input_shape[-1], gh), self.kernel_initializer, rng)
         self.recurrent_kernel = self.add_weight(
             "recurrent_kernel", (self.units, gh), self.recurrent_initializer, rng
@@ -192,11 +195,17 @@ class RNN(Layer):
         super()._build_from_weights(weights)
 
     # ---- states -------------------------------------------------------------------------
+    #
+    # A stateful layer carries its states in a core stream (rnncore.functional.stream: the
+    # weights checked once, buffers kept between calls) when the core has one for it (not
+    # for go_backwards); otherwise, and for non-stateful layers, in the list self._states.
 
     @property
     def states(self):
         """The carried states of a stateful layer (``[h]`` or ``[h, c]``), else None."""
-        return list(self._states) if self.stateful and self.built else None
+        if not (self.stateful and self.built):
+            return None
+        return self._stream.get_states() if self._stream is not None else list(self._states)
 
     def reset_states(self, states=None):
         """Zero the carried states of a stateful layer (or set them to ``states``)."""
@@ -204,14 +213,11 @@ class RNN(Layer):
             self._states = []
             return
         if states is None:
-            self._states = (
-                []
-                if self._batch_size is None
-                else [
-                    np.zeros((self._batch_size, self.units), self._np_dtype)
-                    for _ in self._state_names
-                ]
-            )
+            if self._stream is not None:
+                self._stream.set_states([])
+            elif self._batch_size is not None:
+                shape = (self._batch_size, self.units)
+                self._states = [np.zeros(shape, self._np_dtype) for _ in self._state_names]
             return
         states = [states] if isinstance(states, np.ndarray) else list(states)
         if len(states) != len(self._state_names):
@@ -229,29 +235,76 @@ class RNN(Layer):
                     f"{self.name}: state {name!r} must have shape {shape}, got {s.shape}"
                 )
             new.append(s)
-        self._states = new
+        if self._stream is not None:
+            self._stream.set_states(new)
+        else:
+            self._states = new
 
     reset_state = reset_states
+
+    def _sync_stream(self):
+        """(Re)create the core stream of a stateful layer, carrying the states over."""
+        if self._stream is not None:
+            self._states = self._stream.get_states()
+            self._stream = None
+        if (
+            self.stateful
+            and self._batch_size is not None
+            and not self.go_backwards
+            and _stream is not None
+        ):
+            rec_act, reset_after = self._core_options()
+            self._stream = _stream(
+                self._cell,
+                self.kernel.value,
+                self.recurrent_kernel.value,
+                None if self.bias is None else self.bias.value,
+                batch_size=self._batch_size,
+                activation=self.activation,
+                recurrent_activation=rec_act,
+                reset_after=reset_after,
+            )
+            if self._states:
+                self._stream.set_states(self._states)
+            self._states = []
 
     # ---- calling ------------------------------------------------------------------------
 
     def _make_fast(self):
-        """The arguments of the core call that stay fixed between calls."""
-        rec_act, reset_after = self._core_options()
-        self._fast = (
-            self._cell,
-            self.kernel.value,
-            self.recurrent_kernel.value,
-            None if self.bias is None else self.bias.value,
-            self.activation,
-            rec_act,
-            reset_after,
-            self.go_backwards,
-            self.return_sequences,
-            self.return_state,
-            self.stateful,
-        )
-        return self._fast
+        """The call for plain inputs: the core directly, with everything fixed bound in."""
+        self._sync_stream()
+        rs, rstate = self.return_sequences, self.return_state
+        if self._stream is not None:
+            run, get_states = self._stream.run, self._stream.get_states
+            if rstate:
+
+                def fast(x):
+                    return (run(x, None, rs), *get_states())
+            else:
+
+                def fast(x):
+                    return run(x, None, rs)
+        else:
+            rec_act, reset_after = self._core_options()
+            args = (
+                self._cell,
+                self.kernel.value,
+                self.recurrent_kernel.value,
+                None if self.bias is None else self.bias.value,
+            )
+            opts = (self.activation, rec_act, reset_after, self.go_backwards, rs, False)
+            stateful, no_states = self.stateful, []
+
+            def fast(x):
+                cell, W, U, b = args
+                y, finals, _ = _rnn_forward(
+                    cell, x, W, U, b, self._states if stateful else no_states, None, *opts
+                )
+                if stateful:
+                    self._states = finals
+                return (y, *finals) if rstate else y
+
+        self._fast = fast
 
     def __call__(self, inputs, initial_state=None, mask=None, training=None):
         fast = self._fast
@@ -263,27 +316,9 @@ class RNN(Layer):
             and not training
         ):
             try:
-                y, finals, _ = _rnn_forward(
-                    fast[0],
-                    inputs,
-                    fast[1],
-                    fast[2],
-                    fast[3],
-                    self._states,
-                    None,
-                    fast[4],
-                    fast[5],
-                    fast[6],
-                    fast[7],
-                    fast[8],
-                    False,
-                )
+                return fast(inputs)
             except (TypeError, ValueError):
-                pass  # something to convert or explain: the general path does it
-            else:
-                if fast[10]:
-                    self._states = finals
-                return (y, *finals) if fast[9] else y
+                pass  # something to convert or explain (the core refused before computing)
         return Layer.__call__(
             self, inputs, initial_state=initial_state, mask=mask, training=training
         )
@@ -310,32 +345,45 @@ class RNN(Layer):
                 f"{owner}: the layer is stateful with batch size {self._batch_size}; "
                 f"got input batch size {x.shape[0]}"
             )
+        if self._fast is None:
+            self._make_fast()  # also brings the stream up to date with the options
         mask = as_mask(mask, x.shape, owner)
         states = self._initial_states(initial_state, x.shape[0], owner)
-        y, *finals = self._functional(
-            x,
-            self.kernel.value,
-            self.recurrent_kernel.value,
-            None if self.bias is None else self.bias.value,
-            activation=self.activation,
-            initial_state=states,
-            mask=mask,
-            go_backwards=self.go_backwards,
-            return_sequences=self.return_sequences,
-            **self._cell_options(),
-        )
-        if self.stateful:
-            self._states = finals
+        if self._stream is not None:
+            if states is not None:
+                self._stream.set_states(states)
+            y = self._stream.run(
+                np.ascontiguousarray(x),
+                None if mask is None else np.ascontiguousarray(mask),
+                self.return_sequences,
+            )
+            finals = self._stream.get_states() if self.return_state else []
+        else:
+            if states is None and self.stateful:
+                states = self._states
+            y, *finals = self._functional(
+                x,
+                self.kernel.value,
+                self.recurrent_kernel.value,
+                None if self.bias is None else self.bias.value,
+                activation=self.activation,
+                initial_state=states,
+                mask=mask,
+                go_backwards=self.go_backwards,
+                return_sequences=self.return_sequences,
+                **self._cell_options(),
+            )
+            if self.stateful:
+                self._states = finals
         if self.zero_output_for_mask and self.return_sequences and mask is not None:
             used = mask[:, ::-1] if self.go_backwards else mask
             y[~used] = 0
-        if self._fast is None:
-            self._make_fast()
         return (y, *finals) if self.return_state else y
 
     def _initial_states(self, initial_state, batch, owner):
+        """Explicit initial states, checked and converted; None when not given."""
         if initial_state is None:
-            return self._states if self.stateful else None
+            return None
         if isinstance(initial_state, np.ndarray) or not isinstance(initial_state, (list, tuple)):
             initial_state = [initial_state]
         n = len(self._state_names)
