@@ -6,12 +6,14 @@ weights, ``get_weights``/``set_weights``, initial and carried (``stateful``) sta
 the core's cell name, the number of gates and states, the functional it calls, its bias
 shape and any cell option (``recurrent_activation``, ``reset_after``).
 
-Every number comes from the core. The general path calls :mod:`rnncore.functional`; calls
+Every number comes from the core. The general path calls :mod:`rnncore.functional`. Calls
 with nothing to convert or check (a C-contiguous float array of the layer's dtype, no mask,
-no explicit initial state) go straight to the compiled ``rnn_forward`` with arguments cached
-at build time, so a stateful stream fed one timestep per call pays as little Python as
-possible. Anything unusual on that path (wrong dtype, shape, layout) makes the core refuse
-before computing, and the call is redone by the general path, which converts or explains.
+no explicit initial state) take a fast path bound once per configuration: the compiled
+``rnn_forward`` with its fixed arguments, or, for a stateful layer, ``run`` of the core's
+carried-state stream (:func:`rnncore.functional.stream`: weights checked once, buffers kept),
+so a stream fed one timestep per call pays as little Python as possible. Anything unusual on
+that path (wrong dtype, shape, layout) makes the core refuse before computing, and the call
+is redone by the general path, which converts or explains.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ._base import Layer, as_mask, require_default, shape_tuple
 __all__ = ["RNN", "SimpleRNN", "LSTM", "GRU"]
 
 _rnn_forward = _core.rnn_forward
-_stream = getattr(functional, "stream", None)  # the core's carried-state stream, if built in
+_make_stream = getattr(functional, "stream", None)  # the core's carried-state stream
 
 
 class _CoreOption:
@@ -251,10 +253,10 @@ class RNN(Layer):
             self.stateful
             and self._batch_size is not None
             and not self.go_backwards
-            and _stream is not None
+            and _make_stream is not None
         ):
             rec_act, reset_after = self._core_options()
-            self._stream = _stream(
+            self._stream = _make_stream(
                 self._cell,
                 self.kernel.value,
                 self.recurrent_kernel.value,
