@@ -355,6 +355,15 @@ def test_saved_file_is_an_open_format(tmp_path):
             assert entry["shape"] == list(w.shape) and entry["dtype"] == "float32"
 
 
+def test_to_json_and_model_from_json():
+    from rnncore.models import model_from_json
+
+    model = big_model()
+    again = model_from_json(model.to_json())
+    assert again.get_config() == model.get_config()
+    assert [w.shape for w in again.get_weights()] == [w.shape for w in model.get_weights()]
+
+
 def test_overwrite_flag(tmp_path):
     path = tmp_path / "m.rnncore"
     big_model().save(path)

@@ -51,7 +51,7 @@ from .layers._base import (
     unique_name,
 )
 
-__all__ = ["Sequential", "load_model", "save_model", "ModelFileError"]
+__all__ = ["Sequential", "load_model", "save_model", "model_from_json", "ModelFileError"]
 
 FORMAT = "rnncore.model"
 FORMAT_VERSION = 1
@@ -454,6 +454,10 @@ class Sequential:
         layers = [deserialize_layer(spec) for spec in config.get("layers", [])]
         return cls(layers, trainable=config.get("trainable", True), name=config.get("name"))
 
+    def to_json(self, **kwargs) -> str:
+        """The model's config as JSON (architecture only), as ``keras.Model.to_json``."""
+        return json.dumps({"class_name": "Sequential", "config": self.get_config()}, **kwargs)
+
     def save(self, filepath, overwrite=True, **kwargs) -> None:
         """Save config and weights to one file (format: see :mod:`rnncore.models`)."""
         save_model(self, filepath, overwrite=overwrite, **kwargs)
@@ -519,6 +523,14 @@ def save_model(model: Sequential, filepath, overwrite=True, **kwargs) -> None:
         for name, data in files:
             zf.writestr(name, data)
     os.replace(tmp, filepath)  # never leave a half-written file under the final name
+
+
+def model_from_json(json_string: str) -> Sequential:
+    """A model (unbuilt weights, freshly initialized) from :meth:`Sequential.to_json`."""
+    spec = json.loads(json_string)
+    if not isinstance(spec, dict) or spec.get("class_name") != "Sequential":
+        raise ValueError("model_from_json: expected the JSON of an rnncore Sequential model")
+    return Sequential.from_config(spec["config"])
 
 
 def _version():
