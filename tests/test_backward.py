@@ -220,8 +220,9 @@ def test_training_forward_equals_inference_forward(rng):
         options = {"return_sequences": True}
         train = core_forward(kind, case, options, training=True)[:-1]
         infer = core_forward(kind, case, options)
+        # Not bit for bit: inference projects the input in time chunks (other GEMM shapes).
         for a, b in zip(train, infer):
-            np.testing.assert_array_equal(a, b)
+            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-14)
 
 
 def test_long_sequence_gradients_finite(rng):

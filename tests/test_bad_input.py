@@ -253,7 +253,8 @@ def test_mask_non_integer_dtype(case, dtype):
 
 @pytest.mark.parametrize("name", ["bogus", "Tanh", "", "softsign"])
 def test_unknown_activation(case, name):
-    with pytest.raises(ValueError, match="^" + re.escape(f"unknown activation '{name}'")):
+    with pytest.raises(ValueError,
+                       match="^" + re.escape(f"activation: unknown activation '{name}'")):
         case.run(activation=name)
 
 

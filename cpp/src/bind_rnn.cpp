@@ -22,7 +22,7 @@ CellSpec make_spec(const std::string& cell, const std::string& activation,
   CellSpec spec;
   spec.kind = cell_from_name(cell);
   spec.act = activation_from_name(activation);
-  spec.rec_act = activation_from_name(recurrent_activation);
+  spec.rec_act = activation_from_name(recurrent_activation, "recurrent_activation");
   spec.reset_after = reset_after;
   return spec;
 }

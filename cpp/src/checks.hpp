@@ -6,6 +6,8 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 #include <limits>
 #include <optional>
 #include <string>
@@ -92,9 +94,19 @@ inline Index checked_elements(std::initializer_list<Index> dims, const char* wha
   return n;
 }
 
+// A new array whose buffer is 64-byte aligned. The core's vectorised loops peel a scalar
+// head up to the first aligned element, so a buffer's alignment decides which elements take
+// the scalar path; fixing it makes every call with the same inputs give the same bits.
 template <class T>
 py::array_t<T> new_array(const std::vector<Index>& shape) {
-  return py::array_t<T>(shape);
+  constexpr size_t align = 64;
+  Index n = 1;
+  for (Index d : shape) n *= d;
+  const size_t bytes = ((static_cast<size_t>(n) * sizeof(T) + align - 1) / align + 1) * align;
+  void* data = std::aligned_alloc(align, bytes);
+  if (!data) throw std::bad_alloc();
+  py::capsule owner(data, [](void* p) { std::free(p); });
+  return py::array_t<T>(shape, static_cast<T*>(data), owner);
 }
 
 }  // namespace rnncore::bind

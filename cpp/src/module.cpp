@@ -7,4 +7,5 @@ PYBIND11_MODULE(RNNCORE_MODULE, m) {
   rnncore::bind::register_info(m);
   rnncore::bind::register_rnn(m);
   rnncore::bind::register_dense(m);
+  rnncore::bind::register_stream(m);
 }

@@ -17,6 +17,13 @@ from importlib.util import find_spec
 _PREFERENCE = ("x86_64_v4", "x86_64_v3")
 
 
+# OpenMP threads that spin-wait after a parallel region steal the cores from other thread
+# pools in the process (PyTorch's, onnxruntime's, NumPy's BLAS) on small machines. rnncore
+# opens one parallel region per call, never per step, so sleeping workers cost it nothing
+# measurable; the user's own setting wins. Must be set before libgomp is loaded.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def _load():
     try:
         probe = import_module("._core_baseline", __package__)
@@ -49,4 +56,5 @@ set_num_threads = _module.set_num_threads
 rnn_forward = _module.rnn_forward
 rnn_backward = _module.rnn_backward
 dense_forward = _module.dense_forward
+make_stream = _module.make_stream
 dense_backward = _module.dense_backward

@@ -63,3 +63,28 @@ def rnn_backward(
     NDArray[np.floating] | None,
     list[NDArray[np.floating]],
 ]: ...
+
+class _Stream:
+    batch_size: int
+    def run(
+        self,
+        x: NDArray[np.floating],
+        mask: NDArray[np.bool_] | None = None,
+        return_sequences: bool = False,
+    ) -> NDArray[np.floating]: ...
+    def get_states(self) -> list[NDArray[np.floating]]: ...
+    def set_states(self, states: Sequence[NDArray[np.floating]]) -> None: ...
+
+Stream32 = _Stream
+Stream64 = _Stream
+
+def make_stream(
+    cell: str,
+    kernel: NDArray[np.floating],
+    recurrent_kernel: NDArray[np.floating],
+    bias: NDArray[np.floating] | None,
+    batch_size: int,
+    activation: str,
+    recurrent_activation: str,
+    reset_after: bool,
+) -> _Stream: ...

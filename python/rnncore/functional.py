@@ -37,6 +37,7 @@ __all__ = [
     "dense",
     "dense_backward",
     "backward",
+    "stream",
     "Workspace",
     "Gradients",
     "ACTIVATIONS",
@@ -71,7 +72,7 @@ def _states(initial_state, n: int, cell: str) -> list[np.ndarray]:
     if initial_state is None:
         return []
     if isinstance(initial_state, np.ndarray) or not isinstance(initial_state, Sequence):
-        initial_state = [initial_state]
+        initial_state = [initial_state]  # a list or tuple is a list of states, as in Keras
     if len(initial_state) != n:
         raise ValueError(
             f"initial_state: expected {n} array(s) for {cell}, got {len(initial_state)}"
@@ -123,6 +124,10 @@ def _run(cell, x, kernel, recurrent_kernel, bias, initial_state, mask, n_states,
         _states(initial_state, n_states, cell),
         _mask(mask),
     )
+    for name, value in (("activation", activation), ("recurrent_activation", recurrent_activation)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name}: expected an activation name (one of {ACTIVATIONS}), "
+                            f"got {value!r}")
     options = (
         activation,
         recurrent_activation,
@@ -228,4 +233,22 @@ def dense_backward(x, kernel, y, dy, *, use_bias=True, activation="linear"):
     return _core.dense_backward(
         _array(x, "x"), _array(kernel, "kernel"), bool(use_bias), activation,
         _array(y, "y"), _array(dy, "dy"),
+    )
+
+
+def stream(cell, kernel, recurrent_kernel, bias=None, *, batch_size, activation="tanh",
+           recurrent_activation="sigmoid", reset_after=True):
+    """A carried state for streaming one layer (Keras's ``stateful=True``).
+
+    ``cell`` is ``simple_rnn``, ``lstm`` or ``gru``. The weights are checked once and read in
+    place (do not modify them while the stream is used); the states of ``batch_size`` rows
+    start at zero. ``s.run(x, mask=None, return_sequences=False)`` runs ``x`` of shape
+    ``(batch_size, T, D)`` (``T`` may be 1) from the carried states and carries the final
+    states on; ``s.get_states()`` / ``s.set_states([...])`` read and set them (``[]``
+    resets to zeros). Calls on one stream from several threads are serialised by a lock.
+    """
+    return _core.make_stream(
+        cell, _array(kernel, "kernel"), _array(recurrent_kernel, "recurrent_kernel"),
+        None if bias is None else _array(bias, "bias"), int(batch_size), activation,
+        recurrent_activation, bool(reset_after),
     )

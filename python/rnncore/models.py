@@ -454,6 +454,12 @@ class Sequential:
         layers = [deserialize_layer(spec) for spec in config.get("layers", [])]
         return cls(layers, trainable=config.get("trainable", True), name=config.get("name"))
 
+    def to_onnx(self, path=None, **kwargs):
+        """Export to ONNX (see :func:`rnncore.interop.onnx_io.to_onnx`); runs in onnxruntime."""
+        from .interop.onnx_io import to_onnx
+
+        return to_onnx(self, path, **kwargs)
+
     def to_json(self, **kwargs) -> str:
         """The model's config as JSON (architecture only), as ``keras.Model.to_json``."""
         return json.dumps({"class_name": "Sequential", "config": self.get_config()}, **kwargs)
@@ -551,6 +557,10 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True) -> S
             "load_model: custom_objects are not supported (rnncore loads only its own layers)"
         )
     filepath = os.fspath(filepath)
+    if _is_keras_file(filepath):
+        from .interop.keras_io import load_keras
+
+        return load_keras(filepath)
     try:
         with zipfile.ZipFile(filepath) as zf:
             return _read_archive(zf, filepath)
@@ -562,6 +572,19 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True) -> S
         raise ModelFileError(
             f"{filepath}: the model file is corrupted or truncated ({type(e).__name__}: {e})"
         ) from None
+
+
+def _is_keras_file(filepath: str) -> bool:
+    """A legacy Keras HDF5 file, or a Keras 3 ``.keras`` archive (a zip with config.json)."""
+    try:
+        with open(filepath, "rb") as f:
+            if f.read(8) == b"\x89HDF\r\n\x1a\n":
+                return True
+        with zipfile.ZipFile(filepath) as zf:
+            names = set(zf.namelist())
+            return "config.json" in names and _MANIFEST not in names
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError):
+        return False  # reported by the rnncore reader below
 
 
 def _read_archive(zf: zipfile.ZipFile, filepath: str) -> Sequential:

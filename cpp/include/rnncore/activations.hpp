@@ -11,7 +11,9 @@
 // NaN propagates through every one of them, as in the NumPy reference.
 #pragma once
 
+#include <limits>
 #include <string>
+#include <type_traits>
 
 #include "rnncore/types.hpp"
 
@@ -19,15 +21,17 @@ namespace rnncore {
 
 enum class Activation { Tanh, Sigmoid, Relu, HardSigmoid, Linear, Softmax };
 
-inline Activation activation_from_name(const std::string& name) {
+// `argument` names the parameter in the error, e.g. "recurrent_activation".
+inline Activation activation_from_name(const std::string& name,
+                                       const char* argument = "activation") {
   if (name == "tanh") return Activation::Tanh;
   if (name == "sigmoid") return Activation::Sigmoid;
   if (name == "relu") return Activation::Relu;
   if (name == "hard_sigmoid") return Activation::HardSigmoid;
   if (name == "linear") return Activation::Linear;
   if (name == "softmax") return Activation::Softmax;
-  throw InvalidArgument("unknown activation '" + name +
-                        "': expected one of tanh, sigmoid, relu, hard_sigmoid, linear, softmax");
+  throw InvalidArgument(std::string(argument) + ": unknown activation '" + name +
+                        "', expected one of tanh, sigmoid, relu, hard_sigmoid, linear, softmax");
 }
 
 // z <- act(z), in place on any Eigen block.
@@ -40,7 +44,17 @@ void activate(Activation act, Block&& z) {
       a = a.tanh();
       break;
     case Activation::Sigmoid:
-      a = a.logistic();
+      // float: Eigen's logistic, whose scalar and SIMD paths agree, with the subnormal
+      // results it gives below z ~ -88 flushed to the exact 0 (as sigmoid(-inf) must be).
+      // double: Eigen's scalar and SIMD exp differ in the last bit, which made results
+      // depend on buffer alignment; 1/2 (1 + tanh(z/2)) is exact to rounding, saturates
+      // cleanly and runs one scalar path only.
+      if constexpr (std::is_same_v<T, float>) {
+        a = a.logistic();
+        a = (a < std::numeric_limits<T>::min()).select(T(0), a);
+      } else {
+        a = T(0.5) * ((a * T(0.5)).tanh() + T(1));
+      }
       break;
     case Activation::Relu:
       // select keeps NaN (NaN < 0 is false), unlike a plain max.

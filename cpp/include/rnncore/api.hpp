@@ -62,7 +62,7 @@ void with_cell(const CellSpec& spec, const Recurrent<T>& rec, Fn&& fn) {
         fn(GRUCell<T>{H, U, spec.act, spec.rec_act, spec.reset_after, nullptr}, rec.bias);
         return;
       }
-      std::vector<T> b_in(rec.bias, rec.bias + GH);
+      Buffer<T> b_in(rec.bias, rec.bias + GH);
       for (Index j = 0; j < 2 * H; ++j) b_in[j] += rec.bias[GH + j];
       fn(GRUCell<T>{H, U, spec.act, spec.rec_act, true, rec.bias + GH + 2 * H}, b_in.data());
       return;

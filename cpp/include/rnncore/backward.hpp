@@ -60,12 +60,12 @@ void backward_scan(const Cell& cell, const BackwardIO<T>& io, int num_threads) {
 
   // Whole-sequence buffers, sized once per call: gate gradients, dA, and H_prev (the state
   // each step started from, at the step's input time t).
-  std::vector<T> dG_all(static_cast<size_t>(M * GH)), dA_all(static_cast<size_t>(M * DA)),
+  Buffer<T> dG_all(static_cast<size_t>(M * GH)), dA_all(static_cast<size_t>(M * DA)),
       H_prev_all(static_cast<size_t>(M * H));
 
   const auto shards = split_rows(B, num_threads, Tn * GH * (D + H));
   const Index per_row = (3 * N + 1) * H + SC;  // init, dS, dprev (N each), dy_last, scratch
-  std::vector<T> shard_mem(static_cast<size_t>(B * per_row));
+  Buffer<T> shard_mem(static_cast<size_t>(B * per_row));
 
   parallel_for(static_cast<Index>(shards.size()) - 1, [&](Index s_idx) {
     const Index r0 = shards[s_idx], n = shards[s_idx + 1] - r0;

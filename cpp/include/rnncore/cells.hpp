@@ -194,7 +194,7 @@ struct LSTMCell {
 //   a = r * h_{t-1}                                  (kept as aux)
 //   hh = act(x W_h + b_h + a U_h)
 //
-// Both:  h_t = z * h_{t-1} + (1 - z) * hh  =  hh + z * (h_{t-1} - hh)
+// Both:  h_t = z * h_{t-1} + (1 - z) * hh
 template <class T>
 struct GRUCell {
   static constexpr int G = 3;
@@ -228,7 +228,9 @@ struct GRUCell {
       hh.noalias() += a * U.rightCols(H);
     }
     activate(act, hh);
-    h.array() = hh.array() + z.array() * (h_prev.array() - hh.array());
+    // Written as the convex combination (not hh + z (h_prev - hh)) so that an infinite
+    // candidate with z = 0 gives inf, not 0 * inf = NaN.
+    h.array() = z.array() * h_prev.array() + (T(1) - z.array()) * hh.array();
   }
 
   // Backward, both forms:

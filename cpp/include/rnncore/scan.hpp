@@ -4,6 +4,10 @@
 // masks, initial and final states, the returned sequence or last output, the training
 // workspace, and the threads.
 //
+// Projection: training computes x W + b for all batch*time rows in one GEMM, straight into
+// the workspace the backward pass reads. Inference projects one chunk of timesteps at a time
+// into a small time-major buffer (see chunk_rows), so memory does not grow with T.
+//
 // Threads: batch rows are independent, so each thread takes a contiguous shard of the batch
 // and runs the whole sequence for it (projection included) with no synchronisation at all.
 // Eigen's own threading is off (EIGEN_DONT_PARALLELIZE): OpenMP here is the one owner.
@@ -55,11 +59,17 @@ struct ScanIO {
 };
 
 // Per-shard step buffers of n rows: ping-pong states (2 * N * n * H), the last outputs
-// (n * H) and aux (n * aux). Linear in n, so shard s starts at shard_buffer_size(r0).
+// (n * H), aux (n * aux) and, in inference, one time chunk of gates and of gathered inputs
+// (n * chunk_cols). Linear in n, so shard s starts at shard_buffer_size(r0).
 template <int N>
-Index shard_buffer_size(Index n, Index H, Index aux) {
-  return (2 * N + 1) * n * H + n * aux;
+Index shard_buffer_size(Index n, Index H, Index aux, Index chunk_cols) {
+  return (2 * N + 1) * n * H + n * aux + n * chunk_cols;
 }
+
+// Inference projects the input one time chunk at a time, about this many rows per GEMM:
+// big enough for an efficient product, small enough that the gates of a chunk stay in
+// cache-sized buffers instead of a (B, T, G*H) array (210 MB at B=128, T=200, H=512).
+inline constexpr Index chunk_rows = 1024;
 
 template <class Cell, class T>
 void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
@@ -68,23 +78,20 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
   const Index A = cell.aux_cols();
   const bool training = io.ws_gates != nullptr;
 
-  // The projection buffer: the workspace itself in training, else one allocation per call.
-  std::vector<T> proj;
-  T* gates_all = io.ws_gates;
-  if (!training) {
-    proj.resize(static_cast<size_t>(B * Tn * GH));
-    gates_all = proj.data();
-  }
-
   const auto shards = split_rows(B, num_threads, /*work_per_row=*/Tn * GH * (D + H));
-  std::vector<T> shard_mem(static_cast<size_t>(shard_buffer_size<N>(B, H, A)));
   const Index ns = static_cast<Index>(shards.size()) - 1;
+  Index widest = 1;
+  for (Index s = 0; s < ns; ++s) widest = std::max(widest, shards[s + 1] - shards[s]);
+  // Training keeps all gates (the workspace is the projection); inference a chunk of them.
+  const Index Tc = training ? Tn : std::clamp<Index>(chunk_rows / widest, 1, std::max<Index>(Tn, 1));
+  const Index chunk_cols = training ? 0 : Tc * (GH + D);
+  Buffer<T> shard_mem(static_cast<size_t>(shard_buffer_size<N>(B, H, A, chunk_cols)));
 
   parallel_for(ns, [&](Index s_idx) {
     const Index r0 = shards[s_idx], n = shards[s_idx + 1] - r0;
     if (n == 0) return;
     // This shard's slice of the per-thread buffers.
-    T* mem = shard_mem.data() + shard_buffer_size<N>(r0, H, A);
+    T* mem = shard_mem.data() + shard_buffer_size<N>(r0, H, A, chunk_cols);
     std::array<T*, N> ping{}, pong{};
     for (int k = 0; k < N; ++k) {
       ping[k] = mem + (2 * k) * n * H;
@@ -92,11 +99,17 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
     }
     T* y_last = mem + 2 * N * n * H;  // Keras's "previous output", zero until a step is used
     T* aux_buf = y_last + n * H;
+    T* chunk_gates = aux_buf + n * A;       // (Tc, n, G*H), time-major
+    T* chunk_x = chunk_gates + Tc * n * GH;  // (Tc, n, D), time-major
+    const auto W = cview(io.W, D, GH, GH);
+    auto time_at = [&](Index s) { return io.go_backwards ? Tn - 1 - s : s; };
 
-    // Input projection for all of this shard's n*T rows at once: gates = x W + b_in.
-    auto G = view(gates_all + r0 * Tn * GH, n * Tn, GH, GH);
-    G.noalias() = cview(io.x + r0 * Tn * D, n * Tn, D, D) * cview(io.W, D, GH, GH);
-    if (io.b_in) G.rowwise() += ConstRowVecView<T>(io.b_in, GH);
+    if (training) {
+      // Input projection for all of this shard's n*T rows at once: gates = x W + b_in.
+      auto G = view(io.ws_gates + r0 * Tn * GH, n * Tn, GH, GH);
+      G.noalias() = cview(io.x + r0 * Tn * D, n * Tn, D, D) * W;
+      if (io.b_in) G.rowwise() += ConstRowVecView<T>(io.b_in, GH);
+    }
 
     // Initial states into ping.
     for (int k = 0; k < N; ++k) {
@@ -112,7 +125,16 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
     for (int k = 0; k < N; ++k) prev[k] = {ping[k], H};
 
     for (Index s = 0; s < Tn; ++s) {
-      const Index t = io.go_backwards ? Tn - 1 - s : s;
+      const Index t = time_at(s);
+      if (!training && s % Tc == 0) {
+        // Project the next chunk of steps: gather their inputs time-major, one GEMM.
+        const Index len = std::min(Tc, Tn - s);
+        for (Index j = 0; j < len; ++j)
+          view(chunk_x + j * n * D, n, D, D) = cview(io.x + (r0 * Tn + time_at(s + j)) * D, n, D, Tn * D);
+        auto G = view(chunk_gates, len * n, GH, GH);
+        G.noalias() = cview(chunk_x, len * n, D, D) * W;
+        if (io.b_in) G.rowwise() += ConstRowVecView<T>(io.b_in, GH);
+      }
       States<T, N> next;
       for (int k = 0; k < N; ++k) {
         if (training)
@@ -120,7 +142,8 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
         else
           next[k] = {(s % 2 == 0) ? pong[k] : ping[k], H};
       }
-      auto gates_t = view(gates_all + (r0 * Tn + t) * GH, n, GH, Tn * GH);
+      auto gates_t = training ? view(io.ws_gates + (r0 * Tn + t) * GH, n, GH, Tn * GH)
+                              : view(chunk_gates + (s % Tc) * n * GH, n, GH, GH);
       auto aux_t = training ? view(io.ws_aux + (r0 * Tn + t) * A, n, A, Tn * A)
                             : view(aux_buf, n, A, A);
       cell.step(n, gates_t, prev, next, aux_t);

@@ -45,8 +45,9 @@ inline std::vector<Index> split_rows(Index rows, int threads, Index work_per_row
   // Below roughly 1 MFLOP per shard a thread costs more than it saves.
   constexpr Index min_work_per_shard = Index(1) << 19;
   Index shards = std::min<Index>(std::max(threads, 1), std::max<Index>(rows, 1));
-  if (work_per_row > 0)
-    shards = std::min<Index>(shards, std::max<Index>(1, rows * work_per_row / min_work_per_shard));
+  const double work = static_cast<double>(rows) * static_cast<double>(work_per_row);  // no overflow
+  shards = std::min<Index>(shards, std::max<Index>(1, static_cast<Index>(std::min(
+                                                          work / min_work_per_shard, 1e9))));
   std::vector<Index> bounds(static_cast<size_t>(shards + 1));
   for (Index s = 0; s <= shards; ++s) bounds[static_cast<size_t>(s)] = rows * s / shards;
   return bounds;

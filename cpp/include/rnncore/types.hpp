@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <stdexcept>
+#include <vector>
 
 namespace rnncore {
 
@@ -27,6 +28,11 @@ template <class T>
 using ConstView = Eigen::Map<const RowMat<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
 template <class T>
 using ConstRowVecView = Eigen::Map<const RowVec<T>>;
+
+// Internal buffers are aligned like Eigen's own, so that vectorised loops take the same
+// path (and give the same bits) on every call.
+template <class T>
+using Buffer = std::vector<T, Eigen::aligned_allocator<T>>;
 
 template <class T>
 View<T> view(T* data, Index rows, Index cols, Index stride) {

@@ -263,8 +263,8 @@ class InputLayer(Layer):
     ):
         require_default(
             "InputLayer",
-            sparse=(sparse, None),
-            ragged=(ragged, None),
+            sparse=(sparse or None, None),  # Keras configs write False
+            ragged=(ragged or None, None),
             input_tensor=(input_tensor, None),
             optional=(optional, False),
         )
