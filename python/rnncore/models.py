@@ -484,6 +484,22 @@ class Sequential:
             raise ModelFileError(f"{filepath}: cannot read the weights file ({e})") from None
         self.set_weights(weights)
 
+    # ---- pickling -----------------------------------------------------------------------
+
+    #: training state dropped by pickling (a pickled model holds its layers' config and
+    #: weights only; compile it again to train it further)
+    _transient = ("optimizer", "_loss", "_metrics", "history", "_compile_config")
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        for name in self._transient:
+            if name in state:
+                state[name] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
     def __repr__(self):
         return f"<Sequential name={self.name}, built={self.built}, layers={len(self._layers)}>"
 

@@ -65,6 +65,19 @@ def standardize_dtype(dtype, owner: str = "layer") -> np.dtype:
     return d
 
 
+def canonical_dtype(a):
+    """``a`` viewed with NumPy's own float32/float64 dtype object (no copy).
+
+    Unpickled arrays carry an equal but distinct dtype object, which the core (it checks
+    the dtype's identity) would refuse.
+    """
+    if isinstance(a, np.ndarray) and a.dtype in _FLOAT_DTYPES:
+        canonical = np.dtype(_FLOAT_DTYPES[a.dtype])
+        if a.dtype is not canonical:
+            return a.view(canonical)
+    return a
+
+
 # --------------------------------------------------------------------------------------
 # Argument checks
 # --------------------------------------------------------------------------------------
@@ -148,6 +161,14 @@ class Variable:
 
     def numpy(self) -> np.ndarray:
         return self.value.copy()
+
+    def __getstate__(self):
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __setstate__(self, state):
+        for k, v in state.items():
+            setattr(self, k, v)
+        self.value = canonical_dtype(self.value)
 
     def assign(self, value) -> None:
         """Copy ``value`` (converted to this variable's dtype) into the weight, in place."""
@@ -398,7 +419,7 @@ class Layer:
                 f"{type(self).__name__}: calling a layer on rnncore.Input() (Keras's "
                 f"functional API) is not supported; build the model with rnncore.Sequential"
             )
-        return np.asarray(inputs, dtype=self._np_dtype)
+        return canonical_dtype(np.asarray(inputs, dtype=self._np_dtype))
 
     def __call__(self, inputs, *args, mask=None, training=None, **kwargs):
         if mask is None:
@@ -422,6 +443,25 @@ class Layer:
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
+
+    # ---- pickling -----------------------------------------------------------------------
+    #
+    # A pickled layer is its attributes: config values and weights (NumPy arrays), never
+    # code or core objects. Caches (bound core calls, streams, training buffers) are named
+    # in ``_transient`` and dropped; each is rebuilt lazily on the next call.
+
+    #: attributes dropped when pickling, restored as None (caches rebuilt on demand)
+    _transient: tuple = ("_train_cache", "_grads", "_dropout_rng")
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        for name in self._transient:
+            if name in state:
+                state[name] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
 
     # ---- config -----------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import _core, functional
 from . import activations, initializers
-from ._base import Layer, as_mask, require_default, shape_tuple
+from ._base import Layer, as_mask, canonical_dtype, require_default, shape_tuple
 
 __all__ = ["RNN", "SimpleRNN", "LSTM", "GRU"]
 
@@ -243,6 +243,20 @@ class RNN(Layer):
             self._states = new
 
     reset_state = reset_states
+
+    _transient = Layer._transient + ("_fast", "_stream")
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        if self._stream is not None:  # the carried states leave the core stream as arrays
+            state["_states"] = [np.array(s) for s in self._stream.get_states()]
+        else:
+            state["_states"] = [np.array(s) for s in self._states]
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._states = [canonical_dtype(s) for s in self._states]
 
     def _sync_stream(self):
         """(Re)create the core stream of a stateful layer, carrying the states over."""
