@@ -194,8 +194,10 @@ def predict(model, x, batch_size=None, *, match_threads: bool = True):
     probe_shape = (1,) + tuple(int(d) for d in x.shape[1:])
     try:
         probe = model.predict(np.zeros(probe_shape, x.dtype))
-    except (ValueError, TypeError) as e:  # name x's own shape, not the probe's
-        message = str(e).replace(str(probe_shape), str(tuple(x.shape)))
+    except (ValueError, TypeError) as e:  # word it as model.predict(x) would: its 1st batch
+        n = x.shape[0]
+        first = (n if np.isnan(n) else min(int(n), int(batch_size or 32)),) + probe_shape[1:]
+        message = str(e).replace(str(probe_shape), str(first))
         raise type(e)(message) from None
     if isinstance(probe, (tuple, list)):
         raise NotImplementedError(
