@@ -319,8 +319,9 @@ def test_dropout_layer():
     layer = Dropout(0.5, seed=1)
     np.testing.assert_array_equal(layer(x), x)
     np.testing.assert_array_equal(layer(x, training=False), x)
-    with pytest.raises(NotImplementedError, match="training"):
-        layer(x, training=True)
+    y = layer(x, training=True)  # Keras's training semantics: zeros, the rest scaled 1/(1-rate)
+    np.testing.assert_array_equal(y[y != 0], 2 * x[y != 0])
+    assert 0.2 < np.mean(y == 0) < 0.8
     np.testing.assert_array_equal(Dropout(0.0)(x, training=True), x)
     with pytest.raises(ValueError, match="rate"):
         Dropout(2.0)

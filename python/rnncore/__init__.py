@@ -15,6 +15,8 @@ from . import layers, models  # noqa: E402  (models reads __version__)
 from .layers import Input  # noqa: E402
 from .models import Sequential, load_model  # noqa: E402
 from .interop import from_torch, load_keras, load_onnx  # noqa: E402
+from . import callbacks, losses, metrics, optimizers, utils  # noqa: E402
+from .utils import set_random_seed  # noqa: E402
 
 
 def build_info() -> dict:
@@ -30,4 +32,5 @@ def build_info() -> dict:
 
 __all__ = ["functional", "reference", "build_info", "get_num_threads", "set_num_threads",
            "layers", "models", "Sequential", "Input", "load_model", "from_torch",
-           "load_keras", "load_onnx"]
+           "load_keras", "load_onnx", "callbacks", "losses", "metrics", "optimizers", "utils",
+           "set_random_seed"]

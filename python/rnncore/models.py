@@ -43,6 +43,7 @@ import zlib
 
 import numpy as np
 
+from .training import Trainer
 from .layers import InputLayer, InputTensor, Layer, deserialize_layer, serialize_layer
 from .layers._base import (
     UnsupportedArgumentError,
@@ -85,7 +86,7 @@ def _strip_masks(outputs):
     return np.asarray(outputs)
 
 
-class Sequential:
+class Sequential(Trainer):
     """A linear stack of layers, as ``keras.Sequential``.
 
     ``Sequential([Input(shape=(timesteps, features)), LSTM(32), Dense(1)])``, or layers
@@ -104,6 +105,7 @@ class Sequential:
         self._build_input_shape = None
         self._output_shapes: list = []
         self._compile_config = None
+        self.stop_training = False
         for layer in layers or []:
             self.add(layer, rebuild=False)
         self._maybe_build()
@@ -276,26 +278,6 @@ class Sequential:
                 layer.reset_states()
 
     reset_state = reset_states
-
-    # ---- training entry points: not in rnncore yet ----------------------------------------
-
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs) -> None:
-        """Recorded only: inference does not use it. Training is not implemented yet."""
-        self._compile_config = {"optimizer": optimizer, "loss": loss, "metrics": metrics, **kwargs}
-
-    def _no_training(self, what):
-        raise NotImplementedError(
-            f"{self.name}.{what}: training is not implemented yet in rnncore (inference only)"
-        )
-
-    def fit(self, *args, **kwargs):
-        self._no_training("fit")
-
-    def train_on_batch(self, *args, **kwargs):
-        self._no_training("train_on_batch")
-
-    def evaluate(self, *args, **kwargs):
-        self._no_training("evaluate")
 
     # ---- weights --------------------------------------------------------------------------
 

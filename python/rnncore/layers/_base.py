@@ -444,6 +444,57 @@ class Layer:
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
+    # ---- training ---------------------------------------------------------------------
+    #
+    # ``forward_train`` runs the layer in training mode (dropout active) and keeps what
+    # ``backward`` needs in ``_train_cache``; ``backward(dy)`` returns dL/d(input) and
+    # leaves dL/d(weight) in ``gradients`` (aligned with ``weights``). Sequential chains them.
+
+    def forward_train(self, inputs, mask=None, rng=None):
+        """``(output, output_mask)`` of a training call; keeps what :meth:`backward` needs."""
+        x = self._convert(inputs)
+        if not self.built:
+            self.build(x.shape)
+        y = self.call_train(x, mask, rng)
+        return y, self.compute_mask(x, mask)
+
+    def call_train(self, x, mask, rng):
+        raise NotImplementedError(
+            f"{type(self).__name__} {self.name!r}: training through this layer is not "
+            f"supported by rnncore"
+        )
+
+    def backward(self, dy):
+        """dL/d(input) from dL/d(output) of the last :meth:`forward_train`."""
+        raise NotImplementedError(
+            f"{type(self).__name__} {self.name!r}: backward is not supported by rnncore"
+        )
+
+    @property
+    def gradients(self) -> list:
+        """dL/d(weight) of the last :meth:`backward`, aligned with :attr:`weights`."""
+        grads = getattr(self, "_grads", None)
+        return list(grads) if grads is not None else [None] * len(self.weights)
+
+    def _cached(self):
+        cache = getattr(self, "_train_cache", None)
+        if cache is None:
+            raise RuntimeError(
+                f"{type(self).__name__} {self.name!r}: backward needs a forward_train first"
+            )
+        return cache
+
+    def _noise_rng(self, rng):
+        """The generator of dropout masks: the layer's own (from its seed) or the caller's."""
+        seed = getattr(self, "seed", None)
+        if seed is None:
+            return rng if rng is not None else np.random.default_rng()
+        if getattr(self, "_dropout_rng", None) is None:
+            entropy = getattr(self, "_seed_entropy", seed)
+            entropy = list(entropy) if isinstance(entropy, (list, tuple)) else [int(entropy)]
+            self._dropout_rng = np.random.default_rng(entropy + [0x5EED])
+        return self._dropout_rng
+
     # ---- pickling -----------------------------------------------------------------------
     #
     # A pickled layer is its attributes: config values and weights (NumPy arrays), never

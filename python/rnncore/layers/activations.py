@@ -11,7 +11,7 @@ import numpy as np
 
 from ._base import UnsupportedArgumentError
 
-__all__ = ["get", "NAMES"]
+__all__ = ["get", "NAMES", "backward"]
 
 
 def tanh(x):
@@ -69,3 +69,20 @@ def name_of(activation, owner: str, arg: str = "activation", allow_softmax=True)
 def get(name: str):
     """The NumPy function of a supported activation name."""
     return _FUNCTIONS[name]
+
+
+def backward(name: str, x, y, dy, axis=-1):
+    """dL/dx of ``y = activation(x)`` given dL/dy (for the ``Activation``/``Softmax`` layers)."""
+    if name == "linear":
+        return dy
+    if name == "tanh":
+        return dy * (1 - y * y)
+    if name == "sigmoid":
+        return dy * y * (1 - y)
+    if name == "relu":
+        return dy * (x > 0)
+    if name == "hard_sigmoid":
+        return dy * ((x > -3) & (x < 3)) / 6.0
+    if name == "softmax":
+        return y * (dy - np.sum(dy * y, axis=axis, keepdims=True))
+    raise ValueError(f"no backward for activation {name!r}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import functional
+from .. import functional, utils
 from . import activations, initializers
 from ._base import (
     Layer,
@@ -86,7 +86,7 @@ class Dense(Layer):
                 f"Dense {self.name!r}: input shape must be (batch, ..., features) with a known "
                 f"feature size, got {input_shape}"
             )
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(utils.draw_seed(self.seed))
         self.kernel = self.add_weight(
             "kernel", (input_shape[-1], self.units), self.kernel_initializer, rng
         )
@@ -113,6 +113,20 @@ class Dense(Layer):
             self.activation,
         )
 
+    def call_train(self, x, mask, rng):
+        y = self.call(x)
+        self._train_cache = (np.ascontiguousarray(x), y)
+        return y
+
+    def backward(self, dy):
+        x, y = self._cached()
+        dx, dW, db = functional.dense_backward(
+            x, self.kernel.value, y, np.ascontiguousarray(dy, dtype=y.dtype),
+            use_bias=self.use_bias, activation=self.activation,
+        )
+        self._grads = [dW, db] if self.use_bias else [dW]
+        return dx
+
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)[:-1] + (self.units,)
 
@@ -136,6 +150,16 @@ class Activation(Layer):
 
     def call(self, inputs, mask=None, training=None):
         return activations.get(self.activation)(inputs)
+
+    def call_train(self, x, mask, rng):
+        y = self.call(x)
+        self._train_cache = (x, y)
+        return y
+
+    def backward(self, dy):
+        x, y = self._cached()
+        self._grads = []
+        return activations.backward(self.activation, x, y, dy).astype(x.dtype, copy=False)
 
     def get_config(self):
         return {**super().get_config(), "activation": self.activation}
@@ -168,14 +192,31 @@ class Softmax(Layer):
         y = activations.softmax(np.where(keep, inputs, big_negative), axis=axis)
         return np.where(keep, y, 0.0).astype(inputs.dtype, copy=False)
 
+    def call_train(self, x, mask, rng):
+        if isinstance(self.axis, (list, tuple)):
+            raise NotImplementedError(f"Softmax {self.name!r}: training over several axes")
+        y = self.call(x, mask)
+        self._train_cache = (x, y)
+        return y
+
+    def backward(self, dy):
+        x, y = self._cached()
+        self._grads = []
+        # masked positions output zero, so y = 0 there and their gradient is zero too
+        return activations.backward("softmax", x, y, dy, self.axis).astype(x.dtype, copy=False)
+
     def get_config(self):
         return {**super().get_config(), "axis": self.axis}
 
 
 class Dropout(Layer):
-    """Dropout: the identity at inference (Keras's semantics).
+    """Dropout (Keras's semantics): the identity at inference; in training each input unit
+    is zeroed with probability ``rate`` and the others scaled by ``1 / (1 - rate)``.
 
-    Training (``training=True`` with ``rate > 0``) is not implemented yet and raises.
+    ``noise_shape`` (``None`` entries taken from the input) shares a mask along its axes of
+    size 1, e.g. ``(batch, 1, features)`` for the same mask at every timestep.
+    ``model.fit`` trains through it; a direct ``layer(x, training=True)`` call draws a mask
+    from the layer's seed.
     """
 
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
@@ -188,11 +229,33 @@ class Dropout(Layer):
 
     def call(self, inputs, mask=None, training=None):
         if training and self.rate > 0:
-            raise NotImplementedError(
-                f"Dropout {self.name!r}: training=True with rate={self.rate} is not "
-                f"implemented yet in rnncore (inference only)"
-            )
+            return self.call_train(inputs, mask, None)
         return inputs
+
+    def _noise(self, shape, dtype, rng):
+        if self.noise_shape is None:
+            noise_shape = shape
+        else:
+            noise_shape = tuple(
+                d if n is None else int(n) for n, d in zip(self.noise_shape, shape)
+            )
+        keep = 1.0 - self.rate
+        if keep <= 0:
+            return np.zeros(noise_shape, dtype)
+        return ((self._noise_rng(rng).random(noise_shape) < keep) / keep).astype(dtype)
+
+    def call_train(self, x, mask, rng):
+        if self.rate <= 0:
+            self._train_cache = (None,)
+            return x
+        noise = self._noise(x.shape, x.dtype, rng)
+        self._train_cache = (noise,)
+        return x * noise
+
+    def backward(self, dy):
+        (noise,) = self._cached()
+        self._grads = []
+        return dy if noise is None else dy * noise
 
     def get_config(self):
         return {
@@ -220,6 +283,16 @@ class Masking(Layer):
 
     def compute_mask(self, inputs, mask=None):
         return np.any(inputs != self.mask_value, axis=-1)
+
+    def call_train(self, x, mask, rng):
+        keep = np.any(x != self.mask_value, axis=-1, keepdims=True)
+        self._train_cache = (keep,)
+        return np.where(keep, x, 0).astype(x.dtype, copy=False)
+
+    def backward(self, dy):
+        (keep,) = self._cached()
+        self._grads = []
+        return np.where(keep, dy, 0).astype(dy.dtype, copy=False)
 
     def get_config(self):
         return {**super().get_config(), "mask_value": self.mask_value}
@@ -291,6 +364,13 @@ class InputLayer(Layer):
 
     def call(self, inputs, mask=None, training=None):
         return inputs
+
+    def call_train(self, x, mask, rng):
+        return x
+
+    def backward(self, dy):
+        self._grads = []
+        return dy
 
     def get_config(self):
         return {"name": self.name, "dtype": self.dtype, "batch_shape": list(self.batch_shape)}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _core, functional
+from .. import _core, functional, utils
 from . import activations, initializers
 from ._base import Layer, as_mask, canonical_dtype, require_default, shape_tuple
 
@@ -172,7 +172,7 @@ class RNN(Layer):
                 f"{type(self).__name__} {self.name!r}: input shape must be "
                 f"(batch, timesteps, input_dim) with a known input_dim, got {input_shape}"
             )
-        rng = np.random.default_rng(self._seed_entropy)
+        rng = np.random.default_rng(utils.draw_seed(self._seed_entropy))
         gh = self._gates * self.units
         self._variables = []
         self._fast = None
@@ -339,20 +339,35 @@ class RNN(Layer):
             self, inputs, initial_state=initial_state, mask=mask, training=training
         )
 
-    def call(self, inputs, initial_state=None, mask=None, training=None):
-        owner = f"{type(self).__name__} {self.name!r}"
-        if training and (self.dropout or self.recurrent_dropout):
-            raise NotImplementedError(
-                f"{owner}: training=True with dropout={self.dropout}, "
-                f"recurrent_dropout={self.recurrent_dropout} is not implemented yet in "
-                f"rnncore (inference only; dropout is the identity at inference)"
-            )
-        x = inputs
+    def _check_input(self, x, owner):
         d = self.kernel.shape[0]
         if x.ndim != 3 or x.shape[2] != d:
             raise ValueError(
                 f"{owner}: expected input of shape (batch, timesteps, {d}), got {x.shape}"
             )
+
+    def _refuse_recurrent_dropout(self, owner):
+        if self.recurrent_dropout:
+            raise NotImplementedError(
+                f"{owner}: training with recurrent_dropout={self.recurrent_dropout} is not "
+                f"implemented in rnncore (the core's recurrence has no mask on h_(t-1)); "
+                f"use recurrent_dropout=0 (dropout= on the inputs is supported)"
+            )
+
+    def call(self, inputs, initial_state=None, mask=None, training=None):
+        owner = f"{type(self).__name__} {self.name!r}"
+        if training and (self.dropout or self.recurrent_dropout):
+            self._refuse_recurrent_dropout(owner)
+            if initial_state is not None:
+                raise NotImplementedError(
+                    f"{owner}: training=True with dropout and an initial_state in a direct "
+                    f"call is not supported; use model.fit"
+                )
+            y = self.call_train(inputs, mask, None)
+            self._train_cache = None
+            return y
+        x = inputs
+        self._check_input(x, owner)
         if self.stateful and self._batch_size is None:  # built without a batch size
             self._batch_size = x.shape[0]
             self.reset_states()
@@ -395,6 +410,70 @@ class RNN(Layer):
             used = mask[:, ::-1] if self.go_backwards else mask
             y[~used] = 0
         return (y, *finals) if self.return_state else y
+
+    # ---- training ---------------------------------------------------------------------
+    #
+    # dropout (Keras's semantics): one mask over the input features per sequence, the same
+    # at every timestep, scaled by 1 / (1 - dropout); the core then runs on x * mask.
+    # recurrent_dropout (a mask on h_(t-1) inside the recurrence) is not in the core.
+
+    def call_train(self, x, mask, rng):
+        owner = f"{type(self).__name__} {self.name!r}"
+        self._refuse_recurrent_dropout(owner)
+        if self.return_state:
+            raise NotImplementedError(f"{owner}: training with return_state=True")
+        self._check_input(x, owner)
+        mask = as_mask(mask, x.shape, owner)
+        noise = None
+        if self.dropout > 0:
+            keep = 1.0 - self.dropout
+            b, _, d = x.shape
+            if keep <= 0:
+                noise = np.zeros((b, d), x.dtype)
+            else:
+                noise = ((self._noise_rng(rng).random((b, d)) < keep) / keep).astype(x.dtype)
+            x = x * noise[:, None, :]
+        states = None
+        if self.stateful:  # truncated backpropagation: the carried states are constants
+            if self._batch_size is None:
+                self._batch_size = x.shape[0]
+                self.reset_states()
+            if x.shape[0] != self._batch_size:
+                raise ValueError(
+                    f"{owner}: the layer is stateful with batch size {self._batch_size}; "
+                    f"got input batch size {x.shape[0]}"
+                )
+            states = [np.array(s) for s in self.states]
+        y, *finals, workspace = self._functional(
+            x,
+            self.kernel.value,
+            self.recurrent_kernel.value,
+            None if self.bias is None else self.bias.value,
+            activation=self.activation,
+            initial_state=states,
+            mask=mask,
+            go_backwards=self.go_backwards,
+            return_sequences=self.return_sequences,
+            training=True,
+            **self._cell_options(),
+        )
+        if self.stateful:
+            self.reset_states(finals)
+        zeroed = None
+        if self.zero_output_for_mask and self.return_sequences and mask is not None:
+            zeroed = ~(mask[:, ::-1] if self.go_backwards else mask)
+            y[zeroed] = 0
+        self._train_cache = (workspace, noise, zeroed)
+        return y
+
+    def backward(self, dy):
+        workspace, noise, zeroed = self._cached()
+        dy = np.array(dy, dtype=self._np_dtype, order="C")
+        if zeroed is not None:
+            dy[zeroed] = 0
+        g = functional.backward(workspace, dy)
+        self._grads = [g.kernel, g.recurrent_kernel] + ([g.bias] if self.use_bias else [])
+        return g.x if noise is None else g.x * noise[:, None, :]
 
     def _initial_states(self, initial_state, batch, owner):
         """Explicit initial states, checked and converted; None when not given."""

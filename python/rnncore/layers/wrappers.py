@@ -177,6 +177,50 @@ class Bidirectional(Layer):
             return out + states if self.return_state else out
         return (out,) + states if self.return_state else out
 
+    # ---- training ---------------------------------------------------------------------
+
+    def call_train(self, x, mask, rng):
+        if self.return_state:
+            raise NotImplementedError(
+                f"Bidirectional {self.name!r}: training with return_state=True"
+            )
+        mask = as_mask(mask, x.shape, f"Bidirectional {self.name!r}")
+        y = self.forward_layer.forward_train(x, mask, rng)[0]
+        y_rev = self.backward_layer.forward_train(x, mask, rng)[0]
+        if self.return_sequences:
+            y_rev = y_rev[:, ::-1]
+        self._train_cache = (y, y_rev)
+        mode = self.merge_mode
+        if mode == "concat":
+            return np.concatenate([y, y_rev], axis=-1)
+        if mode == "sum":
+            return y + y_rev
+        if mode == "ave":
+            return (y + y_rev) / 2
+        if mode == "mul":
+            return y * y_rev
+        return (y, np.ascontiguousarray(y_rev))
+
+    def backward(self, dy):
+        y, y_rev = self._cached()
+        mode = self.merge_mode
+        if mode == "concat":
+            n = y.shape[-1]
+            d_fwd, d_rev = dy[..., :n], dy[..., n:]
+        elif mode == "sum":
+            d_fwd = d_rev = dy
+        elif mode == "ave":
+            d_fwd = d_rev = dy / 2
+        elif mode == "mul":
+            d_fwd, d_rev = dy * y_rev, dy * y
+        else:
+            d_fwd, d_rev = dy
+        if self.return_sequences:
+            d_rev = d_rev[:, ::-1]  # back to the backward layer's processing order
+        dx = self.forward_layer.backward(d_fwd) + self.backward_layer.backward(d_rev)
+        self._grads = self.forward_layer.gradients + self.backward_layer.gradients
+        return dx
+
     def compute_output_shape(self, input_shape):
         shape = self.forward_layer.compute_output_shape(input_shape)
         state_shapes = ()
@@ -273,6 +317,20 @@ class TimeDistributed(Layer):
         flat = inputs.reshape((b * t,) + inputs.shape[2:])
         y = self.layer._call(flat, None, training)[0]
         return y.reshape((b, t) + y.shape[1:])
+
+    def call_train(self, x, mask, rng):
+        if x.ndim < 3:
+            return self.call(x)  # raises the shape error
+        b, t = x.shape[:2]
+        y = self.layer.forward_train(x.reshape((b * t,) + x.shape[2:]), None, rng)[0]
+        self._train_cache = (b, t)
+        return y.reshape((b, t) + y.shape[1:])
+
+    def backward(self, dy):
+        b, t = self._cached()
+        dx = self.layer.backward(dy.reshape((b * t,) + dy.shape[2:]))
+        self._grads = self.layer.gradients
+        return dx.reshape((b, t) + dx.shape[1:])
 
     def compute_output_shape(self, input_shape):
         input_shape = tuple(input_shape)

@@ -1,0 +1,241 @@
+"""Optimizers with Keras 3's names, defaults and update rules: SGD, Adam, RMSprop.
+
+``apply_gradients([(grad, variable), ...])`` updates the variables (:class:`Variable`). It
+is all or nothing: the gradients are checked (shapes, finite values) and every new value
+and slot is computed before the first weight changes, so an error never leaves a model
+half-updated. Gradient clipping is Keras's: ``clipnorm`` per gradient
+(``g * clipnorm / max(||g||, clipnorm)``), ``global_clipnorm`` over all gradients together,
+``clipvalue`` element-wise. The update rules (``g`` the clipped gradient, ``lr`` the
+learning rate, ``t`` the 1-based step) are written above each ``_update``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .layers._base import require_default
+
+__all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "get"]
+
+
+class Optimizer:
+    """Base class: learning rate, clipping, the step counter and per-variable slots."""
+
+    #: names of the per-variable slots (arrays shaped like the variable, starting at zero)
+    _slot_names: tuple = ()
+
+    def __init__(self, learning_rate=0.001, weight_decay=None, clipnorm=None, clipvalue=None,
+                 global_clipnorm=None, use_ema=False, ema_momentum=0.99,
+                 ema_overwrite_frequency=None, loss_scale_factor=None,
+                 gradient_accumulation_steps=None, name=None, **kwargs):
+        owner = type(self).__name__
+        if kwargs:
+            raise TypeError(f"{owner}: unexpected keyword argument(s) {', '.join(kwargs)}")
+        require_default(owner, weight_decay=(weight_decay, None), use_ema=(use_ema, False),
+                        ema_overwrite_frequency=(ema_overwrite_frequency, None),
+                        loss_scale_factor=(loss_scale_factor, None),
+                        gradient_accumulation_steps=(gradient_accumulation_steps, None))
+        if callable(learning_rate):
+            raise NotImplementedError(f"{owner}: learning-rate schedules are not supported")
+        if sum(c is not None for c in (clipnorm, clipvalue, global_clipnorm)) > 1:
+            raise ValueError(f"{owner}: give at most one of clipnorm, clipvalue, global_clipnorm")
+        for arg, value in (("clipnorm", clipnorm), ("clipvalue", clipvalue),
+                           ("global_clipnorm", global_clipnorm)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{owner}: {arg} must be positive, got {value!r}")
+        self.learning_rate = float(learning_rate)
+        self.clipnorm = clipnorm
+        self.clipvalue = clipvalue
+        self.global_clipnorm = global_clipnorm
+        self.name = name or owner.lower()
+        self.iterations = 0
+        self._slots: dict[int, dict[str, np.ndarray]] = {}
+        self._owners: dict[int, object] = {}  # keeps the variables alive while slots exist
+
+    # ---- clipping ----------------------------------------------------------------------
+
+    def _clip(self, grads: list[np.ndarray]) -> list[np.ndarray]:
+        if self.clipnorm:
+            out = []
+            for g in grads:
+                norm = np.sqrt(np.sum(np.square(g, dtype=np.float64)))
+                out.append(g * (self.clipnorm / max(norm, self.clipnorm)))
+            return out
+        if self.global_clipnorm:
+            norm = np.sqrt(sum(np.sum(np.square(g, dtype=np.float64)) for g in grads))
+            scale = self.global_clipnorm / max(norm, self.global_clipnorm)
+            return [g * scale for g in grads]
+        if self.clipvalue:
+            return [np.clip(g, -self.clipvalue, self.clipvalue) for g in grads]
+        return grads
+
+    # ---- applying ----------------------------------------------------------------------
+
+    def apply_gradients(self, grads_and_vars) -> None:
+        """One update of every variable from its gradient; nothing changes on an error."""
+        pairs = list(grads_and_vars)
+        grads, variables = [], []
+        for g, v in pairs:
+            g = np.asarray(g)
+            if g.shape != v.shape:
+                raise ValueError(
+                    f"{self.name}: gradient of {v.path!r} has shape {g.shape}, "
+                    f"the variable {v.shape}"
+                )
+            if not np.all(np.isfinite(g)):
+                raise FloatingPointError(
+                    f"{self.name}: the gradient of {v.path!r} is not finite (NaN or inf); "
+                    f"no weight was updated"
+                )
+            grads.append(g.astype(v.value.dtype, copy=False))
+            variables.append(v)
+        grads = self._clip(grads)
+        step = self.iterations + 1
+        updates = []  # computed entirely before anything is assigned
+        for g, v in zip(grads, variables):
+            slots = self._slots.get(id(v))
+            if slots is None or self._owners.get(id(v)) is not v:
+                slots = {k: np.zeros_like(v.value) for k in self._slot_names}
+            new_value, new_slots = self._update(v.value, g, slots, step)
+            updates.append((v, new_value.astype(v.value.dtype, copy=False), new_slots))
+        for v, value, slots in updates:
+            np.copyto(v.value, value)
+            self._slots[id(v)] = slots
+            self._owners[id(v)] = v
+        self.iterations = step
+
+    def _update(self, w, g, slots, step):
+        """``(new_value, new_slots)`` for one variable; must not modify its arguments."""
+        raise NotImplementedError
+
+    def get_slot(self, variable, name) -> np.ndarray:
+        """The optimizer's state ``name`` (e.g. ``"m"``) for ``variable`` (a copy)."""
+        return self._slots[id(variable)][name].copy()
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "learning_rate": self.learning_rate,
+                "clipnorm": self.clipnorm, "clipvalue": self.clipvalue,
+                "global_clipnorm": self.global_clipnorm}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} learning_rate={self.learning_rate}>"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, with optional (Nesterov) momentum (Keras 3)::
+
+        momentum == 0:  w <- w - lr g
+        otherwise:      m <- momentum m - lr g
+                        w <- w + m                      (nesterov=False)
+                        w <- w + momentum m - lr g      (nesterov=True)
+    """
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"SGD: momentum must be in [0, 1], got {momentum!r}")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self._slot_names = ("m",) if self.momentum else ()
+
+    def _update(self, w, g, slots, step):
+        lr = self.learning_rate
+        if not self.momentum:
+            return w - lr * g, slots
+        m = self.momentum * slots["m"] - lr * g
+        if self.nesterov:
+            return w + (self.momentum * m - lr * g), {"m": m}
+        return w + m, {"m": m}
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), as Keras 3 computes it (epsilon outside the square root)::
+
+        m <- m + (g - m)(1 - beta_1)
+        v <- v + (g^2 - v)(1 - beta_2)        (amsgrad: v_hat <- max(v_hat, v), used as v)
+        alpha = lr sqrt(1 - beta_2^t) / (1 - beta_1^t)
+        w <- w - alpha m / (sqrt(v) + epsilon)
+    """
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 amsgrad=False, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
+        self.epsilon = float(epsilon)
+        self.amsgrad = bool(amsgrad)
+        self._slot_names = ("m", "v", "v_hat") if self.amsgrad else ("m", "v")
+
+    def _update(self, w, g, slots, step):
+        b1, b2 = self.beta_1, self.beta_2
+        alpha = self.learning_rate * np.sqrt(1 - b2**step) / (1 - b1**step)
+        m = slots["m"] + (g - slots["m"]) * (1 - b1)
+        v = slots["v"] + (g * g - slots["v"]) * (1 - b2)
+        new = {"m": m, "v": v}
+        if self.amsgrad:
+            v = new["v_hat"] = np.maximum(slots["v_hat"], v)
+        return w - (m * alpha) / (np.sqrt(v) + self.epsilon), new
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
+                "epsilon": self.epsilon, "amsgrad": self.amsgrad}
+
+
+class RMSprop(Optimizer):
+    """RMSprop, as Keras 3 computes it (epsilon inside the square root)::
+
+        v <- rho v + (1 - rho) g^2
+        (centered: a <- rho a + (1 - rho) g;  denominator = v - a^2 + epsilon)
+        denominator = v + epsilon
+        increment = lr g / sqrt(denominator)
+        w <- w - increment                   (momentum > 0: m <- momentum m + increment;
+                                              w <- w - m)
+    """
+
+    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7,
+                 centered=False, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.rho, self.momentum = float(rho), float(momentum)
+        self.epsilon = float(epsilon)
+        self.centered = bool(centered)
+        self._slot_names = ("v",) + (("m",) if self.momentum > 0 else ()) + (
+            ("a",) if self.centered else ())
+
+    def _update(self, w, g, slots, step):
+        rho = self.rho
+        v = rho * slots["v"] + (1 - rho) * g * g
+        new = {"v": v}
+        if self.centered:
+            a = new["a"] = rho * slots["a"] + (1 - rho) * g
+            denominator = v - a * a + self.epsilon
+        else:
+            denominator = v + self.epsilon
+        increment = self.learning_rate * g / np.sqrt(denominator)
+        if self.momentum > 0:
+            m = new["m"] = self.momentum * slots["m"] + increment
+            return w - m, new
+        return w - increment, new
+
+    def get_config(self):
+        return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,
+                "epsilon": self.epsilon, "centered": self.centered}
+
+
+_NAMES = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop}
+
+
+def get(identifier) -> Optimizer:
+    """An optimizer from a Keras name (``"adam"``, ``"sgd"``, ``"rmsprop"``, defaults), a
+    class, or an instance."""
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, type) and issubclass(identifier, Optimizer):
+        return identifier()
+    if isinstance(identifier, str) and identifier.lower() in _NAMES:
+        return _NAMES[identifier.lower()]()
+    raise ValueError(
+        f"unknown optimizer {identifier!r}; rnncore has 'sgd', 'adam', 'rmsprop' "
+        f"(or a rnncore.optimizers.Optimizer instance)"
+    )
