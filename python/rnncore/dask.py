@@ -84,7 +84,7 @@ def _model_key(model) -> str:
 
 
 def _current_client():
-    """The active ``distributed`` Client, or None (never imports distributed itself)."""
+    """The active ``distributed`` Client, or None when there is none."""
     if "distributed" not in sys.modules:
         return None
     import distributed
