@@ -1,0 +1,110 @@
+"""Training pieces against real Keras 3 (torch backend): optimizer trajectories, loss
+values and reductions, and one whole training step of a model with the same weights."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")  # before Keras is imported
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+keras = pytest.importorskip("keras")
+
+import rnncore  # noqa: E402
+from rnncore import losses, optimizers  # noqa: E402
+from rnncore.layers import LSTM, Bidirectional, Dense, Variable  # noqa: E402
+
+# Keras 3.15's torch-backend Variable.__array__ lacks NumPy 2's copy= keyword (Keras's issue)
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
+
+OPTIMIZERS = {
+    "sgd": ({}, {}),
+    "sgd_nesterov": ({"learning_rate": 0.1, "momentum": 0.9, "nesterov": True},) * 2,
+    "adam": ({"learning_rate": 0.01},) * 2,
+    "adam_amsgrad_clipnorm": ({"learning_rate": 0.01, "amsgrad": True, "clipnorm": 0.5},) * 2,
+    "rmsprop": ({},) * 2,
+    "rmsprop_centered_momentum_clipvalue": (
+        {"learning_rate": 0.01, "momentum": 0.5, "centered": True, "clipvalue": 0.3},) * 2,
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizer_trajectory_matches_keras(name, rng):
+    ours_kw, keras_kw = OPTIMIZERS[name]
+    cls = name.split("_")[0]
+    ours = optimizers.get(cls).__class__(**ours_kw)
+    theirs = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam,
+              "rmsprop": keras.optimizers.RMSprop}[cls](**keras_kw)
+    w0 = rng.standard_normal((4, 3)).astype(np.float32)
+    v = Variable(w0.copy(), "w", "w")
+    kv = keras.Variable(w0.copy())
+    for _ in range(5):
+        g = rng.standard_normal((4, 3)).astype(np.float32)
+        ours.apply_gradients([(g, v)])
+        theirs.apply_gradients([(keras.ops.convert_to_tensor(g), kv)])
+    np.testing.assert_allclose(v.value, keras.ops.convert_to_numpy(kv), rtol=2e-6, atol=2e-7)
+
+
+def _targets(name, rng, shape):
+    if name.startswith("sparse"):
+        return rng.integers(0, shape[-1], shape[:-1])
+    if name.startswith("categorical"):
+        return np.eye(shape[-1])[rng.integers(0, shape[-1], shape[:-1])]
+    if name.startswith("binary"):
+        return rng.integers(0, 2, shape).astype(np.float64)
+    return rng.standard_normal(shape)
+
+
+@pytest.mark.parametrize("from_logits", [False, True], ids=["probs", "logits"])
+@pytest.mark.parametrize("shape", [(5, 3), (4, 6, 3)], ids=["2d", "3d"])
+@pytest.mark.parametrize("name", ["mse", "mae", "binary_crossentropy",
+                                  "categorical_crossentropy", "sparse_categorical_crossentropy"])
+def test_loss_value_and_reduction_match_keras(name, shape, from_logits, rng):
+    if from_logits and name in ("mse", "mae"):
+        pytest.skip("no logits for regression losses")
+    y_true = _targets(name, rng, shape)
+    logits = rng.standard_normal(shape) * 2
+    if from_logits:
+        y_pred = logits
+    elif name.startswith("binary"):
+        y_pred = 1 / (1 + np.exp(-logits))
+    elif "categorical" in name:
+        y_pred = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    else:
+        y_pred = logits
+    if not from_logits and name != "mse" and name != "mae":  # a saturated row: clipping
+        y_pred[0, ...] = 0.0
+        y_pred[0, ..., 0] = 1.0
+    kw = {"from_logits": True} if from_logits else {}
+    ours = losses.get(name) if not kw else type(losses.get(name))(**kw)
+    theirs = keras.losses.get(name) if not kw else type(keras.losses.get(
+        {"binary_crossentropy": "BinaryCrossentropy",
+         "categorical_crossentropy": "CategoricalCrossentropy",
+         "sparse_categorical_crossentropy": "SparseCategoricalCrossentropy"}[name]))(**kw)
+    if callable(theirs) and not isinstance(theirs, keras.losses.Loss):
+        expected = float(np.mean(keras.ops.convert_to_numpy(theirs(y_true, y_pred))))
+    else:
+        expected = float(keras.ops.convert_to_numpy(theirs(y_true, y_pred)))
+    assert ours(y_true, y_pred) == pytest.approx(expected, rel=1e-5)
+
+
+def test_one_training_step_matches_keras(rng):
+    """Same weights, same batch: a Bidirectional LSTM -> Dense after one Adam step."""
+    x = rng.standard_normal((8, 5, 3)).astype(np.float32)
+    y = rng.standard_normal((8, 2)).astype(np.float32)
+    km = keras.Sequential([keras.Input((5, 3)), keras.layers.Bidirectional(
+        keras.layers.LSTM(4), merge_mode="ave"), keras.layers.Dense(2)])
+    ours = rnncore.Sequential([rnncore.Input((5, 3)), Bidirectional(LSTM(4), merge_mode="ave"),
+                               Dense(2)])
+    ours.set_weights(km.get_weights())
+    km.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    ours.compile(optimizer=optimizers.Adam(0.01), loss="mse")
+    k_loss = float(km.train_on_batch(x, y))
+    r_loss = ours.train_on_batch(x, y)
+    assert r_loss == pytest.approx(k_loss, rel=1e-5)
+    for a, b in zip(ours.get_weights(), km.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
