@@ -101,3 +101,16 @@ def test_unbuilt_and_stateful_model(rng):
     model.predict(x, batch_size=2)
     clone = pickle.loads(pickle.dumps(model))
     np.testing.assert_array_equal(clone.predict(x, batch_size=2), model.predict(x, batch_size=2))
+
+
+def test_trained_model_pickles_without_its_training_state(rng):
+    model = rnncore.Sequential([rnncore.Input((7, 3)), LSTM(4, seed=1, dropout=0.2), Dense(1)])
+    model.compile("adam", "mse")
+    x = _x(rng)
+    model.fit(x, np.zeros((4, 1)), epochs=2, verbose=0)
+    model.layers[0].forward_train(x)  # a live core workspace in the layer's training cache
+    clone = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(clone.predict(x), model.predict(x))
+    assert not clone.compiled and clone.optimizer is None  # compile again to train further
+    clone.compile("sgd", "mse")
+    clone.fit(x, np.zeros((4, 1)), epochs=1, verbose=0)

@@ -11,11 +11,11 @@ from ._core import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
-from . import layers, models  # noqa: E402  (models reads __version__)
+# models reads __version__
+from . import callbacks, layers, losses, metrics, models, optimizers, utils  # noqa: E402
+from .interop import from_torch, load_keras, load_onnx  # noqa: E402
 from .layers import Input  # noqa: E402
 from .models import Sequential, load_model  # noqa: E402
-from .interop import from_torch, load_keras, load_onnx  # noqa: E402
-from . import callbacks, losses, metrics, optimizers, utils  # noqa: E402
 from .utils import set_random_seed  # noqa: E402
 
 

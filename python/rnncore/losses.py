@@ -218,7 +218,9 @@ class SparseCategoricalCrossentropy(Loss):
 
     def __init__(self, from_logits=False, ignore_class=None, name=None, **kwargs):
         if ignore_class is not None:
-            raise NotImplementedError("SparseCategoricalCrossentropy: ignore_class is not supported")
+            raise NotImplementedError(
+                "SparseCategoricalCrossentropy: ignore_class is not supported"
+            )
         super().__init__(name=name, **kwargs)
         self.from_logits = bool(from_logits)
 

@@ -43,7 +43,6 @@ import zlib
 
 import numpy as np
 
-from .training import Trainer
 from .layers import InputLayer, InputTensor, Layer, deserialize_layer, serialize_layer
 from .layers._base import (
     UnsupportedArgumentError,
@@ -51,6 +50,7 @@ from .layers._base import (
     shape_tuple,
     unique_name,
 )
+from .training import Trainer
 
 __all__ = ["Sequential", "load_model", "save_model", "model_from_json", "ModelFileError"]
 

@@ -25,7 +25,7 @@ def set_random_seed(seed: int) -> None:
         raise TypeError(f"set_random_seed: expected an integer seed, got {seed!r}")
     _global = np.random.default_rng(int(seed))
     random.seed(int(seed))
-    np.random.seed(int(seed) % 2**32)
+    np.random.seed(int(seed) % 2**32)  # noqa: NPY002 (Keras seeds NumPy's global generator too)
 
 
 def draw_seed(explicit=None):
