@@ -59,13 +59,16 @@ def _targets(name, rng, shape):
     return rng.standard_normal(shape)
 
 
-@pytest.mark.parametrize("from_logits", [False, True], ids=["probs", "logits"])
+LOSS_CASES = [(name, False) for name in ("mse", "mae")] + [
+    (name, logits) for name in ("binary_crossentropy", "categorical_crossentropy",
+                                "sparse_categorical_crossentropy") for logits in (False, True)
+]
+
+
 @pytest.mark.parametrize("shape", [(5, 3), (4, 6, 3)], ids=["2d", "3d"])
-@pytest.mark.parametrize("name", ["mse", "mae", "binary_crossentropy",
-                                  "categorical_crossentropy", "sparse_categorical_crossentropy"])
+@pytest.mark.parametrize("name,from_logits", LOSS_CASES,
+                         ids=[f"{n}{'-logits' if lg else ''}" for n, lg in LOSS_CASES])
 def test_loss_value_and_reduction_match_keras(name, shape, from_logits, rng):
-    if from_logits and name in ("mse", "mae"):
-        pytest.skip("no logits for regression losses")
     y_true = _targets(name, rng, shape)
     logits = rng.standard_normal(shape) * 2
     if from_logits:
