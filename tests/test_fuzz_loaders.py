@@ -1,0 +1,516 @@
+"""Fuzzing the file loaders: rnncore's saved models (load_model, Sequential.load_weights),
+Keras files (.keras and legacy .h5 via load_keras) and ONNX (load_onnx, path and bytes).
+
+Valid seed files are written (rnncore's own save / to_onnx; the Keras files with h5py in
+Keras 3's exact layout, so Keras itself is not needed), then mutated: truncated at many
+offsets, bit-flipped at many positions, and rewritten by hand into hostile files (huge
+declared shapes, wrong dtypes, pickled objects, path tricks in archive names, deeply nested
+JSON, classes that do not exist, absurd layer sizes). Every case runs in ONE child process
+with an address-space limit (RLIMIT_AS: 1 GiB over the imports) and a timeout, so a crash
+or a huge allocation fails the test instead of the machine. Each case must either load (a
+flip in weight data is still a valid file) or raise a clear error: rnncore's
+ModelFileError (a ValueError) or UnsupportedModelError / UnsupportedArgumentError -- never
+KeyError, IndexError, AttributeError, RecursionError, MemoryError, a crash or a hang.
+Nothing may be written outside the working directory (path tricks) and nothing executed.
+
+RNNCORE_FUZZ_CASES (default 48) sets the number of truncations and bit flips per seed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import numpy as np
+import pytest
+
+import rnncore
+from rnncore import layers as L
+
+h5py = pytest.importorskip("h5py")
+onnx = pytest.importorskip("onnx")
+
+N = int(os.environ.get("RNNCORE_FUZZ_CASES", "48"))
+CLEAR = {"ModelFileError", "UnsupportedModelError", "UnsupportedArgumentError"}
+
+
+# ---- seeds --------------------------------------------------------------------------------
+
+
+def _model():
+    m = rnncore.Sequential([rnncore.Input((5, 3)), L.LSTM(4, return_sequences=True),
+                            L.GRU(3), L.Dense(2)])
+    rng = np.random.default_rng(0)
+    m.set_weights([rng.standard_normal(w.shape).astype(w.dtype) for w in m.get_weights()])
+    return m
+
+
+def _keras_layer(cls, name, cfg, input_shape):
+    return {"module": "keras.layers", "class_name": cls, "registered_name": None,
+            "config": {"name": name, "trainable": True, "dtype": "float32", **cfg},
+            "build_config": {"input_shape": input_shape}}
+
+
+def _keras_config(lstm_units=4, d=3, extra_layer=None):
+    rnn = {"return_sequences": True, "return_state": False, "go_backwards": False,
+           "stateful": False, "unroll": False, "activation": "tanh",
+           "recurrent_activation": "sigmoid", "use_bias": True, "dropout": 0.0,
+           "recurrent_dropout": 0.0, "seed": None}
+    layers = [
+        {"module": "keras.layers", "class_name": "InputLayer", "registered_name": None,
+         "config": {"batch_shape": [None, 5, d], "dtype": "float32", "sparse": False,
+                    "name": "input_layer"}},
+        _keras_layer("LSTM", "lstm", {**rnn, "units": lstm_units, "unit_forget_bias": True},
+                     [None, 5, d]),
+        _keras_layer("Dense", "dense", {"units": 2, "activation": "linear", "use_bias": True},
+                     [None, 5, lstm_units]),
+    ]
+    if extra_layer is not None:
+        layers.append(extra_layer)
+    return {"module": "keras", "class_name": "Sequential", "registered_name": None,
+            "config": {"name": "sequential", "trainable": True, "layers": layers},
+            "build_config": {"input_shape": [None, 5, d]}}
+
+
+def _keras_weights(rng, lstm_units=4, d=3):
+    h = lstm_units
+    return {
+        "lstm": [rng.standard_normal((d, 4 * h)), rng.standard_normal((h, 4 * h)),
+                 rng.standard_normal(4 * h)],
+        "dense": [rng.standard_normal((h, 2)), rng.standard_normal(2)],
+    }
+
+
+def _keras_v3_bytes(config, weights, dtype="<f4", weights_h5=None):
+    if weights_h5 is None:
+        buf = io.BytesIO()
+        with h5py.File(buf, "w") as f:
+            f.create_group("vars").attrs["name"] = "sequential"
+            for layer, ws in weights.items():
+                g = f.create_group(f"layers/{layer}")
+                if layer == "lstm":
+                    g.create_group("vars").attrs["name"] = "lstm"
+                    g = g.create_group("cell")
+                    name = "lstm_cell"
+                else:
+                    name = layer
+                v = g.create_group("vars")
+                v.attrs["name"] = name
+                for k, w in enumerate(ws):
+                    v.create_dataset(str(k), data=np.asarray(w).astype(dtype))
+        weights_h5 = buf.getvalue()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("metadata.json", json.dumps({"keras_version": "3.15.1"}))
+        z.writestr("config.json", config if isinstance(config, str) else json.dumps(config))
+        z.writestr("model.weights.h5", weights_h5)
+    return out.getvalue()
+
+
+def _keras_h5_bytes(config, weights, dtype="<f4"):
+    buf = io.BytesIO()
+    names = {"lstm": ["kernel", "recurrent_kernel", "bias"], "dense": ["kernel", "bias"]}
+    with h5py.File(buf, "w") as f:
+        f.attrs["keras_version"] = "3.15.1"
+        f.attrs["backend"] = "torch"
+        f.attrs["model_config"] = config if isinstance(config, str) else json.dumps(config)
+        mw = f.create_group("model_weights")
+        mw.attrs["layer_names"] = np.array(list(weights), dtype=object)
+        mw.attrs["keras_version"] = "3.15.1"
+        mw.attrs["backend"] = "torch"
+        for layer, ws in weights.items():
+            g = mw.create_group(layer)
+            cell = f"sequential/{layer}/lstm_cell" if layer == "lstm" else f"sequential/{layer}"
+            g.attrs["weight_names"] = np.array([f"{cell}/{n}" for n in names[layer]],
+                                               dtype=object)
+            for n, w in zip(names[layer], ws):
+                g.create_dataset(f"{cell}/{n}", data=np.asarray(w).astype(dtype))
+        mw.create_group("top_level_model_weights").attrs["weight_names"] = np.array([])
+    return buf.getvalue()
+
+
+def _npy(a) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=True)
+    return buf.getvalue()
+
+
+def _npy_header(shape, descr="<f4", payload=b"\0" * 16) -> bytes:
+    hdr = repr({"descr": descr, "fortran_order": False, "shape": shape}).encode()
+    hdr += b" " * (64 - (len(hdr) + 11) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(hdr).to_bytes(2, "little") + hdr + payload
+
+
+def _rewrite_zip(data: bytes, replace=None, add=None, drop=()) -> bytes:
+    """The archive with members replaced / added / dropped (names kept verbatim)."""
+    src = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for name in src.namelist():
+            if name in drop:
+                continue
+            body = (replace or {}).get(name, src.read(name))
+            z.writestr(name, body(src.read(name)) if callable(body) else body)
+        for name, body in (add or {}).items():
+            z.writestr(zipfile.ZipInfo(name), body)
+    return out.getvalue()
+
+
+def _manifest_edit(fn):
+    def edit(raw):
+        m = json.loads(raw)
+        fn(m)
+        return json.dumps(m)
+    return edit
+
+
+# ---- cases --------------------------------------------------------------------------------
+
+
+def _hostile_cases(seeds):
+    """name -> (loader, file bytes)."""
+    rn, kv3, kh5, ox = seeds["rnncore"], seeds["keras"], seeds["h5"], seeds["onnx"]
+    man = "rnncore_model.json"
+    rng = np.random.default_rng(1)
+    kw = _keras_weights(rng)
+    deep = "[" * 200000 + "]" * 200000
+
+    def set_units(m, u):
+        m["model"]["config"]["layers"][-2]["config"]["units"] = u
+
+    def first_layer(m):
+        return m["model"]["config"]["layers"][0]
+
+    cases = {
+        # rnncore saved model
+        "rnncore: npy declaring 2**40 floats": (
+            "load_model", _rewrite_zip(rn, {"weights/0000.npy": _npy_header((2**40,))})),
+        "rnncore: npy declaring (2**31, 2**31) with manifest agreeing": (
+            "load_model", _rewrite_zip(rn, {
+                "weights/0000.npy": _npy_header((2**31, 2**31)),
+                man: _manifest_edit(lambda m: m["weights"][0].update(shape=[2**31, 2**31]))})),
+        "rnncore: pickled object weight": (
+            "load_model", _rewrite_zip(rn, {"weights/0000.npy": _npy(np.array([{"a": 1}],
+                                                                               object))})),
+        "rnncore: complex weights (manifest agreeing)": (
+            "load_model", _rewrite_zip(rn, {
+                "weights/0000.npy": lambda raw: _npy(np.load(io.BytesIO(raw)).astype(
+                    np.complex64) * (1 + 1j)),
+                man: _manifest_edit(lambda m: m["weights"][0].update(dtype="complex64"))})),
+        "rnncore: string weights (manifest agreeing)": (
+            "load_model", _rewrite_zip(rn, {
+                "weights/0000.npy": lambda raw: _npy(np.load(io.BytesIO(raw)).astype("U3")),
+                man: _manifest_edit(lambda m: m["weights"][0].update(dtype="<U3"))})),
+        "rnncore: weight file path ../../etc/passwd": (
+            "load_model", _rewrite_zip(rn, {
+                man: _manifest_edit(lambda m: m["weights"][0].update(file="../../etc/passwd"))})),
+        "rnncore: weight file absolute /etc/passwd": (
+            "load_model", _rewrite_zip(rn, {
+                man: _manifest_edit(lambda m: m["weights"][0].update(file="/etc/passwd"))})),
+        "rnncore: archive member named ../escape.npy": (
+            "load_model", _rewrite_zip(
+                rn, add={"../escape.npy": _npy(np.zeros((3, 16), np.float32)),
+                         "/abs_escape.npy": b"x"},
+                replace={man: _manifest_edit(
+                    lambda m: m["weights"][0].update(file="../escape.npy"))})),
+        "rnncore: unknown layer class os.system": (
+            "load_model", _rewrite_zip(rn, {man: _manifest_edit(
+                lambda m: first_layer(m).update(class_name="os.system"))})),
+        "rnncore: layer class __import__ with module": (
+            "load_model", _rewrite_zip(rn, {man: _manifest_edit(
+                lambda m: first_layer(m).update(class_name="__import__", module="os"))})),
+        "rnncore: units 10**9 in config": (
+            "load_model", _rewrite_zip(rn, {man: _manifest_edit(lambda m: set_units(m, 10**9))})),
+        "rnncore: units -5 in config": (
+            "load_model", _rewrite_zip(rn, {man: _manifest_edit(lambda m: set_units(m, -5))})),
+        "rnncore: units as string in config": (
+            "load_model", _rewrite_zip(rn, {man: _manifest_edit(lambda m: set_units(m, "4"))})),
+        "rnncore: build_input_shape feature size 10**12": (
+            "load_model", _rewrite_zip(rn, {man: _manifest_edit(
+                lambda m: m.update(build_input_shape=[None, 5, 10**12]))})),
+        "rnncore: build_input_shape not a list": (
+            "load_model", _rewrite_zip(rn, {man: _manifest_edit(
+                lambda m: m.update(build_input_shape=7))})),
+        "rnncore: deeply nested JSON manifest": (
+            "load_model", _rewrite_zip(rn, {man: deep})),
+        "rnncore: manifest is a list": ("load_model", _rewrite_zip(rn, {man: "[1, 2]"})),
+        "rnncore: manifest weights not a list": (
+            "load_model", _rewrite_zip(rn, {man: _manifest_edit(lambda m: m.update(weights=5))})),
+        "rnncore: layers is a dict": (
+            "load_model", _rewrite_zip(rn, {man: _manifest_edit(
+                lambda m: m["model"]["config"].update(layers={"a": 1}))})),
+        "rnncore: missing manifest": ("load_model", _rewrite_zip(rn, drop=(man,))),
+        "rnncore: empty file": ("load_model", b""),
+        "rnncore: load_weights npz with pickled object": (
+            "load_weights", (lambda b: (np.savez(b, w0000=np.array([object()], object)),
+                                        b.getvalue())[1])(io.BytesIO())),
+        "rnncore: load_weights npz declaring 2**40 floats": (
+            "load_weights", _rewrite_zip(
+                (lambda b: (np.savez(b, w0000=np.zeros(1, np.float32)), b.getvalue())[1])(
+                    io.BytesIO()), {"w0000.npy": _npy_header((2**40,))})),
+        # Keras 3 .keras
+        "keras: huge declared dataset shape in weights": (
+            "load_keras", _keras_v3_bytes(_keras_config(), {
+                **kw, "lstm": [np.zeros((2**20, 16)), *kw["lstm"][1:]]})),
+        "keras: units 10**9 in config.json": (
+            "load_keras", _keras_v3_bytes(_keras_config(lstm_units=10**9), kw)),
+        "keras: input feature size 10**12 in config.json": (
+            "load_keras", _keras_v3_bytes(_keras_config(d=10**12), kw)),
+        "keras: int64 weights": ("load_keras", _keras_v3_bytes(_keras_config(), kw, "<i8")),
+        "keras: complex weights": (
+            "load_keras", _keras_v3_bytes(_keras_config(), kw, "<c8")),
+        "keras: string weights": ("load_keras", _keras_v3_bytes(_keras_config(), kw, "S4")),
+        "keras: deeply nested config.json": ("load_keras", _keras_v3_bytes(deep, kw)),
+        "keras: config.json not an object": ("load_keras", _keras_v3_bytes("[]", kw)),
+        "keras: custom class with module os": (
+            "load_keras", _keras_v3_bytes(_keras_config(extra_layer={
+                "module": "os", "class_name": "system", "registered_name": "os>system",
+                "config": {"command": "touch PWNED"}}), kw)),
+        "keras: lambda layer with code": (
+            "load_keras", _keras_v3_bytes(_keras_config(extra_layer={
+                "module": "keras.layers", "class_name": "Lambda", "registered_name": None,
+                "config": {"name": "l", "function": {"class_name": "__lambda__", "config": {
+                    "code": "open('PWNED','w')", "defaults": None, "closure": None}}}}), kw)),
+        "keras: weights h5 not HDF5": (
+            "load_keras", _keras_v3_bytes(_keras_config(), kw, weights_h5=b"not hdf5" * 10)),
+        "keras: archive member ../escape": (
+            "load_keras", _rewrite_zip(kv3, add={"../escape": b"x", "/abs_escape": b"y"})),
+        # legacy .h5
+        "h5: units 10**9 in model_config": (
+            "load_keras", _keras_h5_bytes(_keras_config(lstm_units=10**9), kw)),
+        "h5: deeply nested model_config": ("load_keras", _keras_h5_bytes(deep, kw)),
+        "h5: model_config not JSON": ("load_keras", _keras_h5_bytes("{not json", kw)),
+        "h5: complex weights": ("load_keras", _keras_h5_bytes(_keras_config(), kw, "<c8")),
+        "h5: string weights": ("load_keras", _keras_h5_bytes(_keras_config(), kw, "S4")),
+        "h5: huge declared dataset": (
+            "load_keras", _keras_h5_bytes(_keras_config(), {
+                **kw, "lstm": [np.zeros((2**20, 16)), *kw["lstm"][1:]]})),
+    }
+    # ONNX
+    proto = onnx.load_from_string(ox)
+    big = onnx.ModelProto()
+    big.CopyFrom(proto)
+    t = big.graph.initializer[0]
+    del t.dims[:]
+    t.dims.extend([2**40, 2**20])
+    cases["onnx: initializer declaring 2**60 elements"] = ("load_onnx", big.SerializeToString())
+    ext = onnx.ModelProto()
+    ext.CopyFrom(proto)
+    t = ext.graph.initializer[0]
+    t.ClearField("raw_data")
+    del t.float_data[:]
+    t.data_location = onnx.TensorProto.EXTERNAL
+    entry = t.external_data.add()
+    entry.key, entry.value = "location", "../../../../etc/passwd"
+    cases["onnx: external data path ../../etc/passwd"] = ("load_onnx", ext.SerializeToString())
+    cplx = onnx.ModelProto()
+    cplx.CopyFrom(proto)
+    t = cplx.graph.initializer[0]
+    a = onnx.numpy_helper.to_array(t)
+    t.CopyFrom(onnx.numpy_helper.from_array(a.astype(np.complex64), t.name))
+    cases["onnx: complex64 initializer"] = ("load_onnx", cplx.SerializeToString())
+    neg = onnx.ModelProto()
+    neg.CopyFrom(proto)
+    for node in neg.graph.node:
+        for att in node.attribute:
+            if att.name == "hidden_size":
+                att.i = 10**12
+    cases["onnx: hidden_size 10**12"] = ("load_onnx", neg.SerializeToString())
+    cases["onnx: empty bytes"] = ("load_onnx_bytes", b"")
+    cases["onnx: deeply nested protobuf"] = ("load_onnx_bytes", b"\x3a\x05" + b"\x0a" * 5000)
+    return cases
+
+
+def _mutation_cases(seeds):
+    rng = np.random.default_rng(2)
+    cases = {}
+    for kind, loader in (("rnncore", "load_model"), ("keras", "load_keras"),
+                         ("h5", "load_keras"), ("onnx", "load_onnx")):
+        data = seeds[kind]
+        for k, cut in enumerate(sorted(set(np.linspace(0, len(data) - 1, N).astype(int)))):
+            cases[f"{kind}: truncated at {cut}/{len(data)}"] = (loader, data[:cut])
+        for k in range(N):
+            b = bytearray(data)
+            for _ in range(1 + k % 3):
+                pos = int(rng.integers(len(b)))
+                b[pos] ^= 1 << int(rng.integers(8))
+            cases[f"{kind}: bit flips #{k}"] = (loader, bytes(b))
+    return cases
+
+
+HOSTILE_NAMES = None  # filled at collection below
+
+
+_CHILD = textwrap.dedent("""
+    import json, os, resource, sys, traceback
+    import numpy as np
+    import rnncore, h5py, onnx
+    from rnncore.interop.onnx_io import load_onnx
+    soft = int(open('/proc/self/statm').read().split()[0]) * 4096 + (1 << 30)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, soft))
+    cases = json.load(open(sys.argv[1]))
+    os.chdir(sys.argv[2])
+    for name, (loader, path) in cases.items():
+        try:
+            if loader == "load_model":
+                rnncore.load_model(path)
+            elif loader == "load_keras":
+                rnncore.load_keras(path)
+            elif loader == "load_onnx":
+                load_onnx(path)
+            elif loader == "load_onnx_bytes":
+                load_onnx(open(path, "rb").read())
+            elif loader == "load_weights":
+                m = rnncore.Sequential([rnncore.Input((5, 3)), rnncore.layers.LSTM(4)])
+                m.load_weights(path)
+            res = ["loaded", ""]
+        except BaseException as e:
+            res = [type(e).__name__, (str(e) + " | " + traceback.format_exc(limit=-2)
+                                      .replace("\\n", " "))[:500]]
+        print(json.dumps({name: res}), flush=True)
+""")
+
+
+@pytest.fixture(scope="module")
+def fuzz(tmp_path_factory):
+    base = tmp_path_factory.mktemp("fuzz")
+    m = _model()
+    m.save(base / "seed.rnncore")
+    rng = np.random.default_rng(1)
+    seeds = {
+        "rnncore": (base / "seed.rnncore").read_bytes(),
+        "keras": _keras_v3_bytes(_keras_config(), _keras_weights(rng)),
+        "h5": _keras_h5_bytes(_keras_config(), _keras_weights(np.random.default_rng(1))),
+        "onnx": m.to_onnx().SerializeToString(),
+    }
+    # the seeds themselves load
+    for kind, data in seeds.items():
+        p = base / f"seed_{kind}"
+        p.write_bytes(data)
+    assert rnncore.load_model(base / "seed_rnncore").count_params() == m.count_params()
+    assert rnncore.load_keras(base / "seed_keras").count_params() > 0
+    assert rnncore.load_keras(base / "seed_h5").count_params() > 0
+    rnncore.load_onnx(base / "seed_onnx")
+    cases = {**_hostile_cases(seeds), **_mutation_cases(seeds)}
+    files = base / "cases"
+    files.mkdir()
+    spec = {}
+    for k, (name, (loader, data)) in enumerate(cases.items()):
+        p = files / f"case{k:04d}"
+        p.write_bytes(data)
+        spec[name] = [loader, str(p)]
+    (base / "spec.json").write_text(json.dumps(spec))
+    cwd = base / "cwd"
+    cwd.mkdir()
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(base / "spec.json"), str(cwd)],
+                          capture_output=True, text=True, timeout=600)
+    results = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            results.update(json.loads(line))
+    written = sorted(os.listdir(cwd)) + [p for p in os.listdir(base)
+                                         if p not in ("cases", "cwd", "spec.json")
+                                         and not p.startswith("seed")]
+    return dict(results=results, cases=cases, rc=proc.returncode, stderr=proc.stderr[-3000:],
+                written=written)
+
+
+def _check(fuzz, name):
+    r = fuzz["results"]
+    assert name in r, (f"{name}: the loader process died or hung on this case "
+                       f"(rc={fuzz['rc']}): {fuzz['stderr']}")
+    kind, msg = r[name]
+    assert kind == "loaded" or kind in CLEAR, f"{name}: {kind}: {msg}"
+    return kind, msg
+
+
+_SEEDLESS_HOSTILE = [
+    "rnncore: npy declaring 2**40 floats",
+    "rnncore: npy declaring (2**31, 2**31) with manifest agreeing",
+    "rnncore: pickled object weight",
+    "rnncore: complex weights (manifest agreeing)",
+    "rnncore: string weights (manifest agreeing)",
+    "rnncore: weight file path ../../etc/passwd",
+    "rnncore: weight file absolute /etc/passwd",
+    "rnncore: archive member named ../escape.npy",
+    "rnncore: unknown layer class os.system",
+    "rnncore: layer class __import__ with module",
+    "rnncore: units 10**9 in config",
+    "rnncore: units -5 in config",
+    "rnncore: units as string in config",
+    "rnncore: build_input_shape feature size 10**12",
+    "rnncore: build_input_shape not a list",
+    "rnncore: deeply nested JSON manifest",
+    "rnncore: manifest is a list",
+    "rnncore: manifest weights not a list",
+    "rnncore: layers is a dict",
+    "rnncore: missing manifest",
+    "rnncore: empty file",
+    "rnncore: load_weights npz with pickled object",
+    "rnncore: load_weights npz declaring 2**40 floats",
+    "keras: huge declared dataset shape in weights",
+    "keras: units 10**9 in config.json",
+    "keras: input feature size 10**12 in config.json",
+    "keras: int64 weights",
+    "keras: complex weights",
+    "keras: string weights",
+    "keras: deeply nested config.json",
+    "keras: config.json not an object",
+    "keras: custom class with module os",
+    "keras: lambda layer with code",
+    "keras: weights h5 not HDF5",
+    "keras: archive member ../escape",
+    "h5: units 10**9 in model_config",
+    "h5: deeply nested model_config",
+    "h5: model_config not JSON",
+    "h5: complex weights",
+    "h5: string weights",
+    "h5: huge declared dataset",
+    "onnx: initializer declaring 2**60 elements",
+    "onnx: external data path ../../etc/passwd",
+    "onnx: complex64 initializer",
+    "onnx: hidden_size 10**12",
+    "onnx: empty bytes",
+    "onnx: deeply nested protobuf",
+]
+
+# Hostile files that must be refused (not loaded): everything above but the path trick on
+# a member name that only duplicates a valid weight, and the harmless extra archive members.
+# The build_input_shape cases only matter for a model without an Input layer: this one has one.
+_MAY_LOAD = {"rnncore: archive member named ../escape.npy", "keras: archive member ../escape",
+             "rnncore: build_input_shape feature size 10**12",
+             "rnncore: build_input_shape not a list"}
+
+
+@pytest.mark.parametrize("name", _SEEDLESS_HOSTILE)
+def test_hostile_file(fuzz, name):
+    assert name in fuzz["cases"], "case list out of date"
+    kind, msg = _check(fuzz, name)
+    if name not in _MAY_LOAD:
+        assert kind != "loaded", f"{name}: the hostile file was accepted"
+
+
+@pytest.mark.parametrize("kind", ["rnncore", "keras", "h5", "onnx"])
+@pytest.mark.parametrize("mutation", ["truncated", "bit flips"])
+def test_mutated_files(fuzz, kind, mutation):
+    names = [n for n in fuzz["cases"] if n.startswith(f"{kind}: {mutation}")]
+    assert len(names) >= N // 2
+    bad = []
+    for name in names:
+        try:
+            k, _ = _check(fuzz, name)
+            if mutation == "truncated" and k == "loaded":
+                bad.append(f"{name}: a truncated file loaded")
+        except AssertionError as e:
+            bad.append(str(e)[:400])
+    assert not bad, f"{len(bad)}/{len(names)} cases:\n" + "\n".join(bad[:10])
+
+
+def test_nothing_written_or_executed(fuzz):
+    assert fuzz["written"] == [], f"the loaders wrote {fuzz['written']}"
+    assert not os.path.exists("PWNED")
