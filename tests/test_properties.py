@@ -25,7 +25,7 @@ from rnncore import layers as L  # noqa: E402
 from rnncore import reference as R  # noqa: E402
 
 settings.register_profile(
-    "default_rnncore", max_examples=60, deadline=None, derandomize=True,
+    "default_rnncore", max_examples=40, deadline=None, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile(
