@@ -488,7 +488,11 @@ class Layer:
         """The generator of dropout masks: the layer's own (from its seed) or the caller's."""
         seed = getattr(self, "seed", None)
         if seed is None:
-            return rng if rng is not None else np.random.default_rng()
+            if rng is None:
+                from .. import utils
+
+                rng = np.random.default_rng(utils.draw_seed())
+            return rng
         if getattr(self, "_dropout_rng", None) is None:
             entropy = getattr(self, "_seed_entropy", seed)
             entropy = list(entropy) if isinstance(entropy, (list, tuple)) else [int(entropy)]
