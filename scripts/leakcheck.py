@@ -87,7 +87,8 @@ def main():
     phase("stream.run one step", lambda: s.run(x1), n(50000), results)
     phase("stream get/set_states", lambda: s.set_states(s.get_states()), n(20000), results)
 
-    model = rnncore.Sequential([rnncore.Input((T, D)), L.Bidirectional(L.LSTM(H, return_sequences=True)),
+    model = rnncore.Sequential([rnncore.Input((T, D)),
+                                L.Bidirectional(L.LSTM(H, return_sequences=True)),
                                 L.GRU(H), L.Dense(3, activation="softmax")])
     phase("Sequential.predict", lambda: model.predict(x, batch_size=4), n(3000), results)
 
@@ -135,7 +136,6 @@ def main():
         layer = L.LSTM(H, stateful=True)
         layer.build((1, None, D))
         xs = rng.standard_normal((1, 1, D)).astype(np.float32)
-        k = iter(range(args.single_steps))
         phase(f"{args.single_steps} single-step stateful calls",
               lambda: layer(xs), args.single_steps, results)
         assert all(np.isfinite(st).all() for st in layer.states)

@@ -174,7 +174,7 @@ def _manifest_edit(fn):
 
 def _hostile_cases(seeds):
     """name -> (loader, file bytes)."""
-    rn, kv3, kh5, ox = seeds["rnncore"], seeds["keras"], seeds["h5"], seeds["onnx"]
+    rn, kv3, ox = seeds["rnncore"], seeds["keras"], seeds["onnx"]
     man = "rnncore_model.json"
     rng = np.random.default_rng(1)
     kw = _keras_weights(rng)
@@ -332,7 +332,7 @@ def _mutation_cases(seeds):
     for kind, loader in (("rnncore", "load_model"), ("keras", "load_keras"),
                          ("h5", "load_keras"), ("onnx", "load_onnx")):
         data = seeds[kind]
-        for k, cut in enumerate(sorted(set(np.linspace(0, len(data) - 1, N).astype(int)))):
+        for cut in sorted(set(np.linspace(0, len(data) - 1, N).astype(int))):
             cases[f"{kind}: truncated at {cut}/{len(data)}"] = (loader, data[:cut])
         for k in range(N):
             b = bytearray(data)
