@@ -34,6 +34,7 @@ class Stream {
     if (batch < 0) throw py::value_error("batch_size: expected >= 0, got " + std::to_string(batch));
     B_ = batch;
     states_.assign(static_cast<size_t>(spec.n_states() * checked_elements({B_, H_}, "states")), T(0));
+    pack_recurrent(spec_, rec_, packed_);  // once: every call reuses it
   }
 
   // Runs x (B, T, D) from the carried states and carries the final states on.
@@ -64,7 +65,7 @@ class Stream {
         io.initial[k] = states_.data() + k * B_ * H_;  // read once, before the loop
         io.final_state[k] = states_.data() + k * B_ * H_;
       }
-      forward(spec_, rec_, io, get_num_threads());
+      forward(spec_, rec_, io, get_num_threads(), &packed_);
     }
     return y;
   }
@@ -108,6 +109,7 @@ class Stream {
   const T* W_ = nullptr;
   Index B_ = 0, D_ = 0, H_ = 0;
   Buffer<T> states_;
+  PackedU<T> packed_;
   std::mutex mutex_;
 };
 

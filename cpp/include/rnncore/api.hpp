@@ -43,36 +43,60 @@ struct Recurrent {
   const T* bias = nullptr;
 };
 
+// Packs U for the forward step, or U^T for the backward step (see PackedU).
+template <class T>
+void pack_recurrent(const CellSpec& spec, const Recurrent<T>& rec, PackedU<T>& P,
+                    bool transposed = false) {
+  const Index H = rec.H, GH = spec.gates() * H;
+  const Index split = spec.kind == CellKind::GRU ? 2 * H : GH;  // columns in `all`
+  if (!transposed) {
+    P.all.pack(rec.U, H, split, GH);
+    if (split < GH) P.h.pack(rec.U + split, H, GH - split, GH);
+    return;
+  }
+  const RowMat<T> Ut = cview(rec.U, H, GH, GH).transpose();  // (G*H, H)
+  P.allT.pack(Ut.data(), split, H, H);
+  if (split < GH) P.hT.pack(Ut.data() + split * H, GH - split, H, H);
+}
+
 // Calls fn(cell, b_in) with the concrete cell for `spec` and the bias the scan adds to the
 // input projection. For GRU reset_after that is b_x + [b_hh_z, b_hh_r, 0]: the recurrent
 // biases of z and r just add, only the candidate's stays inside r * (.) (cells.hpp).
 template <class T, class Fn>
-void with_cell(const CellSpec& spec, const Recurrent<T>& rec, Fn&& fn) {
+void with_cell(const CellSpec& spec, const Recurrent<T>& rec, const PackedU<T>* packed, Fn&& fn) {
   const Index H = rec.H, GH = spec.gates() * H;
-  const auto U = cview(rec.U, H, GH, GH);
   switch (spec.kind) {
     case CellKind::SimpleRNN:
-      fn(SimpleRNNCell<T>{H, U, spec.act}, rec.bias);
+      fn(SimpleRNNCell<T>{H, packed, spec.act}, rec.bias);
       return;
     case CellKind::LSTM:
-      fn(LSTMCell<T>{H, U, spec.act, spec.rec_act}, rec.bias);
+      fn(LSTMCell<T>{H, packed, spec.act, spec.rec_act}, rec.bias);
       return;
     case CellKind::GRU: {
       if (!spec.reset_after || !rec.bias) {
-        fn(GRUCell<T>{H, U, spec.act, spec.rec_act, spec.reset_after, nullptr}, rec.bias);
+        fn(GRUCell<T>{H, packed, spec.act, spec.rec_act, spec.reset_after, nullptr}, rec.bias);
         return;
       }
       Buffer<T> b_in(rec.bias, rec.bias + GH);
       for (Index j = 0; j < 2 * H; ++j) b_in[j] += rec.bias[GH + j];
-      fn(GRUCell<T>{H, U, spec.act, spec.rec_act, true, rec.bias + GH + 2 * H}, b_in.data());
+      fn(GRUCell<T>{H, packed, spec.act, spec.rec_act, true, rec.bias + GH + 2 * H},
+         b_in.data());
       return;
     }
   }
 }
 
+// The forward pass. `packed` is U already packed by pack_recurrent (a stream keeps it across
+// calls), or nullptr to pack it here, once for the call.
 template <class T>
-void forward(const CellSpec& spec, const Recurrent<T>& rec, ScanIO<T> io, int threads) {
-  with_cell(spec, rec, [&](const auto& cell, const T* b_in) {
+void forward(const CellSpec& spec, const Recurrent<T>& rec, ScanIO<T> io, int threads,
+             const PackedU<T>* packed = nullptr) {
+  PackedU<T> local;
+  if (!packed) {
+    pack_recurrent(spec, rec, local);
+    packed = &local;
+  }
+  with_cell(spec, rec, packed, [&](const auto& cell, const T* b_in) {
     io.b_in = b_in;
     forward_scan(cell, io, threads);
   });
@@ -83,7 +107,9 @@ void forward(const CellSpec& spec, const Recurrent<T>& rec, ScanIO<T> io, int th
 // gradient in the bias's own layout ((2, 3H) for GRU reset_after).
 template <class T>
 void backward(const CellSpec& spec, const Recurrent<T>& rec, BackwardIO<T> io, int threads) {
-  with_cell(spec, rec, [&](const auto& cell, const T*) {
+  PackedU<T> packed;
+  pack_recurrent(spec, rec, packed, /*transposed=*/true);
+  with_cell(spec, rec, &packed, [&](const auto& cell, const T*) {
     io.db_rec = (io.db && spec.bias_two_rows()) ? io.db + spec.gates() * rec.H : nullptr;
     backward_scan(cell, io, threads);
   });

@@ -26,6 +26,7 @@
 #include <array>
 
 #include "rnncore/activations.hpp"
+#include "rnncore/packed_gemm.hpp"
 #include "rnncore/types.hpp"
 
 namespace rnncore {
@@ -40,6 +41,21 @@ struct Rows {
 template <class T, int N>
 using States = std::array<Rows<T>, N>;
 
+// U packed for the per-step products (packed_gemm.hpp): `all` columns for SimpleRNN and LSTM;
+// for GRU `all` holds the z, r columns and `h` the candidate's, which are multiplied apart.
+// The forward step uses U (all, h), the backward step U^T (allT = all^T, hT = h^T).
+template <class T>
+struct PackedU {
+  PackedMatrix<T> all, h, allT, hT;
+};
+
+// X (+)= rows * P, the per-step recurrent product; rows and X are strided row blocks.
+template <class T, class Dst>
+void times_packed(Index n, const T* rows, Index stride, const PackedMatrix<T>& P, Dst&& X,
+                  bool accumulate) {
+  packed_gemm(rows, stride, n, P, X.data(), X.outerStride(), accumulate);
+}
+
 // ---------------------------------------------------------------------------------------
 // SimpleRNN:  h_t = act(x_t W + b + h_{t-1} U)
 template <class T>
@@ -47,16 +63,15 @@ struct SimpleRNNCell {
   static constexpr int G = 1;
   static constexpr int n_states = 1;
   Index H;
-  ConstView<T> U;
+  const PackedU<T>* P;  // U (forward) or U^T (backward), packed
   Activation act;
 
   Index aux_cols() const { return 0; }
 
   void step(Index n, View<T> gates, const States<const T, 1>& prev, const States<T, 1>& next,
             View<T> /*aux*/) const {
-    auto h_prev = cview(prev[0].data, n, H, prev[0].stride);
     auto h = view(next[0].data, n, H, next[0].stride);
-    gates.noalias() += h_prev * U;
+    times_packed(n, prev[0].data, prev[0].stride, P->all, gates, true);  // += h_{t-1} U
     activate(act, gates);
     h = gates;
   }
@@ -76,7 +91,7 @@ struct SimpleRNNCell {
                   const States<const T, 1>&, ConstView<T> dG, ConstView<T>,
                   const States<T, 1>& dprev, View<T>) const {
     auto dh_prev = view(dprev[0].data, dG.rows(), H, dprev[0].stride);
-    dh_prev.noalias() = dG * U.transpose();
+    times_packed(dG.rows(), dG.data(), dG.outerStride(), P->allT, dh_prev, false);  // dG U^T
   }
 
   template <class Gemm>
@@ -97,19 +112,18 @@ struct LSTMCell {
   static constexpr int G = 4;
   static constexpr int n_states = 2;  // h, c
   Index H;
-  ConstView<T> U;
+  const PackedU<T>* P;  // U (forward) or U^T (backward), packed
   Activation act, rec_act;
 
   Index aux_cols() const { return 0; }
 
   void step(Index n, View<T> gates, const States<const T, 2>& prev, const States<T, 2>& next,
             View<T> /*aux*/) const {
-    auto h_prev = cview(prev[0].data, n, H, prev[0].stride);
     auto c_prev = cview(prev[1].data, n, H, prev[1].stride);
     auto h = view(next[0].data, n, H, next[0].stride);
     auto c = view(next[1].data, n, H, next[1].stride);
 
-    gates.noalias() += h_prev * U;
+    times_packed(n, prev[0].data, prev[0].stride, P->all, gates, true);  // += h_{t-1} U
     auto i = gates.leftCols(H);
     auto f = gates.middleCols(H, H);
     auto g = gates.middleCols(2 * H, H);
@@ -168,7 +182,7 @@ struct LSTMCell {
                   const States<T, 2>& dprev, View<T> scratch) const {
     auto dh_prev = view(dprev[0].data, n, H, dprev[0].stride);
     auto dc_prev = view(dprev[1].data, n, H, dprev[1].stride);
-    dh_prev.noalias() = dG * U.transpose();
+    times_packed(n, dG.data(), dG.outerStride(), P->allT, dh_prev, false);  // dG U^T
     dc_prev.array() = scratch.rightCols(H).array() * gates.middleCols(H, H).array();
   }
 
@@ -200,7 +214,7 @@ struct GRUCell {
   static constexpr int G = 3;
   static constexpr int n_states = 1;
   Index H;
-  ConstView<T> U;
+  const PackedU<T>* P;  // U (forward) or U^T (backward), packed
   Activation act, rec_act;
   bool reset_after;
   const T* b_hh_h;  // reset_after only: recurrent bias of the candidate (H,), or nullptr
@@ -216,16 +230,16 @@ struct GRUCell {
     auto r = gates.middleCols(H, H);
     auto hh = gates.rightCols(H);
 
-    zr.noalias() += h_prev * U.leftCols(2 * H);
+    times_packed(n, prev[0].data, prev[0].stride, P->all, zr, true);  // += h_{t-1} U_zr
     activate(rec_act, z);
     activate(rec_act, r);
     if (reset_after) {
-      a.noalias() = h_prev * U.rightCols(H);
+      times_packed(n, prev[0].data, prev[0].stride, P->h, a, false);  // = h_{t-1} U_h
       if (b_hh_h) a.rowwise() += ConstRowVecView<T>(b_hh_h, H);
       hh.array() += r.array() * a.array();
     } else {
       a.array() = r.array() * h_prev.array();
-      hh.noalias() += a * U.rightCols(H);
+      times_packed(n, a.data(), a.outerStride(), P->h, hh, true);  // += (r h_{t-1}) U_h
     }
     activate(act, hh);
     // Written as the convex combination (not hh + z (h_prev - hh)) so that an infinite
@@ -259,7 +273,7 @@ struct GRUCell {
       dz_r.array() = dz_h.array() * a.array();
       dA.array() = dz_h.array() * r.array();
     } else {
-      scratch.noalias() = dz_h * U.rightCols(H).transpose();
+      times_packed(n, dz_h.data(), dz_h.outerStride(), P->hT, scratch, false);  // dz_h U_h^T
       dz_r.array() = scratch.array() * h_prev.array();
     }
     activate_backward(rec_act, dz_r, r);
@@ -273,11 +287,11 @@ struct GRUCell {
     auto dh_prev = view(dprev[0].data, n, H, dprev[0].stride);
     dh_prev.array() = dh.array() * z.array();
     if (reset_after) {
-      dh_prev.noalias() += dA * U.rightCols(H).transpose();
+      times_packed(n, dA.data(), dA.outerStride(), P->hT, dh_prev, true);  // += dA U_h^T
     } else {
       dh_prev.array() += scratch.array() * r.array();
     }
-    dh_prev.noalias() += dG.leftCols(2 * H) * U.leftCols(2 * H).transpose();
+    times_packed(n, dG.data(), dG.outerStride(), P->allT, dh_prev, true);  // += dG_zr U_zr^T
   }
 
   // db_rec: the recurrent bias row (reset_after with a bias), else nullptr.
