@@ -348,16 +348,16 @@ def test_names_are_unique_like_keras():
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_dropout_is_identity_at_inference_and_refused_in_training(variant):
+def test_dropout_is_identity_at_inference_and_active_in_training(variant):
     layer = make(variant, dropout=0.3, recurrent_dropout=0.2)
     plain = make(variant)
     x = seeded(7).standard_normal((B, T, D)).astype(np.float32)
     np.testing.assert_array_equal(layer(x), plain(x))
     np.testing.assert_array_equal(layer(x, training=False), plain(x))
     assert (layer.dropout, layer.recurrent_dropout) == (0.3, 0.2)
-    with pytest.raises(NotImplementedError, match="dropout"):
-        layer(x, training=True)
-    np.testing.assert_array_equal(plain(x, training=True), plain(x))  # no dropout: fine
+    trained = layer(x, training=True)  # Keras's training semantics (see test_training*)
+    assert trained.shape == plain(x).shape and not np.array_equal(trained, plain(x))
+    np.testing.assert_array_equal(plain(x, training=True), plain(x))  # no dropout: same
 
 
 # ---------------------------------------------------------------------------------------

@@ -186,13 +186,28 @@ def test_softmax_layer_and_merge_mode_none_at_layer_level(rng):
     assert abs(numeric - np.sum(dx * r)) < 1e-7 * max(1.0, abs(numeric))
 
 
-def test_recurrent_dropout_is_refused_in_training(rng):
-    model = rnncore.Sequential([rnncore.Input((T, D)), LSTM(3, recurrent_dropout=0.2), Dense(1)])
-    model.compile("adam", "mse")
-    x = rng.standard_normal((B, T, D)).astype(np.float32)
-    model.predict(x)  # inference is fine: dropout is the identity there
-    with pytest.raises(NotImplementedError, match="recurrent_dropout"):
-        model.fit(x, np.zeros((B, 1)), verbose=0)
+@pytest.mark.parametrize(
+    "cell,kw",
+    [(SimpleRNN, {}), (LSTM, {}), (GRU, {}), (GRU, {"reset_after": False})],
+    ids=["simple_rnn", "lstm", "gru", "gru_v1"],
+)
+def test_recurrent_dropout_gradients(cell, kw, rng):
+    """recurrent_dropout (with and without input dropout, masks, both directions)."""
+    model = rnncore.Sequential([
+        rnncore.Input((T, D), dtype="float64"),
+        Masking(0.0, **F64),
+        Bidirectional(cell(4, return_sequences=True, dropout=0.3, recurrent_dropout=0.4,
+                           **kw, **F64)),
+        cell(3, recurrent_dropout=0.5, go_backwards=True, **kw, **F64),
+        Dense(2, **F64),
+    ])
+    for v in model.weights:
+        v.value[...] += 0.1 * rng.standard_normal(v.shape)
+    x = _data(rng)
+    y = rng.standard_normal((B, 2))
+    free = np.any(x != 0, axis=-1, keepdims=True)
+    err = check_model_gradients(model, x, y, "mse", rng, x_free=free)
+    assert err < 1e-6, err
 
 
 def test_dropout_masks_follow_keras_semantics(rng):
@@ -200,7 +215,7 @@ def test_dropout_masks_follow_keras_semantics(rng):
     layer = SimpleRNN(4, dropout=0.5, seed=0, **F64)
     x = rng.standard_normal((64, T, D))
     layer.forward_train(x)
-    noise = layer._train_cache[1]
+    noise = layer._train_cache[2]
     assert noise.shape == (64, D)
     assert set(np.unique(noise)) <= {0.0, 2.0}
     assert 0.3 < np.mean(noise == 0) < 0.7

@@ -3,8 +3,9 @@
 Constructor arguments, defaults, weight names, shapes and order, call signatures, masks and
 return values follow Keras 3, so ``rnncore_layer.set_weights(keras_layer.get_weights())``
 reproduces a Keras layer. Calls take and return NumPy arrays in the layer's dtype
-(``float32`` by default, ``float64`` when ``dtype="float64"``). Inference only: training
-features (dropout at training time, regularizers, constraints) raise an error naming the
+(``float32`` by default, ``float64`` when ``dtype="float64"``). Each layer also has a
+training forward (``forward_train``) and ``backward`` that ``Sequential.fit`` chains; Keras
+features rnncore does not implement (regularizers, constraints) raise an error naming the
 argument rather than being ignored.
 """
 

@@ -346,18 +346,9 @@ class RNN(Layer):
                 f"{owner}: expected input of shape (batch, timesteps, {d}), got {x.shape}"
             )
 
-    def _refuse_recurrent_dropout(self, owner):
-        if self.recurrent_dropout:
-            raise NotImplementedError(
-                f"{owner}: training with recurrent_dropout={self.recurrent_dropout} is not "
-                f"implemented in rnncore (the core's recurrence has no mask on h_(t-1)); "
-                f"use recurrent_dropout=0 (dropout= on the inputs is supported)"
-            )
-
     def call(self, inputs, initial_state=None, mask=None, training=None):
         owner = f"{type(self).__name__} {self.name!r}"
         if training and (self.dropout or self.recurrent_dropout):
-            self._refuse_recurrent_dropout(owner)
             if initial_state is not None:
                 raise NotImplementedError(
                     f"{owner}: training=True with dropout and an initial_state in a direct "
@@ -413,26 +404,35 @@ class RNN(Layer):
 
     # ---- training ---------------------------------------------------------------------
     #
-    # dropout (Keras's semantics): one mask over the input features per sequence, the same
-    # at every timestep, scaled by 1 / (1 - dropout); the core then runs on x * mask.
-    # recurrent_dropout (a mask on h_(t-1) inside the recurrence) is not in the core.
+    # Dropout follows Keras 3 (a rate acts only when 0 < rate < 1; masks are drawn once per
+    # call, i.e. per sequence, the same at every timestep, scaled by 1 / (1 - rate)):
+    # * recurrent_dropout == 0: one mask on the input features; the core runs on x * mask.
+    # * 0 < recurrent_dropout < 1: Keras switches LSTM/GRU to their per-gate form, with one
+    #   input mask and one recurrent mask per gate (SimpleRNN: one of each), the latter on
+    #   h_(t-1) where it enters the gates (not on the carried state). Masking the rows of a
+    #   weight is the same as masking what it multiplies: (h * m_g) U_g = h (diag(m_g) U_g).
+    #   The masks differ per sample, so each sample runs through the core with its own
+    #   masked kernel and recurrent kernel; their gradients are masked back the same way.
+
+    def _draw_dropout_masks(self, rng, batch, input_dim):
+        """``(input_masks, recurrent_masks)``, each ``(count, batch, n)`` or None."""
+        per_gate = 0.0 < self.recurrent_dropout < 1.0 and self._gates > 1
+        count = self._gates if per_gate else 1
+
+        def draw(rate, n):
+            if not 0.0 < rate < 1.0:
+                return None
+            keep = 1.0 - rate
+            return (self._noise_rng(rng).random((count, batch, n)) < keep) / keep
+
+        return draw(self.dropout, input_dim), draw(self.recurrent_dropout, self.units)
 
     def call_train(self, x, mask, rng):
         owner = f"{type(self).__name__} {self.name!r}"
-        self._refuse_recurrent_dropout(owner)
         if self.return_state:
             raise NotImplementedError(f"{owner}: training with return_state=True")
         self._check_input(x, owner)
         mask = as_mask(mask, x.shape, owner)
-        noise = None
-        if self.dropout > 0:
-            keep = 1.0 - self.dropout
-            b, _, d = x.shape
-            if keep <= 0:
-                noise = np.zeros((b, d), x.dtype)
-            else:
-                noise = ((self._noise_rng(rng).random((b, d)) < keep) / keep).astype(x.dtype)
-            x = x * noise[:, None, :]
         states = None
         if self.stateful:  # truncated backpropagation: the carried states are constants
             if self._batch_size is None:
@@ -444,36 +444,74 @@ class RNN(Layer):
                     f"got input batch size {x.shape[0]}"
                 )
             states = [np.array(s) for s in self.states]
-        y, *finals, workspace = self._functional(
-            x,
-            self.kernel.value,
-            self.recurrent_kernel.value,
-            None if self.bias is None else self.bias.value,
-            activation=self.activation,
-            initial_state=states,
-            mask=mask,
-            go_backwards=self.go_backwards,
-            return_sequences=self.return_sequences,
-            training=True,
-            **self._cell_options(),
-        )
+        in_masks, rec_masks = self._draw_dropout_masks(rng, x.shape[0], x.shape[2])
+        if in_masks is not None:
+            in_masks = in_masks.astype(x.dtype)
+        bias = None if self.bias is None else self.bias.value
+        options = dict(activation=self.activation, go_backwards=self.go_backwards,
+                       return_sequences=self.return_sequences, training=True,
+                       **self._cell_options())
+        if rec_masks is None:
+            noise = None if in_masks is None else in_masks[0]
+            y, *finals, workspace = self._functional(
+                x if noise is None else x * noise[:, None, :],
+                self.kernel.value, self.recurrent_kernel.value, bias,
+                initial_state=states, mask=mask, **options,
+            )
+            cache = ("batch", workspace, noise)
+        else:
+            rec_masks = rec_masks.astype(x.dtype)
+            W, U = self.kernel.value, self.recurrent_kernel.value
+            outputs, workspaces = [], []
+            for b in range(x.shape[0]):
+                Wb = W if in_masks is None else W * _gate_scale(in_masks[:, b], self.units)
+                Ub = U * _gate_scale(rec_masks[:, b], self.units)
+                y_b, *finals_b, ws = self._functional(
+                    x[b : b + 1], Wb, Ub, bias,
+                    initial_state=None if states is None else [s[b : b + 1] for s in states],
+                    mask=None if mask is None else mask[b : b + 1],
+                    **options,
+                )
+                outputs.append((y_b, finals_b))
+                workspaces.append(ws)
+            y = np.concatenate([o[0] for o in outputs])
+            finals = [np.concatenate(parts) for parts in zip(*(o[1] for o in outputs))]
+            cache = ("per_sample", workspaces, in_masks, rec_masks)
         if self.stateful:
             self.reset_states(finals)
         zeroed = None
         if self.zero_output_for_mask and self.return_sequences and mask is not None:
             zeroed = ~(mask[:, ::-1] if self.go_backwards else mask)
             y[zeroed] = 0
-        self._train_cache = (workspace, noise, zeroed)
+        self._train_cache = cache + (zeroed,)
         return y
 
     def backward(self, dy):
-        workspace, noise, zeroed = self._cached()
+        cache = self._cached()
         dy = np.array(dy, dtype=self._np_dtype, order="C")
+        zeroed = cache[-1]
         if zeroed is not None:
             dy[zeroed] = 0
-        g = functional.backward(workspace, dy)
-        self._grads = [g.kernel, g.recurrent_kernel] + ([g.bias] if self.use_bias else [])
-        return g.x if noise is None else g.x * noise[:, None, :]
+        if cache[0] == "batch":
+            _, workspace, noise, _ = cache
+            g = functional.backward(workspace, dy)
+            self._grads = [g.kernel, g.recurrent_kernel] + ([g.bias] if self.use_bias else [])
+            return g.x if noise is None else g.x * noise[:, None, :]
+        _, workspaces, in_masks, rec_masks, _ = cache
+        dW = np.zeros_like(self.kernel.value)
+        dU = np.zeros_like(self.recurrent_kernel.value)
+        db = None if self.bias is None else np.zeros_like(self.bias.value)
+        dx = []
+        for b, ws in enumerate(workspaces):
+            g = functional.backward(ws, dy[b : b + 1])
+            dx.append(g.x)
+            dW += g.kernel if in_masks is None else g.kernel * _gate_scale(in_masks[:, b],
+                                                                            self.units)
+            dU += g.recurrent_kernel * _gate_scale(rec_masks[:, b], self.units)
+            if db is not None:
+                db += g.bias
+        self._grads = [dW, dU] + ([db] if self.use_bias else [])
+        return np.concatenate(dx)
 
     def _initial_states(self, initial_state, batch, owner):
         """Explicit initial states, checked and converted; None when not given."""
@@ -533,6 +571,16 @@ class RNN(Layer):
             "zero_output_for_mask": self.zero_output_for_mask,
             "seed": self.seed,
         }
+
+
+def _gate_scale(masks, units):
+    """Row scales of a kernel ``(n, G*units)`` from per-gate masks ``(count, n)``.
+
+    One mask scales every column; ``G`` masks scale each gate's column block by its own.
+    """
+    if masks.shape[0] == 1:
+        return masks[0][:, None]
+    return np.repeat(masks.T, units, axis=1)
 
 
 class SimpleRNN(RNN):
