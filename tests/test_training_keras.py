@@ -113,27 +113,33 @@ def test_one_training_step_matches_keras(rng):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("cell", ["SimpleRNN", "LSTM", "GRU"])
-def test_dropout_and_recurrent_dropout_step_matches_keras(cell, rng):
+@pytest.mark.parametrize("cell,keep_rec,kw", [
+    ("SimpleRNN", 0.6, {}), ("LSTM", 0.6, {}), ("GRU", 0.6, {}),
+    # (use_cudnn=False: Keras's fused path fails on implementation=1 with dropout)
+    ("LSTM", 1.0, {"implementation": 1, "use_cudnn": False}),
+    ("GRU", 1.0, {"implementation": 1, "use_cudnn": False}),
+], ids=["simple_rnn", "lstm", "gru", "lstm_implementation_1", "gru_implementation_1"])
+def test_dropout_and_recurrent_dropout_step_matches_keras(cell, keep_rec, kw, rng):
     """The same dropout masks given to both: one SGD step of Keras's per-gate form."""
     B, T, D, H = 6, 5, 3, 4
     gates = {"SimpleRNN": 1, "LSTM": 4, "GRU": 3}[cell]
-    keep_in, keep_rec = 0.7, 0.6
+    keep_in = 0.7
     in_masks = ((rng.random((gates, B, D)) < keep_in) / keep_in).astype(np.float32)
     rec_masks = ((rng.random((gates, B, H)) < keep_rec) / keep_rec).astype(np.float32)
     x = rng.standard_normal((B, T, D)).astype(np.float32)
     y = rng.standard_normal((B, 1)).astype(np.float32)
-    k_layer = getattr(keras.layers, cell)(H, dropout=1 - keep_in, recurrent_dropout=1 - keep_rec)
+    k_layer = getattr(keras.layers, cell)(H, dropout=1 - keep_in,
+                                          recurrent_dropout=1 - keep_rec, **kw)
     km = keras.Sequential([keras.Input((T, D)), k_layer, keras.layers.Dense(1)])
     k_masks = [keras.ops.convert_to_tensor(m) for m in in_masks]
     k_rec = [keras.ops.convert_to_tensor(m) for m in rec_masks]
     k_layer.cell.get_dropout_mask = lambda _: k_masks if gates > 1 else k_masks[0]
     k_layer.cell.get_recurrent_dropout_mask = lambda _: k_rec if gates > 1 else k_rec[0]
     r_layer = getattr(rnncore.layers, cell)(H, dropout=1 - keep_in,
-                                            recurrent_dropout=1 - keep_rec)
+                                            recurrent_dropout=1 - keep_rec, **kw)
     ours = rnncore.Sequential([rnncore.Input((T, D)), r_layer, Dense(1)])
     ours.set_weights(km.get_weights())
-    r_layer._draw_dropout_masks = lambda *_: (in_masks, rec_masks)
+    r_layer._draw_dropout_masks = lambda *_: (in_masks, rec_masks if keep_rec < 1 else None)
     km.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse")
     ours.compile(optimizer=optimizers.SGD(0.5), loss="mse")
     k_loss = float(km.train_on_batch(x, y))

@@ -416,7 +416,9 @@ class RNN(Layer):
 
     def _draw_dropout_masks(self, rng, batch, input_dim):
         """``(input_masks, recurrent_masks)``, each ``(count, batch, n)`` or None."""
-        per_gate = 0.0 < self.recurrent_dropout < 1.0 and self._gates > 1
+        per_gate = self._gates > 1 and (
+            0.0 < self.recurrent_dropout < 1.0 or getattr(self, "_implementation", 2) == 1
+        )
         count = self._gates if per_gate else 1
 
         def draw(rate, n):
@@ -451,7 +453,7 @@ class RNN(Layer):
         options = dict(activation=self.activation, go_backwards=self.go_backwards,
                        return_sequences=self.return_sequences, training=True,
                        **self._cell_options())
-        if rec_masks is None:
+        if rec_masks is None and (in_masks is None or len(in_masks) == 1):
             noise = None if in_masks is None else in_masks[0]
             y, *finals, workspace = self._functional(
                 x if noise is None else x * noise[:, None, :],
@@ -460,12 +462,13 @@ class RNN(Layer):
             )
             cache = ("batch", workspace, noise)
         else:
-            rec_masks = rec_masks.astype(x.dtype)
+            if rec_masks is not None:
+                rec_masks = rec_masks.astype(x.dtype)
             W, U = self.kernel.value, self.recurrent_kernel.value
             outputs, workspaces = [], []
             for b in range(x.shape[0]):
                 Wb = W if in_masks is None else W * _gate_scale(in_masks[:, b], self.units)
-                Ub = U * _gate_scale(rec_masks[:, b], self.units)
+                Ub = U if rec_masks is None else U * _gate_scale(rec_masks[:, b], self.units)
                 y_b, *finals_b, ws = self._functional(
                     x[b : b + 1], Wb, Ub, bias,
                     initial_state=None if states is None else [s[b : b + 1] for s in states],
@@ -507,7 +510,8 @@ class RNN(Layer):
             dx.append(g.x)
             dW += g.kernel if in_masks is None else g.kernel * _gate_scale(in_masks[:, b],
                                                                             self.units)
-            dU += g.recurrent_kernel * _gate_scale(rec_masks[:, b], self.units)
+            dU += g.recurrent_kernel if rec_masks is None else (
+                g.recurrent_kernel * _gate_scale(rec_masks[:, b], self.units))
             if db is not None:
                 db += g.bias
         self._grads = [dW, dU] + ([db] if self.use_bias else [])
@@ -702,7 +706,9 @@ class LSTM(_GatedRNN):
         use_cudnn="auto",
         **kwargs,
     ):
-        kwargs.pop("implementation", None)  # Keras: a speed-only choice, same numbers
+        # Keras: a speed choice, same numbers, except that implementation=1 draws one
+        # dropout mask per gate in training (as any recurrent_dropout does)
+        implementation = kwargs.pop("implementation", 2)
         super().__init__(
             units,
             activation,
@@ -730,6 +736,7 @@ class LSTM(_GatedRNN):
         )
         self._set_recurrent_activation(recurrent_activation)
         self.unit_forget_bias = bool(unit_forget_bias)
+        self._implementation = implementation
 
     def _bias_initializer(self):
         if not self.unit_forget_bias:
@@ -792,7 +799,9 @@ class GRU(_GatedRNN):
         use_cudnn="auto",
         **kwargs,
     ):
-        kwargs.pop("implementation", None)  # Keras: a speed-only choice, same numbers
+        # Keras: a speed choice, same numbers, except that implementation=1 draws one
+        # dropout mask per gate in training (as any recurrent_dropout does)
+        implementation = kwargs.pop("implementation", 2)
         super().__init__(
             units,
             activation,
@@ -820,6 +829,7 @@ class GRU(_GatedRNN):
         )
         self._set_recurrent_activation(recurrent_activation)
         self.reset_after = bool(reset_after)
+        self._implementation = implementation
 
     def _bias_shape(self):
         return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
