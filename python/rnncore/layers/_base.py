@@ -7,6 +7,7 @@ change identity and a cached call (see the recurrent layers' fast path) stays va
 
 from __future__ import annotations
 
+import os
 import re
 from collections import defaultdict
 
@@ -76,6 +77,92 @@ def canonical_dtype(a):
         if a.dtype is not canonical:
             return a.view(canonical)
     return a
+
+
+# --------------------------------------------------------------------------------------
+# Array arguments: one conversion for inputs, states and weights
+# --------------------------------------------------------------------------------------
+
+_REAL_KINDS = frozenset("biuf")  # bool, signed / unsigned integer, floating point
+
+
+def as_float_array(value, dtype, what: str) -> np.ndarray:
+    """``value`` as an array of the float ``dtype``: real values are cast as Keras does.
+
+    Complex values (the cast would drop the imaginary part), strings, dates and object
+    arrays holding anything but real numbers (``None`` would become NaN) are refused with a
+    TypeError naming ``what`` -- nothing is converted silently into a wrong number.
+    """
+    a = np.asarray(value)
+    kind = a.dtype.kind
+    if kind == "O":
+        try:  # the dtype NumPy would give the elements themselves
+            kind = np.asarray(a.tolist()).dtype.kind
+        except (TypeError, ValueError):
+            kind = "O"
+    if kind not in _REAL_KINDS:
+        if kind == "c":
+            why = "complex values (casting them would discard the imaginary part)"
+        elif a.dtype.kind == "O":
+            why = "an object array with non-numeric elements (e.g. None)"
+        else:
+            why = f"dtype {a.dtype}"
+        raise TypeError(f"{what}: expected real numbers, got {why}")
+    return canonical_dtype(np.asarray(a, dtype=dtype))
+
+
+# --------------------------------------------------------------------------------------
+# Sizes: refuse what cannot fit before allocating it
+# --------------------------------------------------------------------------------------
+
+
+def memory_budget() -> int:
+    """The most bytes an allocation may take: physical memory (or a lower RLIMIT_AS)."""
+    budget = 1 << 62
+    try:
+        budget = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        pass
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY and 0 < soft < budget:
+            budget = soft
+    except (ImportError, AttributeError, ValueError, OSError):
+        pass
+    return budget
+
+
+def check_allocation(what: str, shapes, dtype, error=MemoryError) -> int:
+    """Bytes of arrays of ``shapes`` and ``dtype``; ``error`` if they cannot fit in memory.
+
+    Called *before* allocating sizes that come from arguments or files, so an absurd size
+    (units=10**9, a file declaring 2**40 floats) fails with a clear message instead of an
+    allocation that may succeed (overcommit) and end the process through the OOM killer.
+    A negative or non-integer dimension is a ValueError (``error`` when it is one).
+    """
+    itemsize = np.dtype(dtype).itemsize
+    total = 0
+    for shape in shapes:
+        n = 1
+        for d in shape:
+            if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0:
+                cls = error if issubclass(error, ValueError) else ValueError
+                raise cls(f"{what}: invalid dimension {d!r} in shape {tuple(shape)}")
+            n *= int(d)
+        total += n * itemsize
+    budget = memory_budget()
+    if total > budget:
+        raise error(
+            f"{what}: {_gib(total)} of arrays requested, more than the "
+            f"{_gib(budget)} this machine can hold (shapes {[tuple(s) for s in shapes]})"
+        )
+    return total
+
+
+def _gib(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:.3g} GiB"
 
 
 # --------------------------------------------------------------------------------------
@@ -172,12 +259,12 @@ class Variable:
 
     def assign(self, value) -> None:
         """Copy ``value`` (converted to this variable's dtype) into the weight, in place."""
-        a = np.asarray(value)
+        a = as_float_array(value, self.value.dtype, f"weight {self.path!r}")
         if a.shape != self.value.shape:
             raise ValueError(
                 f"weight {self.path!r}: expected shape {self.value.shape}, got {a.shape}"
             )
-        np.copyto(self.value, a, casting="unsafe")
+        np.copyto(self.value, a)
 
     def __array__(self, dtype=None, copy=None):
         if copy:
@@ -349,6 +436,8 @@ class Layer:
         from . import initializers
 
         init = initializers.get(initializer)
+        check_allocation(f"{type(self).__name__} {self.name!r}: weight {name!r}", [shape],
+                         self._np_dtype)
         value = initializers.materialize(init, tuple(shape), self._np_dtype, rng)
         var = Variable(value, name, f"{self.name}/{name}", trainable)
         self._variables.append(var)
@@ -381,7 +470,9 @@ class Layer:
             )
         arrays = []
         for v, w in zip(own, weights):
-            a = np.asarray(w)
+            a = as_float_array(
+                w, v.value.dtype, f"layer {self.name!r} ({type(self).__name__}): weight {v.name!r}"
+            )
             if a.shape != v.shape:
                 raise ValueError(
                     f"layer {self.name!r} ({type(self).__name__}): weight {v.name!r} "
@@ -419,7 +510,8 @@ class Layer:
                 f"{type(self).__name__}: calling a layer on rnncore.Input() (Keras's "
                 f"functional API) is not supported; build the model with rnncore.Sequential"
             )
-        return canonical_dtype(np.asarray(inputs, dtype=self._np_dtype))
+        what = f"{type(self).__name__} {self.name!r}: inputs"
+        return as_float_array(inputs, self._np_dtype, what)
 
     def __call__(self, inputs, *args, mask=None, training=None, **kwargs):
         if mask is None:

@@ -9,6 +9,7 @@ from . import activations, initializers
 from ._base import (
     Layer,
     UnsupportedArgumentError,
+    check_allocation,
     require_default,
     shape_tuple,
     standardize_dtype,
@@ -86,6 +87,11 @@ class Dense(Layer):
                 f"Dense {self.name!r}: input shape must be (batch, ..., features) with a known "
                 f"feature size, got {input_shape}"
             )
+        check_allocation(  # all the weights, before allocating any
+            f"Dense {self.name!r} (units={self.units})",
+            [(input_shape[-1], self.units)] + ([(self.units,)] if self.use_bias else []),
+            self._np_dtype,
+        )
         rng = np.random.default_rng(utils.draw_seed(self.seed))
         self.kernel = self.add_weight(
             "kernel", (input_shape[-1], self.units), self.kernel_initializer, rng

@@ -18,11 +18,21 @@ is redone by the general path, which converts or explains.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .. import _core, functional, utils
 from . import activations, initializers
-from ._base import Layer, as_mask, canonical_dtype, require_default, shape_tuple
+from ._base import (
+    Layer,
+    as_float_array,
+    as_mask,
+    canonical_dtype,
+    check_allocation,
+    require_default,
+    shape_tuple,
+)
 
 __all__ = ["RNN", "SimpleRNN", "LSTM", "GRU"]
 
@@ -111,6 +121,10 @@ class RNN(Layer):
         if use_cudnn not in ("auto", False):
             require_default(owner, use_cudnn=(use_cudnn, "auto"))
         self._fast = None
+        # serialises the calls of a stateful layer shared by threads: each call reads the
+        # carried states, runs and writes them back as one step (no lost update, and
+        # return_state returns the states of the call's own output)
+        self._lock = threading.RLock()
         super().__init__(**kwargs)
         if int(units) != units or units <= 0:
             raise ValueError(f"{owner}: units must be a positive integer, got {units!r}")
@@ -172,8 +186,13 @@ class RNN(Layer):
                 f"{type(self).__name__} {self.name!r}: input shape must be "
                 f"(batch, timesteps, input_dim) with a known input_dim, got {input_shape}"
             )
-        rng = np.random.default_rng(utils.draw_seed(self._seed_entropy))
         gh = self._gates * self.units
+        check_allocation(  # all the weights, before allocating any
+            f"{type(self).__name__} {self.name!r} (units={self.units})",
+            [(input_shape[-1], gh), (self.units, gh), self._bias_shape()],
+            self._np_dtype,
+        )
+        rng = np.random.default_rng(utils.draw_seed(self._seed_entropy))
         self._variables = []
         self._fast = None
         self._stream = None
@@ -207,10 +226,15 @@ class RNN(Layer):
         """The carried states of a stateful layer (``[h]`` or ``[h, c]``), else None."""
         if not (self.stateful and self.built):
             return None
-        return self._stream.get_states() if self._stream is not None else list(self._states)
+        with self._lock:
+            return self._stream.get_states() if self._stream is not None else list(self._states)
 
     def reset_states(self, states=None):
         """Zero the carried states of a stateful layer (or set them to ``states``)."""
+        with self._lock:
+            self._reset_states(states)
+
+    def _reset_states(self, states):
         if not self.stateful or not self.built:
             self._states = []
             return
@@ -231,7 +255,8 @@ class RNN(Layer):
         shape = (self._batch_size, self.units)
         new = []
         for name, s in zip(self._state_names, states):
-            s = np.array(s, dtype=self._np_dtype, order="C")
+            s = np.array(as_float_array(s, self._np_dtype, f"{self.name}: state {name!r}"),
+                         order="C")
             if s.shape != shape:
                 raise ValueError(
                     f"{self.name}: state {name!r} must have shape {shape}, got {s.shape}"
@@ -244,7 +269,7 @@ class RNN(Layer):
 
     reset_state = reset_states
 
-    _transient = Layer._transient + ("_fast", "_stream")
+    _transient = Layer._transient + ("_fast", "_stream", "_lock")
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -257,6 +282,7 @@ class RNN(Layer):
     def __setstate__(self, state):
         super().__setstate__(state)
         self._states = [canonical_dtype(s) for s in self._states]
+        self._lock = threading.RLock()
 
     def _sync_stream(self):
         """(Re)create the core stream of a stateful layer, carrying the states over."""
@@ -323,6 +349,12 @@ class RNN(Layer):
         self._fast = fast
 
     def __call__(self, inputs, initial_state=None, mask=None, training=None):
+        if self.stateful:
+            with self._lock:
+                return self._call_once(inputs, initial_state, mask, training)
+        return self._call_once(inputs, initial_state, mask, training)
+
+    def _call_once(self, inputs, initial_state, mask, training):
         fast = self._fast
         if (
             fast is not None
@@ -338,6 +370,13 @@ class RNN(Layer):
         return Layer.__call__(
             self, inputs, initial_state=initial_state, mask=mask, training=training
         )
+
+    def _call(self, inputs, mask, training, *args, **kwargs):
+        # also the entry of wrappers (Bidirectional): stateful calls serialised as above
+        if self.stateful:
+            with self._lock:
+                return super()._call(inputs, mask, training, *args, **kwargs)
+        return super()._call(inputs, mask, training, *args, **kwargs)
 
     def _check_input(self, x, owner):
         d = self.kernel.shape[0]
@@ -430,6 +469,12 @@ class RNN(Layer):
         return draw(self.dropout, input_dim), draw(self.recurrent_dropout, self.units)
 
     def call_train(self, x, mask, rng):
+        if self.stateful:
+            with self._lock:
+                return self._call_train(x, mask, rng)
+        return self._call_train(x, mask, rng)
+
+    def _call_train(self, x, mask, rng):
         owner = f"{type(self).__name__} {self.name!r}"
         if self.return_state:
             raise NotImplementedError(f"{owner}: training with return_state=True")
@@ -531,7 +576,9 @@ class RNN(Layer):
             )
         states = []
         for name, s in zip(self._state_names, initial_state):
-            s = np.ascontiguousarray(s, dtype=self._np_dtype)
+            s = np.ascontiguousarray(
+                as_float_array(s, self._np_dtype, f"{owner}: initial state {name!r}")
+            )
             if s.shape != (batch, self.units):
                 raise ValueError(
                     f"{owner}: initial state {name!r} must have shape "
