@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import io
 import json
+import lzma
 import os
 import shutil
 import zipfile
@@ -46,6 +47,7 @@ import numpy as np
 from .layers import InputLayer, InputTensor, Layer, deserialize_layer, serialize_layer
 from .layers._base import (
     UnsupportedArgumentError,
+    check_allocation,
     require_default,
     shape_tuple,
     unique_name,
@@ -61,6 +63,82 @@ _MANIFEST = "rnncore_model.json"
 
 class ModelFileError(ValueError):
     """A saved-model file that cannot be read: not an rnncore model, corrupted or truncated."""
+
+
+# ---- reading files: every loader (rnncore, Keras, ONNX) goes through these -----------------
+
+#: what reading an archive member can raise on a damaged file (CRC, deflate / bz2 / lzma
+#: streams, an unsupported compression method or an encrypted member)
+_ARCHIVE_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError,
+                   NotImplementedError, RuntimeError)
+
+#: dtypes a weight may be stored with (cast to the layer's dtype when set)
+WEIGHT_DTYPES = tuple(np.dtype(d) for d in (np.float16, np.float32, np.float64))
+
+
+def check_declared_size(what: str, shapes, dtype) -> None:
+    """Sizes a file declares, checked before anything is allocated for them.
+
+    The layers' own budget (:func:`rnncore.layers._base.check_allocation`), failing with
+    :class:`ModelFileError`: a file declaring 2**40 floats is a bad file.
+    """
+    check_allocation(what, shapes, dtype, error=ModelFileError)
+
+
+def read_json(data, what: str):
+    """Parse JSON from a file (bytes or str); :class:`ModelFileError` if it is not JSON,
+    or nested deeper than the parser can follow."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFileError(f"{what} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise ModelFileError(f"{what}: the JSON is nested too deeply to be read") from None
+
+
+def read_member(zf: zipfile.ZipFile, name: str, what: str, limit: int | None = None) -> bytes:
+    """An archive member's bytes (CRC-checked), its declared size checked first."""
+    try:
+        size = zf.getinfo(name).file_size
+    except KeyError:
+        raise ModelFileError(f"{what}: the archive has no {name!r}") from None
+    if limit is not None and size > limit:
+        raise ModelFileError(
+            f"{what}: {name} declares {size} bytes, more than the {limit} this reader accepts"
+        )
+    check_declared_size(f"{what}: {name}", [(size,)], np.uint8)
+    try:
+        return zf.read(name)
+    except _ARCHIVE_ERRORS as e:
+        raise ModelFileError(
+            f"{what}: cannot read {name} (corrupted or truncated?): {type(e).__name__}: {e}"
+        ) from None
+
+
+def load_npy(data: bytes, what: str) -> np.ndarray:
+    """A weight stored as ``.npy`` bytes: header checked (a float dtype, a size that fits)
+    before the array is allocated; never unpickles."""
+    f = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except (ValueError, EOFError, OSError, TypeError, SyntaxError) as e:
+        raise ModelFileError(f"{what} is not a valid .npy array ({e})") from None
+    if dtype not in WEIGHT_DTYPES:
+        raise ModelFileError(
+            f"{what} is not a valid .npy weight: expected floating-point values, got dtype {dtype}"
+        )
+    check_declared_size(what, [shape], dtype)
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, EOFError, OSError) as e:
+        raise ModelFileError(f"{what} is not a valid .npy array ({e})") from None
 
 
 def _format_shape(shape) -> str:
@@ -460,10 +538,15 @@ class Sequential(Trainer):
     def load_weights(self, filepath) -> None:
         """Weights written by :meth:`save_weights` (read with ``allow_pickle=False``)."""
         try:
-            with open(filepath, "rb") as f, np.load(f, allow_pickle=False) as data:
-                weights = [data[name] for name in sorted(data.files)]
-        except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as e:
+            zf = zipfile.ZipFile(filepath)
+        except _ARCHIVE_ERRORS as e:
             raise ModelFileError(f"{filepath}: cannot read the weights file ({e})") from None
+        with zf:
+            names = sorted(zf.namelist())
+            bad = [n for n in names if not n.endswith(".npy")]
+            if bad:
+                raise ModelFileError(f"{filepath}: not a weights file: member {bad[0]!r}")
+            weights = [load_npy(read_member(zf, n, filepath), f"{filepath}: {n}") for n in names]
         self.set_weights(weights)
 
     # ---- pickling -----------------------------------------------------------------------
@@ -560,7 +643,13 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True) -> S
 
         return load_keras(filepath)
     try:
-        with zipfile.ZipFile(filepath) as zf:
+        zf = zipfile.ZipFile(filepath)
+    except (zipfile.BadZipFile, NotImplementedError) as e:
+        raise ModelFileError(
+            f"{filepath}: not a readable rnncore model file (corrupted or truncated?): {e}"
+        ) from None
+    try:
+        with zf:
             return _read_archive(zf, filepath)
     except zipfile.BadZipFile as e:
         raise ModelFileError(
@@ -581,7 +670,7 @@ def _is_keras_file(filepath: str) -> bool:
         with zipfile.ZipFile(filepath) as zf:
             names = set(zf.namelist())
             return "config.json" in names and _MANIFEST not in names
-    except (OSError, zipfile.BadZipFile, zlib.error, EOFError):
+    except _ARCHIVE_ERRORS:
         return False  # reported by the rnncore reader below
 
 
@@ -597,10 +686,7 @@ def _read_archive(zf: zipfile.ZipFile, filepath: str) -> Sequential:
             else ""
         )
         raise ModelFileError(f"{filepath}: not an rnncore model file: no {_MANIFEST}{hint}")
-    try:
-        manifest = json.loads(zf.read(_MANIFEST).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFileError(f"{filepath}: {_MANIFEST} is not valid JSON ({e})") from None
+    manifest = read_json(read_member(zf, _MANIFEST, filepath), f"{filepath}: {_MANIFEST}")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ModelFileError(
             f"{filepath}: not an rnncore model file (format is "
@@ -622,7 +708,7 @@ def _read_archive(zf: zipfile.ZipFile, filepath: str) -> Sequential:
             model = Sequential.from_config(spec["config"])
             if build_shape is not None and not model.built:
                 model.build(tuple(build_shape))
-        except (ValueError, TypeError, NotImplementedError) as e:
+        except (ValueError, TypeError, NotImplementedError, MemoryError) as e:
             raise ModelFileError(
                 f"{filepath}: the model in the file cannot be rebuilt: {e}"
             ) from None
@@ -630,13 +716,8 @@ def _read_archive(zf: zipfile.ZipFile, filepath: str) -> Sequential:
         for entry in entries:
             if entry["file"] not in names:
                 raise ModelFileError(f"{filepath}: missing weight file {entry['file']!r}")
-            data = zf.read(entry["file"])  # CRC-checked by zipfile
-            try:
-                a = np.load(io.BytesIO(data), allow_pickle=False)
-            except (ValueError, EOFError, OSError) as e:
-                raise ModelFileError(
-                    f"{filepath}: weight {entry['path']!r} is not a valid .npy array ({e})"
-                ) from None
+            data = read_member(zf, entry["file"], filepath)
+            a = load_npy(data, f"{filepath}: weight {entry['path']!r}")
             if list(a.shape) != list(entry["shape"]) or str(a.dtype) != entry["dtype"]:
                 raise ModelFileError(
                     f"{filepath}: weight {entry['path']!r} has shape {a.shape} and dtype "

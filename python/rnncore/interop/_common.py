@@ -7,9 +7,10 @@ import importlib
 import numpy as np
 
 from ..layers import UnsupportedArgumentError
-from ..models import ModelFileError
+from ..models import ModelFileError, check_declared_size, read_json, read_member
 
-__all__ = ["ModelFileError", "UnsupportedModelError", "optional_import", "float_array"]
+__all__ = ["ModelFileError", "UnsupportedModelError", "optional_import", "float_array",
+           "check_declared_size", "read_json", "read_member"]
 
 
 class UnsupportedModelError(UnsupportedArgumentError):

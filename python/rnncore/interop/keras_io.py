@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import re
 import zipfile
@@ -50,7 +49,14 @@ import numpy as np
 from ..layers import LAYER_CLASSES, InputLayer
 from ..layers import UnsupportedArgumentError as _UnsupportedArgument
 from ..models import Sequential
-from ._common import ModelFileError, UnsupportedModelError, float_array, optional_import
+from ._common import (
+    ModelFileError,
+    UnsupportedModelError,
+    float_array,
+    optional_import,
+    read_json,
+    read_member,
+)
 
 __all__ = ["load_keras", "SUPPORTED_LAYERS"]
 
@@ -128,7 +134,11 @@ def load_keras(filepath) -> Sequential:
 def _load_keras_v3(filepath: str) -> Sequential:
     h5py = optional_import("h5py", "rnncore.load_keras")
     try:
-        with zipfile.ZipFile(filepath) as zf:
+        zf = zipfile.ZipFile(filepath)
+    except (zipfile.BadZipFile, NotImplementedError) as e:  # e.g. a damaged version field
+        raise ModelFileError(f"{filepath}: corrupted or truncated .keras archive ({e})") from None
+    try:
+        with zf:
             names = set(zf.namelist())
             if "config.json" not in names:
                 raise ModelFileError(
@@ -171,21 +181,11 @@ def _load_keras_v3(filepath: str) -> Sequential:
 
 
 def _read_member(zf: zipfile.ZipFile, name: str, filepath: str, limit: int) -> bytes:
-    info = zf.getinfo(name)
-    if info.file_size > limit:
-        raise ModelFileError(
-            f"{filepath}: {name} declares {info.file_size} bytes, more than "
-            f"the {limit} this reader accepts"
-        )
-    return zf.read(name)  # CRC-checked by zipfile
+    return read_member(zf, name, filepath, limit)  # CRC-checked by zipfile
 
 
 def _read_json(zf: zipfile.ZipFile, name: str, filepath: str):
-    data = _read_member(zf, name, filepath, _MAX_CONFIG_BYTES)
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFileError(f"{filepath}: {name} is not valid JSON ({e})") from None
+    return read_json(_read_member(zf, name, filepath, _MAX_CONFIG_BYTES), f"{filepath}: {name}")
 
 
 def _load_h5(filepath: str, h5py) -> Sequential:
@@ -211,9 +211,10 @@ def _load_h5(filepath: str, h5py) -> Sequential:
                 f"is not a Keras model file{what}"
             )
         try:
-            config = json.loads(_text(attrs["model_config"]))
-        except (UnicodeDecodeError, json.JSONDecodeError, TypeError) as e:
+            text = _text(attrs["model_config"])
+        except (UnicodeDecodeError, TypeError) as e:
             raise ModelFileError(f"{filepath}: model_config is not valid JSON ({e})") from None
+        config = read_json(text, f"{filepath}: model_config")
         version = _text(attrs.get("keras_version", "2"))
         major = version.split(".")[0]
         if major == "1":
@@ -328,7 +329,7 @@ class _Plan:
             raise self.fail("an InputLayer can only be the first layer of the model")
         try:
             model = Sequential(model_layers, name=(body or {}).get("name"))
-        except ValueError as e:
+        except (ValueError, MemoryError) as e:
             raise self.fail(f"cannot assemble the model ({e})") from None
         if not model.built:
             shape = (body or {}).get("build_input_shape") or (
@@ -337,7 +338,7 @@ class _Plan:
             if shape is not None and model.layers:
                 try:
                     model.build(tuple(shape))
-                except (ValueError, TypeError) as e:
+                except (ValueError, TypeError, MemoryError) as e:
                     raise self.fail(
                         f"cannot build the model for input shape {shape} ({e})"
                     ) from None

@@ -58,7 +58,12 @@ import os
 import numpy as np
 
 from .. import functional
-from ._common import ModelFileError, UnsupportedModelError, optional_import
+from ._common import (
+    ModelFileError,
+    UnsupportedModelError,
+    check_declared_size,
+    optional_import,
+)
 
 __all__ = ["load_onnx", "OnnxModel", "to_onnx", "SUPPORTED_OPS"]
 
@@ -240,6 +245,8 @@ def _tensor(onnx, t, where: str) -> np.ndarray:
     dims = tuple(int(d) for d in t.dims)
     if any(d < 0 for d in dims):
         raise ModelFileError(f"{where}: tensor {t.name!r} declares negative dims {dims}")
+    # at least one byte per declared element, checked before NumPy allocates them
+    check_declared_size(f"{where}: tensor {t.name!r}", [dims], np.uint8)
     try:
         a = numpy_helper.to_array(t)
     except (ValueError, TypeError, KeyError, AssertionError, IndexError) as e:
