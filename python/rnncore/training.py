@@ -101,6 +101,12 @@ class Trainer:
                 f"{self.name}.{what}: x and y must be numeric arrays, got dtypes "
                 f"{x.dtype} and {y.dtype}"
             )
+        for name, a in (("x", x), ("y", y)):
+            if a.dtype.kind == "c":
+                raise TypeError(
+                    f"{self.name}.{what}: {name} must be real numbers, got complex values "
+                    f"(casting them would discard the imaginary part)"
+                )
         if x.ndim == 0 or y.ndim == 0:
             raise ValueError(f"{self.name}.{what}: x and y must have a sample axis")
         if len(x) != len(y):
