@@ -73,7 +73,7 @@ std::pair<ScanIO<T>, Recurrent<T>> forward_inputs(const ForwardArgs& a) {
     io.initial[k] = float_input<T>(a.initial_state[k], name.c_str(), {B, H});
   }
   if (a.mask) {
-    if (!a.mask->dtype().is(py::dtype::of<bool>()))
+    if (!has_dtype<bool>(*a.mask))
       throw py::type_error("mask: expected dtype bool, got " + dtype_str(*a.mask));
     check_shape(*a.mask, "mask", {B, Tn});
     check_contiguous(*a.mask, "mask");

@@ -33,7 +33,8 @@ class Stream {
                                        : float_input<T>(*bias_, "bias", {GH}, ref);
     if (batch < 0) throw py::value_error("batch_size: expected >= 0, got " + std::to_string(batch));
     B_ = batch;
-    states_.assign(static_cast<size_t>(spec.n_states() * checked_elements({B_, H_}, "states")), T(0));
+    states_.resize(static_cast<size_t>(spec.n_states() * checked_elements({B_, H_}, "states")));
+    std::fill_n(states_.data(), states_.size(), T(0));
     pack_recurrent(spec_, rec_, packed_);  // once: every call reuses it
   }
 
@@ -46,7 +47,7 @@ class Stream {
     io.B = B_, io.T_ = Tn, io.D = D_;
     io.W = W_;
     if (mask) {
-      if (!mask->dtype().is(py::dtype::of<bool>()))
+      if (!has_dtype<bool>(*mask))
         throw py::type_error("mask: expected dtype bool, got " + dtype_str(*mask));
       check_shape(*mask, "mask", {B_, Tn});
       check_contiguous(*mask, "mask");
@@ -93,7 +94,7 @@ class Stream {
     }
     std::lock_guard<std::mutex> lock(mutex_);
     if (src.empty()) {
-      std::fill(states_.begin(), states_.end(), T(0));
+      std::fill_n(states_.data(), states_.size(), T(0));
       return;
     }
     for (Index k = 0; k < N; ++k) std::copy_n(src[k], B_ * H_, states_.data() + k * B_ * H_);

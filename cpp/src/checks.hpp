@@ -34,17 +34,26 @@ inline std::vector<Index> shape_of(const py::array& a) {
 
 inline std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
+// Whether a's dtype is T's: NumPy's equivalence (type and byte order), not object identity,
+// since an array unpickled in another process carries an equal but distinct dtype object,
+// while a byte-swapped array must still be refused.
+template <class T>
+bool has_dtype(const py::array& a) {
+  return py::detail::npy_api::get().PyArray_EquivTypes_(a.dtype().ptr(),
+                                                        py::dtype::of<T>().ptr());
+}
+
 // The floating type of a call is x's: float32 or float64. Anything else is a TypeError.
 inline bool is_float64(const py::array& x, const char* name) {
-  if (x.dtype().is(py::dtype::of<float>())) return false;
-  if (x.dtype().is(py::dtype::of<double>())) return true;
+  if (has_dtype<float>(x)) return false;
+  if (has_dtype<double>(x)) return true;
   throw py::type_error(std::string(name) + ": expected dtype float32 or float64, got " +
                        dtype_str(x));
 }
 
 template <class T>
 void check_dtype(const py::array& a, const char* name, const char* ref_name) {
-  if (!a.dtype().is(py::dtype::of<T>()))
+  if (!has_dtype<T>(a))
     throw py::type_error(std::string(name) + ": expected dtype " +
                          py::str(py::dtype::of<T>()).cast<std::string>() + " (the dtype of " +
                          ref_name + "), got " + dtype_str(a) + "; mixed dtypes are not converted");

@@ -41,11 +41,14 @@ struct PackedMatrix {
   void pack(const T* U, Index K_, Index N_, Index ld) {
     constexpr int NR = Kernel<T>::NR;
     K = K_, N = N_, panels = (N + NR - 1) / NR;
-    data.assign(static_cast<size_t>(panels * K * NR), T(0));
+    data.resize(static_cast<size_t>(panels * K * NR));
     for (Index p = 0; p < panels; ++p) {
       const Index c0 = p * NR, w = std::min<Index>(NR, N - c0);
       T* dst = data.data() + p * K * NR;
-      for (Index k = 0; k < K; ++k) std::copy_n(U + k * ld + c0, w, dst + k * NR);
+      for (Index k = 0; k < K; ++k) {
+        std::copy_n(U + k * ld + c0, w, dst + k * NR);
+        std::fill(dst + k * NR + w, dst + (k + 1) * NR, T(0));
+      }
     }
   }
 };
