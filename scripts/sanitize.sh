@@ -102,14 +102,21 @@ for t in $tests; do [ -e "$t" ] && present="$present $t"; done
 tests="$present"
 echo "== pytest$tests $*"
 set +e
-"$vpy" -m pytest -q -p no:cacheprovider -p no:randomly $tests "$@"
+# test_forward's ISA-level tests need the multi-level build, not this single native module.
+"$vpy" -m pytest -q -p no:cacheprovider -p no:randomly -k "not isa_level" $tests "$@"
 rc=$?
 set -e
 unset LD_PRELOAD
+# allocator_may_return_null=1 logs a WARNING for each refused impossible allocation (the
+# absurd-size tests cause them on purpose): those are listed, not counted as reports.
 if ls "$work"/report.* >/dev/null 2>&1; then
-  echo "sanitize.sh: SANITIZER REPORT(S):"
+  if grep -l -E "ERROR|runtime error|SUMMARY" "$work"/report.* >/dev/null 2>&1; then
+    echo "sanitize.sh: SANITIZER REPORT(S):"
+    cat "$work"/report.*
+    exit 1
+  fi
+  echo "sanitize.sh: allocations refused (expected, absurd-size tests):"
   cat "$work"/report.*
-  exit 1
 fi
 if [ "$rc" -ne 0 ]; then
   echo "sanitize.sh: pytest exited $rc"

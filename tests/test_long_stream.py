@@ -60,5 +60,7 @@ def test_stream_one_million_steps(cls, cell):
             rss0 = _rss()
     assert checked == len(checkpoints)
     assert all(np.isfinite(s).all() for s in layer.states)
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):
+        return  # AddressSanitizer's quarantine holds freed memory: RSS says nothing there
     grown = _rss() - rss0
     assert grown < 8 << 20, f"resident memory grew by {grown / 2**20:.1f} MiB over {STEPS} steps"
