@@ -100,14 +100,23 @@ def read_json(data, what: str):
 def read_member(zf: zipfile.ZipFile, name: str, what: str, limit: int | None = None) -> bytes:
     """An archive member's bytes (CRC-checked), its declared size checked first."""
     try:
-        size = zf.getinfo(name).file_size
+        info = zf.getinfo(name)
     except KeyError:
         raise ModelFileError(f"{what}: the archive has no {name!r}") from None
+    size = info.file_size
     if limit is not None and size > limit:
         raise ModelFileError(
             f"{what}: {name} declares {size} bytes, more than the {limit} this reader accepts"
         )
-    check_declared_size(f"{what}: {name}", [(size,)], np.uint8)
+    # zipfile may read the declared compressed size in one piece: it cannot exceed the
+    # archive's data (which ends where the central directory starts)
+    data_end = getattr(zf, "start_dir", None)
+    if data_end is not None and info.compress_size > data_end:
+        raise ModelFileError(
+            f"{what}: {name} declares {info.compress_size} compressed bytes, more than the "
+            f"archive holds (corrupted?)"
+        )
+    check_declared_size(f"{what}: {name}", [(max(size, info.compress_size),)], np.uint8)
     try:
         return zf.read(name)
     except _ARCHIVE_ERRORS as e:

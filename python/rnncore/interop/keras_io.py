@@ -198,7 +198,7 @@ def _load_h5(filepath: str, h5py) -> Sequential:
     with f:
         try:
             attrs = dict(f.attrs)
-        except (OSError, KeyError, RuntimeError) as e:
+        except (OSError, KeyError, RuntimeError, TypeError, ValueError) as e:  # h5py's kinds
             raise ModelFileError(f"{filepath}: cannot read the file's attributes ({e})") from None
         if "model_config" not in attrs:
             what = (
