@@ -5,7 +5,8 @@ Each phase warms up, then measures the resident set size (/proc/self/statm) befo
 after N iterations of: functional forward, forward+backward (training workspace), a stream
 fed one step per call, Sequential.predict (also from several threads), model save +
 load_model, load_keras-free paths (load_weights), to_onnx + load_onnx, and the error paths
-(bad arguments raising). A phase fails when the RSS grows by more than --limit MiB (default
+(bad arguments raising), and Sequential.fit where it exists.
+A phase fails when the RSS grows by more than --limit MiB (default
 8) -- a leak of even 100 bytes per call over 20000 calls shows.
 
     python3 scripts/leakcheck.py                    # default sizes (about a minute)
@@ -103,6 +104,17 @@ def main():
     stateful = L.LSTM(H, stateful=True)
     stateful.build((B, None, D))
     phase("stateful LSTM layer call", lambda: stateful(x), n(10000), results)
+
+    if hasattr(model, "compile"):
+        try:
+            tm = rnncore.Sequential([rnncore.Input((T, D)), L.LSTM(H), L.Dense(3)])
+            tm.compile(optimizer="adam", loss="mse")
+            yt = rng.standard_normal((B, 3)).astype(np.float32)
+            tm.fit(x, yt, epochs=1, batch_size=4, verbose=0)
+            phase("Sequential.fit (1 epoch, 2 batches)",
+                  lambda: tm.fit(x, yt, epochs=1, batch_size=4, verbose=0), n(1000), results)
+        except NotImplementedError as e:
+            print("fit phase skipped:", e)
 
     tmp = tempfile.mkdtemp()
     path = os.path.join(tmp, "m.rnncore")
