@@ -179,10 +179,19 @@ def _loaded_runtimes() -> list[str]:
             p = line.split()[-1] if line.split() else ""
             base = os.path.basename(p)
             if any(s in base for s in ("gomp", "iomp", "omp.so", "openblas", "mkl_rt", "tbb")):
-                names.add(p)
+                names.add(base)  # the library's name only: no machine paths in results
     except OSError:
         pass
     return sorted(names)
+
+
+def _where(path: Path) -> str:
+    """Where rnncore was imported from: relative to this checkout, else 'site-packages'."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return "an installed copy (site-packages)"
 
 
 def _git_state() -> str:
@@ -215,7 +224,7 @@ def machine_info(selected_impls) -> dict:
         "memory_gib": _meminfo_gib(),
         "os": f"{platform.system()} {platform.release()}",
         "rnncore_build": rnncore.build_info(),
-        "rnncore_from": str(Path(rnncore.__file__).parent),
+        "rnncore_from": _where(Path(rnncore.__file__).parent),
         "git": _git_state(),
         "versions": _versions(selected_impls),
         "numpy_blas": _blas_info(),
