@@ -1,6 +1,6 @@
 // The one forward time loop, shared by every cell.
 //
-// It owns: the input projection (one GEMM before the loop), the direction (go_backwards),
+// It owns: the input projection (big GEMMs, never per step), the direction (go_backwards),
 // masks, initial and final states, the returned sequence or last output, the training
 // workspace, and the threads.
 //
