@@ -5,10 +5,11 @@
 //   kernel W (D, G*H), recurrent_kernel U (H, G*H), gate columns in Keras order
 //   SimpleRNN: [h]          LSTM: [i | f | c | o]          GRU: [z | r | h]
 //
-// Before the loop the scan computes, for all batch*time rows at once,
-//   gates = x W + b_in                                            (one GEMM)
+// Outside the per-step work the scan computes, with large GEMMs (all batch*time rows in
+// training, one chunk of timesteps at a time in inference),
+//   gates = x W + b_in
 // and each step receives that step's rows of `gates` and turns them, in place, into the
-// post-activation gate values; that buffer is what the backward pass reads.
+// post-activation gate values; in training that buffer is what the backward pass reads.
 //
 // A cell provides:
 //   G, n_states            gate count, number of carried states (h; or h, c)
