@@ -417,18 +417,7 @@ def rnncore_stream(w: Weights, X: np.ndarray, threads: int) -> Runner:
 
     from rnncore import functional as F
 
-    fn = getattr(F, w.cell)
-    k, rk, b = _keras_args(w)
-    state = _zeros_states(w.cell, w.H)
-
-    def step(t):
-        out = fn(xs[t], k, rk, b, initial_state=state, return_sequences=True)
-        state[:] = out[1:]
-        return out[0]
-
-    def reset():
-        state[:] = _zeros_states(w.cell, w.H)
-
+    step, reset = _carried_state_steps(getattr(F, w.cell), w, xs)
     r = _stream_runner("rnncore", w.cell, steps, step, reset, np.asarray,
                        "rnncore.functional per step, state passed as initial_state "
                        "(fallback: no working stateful rnncore.layers)")
@@ -436,12 +425,9 @@ def rnncore_stream(w: Weights, X: np.ndarray, threads: int) -> Runner:
     return r
 
 
-def reference_stream(w: Weights, X: np.ndarray, threads: int) -> Runner:
-    from rnncore import reference as R
-
-    steps = X.shape[1]
-    xs = [X[:, t:t + 1] for t in range(steps)]
-    fn = getattr(R, w.cell)
+def _carried_state_steps(fn, w: Weights, xs):
+    """step(t) / reset() for a functional-style ``fn`` (rnncore.functional or the reference)
+    fed one timestep per call, its final states passed back as the next initial_state."""
     k, rk, b = _keras_args(w)
     state = _zeros_states(w.cell, w.H)
 
@@ -453,6 +439,15 @@ def reference_stream(w: Weights, X: np.ndarray, threads: int) -> Runner:
     def reset():
         state[:] = _zeros_states(w.cell, w.H)
 
+    return step, reset
+
+
+def reference_stream(w: Weights, X: np.ndarray, threads: int) -> Runner:
+    from rnncore import reference as R
+
+    steps = X.shape[1]
+    xs = [X[:, t:t + 1] for t in range(steps)]
+    step, reset = _carried_state_steps(getattr(R, w.cell), w, xs)
     return _stream_runner("reference", w.cell, steps, step, reset, np.asarray,
                           "rnncore.reference per step, state passed as initial_state")
 
