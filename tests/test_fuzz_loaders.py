@@ -172,6 +172,26 @@ def _manifest_edit(fn):
 # ---- cases --------------------------------------------------------------------------------
 
 
+def _global_heap_objects(data: bytes):
+    """(offset, index, size) of each object in the file's first global heap collection."""
+    at = data.index(b"GCOL")
+    end = at + int.from_bytes(data[at + 8:at + 16], "little")
+    p, out = at + 16, []
+    while p + 16 <= end:
+        index = int.from_bytes(data[p:p + 2], "little")
+        size = int.from_bytes(data[p + 8:p + 16], "little")
+        out.append((p, index, size))
+        if index == 0:
+            break
+        p += 16 + (size + 7) // 8 * 8
+    return out
+
+
+def _set_heap_object_size(data: bytes, which: int, size: int) -> bytes:
+    p = _global_heap_objects(data)[which][0]
+    return data[:p + 8] + size.to_bytes(8, "little") + data[p + 16:]
+
+
 def _hostile_cases(seeds):
     """name -> (loader, file bytes)."""
     rn, kv3, ox = seeds["rnncore"], seeds["keras"], seeds["onnx"]
@@ -287,6 +307,13 @@ def _hostile_cases(seeds):
         "h5: model_config not JSON": ("load_keras", _keras_h5_bytes("{not json", kw)),
         "h5: complex weights": ("load_keras", _keras_h5_bytes(_keras_config(), kw, "<c8")),
         "h5: string weights": ("load_keras", _keras_h5_bytes(_keras_config(), kw, "S4")),
+        # libhdf5 loops forever on these (a free-space object that does not advance, an
+        # object running over the free space's header): refused before HDF5 reads them
+        "h5: global heap free space of size 0": (
+            "load_keras", _set_heap_object_size(seeds["h5"], -1, 0)),
+        "h5: global heap object overrunning the next header": (
+            "load_keras", _set_heap_object_size(
+                seeds["h5"], -2, _global_heap_objects(seeds["h5"])[-2][2] + 256)),
         "h5: huge declared dataset": (
             "load_keras", _keras_h5_bytes(_keras_config(), {
                 **kw, "lstm": [np.zeros((2**20, 16)), *kw["lstm"][1:]]})),
@@ -471,6 +498,8 @@ _SEEDLESS_HOSTILE = [
     "h5: complex weights",
     "h5: string weights",
     "h5: huge declared dataset",
+    "h5: global heap free space of size 0",
+    "h5: global heap object overrunning the next header",
     "onnx: initializer declaring 2**60 elements",
     "onnx: external data path ../../etc/passwd",
     "onnx: complex64 initializer",

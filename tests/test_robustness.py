@@ -200,11 +200,20 @@ def test_unknown_option_names(cls):
         layer(_x(), bogus_option=1)
 
 
-@pytest.mark.parametrize("cls", RNN_LAYERS)
-@pytest.mark.parametrize("units", [0, -1, 1.5, "3", None, float("nan"), float("inf")])
+@pytest.mark.parametrize("cls", RNN_LAYERS + [L.Dense])
+@pytest.mark.parametrize("units", [0, -1, 1.5, 2.7, "3", None, True, np.bool_(True),
+                                   float("nan"), float("inf"), [3]])
 def test_bad_units(cls, units):
-    with pytest.raises(BAD_ERRORS + (OverflowError,)):
+    # refused, never rounded: Dense(2.7) is not 2 units, LSTM(True) is not 1
+    with pytest.raises((TypeError, ValueError), match="units must be a positive integer"):
         cls(units)
+
+
+@pytest.mark.parametrize("cls", RNN_LAYERS + [L.Dense])
+@pytest.mark.parametrize("units", [3, 3.0, np.int32(3), np.int64(3)])
+def test_integral_units(cls, units):
+    layer = cls(units)
+    assert layer.units == 3 and type(layer.units) is int
 
 
 @pytest.mark.parametrize("cls", RNN_LAYERS)

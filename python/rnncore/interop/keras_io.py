@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import mmap
 import os
 import re
 import zipfile
@@ -168,6 +169,7 @@ def _load_keras_v3(filepath: str) -> Sequential:
         if model.weights:
             raise ModelFileError(f"{filepath}: the archive has no model.weights.h5")
         return model
+    _check_global_heaps(weights_bytes, f"{filepath}: model.weights.h5")
     try:
         h5 = h5py.File(io.BytesIO(weights_bytes), "r")
     except OSError as e:
@@ -189,6 +191,10 @@ def _read_json(zf: zipfile.ZipFile, name: str, filepath: str):
 
 
 def _load_h5(filepath: str, h5py) -> Sequential:
+    with open(filepath, "rb") as raw:
+        if os.fstat(raw.fileno()).st_size:
+            with mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                _check_global_heaps(buf, filepath)
     try:
         f = h5py.File(filepath, "r")
     except OSError as e:
@@ -227,6 +233,49 @@ def _load_h5(filepath: str, h5py) -> Sequential:
         with _h5_errors(filepath):
             plan.load_weights_h5(f)
     return model
+
+
+def _check_global_heaps(buf, where: str) -> None:
+    """Refuse an HDF5 file whose global heap collections are damaged, before HDF5 sees it.
+
+    Variable-length strings (the ``model_config``, ``layer_names`` and ``weight_names``
+    attributes) live in global heap collections: ``"GCOL"``, version 1, 3 reserved bytes,
+    the collection's size L, then objects that tile it, each ``index (2) | refcount (2) |
+    reserved (4) | size (L)`` followed by its data padded to 8 bytes; index 0 is the free
+    space, whose size counts its own header. libhdf5 (2.0.0 in h5py 3.16 at least) walks
+    the objects without checking that each one advances, so a damaged size loops forever
+    inside the library, where no Python exception or timeout can reach. Walk each
+    collection the same way and refuse it unless its objects tile it exactly. A collection
+    that runs past the end of the buffer is left to HDF5, which refuses to read it.
+    """
+    # The size of a "length" field comes from the superblock (version 0/1: byte 14,
+    # version 2/3: byte 10); h5py writes 8, and 8 is assumed when the superblock is not at 0.
+    sig = b"\x89HDF\r\n\x1a\n"
+    length = 8
+    if len(buf) > 16 and buf[:8] == sig:
+        length = buf[14] if buf[8] in (0, 1) else buf[10]
+    if length not in (2, 4, 8):
+        return  # not a layout this check knows; HDF5 validates the superblock itself
+    header = 8 + length  # an object's header, and the collection's
+    at = buf.find(b"GCOL")
+    while at != -1:
+        if buf[at + 4 : at + 8] == b"\x01\x00\x00\x00" and at + header <= len(buf):
+            end = at + int.from_bytes(buf[at + 8 : at + header], "little")
+            p = at + header
+            while end <= len(buf) and p < end:
+                if end - p < header:  # too small for an object: trailing free space
+                    break
+                index = int.from_bytes(buf[p : p + 2], "little")
+                size = int.from_bytes(buf[p + 8 : p + header], "little")
+                need = header + (size + 7) // 8 * 8 if index else size
+                if not 0 < need <= end - p:
+                    raise ModelFileError(
+                        f"{where}: corrupted HDF5 file (the global heap collection at byte "
+                        f"{at} holds an object of size {size} at byte {p} that does not fit "
+                        f"it)"
+                    )
+                p += need
+        at = buf.find(b"GCOL", at + 1)
 
 
 @contextlib.contextmanager

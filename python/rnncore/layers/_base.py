@@ -215,6 +215,20 @@ def reject_kwargs(owner: str, kwargs: dict) -> None:
         raise TypeError(f"{owner}: unexpected keyword argument(s) {names}")
 
 
+def positive_int(value, what: str) -> int:
+    """``value`` as a positive ``int``: an integer (NumPy's too) or an integral float, as a
+    JSON config may hold. A bool, a string or a fractional number is refused rather than
+    rounded (Keras would turn ``Dense(2.7)`` into 2 units and ``LSTM(True)`` into 1)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float,
+                                                                       np.floating)):
+        raise TypeError(f"{what} must be a positive integer, got {value!r} "
+                        f"({type(value).__name__})")
+    if value != value or value in (float("inf"), float("-inf")) or int(value) != value \
+            or value <= 0:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def shape_tuple(shape, what: str) -> tuple:
     try:
         return tuple(None if d is None else int(d) for d in shape)

@@ -10,6 +10,7 @@ from ._base import (
     Layer,
     UnsupportedArgumentError,
     check_allocation,
+    positive_int,
     require_default,
     shape_tuple,
     standardize_dtype,
@@ -70,9 +71,7 @@ class Dense(Layer):
         )
         seed = kwargs.pop("seed", None)
         super().__init__(**kwargs)
-        self.units = int(units)
-        if self.units <= 0:
-            raise ValueError(f"Dense: units must be a positive integer, got {units!r}")
+        self.units = positive_int(units, "Dense: units")
         self.activation = activations.name_of(activation, "Dense")
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)

@@ -30,6 +30,7 @@ from ._base import (
     as_mask,
     canonical_dtype,
     check_allocation,
+    positive_int,
     require_default,
     shape_tuple,
 )
@@ -126,9 +127,7 @@ class RNN(Layer):
         # return_state returns the states of the call's own output)
         self._lock = threading.RLock()
         super().__init__(**kwargs)
-        if int(units) != units or units <= 0:
-            raise ValueError(f"{owner}: units must be a positive integer, got {units!r}")
-        self.units = int(units)
+        self.units = positive_int(units, f"{owner}: units")
         self.activation = activations.name_of(activation, owner, allow_softmax=False)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
