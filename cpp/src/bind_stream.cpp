@@ -35,7 +35,8 @@ class Stream {
     B_ = batch;
     states_.resize(static_cast<size_t>(spec.n_states() * checked_elements({B_, H_}, "states")));
     std::fill_n(states_.data(), states_.size(), T(0));
-    pack_recurrent(spec_, rec_, packed_);  // once: every call reuses it
+    pack_recurrent(spec_, rec_, packed_);  // once: every call reuses them
+    pack_kernel(spec_, rec_, W_, D_, packed_);
   }
 
   // Runs x (B, T, D) from the carried states and carries the final states on.

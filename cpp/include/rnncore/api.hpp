@@ -86,14 +86,24 @@ void with_cell(const CellSpec& spec, const Recurrent<T>& rec, const PackedU<T>* 
   }
 }
 
-// The forward pass. `packed` is U already packed by pack_recurrent (a stream keeps it across
-// calls), or nullptr to pack it here, once for the call.
+// Packs the input kernel W (D, G*H) for the forward projection.
+template <class T>
+void pack_kernel(const CellSpec& spec, const Recurrent<T>& rec, const T* W, Index D,
+                 PackedU<T>& P) {
+  const Index GH = spec.gates() * rec.H;
+  P.W.pack(W, D, GH, GH);
+}
+
+// The forward pass. `packed` holds U and io.W already packed by pack_recurrent and
+// pack_kernel (a stream keeps them across calls), or is nullptr to pack them here, once for
+// the call.
 template <class T>
 void forward(const CellSpec& spec, const Recurrent<T>& rec, ScanIO<T> io, int threads,
              const PackedU<T>* packed = nullptr) {
   PackedU<T> local;
   if (!packed) {
     pack_recurrent(spec, rec, local);
+    pack_kernel(spec, rec, io.W, io.D, local);
     packed = &local;
   }
   with_cell(spec, rec, packed, [&](const auto& cell, const T* b_in) {

@@ -42,12 +42,13 @@ struct Rows {
 template <class T, int N>
 using States = std::array<Rows<T>, N>;
 
-// U packed for the per-step products (packed_gemm.hpp): `all` columns for SimpleRNN and LSTM;
-// for GRU `all` holds the z, r columns and `h` the candidate's, which are multiplied apart.
-// The forward step uses U (all, h), the backward step U^T (allT = all^T, hT = h^T).
+// The weights packed for packed_gemm: U for the per-step products, `all` columns for
+// SimpleRNN and LSTM; for GRU `all` holds the z, r columns and `h` the candidate's, which are
+// multiplied apart. The forward step uses U (all, h), the backward step U^T (allT = all^T,
+// hT = h^T). W is the input kernel, for the forward pass's input projection.
 template <class T>
 struct PackedU {
-  PackedMatrix<T> all, h, allT, hT;
+  PackedMatrix<T> all, h, allT, hT, W;
 };
 
 // X (+)= rows * P, the per-step recurrent product; rows and X are strided row blocks.
@@ -235,8 +236,8 @@ struct GRUCell {
     activate(rec_act, z);
     activate(rec_act, r);
     if (reset_after) {
-      times_packed(n, prev[0].data, prev[0].stride, P->h, a, false);  // = h_{t-1} U_h
-      if (b_hh_h) a.rowwise() += ConstRowVecView<T>(b_hh_h, H);
+      packed_gemm(prev[0].data, prev[0].stride, n, P->h, a.data(), a.outerStride(),
+                  b_hh_h ? detail::Start::Bias : detail::Start::Zero, b_hh_h);  // h U_h + b_hh_h
       hh.array() += r.array() * a.array();
     } else {
       a.array() = r.array() * h_prev.array();

@@ -62,81 +62,137 @@ inline typename Kernel<T>::vec load(const T* p) {
   return v;
 }
 
-// C[0:R, cols of NP panels] (+)= A[0:R, 0:K] * panels, for R <= MR rows.
+// How each output starts: 0, its current value in C (C += A P), or the bias row (C = A P + b).
+enum class Start { Zero, C, Bias };
+
+// C[0:R, cols of NP panels] = start + a[0:kc] * panels[k0:k0+kc], for R <= MR rows of A
+// packed k-major (a[k*R + r]), so the R values of one k are adjacent.
 //
 // An FMA waits ~4 cycles for its accumulator and two issue per cycle, so about 8 independent
 // accumulators keep the units busy: R rows x 2 vectors x NP panels of them. Batch 1 (the
 // streaming and small-sequence case) therefore takes 4 panels at once. Each output is the
-// same sum in the same k order whatever R and NP are, so the result of a row does not depend
-// on how rows are split between threads.
+// same FMA chain in the same k order whatever R, NP and the k chunking are (a chunk's partial
+// sum is stored to C exactly and picked up by the next), so a row's result does not depend
+// on how rows are split between threads or blocked.
 template <class T, int R, int NP>
-inline void block(Index K, const T* A, Index lda, const PackedMatrix<T>& P, Index p0, T* C,
-                  Index ldc, bool accumulate) {
+inline void block(Index k0, Index kc, const T* a, const PackedMatrix<T>& P, Index p0, T* C,
+                  Index ldc, Start start, const T* bias) {
   using K_ = Kernel<T>;
   using V = typename K_::vec;
   constexpr int L = K_::lanes, NR = K_::NR;
-  V acc[NP][R][2];
-  for (int q = 0; q < NP; ++q)
-    for (int r = 0; r < R; ++r) acc[q][r][0] = acc[q][r][1] = V{};
-  const T* panel = P.data.data() + p0 * K * NR;
-  for (Index k = 0; k < K; ++k) {
-    for (int q = 0; q < NP; ++q) {
-      const T* b = panel + q * K * NR + k * NR;
-      const V b0 = load(b), b1 = load(b + L);
-      for (int r = 0; r < R; ++r) {
-        const T a = A[r * lda + k];
-        acc[q][r][0] += a * b0;
-        acc[q][r][1] += a * b1;
-      }
-    }
-  }
   alignas(vector_bytes) T tmp[NR];
+  V acc[NP][R][2];
   for (int q = 0; q < NP; ++q) {
     const Index c0 = (p0 + q) * NR, w = std::min<Index>(NR, P.N - c0);
     for (int r = 0; r < R; ++r) {
-      std::memcpy(tmp, &acc[q][r][0], sizeof(V));
-      std::memcpy(tmp + L, &acc[q][r][1], sizeof(V));
-      T* c = C + r * ldc + c0;
-      if (accumulate)
-        for (Index j = 0; j < w; ++j) c[j] += tmp[j];
-      else
-        std::copy_n(tmp, w, c);
+      if (start == Start::Zero) {
+        acc[q][r][0] = acc[q][r][1] = V{};
+        continue;
+      }
+      const T* src = start == Start::C ? C + r * ldc + c0 : bias + c0;
+      if (w < NR) {  // the last panel's columns past N are not C's
+        std::copy_n(src, w, tmp);
+        std::fill(tmp + w, tmp + NR, T(0));
+        src = tmp;
+      }
+      acc[q][r][0] = load(src);
+      acc[q][r][1] = load(src + L);
+    }
+  }
+  const T* panel = P.data.data() + (p0 * P.K + k0) * NR;
+  for (Index k = 0; k < kc; ++k) {
+    for (int q = 0; q < NP; ++q) {
+      const T* b = panel + q * P.K * NR + k * NR;
+      const V b0 = load(b), b1 = load(b + L);
+      for (int r = 0; r < R; ++r) {
+        const T ak = a[k * R + r];
+        acc[q][r][0] += ak * b0;
+        acc[q][r][1] += ak * b1;
+      }
+    }
+  }
+  for (int q = 0; q < NP; ++q) {
+    const Index c0 = (p0 + q) * NR, w = std::min<Index>(NR, P.N - c0);
+    for (int r = 0; r < R; ++r) {
+      T* dst = w < NR ? tmp : C + r * ldc + c0;
+      std::memcpy(dst, &acc[q][r][0], sizeof(V));
+      std::memcpy(dst + L, &acc[q][r][1], sizeof(V));
+      if (w < NR) std::copy_n(tmp, w, C + r * ldc + c0);
     }
   }
 }
 
-// R rows (< MR) over all panels, NP panels at a time, then one at a time.
+// The last R < MR rows of a row block, over all panels: NP panels at a time, then one.
 template <class T, int R>
-inline void rows_block(Index K, const T* A, Index lda, const PackedMatrix<T>& P, T* C, Index ldc,
-                       bool accumulate) {
+inline void tail_rows(Index k0, Index kc, const T* a, const PackedMatrix<T>& P, T* C,
+                      Index ldc, Start start, const T* bias) {
   constexpr int NP = R == 1 ? 4 : R == 2 ? 2 : 1;
   Index p = 0;
-  for (; p + NP <= P.panels; p += NP) block<T, R, NP>(K, A, lda, P, p, C, ldc, accumulate);
-  for (; p < P.panels; ++p) block<T, R, 1>(K, A, lda, P, p, C, ldc, accumulate);
+  for (; p + NP <= P.panels; p += NP) block<T, R, NP>(k0, kc, a, P, p, C, ldc, start, bias);
+  for (; p < P.panels; ++p) block<T, R, 1>(k0, kc, a, P, p, C, ldc, start, bias);
 }
 
 }  // namespace detail
 
-// C (M x P.N, rows ldc apart) = A (M x P.K, rows lda apart) * P, or += when accumulate.
+// C (M x P.N, rows ldc apart) = A (M x P.K, rows lda apart) * P, plus, by `start`, nothing,
+// C's own values (C += A P) or the row vector `bias` (C = A P + bias).
+//
+// Blocking (the BLIS scheme, with P packed beforehand): rows go in blocks of MC and k in
+// chunks of KC; each block's A chunk is copied k-major per MR rows into a buffer on the
+// stack, then each panel's KC x NR chunk is streamed against all the block's rows. Copying
+// A costs K/(2N) of the product and turns the kernel's reads of A into one contiguous
+// stream; a block of rows reads each panel once, where a whole tall A (a projection's
+// thousand rows) would be re-read from L2 or L3 for every panel.
+template <class T>
+void packed_gemm(const T* A, Index lda, Index M, const PackedMatrix<T>& P, T* C, Index ldc,
+                 detail::Start start, const T* bias = nullptr) {
+  using detail::Start;
+  constexpr int MR = Kernel<T>::MR;
+  // KC x NR panel chunks of 32 KiB (measured better than 16 KiB at S3 and S4: fewer passes
+  // of C), MC x KC of A in a 48 KiB stack buffer.
+  constexpr Index KC = 2048 / static_cast<Index>(sizeof(T)), MC = 4 * MR;
+  alignas(vector_bytes) T a_buf[MC * KC];
+  for (Index m0 = 0; m0 < M; m0 += MC) {
+    const Index mc = std::min(MC, M - m0), full = mc / MR * MR, rest = mc - full;
+    for (Index k0 = 0; k0 < P.K || k0 == 0; k0 += KC) {
+      const Index kc = std::min(KC, P.K - k0);
+      const Start s = k0 == 0 ? start : Start::C;
+      // a_buf: per block of R rows, kc x R values, k-major. A single row already is.
+      if (mc == 1) {
+        detail::tail_rows<T, 1>(k0, kc, A + m0 * lda + k0, P, C + m0 * ldc, ldc, s, bias);
+        continue;
+      }
+      for (Index r0 = 0; r0 < mc; r0 += MR) {
+        const Index R = std::min<Index>(MR, mc - r0);
+        T* dst = a_buf + r0 * kc;
+        for (Index r = 0; r < R; ++r) {
+          const T* src = A + (m0 + r0 + r) * lda + k0;
+          for (Index k = 0; k < kc; ++k) dst[k * R + r] = src[k];
+        }
+      }
+      T* c = C + m0 * ldc;
+      for (Index p = 0; p < P.panels; ++p)
+        for (Index r0 = 0; r0 < full; r0 += MR)
+          detail::block<T, MR, 1>(k0, kc, a_buf + r0 * kc, P, p, c + r0 * ldc, ldc, s, bias);
+      const T* a = a_buf + full * kc;
+      c += full * ldc;
+      switch (rest) {
+        case 1: detail::tail_rows<T, 1>(k0, kc, a, P, c, ldc, s, bias); break;
+        case 2: detail::tail_rows<T, 2>(k0, kc, a, P, c, ldc, s, bias); break;
+        case 3: detail::tail_rows<T, 3>(k0, kc, a, P, c, ldc, s, bias); break;
+        case 4: detail::tail_rows<T, 4>(k0, kc, a, P, c, ldc, s, bias); break;
+        case 5: detail::tail_rows<T, 5>(k0, kc, a, P, c, ldc, s, bias); break;
+        default: break;
+      }
+    }
+  }
+}
+
+// The two common cases by name.
 template <class T>
 void packed_gemm(const T* A, Index lda, Index M, const PackedMatrix<T>& P, T* C, Index ldc,
                  bool accumulate) {
-  constexpr int MR = Kernel<T>::MR;
-  const Index full = M / MR * MR;
-  // Full row blocks panel by panel, so that each panel stays in L1 across the row blocks.
-  for (Index p = 0; p < P.panels; ++p)
-    for (Index r = 0; r < full; r += MR)
-      detail::block<T, MR, 1>(P.K, A + r * lda, lda, P, p, C + r * ldc, ldc, accumulate);
-  const T* a = A + full * lda;
-  T* c = C + full * ldc;
-  switch (M - full) {
-    case 1: detail::rows_block<T, 1>(P.K, a, lda, P, c, ldc, accumulate); break;
-    case 2: detail::rows_block<T, 2>(P.K, a, lda, P, c, ldc, accumulate); break;
-    case 3: detail::rows_block<T, 3>(P.K, a, lda, P, c, ldc, accumulate); break;
-    case 4: detail::rows_block<T, 4>(P.K, a, lda, P, c, ldc, accumulate); break;
-    case 5: detail::rows_block<T, 5>(P.K, a, lda, P, c, ldc, accumulate); break;
-    default: break;
-  }
+  packed_gemm(A, lda, M, P, C, ldc, accumulate ? detail::Start::C : detail::Start::Zero);
 }
 
 }  // namespace rnncore

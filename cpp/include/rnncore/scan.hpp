@@ -101,14 +101,14 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
     T* aux_buf = y_last + n * H;
     T* chunk_gates = aux_buf + n * A;       // (Tc, n, G*H), time-major
     T* chunk_x = chunk_gates + Tc * n * GH;  // (Tc, n, D), time-major
-    const auto W = cview(io.W, D, GH, GH);
+    const PackedMatrix<T>& W = cell.P->W;  // io.W, packed
+    const auto start = io.b_in ? detail::Start::Bias : detail::Start::Zero;
     auto time_at = [&](Index s) { return io.go_backwards ? Tn - 1 - s : s; };
 
     if (training) {
       // Input projection for all of this shard's n*T rows at once: gates = x W + b_in.
-      auto G = view(io.ws_gates + r0 * Tn * GH, n * Tn, GH, GH);
-      G.noalias() = cview(io.x + r0 * Tn * D, n * Tn, D, D) * W;
-      if (io.b_in) G.rowwise() += ConstRowVecView<T>(io.b_in, GH);
+      packed_gemm(io.x + r0 * Tn * D, D, n * Tn, W, io.ws_gates + r0 * Tn * GH, GH, start,
+                  io.b_in);
     }
 
     // Initial states into ping.
@@ -131,9 +131,7 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
         const Index len = std::min(Tc, Tn - s);
         for (Index j = 0; j < len; ++j)
           view(chunk_x + j * n * D, n, D, D) = cview(io.x + (r0 * Tn + time_at(s + j)) * D, n, D, Tn * D);
-        auto G = view(chunk_gates, len * n, GH, GH);
-        G.noalias() = cview(chunk_x, len * n, D, D) * W;
-        if (io.b_in) G.rowwise() += ConstRowVecView<T>(io.b_in, GH);
+        packed_gemm(chunk_x, D, len * n, W, chunk_gates, GH, start, io.b_in);
       }
       States<T, N> next;
       for (int k = 0; k < N; ++k) {
