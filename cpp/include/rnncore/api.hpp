@@ -100,11 +100,16 @@ void pack_kernel(const CellSpec& spec, const Recurrent<T>& rec, const T* W, Inde
 template <class T>
 void forward(const CellSpec& spec, const Recurrent<T>& rec, ScanIO<T> io, int threads,
              const PackedU<T>* packed = nullptr) {
+  // Packed weights of one call: reused by the thread's next call up to reuse_bytes
+  // (scan.hpp), so small calls do not pay page faults for fresh memory every time.
+  thread_local PackedU<T> reused;
   PackedU<T> local;
   if (!packed) {
-    pack_recurrent(spec, rec, local);
-    pack_kernel(spec, rec, io.W, io.D, local);
-    packed = &local;
+    const size_t bytes = static_cast<size_t>((rec.H + io.D) * spec.gates() * rec.H) * sizeof(T);
+    PackedU<T>& P = bytes <= reuse_bytes ? reused : local;
+    pack_recurrent(spec, rec, P);
+    pack_kernel(spec, rec, io.W, io.D, P);
+    packed = &P;
   }
   with_cell(spec, rec, packed, [&](const auto& cell, const T* b_in) {
     io.b_in = b_in;

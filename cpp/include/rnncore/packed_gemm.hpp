@@ -41,7 +41,7 @@ struct PackedMatrix {
   void pack(const T* U, Index K_, Index N_, Index ld) {
     constexpr int NR = Kernel<T>::NR;
     K = K_, N = N_, panels = (N + NR - 1) / NR;
-    data.resize(static_cast<size_t>(panels * K * NR));
+    data.reserve_resize(static_cast<size_t>(panels * K * NR));
     for (Index p = 0; p < panels; ++p) {
       const Index c0 = p * NR, w = std::min<Index>(NR, N - c0);
       T* dst = data.data() + p * K * NR;

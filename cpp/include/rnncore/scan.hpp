@@ -71,6 +71,12 @@ Index shard_buffer_size(Index n, Index H, Index aux, Index chunk_cols) {
 // cache-sized buffers instead of a (B, T, G*H) array (210 MB at B=128, T=200, H=512).
 inline constexpr Index chunk_rows = 1024;
 
+// Per-thread buffers up to this size are kept for the thread's next call: a fresh
+// allocation of a few hundred KiB per call costs page faults (measured at about a third of
+// a B=1, T=100, H=128 LSTM forward). Bigger ones are allocated per call, so that no thread
+// keeps a large model's buffers alive.
+inline constexpr size_t reuse_bytes = size_t(8) << 20;
+
 // A step's rows go to the cell in blocks of this many (see the step loop).
 inline constexpr Index step_rows = 24;
 
@@ -88,7 +94,12 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
   // Training keeps all gates (the workspace is the projection); inference a chunk of them.
   const Index Tc = training ? Tn : std::clamp<Index>(chunk_rows / widest, 1, std::max<Index>(Tn, 1));
   const Index chunk_cols = training ? 0 : Tc * (GH + D);
-  Buffer<T> shard_mem(static_cast<size_t>(shard_buffer_size<N>(B, H, A, chunk_cols)));
+  // Reused by the thread's next call when small (see forward() in api.hpp: page faults).
+  const size_t shard_size = static_cast<size_t>(shard_buffer_size<N>(B, H, A, chunk_cols));
+  thread_local Buffer<T> reused;
+  Buffer<T> local;
+  Buffer<T>& shard_mem = shard_size * sizeof(T) <= reuse_bytes ? reused : local;
+  shard_mem.reserve_resize(shard_size);
 
   parallel_for(ns, [&](Index s_idx) {
     const Index r0 = shards[s_idx], n = shards[s_idx + 1] - r0;

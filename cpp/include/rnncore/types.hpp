@@ -44,6 +44,11 @@ class Buffer {
   }
   void resize(size_t n) {
     data_.reset(n ? static_cast<T*>(Eigen::internal::aligned_malloc(n * sizeof(T))) : nullptr);
+    size_ = capacity_ = n;
+  }
+  // resize, keeping the memory when it is large enough (contents are not kept).
+  void reserve_resize(size_t n) {
+    if (n > capacity_) resize(n);
     size_ = n;
   }
   T* data() { return data_.get(); }
@@ -56,7 +61,7 @@ class Buffer {
     void operator()(T* p) const { Eigen::internal::aligned_free(p); }
   };
   std::unique_ptr<T[], Free> data_;
-  size_t size_ = 0;
+  size_t size_ = 0, capacity_ = 0;
 };
 
 template <class T>
