@@ -1,10 +1,13 @@
-// The per-step recurrent product  C (+)= A U  with U packed once.
+// The core's one matrix product  C = start + A P,  with P packed once: the per-step
+// recurrent product (P = U) and the input projection (P = W, start = the bias).
 //
 // Every time step multiplies the previous state by the same recurrent matrix U. A general
 // GEMM (Eigen's included) re-packs U into its panel layout on every call, i.e. on every step:
 // measured at 16% of an S3 LSTM forward, more with several threads each packing all of U.
-// Here U is packed once per call (once per stream for stateful layers) into column panels of
-// NR values, and a register-blocked kernel of MR rows x NR columns streams over it.
+// Here U and W are packed once per call (once per stream for stateful layers) into column
+// panels of NR values, and a register-blocked kernel of MR rows x NR columns streams over
+// them. For the projection's tall products it also beat Eigen's GEMM (S3 LSTM forward
+// 10-15% faster once the projection moved here, S4 GRU about 15%).
 //
 // Written with GCC/Clang vector extensions, so one source compiles to SSE2, AVX2/FMA or
 // AVX-512 by the build's -march level (the vector width follows it).
