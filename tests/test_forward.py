@@ -715,35 +715,3 @@ def test_build_info():
         )
         assert info["isa"] == best
     assert _core.cpu_supports("baseline")
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_one_sequence_shared_by_columns(make_case, check, threads, variant, dtype):
-    # Batch 1 cannot be split into batch shards: with 2 threads the threads share each
-    # step's products by columns instead (scan.hpp), when a step is big enough (H = 256:
-    # above min_column_step_work for every cell; T = 40: above min_column_work). Each
-    # output column is the same sum either way, so 1 and 2 threads agree bit for bit:
-    # inference and the training forward (its workspace feeds the backward pass).
-    case = make_case(variant, 1, 40, 24, 256, initial_state=True, mask="holes").cast(dtype)
-    kw = dict(go_backwards=True, return_sequences=True)
-    got = {}
-    for n in (1, 2, 1, 2):
-        rnncore.set_num_threads(n)
-        out = case.run(**kw)
-        *train, ws = case.run(training=True, **kw)
-        grads = functional.backward(ws, np.ones_like(train[0]))
-        got.setdefault(n, []).append((out, train, grads))
-    (out1, train1, g1), (out2, train2, g2) = got[1][0], got[2][0]
-    for a, b in zip(out1 + tuple(train1), out2 + tuple(train2)):
-        np.testing.assert_array_equal(a, b)
-    # The backward pass splits its weight-gradient products (X^T dG, H^T dG) between the
-    # threads by columns, which may round differently: equal to rounding, not bit for bit.
-    tol = 1e-12 if dtype == np.float64 else 1e-5
-    for name in ("x", "kernel", "recurrent_kernel", "bias"):
-        np.testing.assert_allclose(getattr(g1, name), getattr(g2, name), rtol=tol, atol=tol,
-                                   err_msg=name)
-    for n in (1, 2):  # repeated calls too
-        for a, b in zip(got[n][1][0], got[n][0][0]):
-            np.testing.assert_array_equal(a, b)
-    check(out2, case.reference(**kw), dtype)

@@ -14,10 +14,7 @@
 // A cell provides:
 //   G, n_states            gate count, number of carried states (h; or h, c)
 //   aux_cols()             extra per-step values the backward pass needs (0 if none)
-//   step(...)              one time step for n rows: products(...) then finish(...)
-//   products(..., part, parts)  the step's products by h_{t-1}, only the columns of panel
-//                          part `part` of `parts` (threads sharing a step by columns)
-//   finish(...)            the rest of the step, once all products are in
+//   step(...)              one time step for n rows
 // and for the backward pass (backward.hpp), given dS = dL/d(states after the step):
 //   scratch_cols()         per-row scratch the backward step needs
 //   gate_grads(...)        dG = dL/d(gate pre-activations), input side (n, G*H), and dA,
@@ -61,14 +58,6 @@ void times_packed(Index n, const T* rows, Index stride, const PackedMatrix<T>& P
   packed_gemm(rows, stride, n, P, X.data(), X.outerStride(), accumulate);
 }
 
-// X (+)= h * P for the columns of panel part `part` of `parts`; h: n rows of a state.
-template <class T, class Dst>
-void times_packed_part(Index n, const Rows<const T>& h, const PackedMatrix<T>& P, Dst&& X,
-                       detail::Start start, const T* bias, int part, int parts) {
-  packed_gemm(h.data, h.stride, n, P, X.data(), X.outerStride(), start, bias,
-              panel_part(P, part, parts));
-}
-
 // ---------------------------------------------------------------------------------------
 // SimpleRNN:  h_t = act(x_t W + b + h_{t-1} U)
 template <class T>
@@ -81,20 +70,12 @@ struct SimpleRNNCell {
 
   Index aux_cols() const { return 0; }
 
-  void products(Index n, View<T> gates, const States<const T, 1>& prev, View<T> /*aux*/,
-                int part, int parts) const {
-    times_packed_part(n, prev[0], P->all, gates, detail::Start::C, (const T*)nullptr, part,
-                      parts);  // += h_{t-1} U
-  }
-  void finish(Index n, View<T> gates, const States<const T, 1>&, const States<T, 1>& next,
-              View<T>) const {
-    activate(act, gates);
-    view(next[0].data, n, H, next[0].stride) = gates;
-  }
   void step(Index n, View<T> gates, const States<const T, 1>& prev, const States<T, 1>& next,
-            View<T> aux) const {
-    products(n, gates, prev, aux, 0, 1);
-    finish(n, gates, prev, next, aux);
+            View<T> /*aux*/) const {
+    auto h = view(next[0].data, n, H, next[0].stride);
+    times_packed(n, prev[0].data, prev[0].stride, P->all, gates, true);  // += h_{t-1} U
+    activate(act, gates);
+    h = gates;
   }
 
   // Backward. With y = h = act(z):  dz = dh * act'(y);  dh_prev = dz U^T;  dU = H_prev^T dZ.
@@ -138,21 +119,13 @@ struct LSTMCell {
 
   Index aux_cols() const { return 0; }
 
-  void products(Index n, View<T> gates, const States<const T, 2>& prev, View<T> /*aux*/,
-                int part, int parts) const {
-    times_packed_part(n, prev[0], P->all, gates,
-                      detail::Start::C, (const T*)nullptr, part, parts);  // += h_{t-1} U
-  }
   void step(Index n, View<T> gates, const States<const T, 2>& prev, const States<T, 2>& next,
-            View<T> aux) const {
-    products(n, gates, prev, aux, 0, 1);
-    finish(n, gates, prev, next, aux);
-  }
-  void finish(Index n, View<T> gates, const States<const T, 2>& prev, const States<T, 2>& next,
-              View<T> /*aux*/) const {
+            View<T> /*aux*/) const {
     auto c_prev = cview(prev[1].data, n, H, prev[1].stride);
     auto h = view(next[0].data, n, H, next[0].stride);
     auto c = view(next[1].data, n, H, next[1].stride);
+
+    times_packed(n, prev[0].data, prev[0].stride, P->all, gates, true);  // += h_{t-1} U
     auto i = gates.leftCols(H);
     auto f = gates.middleCols(H, H);
     auto g = gates.middleCols(2 * H, H);
@@ -250,32 +223,21 @@ struct GRUCell {
 
   Index aux_cols() const { return H; }
 
-  // Every product by h_{t-1}: U_zr, and for reset_after U_h too (a = h U_h + b_hh_h); the
-  // 2014 form's U_h multiplies r * h_{t-1}, which needs r first: finish() does it.
-  void products(Index n, View<T> gates, const States<const T, 1>& prev, View<T> a, int part,
-                int parts) const {
-    times_packed_part(n, prev[0], P->all, gates.leftCols(2 * H), detail::Start::C,
-                      (const T*)nullptr, part, parts);  // += h_{t-1} U_zr
-    if (reset_after)
-      times_packed_part(n, prev[0], P->h, a, b_hh_h ? detail::Start::Bias : detail::Start::Zero,
-                        b_hh_h, part, parts);  // a = h_{t-1} U_h + b_hh_h
-  }
   void step(Index n, View<T> gates, const States<const T, 1>& prev, const States<T, 1>& next,
             View<T> a) const {
-    products(n, gates, prev, a, 0, 1);
-    finish(n, gates, prev, next, a);
-  }
-  void finish(Index n, View<T> gates, const States<const T, 1>& prev, const States<T, 1>& next,
-              View<T> a) const {
     auto h_prev = cview(prev[0].data, n, H, prev[0].stride);
     auto h = view(next[0].data, n, H, next[0].stride);
+    auto zr = gates.leftCols(2 * H);
     auto z = gates.leftCols(H);
     auto r = gates.middleCols(H, H);
     auto hh = gates.rightCols(H);
 
+    times_packed(n, prev[0].data, prev[0].stride, P->all, zr, true);  // += h_{t-1} U_zr
     activate(rec_act, z);
     activate(rec_act, r);
     if (reset_after) {
+      packed_gemm(prev[0].data, prev[0].stride, n, P->h, a.data(), a.outerStride(),
+                  b_hh_h ? detail::Start::Bias : detail::Start::Zero, b_hh_h);  // h U_h + b_hh_h
       hh.array() += r.array() * a.array();
     } else {
       a.array() = r.array() * h_prev.array();

@@ -125,31 +125,20 @@ inline void block(Index k0, Index kc, const T* a, const PackedMatrix<T>& P, Inde
   }
 }
 
-// The last R < MR rows of a row block, over panels [pb, pe): NP panels at a time, then one.
+// The last R < MR rows of a row block, over all panels: NP panels at a time, then one.
 template <class T, int R>
-inline void tail_rows(Index k0, Index kc, const T* a, const PackedMatrix<T>& P, Index pb,
-                      Index pe, T* C, Index ldc, Start start, const T* bias) {
+inline void tail_rows(Index k0, Index kc, const T* a, const PackedMatrix<T>& P, T* C,
+                      Index ldc, Start start, const T* bias) {
   constexpr int NP = R == 1 ? 4 : R == 2 ? 2 : 1;
-  Index p = pb;
-  for (; p + NP <= pe; p += NP) block<T, R, NP>(k0, kc, a, P, p, C, ldc, start, bias);
-  for (; p < pe; ++p) block<T, R, 1>(k0, kc, a, P, p, C, ldc, start, bias);
+  Index p = 0;
+  for (; p + NP <= P.panels; p += NP) block<T, R, NP>(k0, kc, a, P, p, C, ldc, start, bias);
+  for (; p < P.panels; ++p) block<T, R, 1>(k0, kc, a, P, p, C, ldc, start, bias);
 }
 
 }  // namespace detail
 
-// Panels [begin, end) of P: part `part` of `parts` near-equal parts, for threads that
-// share one product by columns.
-struct PanelRange {
-  Index begin, end;
-};
-template <class T>
-PanelRange panel_part(const PackedMatrix<T>& P, int part, int parts) {
-  return {P.panels * part / parts, P.panels * (part + 1) / parts};
-}
-
 // C (M x P.N, rows ldc apart) = A (M x P.K, rows lda apart) * P, plus, by `start`, nothing,
-// C's own values (C += A P) or the row vector `bias` (C = A P + bias). Only the columns of
-// panels `cols` are computed (all by default); each column's result is the same either way.
+// C's own values (C += A P) or the row vector `bias` (C = A P + bias).
 //
 // Blocking (the BLIS scheme, with P packed beforehand): rows go in blocks of MC and k in
 // chunks of KC; each block's A chunk is copied k-major per MR rows into a buffer on the
@@ -159,10 +148,8 @@ PanelRange panel_part(const PackedMatrix<T>& P, int part, int parts) {
 // thousand rows) would be re-read from L2 or L3 for every panel.
 template <class T>
 void packed_gemm(const T* A, Index lda, Index M, const PackedMatrix<T>& P, T* C, Index ldc,
-                 detail::Start start, const T* bias = nullptr,
-                 PanelRange cols = {0, -1}) {
+                 detail::Start start, const T* bias = nullptr) {
   using detail::Start;
-  const Index pb = cols.begin, pe = cols.end < 0 ? P.panels : cols.end;
   constexpr int MR = Kernel<T>::MR;
   // KC x NR panel chunks of 32 KiB (measured better than 16 KiB at S3 and S4: fewer passes
   // of C), MC x KC of A in a 48 KiB stack buffer.
@@ -175,8 +162,7 @@ void packed_gemm(const T* A, Index lda, Index M, const PackedMatrix<T>& P, T* C,
       const Start s = k0 == 0 ? start : Start::C;
       // a_buf: per block of R rows, kc x R values, k-major. A single row already is.
       if (mc == 1) {
-        detail::tail_rows<T, 1>(k0, kc, A + m0 * lda + k0, P, pb, pe, C + m0 * ldc, ldc, s,
-                                bias);
+        detail::tail_rows<T, 1>(k0, kc, A + m0 * lda + k0, P, C + m0 * ldc, ldc, s, bias);
         continue;
       }
       for (Index r0 = 0; r0 < mc; r0 += MR) {
@@ -188,17 +174,17 @@ void packed_gemm(const T* A, Index lda, Index M, const PackedMatrix<T>& P, T* C,
         }
       }
       T* c = C + m0 * ldc;
-      for (Index p = pb; p < pe; ++p)
+      for (Index p = 0; p < P.panels; ++p)
         for (Index r0 = 0; r0 < full; r0 += MR)
           detail::block<T, MR, 1>(k0, kc, a_buf + r0 * kc, P, p, c + r0 * ldc, ldc, s, bias);
       const T* a = a_buf + full * kc;
       c += full * ldc;
       switch (rest) {
-        case 1: detail::tail_rows<T, 1>(k0, kc, a, P, pb, pe, c, ldc, s, bias); break;
-        case 2: detail::tail_rows<T, 2>(k0, kc, a, P, pb, pe, c, ldc, s, bias); break;
-        case 3: detail::tail_rows<T, 3>(k0, kc, a, P, pb, pe, c, ldc, s, bias); break;
-        case 4: detail::tail_rows<T, 4>(k0, kc, a, P, pb, pe, c, ldc, s, bias); break;
-        case 5: detail::tail_rows<T, 5>(k0, kc, a, P, pb, pe, c, ldc, s, bias); break;
+        case 1: detail::tail_rows<T, 1>(k0, kc, a, P, c, ldc, s, bias); break;
+        case 2: detail::tail_rows<T, 2>(k0, kc, a, P, c, ldc, s, bias); break;
+        case 3: detail::tail_rows<T, 3>(k0, kc, a, P, c, ldc, s, bias); break;
+        case 4: detail::tail_rows<T, 4>(k0, kc, a, P, c, ldc, s, bias); break;
+        case 5: detail::tail_rows<T, 5>(k0, kc, a, P, c, ldc, s, bias); break;
         default: break;
       }
     }

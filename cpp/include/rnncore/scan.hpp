@@ -77,12 +77,6 @@ inline constexpr Index chunk_rows = 1024;
 // keeps a large model's buffers alive.
 inline constexpr size_t reuse_bytes = size_t(8) << 20;
 
-// Column split (see forward_scan): below these many multiply-adds per step, or in the
-// whole call, a step (or the call) is too short to share: the two barriers per step cost
-// about 0.1-0.3 us on two cores, starting the team several us.
-inline constexpr double min_column_step_work = 1 << 15;
-inline constexpr double min_column_work = 1 << 21;
-
 // A step's rows go to the cell in blocks of this many (see the step loop).
 inline constexpr Index step_rows = 24;
 
@@ -100,16 +94,6 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
   // Training keeps all gates (the workspace is the projection); inference a chunk of them.
   const Index Tc = training ? Tn : std::clamp<Index>(chunk_rows / widest, 1, std::max<Index>(Tn, 1));
   const Index chunk_cols = training ? 0 : Tc * (GH + D);
-  // One shard (a batch too small to split) with threads to spare: the threads share each
-  // step by columns instead, when a step's product is big enough to pay for two barriers.
-  int column_threads = 1;
-  if (ns == 1 && num_threads > 1 && has_openmp()) {
-    const double step_work = static_cast<double>(B) * static_cast<double>(H * GH);
-    if (step_work >= min_column_step_work && step_work * static_cast<double>(Tn) >= min_column_work)
-      column_threads = static_cast<int>(
-          std::min<Index>(num_threads, std::max<Index>(1, cell.P->all.panels / 4)));
-  }
-
   // Reused by the thread's next call when small (see forward() in api.hpp: page faults).
   const size_t shard_size = static_cast<size_t>(shard_buffer_size<N>(B, H, A, chunk_cols));
   thread_local Buffer<T> reused;
@@ -117,14 +101,9 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
   Buffer<T>& shard_mem = shard_size * sizeof(T) <= reuse_bytes ? reused : local;
   shard_mem.reserve_resize(shard_size);
 
-  // Shard s_idx, shared by `parts` threads by columns (part 0 leads; see the header).
-  auto run_shard = [&](Index s_idx, int part, int parts, SpinBarrier* barrier) {
+  parallel_for(ns, [&](Index s_idx) {
     const Index r0 = shards[s_idx], n = shards[s_idx + 1] - r0;
     if (n == 0) return;
-    const bool lead = part == 0;
-    auto sync = [barrier] {
-      if (barrier) barrier->wait();
-    };
     // This shard's slice of the per-thread buffers.
     T* mem = shard_mem.data() + shard_buffer_size<N>(r0, H, A, chunk_cols);
     std::array<T*, N> ping{}, pong{};
@@ -143,20 +122,18 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
     if (training) {
       // Input projection for all of this shard's n*T rows at once: gates = x W + b_in.
       packed_gemm(io.x + r0 * Tn * D, D, n * Tn, W, io.ws_gates + r0 * Tn * GH, GH, start,
-                  io.b_in, panel_part(W, part, parts));
+                  io.b_in);
     }
 
     // Initial states into ping.
-    if (lead) {
-      for (int k = 0; k < N; ++k) {
-        auto s0 = view(ping[k], n, H, H);
-        if (io.initial[k])
-          s0 = cview(io.initial[k] + r0 * H, n, H, H);
-        else
-          s0.setZero();
-      }
-      view(y_last, n, H, H).setZero();
+    for (int k = 0; k < N; ++k) {
+      auto s0 = view(ping[k], n, H, H);
+      if (io.initial[k])
+        s0 = cview(io.initial[k] + r0 * H, n, H, H);
+      else
+        s0.setZero();
     }
+    view(y_last, n, H, H).setZero();
 
     States<const T, N> prev;
     for (int k = 0; k < N; ++k) prev[k] = {ping[k], H};
@@ -166,14 +143,10 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
       if (!training && s % Tc == 0) {
         // Project the next chunk of steps: gather their inputs time-major, one GEMM.
         const Index len = std::min(Tc, Tn - s);
-        if (lead)
-          for (Index j = 0; j < len; ++j)
-            view(chunk_x + j * n * D, n, D, D) = cview(io.x + (r0 * Tn + time_at(s + j)) * D, n, D, Tn * D);
-        sync();
-        packed_gemm(chunk_x, D, len * n, W, chunk_gates, GH, start, io.b_in,
-                    panel_part(W, part, parts));
+        for (Index j = 0; j < len; ++j)
+          view(chunk_x + j * n * D, n, D, D) = cview(io.x + (r0 * Tn + time_at(s + j)) * D, n, D, Tn * D);
+        packed_gemm(chunk_x, D, len * n, W, chunk_gates, GH, start, io.b_in);
       }
-      sync();  // the states before the step are complete (initial, or the last finish)
       States<T, N> next;
       for (int k = 0; k < N; ++k) {
         if (training)
@@ -188,7 +161,7 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
       // Rows are independent within a step: take them a block at a time, so that a block's
       // gates (rows x G*H, 1 MiB per step at B=128, H=512 LSTM) are still in L2 when the
       // cell's element-wise passes read them after the product.
-      auto rows_block = [&](Index i0, auto&& fn) {
+      for (Index i0 = 0; i0 < n; i0 += step_rows) {
         const Index m = std::min(step_rows, n - i0);
         States<const T, N> prev_b;
         States<T, N> next_b;
@@ -196,29 +169,8 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
           prev_b[k] = {prev[k].data + i0 * prev[k].stride, prev[k].stride};
           next_b[k] = {next[k].data + i0 * next[k].stride, next[k].stride};
         }
-        fn(m, view(gates_t.data() + i0 * gates_t.outerStride(), m, GH, gates_t.outerStride()),
-           prev_b, next_b, view(aux_t.data() + i0 * aux_t.outerStride(), m, A, aux_t.outerStride()));
-      };
-      if (parts == 1) {
-        for (Index i0 = 0; i0 < n; i0 += step_rows)
-          rows_block(i0, [&](Index m, View<T> g, const auto& pv, const auto& nx, View<T> a) {
-            cell.step(m, g, pv, nx, a);
-          });
-      } else {  // each thread its columns of the products, then the lead the rest
-        for (Index i0 = 0; i0 < n; i0 += step_rows)
-          rows_block(i0, [&](Index m, View<T> g, const auto& pv, const auto&, View<T> a) {
-            cell.products(m, g, pv, a, part, parts);
-          });
-        sync();
-        if (lead)
-          for (Index i0 = 0; i0 < n; i0 += step_rows)
-            rows_block(i0, [&](Index m, View<T> g, const auto& pv, const auto& nx, View<T> a) {
-              cell.finish(m, g, pv, nx, a);
-            });
-      }
-      if (!lead) {  // the lead alone writes states and outputs
-        for (int k = 0; k < N; ++k) prev[k] = {next[k].data, next[k].stride};
-        continue;
+        cell.step(m, view(gates_t.data() + i0 * gates_t.outerStride(), m, GH, gates_t.outerStride()),
+                  prev_b, next_b, view(aux_t.data() + i0 * aux_t.outerStride(), m, A, aux_t.outerStride()));
       }
 
       // Masked rows: keep the previous states; used rows: the output is the new h.
@@ -237,19 +189,10 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
       for (int k = 0; k < N; ++k) prev[k] = {next[k].data, next[k].stride};
     }
 
-    if (!lead) return;
     for (int k = 0; k < N; ++k)
       view(io.final_state[k] + r0 * H, n, H, H) = cview(prev[k].data, n, H, prev[k].stride);
     if (!io.return_sequences) view(io.y + r0 * H, n, H, H) = view(y_last, n, H, H);
-  };
-
-  if (column_threads > 1) {
-    parallel_team(column_threads, [&](int part, int parts, SpinBarrier* barrier) {
-      run_shard(0, part, parts, barrier);
-    });
-  } else {
-    parallel_for(ns, [&](Index s_idx) { run_shard(s_idx, 0, 1, nullptr); }, num_threads);
-  }
+  }, num_threads);
 }
 
 }  // namespace rnncore

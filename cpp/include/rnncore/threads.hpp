@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <thread>
 #include <vector>
 
 #include "rnncore/types.hpp"
@@ -69,60 +68,6 @@ void parallel_for(Index n, Fn&& fn, int threads) {
   (void)threads;
 #endif
   for (Index i = 0; i < n; ++i) fn(i);
-}
-
-// A barrier for the threads that share each time step of one sequence (forward_scan's
-// column split). The wait is short (one step's product, microseconds), so it spins; after
-// a while it yields, so that on an oversubscribed machine it does not starve the thread it
-// waits for. Used only inside one call: no thread spins once the call returns.
-class SpinBarrier {
- public:
-  void reset(int n) { n_ = n; }
-  void wait() {
-    const unsigned gen = generation_.load(std::memory_order_acquire);
-    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
-      arrived_.store(0, std::memory_order_relaxed);
-      generation_.fetch_add(1, std::memory_order_release);  // publishes arrived_ = 0 too
-      return;
-    }
-    for (int spins = 0; generation_.load(std::memory_order_acquire) == gen; ++spins) {
-      if (spins < 1024) {  // ~20 us of pause instructions
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#elif defined(__aarch64__)
-        asm volatile("yield");
-#endif
-      } else {
-        std::this_thread::yield();
-      }
-    }
-  }
-
- private:
-  std::atomic<int> arrived_{0};
-  std::atomic<unsigned> generation_{0};
-  int n_ = 1;
-};
-
-// Runs fn(part, parts, barrier) on each thread of a team of up to `threads`: parts is the
-// team's actual size (OpenMP may give fewer, e.g. inside another parallel region) and
-// `barrier` is sized to it (nullptr for a team of one).
-template <class Fn>
-void parallel_team(int threads, Fn&& fn) {
-#ifdef _OPENMP
-  if (threads > 1) {
-    SpinBarrier barrier;
-#pragma omp parallel num_threads(threads)
-    {
-      const int parts = omp_get_num_threads();
-#pragma omp single
-      barrier.reset(parts);  // the single's implicit barrier publishes it
-      fn(omp_get_thread_num(), parts, parts > 1 ? &barrier : nullptr);
-    }
-    return;
-  }
-#endif
-  fn(0, 1, static_cast<SpinBarrier*>(nullptr));
 }
 
 }  // namespace rnncore
