@@ -179,28 +179,28 @@ def _keras_args(w: Weights):
     return w.kernel, w.recurrent_kernel, w.bias
 
 
-def rnncore_forward(w: Weights, x: np.ndarray, threads: int) -> Runner:
-    from rnncore import functional as F
-
-    fn = getattr(F, w.cell)
+def _module_forward(impl: str, module, path: str, w: Weights, x: np.ndarray) -> Runner:
+    """A forward Runner over ``module.<cell>`` (rnncore.functional or rnncore.reference,
+    which share one signature)."""
+    fn = getattr(module, w.cell)
     k, rk, b = _keras_args(w)
 
     def call():
         return fn(x, k, rk, b, return_sequences=True)[0]
 
-    return Runner("rnncore", w.cell, "forward", call, call, path="rnncore.functional")
+    return Runner(impl, w.cell, "forward", call, call, path=path)
+
+
+def rnncore_forward(w: Weights, x: np.ndarray, threads: int) -> Runner:
+    from rnncore import functional
+
+    return _module_forward("rnncore", functional, "rnncore.functional", w, x)
 
 
 def reference_forward(w: Weights, x: np.ndarray, threads: int) -> Runner:
-    from rnncore import reference as R
+    from rnncore import reference
 
-    fn = getattr(R, w.cell)
-    k, rk, b = _keras_args(w)
-
-    def call():
-        return fn(x, k, rk, b, return_sequences=True)[0]
-
-    return Runner("reference", w.cell, "forward", call, call, path="rnncore.reference")
+    return _module_forward("reference", reference, "rnncore.reference", w, x)
 
 
 def torch_module(w: Weights, *, requires_grad: bool = False):

@@ -13,21 +13,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import numpy as np
 
 import rnncore
 from rnncore import functional, reference
-
-
-def _median_time(fn, repeats=5):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+from rnncore.demo import _median_time
 
 
 def check(args) -> int:

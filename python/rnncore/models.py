@@ -46,6 +46,7 @@ import numpy as np
 
 from .layers import InputLayer, InputTensor, Layer, deserialize_layer, serialize_layer
 from .layers._base import (
+    DropsTransientOnPickle,
     UnsupportedArgumentError,
     check_allocation,
     require_default,
@@ -173,7 +174,7 @@ def _strip_masks(outputs):
     return np.asarray(outputs)
 
 
-class Sequential(Trainer):
+class Sequential(DropsTransientOnPickle, Trainer):
     """A linear stack of layers, as ``keras.Sequential``.
 
     ``Sequential([Input(shape=(timesteps, features)), LSTM(32), Dense(1)])``, or layers
@@ -563,16 +564,6 @@ class Sequential(Trainer):
     #: training state dropped by pickling (a pickled model holds its layers' config and
     #: weights only; compile it again to train it further)
     _transient = ("optimizer", "_loss", "_metrics", "history", "_compile_config")
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        for name in self._transient:
-            if name in state:
-                state[name] = None
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
 
     def __repr__(self):
         return f"<Sequential name={self.name}, built={self.built}, layers={len(self._layers)}>"

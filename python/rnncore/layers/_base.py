@@ -7,6 +7,7 @@ change identity and a cached call (see the recurrent layers' fast path) stays va
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections import defaultdict
@@ -223,8 +224,7 @@ def positive_int(value, what: str) -> int:
                                                                        np.floating)):
         raise TypeError(f"{what} must be a positive integer, got {value!r} "
                         f"({type(value).__name__})")
-    if value != value or value in (float("inf"), float("-inf")) or int(value) != value \
-            or value <= 0:
+    if not math.isfinite(value) or int(value) != value or value <= 0:
         raise ValueError(f"{what} must be a positive integer, got {value!r}")
     return int(value)
 
@@ -345,7 +345,24 @@ def as_mask(mask, shape: tuple, owner: str) -> np.ndarray | None:
 # --------------------------------------------------------------------------------------
 
 
-class Layer:
+class DropsTransientOnPickle:
+    """Pickles an object's attributes except those named in ``_transient`` (caches, bound
+    core calls, training state), which come back as None."""
+
+    _transient: tuple = ()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        for name in self._transient:
+            if name in state:
+                state[name] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+class Layer(DropsTransientOnPickle):
     """Base of all rnncore layers (Keras's ``keras.layers.Layer`` subset for inference).
 
     Subclasses implement ``build(input_shape)``, ``call(inputs, mask=None, training=None,
@@ -613,16 +630,6 @@ class Layer:
 
     #: attributes dropped when pickling, restored as None (caches rebuilt on demand)
     _transient: tuple = ("_train_cache", "_grads", "_dropout_rng")
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        for name in self._transient:
-            if name in state:
-                state[name] = None
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
 
     # ---- config -----------------------------------------------------------------------
 
