@@ -94,14 +94,14 @@ def forward_flops(cell: str, B: int, T: int, D: int, H: int) -> float:
 
 def _blocks(w: np.ndarray, H: int, order) -> np.ndarray:
     """The gate blocks of the last axis of ``w`` rearranged into ``order``."""
-    return np.ascontiguousarray(np.concatenate([w[..., g * H:(g + 1) * H] for g in order], -1))
+    return np.ascontiguousarray(np.concatenate([w[..., g * H : (g + 1) * H] for g in order], -1))
 
 
 def _unblocks(w: np.ndarray, H: int, order) -> np.ndarray:
     """Inverse of :func:`_blocks`: a peer-ordered last axis back to Keras's order."""
     out = np.empty_like(w)
     for pos, g in enumerate(order):
-        out[..., g * H:(g + 1) * H] = w[..., pos * H:(pos + 1) * H]
+        out[..., g * H : (g + 1) * H] = w[..., pos * H : (pos + 1) * H]
     return out
 
 
@@ -235,8 +235,14 @@ def torch_forward(w: Weights, x: np.ndarray, threads: int) -> Runner:
         with torch.inference_mode():
             return m(xt)[0]
 
-    return Runner("torch", w.cell, "forward", call, lambda: call().numpy(),
-                  path="torch.nn.RNN/LSTM/GRU(batch_first=True) under torch.inference_mode()")
+    return Runner(
+        "torch",
+        w.cell,
+        "forward",
+        call,
+        lambda: call().numpy(),
+        path="torch.nn.RNN/LSTM/GRU(batch_first=True) under torch.inference_mode()",
+    )
 
 
 def onnx_model(w: Weights, *, stream: bool):
@@ -259,15 +265,19 @@ def onnx_model(w: Weights, *, stream: bool):
     else:
         wb, rb = _blocks(w.bias, H, order), np.zeros_like(w.bias)
     Bias = np.concatenate([wb, rb])[None]  # (1, 2*G*H)
-    inits = [numpy_helper.from_array(np.ascontiguousarray(a, np.float32), name)
-             for a, name in ((W, "W"), (R, "R"), (Bias, "B"))]
+    inits = [
+        numpy_helper.from_array(np.ascontiguousarray(a, np.float32), name)
+        for a, name in ((W, "W"), (R, "R"), (Bias, "B"))
+    ]
     attrs = {"hidden_size": H}
     if cell == "gru":
         attrs["linear_before_reset"] = 1  # Keras reset_after=True
     f32 = TensorProto.FLOAT
     if stream:
-        inputs = [helper.make_tensor_value_info("X", f32, [1, 1, D]),
-                  helper.make_tensor_value_info("initial_h", f32, [1, 1, H])]
+        inputs = [
+            helper.make_tensor_value_info("X", f32, [1, 1, D]),
+            helper.make_tensor_value_info("initial_h", f32, [1, 1, H]),
+        ]
         node_in = ["X", "W", "R", "B", "", "initial_h"]
         node_out = ["", "Y_h"]
         outputs = [helper.make_tensor_value_info("Y_h", f32, [1, 1, H])]
@@ -287,8 +297,9 @@ def onnx_model(w: Weights, *, stream: bool):
             helper.make_node("Transpose", ["Y_tm"], ["Y_bm"], perm=[2, 0, 1, 3]),  # (B,T,1,H)
             helper.make_node("Squeeze", ["Y_bm", "squeeze_axes"], ["Y"]),
         ]
-    graph = helper.make_graph(nodes, f"{cell}_{'step' if stream else 'seq'}", inputs,
-                              outputs, inits)
+    graph = helper.make_graph(
+        nodes, f"{cell}_{'step' if stream else 'seq'}", inputs, outputs, inits
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -304,8 +315,7 @@ def ort_session(model, threads: int):
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
 def ort_forward(w: Weights, x: np.ndarray, threads: int) -> Runner:
@@ -316,9 +326,14 @@ def ort_forward(w: Weights, x: np.ndarray, threads: int) -> Runner:
     def call():
         return sess.run(names, feed)[0]
 
-    return Runner("onnxruntime", w.cell, "forward", call, call,
-                  path="ONNX RNN/LSTM/GRU node between batch/time-major Transposes, "
-                       "CPU execution provider")
+    return Runner(
+        "onnxruntime",
+        w.cell,
+        "forward",
+        call,
+        call,
+        path="ONNX RNN/LSTM/GRU node between batch/time-major Transposes, CPU execution provider",
+    )
 
 
 FORWARD_BUILDERS = {
@@ -392,7 +407,7 @@ def _rnncore_layer(w: Weights):
 
 def rnncore_stream(w: Weights, X: np.ndarray, threads: int) -> Runner:
     steps = X.shape[1]
-    xs = [X[:, t:t + 1] for t in range(steps)]
+    xs = [X[:, t : t + 1] for t in range(steps)]
     layer_error = None
     try:
         layer = _rnncore_layer(w)
@@ -400,13 +415,20 @@ def rnncore_stream(w: Weights, X: np.ndarray, threads: int) -> Runner:
         layer_error = f"{type(e).__name__}: {e}"
     else:
         runner = _stream_runner(
-            "rnncore", w.cell, steps, lambda t: layer(xs[t]), layer.reset_states,
-            np.asarray, "rnncore.layers.SimpleRNN/LSTM/GRU(stateful=True) called per step")
+            "rnncore",
+            w.cell,
+            steps,
+            lambda t: layer(xs[t]),
+            layer.reset_states,
+            np.asarray,
+            "rnncore.layers.SimpleRNN/LSTM/GRU(stateful=True) called per step",
+        )
         try:  # the layer must agree with the functional API before it is used
             from rnncore import functional as F
 
-            want = getattr(F, w.cell)(X, w.kernel, w.recurrent_kernel, w.bias,
-                                      return_sequences=True)[0]
+            want = getattr(F, w.cell)(
+                X, w.kernel, w.recurrent_kernel, w.bias, return_sequences=True
+            )[0]
             got = runner.collect()
             err = float(np.max(np.abs(got - want)))
             if not np.isfinite(err) or err > 1e-4:
@@ -418,9 +440,16 @@ def rnncore_stream(w: Weights, X: np.ndarray, threads: int) -> Runner:
     from rnncore import functional as F
 
     step, reset = _carried_state_steps(getattr(F, w.cell), w, xs)
-    r = _stream_runner("rnncore", w.cell, steps, step, reset, np.asarray,
-                       "rnncore.functional per step, state passed as initial_state "
-                       "(fallback: no working stateful rnncore.layers)")
+    r = _stream_runner(
+        "rnncore",
+        w.cell,
+        steps,
+        step,
+        reset,
+        np.asarray,
+        "rnncore.functional per step, state passed as initial_state "
+        "(fallback: no working stateful rnncore.layers)",
+    )
     r.notes.append(f"stateful rnncore.layers not used: {layer_error}")
     return r
 
@@ -446,10 +475,17 @@ def reference_stream(w: Weights, X: np.ndarray, threads: int) -> Runner:
     from rnncore import reference as R
 
     steps = X.shape[1]
-    xs = [X[:, t:t + 1] for t in range(steps)]
+    xs = [X[:, t : t + 1] for t in range(steps)]
     step, reset = _carried_state_steps(getattr(R, w.cell), w, xs)
-    return _stream_runner("reference", w.cell, steps, step, reset, np.asarray,
-                          "rnncore.reference per step, state passed as initial_state")
+    return _stream_runner(
+        "reference",
+        w.cell,
+        steps,
+        step,
+        reset,
+        np.asarray,
+        "rnncore.reference per step, state passed as initial_state",
+    )
 
 
 def torch_stream(w: Weights, X: np.ndarray, threads: int) -> Runner:
@@ -457,7 +493,7 @@ def torch_stream(w: Weights, X: np.ndarray, threads: int) -> Runner:
 
     steps = X.shape[1]
     m = torch_module(w)
-    xs = [torch.from_numpy(X[:, t:t + 1]) for t in range(steps)]
+    xs = [torch.from_numpy(X[:, t : t + 1]) for t in range(steps)]
     H = w.H
     state: list = [None]
 
@@ -474,14 +510,21 @@ def torch_stream(w: Weights, X: np.ndarray, threads: int) -> Runner:
         state[0] = zeros()
 
     reset()
-    return _stream_runner("torch", w.cell, steps, step, reset, lambda y: y.numpy(),
-                          "module call per step under inference_mode, h (and c) carried")
+    return _stream_runner(
+        "torch",
+        w.cell,
+        steps,
+        step,
+        reset,
+        lambda y: y.numpy(),
+        "module call per step under inference_mode, h (and c) carried",
+    )
 
 
 def ort_stream(w: Weights, X: np.ndarray, threads: int) -> Runner:
     sess = ort_session(onnx_model(w, stream=True), threads)
     steps = X.shape[1]
-    xs = [np.ascontiguousarray(X[:, t:t + 1]) for t in range(steps)]
+    xs = [np.ascontiguousarray(X[:, t : t + 1]) for t in range(steps)]
     lstm = w.cell == "lstm"
     names = ["Y_h", "Y_c"] if lstm else ["Y_h"]
     feed: dict = {}
@@ -500,8 +543,15 @@ def ort_stream(w: Weights, X: np.ndarray, threads: int) -> Runner:
             feed["initial_c"] = np.zeros((1, 1, w.H), np.float32)
 
     reset()
-    return _stream_runner("onnxruntime", w.cell, steps, step, reset, np.asarray,
-                          "InferenceSession.run per step, initial_h/initial_c carried")
+    return _stream_runner(
+        "onnxruntime",
+        w.cell,
+        steps,
+        step,
+        reset,
+        np.asarray,
+        "InferenceSession.run per step, initial_h/initial_c carried",
+    )
 
 
 STREAM_BUILDERS = {
@@ -543,17 +593,30 @@ def torch_train(w: Weights, x: np.ndarray, threads: int) -> Runner:
         g_ih = m.weight_ih_l0.grad.numpy().T
         g_hh = m.weight_hh_l0.grad.numpy().T
         if w.cell == "gru":
-            dbias = np.stack([_unblocks(m.bias_ih_l0.grad.numpy(), H, order),
-                              _unblocks(m.bias_hh_l0.grad.numpy(), H, order)])
+            dbias = np.stack(
+                [
+                    _unblocks(m.bias_ih_l0.grad.numpy(), H, order),
+                    _unblocks(m.bias_hh_l0.grad.numpy(), H, order),
+                ]
+            )
         else:  # Keras's single bias feeds b_ih (b_hh is zero, its gradient is the same)
             dbias = _unblocks(m.bias_ih_l0.grad.numpy(), H, order)
-        return {"y": y, "dx": xt.grad.numpy().copy(),
-                "dkernel": _unblocks(g_ih, H, order),
-                "drecurrent_kernel": _unblocks(g_hh, H, order), "dbias": dbias}
+        return {
+            "y": y,
+            "dx": xt.grad.numpy().copy(),
+            "dkernel": _unblocks(g_ih, H, order),
+            "drecurrent_kernel": _unblocks(g_hh, H, order),
+            "dbias": dbias,
+        }
 
-    return Runner("torch", w.cell, "train", call, collect,
-                  path="torch.nn.LSTM/GRU autograd: out.sum().backward(), grads of the "
-                       "weights and the input")
+    return Runner(
+        "torch",
+        w.cell,
+        "train",
+        call,
+        collect,
+        path="torch.nn.LSTM/GRU autograd: out.sum().backward(), grads of the weights and the input",
+    )
 
 
 def rnncore_train_runner(w: Weights, x: np.ndarray, threads: int) -> Runner | None:
@@ -578,11 +641,22 @@ def rnncore_train_runner(w: Weights, x: np.ndarray, threads: int) -> Runner | No
 
     def collect():
         y, g = call()
-        return {"y": y, "dx": g.x, "dkernel": g.kernel, "drecurrent_kernel": g.recurrent_kernel,
-                "dbias": g.bias}
+        return {
+            "y": y,
+            "dx": g.x,
+            "dkernel": g.kernel,
+            "drecurrent_kernel": g.recurrent_kernel,
+            "dbias": g.bias,
+        }
 
-    return Runner("rnncore", w.cell, "train", call, collect,
-                  path="rnncore.functional.<cell>(training=True) + functional.backward")
+    return Runner(
+        "rnncore",
+        w.cell,
+        "train",
+        call,
+        collect,
+        path="rnncore.functional.<cell>(training=True) + functional.backward",
+    )
 
 
 TRAIN_BUILDERS = {

@@ -88,8 +88,12 @@ CASES = [
 ]
 
 MEMORY_SHAPE = "S4"
-IMPL_MODULES = {"rnncore": ("rnncore",), "reference": ("rnncore",), "torch": ("torch",),
-                "onnxruntime": ("onnx", "onnxruntime")}
+IMPL_MODULES = {
+    "rnncore": ("rnncore",),
+    "reference": ("rnncore",),
+    "torch": ("torch",),
+    "onnxruntime": ("onnx", "onnxruntime"),
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -112,8 +116,9 @@ def _cpuinfo() -> dict:
             info["model"] = v
         elif k == "flags":
             fl = set(v.split())
-            info["flags"] = [f for f in ("avx", "avx2", "fma", "avx512f", "avx512_bf16",
-                                         "amx_tile") if f in fl]
+            info["flags"] = [
+                f for f in ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in fl
+            ]
         elif k == "physical id":
             phys = v
         elif k == "core id":
@@ -149,8 +154,13 @@ def _versions(selected_impls) -> dict:
     import rnncore
 
     v["rnncore"] = getattr(rnncore, "__version__", "?")
-    for mod, key in (("torch", "torch"), ("onnxruntime", "onnxruntime"), ("onnx", "onnx"),
-                     ("threadpoolctl", "threadpoolctl"), ("matplotlib", "matplotlib")):
+    for mod, key in (
+        ("torch", "torch"),
+        ("onnxruntime", "onnxruntime"),
+        ("onnx", "onnx"),
+        ("threadpoolctl", "threadpoolctl"),
+        ("matplotlib", "matplotlib"),
+    ):
         try:
             v[key] = __import__(mod).__version__
         except Exception:
@@ -162,9 +172,12 @@ def _blas_info() -> str:
     try:
         from threadpoolctl import threadpool_info
 
-        libs = [f"{d.get('internal_api')} {d.get('version')} ({d.get('threading_layer')}, "
-                f"{d.get('architecture')})" for d in threadpool_info()
-                if d.get("user_api") == "blas"]
+        libs = [
+            f"{d.get('internal_api')} {d.get('version')} ({d.get('threading_layer')}, "
+            f"{d.get('architecture')})"
+            for d in threadpool_info()
+            if d.get("user_api") == "blas"
+        ]
         return "; ".join(libs) or "?"
     except Exception:
         return "? (threadpoolctl not installed)"
@@ -198,10 +211,20 @@ def _git_state() -> str:
     """The checkout's commit (and whether it has uncommitted changes), or '?'."""
     try:
         root = HERE.parent
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, timeout=10).stdout
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
         return f"{commit}{' + uncommitted changes' if dirty.strip() else ''}" if commit else "?"
     except Exception:
         return "?"
@@ -239,8 +262,14 @@ def machine_info(selected_impls) -> dict:
 def _stats(samples: list[float]) -> dict:
     s = sorted(samples)
     q = statistics.quantiles(s, n=4) if len(s) >= 2 else [s[0], s[0], s[0]]
-    return {"median": statistics.median(s), "min": s[0], "max": s[-1], "q1": q[0], "q3": q[2],
-            "n": len(s)}
+    return {
+        "median": statistics.median(s),
+        "min": s[0],
+        "max": s[-1],
+        "q1": q[0],
+        "q3": q[2],
+        "n": len(s),
+    }
 
 
 def _sample(call, n: int) -> float:
@@ -250,8 +279,9 @@ def _sample(call, n: int) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def time_interleaved(runners: dict, repeats: int, target_s: float, settle_s: float,
-                     warmup: bool = True) -> dict:
+def time_interleaved(
+    runners: dict, repeats: int, target_s: float, settle_s: float, warmup: bool = True
+) -> dict:
     """Warm-up and calibrate each runner, then ``repeats`` rounds, each timing every runner
     once (the starting runner rotates); seconds per call for each sample. ``settle_s``: a
     pause before each sample, so that the worker threads of the previous implementation's
@@ -286,8 +316,10 @@ def time_interleaved(runners: dict, repeats: int, target_s: float, settle_s: flo
     finally:
         if gc_was:
             gc.enable()
-    return {k: {"samples_s": samples[k], "calls_per_sample": calls[k], **_stats(samples[k])}
-            for k in keys}
+    return {
+        k: {"samples_s": samples[k], "calls_per_sample": calls[k], **_stats(samples[k])}
+        for k in keys
+    }
 
 
 def measure_roofline(threads: int, repeats: int, use_torch: bool, size: int = 2048) -> dict:
@@ -327,9 +359,11 @@ def _max_abs_diff(got, want) -> float:
     """max |got - want|; for a dict (train: output and gradients) the largest over its
     arrays, each scaled by max(1, max |want|) since gradients sum over B*T terms."""
     if isinstance(want, dict):
-        return max(_max_abs_diff(got[k], want[k])
-                   / max(1.0, float(np.max(np.abs(np.asarray(want[k], np.float64)))))
-                   for k in want)
+        return max(
+            _max_abs_diff(got[k], want[k])
+            / max(1.0, float(np.max(np.abs(np.asarray(want[k], np.float64)))))
+            for k in want
+        )
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     if got.shape != want.shape:
         raise ValueError(f"shape {got.shape} != expected {want.shape}")
@@ -359,8 +393,9 @@ def run_case(case: Case, cells, selected_impls, threads: int, args, roof: dict, 
             try:
                 r = builders[impl](w, x, threads)
             except Exception as e:
-                res["failures"].append(f"{case.key} {cell} {impl} t={threads}: build failed: "
-                                       f"{type(e).__name__}: {e}")
+                res["failures"].append(
+                    f"{case.key} {cell} {impl} t={threads}: build failed: {type(e).__name__}: {e}"
+                )
                 continue
             if r is None:
                 msg = f"{case.key} {cell}: {impl} has no {case.mode} API (not timed)"
@@ -375,23 +410,29 @@ def run_case(case: Case, cells, selected_impls, threads: int, args, roof: dict, 
         try:
             want = impls.to_numpy(built["rnncore"].collect())
         except Exception as e:
-            res["failures"].append(f"{case.key} {cell} rnncore t={threads}: run failed: "
-                                   f"{type(e).__name__}: {e}")
+            res["failures"].append(
+                f"{case.key} {cell} rnncore t={threads}: run failed: {type(e).__name__}: {e}"
+            )
             continue
         for impl, r in list(built.items()):
             try:
-                err = 0.0 if impl == "rnncore" else _max_abs_diff(
-                    impls.to_numpy(r.collect()), want)
+                err = 0.0 if impl == "rnncore" else _max_abs_diff(impls.to_numpy(r.collect()), want)
             except Exception as e:
                 err, msg = float("inf"), f"{type(e).__name__}: {e}"
             else:
                 msg = ""
             ok = err <= args.tol
-            info[(cell, impl)] = {"path": r.path, "notes": r.notes, "max_abs_diff": err,
-                                  "check": "ok" if ok else "MISMATCH"}
+            info[(cell, impl)] = {
+                "path": r.path,
+                "notes": r.notes,
+                "max_abs_diff": err,
+                "check": "ok" if ok else "MISMATCH",
+            }
             if not ok:
-                res["failures"].append(f"{case.key} {cell} {impl} t={threads}: output differs "
-                                       f"from rnncore by {err:.3g} > {args.tol:g} {msg}")
+                res["failures"].append(
+                    f"{case.key} {cell} {impl} t={threads}: output differs "
+                    f"from rnncore by {err:.3g} > {args.tol:g} {msg}"
+                )
                 del built[impl]
                 continue
             runners[(cell, impl)] = r
@@ -411,13 +452,17 @@ def run_case(case: Case, cells, selected_impls, threads: int, args, roof: dict, 
     roof_gflops = roof.get("gflops")
     for (cell, impl), t in timing.items():
         per_call = t["median"]
-        fl = flops_call(cell, shape.B, 1 if case.mode == "stream" else shape.T, shape.D,
-                        shape.H)
+        fl = flops_call(cell, shape.B, 1 if case.mode == "stream" else shape.T, shape.D, shape.H)
         if case.mode == "train":
             fl = None  # the issue's FLOP count is for the forward only
         row = {
-            "case": case.key, "shape": case.shape, "mode": case.mode, "cell": cell,
-            "impl": impl, "threads": threads, "ms": per_call * 1e3,
+            "case": case.key,
+            "shape": case.shape,
+            "mode": case.mode,
+            "cell": cell,
+            "impl": impl,
+            "threads": threads,
+            "ms": per_call * 1e3,
             "gflops": fl / per_call / 1e9 if fl else None,
             "roofline_frac": (fl / per_call / 1e9 / roof_gflops) if fl and roof_gflops else None,
             "iqr_pct": 100 * (t["q3"] - t["q1"]) / per_call if per_call else None,
@@ -468,12 +513,19 @@ def memory_probe(spec: dict) -> dict:
             r.call()
         hwm = _status_kib("VmHWM")
     # (ru_maxrss is not used for the process peak: after fork+exec it carries the parent's)
-    peak_kib = hwm if method.startswith("VmHWM") and hwm else \
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {**spec, "rss_data_mib": rss_data / 1024, "setup_mib": (rss_setup - rss_data) / 1024,
-            "forward_peak_mib": (peak_kib - rss_setup) / 1024,
-            "process_peak_mib": max(hwm_setup, hwm or 0) / 1024,
-            "method": method}
+    peak_kib = (
+        hwm
+        if method.startswith("VmHWM") and hwm
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    )
+    return {
+        **spec,
+        "rss_data_mib": rss_data / 1024,
+        "setup_mib": (rss_setup - rss_data) / 1024,
+        "forward_peak_mib": (peak_kib - rss_setup) / 1024,
+        "process_peak_mib": max(hwm_setup, hwm or 0) / 1024,
+        "method": method,
+    }
 
 
 def run_memory(cells, selected_impls, thread_list, shape, seed, res):
@@ -482,10 +534,19 @@ def run_memory(cells, selected_impls, thread_list, shape, seed, res):
             for impl in impls.IMPLS:
                 if impl not in selected_impls:
                     continue
-                spec = {"impl": impl, "cell": cell, "shape": shape, "threads": threads,
-                        "seed": seed}
-                cmd = [sys.executable, str(Path(__file__).resolve()), "--memprobe",
-                       json.dumps(spec)]
+                spec = {
+                    "impl": impl,
+                    "cell": cell,
+                    "shape": shape,
+                    "threads": threads,
+                    "seed": seed,
+                }
+                cmd = [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--memprobe",
+                    json.dumps(spec),
+                ]
                 try:
                     p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
                     line = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
@@ -494,8 +555,10 @@ def run_memory(cells, selected_impls, thread_list, shape, seed, res):
                         raise RuntimeError(tail[0])
                     m = json.loads(line)
                     res["memory"].append(m)
-                    msg = (f"forward peak {m['forward_peak_mib']:8.1f} MiB, setup "
-                           f"{m['setup_mib']:6.1f} MiB, process {m['process_peak_mib']:7.1f} MiB")
+                    msg = (
+                        f"forward peak {m['forward_peak_mib']:8.1f} MiB, setup "
+                        f"{m['setup_mib']:6.1f} MiB, process {m['process_peak_mib']:7.1f} MiB"
+                    )
                 except Exception as e:
                     res["failures"].append(f"memory {shape} {cell} {impl} t={threads}: {e}")
                     msg = f"failed: {e}"
@@ -511,38 +574,62 @@ def _csv(s: str, allowed, what: str):
     items = [t.strip() for t in s.split(",") if t.strip()]
     bad = [t for t in items if t not in allowed]
     if bad or not items:
-        raise SystemExit(f"--{what}: unknown {bad or s!r}; expected a comma list of "
-                         f"{', '.join(allowed)}")
+        raise SystemExit(
+            f"--{what}: unknown {bad or s!r}; expected a comma list of {', '.join(allowed)}"
+        )
     return items
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="CI smoke run: S1 (50 steps) and S2, 3 repeats, memory probe at S2 "
-                        "for one cell; writes bench/results/quick.*; correctness still checked")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="CI smoke run: S1 (50 steps) and S2, 3 repeats, memory probe at S2 "
+        "for one cell; writes bench/results/quick.*; correctness still checked",
+    )
     p.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
     p.add_argument("--shapes", default=None, help="S1,S2,S3,S4 (default all; quick: S1,S2)")
     p.add_argument("--cells", default=",".join(CELLS), help="lstm,gru,simple_rnn")
-    p.add_argument("--impls", default=",".join(impls.IMPLS),
-                   help="implementations (rnncore always runs)")
+    p.add_argument(
+        "--impls", default=",".join(impls.IMPLS), help="implementations (rnncore always runs)"
+    )
     p.add_argument("--repeats", type=int, default=None, help="timed rounds (10; quick 3)")
     p.add_argument("--steps", type=int, default=None, help="S1 steps per sample (1000; quick 50)")
-    p.add_argument("--sample-ms", type=float, default=None,
-                   help="target duration of one timing sample, ms (50; quick 5)")
-    p.add_argument("--settle-ms", type=float, default=None,
-                   help="pause before each timing sample when threads > 1, so the previous "
-                        "implementation's spinning worker threads sleep (150; quick 0)")
+    p.add_argument(
+        "--sample-ms",
+        type=float,
+        default=None,
+        help="target duration of one timing sample, ms (50; quick 5)",
+    )
+    p.add_argument(
+        "--settle-ms",
+        type=float,
+        default=None,
+        help="pause before each timing sample when threads > 1, so the previous "
+        "implementation's spinning worker threads sleep (150; quick 0)",
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    p.add_argument("--out", default=None,
-                   help="output path stem (default bench/results/results, quick: .../quick)")
-    p.add_argument("--tol", type=float, default=1e-4,
-                   help="max |difference| from rnncore accepted in the checks (float32)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output path stem (default bench/results/results, quick: .../quick)",
+    )
+    p.add_argument(
+        "--tol",
+        type=float,
+        default=1e-4,
+        help="max |difference| from rnncore accepted in the checks (float32)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--report-only", metavar="JSON", default=None,
-                   help="rewrite the .md and .png next to a results JSON of an earlier run "
-                        "(no measuring)")
+    p.add_argument(
+        "--report-only",
+        metavar="JSON",
+        default=None,
+        help="rewrite the .md and .png next to a results JSON of an earlier run (no measuring)",
+    )
     p.add_argument("--memprobe", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     a.threads = [int(t) for t in _csv(a.threads, [str(i) for i in range(1, 257)], "threads")]
@@ -580,51 +667,72 @@ def main(argv=None) -> int:
         except ImportError as e:
             if i == "rnncore":
                 raise
-            missing.append(f"{impls.IMPL_LABELS[i]} not measured: {e} "
-                           "(pip install -r bench/requirements.txt)")
+            missing.append(
+                f"{impls.IMPL_LABELS[i]} not measured: {e} (pip install -r bench/requirements.txt)"
+            )
             print(f"WARNING: {missing[-1]}", file=sys.stderr)
         else:
             sel_impls.append(i)
     res = {
         "meta": {
             "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "command": "python3 bench/run.py " + " ".join(sys.argv[1:] if argv is None
-                                                          else argv),
-            "quick": args.quick, "repeats": args.repeats, "threads": args.threads,
-            "shapes": args.shapes, "cells": args.cells, "impls": sel_impls,
-            "stream_steps": args.steps, "sample_ms": args.sample_s * 1e3, "tol": args.tol,
+            "command": "python3 bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "quick": args.quick,
+            "repeats": args.repeats,
+            "threads": args.threads,
+            "shapes": args.shapes,
+            "cells": args.cells,
+            "impls": sel_impls,
+            "stream_steps": args.steps,
+            "sample_ms": args.sample_s * 1e3,
+            "tol": args.tol,
             "settle_ms": args.settle_s * 1e3,
             "loadavg_start": _loadavg(),
             "threadpoolctl": impls.blas_limit(1).available,
         },
         "machine": machine_info(sel_impls),
         "shapes": {k: vars(v) for k, v in SHAPES.items()},
-        "roofline": {}, "rows": [], "memory": [], "skipped": [], "failures": [],
+        "roofline": {},
+        "rows": [],
+        "memory": [],
+        "skipped": [],
+        "failures": [],
         "notes": missing,
     }
     if not res["meta"]["threadpoolctl"]:
-        res["notes"].append("threadpoolctl is not installed: NumPy's BLAS threads (NumPy "
-                            "reference, NumPy matmul roofline) are not limited to the thread "
-                            "count (pip install threadpoolctl).")
+        res["notes"].append(
+            "threadpoolctl is not installed: NumPy's BLAS threads (NumPy "
+            "reference, NumPy matmul roofline) are not limited to the thread "
+            "count (pip install threadpoolctl)."
+        )
     cases = [c for c in CASES if c.shape in args.shapes and any(x in c.cells for x in args.cells)]
-    print(f"rnncore bench: shapes {args.shapes}, cells {args.cells}, threads {args.threads}, "
-          f"impls {sel_impls}, repeats {args.repeats}", flush=True)
+    print(
+        f"rnncore bench: shapes {args.shapes}, cells {args.cells}, threads {args.threads}, "
+        f"impls {sel_impls}, repeats {args.repeats}",
+        flush=True,
+    )
     for threads in args.threads:
         impls.set_threads(threads, sel_impls)
         with impls.blas_limit(threads):
             roof = measure_roofline(threads, 1 if args.quick else 5, "torch" in sel_impls)
             res["roofline"][str(threads)] = roof
-            print(f"[t={threads}] roofline: {roof['gflops']:.1f} GFLOP/s ({roof['best']} "
-                  f"2048^2 matmul)", flush=True)
+            print(
+                f"[t={threads}] roofline: {roof['gflops']:.1f} GFLOP/s ({roof['best']} "
+                f"2048^2 matmul)",
+                flush=True,
+            )
             for case in cases:
                 t0 = time.perf_counter()
                 n0 = len(res["rows"])
                 run_case(case, args.cells, sel_impls, threads, args, roof, res)
                 print(f"[t={threads}] {case.key}: {time.perf_counter() - t0:.1f} s", flush=True)
                 for row in res["rows"][n0:]:
-                    print(f"    {row['cell']:10s} {row['impl']:12s} {row['ms']:10.4f} ms"
-                          + (f" {row['gflops']:8.2f} GFLOP/s" if row["gflops"] else "")
-                          + f"  (iqr {row['iqr_pct']:.0f}%)", flush=True)
+                    print(
+                        f"    {row['cell']:10s} {row['impl']:12s} {row['ms']:10.4f} ms"
+                        + (f" {row['gflops']:8.2f} GFLOP/s" if row["gflops"] else "")
+                        + f"  (iqr {row['iqr_pct']:.0f}%)",
+                        flush=True,
+                    )
     mem_shape = MEMORY_SHAPE
     if args.quick:
         mem_shape = [s for s in args.shapes if s != "S1"][-1:] or None
@@ -646,8 +754,11 @@ def main(argv=None) -> int:
         print(f"  target {t['status']:4s} {t['target']} [{t['scope']}] {t['measured']}")
     for f in res["failures"]:
         print(f"FAILURE: {f}", file=sys.stderr)
-    print(f"done in {res['meta']['seconds']} s"
-          + (" -- FAILED (see above)" if res["failures"] else ""), flush=True)
+    print(
+        f"done in {res['meta']['seconds']} s"
+        + (" -- FAILED (see above)" if res["failures"] else ""),
+        flush=True,
+    )
     return 1 if res["failures"] else 0
 
 

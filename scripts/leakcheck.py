@@ -50,9 +50,11 @@ def phase(name, fn, n, results):
     grown = rss() - before
     dt = time.perf_counter() - t0
     results.append((name, n, grown, dt))
-    print(f"{name:40s} {n:8d} calls  RSS {before / 2**20:8.1f} MiB -> "
-          f"{(before + grown) / 2**20:8.1f} MiB  ({grown / 2**10:+9.0f} KiB)  {dt:6.1f} s",
-          flush=True)
+    print(
+        f"{name:40s} {n:8d} calls  RSS {before / 2**20:8.1f} MiB -> "
+        f"{(before + grown) / 2**20:8.1f} MiB  ({grown / 2**10:+9.0f} KiB)  {dt:6.1f} s",
+        flush=True,
+    )
 
 
 def main():
@@ -72,11 +74,22 @@ def main():
     b = np.zeros(4 * H, np.float32)
     mask = rng.random((B, T)) < 0.8
 
-    phase("functional.lstm forward", lambda: F.lstm(x, W, U, b, mask=mask,
-                                                    return_sequences=True), n(20000), results)
-    phase("functional.gru forward (float64, view)",
-          lambda: F.gru(x[:, ::-1].astype(np.float64), W[:, :3 * H].astype(np.float64),
-                        U[:, :3 * H].astype(np.float64)), n(10000), results)
+    phase(
+        "functional.lstm forward",
+        lambda: F.lstm(x, W, U, b, mask=mask, return_sequences=True),
+        n(20000),
+        results,
+    )
+    phase(
+        "functional.gru forward (float64, view)",
+        lambda: F.gru(
+            x[:, ::-1].astype(np.float64),
+            W[:, : 3 * H].astype(np.float64),
+            U[:, : 3 * H].astype(np.float64),
+        ),
+        n(10000),
+        results,
+    )
 
     def fwd_bwd():
         y, h, c, ws = F.lstm(x, W, U, b, mask=mask, return_sequences=True, training=True)
@@ -88,9 +101,14 @@ def main():
     phase("stream.run one step", lambda: s.run(x1), n(50000), results)
     phase("stream get/set_states", lambda: s.set_states(s.get_states()), n(20000), results)
 
-    model = rnncore.Sequential([rnncore.Input((T, D)),
-                                L.Bidirectional(L.LSTM(H, return_sequences=True)),
-                                L.GRU(H), L.Dense(3, activation="softmax")])
+    model = rnncore.Sequential(
+        [
+            rnncore.Input((T, D)),
+            L.Bidirectional(L.LSTM(H, return_sequences=True)),
+            L.GRU(H),
+            L.Dense(3, activation="softmax"),
+        ]
+    )
     phase("Sequential.predict", lambda: model.predict(x, batch_size=4), n(3000), results)
 
     def threaded_predict():
@@ -111,8 +129,12 @@ def main():
             tm.compile(optimizer="adam", loss="mse")
             yt = rng.standard_normal((B, 3)).astype(np.float32)
             tm.fit(x, yt, epochs=1, batch_size=4, verbose=0)
-            phase("Sequential.fit (1 epoch, 2 batches)",
-                  lambda: tm.fit(x, yt, epochs=1, batch_size=4, verbose=0), n(1000), results)
+            phase(
+                "Sequential.fit (1 epoch, 2 batches)",
+                lambda: tm.fit(x, yt, epochs=1, batch_size=4, verbose=0),
+                n(1000),
+                results,
+            )
         except NotImplementedError as e:
             print("fit phase skipped:", e)
 
@@ -133,10 +155,12 @@ def main():
         print("onnx phases skipped:", e)
 
     def errors():
-        for bad in (lambda: F.lstm(x.astype(np.float64), W, U),
-                    lambda: F.lstm(x[0], W, U),
-                    lambda: s.run(x[:1]),
-                    lambda: model.predict(x[..., :2])):
+        for bad in (
+            lambda: F.lstm(x.astype(np.float64), W, U),
+            lambda: F.lstm(x[0], W, U),
+            lambda: s.run(x[:1]),
+            lambda: model.predict(x[..., :2]),
+        ):
             try:
                 bad()
             except (TypeError, ValueError):
@@ -148,14 +172,20 @@ def main():
         layer = L.LSTM(H, stateful=True)
         layer.build((1, None, D))
         xs = rng.standard_normal((1, 1, D)).astype(np.float32)
-        phase(f"{args.single_steps} single-step stateful calls",
-              lambda: layer(xs), args.single_steps, results)
+        phase(
+            f"{args.single_steps} single-step stateful calls",
+            lambda: layer(xs),
+            args.single_steps,
+            results,
+        )
         assert all(np.isfinite(st).all() for st in layer.states)
 
     bad = [r for r in results if r[2] > args.limit * 2**20]
     total = sum(r[1] for r in results)
-    print(f"\n{len(results)} phases, {total} calls; largest growth "
-          f"{max(r[2] for r in results) / 2**10:+.0f} KiB; limit {args.limit} MiB per phase")
+    print(
+        f"\n{len(results)} phases, {total} calls; largest growth "
+        f"{max(r[2] for r in results) / 2**10:+.0f} KiB; limit {args.limit} MiB per phase"
+    )
     if bad:
         print("LEAK?", ", ".join(r[0] for r in bad))
         return 1

@@ -267,8 +267,9 @@ def _record(dtype: np.dtype, actual: np.ndarray, desired: np.ndarray, tol: dict)
     )
 
 
-def assert_matches_reference(out, ref, dtype, *, atol: float | None = None,
-                             equal_nan: bool = False) -> None:
+def assert_matches_reference(
+    out, ref, dtype, *, atol: float | None = None, equal_nan: bool = False
+) -> None:
     """``out`` (rnncore, in ``dtype``) against ``ref`` (the float64 reference), item by item:
     same count, shapes, dtype ``dtype``, values within :data:`TOL` (``atol`` overrides)."""
     dtype = np.dtype(dtype)

@@ -12,8 +12,9 @@ GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3, "gru_v1": 3}
 N_STATES = {"simple_rnn": 1, "lstm": 2, "gru": 1, "gru_v1": 1}
 
 
-def make_case(kind, rng, B=3, T=5, D=4, H=3, *, use_bias=True, initial=True, mask=None,
-              dtype=np.float64):
+def make_case(
+    kind, rng, B=3, T=5, D=4, H=3, *, use_bias=True, initial=True, mask=None, dtype=np.float64
+):
     """Random inputs and weights of one layer; kind gru_v1 is GRU with reset_after=False."""
     G = GATES[kind]
     x = rng.standard_normal((B, T, D))
@@ -35,10 +36,17 @@ def make_case(kind, rng, B=3, T=5, D=4, H=3, *, use_bias=True, initial=True, mas
     elif mask == "all_masked_row":
         m = np.ones((B, T), bool)
         m[0] = False
-    cast = (lambda a: None if a is None else a.astype(dtype))
+
+    def cast(a):
+        return None if a is None else a.astype(dtype)
+
     return {
-        "x": cast(x), "kernel": cast(W), "recurrent_kernel": cast(U), "bias": cast(b),
-        "initial_state": None if s0 is None else [cast(s) for s in s0], "mask": m,
+        "x": cast(x),
+        "kernel": cast(W),
+        "recurrent_kernel": cast(U),
+        "bias": cast(b),
+        "initial_state": None if s0 is None else [cast(s) for s in s0],
+        "mask": m,
     }
 
 
@@ -56,8 +64,15 @@ def core_forward(kind, case, options, training=False):
     cell, opts = split_kind(kind, options)
     fn = getattr(F, cell)
     args = dict(case)
-    return fn(args.pop("x"), args.pop("kernel"), args.pop("recurrent_kernel"), args.pop("bias"),
-              **args, **opts, training=training)
+    return fn(
+        args.pop("x"),
+        args.pop("kernel"),
+        args.pop("recurrent_kernel"),
+        args.pop("bias"),
+        **args,
+        **opts,
+        training=training,
+    )
 
 
 def loss(kind, case, options, d_out, d_states):
@@ -96,12 +111,19 @@ def check_gradients(kind, case, options, rng, eps=1e-6, rtol=1e-6):
     d_out = rng.standard_normal(outputs[0].shape)
     d_states = [rng.standard_normal(s.shape) for s in outputs[1:]]
     g = F.backward(ws, d_out, d_states)
-    grads = {"x": g.x, "kernel": g.kernel, "recurrent_kernel": g.recurrent_kernel,
-             "bias": g.bias, "initial_state": g.initial_state}
+    grads = {
+        "x": g.x,
+        "kernel": g.kernel,
+        "recurrent_kernel": g.recurrent_kernel,
+        "bias": g.bias,
+        "initial_state": g.initial_state,
+    }
     for name in gradient_names(case):
         v = rng.standard_normal(get(case, name).shape)  # a random direction per check
-        numeric = (loss(kind, perturbed(case, name, eps * v), options, d_out, d_states)
-                   - loss(kind, perturbed(case, name, -eps * v), options, d_out, d_states)) / (2 * eps)
+        numeric = (
+            loss(kind, perturbed(case, name, eps * v), options, d_out, d_states)
+            - loss(kind, perturbed(case, name, -eps * v), options, d_out, d_states)
+        ) / (2 * eps)
         analytic = float(np.sum(get(grads, name) * v))
         err = abs(numeric - analytic) / max(abs(numeric), abs(analytic), 1e-3)
         assert err <= rtol, f"{name}: analytic {analytic!r} vs numeric {numeric!r} (rel {err:.2e})"
@@ -151,8 +173,17 @@ def test_finite_differences_no_bias_no_initial_state(kind, rng):
 def reference_backward(kind, case, options, d_out, d_states):
     cell, opts = split_kind(kind, options)
     args = dict(case)
-    return R.backward(cell, args.pop("x"), args.pop("kernel"), args.pop("recurrent_kernel"),
-                      args.pop("bias"), d_output=d_out, d_state=d_states, **args, **opts)
+    return R.backward(
+        cell,
+        args.pop("x"),
+        args.pop("kernel"),
+        args.pop("recurrent_kernel"),
+        args.pop("bias"),
+        d_output=d_out,
+        d_state=d_states,
+        **args,
+        **opts,
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -166,14 +197,21 @@ def test_core_matches_reference_backward(kind, go_backwards, dtype, rng):
     d_states = [rng.standard_normal(s.shape).astype(dtype) for s in outputs[1:]]
     g = F.backward(ws, d_out, d_states)
     # The reference in float64 from the same (rounded) inputs.
-    case64 = {k: (v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype != bool else v)
-              for k, v in case.items()}
+    case64 = {
+        k: (v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype != bool else v)
+        for k, v in case.items()
+    }
     case64["initial_state"] = [s.astype(np.float64) for s in case["initial_state"]]
-    ref = reference_backward(kind, case64, options, d_out.astype(np.float64),
-                             [d.astype(np.float64) for d in d_states])
+    ref = reference_backward(
+        kind, case64, options, d_out.astype(np.float64), [d.astype(np.float64) for d in d_states]
+    )
     rtol = 1e-10 if dtype == np.float64 else 1e-4
-    for name, got in [("x", g.x), ("kernel", g.kernel), ("recurrent_kernel", g.recurrent_kernel),
-                      ("bias", g.bias)] + [(f"h{k}", s) for k, s in enumerate(g.initial_state)]:
+    for name, got in [
+        ("x", g.x),
+        ("kernel", g.kernel),
+        ("recurrent_kernel", g.recurrent_kernel),
+        ("bias", g.bias),
+    ] + [(f"h{k}", s) for k, s in enumerate(g.initial_state)]:
         want = ref["initial_state"][int(name[1])] if name.startswith("h") else ref[name]
         assert got.dtype == dtype
         scale = np.abs(want).max()
@@ -184,8 +222,15 @@ def test_reference_backward_matches_finite_differences(rng):
     """The reference backward is itself right (so comparing the core with it means something)."""
     case = make_case("lstm", rng, mask="holes")
     options = {"return_sequences": True, "go_backwards": True}
-    out = R.lstm(case["x"], case["kernel"], case["recurrent_kernel"], case["bias"],
-                 initial_state=case["initial_state"], mask=case["mask"], **options)
+    out = R.lstm(
+        case["x"],
+        case["kernel"],
+        case["recurrent_kernel"],
+        case["bias"],
+        initial_state=case["initial_state"],
+        mask=case["mask"],
+        **options,
+    )
     d_out = rng.standard_normal(out[0].shape)
     d_states = [rng.standard_normal(s.shape) for s in out[1:]]
     ref = reference_backward("lstm", case, options, d_out, d_states)
@@ -193,11 +238,20 @@ def test_reference_backward_matches_finite_differences(rng):
     eps = 1e-6
 
     def L(U):
-        o = R.lstm(case["x"], case["kernel"], U, case["bias"], initial_state=case["initial_state"],
-                   mask=case["mask"], **options)
+        o = R.lstm(
+            case["x"],
+            case["kernel"],
+            U,
+            case["bias"],
+            initial_state=case["initial_state"],
+            mask=case["mask"],
+            **options,
+        )
         return np.sum(o[0] * d_out) + sum(np.sum(s * d) for s, d in zip(o[1:], d_states))
 
-    numeric = (L(case["recurrent_kernel"] + eps * v) - L(case["recurrent_kernel"] - eps * v)) / (2 * eps)
+    numeric = (L(case["recurrent_kernel"] + eps * v) - L(case["recurrent_kernel"] - eps * v)) / (
+        2 * eps
+    )
     np.testing.assert_allclose(np.sum(ref["recurrent_kernel"] * v), numeric, rtol=1e-6)
 
 
@@ -236,11 +290,17 @@ def test_long_sequence_gradients_finite(rng):
     g = F.backward(ws, d_out)
     for a in (g.x, g.kernel, g.recurrent_kernel, g.bias):
         assert np.all(np.isfinite(a))
-    case64 = {k: (v.astype(np.float64) if isinstance(v, np.ndarray) else v) for k, v in case.items()}
+    case64 = {
+        k: (v.astype(np.float64) if isinstance(v, np.ndarray) else v) for k, v in case.items()
+    }
     case64["initial_state"] = [s.astype(np.float64) for s in case["initial_state"]]
     ref = reference_backward("lstm", case64, options, d_out.astype(np.float64), None)
-    np.testing.assert_allclose(g.recurrent_kernel, ref["recurrent_kernel"], rtol=1e-3,
-                               atol=1e-4 * np.abs(ref["recurrent_kernel"]).max())
+    np.testing.assert_allclose(
+        g.recurrent_kernel,
+        ref["recurrent_kernel"],
+        rtol=1e-3,
+        atol=1e-4 * np.abs(ref["recurrent_kernel"]).max(),
+    )
 
 
 def test_backward_rejects_bad_arguments(rng):
@@ -271,6 +331,8 @@ def test_dense_backward(activation, rng):
     # and against finite differences through the forward
     v = rng.standard_normal(W.shape)
     eps = 1e-6
-    numeric = (np.sum(F.dense(x, W + eps * v, b, activation) * dy)
-               - np.sum(F.dense(x, W - eps * v, b, activation) * dy)) / (2 * eps)
+    numeric = (
+        np.sum(F.dense(x, W + eps * v, b, activation) * dy)
+        - np.sum(F.dense(x, W - eps * v, b, activation) * dy)
+    ) / (2 * eps)
     np.testing.assert_allclose(np.sum(dW * v), numeric, rtol=1e-6)

@@ -57,31 +57,41 @@ def test_valid_case_runs(case):
 # Shapes
 
 
-@pytest.mark.parametrize("shape", [(B, T), (B * T * D,), (B, T, D, 1), ()],
-                         ids=["2d", "1d", "4d", "0d"])
+@pytest.mark.parametrize(
+    "shape", [(B, T), (B * T * D,), (B, T, D, 1), ()], ids=["2d", "1d", "4d", "0d"]
+)
 def test_x_wrong_rank(case, shape):
     x = np.zeros(shape)
     got = re.escape(str(shape)) if len(shape) != 1 else re.escape(f"({shape[0]},)")
-    _raises(case, ValueError,
-            rf"^x: expected a 3-D array \(batch, timesteps, input_dim\), got shape {got}$",
-            x=x)
+    _raises(
+        case,
+        ValueError,
+        rf"^x: expected a 3-D array \(batch, timesteps, input_dim\), got shape {got}$",
+        x=x,
+    )
 
 
 def test_input_dim_mismatch(case):
     G = _gates(case)
     kernel = np.zeros((D + 1, G * H))
-    _raises(case, ValueError,
-            rf"^kernel: expected shape \({D}, {G * H}\), got \({D + 1}, {G * H}\)$",
-            kernel=kernel)
+    _raises(
+        case,
+        ValueError,
+        rf"^kernel: expected shape \({D}, {G * H}\), got \({D + 1}, {G * H}\)$",
+        kernel=kernel,
+    )
 
 
 def test_units_mismatch_between_kernel_and_recurrent_kernel(case):
     # The units come from recurrent_kernel (H, G*H); a kernel built for H+1 units is refused.
     G = _gates(case)
     kernel = np.zeros((D, G * (H + 1)))
-    _raises(case, ValueError,
-            rf"^kernel: expected shape \({D}, {G * H}\), got \({D}, {G * (H + 1)}\)$",
-            kernel=kernel)
+    _raises(
+        case,
+        ValueError,
+        rf"^kernel: expected shape \({D}, {G * H}\), got \({D}, {G * (H + 1)}\)$",
+        kernel=kernel,
+    )
 
 
 @pytest.mark.parametrize("kernel_rank", [1, 3])
@@ -96,28 +106,38 @@ def test_recurrent_kernel_not_units_by_gates_units(case):
     wrong_gates = 2 if G != 2 else 3
     rk = np.zeros((H, wrong_gates * H))
     _raises(
-        case, ValueError,
-        re.escape(f"recurrent_kernel: expected shape (units, {G}*units) = ({H}, {G * H}) "
-                  f"for {_label(case)}, got ({H}, {wrong_gates * H})"),
+        case,
+        ValueError,
+        re.escape(
+            f"recurrent_kernel: expected shape (units, {G}*units) = ({H}, {G * H}) "
+            f"for {_label(case)}, got ({H}, {wrong_gates * H})"
+        ),
         recurrent_kernel=rk,
     )
 
 
 def test_recurrent_kernel_wrong_rank(case):
     G = _gates(case)
-    _raises(case, ValueError,
-            re.escape(f"recurrent_kernel: expected a 2-D array (units, gates*units), "
-                      f"got shape ({H * G * H},)"),
-            recurrent_kernel=np.zeros(H * G * H))
+    _raises(
+        case,
+        ValueError,
+        re.escape(
+            f"recurrent_kernel: expected a 2-D array (units, gates*units), got shape ({H * G * H},)"
+        ),
+        recurrent_kernel=np.zeros(H * G * H),
+    )
 
 
 def test_recurrent_kernel_square_but_wrong_units(case):
     # (H+1, G*(H+1)) is a valid recurrent kernel on its own: the kernel then disagrees.
     G = _gates(case)
     rk = np.zeros((H + 1, G * (H + 1)))
-    _raises(case, ValueError,
-            rf"^kernel: expected shape \({D}, {G * (H + 1)}\), got \({D}, {G * H}\)$",
-            recurrent_kernel=rk)
+    _raises(
+        case,
+        ValueError,
+        rf"^kernel: expected shape \({D}, {G * (H + 1)}\), got \({D}, {G * H}\)$",
+        recurrent_kernel=rk,
+    )
 
 
 @pytest.mark.parametrize(
@@ -142,29 +162,45 @@ def test_bias_wrong_shape(make_case, variant, bias_shape, expected):
     def shape(s):
         return f"({s[0]},)" if len(s) == 1 else "(" + ", ".join(map(str, s)) + ")"
 
-    _raises(c, ValueError,
-            "^" + re.escape(f"bias: expected shape {shape(expected)}, got {shape(bias_shape)}"),
-            bias=np.zeros(bias_shape))
+    _raises(
+        c,
+        ValueError,
+        "^" + re.escape(f"bias: expected shape {shape(expected)}, got {shape(bias_shape)}"),
+        bias=np.zeros(bias_shape),
+    )
 
 
 # ---------------------------------------------------------------------------------------
 # Dtypes
 
 
-@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.complex128, np.float16, object,
-                                   np.bool_, np.longdouble],
-                         ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize(
+    "dtype",
+    [np.int64, np.int32, np.complex128, np.float16, object, np.bool_, np.longdouble],
+    ids=lambda d: np.dtype(d).name,
+)
 def test_x_unsupported_dtype(case, dtype):
     x = case.x.astype(dtype)
-    _raises(case, TypeError,
-            "^" + re.escape(f"x: expected dtype float32 or float64, got {np.dtype(dtype)}")
-            + "$", x=x)
+    _raises(
+        case,
+        TypeError,
+        "^" + re.escape(f"x: expected dtype float32 or float64, got {np.dtype(dtype)}") + "$",
+        x=x,
+    )
 
 
-@pytest.mark.parametrize("x_dtype, other", [(np.float32, np.float64), (np.float64, np.float32),
-                                            (np.float64, np.int64), (np.float32, np.float16),
-                                            (np.float64, np.complex128), (np.float64, object)],
-                         ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize(
+    "x_dtype, other",
+    [
+        (np.float32, np.float64),
+        (np.float64, np.float32),
+        (np.float64, np.int64),
+        (np.float32, np.float16),
+        (np.float64, np.complex128),
+        (np.float64, object),
+    ],
+    ids=lambda d: np.dtype(d).name,
+)
 def test_mixed_dtypes_are_refused(case, x_dtype, other):
     # Each array argument in turn in another dtype than x (the mask has its own rules).
     c = case.cast(x_dtype)
@@ -174,8 +210,11 @@ def test_mixed_dtypes_are_refused(case, x_dtype, other):
         arrays = {name: c.arrays()[name].astype(other)}
         with pytest.raises(
             TypeError,
-            match="^" + re.escape(f"{name}: expected dtype {np.dtype(x_dtype)} (the dtype of "
-                                  f"x), got {np.dtype(other)}; mixed dtypes are not converted"),
+            match="^"
+            + re.escape(
+                f"{name}: expected dtype {np.dtype(x_dtype)} (the dtype of "
+                f"x), got {np.dtype(other)}; mixed dtypes are not converted"
+            ),
         ):
             c.with_arrays(arrays).run()
 
@@ -188,32 +227,41 @@ def test_initial_state_wrong_count(case):
     n = case.spec.n_states
     for count in {0, 1, 2, 3} - {n}:
         states = [np.zeros((B, H))] * count
-        _raises(case, ValueError,
-                "^" + re.escape(f"initial_state: expected {n} array(s) for {case.spec.cell}, "
-                                f"got {count}"),
-                initial_state=states)
+        _raises(
+            case,
+            ValueError,
+            "^"
+            + re.escape(f"initial_state: expected {n} array(s) for {case.spec.cell}, got {count}"),
+            initial_state=states,
+        )
 
 
 def test_lstm_initial_state_as_one_array(make_case):
     # An LSTM needs [h, c]: a bare array is one state, whatever its shape.
     c = make_case("lstm", B, T, D, H)
     for bare in (np.zeros((B, H)), np.zeros((2, B, H))):
-        _raises(c, ValueError,
-                re.escape("initial_state: expected 2 array(s) for lstm, got 1"),
-                initial_state=bare)
+        _raises(
+            c,
+            ValueError,
+            re.escape("initial_state: expected 2 array(s) for lstm, got 1"),
+            initial_state=bare,
+        )
 
 
-@pytest.mark.parametrize("shape", [(B + 1, H), (B, H + 1), (H,), (1, B, H)],
-                         ids=["batch+1", "units+1", "1d", "3d"])
+@pytest.mark.parametrize(
+    "shape", [(B + 1, H), (B, H + 1), (H,), (1, B, H)], ids=["batch+1", "units+1", "1d", "3d"]
+)
 def test_initial_state_wrong_shape(case, shape):
     got = f"({shape[0]},)" if len(shape) == 1 else "(" + ", ".join(map(str, shape)) + ")"
     for k in range(case.spec.n_states):  # each state in turn
         states = list(case.initial_state)
         states[k] = np.zeros(shape)
-        _raises(case, ValueError,
-                "^" + re.escape(f"initial_state[{k}]: expected shape ({B}, {H}), got {got}")
-                + "$",
-                initial_state=states)
+        _raises(
+            case,
+            ValueError,
+            "^" + re.escape(f"initial_state[{k}]: expected shape ({B}, {H}), got {got}") + "$",
+            initial_state=states,
+        )
 
 
 def test_bare_array_initial_state_for_single_state_cells(make_case):
@@ -230,21 +278,31 @@ def test_bare_array_initial_state_for_single_state_cells(make_case):
 # Masks
 
 
-@pytest.mark.parametrize("shape", [(B, T + 1), (B + 1, T), (T, B), (B, T, 1), (B * T,)],
-                         ids=["steps+1", "batch+1", "transposed", "3d", "1d"])
+@pytest.mark.parametrize(
+    "shape",
+    [(B, T + 1), (B + 1, T), (T, B), (B, T, 1), (B * T,)],
+    ids=["steps+1", "batch+1", "transposed", "3d", "1d"],
+)
 def test_mask_wrong_shape(case, shape):
     got = f"({shape[0]},)" if len(shape) == 1 else "(" + ", ".join(map(str, shape)) + ")"
-    _raises(case, ValueError,
-            "^" + re.escape(f"mask: expected shape ({B}, {T}), got {got}") + "$",
-            mask=np.ones(shape, bool))
+    _raises(
+        case,
+        ValueError,
+        "^" + re.escape(f"mask: expected shape ({B}, {T}), got {got}") + "$",
+        mask=np.ones(shape, bool),
+    )
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.complex64, object],
-                         ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize(
+    "dtype", [np.float64, np.float32, np.complex64, object], ids=lambda d: np.dtype(d).name
+)
 def test_mask_non_integer_dtype(case, dtype):
-    _raises(case, TypeError,
-            "^" + re.escape(f"mask: expected dtype bool (or integer 0/1), got {np.dtype(dtype)}"),
-            mask=case.mask.astype(dtype))
+    _raises(
+        case,
+        TypeError,
+        "^" + re.escape(f"mask: expected dtype bool (or integer 0/1), got {np.dtype(dtype)}"),
+        mask=case.mask.astype(dtype),
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -253,8 +311,9 @@ def test_mask_non_integer_dtype(case, dtype):
 
 @pytest.mark.parametrize("name", ["bogus", "Tanh", "", "softsign"])
 def test_unknown_activation(case, name):
-    with pytest.raises(ValueError,
-                       match="^" + re.escape(f"activation: unknown activation '{name}'")):
+    with pytest.raises(
+        ValueError, match="^" + re.escape(f"activation: unknown activation '{name}'")
+    ):
         case.run(activation=name)
 
 
@@ -285,15 +344,17 @@ def test_list_of_floats_is_float64(make_case):
     np.testing.assert_allclose(y, c.run()[0], rtol=1e-13, atol=1e-14)
     # ... so with float32 weights it is a dtype mismatch, reported on the weights.
     c32 = c.cast(np.float32)
-    with pytest.raises(TypeError, match=re.escape("kernel: expected dtype float64 (the dtype "
-                                                  "of x), got float32")):
+    with pytest.raises(
+        TypeError, match=re.escape("kernel: expected dtype float64 (the dtype of x), got float32")
+    ):
         functional.lstm(c.x.tolist(), c32.kernel, c32.recurrent_kernel, c32.bias)
 
 
 def test_list_of_ints_is_refused(make_case):
     c = make_case("simple_rnn", 1, 1, D, H)
-    with pytest.raises(TypeError, match=re.escape("x: expected dtype float32 or float64, "
-                                                  "got int64")):
+    with pytest.raises(
+        TypeError, match=re.escape("x: expected dtype float32 or float64, got int64")
+    ):
         functional.simple_rnn([[[1, 2, 3, 4]]], c.kernel, c.recurrent_kernel)
 
 
@@ -316,8 +377,7 @@ def test_non_array_x(make_case, x):
 
 @pytest.mark.parametrize("n", [-1, -8])
 def test_negative_thread_count(threads, n):
-    with pytest.raises(ValueError, match=re.escape(f"set_num_threads: expected n >= 0, "
-                                                   f"got {n}")):
+    with pytest.raises(ValueError, match=re.escape(f"set_num_threads: expected n >= 0, got {n}")):
         rnncore.set_num_threads(n)
     assert rnncore.get_num_threads() == threads
 

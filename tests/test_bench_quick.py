@@ -25,7 +25,11 @@ def test_bench_quick_mode_agrees_with_every_peer(tmp_path):
     out = tmp_path / "quick"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.with_suffix(".json").read_text())
     assert res["failures"] == []
@@ -34,8 +38,9 @@ def test_bench_quick_mode_agrees_with_every_peer(tmp_path):
     # every cell at both shapes and both thread counts, for every implementation
     for impl in ("rnncore", "reference", "torch", "onnxruntime"):
         got = {(r["shape"], r["cell"], r["threads"]) for r in rows if r["impl"] == impl}
-        want = {(s, c, t) for s in ("S1", "S2") for c in ("simple_rnn", "lstm", "gru")
-                for t in (1, 2)}
+        want = {
+            (s, c, t) for s in ("S1", "S2") for c in ("simple_rnn", "lstm", "gru") for t in (1, 2)
+        }
         assert got == want, f"{impl}: ran {sorted(got)}"
     for r in rows:
         assert r["check"] == "ok", r

@@ -36,9 +36,7 @@ def _model(kind):
     if kind == "lstm":
         model = rnncore.Sequential([rnncore.Input(shape=(T, D)), L.LSTM(8), L.Dense(3)])
     elif kind == "gru":
-        model = rnncore.Sequential(
-            [rnncore.Input(shape=(T, D)), L.GRU(7, return_sequences=True)]
-        )
+        model = rnncore.Sequential([rnncore.Input(shape=(T, D)), L.GRU(7, return_sequences=True)])
     else:
         model = rnncore.Sequential(
             [
@@ -48,8 +46,9 @@ def _model(kind):
                 L.GRU(4),
             ]
         )
-    model.set_weights([rng.standard_normal(w.shape).astype(w.dtype) * 0.3
-                       for w in model.get_weights()])
+    model.set_weights(
+        [rng.standard_normal(w.shape).astype(w.dtype) * 0.3 for w in model.get_weights()]
+    )
     return model
 
 
@@ -64,14 +63,17 @@ def _data(n, seed=0):
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        worker_dashboard_address=None,
-    ) as cluster, distributed.Client(cluster) as c:
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            worker_dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
         yield c
 
 
@@ -152,8 +154,9 @@ def test_worker_killed_mid_job(client):
     model = _model("bidir")
     x = _data(24 * BATCH, seed=7)
     expected = model.predict(x, batch_size=BATCH)
-    y = rdask.predict(_SlowModel(model, 0.15), da.from_array(x, chunks=(BATCH, T, D)),
-                      batch_size=BATCH)
+    y = rdask.predict(
+        _SlowModel(model, 0.15), da.from_array(x, chunks=(BATCH, T, D)), batch_size=BATCH
+    )
     future = client.compute(y)
     # wait until the job is under way on both workers, then kill one worker process
     deadline = time.monotonic() + 30

@@ -68,11 +68,24 @@ def _act_kwargs(activation, recurrent_activation):
 @pytest.mark.parametrize("initial_state", INITIAL)
 @pytest.mark.parametrize("go_backwards", BACKWARDS)
 @pytest.mark.parametrize("variant, activation, recurrent_activation", _combos())
-def test_matches_reference(make_case, check, variant, activation, recurrent_activation,
-                           go_backwards, initial_state, mask, dtype, return_sequences):
+def test_matches_reference(
+    make_case,
+    check,
+    variant,
+    activation,
+    recurrent_activation,
+    go_backwards,
+    initial_state,
+    mask,
+    dtype,
+    return_sequences,
+):
     case = make_case(variant, 4, 7, 3, 5, initial_state=initial_state, mask=mask).cast(dtype)
-    kw = dict(_act_kwargs(activation, recurrent_activation), go_backwards=go_backwards,
-              return_sequences=return_sequences)
+    kw = dict(
+        _act_kwargs(activation, recurrent_activation),
+        go_backwards=go_backwards,
+        return_sequences=return_sequences,
+    )
     check(case.run(**kw), case.reference(**kw), dtype)
 
 
@@ -111,18 +124,26 @@ def test_shapes_match_reference(make_case, check, variant, shape, go_backwards, 
         pytest.param("lstm", "tanh", "sigmoid", id="lstm-tanh-rec_sigmoid"),
         pytest.param("lstm", "relu", "hard_sigmoid", id="lstm-relu-rec_hard_sigmoid"),
         pytest.param("gru_reset_after", "tanh", "sigmoid", id="gru_reset_after-tanh"),
-        pytest.param("gru_reset_before", "linear", "hard_sigmoid",
-                     id="gru_reset_before-linear-rec_hard_sigmoid"),
+        pytest.param(
+            "gru_reset_before",
+            "linear",
+            "hard_sigmoid",
+            id="gru_reset_before-linear-rec_hard_sigmoid",
+        ),
     ],
 )
-def test_long_sequence_matches_reference(make_case, check, variant, activation,
-                                         recurrent_activation, go_backwards, dtype):
+def test_long_sequence_matches_reference(
+    make_case, check, variant, activation, recurrent_activation, go_backwards, dtype
+):
     # 1200 steps with unused steps and an initial state. The default float32 tolerance is
     # kept: with 0.5/sqrt(fan_in) weights the recurrence is contracting, so float32 rounding
     # does not accumulate (measured: max abs error about 3e-7 against atol 1e-5).
     case = make_case(variant, 3, 1200, 4, 6, initial_state=True, mask="holes").cast(dtype)
-    kw = dict(_act_kwargs(activation, recurrent_activation), go_backwards=go_backwards,
-              return_sequences=True)
+    kw = dict(
+        _act_kwargs(activation, recurrent_activation),
+        go_backwards=go_backwards,
+        return_sequences=True,
+    )
     out = case.run(**kw)
     check(out, case.reference(**kw), dtype)
     # The state really travels the whole sequence: it is not a fixed point already.
@@ -133,8 +154,7 @@ def test_long_sequence_matches_reference(make_case, check, variant, activation,
 @pytest.mark.parametrize("mask", ["none", "full_row"])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_no_bias_matches_reference(make_case, check, variant, mask, dtype):
-    case = make_case(variant, 4, 7, 3, 5, use_bias=False, initial_state=True,
-                     mask=mask).cast(dtype)
+    case = make_case(variant, 4, 7, 3, 5, use_bias=False, initial_state=True, mask=mask).cast(dtype)
     assert case.bias is None
     for go_backwards in (False, True):
         kw = dict(go_backwards=go_backwards, return_sequences=True)
@@ -147,8 +167,9 @@ def test_bias_is_used(make_case, variant):
     case = make_case(variant, 2, 4, 3, 5)
     with_bias = case.run(return_sequences=True)[0]
     no_bias = dataclasses.replace(case, bias=None).run(return_sequences=True)[0]
-    zero_bias = dataclasses.replace(case, bias=np.zeros_like(case.bias)).run(
-        return_sequences=True)[0]
+    zero_bias = dataclasses.replace(case, bias=np.zeros_like(case.bias)).run(return_sequences=True)[
+        0
+    ]
     np.testing.assert_allclose(no_bias, zero_bias, rtol=1e-15, atol=1e-15)
     assert np.abs(with_bias - no_bias).max() > 1e-3
 
@@ -170,13 +191,15 @@ def test_simple_rnn_linear_by_hand(dtype):
     y, h = functional.simple_rnn(x, W, U, b, activation="linear", return_sequences=True)
     np.testing.assert_array_equal(y, np.array([[[0.625], [1.28125]]], dtype))
     np.testing.assert_array_equal(h, np.array([[1.28125]], dtype))
-    y, h = functional.simple_rnn(x, W, U, b, activation="linear", go_backwards=True,
-                                 return_sequences=True)
+    y, h = functional.simple_rnn(
+        x, W, U, b, activation="linear", go_backwards=True, return_sequences=True
+    )
     np.testing.assert_array_equal(y, np.array([[[1.125], [0.90625]]], dtype))
     # With an initial state h0 = 2: h1 = 0.5 + 0.5 + 0.125 = 1.125,
     #   h2 = 1 + 0.28125 + 0.125 = 1.40625
-    y, h = functional.simple_rnn(x, W, U, b, activation="linear",
-                                 initial_state=np.array([[2.0]], dtype))
+    y, h = functional.simple_rnn(
+        x, W, U, b, activation="linear", initial_state=np.array([[2.0]], dtype)
+    )
     np.testing.assert_array_equal(y, np.array([[1.40625]], dtype))
     np.testing.assert_array_equal(h, np.array([[1.40625]], dtype))
 
@@ -231,13 +254,15 @@ def test_lstm_hard_sigmoid_linear_by_hand():
     x = np.array([[[3.0], [-1.5]]])
     W = np.array([[3.0, 6.0, 2.0, 0.0]])
     U = np.zeros((1, 4))
-    y, h, c = functional.lstm(x, W, U, activation="linear",
-                              recurrent_activation="hard_sigmoid", return_sequences=True)
+    y, h, c = functional.lstm(
+        x, W, U, activation="linear", recurrent_activation="hard_sigmoid", return_sequences=True
+    )
     np.testing.assert_allclose(y[0, :, 0], [3.0, 0.0], rtol=1e-15, atol=1e-15)
     np.testing.assert_allclose(c, [[0.0]], atol=1e-15)
     # Only the first step: c = 6, h = 3.
-    y, h, c = functional.lstm(x[:, :1], W, U, activation="linear",
-                              recurrent_activation="hard_sigmoid")
+    y, h, c = functional.lstm(
+        x[:, :1], W, U, activation="linear", recurrent_activation="hard_sigmoid"
+    )
     np.testing.assert_allclose([h[0, 0], c[0, 0]], [3.0, 6.0], rtol=1e-15)
 
 
@@ -250,8 +275,9 @@ def test_lstm_hard_sigmoid_linear_by_hand():
         # hh = tanh(1.0 + 0 + r * (-1.0*0.5 + 0.25)) = tanh(1 - 0.25 r)
         #    = tanh(0.8594558747785505) = 0.6959772194092464
         # h = z*0.5 + (1 - z)*hh = 0.5576594321530713
-        pytest.param(True, [[0.0, 0.25, 0.0], [0.25, 0.0, 0.25]], 0.5576594321530713,
-                     id="reset_after"),
+        pytest.param(
+            True, [[0.0, 0.25, 0.0], [0.25, 0.0, 0.25]], 0.5576594321530713, id="reset_after"
+        ),
         # z, r as above (b = [0.25, 0.25, 0])
         # hh = tanh(1.0 + 0 + (r*0.5) * (-1.0)) = tanh(1 - 0.5 r)
         #    = tanh(0.7189117495571009) = 0.6162347630314423
@@ -264,8 +290,9 @@ def test_gru_step_by_hand(reset_after, bias, expected):
     x = np.array([[[1.0]]])
     W = np.array([[0.5, -0.5, 1.0]])
     U = np.array([[0.25, 1.0, -1.0]])
-    y, h = functional.gru(x, W, U, np.array(bias), reset_after=reset_after,
-                          initial_state=np.array([[0.5]]))
+    y, h = functional.gru(
+        x, W, U, np.array(bias), reset_after=reset_after, initial_state=np.array([[0.5]])
+    )
     np.testing.assert_allclose(h, [[expected]], rtol=1e-14)
     np.testing.assert_allclose(y, [[expected]], rtol=1e-14)
 
@@ -301,8 +328,9 @@ def test_masking_rule(make_case, variant, go_backwards):
         expected_y = np.zeros((T, H))
         expected_finals = states0
         if used_steps:
-            sub = dataclasses.replace(case, x=case.x[b : b + 1, used_steps],
-                                      initial_state=states0, mask=None)
+            sub = dataclasses.replace(
+                case, x=case.x[b : b + 1, used_steps], initial_state=states0, mask=None
+            )
             sub_y, *expected_finals = sub.run(return_sequences=True)
             k, prev = 0, np.zeros(H)
             for s, t in enumerate(order):
@@ -338,8 +366,7 @@ def test_integer_mask_equals_bool_mask(make_case, variant):
     case = make_case(variant, 3, 6, 2, 4, mask="holes")
     as_bool = case.run(return_sequences=True)
     for dtype in (np.int64, np.uint8, np.int32):
-        as_int = dataclasses.replace(case, mask=case.mask.astype(dtype)).run(
-            return_sequences=True)
+        as_int = dataclasses.replace(case, mask=case.mask.astype(dtype)).run(return_sequences=True)
         for a, b in zip(as_int, as_bool):
             np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-14)
 
@@ -450,16 +477,24 @@ def test_layouts_give_same_result_and_inputs_unchanged(make_case, variant, layou
     # test_repeated_calls_are_bitwise_identical exposes.
     for g, e in zip(got, expected):
         assert g.dtype == e.dtype and g.shape == e.shape
-        np.testing.assert_allclose(g, e, rtol=1e-13 if dtype == np.float64 else 1e-6,
-                                   atol=1e-14 if dtype == np.float64 else 1e-7)
+        np.testing.assert_allclose(
+            g,
+            e,
+            rtol=1e-13 if dtype == np.float64 else 1e-6,
+            atol=1e-14 if dtype == np.float64 else 1e-7,
+        )
 
     # Each argument alone in that layout (a bug could hide in one argument's handling).
     for name in arrays:
         single = case.with_arrays({name: arrays[name]}).run(**kw)
         for g, e in zip(single, expected):
-            np.testing.assert_allclose(g, e, rtol=1e-13 if dtype == np.float64 else 1e-6,
-                                       atol=1e-14 if dtype == np.float64 else 1e-7,
-                                       err_msg=name)
+            np.testing.assert_allclose(
+                g,
+                e,
+                rtol=1e-13 if dtype == np.float64 else 1e-6,
+                atol=1e-14 if dtype == np.float64 else 1e-7,
+                err_msg=name,
+            )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -483,8 +518,14 @@ def test_python_list_input_is_float64():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 2))
     W, U = rng.standard_normal((2, 4)) * 0.3, rng.standard_normal((4, 4)) * 0.3
-    from_list = functional.simple_rnn(x.tolist(), W.tolist(), U.tolist(), [0.1] * 4,
-                                      initial_state=[[[0.0] * 4] * 2], mask=[[True] * 3] * 2)
+    from_list = functional.simple_rnn(
+        x.tolist(),
+        W.tolist(),
+        U.tolist(),
+        [0.1] * 4,
+        initial_state=[[[0.0] * 4] * 2],
+        mask=[[True] * 3] * 2,
+    )
     from_array = functional.simple_rnn(x, W, U, np.full(4, 0.1))
     for a, b in zip(from_list, from_array):
         assert a.dtype == np.float64
@@ -506,12 +547,14 @@ def test_python_list_input_is_float64():
         pytest.param("lstm", "hard_sigmoid", "hard_sigmoid", id="lstm-hard_sigmoid"),
         pytest.param("gru_reset_after", "tanh", "sigmoid", id="gru_reset_after-tanh"),
         pytest.param("gru_reset_before", "tanh", "sigmoid", id="gru_reset_before-tanh"),
-        pytest.param("gru_reset_after", "hard_sigmoid", "hard_sigmoid",
-                     id="gru_reset_after-hard_sigmoid"),
+        pytest.param(
+            "gru_reset_after", "hard_sigmoid", "hard_sigmoid", id="gru_reset_after-hard_sigmoid"
+        ),
     ],
 )
-def test_nan_inf_propagate_like_reference(make_case, check, variant, activation,
-                                          recurrent_activation, dtype):
+def test_nan_inf_propagate_like_reference(
+    make_case, check, variant, activation, recurrent_activation, dtype
+):
     B, T, H = 6, 6, 16  # 16 units: the vectorised activation paths are used too
     mask = np.ones((B, T), bool)
     mask[3, 4] = False
@@ -620,7 +663,8 @@ def test_one_and_two_threads_identical(make_case, threads, variant, dtype):
     for k, (n, out) in enumerate(results[1:], 1):
         for name, a, b in zip(("output", "h", "c"), out, first):
             np.testing.assert_array_equal(
-                a, b, err_msg=f"{name}: call {k} ({n} thread(s)) vs call 0 (1 thread)")
+                a, b, err_msg=f"{name}: call {k} ({n} thread(s)) vs call 0 (1 thread)"
+            )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -661,8 +705,13 @@ _ISA_SCRIPT = textwrap.dedent(
 
 def _run_with_isa(level, args):
     env = dict(os.environ, RNNCORE_ISA=level)
-    return subprocess.run([sys.executable, "-c", _ISA_SCRIPT, *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", _ISA_SCRIPT, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("level", ["baseline", "x86_64_v3", "x86_64_v4"])
@@ -670,9 +719,16 @@ def test_isa_levels_agree(make_case, tmp_path, level):
     if not _core.cpu_supports(level):
         pytest.skip(f"this CPU does not support {level}")
     case = make_case("lstm", 5, 40, 7, 9, initial_state=True, mask="holes")
-    np.savez(tmp_path / "in.npz", x=case.x, kernel=case.kernel,
-             recurrent_kernel=case.recurrent_kernel, bias=case.bias,
-             h0=case.initial_state[0], c0=case.initial_state[1], mask=case.mask)
+    np.savez(
+        tmp_path / "in.npz",
+        x=case.x,
+        kernel=case.kernel,
+        recurrent_kernel=case.recurrent_kernel,
+        bias=case.bias,
+        h0=case.initial_state[0],
+        c0=case.initial_state[1],
+        mask=case.mask,
+    )
     proc = _run_with_isa(level, [str(tmp_path / "in.npz"), str(tmp_path / "out.npz")])
     assert proc.returncode == 0, proc.stderr
     got = np.load(tmp_path / "out.npz")

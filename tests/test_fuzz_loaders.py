@@ -43,45 +43,79 @@ CLEAR = {"ModelFileError", "UnsupportedModelError", "UnsupportedArgumentError"}
 
 
 def _model():
-    m = rnncore.Sequential([rnncore.Input((5, 3)), L.LSTM(4, return_sequences=True),
-                            L.GRU(3), L.Dense(2)])
+    m = rnncore.Sequential(
+        [rnncore.Input((5, 3)), L.LSTM(4, return_sequences=True), L.GRU(3), L.Dense(2)]
+    )
     rng = np.random.default_rng(0)
     m.set_weights([rng.standard_normal(w.shape).astype(w.dtype) for w in m.get_weights()])
     return m
 
 
 def _keras_layer(cls, name, cfg, input_shape):
-    return {"module": "keras.layers", "class_name": cls, "registered_name": None,
-            "config": {"name": name, "trainable": True, "dtype": "float32", **cfg},
-            "build_config": {"input_shape": input_shape}}
+    return {
+        "module": "keras.layers",
+        "class_name": cls,
+        "registered_name": None,
+        "config": {"name": name, "trainable": True, "dtype": "float32", **cfg},
+        "build_config": {"input_shape": input_shape},
+    }
 
 
 def _keras_config(lstm_units=4, d=3, extra_layer=None):
-    rnn = {"return_sequences": True, "return_state": False, "go_backwards": False,
-           "stateful": False, "unroll": False, "activation": "tanh",
-           "recurrent_activation": "sigmoid", "use_bias": True, "dropout": 0.0,
-           "recurrent_dropout": 0.0, "seed": None}
+    rnn = {
+        "return_sequences": True,
+        "return_state": False,
+        "go_backwards": False,
+        "stateful": False,
+        "unroll": False,
+        "activation": "tanh",
+        "recurrent_activation": "sigmoid",
+        "use_bias": True,
+        "dropout": 0.0,
+        "recurrent_dropout": 0.0,
+        "seed": None,
+    }
     layers = [
-        {"module": "keras.layers", "class_name": "InputLayer", "registered_name": None,
-         "config": {"batch_shape": [None, 5, d], "dtype": "float32", "sparse": False,
-                    "name": "input_layer"}},
-        _keras_layer("LSTM", "lstm", {**rnn, "units": lstm_units, "unit_forget_bias": True},
-                     [None, 5, d]),
-        _keras_layer("Dense", "dense", {"units": 2, "activation": "linear", "use_bias": True},
-                     [None, 5, lstm_units]),
+        {
+            "module": "keras.layers",
+            "class_name": "InputLayer",
+            "registered_name": None,
+            "config": {
+                "batch_shape": [None, 5, d],
+                "dtype": "float32",
+                "sparse": False,
+                "name": "input_layer",
+            },
+        },
+        _keras_layer(
+            "LSTM", "lstm", {**rnn, "units": lstm_units, "unit_forget_bias": True}, [None, 5, d]
+        ),
+        _keras_layer(
+            "Dense",
+            "dense",
+            {"units": 2, "activation": "linear", "use_bias": True},
+            [None, 5, lstm_units],
+        ),
     ]
     if extra_layer is not None:
         layers.append(extra_layer)
-    return {"module": "keras", "class_name": "Sequential", "registered_name": None,
-            "config": {"name": "sequential", "trainable": True, "layers": layers},
-            "build_config": {"input_shape": [None, 5, d]}}
+    return {
+        "module": "keras",
+        "class_name": "Sequential",
+        "registered_name": None,
+        "config": {"name": "sequential", "trainable": True, "layers": layers},
+        "build_config": {"input_shape": [None, 5, d]},
+    }
 
 
 def _keras_weights(rng, lstm_units=4, d=3):
     h = lstm_units
     return {
-        "lstm": [rng.standard_normal((d, 4 * h)), rng.standard_normal((h, 4 * h)),
-                 rng.standard_normal(4 * h)],
+        "lstm": [
+            rng.standard_normal((d, 4 * h)),
+            rng.standard_normal((h, 4 * h)),
+            rng.standard_normal(4 * h),
+        ],
         "dense": [rng.standard_normal((h, 2)), rng.standard_normal(2)],
     }
 
@@ -126,8 +160,7 @@ def _keras_h5_bytes(config, weights, dtype="<f4"):
         for layer, ws in weights.items():
             g = mw.create_group(layer)
             cell = f"sequential/{layer}/lstm_cell" if layer == "lstm" else f"sequential/{layer}"
-            g.attrs["weight_names"] = np.array([f"{cell}/{n}" for n in names[layer]],
-                                               dtype=object)
+            g.attrs["weight_names"] = np.array([f"{cell}/{n}" for n in names[layer]], dtype=object)
             for n, w in zip(names[layer], ws):
                 g.create_dataset(f"{cell}/{n}", data=np.asarray(w).astype(dtype))
         mw.create_group("top_level_model_weights").attrs["weight_names"] = np.array([])
@@ -166,6 +199,7 @@ def _manifest_edit(fn):
         m = json.loads(raw)
         fn(m)
         return json.dumps(m)
+
     return edit
 
 
@@ -175,11 +209,11 @@ def _manifest_edit(fn):
 def _global_heap_objects(data: bytes):
     """(offset, index, size) of each object in the file's first global heap collection."""
     at = data.index(b"GCOL")
-    end = at + int.from_bytes(data[at + 8:at + 16], "little")
+    end = at + int.from_bytes(data[at + 8 : at + 16], "little")
     p, out = at + 16, []
     while p + 16 <= end:
-        index = int.from_bytes(data[p:p + 2], "little")
-        size = int.from_bytes(data[p + 8:p + 16], "little")
+        index = int.from_bytes(data[p : p + 2], "little")
+        size = int.from_bytes(data[p + 8 : p + 16], "little")
         out.append((p, index, size))
         if index == 0:
             break
@@ -189,7 +223,7 @@ def _global_heap_objects(data: bytes):
 
 def _set_heap_object_size(data: bytes, which: int, size: int) -> bytes:
     p = _global_heap_objects(data)[which][0]
-    return data[:p + 8] + size.to_bytes(8, "little") + data[p + 16:]
+    return data[: p + 8] + size.to_bytes(8, "little") + data[p + 16 :]
 
 
 def _hostile_cases(seeds):
@@ -209,100 +243,206 @@ def _hostile_cases(seeds):
     cases = {
         # rnncore saved model
         "rnncore: npy declaring 2**40 floats": (
-            "load_model", _rewrite_zip(rn, {"weights/0000.npy": _npy_header((2**40,))})),
+            "load_model",
+            _rewrite_zip(rn, {"weights/0000.npy": _npy_header((2**40,))}),
+        ),
         "rnncore: npy declaring (2**31, 2**31) with manifest agreeing": (
-            "load_model", _rewrite_zip(rn, {
-                "weights/0000.npy": _npy_header((2**31, 2**31)),
-                man: _manifest_edit(lambda m: m["weights"][0].update(shape=[2**31, 2**31]))})),
+            "load_model",
+            _rewrite_zip(
+                rn,
+                {
+                    "weights/0000.npy": _npy_header((2**31, 2**31)),
+                    man: _manifest_edit(lambda m: m["weights"][0].update(shape=[2**31, 2**31])),
+                },
+            ),
+        ),
         "rnncore: pickled object weight": (
-            "load_model", _rewrite_zip(rn, {"weights/0000.npy": _npy(np.array([{"a": 1}],
-                                                                               object))})),
+            "load_model",
+            _rewrite_zip(rn, {"weights/0000.npy": _npy(np.array([{"a": 1}], object))}),
+        ),
         "rnncore: complex weights (manifest agreeing)": (
-            "load_model", _rewrite_zip(rn, {
-                "weights/0000.npy": lambda raw: _npy(np.load(io.BytesIO(raw)).astype(
-                    np.complex64) * (1 + 1j)),
-                man: _manifest_edit(lambda m: m["weights"][0].update(dtype="complex64"))})),
+            "load_model",
+            _rewrite_zip(
+                rn,
+                {
+                    "weights/0000.npy": lambda raw: _npy(
+                        np.load(io.BytesIO(raw)).astype(np.complex64) * (1 + 1j)
+                    ),
+                    man: _manifest_edit(lambda m: m["weights"][0].update(dtype="complex64")),
+                },
+            ),
+        ),
         "rnncore: string weights (manifest agreeing)": (
-            "load_model", _rewrite_zip(rn, {
-                "weights/0000.npy": lambda raw: _npy(np.load(io.BytesIO(raw)).astype("U3")),
-                man: _manifest_edit(lambda m: m["weights"][0].update(dtype="<U3"))})),
+            "load_model",
+            _rewrite_zip(
+                rn,
+                {
+                    "weights/0000.npy": lambda raw: _npy(np.load(io.BytesIO(raw)).astype("U3")),
+                    man: _manifest_edit(lambda m: m["weights"][0].update(dtype="<U3")),
+                },
+            ),
+        ),
         "rnncore: weight file path ../../etc/passwd": (
-            "load_model", _rewrite_zip(rn, {
-                man: _manifest_edit(lambda m: m["weights"][0].update(file="../../etc/passwd"))})),
+            "load_model",
+            _rewrite_zip(
+                rn, {man: _manifest_edit(lambda m: m["weights"][0].update(file="../../etc/passwd"))}
+            ),
+        ),
         "rnncore: weight file absolute /etc/passwd": (
-            "load_model", _rewrite_zip(rn, {
-                man: _manifest_edit(lambda m: m["weights"][0].update(file="/etc/passwd"))})),
+            "load_model",
+            _rewrite_zip(
+                rn, {man: _manifest_edit(lambda m: m["weights"][0].update(file="/etc/passwd"))}
+            ),
+        ),
         "rnncore: archive member named ../escape.npy": (
-            "load_model", _rewrite_zip(
-                rn, add={"../escape.npy": _npy(np.zeros((3, 16), np.float32)),
-                         "/abs_escape.npy": b"x"},
-                replace={man: _manifest_edit(
-                    lambda m: m["weights"][0].update(file="../escape.npy"))})),
+            "load_model",
+            _rewrite_zip(
+                rn,
+                add={"../escape.npy": _npy(np.zeros((3, 16), np.float32)), "/abs_escape.npy": b"x"},
+                replace={
+                    man: _manifest_edit(lambda m: m["weights"][0].update(file="../escape.npy"))
+                },
+            ),
+        ),
         "rnncore: unknown layer class os.system": (
-            "load_model", _rewrite_zip(rn, {man: _manifest_edit(
-                lambda m: first_layer(m).update(class_name="os.system"))})),
+            "load_model",
+            _rewrite_zip(
+                rn, {man: _manifest_edit(lambda m: first_layer(m).update(class_name="os.system"))}
+            ),
+        ),
         "rnncore: layer class __import__ with module": (
-            "load_model", _rewrite_zip(rn, {man: _manifest_edit(
-                lambda m: first_layer(m).update(class_name="__import__", module="os"))})),
+            "load_model",
+            _rewrite_zip(
+                rn,
+                {
+                    man: _manifest_edit(
+                        lambda m: first_layer(m).update(class_name="__import__", module="os")
+                    )
+                },
+            ),
+        ),
         "rnncore: units 10**9 in config": (
-            "load_model", _rewrite_zip(rn, {man: _manifest_edit(lambda m: set_units(m, 10**9))})),
+            "load_model",
+            _rewrite_zip(rn, {man: _manifest_edit(lambda m: set_units(m, 10**9))}),
+        ),
         "rnncore: units -5 in config": (
-            "load_model", _rewrite_zip(rn, {man: _manifest_edit(lambda m: set_units(m, -5))})),
+            "load_model",
+            _rewrite_zip(rn, {man: _manifest_edit(lambda m: set_units(m, -5))}),
+        ),
         "rnncore: units as string in config": (
-            "load_model", _rewrite_zip(rn, {man: _manifest_edit(lambda m: set_units(m, "4"))})),
+            "load_model",
+            _rewrite_zip(rn, {man: _manifest_edit(lambda m: set_units(m, "4"))}),
+        ),
         "rnncore: build_input_shape feature size 10**12": (
-            "load_model", _rewrite_zip(rn, {man: _manifest_edit(
-                lambda m: m.update(build_input_shape=[None, 5, 10**12]))})),
+            "load_model",
+            _rewrite_zip(
+                rn, {man: _manifest_edit(lambda m: m.update(build_input_shape=[None, 5, 10**12]))}
+            ),
+        ),
         "rnncore: build_input_shape not a list": (
-            "load_model", _rewrite_zip(rn, {man: _manifest_edit(
-                lambda m: m.update(build_input_shape=7))})),
-        "rnncore: deeply nested JSON manifest": (
-            "load_model", _rewrite_zip(rn, {man: deep})),
+            "load_model",
+            _rewrite_zip(rn, {man: _manifest_edit(lambda m: m.update(build_input_shape=7))}),
+        ),
+        "rnncore: deeply nested JSON manifest": ("load_model", _rewrite_zip(rn, {man: deep})),
         "rnncore: manifest is a list": ("load_model", _rewrite_zip(rn, {man: "[1, 2]"})),
         "rnncore: manifest weights not a list": (
-            "load_model", _rewrite_zip(rn, {man: _manifest_edit(lambda m: m.update(weights=5))})),
+            "load_model",
+            _rewrite_zip(rn, {man: _manifest_edit(lambda m: m.update(weights=5))}),
+        ),
         "rnncore: layers is a dict": (
-            "load_model", _rewrite_zip(rn, {man: _manifest_edit(
-                lambda m: m["model"]["config"].update(layers={"a": 1}))})),
+            "load_model",
+            _rewrite_zip(
+                rn, {man: _manifest_edit(lambda m: m["model"]["config"].update(layers={"a": 1}))}
+            ),
+        ),
         "rnncore: missing manifest": ("load_model", _rewrite_zip(rn, drop=(man,))),
         "rnncore: empty file": ("load_model", b""),
         "rnncore: load_weights npz with pickled object": (
-            "load_weights", (lambda b: (np.savez(b, w0000=np.array([object()], object)),
-                                        b.getvalue())[1])(io.BytesIO())),
+            "load_weights",
+            (lambda b: (np.savez(b, w0000=np.array([object()], object)), b.getvalue())[1])(
+                io.BytesIO()
+            ),
+        ),
         "rnncore: load_weights npz declaring 2**40 floats": (
-            "load_weights", _rewrite_zip(
+            "load_weights",
+            _rewrite_zip(
                 (lambda b: (np.savez(b, w0000=np.zeros(1, np.float32)), b.getvalue())[1])(
-                    io.BytesIO()), {"w0000.npy": _npy_header((2**40,))})),
+                    io.BytesIO()
+                ),
+                {"w0000.npy": _npy_header((2**40,))},
+            ),
+        ),
         # Keras 3 .keras
         "keras: huge declared dataset shape in weights": (
-            "load_keras", _keras_v3_bytes(_keras_config(), {
-                **kw, "lstm": [np.zeros((2**20, 16)), *kw["lstm"][1:]]})),
+            "load_keras",
+            _keras_v3_bytes(
+                _keras_config(), {**kw, "lstm": [np.zeros((2**20, 16)), *kw["lstm"][1:]]}
+            ),
+        ),
         "keras: units 10**9 in config.json": (
-            "load_keras", _keras_v3_bytes(_keras_config(lstm_units=10**9), kw)),
+            "load_keras",
+            _keras_v3_bytes(_keras_config(lstm_units=10**9), kw),
+        ),
         "keras: input feature size 10**12 in config.json": (
-            "load_keras", _keras_v3_bytes(_keras_config(d=10**12), kw)),
+            "load_keras",
+            _keras_v3_bytes(_keras_config(d=10**12), kw),
+        ),
         "keras: int64 weights": ("load_keras", _keras_v3_bytes(_keras_config(), kw, "<i8")),
-        "keras: complex weights": (
-            "load_keras", _keras_v3_bytes(_keras_config(), kw, "<c8")),
+        "keras: complex weights": ("load_keras", _keras_v3_bytes(_keras_config(), kw, "<c8")),
         "keras: string weights": ("load_keras", _keras_v3_bytes(_keras_config(), kw, "S4")),
         "keras: deeply nested config.json": ("load_keras", _keras_v3_bytes(deep, kw)),
         "keras: config.json not an object": ("load_keras", _keras_v3_bytes("[]", kw)),
         "keras: custom class with module os": (
-            "load_keras", _keras_v3_bytes(_keras_config(extra_layer={
-                "module": "os", "class_name": "system", "registered_name": "os>system",
-                "config": {"command": "touch PWNED"}}), kw)),
+            "load_keras",
+            _keras_v3_bytes(
+                _keras_config(
+                    extra_layer={
+                        "module": "os",
+                        "class_name": "system",
+                        "registered_name": "os>system",
+                        "config": {"command": "touch PWNED"},
+                    }
+                ),
+                kw,
+            ),
+        ),
         "keras: lambda layer with code": (
-            "load_keras", _keras_v3_bytes(_keras_config(extra_layer={
-                "module": "keras.layers", "class_name": "Lambda", "registered_name": None,
-                "config": {"name": "l", "function": {"class_name": "__lambda__", "config": {
-                    "code": "open('PWNED','w')", "defaults": None, "closure": None}}}}), kw)),
+            "load_keras",
+            _keras_v3_bytes(
+                _keras_config(
+                    extra_layer={
+                        "module": "keras.layers",
+                        "class_name": "Lambda",
+                        "registered_name": None,
+                        "config": {
+                            "name": "l",
+                            "function": {
+                                "class_name": "__lambda__",
+                                "config": {
+                                    "code": "open('PWNED','w')",
+                                    "defaults": None,
+                                    "closure": None,
+                                },
+                            },
+                        },
+                    }
+                ),
+                kw,
+            ),
+        ),
         "keras: weights h5 not HDF5": (
-            "load_keras", _keras_v3_bytes(_keras_config(), kw, weights_h5=b"not hdf5" * 10)),
+            "load_keras",
+            _keras_v3_bytes(_keras_config(), kw, weights_h5=b"not hdf5" * 10),
+        ),
         "keras: archive member ../escape": (
-            "load_keras", _rewrite_zip(kv3, add={"../escape": b"x", "/abs_escape": b"y"})),
+            "load_keras",
+            _rewrite_zip(kv3, add={"../escape": b"x", "/abs_escape": b"y"}),
+        ),
         # legacy .h5
         "h5: units 10**9 in model_config": (
-            "load_keras", _keras_h5_bytes(_keras_config(lstm_units=10**9), kw)),
+            "load_keras",
+            _keras_h5_bytes(_keras_config(lstm_units=10**9), kw),
+        ),
         "h5: deeply nested model_config": ("load_keras", _keras_h5_bytes(deep, kw)),
         "h5: model_config not JSON": ("load_keras", _keras_h5_bytes("{not json", kw)),
         "h5: complex weights": ("load_keras", _keras_h5_bytes(_keras_config(), kw, "<c8")),
@@ -310,13 +450,19 @@ def _hostile_cases(seeds):
         # libhdf5 loops forever on these (a free-space object that does not advance, an
         # object running over the free space's header): refused before HDF5 reads them
         "h5: global heap free space of size 0": (
-            "load_keras", _set_heap_object_size(seeds["h5"], -1, 0)),
+            "load_keras",
+            _set_heap_object_size(seeds["h5"], -1, 0),
+        ),
         "h5: global heap object overrunning the next header": (
-            "load_keras", _set_heap_object_size(
-                seeds["h5"], -2, _global_heap_objects(seeds["h5"])[-2][2] + 256)),
+            "load_keras",
+            _set_heap_object_size(seeds["h5"], -2, _global_heap_objects(seeds["h5"])[-2][2] + 256),
+        ),
         "h5: huge declared dataset": (
-            "load_keras", _keras_h5_bytes(_keras_config(), {
-                **kw, "lstm": [np.zeros((2**20, 16)), *kw["lstm"][1:]]})),
+            "load_keras",
+            _keras_h5_bytes(
+                _keras_config(), {**kw, "lstm": [np.zeros((2**20, 16)), *kw["lstm"][1:]]}
+            ),
+        ),
     }
     # ONNX
     proto = onnx.load_from_string(ox)
@@ -356,8 +502,12 @@ def _hostile_cases(seeds):
 def _mutation_cases(seeds):
     rng = np.random.default_rng(2)
     cases = {}
-    for kind, loader in (("rnncore", "load_model"), ("keras", "load_keras"),
-                         ("h5", "load_keras"), ("onnx", "load_onnx")):
+    for kind, loader in (
+        ("rnncore", "load_model"),
+        ("keras", "load_keras"),
+        ("h5", "load_keras"),
+        ("onnx", "load_onnx"),
+    ):
         data = seeds[kind]
         for cut in sorted(set(np.linspace(0, len(data) - 1, N).astype(int))):
             cases[f"{kind}: truncated at {cut}/{len(data)}"] = (loader, data[:cut])
@@ -434,23 +584,35 @@ def fuzz(tmp_path_factory):
     (base / "spec.json").write_text(json.dumps(spec))
     cwd = base / "cwd"
     cwd.mkdir()
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(base / "spec.json"), str(cwd)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(base / "spec.json"), str(cwd)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     results = {}
     for line in proc.stdout.splitlines():
         if line.startswith("{"):
             results.update(json.loads(line))
-    written = sorted(os.listdir(cwd)) + [p for p in os.listdir(base)
-                                         if p not in ("cases", "cwd", "spec.json")
-                                         and not p.startswith("seed")]
-    return dict(results=results, cases=cases, rc=proc.returncode, stderr=proc.stderr[-3000:],
-                written=written)
+    written = sorted(os.listdir(cwd)) + [
+        p
+        for p in os.listdir(base)
+        if p not in ("cases", "cwd", "spec.json") and not p.startswith("seed")
+    ]
+    return dict(
+        results=results,
+        cases=cases,
+        rc=proc.returncode,
+        stderr=proc.stderr[-3000:],
+        written=written,
+    )
 
 
 def _check(fuzz, name):
     r = fuzz["results"]
-    assert name in r, (f"{name}: the loader process died or hung on this case "
-                       f"(rc={fuzz['rc']}): {fuzz['stderr']}")
+    assert name in r, (
+        f"{name}: the loader process died or hung on this case (rc={fuzz['rc']}): {fuzz['stderr']}"
+    )
     kind, msg = r[name]
     assert kind == "loaded" or kind in CLEAR, f"{name}: {kind}: {msg}"
     return kind, msg
@@ -511,9 +673,12 @@ _SEEDLESS_HOSTILE = [
 # Hostile files that must be refused (not loaded): everything above but the path trick on
 # a member name that only duplicates a valid weight, and the harmless extra archive members.
 # The build_input_shape cases only matter for a model without an Input layer: this one has one.
-_MAY_LOAD = {"rnncore: archive member named ../escape.npy", "keras: archive member ../escape",
-             "rnncore: build_input_shape feature size 10**12",
-             "rnncore: build_input_shape not a list"}
+_MAY_LOAD = {
+    "rnncore: archive member named ../escape.npy",
+    "keras: archive member ../escape",
+    "rnncore: build_input_shape feature size 10**12",
+    "rnncore: build_input_shape not a list",
+}
 
 
 @pytest.mark.parametrize("name", _SEEDLESS_HOSTILE)

@@ -46,14 +46,21 @@ def test_stream_one_million_steps(cls, cell):
         if k in checkpoints:
             kw = {"reset_after": True} if cell == "gru" else {}
             want = getattr(R, cell)(
-                x.astype(np.float64), W.astype(np.float64), U.astype(np.float64),
-                b.astype(np.float64), initial_state=[s.astype(np.float64) for s in before],
-                return_sequences=True, **kw)
-            np.testing.assert_allclose(y[:, -50:], want[0][:, -50:], rtol=2e-4, atol=2e-4,
-                                       err_msg=f"output at chunk {k}")
+                x.astype(np.float64),
+                W.astype(np.float64),
+                U.astype(np.float64),
+                b.astype(np.float64),
+                initial_state=[s.astype(np.float64) for s in before],
+                return_sequences=True,
+                **kw,
+            )
+            np.testing.assert_allclose(
+                y[:, -50:], want[0][:, -50:], rtol=2e-4, atol=2e-4, err_msg=f"output at chunk {k}"
+            )
             for s, w in zip(layer.states, want[1:]):
-                np.testing.assert_allclose(s, w, rtol=2e-4, atol=2e-4,
-                                           err_msg=f"state at chunk {k}")
+                np.testing.assert_allclose(
+                    s, w, rtol=2e-4, atol=2e-4, err_msg=f"state at chunk {k}"
+                )
                 assert np.isfinite(s).all()
             checked += 1
         if k == min(10, n_chunks - 1):

@@ -69,19 +69,28 @@ def rmsprop_formula(w, grads, lr=0.001, rho=0.9, momentum=0.0, eps=1e-7, centere
 
 CASES = {
     "sgd": (lambda: optimizers.SGD(), lambda w, g: sgd_formula(w, g)),
-    "sgd_momentum": (lambda: optimizers.SGD(0.1, momentum=0.9),
-                     lambda w, g: sgd_formula(w, g, 0.1, 0.9)),
-    "sgd_nesterov": (lambda: optimizers.SGD(0.1, momentum=0.9, nesterov=True),
-                     lambda w, g: sgd_formula(w, g, 0.1, 0.9, True)),
+    "sgd_momentum": (
+        lambda: optimizers.SGD(0.1, momentum=0.9),
+        lambda w, g: sgd_formula(w, g, 0.1, 0.9),
+    ),
+    "sgd_nesterov": (
+        lambda: optimizers.SGD(0.1, momentum=0.9, nesterov=True),
+        lambda w, g: sgd_formula(w, g, 0.1, 0.9, True),
+    ),
     "adam": (lambda: optimizers.Adam(), lambda w, g: adam_formula(w, g)),
-    "adam_custom": (lambda: optimizers.Adam(0.01, beta_1=0.8, beta_2=0.99, epsilon=1e-3),
-                    lambda w, g: adam_formula(w, g, 0.01, 0.8, 0.99, 1e-3)),
-    "adam_amsgrad": (lambda: optimizers.Adam(0.01, amsgrad=True),
-                     lambda w, g: adam_formula(w, g, 0.01, amsgrad=True)),
+    "adam_custom": (
+        lambda: optimizers.Adam(0.01, beta_1=0.8, beta_2=0.99, epsilon=1e-3),
+        lambda w, g: adam_formula(w, g, 0.01, 0.8, 0.99, 1e-3),
+    ),
+    "adam_amsgrad": (
+        lambda: optimizers.Adam(0.01, amsgrad=True),
+        lambda w, g: adam_formula(w, g, 0.01, amsgrad=True),
+    ),
     "rmsprop": (lambda: optimizers.RMSprop(), lambda w, g: rmsprop_formula(w, g)),
     "rmsprop_momentum_centered": (
         lambda: optimizers.RMSprop(0.01, rho=0.8, momentum=0.5, epsilon=1e-4, centered=True),
-        lambda w, g: rmsprop_formula(w, g, 0.01, 0.8, 0.5, 1e-4, True)),
+        lambda w, g: rmsprop_formula(w, g, 0.01, 0.8, 0.5, 1e-4, True),
+    ),
 }
 
 
@@ -102,13 +111,34 @@ def test_float32_variables_stay_float32(rng):
     np.testing.assert_allclose(got[-1], expected[-1], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name,cls,defaults", [
-    ("sgd", optimizers.SGD, {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False}),
-    ("adam", optimizers.Adam, {"learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999,
-                               "epsilon": 1e-7, "amsgrad": False}),
-    ("rmsprop", optimizers.RMSprop, {"learning_rate": 0.001, "rho": 0.9, "momentum": 0.0,
-                                     "epsilon": 1e-7, "centered": False}),
-])
+@pytest.mark.parametrize(
+    "name,cls,defaults",
+    [
+        ("sgd", optimizers.SGD, {"learning_rate": 0.01, "momentum": 0.0, "nesterov": False}),
+        (
+            "adam",
+            optimizers.Adam,
+            {
+                "learning_rate": 0.001,
+                "beta_1": 0.9,
+                "beta_2": 0.999,
+                "epsilon": 1e-7,
+                "amsgrad": False,
+            },
+        ),
+        (
+            "rmsprop",
+            optimizers.RMSprop,
+            {
+                "learning_rate": 0.001,
+                "rho": 0.9,
+                "momentum": 0.0,
+                "epsilon": 1e-7,
+                "centered": False,
+            },
+        ),
+    ],
+)
 def test_names_and_keras_defaults(name, cls, defaults):
     for spelling in (name, name.upper(), cls):
         opt = optimizers.get(spelling)
@@ -136,7 +166,8 @@ def test_clipping(rng):
 def test_global_clipnorm_scales_all_gradients_together(rng):
     v1, v2 = Variable(np.zeros(2), "a", "a"), Variable(np.zeros(2), "b", "b")
     optimizers.SGD(1.0, global_clipnorm=1.0).apply_gradients(
-        [(np.array([3.0, 0.0]), v1), (np.array([0.0, 4.0]), v2)])
+        [(np.array([3.0, 0.0]), v1), (np.array([0.0, 4.0]), v2)]
+    )
     np.testing.assert_allclose(np.concatenate([v1.value, v2.value]), [-0.6, 0, 0, -0.8])
 
 

@@ -39,8 +39,10 @@ def _models():
             [rnncore.Input((7, 3)), Bidirectional(LSTM(4, seed=6), merge_mode="ave"), Dense(1)]
         ),
         "float64_gru_v1": lambda: rnncore.Sequential(
-            [rnncore.Input((7, 3), dtype="float64"),
-             GRU(4, reset_after=False, dtype="float64", seed=7)]
+            [
+                rnncore.Input((7, 3), dtype="float64"),
+                GRU(4, reset_after=False, dtype="float64", seed=7),
+            ]
         ),
     }
 

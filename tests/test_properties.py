@@ -25,11 +25,16 @@ from rnncore import layers as L  # noqa: E402
 from rnncore import reference as R  # noqa: E402
 
 settings.register_profile(
-    "default_rnncore", max_examples=40, deadline=None, derandomize=True,
+    "default_rnncore",
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile(
-    "stress", max_examples=2000, deadline=None,
+    "stress",
+    max_examples=2000,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "default_rnncore")
@@ -88,8 +93,19 @@ def cases(draw, min_b=0, min_t=0):
         "all_false": np.zeros((B, T), bool),
         "all_true": np.ones((B, T), bool),
     }[mask_kind]
-    return dict(cell=cell, dtype=dtype, x=x, W=W, U=U, b=b, init=init, mask=mask,
-                opts=opts, n_states=n_states, rng=rng)
+    return dict(
+        cell=cell,
+        dtype=dtype,
+        x=x,
+        W=W,
+        U=U,
+        b=b,
+        init=init,
+        mask=mask,
+        opts=opts,
+        n_states=n_states,
+        rng=rng,
+    )
 
 
 def _f64(a):
@@ -99,8 +115,15 @@ def _f64(a):
 def _reference(c):
     ref = getattr(R, c["cell"])
     init = None if c["init"] is None else [_f64(s) for s in c["init"]]
-    return ref(_f64(c["x"]), _f64(c["W"]), _f64(c["U"]), _f64(c["b"]),
-               initial_state=init, mask=c["mask"], **c["opts"])
+    return ref(
+        _f64(c["x"]),
+        _f64(c["W"]),
+        _f64(c["U"]),
+        _f64(c["b"]),
+        initial_state=init,
+        mask=c["mask"],
+        **c["opts"],
+    )
 
 
 def _close(got, want, dtype, what):
@@ -114,8 +137,9 @@ def _close(got, want, dtype, what):
 @SETTINGS
 @given(cases())
 def test_forward_matches_reference(c):
-    got = getattr(F, c["cell"])(c["x"], c["W"], c["U"], c["b"], initial_state=c["init"],
-                                mask=c["mask"], **c["opts"])
+    got = getattr(F, c["cell"])(
+        c["x"], c["W"], c["U"], c["b"], initial_state=c["init"], mask=c["mask"], **c["opts"]
+    )
     want = _reference(c)
     assert len(got) == len(want) == 1 + c["n_states"]
     for k, (g, w) in enumerate(zip(got, want)):
@@ -126,16 +150,33 @@ def test_forward_matches_reference(c):
 @SETTINGS
 @given(cases())
 def test_backward_matches_reference(c):
-    *outs, ws = getattr(F, c["cell"])(c["x"], c["W"], c["U"], c["b"], initial_state=c["init"],
-                                      mask=c["mask"], training=True, **c["opts"])
+    *outs, ws = getattr(F, c["cell"])(
+        c["x"],
+        c["W"],
+        c["U"],
+        c["b"],
+        initial_state=c["init"],
+        mask=c["mask"],
+        training=True,
+        **c["opts"],
+    )
     rng, dtype = c["rng"], c["dtype"]
     d_out = rng.standard_normal(outs[0].shape).astype(dtype)
     d_states = [rng.standard_normal(s.shape).astype(dtype) for s in outs[1:]]
     g = F.backward(ws, d_out, d_states)
     init = None if c["init"] is None else [_f64(s) for s in c["init"]]
-    ref = R.backward(c["cell"], _f64(c["x"]), _f64(c["W"]), _f64(c["U"]), _f64(c["b"]),
-                     d_output=_f64(d_out), d_state=[_f64(d) for d in d_states],
-                     initial_state=init, mask=c["mask"], **c["opts"])
+    ref = R.backward(
+        c["cell"],
+        _f64(c["x"]),
+        _f64(c["W"]),
+        _f64(c["U"]),
+        _f64(c["b"]),
+        d_output=_f64(d_out),
+        d_state=[_f64(d) for d in d_states],
+        initial_state=init,
+        mask=c["mask"],
+        **c["opts"],
+    )
     _close(g.x, ref["x"], dtype, "dx")
     _close(g.kernel, ref["kernel"], dtype, "dkernel")
     _close(g.recurrent_kernel, ref["recurrent_kernel"], dtype, "drecurrent_kernel")
@@ -165,8 +206,7 @@ def _strided(a, rng, how):
 @given(cases(), st.sampled_from(["reversed", "every_other", "fortran"]))
 def test_noncontiguous_and_negative_strides_equal_contiguous(c, how):
     fn = getattr(F, c["cell"])
-    want = fn(c["x"], c["W"], c["U"], c["b"], initial_state=c["init"], mask=c["mask"],
-              **c["opts"])
+    want = fn(c["x"], c["W"], c["U"], c["b"], initial_state=c["init"], mask=c["mask"], **c["opts"])
     x, W, U = (_strided(a, c["rng"], how) for a in (c["x"], c["W"], c["U"]))
     b = None if c["b"] is None else _strided(c["b"], c["rng"], how)
     init = None if c["init"] is None else [_strided(s, c["rng"], how) for s in c["init"]]
@@ -188,8 +228,13 @@ def test_layer_matches_reference(c, return_state, use_mask):
     opts = dict(c["opts"])
     cls = LAYERS[c["cell"]]
     H = c["U"].shape[0]
-    layer = cls(H, use_bias=c["b"] is not None, return_state=return_state,
-                dtype=np.dtype(c["dtype"]).name, **opts)
+    layer = cls(
+        H,
+        use_bias=c["b"] is not None,
+        return_state=return_state,
+        dtype=np.dtype(c["dtype"]).name,
+        **opts,
+    )
     layer.build((None, None, c["x"].shape[2]))
     layer.set_weights([w for w in (c["W"], c["U"], c["b"]) if w is not None])
     mask = c["mask"] if use_mask else None
@@ -210,9 +255,14 @@ def test_stateful_layer_chunks_equal_one_call(c, n_chunks):
         c["opts"]["go_backwards"] = False
     cls = LAYERS[c["cell"]]
     H, B, T = c["U"].shape[0], c["x"].shape[0], c["x"].shape[1]
-    layer = cls(H, use_bias=c["b"] is not None, stateful=True, return_sequences=True,
-                dtype=np.dtype(c["dtype"]).name,
-                **{k: v for k, v in c["opts"].items() if k != "return_sequences"})
+    layer = cls(
+        H,
+        use_bias=c["b"] is not None,
+        stateful=True,
+        return_sequences=True,
+        dtype=np.dtype(c["dtype"]).name,
+        **{k: v for k, v in c["opts"].items() if k != "return_sequences"},
+    )
     layer.build((B, None, c["x"].shape[2]))
     layer.set_weights([w for w in (c["W"], c["U"], c["b"]) if w is not None])
     bounds = np.linspace(0, T, n_chunks + 1).astype(int)
@@ -224,9 +274,15 @@ def test_stateful_layer_chunks_equal_one_call(c, n_chunks):
 
 
 @SETTINGS
-@given(st.integers(0, 4), st.integers(0, 4), st.integers(1, 5),
-       st.sampled_from(["linear", "tanh", "relu", "sigmoid", "softmax"]),
-       st.sampled_from([np.float32, np.float64]), st.booleans(), st.integers(0, 2**31))
+@given(
+    st.integers(0, 4),
+    st.integers(0, 4),
+    st.integers(1, 5),
+    st.sampled_from(["linear", "tanh", "relu", "sigmoid", "softmax"]),
+    st.sampled_from([np.float32, np.float64]),
+    st.booleans(),
+    st.integers(0, 2**31),
+)
 def test_dense_matches_reference(n, d, u, act, dtype, use_bias, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, 3, d)).astype(dtype)

@@ -45,8 +45,9 @@ def _x(b=2, t=4, d=2, dtype=np.float32, seed=0):
 
 
 def _model():
-    return rnncore.Sequential([rnncore.Input((4, 2)), L.LSTM(3, return_sequences=True),
-                               L.GRU(3), L.Dense(2)])
+    return rnncore.Sequential(
+        [rnncore.Input((4, 2)), L.LSTM(3, return_sequences=True), L.GRU(3), L.Dense(2)]
+    )
 
 
 # ---- wrong rank / shape -------------------------------------------------------------------
@@ -174,8 +175,13 @@ def test_set_weights_rejects_silently_lossy_values(bad):
 def test_set_weights_mismatches(cls):
     layer = _built(cls)
     w = layer.get_weights()
-    for bad in (w[:-1], w + [np.zeros(1, np.float32)], [w[1], w[0], w[2]], [],
-                [np.zeros((2, 2), np.float32)] * 3):
+    for bad in (
+        w[:-1],
+        w + [np.zeros(1, np.float32)],
+        [w[1], w[0], w[2]],
+        [],
+        [np.zeros((2, 2), np.float32)] * 3,
+    ):
         with pytest.raises(ValueError):
             layer.set_weights(bad)
     with pytest.raises(BAD_ERRORS):
@@ -201,8 +207,9 @@ def test_unknown_option_names(cls):
 
 
 @pytest.mark.parametrize("cls", RNN_LAYERS + [L.Dense])
-@pytest.mark.parametrize("units", [0, -1, 1.5, 2.7, "3", None, True, np.bool_(True),
-                                   float("nan"), float("inf"), [3]])
+@pytest.mark.parametrize(
+    "units", [0, -1, 1.5, 2.7, "3", None, True, np.bool_(True), float("nan"), float("inf"), [3]]
+)
 def test_bad_units(cls, units):
     # refused, never rounded: Dense(2.7) is not 2 units, LSTM(True) is not 1
     with pytest.raises((TypeError, ValueError), match="units must be a positive integer"):
@@ -218,8 +225,13 @@ def test_integral_units(cls, units):
 
 @pytest.mark.parametrize("cls", RNN_LAYERS)
 def test_bad_option_values(cls):
-    for kw in ({"activation": "tanhh"}, {"dropout": 2}, {"dropout": float("nan")},
-               {"recurrent_dropout": -0.1}, {"activation": 5}):
+    for kw in (
+        {"activation": "tanhh"},
+        {"dropout": 2},
+        {"dropout": float("nan")},
+        {"recurrent_dropout": -0.1},
+        {"activation": 5},
+    ):
         with pytest.raises(BAD_ERRORS + (NotImplementedError,)):
             cls(3, **kw)
     if cls is not L.SimpleRNN:
@@ -335,34 +347,44 @@ _ABSURD = {
     "LSTM(10**9) call": "L.LSTM(10**9)(np.zeros((1, 1, 2), np.float32))",
     "functional lstm zero-size input, huge output": (
         "F.lstm(np.zeros((2**20, 2**20, 0), np.float32), np.zeros((0, 16), np.float32),"
-        " np.zeros((4, 16), np.float32), return_sequences=True)"),
+        " np.zeros((4, 16), np.float32), return_sequences=True)"
+    ),
     "functional lstm output size overflows int64": (
         "F.lstm(np.zeros((2**30, 2**30, 0), np.float32), np.zeros((0, 32), np.float32),"
-        " np.zeros((8, 32), np.float32), return_sequences=True)"),
+        " np.zeros((8, 32), np.float32), return_sequences=True)"
+    ),
     "functional gru projection overflows int64": (
         "F.gru(np.zeros((2**30, 2**30, 0), np.float32), np.zeros((0, 12), np.float32),"
-        " np.zeros((4, 12), np.float32), training=True)"),
+        " np.zeros((4, 12), np.float32), training=True)"
+    ),
     "functional simple_rnn backward workspace overflows int64": (
         "F.simple_rnn(np.zeros((2**31, 2**29, 0), np.float64), np.zeros((0, 64), np.float64),"
-        " np.zeros((64, 64), np.float64), training=True)"),
+        " np.zeros((64, 64), np.float64), training=True)"
+    ),
     "functional dense output overflows int64": (
-        "F.dense(np.zeros((2**30, 2**30, 0), np.float32), np.zeros((0, 2**10), np.float32))"),
+        "F.dense(np.zeros((2**30, 2**30, 0), np.float32), np.zeros((0, 2**10), np.float32))"
+    ),
     "stream batch_size 2**62": (
         "F.stream('lstm', np.zeros((2, 16), np.float32), np.zeros((4, 16), np.float32),"
-        " batch_size=2**62)"),
+        " batch_size=2**62)"
+    ),
     "stream batch_size 2**40": (
         "F.stream('lstm', np.zeros((2, 16), np.float32), np.zeros((4, 16), np.float32),"
-        " batch_size=2**40)"),
+        " batch_size=2**40)"
+    ),
     "zero-stride view 2**30 x 2**30": (
         "F.lstm(np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (2**30, 2**30, 1),"
-        " (0, 0, 0)), np.zeros((1, 16), np.float32), np.zeros((4, 16), np.float32))"),
+        " (0, 0, 0)), np.zeros((1, 16), np.float32), np.zeros((4, 16), np.float32))"
+    ),
     "layer zero-stride view": (
         "L.LSTM(4)(np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (2**30, 2**30, 2),"
-        " (0, 0, 0)))"),
+        " (0, 0, 0)))"
+    ),
     "predict zero-stride view": (
         "rnncore.Sequential([rnncore.Input((2**30, 2)), L.GRU(4)]).predict("
         "np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (2**30, 2**30, 2), (0, 0, 0)),"
-        " batch_size=2**29)"),
+        " batch_size=2**29)"
+    ),
 }
 
 _CHILD = textwrap.dedent("""
@@ -387,8 +409,12 @@ _CHILD = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def absurd_results():
-    proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(_ABSURD)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, json.dumps(_ABSURD)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     results = {}
     for line in proc.stdout.splitlines():
         if line.startswith("{"):
@@ -406,7 +432,8 @@ def test_absurd_sizes_fail_cleanly_before_allocating(name, absurd_results):
         assert kind.endswith("MemoryError") or kind == "builtins.ValueError", (kind, msg)
         return
     assert kind in ("builtins.MemoryError", "builtins.ValueError", "builtins.OverflowError") or (
-        kind.endswith("Error") and not kind.endswith("_ArrayMemoryError")
+        kind.endswith("Error")
+        and not kind.endswith("_ArrayMemoryError")
         and kind.split(".")[-1] in ("ModelFileError", "UnsupportedArgumentError")
     ), f"{name}: {kind}: {msg}"
     assert "Unable to allocate" not in msg, (

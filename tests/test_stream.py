@@ -29,8 +29,14 @@ def test_one_step_at_a_time_equals_whole_sequence(cell, dtype, rng):
     mask = rng.random((B, T)) > 0.3
     whole = getattr(F, cell)(x, W, U, b, mask=mask, return_sequences=True)
     s = F.stream(cell, W, U, b, batch_size=B)
-    steps = [s.run(np.ascontiguousarray(x[:, t:t + 1]), np.ascontiguousarray(mask[:, t:t + 1]),
-                   return_sequences=True) for t in range(T)]
+    steps = [
+        s.run(
+            np.ascontiguousarray(x[:, t : t + 1]),
+            np.ascontiguousarray(mask[:, t : t + 1]),
+            return_sequences=True,
+        )
+        for t in range(T)
+    ]
     got = np.concatenate(steps, axis=1)
     # The "previous output" of a masked step restarts at zero in each call, so compare the
     # outputs at used steps and the final states. Not bit for bit: one step per call makes

@@ -52,21 +52,29 @@ def _run_threads(target, n=THREADS):
 def _inputs(rng, d=6):
     """Different shapes and dtypes for one model (float64 inputs are cast by the layers)."""
     out = []
-    for b, t, dt in [(1, 1, np.float32), (3, 7, np.float64), (16, 12, np.float32),
-                     (5, 30, np.float64), (33, 3, np.float32), (2, 50, np.float32)]:
+    for b, t, dt in [
+        (1, 1, np.float32),
+        (3, 7, np.float64),
+        (16, 12, np.float32),
+        (5, 30, np.float64),
+        (33, 3, np.float32),
+        (2, 50, np.float32),
+    ]:
         out.append(rng.standard_normal((b, t, d)).astype(dt))
     return out
 
 
 def _model():
-    return rnncore.Sequential([
-        rnncore.Input((None, 6)),
-        L.Masking(0.0),
-        L.Bidirectional(L.LSTM(8, return_sequences=True)),
-        L.GRU(7, return_sequences=True),
-        L.SimpleRNN(5),
-        L.Dense(3, activation="softmax"),
-    ])
+    return rnncore.Sequential(
+        [
+            rnncore.Input((None, 6)),
+            L.Masking(0.0),
+            L.Bidirectional(L.LSTM(8, return_sequences=True)),
+            L.GRU(7, return_sequences=True),
+            L.SimpleRNN(5),
+            L.Dense(3, activation="softmax"),
+        ]
+    )
 
 
 def test_predict_many_threads_equals_serial():
@@ -133,16 +141,27 @@ def _counter_layer(cls, go_backwards, **kw):
     if cls is L.SimpleRNN:
         layer = cls(H, activation="linear", stateful=True, go_backwards=go_backwards, **kw)
         layer.build((4, None, D))
-        layer.set_weights([(0.1 * rng.standard_normal((D, H))).astype(np.float32),
-                           np.eye(H, dtype=np.float32), np.zeros(H, np.float32)])
+        layer.set_weights(
+            [
+                (0.1 * rng.standard_normal((D, H))).astype(np.float32),
+                np.eye(H, dtype=np.float32),
+                np.zeros(H, np.float32),
+            ]
+        )
     else:
-        layer = cls(H, activation="linear", recurrent_activation="hard_sigmoid",
-                    stateful=True, go_backwards=go_backwards, **kw)
+        layer = cls(
+            H,
+            activation="linear",
+            recurrent_activation="hard_sigmoid",
+            stateful=True,
+            go_backwards=go_backwards,
+            **kw,
+        )
         layer.build((4, None, D))
         W = np.zeros((D, 4 * H), np.float32)
-        W[:, 2 * H:3 * H] = 0.1 * rng.standard_normal((D, H))
+        W[:, 2 * H : 3 * H] = 0.1 * rng.standard_normal((D, H))
         b = np.full(4 * H, 10.0, np.float32)
-        b[2 * H:3 * H] = 0.01
+        b[2 * H : 3 * H] = 0.01
         layer.set_weights([W, np.zeros((H, 4 * H), np.float32), b])
     return layer
 
@@ -167,8 +186,9 @@ def test_shared_stateful_layer_loses_no_update(cls, go_backwards):
 
     _run_threads(work, n_threads)
     for s, w in zip(shared.states, want):
-        np.testing.assert_allclose(s, w, rtol=1e-4, atol=1e-5,
-                                   err_msg="a call's state update was lost or mixed")
+        np.testing.assert_allclose(
+            s, w, rtol=1e-4, atol=1e-5, err_msg="a call's state update was lost or mixed"
+        )
 
 
 @pytest.mark.parametrize("cls", [L.SimpleRNN, L.LSTM, L.GRU])

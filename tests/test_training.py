@@ -52,11 +52,18 @@ def test_gru_learns_a_delayed_copy():
     rng = np.random.default_rng(3)
     x, y = delayed_copy(1500, 10, 4, 3, rng)
     x_test, y_test = delayed_copy(300, 10, 4, 3, rng)
-    model = rnncore.Sequential([
-        rnncore.Input((10, 4)), GRU(24, return_sequences=True), Dense(5, activation="softmax"),
-    ])
-    model.compile(optimizer=optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model = rnncore.Sequential(
+        [
+            rnncore.Input((10, 4)),
+            GRU(24, return_sequences=True),
+            Dense(5, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=optimizers.Adam(0.01),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     history = model.fit(x, y, batch_size=32, epochs=8, verbose=0)
     loss, accuracy = model.evaluate(x_test, y_test, verbose=0)
     assert accuracy >= 0.98, accuracy  # chance: 0.25 (0.475 counting the known blanks)
@@ -72,11 +79,15 @@ def test_masked_bidirectional_classifier_with_dropout_learns():
     lengths = rng.integers(3, T + 1, n)
     x[np.arange(T)[None, :] >= lengths[:, None]] = 0.0
     y = (x.sum(axis=(1, 2)) > 0).astype(np.float32)
-    model = rnncore.Sequential([
-        rnncore.Input((T, 1)), Masking(0.0),
-        Bidirectional(SimpleRNN(8, dropout=0.1), merge_mode="concat"), Dropout(0.1),
-        Dense(1, activation="sigmoid"),
-    ])
+    model = rnncore.Sequential(
+        [
+            rnncore.Input((T, 1)),
+            Masking(0.0),
+            Bidirectional(SimpleRNN(8, dropout=0.1), merge_mode="concat"),
+            Dropout(0.1),
+            Dense(1, activation="sigmoid"),
+        ]
+    )
     model.compile(optimizer="rmsprop", loss="binary_crossentropy", metrics=["accuracy"])
     history = model.fit(x, y, batch_size=32, epochs=6, validation_split=0.25, verbose=0)
     assert history.history["val_accuracy"][-1] >= 0.9, history.history
@@ -99,8 +110,9 @@ def test_seeds_make_training_reproducible(rng):
     runs = []
     for _ in range(2):
         rnncore.set_random_seed(123)
-        model = rnncore.Sequential([rnncore.Input((6, 2)), LSTM(4, dropout=0.3), Dropout(0.2),
-                                    Dense(1)])
+        model = rnncore.Sequential(
+            [rnncore.Input((6, 2)), LSTM(4, dropout=0.3), Dropout(0.2), Dense(1)]
+        )
         model.compile("adam", "mse")
         history = model.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=True)
         runs.append((model.get_weights(), history.history["loss"]))
@@ -119,7 +131,8 @@ def test_history_validation_and_evaluate(rng):
     assert history.epoch == [0, 1, 2]
     # validation_split holds out the last 20% (10 samples): the same numbers as evaluate
     assert history.history["val_loss"][-1] == pytest.approx(
-        model.evaluate(x[40:], y[40:], verbose=0)[0], rel=1e-6)
+        model.evaluate(x[40:], y[40:], verbose=0)[0], rel=1e-6
+    )
     logs = model.evaluate(x, y, batch_size=7, verbose=0, return_dict=True)
     assert set(logs) == {"loss", "mae"}
     assert logs["loss"] == pytest.approx(float(np.mean((model.predict(x) - y) ** 2)), rel=1e-5)
@@ -143,11 +156,17 @@ def test_progress_output(rng, capsys):
 
 def test_compile_accepts_objects_and_strings():
     model = _small_model()
-    model.compile(optimizer=optimizers.SGD(0.1, momentum=0.9, nesterov=True),
-                  loss=rnncore.losses.MeanAbsoluteError(), metrics=["mae", "accuracy"])
+    model.compile(
+        optimizer=optimizers.SGD(0.1, momentum=0.9, nesterov=True),
+        loss=rnncore.losses.MeanAbsoluteError(),
+        metrics=["mae", "accuracy"],
+    )
     assert isinstance(model.optimizer, optimizers.SGD)
-    for bad in ({"optimizer": "adagrad", "loss": "mse"}, {"loss": "hinge"},
-                {"loss": "mse", "metrics": ["auc"]}):
+    for bad in (
+        {"optimizer": "adagrad", "loss": "mse"},
+        {"loss": "hinge"},
+        {"loss": "mse", "metrics": ["auc"]},
+    ):
         with pytest.raises(ValueError, match="unknown"):
             model.compile(**bad)
     with pytest.raises(ValueError, match="loss is required"):
@@ -205,8 +224,15 @@ def test_early_stopping_restores_the_best_weights(rng):
     recorder = Recorder()
     stop = callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
     # validation targets of the opposite sign: fitting the training data makes val_loss worse
-    history = model.fit(x, y, batch_size=8, epochs=20, validation_data=(x, -y),
-                        callbacks=[recorder, stop], verbose=0)
+    history = model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=20,
+        validation_data=(x, -y),
+        callbacks=[recorder, stop],
+        verbose=0,
+    )
     val = history.history["val_loss"]
     best = int(np.argmin(val))
     assert len(val) == best + 3  # stopped after `patience` epochs without improvement
@@ -219,17 +245,26 @@ def test_model_checkpoint(rng, tmp_path):
     model = _small_model(seed=0)
     model.compile(optimizers.Adam(0.02), "mse")
     path = str(tmp_path / "ckpt-{epoch:02d}.rnncore")
-    model.fit(x, y, epochs=3, validation_split=0.25, verbose=0,
-              callbacks=[callbacks.ModelCheckpoint(path)])
+    model.fit(
+        x,
+        y,
+        epochs=3,
+        validation_split=0.25,
+        verbose=0,
+        callbacks=[callbacks.ModelCheckpoint(path)],
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "ckpt-01.rnncore", "ckpt-02.rnncore", "ckpt-03.rnncore"]
+        "ckpt-01.rnncore",
+        "ckpt-02.rnncore",
+        "ckpt-03.rnncore",
+    ]
     last = rnncore.load_model(tmp_path / "ckpt-03.rnncore")
     np.testing.assert_array_equal(last.predict(x), model.predict(x))
     best_path = tmp_path / "best.npz"
-    checkpoint = callbacks.ModelCheckpoint(str(best_path), save_best_only=True,
-                                           save_weights_only=True)
-    history = model.fit(x, y, epochs=4, validation_split=0.25, verbose=0,
-                        callbacks=[checkpoint])
+    checkpoint = callbacks.ModelCheckpoint(
+        str(best_path), save_best_only=True, save_weights_only=True
+    )
+    history = model.fit(x, y, epochs=4, validation_split=0.25, verbose=0, callbacks=[checkpoint])
     assert checkpoint.best == min(history.history["val_loss"])
     assert best_path.exists()
 
@@ -238,8 +273,9 @@ def test_model_checkpoint(rng, tmp_path):
 
 
 def _compiled(loss="mse", units=1, activation=None, **kw):
-    model = rnncore.Sequential([rnncore.Input((6, 2)), GRU(4, seed=0),
-                                Dense(units, activation=activation, seed=1)])
+    model = rnncore.Sequential(
+        [rnncore.Input((6, 2)), GRU(4, seed=0), Dense(units, activation=activation, seed=1)]
+    )
     model.compile(optimizers.Adam(0.01), loss, **kw)
     return model
 
@@ -260,12 +296,15 @@ def test_mismatched_lengths_and_missing_targets(rng):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("loss,units,activation,y_shape,match", [
-    ("mse", 1, None, (40, 3), r"expected targets of shape \(batch, 1\)"),
-    ("categorical_crossentropy", 3, "softmax", (40,), "sparse_categorical_crossentropy"),
-    ("sparse_categorical_crossentropy", 3, "softmax", (40, 3), "categorical_crossentropy"),
-    ("binary_crossentropy", 1, "sigmoid", (40, 6, 1), r"\(batch, 1\)"),
-])
+@pytest.mark.parametrize(
+    "loss,units,activation,y_shape,match",
+    [
+        ("mse", 1, None, (40, 3), r"expected targets of shape \(batch, 1\)"),
+        ("categorical_crossentropy", 3, "softmax", (40,), "sparse_categorical_crossentropy"),
+        ("sparse_categorical_crossentropy", 3, "softmax", (40, 3), "categorical_crossentropy"),
+        ("binary_crossentropy", 1, "sigmoid", (40, 6, 1), r"\(batch, 1\)"),
+    ],
+)
 def test_target_shape_that_does_not_fit_the_loss(loss, units, activation, y_shape, match):
     model = _compiled(loss, units, activation)
     before = model.get_weights()
@@ -294,8 +333,9 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_weights(rng):
 
     snap = Snapshot()
     with pytest.warns(RuntimeWarning, match="non-finite.*epoch 1, batch 3.*not applied"):
-        history = model.fit(x, y, batch_size=8, epochs=5, shuffle=False, verbose=0,
-                            callbacks=[recorder, snap])
+        history = model.fit(
+            x, y, batch_size=8, epochs=5, shuffle=False, verbose=0, callbacks=[recorder, snap]
+        )
     assert history.epoch == [0] and np.isnan(history.history["loss"][0])
     for a, b in zip(model.get_weights(), snap.last):
         np.testing.assert_array_equal(a, b)
@@ -322,8 +362,7 @@ def test_an_exception_inside_a_step_leaves_the_weights_untouched(rng, monkeypatc
 
     monkeypatch.setattr(gru, "backward", failing_backward)
     with pytest.raises(MemoryError, match="simulated"):
-        model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0,
-                  callbacks=[Snapshot()])
+        model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[Snapshot()])
     assert len(snap) == 2
     for a, b in zip(model.get_weights(), snap[-1]):
         np.testing.assert_array_equal(a, b)

@@ -32,8 +32,11 @@ def _fake_statsmodels(monkeypatch):
     datasets.sunspots = sunspots
     root = types.ModuleType("statsmodels")
     root.datasets = datasets
-    for name, module in (("statsmodels", root), ("statsmodels.datasets", datasets),
-                         ("statsmodels.datasets.sunspots", sunspots)):
+    for name, module in (
+        ("statsmodels", root),
+        ("statsmodels.datasets", datasets),
+        ("statsmodels.datasets.sunspots", sunspots),
+    ):
         monkeypatch.setitem(sys.modules, name, module)
 
 

@@ -73,8 +73,9 @@ def check_model_gradients(model, x, y, loss, rng, eps=1e-6, x_free=None):
         numeric, analytic = (up - down) / (2 * eps), float(np.sum(g * r))
         errors.append(abs(numeric - analytic) / max(abs(numeric), abs(analytic), 1e-8))
     r = rng.standard_normal(x.shape) * (x_free if x_free is not None else 1.0)
-    numeric = (_loss_value(model, x + eps * r, y, loss)
-               - _loss_value(model, x - eps * r, y, loss)) / (2 * eps)
+    numeric = (
+        _loss_value(model, x + eps * r, y, loss) - _loss_value(model, x - eps * r, y, loss)
+    ) / (2 * eps)
     analytic = float(np.sum(dx * r))
     errors.append(abs(numeric - analytic) / max(abs(numeric), abs(analytic), 1e-8))
     return max(errors)
@@ -87,13 +88,16 @@ MERGE_MODES = ["concat", "sum", "mul", "ave"]
 @pytest.mark.parametrize("return_sequences", [True, False], ids=["seq", "last"])
 def test_bidirectional_lstm_with_mask_then_dense(merge_mode, return_sequences, rng):
     """The issue's check: Masking -> Bidirectional(LSTM) -> Dense, float64."""
-    model = rnncore.Sequential([
-        rnncore.Input((T, D), dtype="float64"),
-        Masking(0.0, **F64),
-        Bidirectional(LSTM(5, return_sequences=return_sequences, seed=1, **F64),
-                      merge_mode=merge_mode),
-        Dense(2, seed=2, **F64),
-    ])
+    model = rnncore.Sequential(
+        [
+            rnncore.Input((T, D), dtype="float64"),
+            Masking(0.0, **F64),
+            Bidirectional(
+                LSTM(5, return_sequences=return_sequences, seed=1, **F64), merge_mode=merge_mode
+            ),
+            Dense(2, seed=2, **F64),
+        ]
+    )
     for v in model.weights:  # non-zero biases, so every path carries a gradient
         v.value[...] += 0.1 * rng.standard_normal(v.shape)
     x = _data(rng)
@@ -104,17 +108,19 @@ def test_bidirectional_lstm_with_mask_then_dense(merge_mode, return_sequences, r
 
 
 def _stack(cell, **kw):
-    return rnncore.Sequential([
-        rnncore.Input((T, D), dtype="float64"),
-        Masking(0.0, **F64),
-        cell(4, return_sequences=True, seed=3, dropout=0.3, **kw, **F64),
-        Dropout(0.25, **F64),
-        cell(3, return_sequences=True, go_backwards=True, seed=4, **kw, **F64),
-        TimeDistributed(Dense(3, activation="tanh", seed=5, **F64)),
-        cell(4, seed=6, **kw, **F64),
-        Dense(3, seed=7, **F64),
-        Activation("softmax", **F64),
-    ])
+    return rnncore.Sequential(
+        [
+            rnncore.Input((T, D), dtype="float64"),
+            Masking(0.0, **F64),
+            cell(4, return_sequences=True, seed=3, dropout=0.3, **kw, **F64),
+            Dropout(0.25, **F64),
+            cell(3, return_sequences=True, go_backwards=True, seed=4, **kw, **F64),
+            TimeDistributed(Dense(3, activation="tanh", seed=5, **F64)),
+            cell(4, seed=6, **kw, **F64),
+            Dense(3, seed=7, **F64),
+            Activation("softmax", **F64),
+        ]
+    )
 
 
 @pytest.mark.parametrize(
@@ -149,11 +155,13 @@ def test_stacked_layers_with_dropout_and_masks(cell, kw, rng):
 )
 def test_every_loss_through_a_gru(loss, out_act, rng):
     units = 1 if "binary" in str(loss) or "Binary" in type(loss).__name__ else 3
-    model = rnncore.Sequential([
-        rnncore.Input((T, D), dtype="float64"),
-        GRU(4, return_sequences=True, seed=8, **F64),
-        Dense(units, activation=out_act, seed=9, **F64),
-    ])
+    model = rnncore.Sequential(
+        [
+            rnncore.Input((T, D), dtype="float64"),
+            GRU(4, return_sequences=True, seed=8, **F64),
+            Dense(units, activation=out_act, seed=9, **F64),
+        ]
+    )
     x = _data(rng, masked=False)
     name = loss if isinstance(loss, str) else loss.name
     if "sparse" in name:
@@ -193,14 +201,17 @@ def test_softmax_layer_and_merge_mode_none_at_layer_level(rng):
 )
 def test_recurrent_dropout_gradients(cell, kw, rng):
     """recurrent_dropout (with and without input dropout, masks, both directions)."""
-    model = rnncore.Sequential([
-        rnncore.Input((T, D), dtype="float64"),
-        Masking(0.0, **F64),
-        Bidirectional(cell(4, return_sequences=True, dropout=0.3, recurrent_dropout=0.4,
-                           **kw, **F64)),
-        cell(3, recurrent_dropout=0.5, go_backwards=True, **kw, **F64),
-        Dense(2, **F64),
-    ])
+    model = rnncore.Sequential(
+        [
+            rnncore.Input((T, D), dtype="float64"),
+            Masking(0.0, **F64),
+            Bidirectional(
+                cell(4, return_sequences=True, dropout=0.3, recurrent_dropout=0.4, **kw, **F64)
+            ),
+            cell(3, recurrent_dropout=0.5, go_backwards=True, **kw, **F64),
+            Dense(2, **F64),
+        ]
+    )
     for v in model.weights:
         v.value[...] += 0.1 * rng.standard_normal(v.shape)
     x = _data(rng)

@@ -28,7 +28,9 @@ OPTIMIZERS = {
     "adam_amsgrad_clipnorm": ({"learning_rate": 0.01, "amsgrad": True, "clipnorm": 0.5},) * 2,
     "rmsprop": ({},) * 2,
     "rmsprop_centered_momentum_clipvalue": (
-        {"learning_rate": 0.01, "momentum": 0.5, "centered": True, "clipvalue": 0.3},) * 2,
+        {"learning_rate": 0.01, "momentum": 0.5, "centered": True, "clipvalue": 0.3},
+    )
+    * 2,
 }
 
 
@@ -37,8 +39,11 @@ def test_optimizer_trajectory_matches_keras(name, rng):
     ours_kw, keras_kw = OPTIMIZERS[name]
     cls = name.split("_")[0]
     ours = optimizers.get(cls).__class__(**ours_kw)
-    theirs = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam,
-              "rmsprop": keras.optimizers.RMSprop}[cls](**keras_kw)
+    theirs = {
+        "sgd": keras.optimizers.SGD,
+        "adam": keras.optimizers.Adam,
+        "rmsprop": keras.optimizers.RMSprop,
+    }[cls](**keras_kw)
     w0 = rng.standard_normal((4, 3)).astype(np.float32)
     v = Variable(w0.copy(), "w", "w")
     kv = keras.Variable(w0.copy())
@@ -60,14 +65,20 @@ def _targets(name, rng, shape):
 
 
 LOSS_CASES = [(name, False) for name in ("mse", "mae")] + [
-    (name, logits) for name in ("binary_crossentropy", "categorical_crossentropy",
-                                "sparse_categorical_crossentropy") for logits in (False, True)
+    (name, logits)
+    for name in (
+        "binary_crossentropy",
+        "categorical_crossentropy",
+        "sparse_categorical_crossentropy",
+    )
+    for logits in (False, True)
 ]
 
 
 @pytest.mark.parametrize("shape", [(5, 3), (4, 6, 3)], ids=["2d", "3d"])
-@pytest.mark.parametrize("name,from_logits", LOSS_CASES,
-                         ids=[f"{n}{'-logits' if lg else ''}" for n, lg in LOSS_CASES])
+@pytest.mark.parametrize(
+    "name,from_logits", LOSS_CASES, ids=[f"{n}{'-logits' if lg else ''}" for n, lg in LOSS_CASES]
+)
 def test_loss_value_and_reduction_match_keras(name, shape, from_logits, rng):
     y_true = _targets(name, rng, shape)
     logits = rng.standard_normal(shape) * 2
@@ -84,10 +95,19 @@ def test_loss_value_and_reduction_match_keras(name, shape, from_logits, rng):
         y_pred[0, ..., 0] = 1.0
     kw = {"from_logits": True} if from_logits else {}
     ours = losses.get(name) if not kw else type(losses.get(name))(**kw)
-    theirs = keras.losses.get(name) if not kw else type(keras.losses.get(
-        {"binary_crossentropy": "BinaryCrossentropy",
-         "categorical_crossentropy": "CategoricalCrossentropy",
-         "sparse_categorical_crossentropy": "SparseCategoricalCrossentropy"}[name]))(**kw)
+    theirs = (
+        keras.losses.get(name)
+        if not kw
+        else type(
+            keras.losses.get(
+                {
+                    "binary_crossentropy": "BinaryCrossentropy",
+                    "categorical_crossentropy": "CategoricalCrossentropy",
+                    "sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
+                }[name]
+            )
+        )(**kw)
+    )
     if callable(theirs) and not isinstance(theirs, keras.losses.Loss):
         expected = float(np.mean(keras.ops.convert_to_numpy(theirs(y_true, y_pred))))
     else:
@@ -99,10 +119,16 @@ def test_one_training_step_matches_keras(rng):
     """Same weights, same batch: a Bidirectional LSTM -> Dense after one Adam step."""
     x = rng.standard_normal((8, 5, 3)).astype(np.float32)
     y = rng.standard_normal((8, 2)).astype(np.float32)
-    km = keras.Sequential([keras.Input((5, 3)), keras.layers.Bidirectional(
-        keras.layers.LSTM(4), merge_mode="ave"), keras.layers.Dense(2)])
-    ours = rnncore.Sequential([rnncore.Input((5, 3)), Bidirectional(LSTM(4), merge_mode="ave"),
-                               Dense(2)])
+    km = keras.Sequential(
+        [
+            keras.Input((5, 3)),
+            keras.layers.Bidirectional(keras.layers.LSTM(4), merge_mode="ave"),
+            keras.layers.Dense(2),
+        ]
+    )
+    ours = rnncore.Sequential(
+        [rnncore.Input((5, 3)), Bidirectional(LSTM(4), merge_mode="ave"), Dense(2)]
+    )
     ours.set_weights(km.get_weights())
     km.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
     ours.compile(optimizer=optimizers.Adam(0.01), loss="mse")
@@ -113,12 +139,18 @@ def test_one_training_step_matches_keras(rng):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("cell,keep_rec,kw", [
-    ("SimpleRNN", 0.6, {}), ("LSTM", 0.6, {}), ("GRU", 0.6, {}),
-    # (use_cudnn=False: Keras's fused path fails on implementation=1 with dropout)
-    ("LSTM", 1.0, {"implementation": 1, "use_cudnn": False}),
-    ("GRU", 1.0, {"implementation": 1, "use_cudnn": False}),
-], ids=["simple_rnn", "lstm", "gru", "lstm_implementation_1", "gru_implementation_1"])
+@pytest.mark.parametrize(
+    "cell,keep_rec,kw",
+    [
+        ("SimpleRNN", 0.6, {}),
+        ("LSTM", 0.6, {}),
+        ("GRU", 0.6, {}),
+        # (use_cudnn=False: Keras's fused path fails on implementation=1 with dropout)
+        ("LSTM", 1.0, {"implementation": 1, "use_cudnn": False}),
+        ("GRU", 1.0, {"implementation": 1, "use_cudnn": False}),
+    ],
+    ids=["simple_rnn", "lstm", "gru", "lstm_implementation_1", "gru_implementation_1"],
+)
 def test_dropout_and_recurrent_dropout_step_matches_keras(cell, keep_rec, kw, rng):
     """The same dropout masks given to both: one SGD step of Keras's per-gate form."""
     B, T, D, H = 6, 5, 3, 4
@@ -128,15 +160,17 @@ def test_dropout_and_recurrent_dropout_step_matches_keras(cell, keep_rec, kw, rn
     rec_masks = ((rng.random((gates, B, H)) < keep_rec) / keep_rec).astype(np.float32)
     x = rng.standard_normal((B, T, D)).astype(np.float32)
     y = rng.standard_normal((B, 1)).astype(np.float32)
-    k_layer = getattr(keras.layers, cell)(H, dropout=1 - keep_in,
-                                          recurrent_dropout=1 - keep_rec, **kw)
+    k_layer = getattr(keras.layers, cell)(
+        H, dropout=1 - keep_in, recurrent_dropout=1 - keep_rec, **kw
+    )
     km = keras.Sequential([keras.Input((T, D)), k_layer, keras.layers.Dense(1)])
     k_masks = [keras.ops.convert_to_tensor(m) for m in in_masks]
     k_rec = [keras.ops.convert_to_tensor(m) for m in rec_masks]
     k_layer.cell.get_dropout_mask = lambda _: k_masks if gates > 1 else k_masks[0]
     k_layer.cell.get_recurrent_dropout_mask = lambda _: k_rec if gates > 1 else k_rec[0]
-    r_layer = getattr(rnncore.layers, cell)(H, dropout=1 - keep_in,
-                                            recurrent_dropout=1 - keep_rec, **kw)
+    r_layer = getattr(rnncore.layers, cell)(
+        H, dropout=1 - keep_in, recurrent_dropout=1 - keep_rec, **kw
+    )
     ours = rnncore.Sequential([rnncore.Input((T, D)), r_layer, Dense(1)])
     ours.set_weights(km.get_weights())
     r_layer._draw_dropout_masks = lambda *_: (in_masks, rec_masks if keep_rec < 1 else None)

@@ -30,7 +30,24 @@ def build_info() -> dict:
     }
 
 
-__all__ = ["functional", "reference", "build_info", "get_num_threads", "set_num_threads",
-           "layers", "models", "Sequential", "Input", "load_model", "from_torch",
-           "load_keras", "load_onnx", "callbacks", "losses", "metrics", "optimizers", "utils",
-           "set_random_seed"]
+__all__ = [
+    "functional",
+    "reference",
+    "build_info",
+    "get_num_threads",
+    "set_num_threads",
+    "layers",
+    "models",
+    "Sequential",
+    "Input",
+    "load_model",
+    "from_torch",
+    "load_keras",
+    "load_onnx",
+    "callbacks",
+    "losses",
+    "metrics",
+    "optimizers",
+    "utils",
+    "set_random_seed",
+]

@@ -23,27 +23,34 @@ from rnncore.demo import _median_time
 
 def check(args) -> int:
     info = rnncore.build_info()
-    print(f"rnncore {rnncore.__version__}: build {info['isa']} ({info['simd']}), "
-          f"OpenMP {'on' if info['openmp'] else 'off'}, {info['threads']} thread(s), "
-          f"Eigen {info['eigen']}")
+    print(
+        f"rnncore {rnncore.__version__}: build {info['isa']} ({info['simd']}), "
+        f"OpenMP {'on' if info['openmp'] else 'off'}, {info['threads']} thread(s), "
+        f"Eigen {info['eigen']}"
+    )
     rng = np.random.default_rng(0)
     B, T, D, H = args.batch, args.timesteps, args.input_dim, args.units
     x = rng.standard_normal((B, T, D)).astype(np.float32)
     W = (rng.standard_normal((D, 4 * H)) / np.sqrt(D)).astype(np.float32)
     U = (rng.standard_normal((H, 4 * H)) / np.sqrt(H)).astype(np.float32)
     b = np.zeros(4 * H, np.float32)
-    b[H:2 * H] = 1.0  # unit_forget_bias, as Keras initialises an LSTM
+    b[H : 2 * H] = 1.0  # unit_forget_bias, as Keras initialises an LSTM
     y, h, c = functional.lstm(x, W, U, b, return_sequences=True)
-    ry, rh, rc = reference.lstm(*(a.astype(np.float64) for a in (x, W, U, b)),
-                                return_sequences=True)
+    ry, rh, rc = reference.lstm(
+        *(a.astype(np.float64) for a in (x, W, U, b)), return_sequences=True
+    )
     err = max(float(np.abs(a - r).max()) for a, r in ((y, ry), (h, rh), (c, rc)))
     ok = err < 1e-4
-    print(f"LSTM  batch={B} timesteps={T} input_dim={D} units={H}: output {y.shape}, "
-          f"max |core - reference| = {err:.2e} ({'OK' if ok else 'FAILED'})")
+    print(
+        f"LSTM  batch={B} timesteps={T} input_dim={D} units={H}: output {y.shape}, "
+        f"max |core - reference| = {err:.2e} ({'OK' if ok else 'FAILED'})"
+    )
     t_core = _median_time(lambda: functional.lstm(x, W, U, b, return_sequences=True))
     t_ref = _median_time(lambda: reference.lstm(x, W, U, b, return_sequences=True), repeats=3)
-    print(f"forward time: core {t_core * 1e3:.2f} ms, NumPy reference {t_ref * 1e3:.2f} ms "
-          f"({t_ref / t_core:.1f}x faster)")
+    print(
+        f"forward time: core {t_core * 1e3:.2f} ms, NumPy reference {t_ref * 1e3:.2f} ms "
+        f"({t_ref / t_core:.1f}x faster)"
+    )
     return 0 if ok else 1
 
 
@@ -52,15 +59,27 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     from . import demo
 
-    p = sub.add_parser("demo", help="train an LSTM model end to end and report its scores",
-                       description=demo.__doc__.split("\n\n")[0])
-    p.add_argument("--data", choices=("adding", "sunspots"), default="adding",
-                   help="adding: a synthetic task built in (default); sunspots: the yearly "
-                        "sunspot series shipped by statsmodels (pip install 'rnncore[demo]')")
+    p = sub.add_parser(
+        "demo",
+        help="train an LSTM model end to end and report its scores",
+        description=demo.__doc__.split("\n\n")[0],
+    )
+    p.add_argument(
+        "--data",
+        choices=("adding", "sunspots"),
+        default="adding",
+        help="adding: a synthetic task built in (default); sunspots: the yearly "
+        "sunspot series shipped by statsmodels (pip install 'rnncore[demo]')",
+    )
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: per task)")
     p.add_argument("--seed", type=int, default=0, help="the seed of data, weights and training")
-    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                   help="1: a progress bar per epoch; 2: one line per epoch; 0: none")
+    p.add_argument(
+        "--verbose",
+        type=int,
+        choices=(0, 1, 2),
+        default=1,
+        help="1: a progress bar per epoch; 2: one line per epoch; 0: none",
+    )
     p.set_defaults(run=demo.run)
     p = sub.add_parser("check", help="run an LSTM and check it against the NumPy reference")
     p.add_argument("--batch", type=int, default=16)

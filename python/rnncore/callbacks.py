@@ -78,8 +78,17 @@ class EarlyStopping(Callback):
     the model ends with the weights of its best epoch.
     """
 
-    def __init__(self, monitor="val_loss", min_delta=0, patience=0, verbose=0, mode="auto",
-                 baseline=None, restore_best_weights=False, start_from_epoch=0):
+    def __init__(
+        self,
+        monitor="val_loss",
+        min_delta=0,
+        patience=0,
+        verbose=0,
+        mode="auto",
+        baseline=None,
+        restore_best_weights=False,
+        start_from_epoch=0,
+    ):
         super().__init__()
         self.monitor = monitor
         self.patience = int(patience)
@@ -135,8 +144,10 @@ class EarlyStopping(Callback):
             print(f"Epoch {self.stopped_epoch + 1}: early stopping")
         if self.restore_best_weights and self.best_weights is not None:
             if self.verbose > 0:
-                print(f"Restoring model weights from the end of the best epoch: "
-                      f"{self.best_epoch + 1}.")
+                print(
+                    f"Restoring model weights from the end of the best epoch: "
+                    f"{self.best_epoch + 1}."
+                )
             self.model.set_weights(self.best_weights)
 
 
@@ -148,9 +159,17 @@ class ModelCheckpoint(Callback):
     ``model.save`` (rnncore's format); ``save_weights_only`` writes ``model.save_weights``.
     """
 
-    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
-                 save_weights_only=False, mode="auto", save_freq="epoch",
-                 initial_value_threshold=None):
+    def __init__(
+        self,
+        filepath,
+        monitor="val_loss",
+        verbose=0,
+        save_best_only=False,
+        save_weights_only=False,
+        mode="auto",
+        save_freq="epoch",
+        initial_value_threshold=None,
+    ):
         super().__init__()
         if save_freq != "epoch":
             raise NotImplementedError("ModelCheckpoint: only save_freq='epoch' is supported")
@@ -177,8 +196,10 @@ class ModelCheckpoint(Callback):
             if self.best is not None and not self.monitor_op(current, self.best):
                 return
             if self.verbose > 0:
-                print(f"Epoch {epoch + 1}: {self.monitor} improved from {self.best} to "
-                      f"{current:.5f}, saving model to {path}")
+                print(
+                    f"Epoch {epoch + 1}: {self.monitor} improved from {self.best} to "
+                    f"{current:.5f}, saving model to {path}"
+                )
             self.best = current
         directory = os.path.dirname(path)
         if directory:
@@ -213,9 +234,14 @@ class ProgbarLogger(Callback):
             except ImportError:  # a plain line per epoch when tqdm is missing
                 self._bar = None
                 return
-            self._bar = tqdm(total=self.params.get("steps"), desc=f"Epoch {epoch + 1}/{epochs}",
-                             unit="batch", file=self.file or sys.stdout, leave=True,
-                             dynamic_ncols=True)
+            self._bar = tqdm(
+                total=self.params.get("steps"),
+                desc=f"Epoch {epoch + 1}/{epochs}",
+                unit="batch",
+                file=self.file or sys.stdout,
+                leave=True,
+                dynamic_ncols=True,
+            )
 
     def on_train_batch_end(self, batch, logs=None):
         if self._bar is not None:
@@ -230,8 +256,7 @@ class ProgbarLogger(Callback):
             self._bar = None
         elif self.verbose:
             epochs = self.params.get("epochs", "?")
-            print(f"Epoch {epoch + 1}/{epochs} - {text}", file=self.file or sys.stdout,
-                  flush=True)
+            print(f"Epoch {epoch + 1}/{epochs} - {text}", file=self.file or sys.stdout, flush=True)
 
     def on_train_end(self, logs=None):
         if self._bar is not None:

@@ -46,11 +46,13 @@ def load_sunspots() -> tuple[np.ndarray, np.ndarray]:
     except ImportError:
         raise SystemExit(
             "rnncore demo --data sunspots: the sunspot series comes with statsmodels, which "
-            "is not installed; install the demo extra: pip install \"rnncore[demo]\""
+            'is not installed; install the demo extra: pip install "rnncore[demo]"'
         ) from None
     data = sunspots.load_pandas().data
-    return (np.asarray(data["YEAR"], dtype=np.float64),
-            np.asarray(data["SUNACTIVITY"], dtype=np.float64))
+    return (
+        np.asarray(data["YEAR"], dtype=np.float64),
+        np.asarray(data["SUNACTIVITY"], dtype=np.float64),
+    )
 
 
 def _median_time(fn, repeats=5) -> float:
@@ -76,9 +78,11 @@ def _inference_speed(model, x) -> None:
     t_core = _median_time(lambda: model.predict(x, batch_size=len(x)))
     t_ref = _median_time(lambda: _reference_predict(model, x), repeats=3)
     err = float(np.max(np.abs(y - y_ref)))
-    print(f"Inference on {len(x)} sequences: rnncore {t_core * 1e3:.1f} ms, NumPy reference "
-          f"{t_ref * 1e3:.1f} ms ({t_ref / t_core:.0f}x faster); "
-          f"max |rnncore - reference| = {err:.1e}")
+    print(
+        f"Inference on {len(x)} sequences: rnncore {t_core * 1e3:.1f} ms, NumPy reference "
+        f"{t_ref * 1e3:.1f} ms ({t_ref / t_core:.0f}x faster); "
+        f"max |rnncore - reference| = {err:.1e}"
+    )
 
 
 def _header(title: str) -> None:
@@ -99,27 +103,36 @@ def run_adding(args) -> int:
     timesteps = 30
     x, y = adding_problem(5000, timesteps, rng)
     x_test, y_test = adding_problem(1000, timesteps, rng)
-    print(f"Task: {timesteps} random numbers in [0, 1), two of them marked; predict the sum of "
-          f"the two marked ones.\nData: {len(x)} training and {len(x_test)} held-out "
-          f"sequences.\n")
+    print(
+        f"Task: {timesteps} random numbers in [0, 1), two of them marked; predict the sum of "
+        f"the two marked ones.\nData: {len(x)} training and {len(x_test)} held-out "
+        f"sequences.\n"
+    )
     model = _model(timesteps, 2, 32)
     model.compile(optimizer=optimizers.Adam(0.01), loss="mse", metrics=["mae"])
     model.summary()
     print()
-    history = model.fit(x, y, batch_size=32, epochs=args.epochs or 8, validation_split=0.1,
-                        verbose=args.verbose)
+    history = model.fit(
+        x, y, batch_size=32, epochs=args.epochs or 8, validation_split=0.1, verbose=args.verbose
+    )
     t_train = time.perf_counter() - t_start
     mse, mae = model.evaluate(x_test, y_test, verbose=0)
     baseline = float(np.mean((y_test - y.mean()) ** 2))
     close = float(np.mean(np.abs(model.predict(x_test) - y_test) < 0.1))
-    print(f"\nLearning: training loss (MSE) {history.history['loss'][0]:.4f} after epoch 1 -> "
-          f"{history.history['loss'][-1]:.4f} after epoch {len(history.epoch)}")
-    print(f"Held-out score: MSE {mse:.4f} (always predicting the mean: {baseline:.4f}), "
-          f"R^2 = {1 - mse / baseline:.3f}; MAE {mae:.3f}; within 0.1 of the target: "
-          f"{close:.1%}")
+    print(
+        f"\nLearning: training loss (MSE) {history.history['loss'][0]:.4f} after epoch 1 -> "
+        f"{history.history['loss'][-1]:.4f} after epoch {len(history.epoch)}"
+    )
+    print(
+        f"Held-out score: MSE {mse:.4f} (always predicting the mean: {baseline:.4f}), "
+        f"R^2 = {1 - mse / baseline:.3f}; MAE {mae:.3f}; within 0.1 of the target: "
+        f"{close:.1%}"
+    )
     pred = model.predict(x_test[:5])
-    print("Examples (target -> predicted): " + ", ".join(
-        f"{t:.3f} -> {p:.3f}" for t, p in zip(y_test[:5, 0], pred[:5, 0])))
+    print(
+        "Examples (target -> predicted): "
+        + ", ".join(f"{t:.3f} -> {p:.3f}" for t, p in zip(y_test[:5, 0], pred[:5, 0]))
+    )
     _inference_speed(model, x_test)
     print(f"Total time: {time.perf_counter() - t_start:.1f} s (training {t_train:.1f} s)")
     return 0 if mse < 0.5 * baseline else 1
@@ -131,34 +144,51 @@ def run_sunspots(args) -> int:
     _header("forecasting the yearly sunspot numbers (statsmodels' series, 1700-2008)")
     rnncore.set_random_seed(args.seed)
     window, scale = 24, 100.0
-    x = np.stack([spots[i:i + window] for i in range(len(spots) - window)])[:, :, None]
+    x = np.stack([spots[i : i + window] for i in range(len(spots) - window)])[:, :, None]
     y = spots[window:, None]
     target_years = years[window:]
     test = target_years >= 1959
     x_train, y_train = (x[~test] / scale).astype(np.float32), y[~test] / scale
     x_test, y_test = (x[test] / scale).astype(np.float32), y[test]
-    print(f"Task: from the previous {window} years, forecast the next year's sunspot number.\n"
-          f"Data: {len(x_train)} windows with targets {int(target_years[0])}-"
-          f"{int(target_years[~test][-1])} to train on (the last 15% for early stopping), "
-          f"{len(x_test)} held out ({int(target_years[test][0])}-{int(target_years[-1])}).\n")
+    print(
+        f"Task: from the previous {window} years, forecast the next year's sunspot number.\n"
+        f"Data: {len(x_train)} windows with targets {int(target_years[0])}-"
+        f"{int(target_years[~test][-1])} to train on (the last 15% for early stopping), "
+        f"{len(x_test)} held out ({int(target_years[test][0])}-{int(target_years[-1])}).\n"
+    )
     model = _model(window, 1, 32)
     model.compile(optimizer=optimizers.Adam(0.005), loss="mse")
     stop = callbacks.EarlyStopping(monitor="val_loss", patience=20, restore_best_weights=True)
-    history = model.fit(x_train, y_train, batch_size=16, epochs=args.epochs or 150,
-                        validation_split=0.15, callbacks=[stop], verbose=args.verbose)
+    history = model.fit(
+        x_train,
+        y_train,
+        batch_size=16,
+        epochs=args.epochs or 150,
+        validation_split=0.15,
+        callbacks=[stop],
+        verbose=args.verbose,
+    )
     t_train = time.perf_counter() - t_start
     forecast = model.predict(x_test) * scale
     mae = float(np.mean(np.abs(forecast - y_test)))
     naive = float(np.mean(np.abs(x_test[:, -1] * scale - y_test)))
     best = int(np.argmin(history.history["val_loss"])) + 1
-    print(f"\nTrained {len(history.epoch)} epochs (best validation loss at epoch {best}, "
-          f"weights restored).")
-    print(f"Held-out forecast error, 1959-2008 (mean absolute error, in sunspots): LSTM "
-          f"{mae:.1f}, naive 'same as last year' {naive:.1f} "
-          f"({naive / mae:.1f}x the LSTM's error)")
-    print("Examples (year: actual -> forecast): " + ", ".join(
-        f"{int(yr)}: {a:.0f} -> {f:.0f}"
-        for yr, a, f in list(zip(target_years[test], y_test[:, 0], forecast[:, 0]))[-5:]))
+    print(
+        f"\nTrained {len(history.epoch)} epochs (best validation loss at epoch {best}, "
+        f"weights restored)."
+    )
+    print(
+        f"Held-out forecast error, 1959-2008 (mean absolute error, in sunspots): LSTM "
+        f"{mae:.1f}, naive 'same as last year' {naive:.1f} "
+        f"({naive / mae:.1f}x the LSTM's error)"
+    )
+    print(
+        "Examples (year: actual -> forecast): "
+        + ", ".join(
+            f"{int(yr)}: {a:.0f} -> {f:.0f}"
+            for yr, a, f in list(zip(target_years[test], y_test[:, 0], forecast[:, 0]))[-5:]
+        )
+    )
     _inference_speed(model, x_test)
     print(f"Total time: {time.perf_counter() - t_start:.1f} s (training {t_train:.1f} s)")
     return 0 if mae < naive else 1

@@ -113,9 +113,23 @@ class Gradients(NamedTuple):
     initial_state: list  # dL/dh0 (and dL/dc0 for LSTM), each (B, H)
 
 
-def _run(cell, x, kernel, recurrent_kernel, bias, initial_state, mask, n_states, *,
-         activation, recurrent_activation="sigmoid", reset_after=True,
-         go_backwards=False, return_sequences=False, training=False):
+def _run(
+    cell,
+    x,
+    kernel,
+    recurrent_kernel,
+    bias,
+    initial_state,
+    mask,
+    n_states,
+    *,
+    activation,
+    recurrent_activation="sigmoid",
+    reset_after=True,
+    go_backwards=False,
+    return_sequences=False,
+    training=False,
+):
     inputs = (
         _array(x, "x"),
         _array(kernel, "kernel"),
@@ -126,8 +140,9 @@ def _run(cell, x, kernel, recurrent_kernel, bias, initial_state, mask, n_states,
     )
     for name, value in (("activation", activation), ("recurrent_activation", recurrent_activation)):
         if not isinstance(value, str):
-            raise TypeError(f"{name}: expected an activation name (one of {ACTIVATIONS}), "
-                            f"got {value!r}")
+            raise TypeError(
+                f"{name}: expected an activation name (one of {ACTIVATIONS}), got {value!r}"
+            )
     options = (
         activation,
         recurrent_activation,
@@ -167,36 +182,91 @@ def backward(workspace: Workspace, d_output, d_state=None) -> Gradients:
     return Gradients(dx, dW, dU, db, d_init)
 
 
-def simple_rnn(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
-               initial_state=None, mask=None, go_backwards=False, return_sequences=False,
-               training=False):
+def simple_rnn(
+    x,
+    kernel,
+    recurrent_kernel,
+    bias=None,
+    *,
+    activation="tanh",
+    initial_state=None,
+    mask=None,
+    go_backwards=False,
+    return_sequences=False,
+    training=False,
+):
     """SimpleRNN: ``h_t = act(x_t W + h_{t-1} U + b)``. Returns ``(output, h)``.
 
     With ``training=True`` a :class:`Workspace` for :func:`backward` is appended.
     """
-    return _run("simple_rnn", x, kernel, recurrent_kernel, bias, initial_state, mask, 1,
-                activation=activation, go_backwards=go_backwards,
-                return_sequences=return_sequences, training=training)
+    return _run(
+        "simple_rnn",
+        x,
+        kernel,
+        recurrent_kernel,
+        bias,
+        initial_state,
+        mask,
+        1,
+        activation=activation,
+        go_backwards=go_backwards,
+        return_sequences=return_sequences,
+        training=training,
+    )
 
 
-def lstm(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
-         recurrent_activation="sigmoid", initial_state=None, mask=None, go_backwards=False,
-         return_sequences=False, training=False):
+def lstm(
+    x,
+    kernel,
+    recurrent_kernel,
+    bias=None,
+    *,
+    activation="tanh",
+    recurrent_activation="sigmoid",
+    initial_state=None,
+    mask=None,
+    go_backwards=False,
+    return_sequences=False,
+    training=False,
+):
     """LSTM, gates ``i, f, c, o``. Returns ``(output, h, c)``.
 
     ``i, f, o = rec_act(.)``, ``g = act(.)``, ``c_t = f c_{t-1} + i g``,
     ``h_t = o act(c_t)``. ``initial_state`` is ``[h0, c0]``. With ``training=True`` a
     :class:`Workspace` for :func:`backward` is appended.
     """
-    return _run("lstm", x, kernel, recurrent_kernel, bias, initial_state, mask, 2,
-                activation=activation, recurrent_activation=recurrent_activation,
-                go_backwards=go_backwards, return_sequences=return_sequences,
-                training=training)
+    return _run(
+        "lstm",
+        x,
+        kernel,
+        recurrent_kernel,
+        bias,
+        initial_state,
+        mask,
+        2,
+        activation=activation,
+        recurrent_activation=recurrent_activation,
+        go_backwards=go_backwards,
+        return_sequences=return_sequences,
+        training=training,
+    )
 
 
-def gru(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
-        recurrent_activation="sigmoid", reset_after=True, initial_state=None, mask=None,
-        go_backwards=False, return_sequences=False, training=False):
+def gru(
+    x,
+    kernel,
+    recurrent_kernel,
+    bias=None,
+    *,
+    activation="tanh",
+    recurrent_activation="sigmoid",
+    reset_after=True,
+    initial_state=None,
+    mask=None,
+    go_backwards=False,
+    return_sequences=False,
+    training=False,
+):
     """GRU, gates ``z, r, h``. Returns ``(output, h)``.
 
     ``reset_after=True`` (Keras 3 / PyTorch / cuDNN): ``hh = act(x W_h + b_xh + r (h U_h + b_hh))``
@@ -205,10 +275,22 @@ def gru(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
     ``h_t = z h_{t-1} + (1 - z) hh``. With ``training=True`` a :class:`Workspace` for
     :func:`backward` is appended.
     """
-    return _run("gru", x, kernel, recurrent_kernel, bias, initial_state, mask, 1,
-                activation=activation, recurrent_activation=recurrent_activation,
-                reset_after=reset_after, go_backwards=go_backwards,
-                return_sequences=return_sequences, training=training)
+    return _run(
+        "gru",
+        x,
+        kernel,
+        recurrent_kernel,
+        bias,
+        initial_state,
+        mask,
+        1,
+        activation=activation,
+        recurrent_activation=recurrent_activation,
+        reset_after=reset_after,
+        go_backwards=go_backwards,
+        return_sequences=return_sequences,
+        training=training,
+    )
 
 
 def dense(x, kernel, bias=None, activation="linear"):
@@ -231,13 +313,26 @@ def dense_backward(x, kernel, y, dy, *, use_bias=True, activation="linear"):
     ``dbias`` is ``None`` when ``use_bias`` is false.
     """
     return _core.dense_backward(
-        _array(x, "x"), _array(kernel, "kernel"), bool(use_bias), activation,
-        _array(y, "y"), _array(dy, "dy"),
+        _array(x, "x"),
+        _array(kernel, "kernel"),
+        bool(use_bias),
+        activation,
+        _array(y, "y"),
+        _array(dy, "dy"),
     )
 
 
-def stream(cell, kernel, recurrent_kernel, bias=None, *, batch_size, activation="tanh",
-           recurrent_activation="sigmoid", reset_after=True):
+def stream(
+    cell,
+    kernel,
+    recurrent_kernel,
+    bias=None,
+    *,
+    batch_size,
+    activation="tanh",
+    recurrent_activation="sigmoid",
+    reset_after=True,
+):
     """A carried state for streaming one layer (Keras's ``stateful=True``).
 
     ``cell`` is ``simple_rnn``, ``lstm`` or ``gru``. The weights are checked once and read in
@@ -248,7 +343,12 @@ def stream(cell, kernel, recurrent_kernel, bias=None, *, batch_size, activation=
     resets to zeros). Calls on one stream from several threads are serialised by a lock.
     """
     return _core.make_stream(
-        cell, _array(kernel, "kernel"), _array(recurrent_kernel, "recurrent_kernel"),
-        None if bias is None else _array(bias, "bias"), int(batch_size), activation,
-        recurrent_activation, bool(reset_after),
+        cell,
+        _array(kernel, "kernel"),
+        _array(recurrent_kernel, "recurrent_kernel"),
+        None if bias is None else _array(bias, "bias"),
+        int(batch_size),
+        activation,
+        recurrent_activation,
+        bool(reset_after),
     )

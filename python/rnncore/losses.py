@@ -103,8 +103,12 @@ def _same_shape(got, want) -> bool:
 
 
 def _fmt(shape) -> str:
-    return "(" + ", ".join("batch" if k == 0 and d is None else str(d) for k, d in
-                           enumerate(shape)) + ("," if len(shape) == 1 else "") + ")"
+    return (
+        "("
+        + ", ".join("batch" if k == 0 and d is None else str(d) for k, d in enumerate(shape))
+        + ("," if len(shape) == 1 else "")
+        + ")"
+    )
 
 
 class _ElementwiseTarget(Loss):
@@ -238,8 +242,12 @@ class SparseCategoricalCrossentropy(Loss):
 
     def check_labels(self, y, n_classes) -> None:
         y = np.asarray(y)
-        if y.size and (not np.all(np.isfinite(y)) or np.any(y != np.round(y))
-                       or y.min() < 0 or y.max() >= n_classes):
+        if y.size and (
+            not np.all(np.isfinite(y))
+            or np.any(y != np.round(y))
+            or y.min() < 0
+            or y.max() >= n_classes
+        ):
             raise ValueError(
                 f"loss {self.name!r}: targets must be integer class labels in "
                 f"[0, {n_classes - 1}], got values in [{y.min()}, {y.max()}]"

@@ -70,8 +70,15 @@ class ModelFileError(ValueError):
 
 #: what reading an archive member can raise on a damaged file (CRC, deflate / bz2 / lzma
 #: streams, an unsupported compression method or an encrypted member)
-_ARCHIVE_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError,
-                   NotImplementedError, RuntimeError)
+_ARCHIVE_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+)
 
 #: dtypes a weight may be stored with (cast to the layer's dtype when set)
 WEIGHT_DTYPES = tuple(np.dtype(d) for d in (np.float16, np.float32, np.float64))

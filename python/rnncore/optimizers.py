@@ -24,23 +24,41 @@ class Optimizer:
     #: names of the per-variable slots (arrays shaped like the variable, starting at zero)
     _slot_names: tuple = ()
 
-    def __init__(self, learning_rate=0.001, weight_decay=None, clipnorm=None, clipvalue=None,
-                 global_clipnorm=None, use_ema=False, ema_momentum=0.99,
-                 ema_overwrite_frequency=None, loss_scale_factor=None,
-                 gradient_accumulation_steps=None, name=None, **kwargs):
+    def __init__(
+        self,
+        learning_rate=0.001,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+        use_ema=False,
+        ema_momentum=0.99,
+        ema_overwrite_frequency=None,
+        loss_scale_factor=None,
+        gradient_accumulation_steps=None,
+        name=None,
+        **kwargs,
+    ):
         owner = type(self).__name__
         if kwargs:
             raise TypeError(f"{owner}: unexpected keyword argument(s) {', '.join(kwargs)}")
-        require_default(owner, weight_decay=(weight_decay, None), use_ema=(use_ema, False),
-                        ema_overwrite_frequency=(ema_overwrite_frequency, None),
-                        loss_scale_factor=(loss_scale_factor, None),
-                        gradient_accumulation_steps=(gradient_accumulation_steps, None))
+        require_default(
+            owner,
+            weight_decay=(weight_decay, None),
+            use_ema=(use_ema, False),
+            ema_overwrite_frequency=(ema_overwrite_frequency, None),
+            loss_scale_factor=(loss_scale_factor, None),
+            gradient_accumulation_steps=(gradient_accumulation_steps, None),
+        )
         if callable(learning_rate):
             raise NotImplementedError(f"{owner}: learning-rate schedules are not supported")
         if sum(c is not None for c in (clipnorm, clipvalue, global_clipnorm)) > 1:
             raise ValueError(f"{owner}: give at most one of clipnorm, clipvalue, global_clipnorm")
-        for arg, value in (("clipnorm", clipnorm), ("clipvalue", clipvalue),
-                           ("global_clipnorm", global_clipnorm)):
+        for arg, value in (
+            ("clipnorm", clipnorm),
+            ("clipvalue", clipvalue),
+            ("global_clipnorm", global_clipnorm),
+        ):
             if value is not None and not value > 0:
                 raise ValueError(f"{owner}: {arg} must be positive, got {value!r}")
         self.learning_rate = float(learning_rate)
@@ -113,9 +131,13 @@ class Optimizer:
         return self._slots[id(variable)][name].copy()
 
     def get_config(self) -> dict:
-        return {"name": self.name, "learning_rate": self.learning_rate,
-                "clipnorm": self.clipnorm, "clipvalue": self.clipvalue,
-                "global_clipnorm": self.global_clipnorm}
+        return {
+            "name": self.name,
+            "learning_rate": self.learning_rate,
+            "clipnorm": self.clipnorm,
+            "clipvalue": self.clipvalue,
+            "global_clipnorm": self.global_clipnorm,
+        }
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} learning_rate={self.learning_rate}>"
@@ -124,10 +146,10 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent, with optional (Nesterov) momentum (Keras 3)::
 
-        momentum == 0:  w <- w - lr g
-        otherwise:      m <- momentum m - lr g
-                        w <- w + m                      (nesterov=False)
-                        w <- w + momentum m - lr g      (nesterov=True)
+    momentum == 0:  w <- w - lr g
+    otherwise:      m <- momentum m - lr g
+                    w <- w + m                      (nesterov=False)
+                    w <- w + momentum m - lr g      (nesterov=True)
     """
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **kwargs):
@@ -154,14 +176,15 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma & Ba), as Keras 3 computes it (epsilon outside the square root)::
 
-        m <- m + (g - m)(1 - beta_1)
-        v <- v + (g^2 - v)(1 - beta_2)        (amsgrad: v_hat <- max(v_hat, v), used as v)
-        alpha = lr sqrt(1 - beta_2^t) / (1 - beta_1^t)
-        w <- w - alpha m / (sqrt(v) + epsilon)
+    m <- m + (g - m)(1 - beta_1)
+    v <- v + (g^2 - v)(1 - beta_2)        (amsgrad: v_hat <- max(v_hat, v), used as v)
+    alpha = lr sqrt(1 - beta_2^t) / (1 - beta_1^t)
+    w <- w - alpha m / (sqrt(v) + epsilon)
     """
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 amsgrad=False, **kwargs):
+    def __init__(
+        self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, **kwargs
+    ):
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
         self.epsilon = float(epsilon)
@@ -179,29 +202,36 @@ class Adam(Optimizer):
         return w - (m * alpha) / (np.sqrt(v) + self.epsilon), new
 
     def get_config(self):
-        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
-                "epsilon": self.epsilon, "amsgrad": self.amsgrad}
+        return {
+            **super().get_config(),
+            "beta_1": self.beta_1,
+            "beta_2": self.beta_2,
+            "epsilon": self.epsilon,
+            "amsgrad": self.amsgrad,
+        }
 
 
 class RMSprop(Optimizer):
     """RMSprop, as Keras 3 computes it (epsilon inside the square root)::
 
-        v <- rho v + (1 - rho) g^2
-        (centered: a <- rho a + (1 - rho) g;  denominator = v - a^2 + epsilon)
-        denominator = v + epsilon
-        increment = lr g / sqrt(denominator)
-        w <- w - increment                   (momentum > 0: m <- momentum m + increment;
-                                              w <- w - m)
+    v <- rho v + (1 - rho) g^2
+    (centered: a <- rho a + (1 - rho) g;  denominator = v - a^2 + epsilon)
+    denominator = v + epsilon
+    increment = lr g / sqrt(denominator)
+    w <- w - increment                   (momentum > 0: m <- momentum m + increment;
+                                          w <- w - m)
     """
 
-    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7,
-                 centered=False, **kwargs):
+    def __init__(
+        self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False, **kwargs
+    ):
         super().__init__(learning_rate=learning_rate, **kwargs)
         self.rho, self.momentum = float(rho), float(momentum)
         self.epsilon = float(epsilon)
         self.centered = bool(centered)
-        self._slot_names = ("v",) + (("m",) if self.momentum > 0 else ()) + (
-            ("a",) if self.centered else ())
+        self._slot_names = (
+            ("v",) + (("m",) if self.momentum > 0 else ()) + (("a",) if self.centered else ())
+        )
 
     def _update(self, w, g, slots, step):
         rho = self.rho
@@ -219,8 +249,13 @@ class RMSprop(Optimizer):
         return w - increment, new
 
     def get_config(self):
-        return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,
-                "epsilon": self.epsilon, "centered": self.centered}
+        return {
+            **super().get_config(),
+            "rho": self.rho,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "centered": self.centered,
+        }
 
 
 _NAMES = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop}

@@ -55,7 +55,9 @@ def _act(name):
     try:
         return ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(f"unknown activation {name!r}: expected one of {list(ACTIVATIONS)}")
+        raise ValueError(
+            f"unknown activation {name!r}: expected one of {list(ACTIVATIONS)}"
+        ) from None
 
 
 def _grad(name, y, dy):
@@ -89,10 +91,10 @@ def _lstm_step(p, x_t, states):
     z = x_t @ p["W"] + h @ p["U"]
     if p["b"] is not None:
         z = z + p["b"]
-    i = rec(z[:, 0 * H:1 * H])
-    f = rec(z[:, 1 * H:2 * H])
-    g = act(z[:, 2 * H:3 * H])
-    o = rec(z[:, 3 * H:4 * H])
+    i = rec(z[:, 0 * H : 1 * H])
+    f = rec(z[:, 1 * H : 2 * H])
+    g = act(z[:, 2 * H : 3 * H])
+    o = rec(z[:, 3 * H : 4 * H])
     c_new = f * c + i * g
     a_c = act(c_new)
     h_new = o * a_c
@@ -129,13 +131,13 @@ def _gru_step(p, x_t, states):
     b_x, b_h = _gru_biases(p)
     xw = x_t @ W + b_x
     z = rec(xw[:, :H] + h @ U[:, :H] + b_h[:H])
-    r = rec(xw[:, H:2 * H] + h @ U[:, H:2 * H] + b_h[H:2 * H])
+    r = rec(xw[:, H : 2 * H] + h @ U[:, H : 2 * H] + b_h[H : 2 * H])
     if p["reset_after"]:
-        a = h @ U[:, 2 * H:] + b_h[2 * H:]
-        hh = act(xw[:, 2 * H:] + r * a)
+        a = h @ U[:, 2 * H :] + b_h[2 * H :]
+        hh = act(xw[:, 2 * H :] + r * a)
     else:
         a = r * h
-        hh = act(xw[:, 2 * H:] + a @ U[:, 2 * H:])
+        hh = act(xw[:, 2 * H :] + a @ U[:, 2 * H :])
     h_new = z * h + (1 - z) * hh
     return [h_new], (x_t, h, z, r, hh, a)
 
@@ -154,10 +156,10 @@ def _gru_step_backward(p, cache, d_states):
         dU = h.T @ d_rec
         dh_prev = dh_prev + d_rec @ U.T
     else:
-        da = dz_h @ U[:, 2 * H:].T  # gradient of a = r * h
+        da = dz_h @ U[:, 2 * H :].T  # gradient of a = r * h
         dz_r = _grad(p["rec"], r, da * h)
         dU = np.concatenate([h.T @ dz_z, h.T @ dz_r, a.T @ dz_h], axis=1)
-        dh_prev = dh_prev + da * r + np.concatenate([dz_z, dz_r], 1) @ U[:, :2 * H].T
+        dh_prev = dh_prev + da * r + np.concatenate([dz_z, dz_r], 1) @ U[:, : 2 * H].T
     dz = np.concatenate([dz_z, dz_r, dz_h], axis=1)
     if p["reset_after"]:
         db = np.stack([dz.sum(0), d_rec.sum(0)])
@@ -181,8 +183,13 @@ _CELLS = {
 def _params(kernel, recurrent_kernel, bias, activation, recurrent_activation, reset_after):
     _act(activation), _act(recurrent_activation)
     return {
-        "W": kernel, "U": recurrent_kernel, "b": bias, "H": recurrent_kernel.shape[0],
-        "act": activation, "rec": recurrent_activation, "reset_after": reset_after,
+        "W": kernel,
+        "U": recurrent_kernel,
+        "b": bias,
+        "H": recurrent_kernel.shape[0],
+        "act": activation,
+        "rec": recurrent_activation,
+        "reset_after": reset_after,
     }
 
 
@@ -228,32 +235,77 @@ def _scan(cell, x, p, initial_state, mask, go_backwards, return_sequences, keep=
     return ((y, *states), caches) if keep else (y, *states)
 
 
-def simple_rnn(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
-               initial_state=None, mask=None, go_backwards=False, return_sequences=False):
+def simple_rnn(
+    x,
+    kernel,
+    recurrent_kernel,
+    bias=None,
+    *,
+    activation="tanh",
+    initial_state=None,
+    mask=None,
+    go_backwards=False,
+    return_sequences=False,
+):
     """``h_t = act(x_t W + h_{t-1} U + b)``; returns ``(output, h)``."""
     p = _params(kernel, recurrent_kernel, bias, activation, "sigmoid", True)
     return _scan("simple_rnn", x, p, initial_state, mask, go_backwards, return_sequences)
 
 
-def lstm(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
-         recurrent_activation="sigmoid", initial_state=None, mask=None, go_backwards=False,
-         return_sequences=False):
+def lstm(
+    x,
+    kernel,
+    recurrent_kernel,
+    bias=None,
+    *,
+    activation="tanh",
+    recurrent_activation="sigmoid",
+    initial_state=None,
+    mask=None,
+    go_backwards=False,
+    return_sequences=False,
+):
     """LSTM with Keras gate order ``i, f, c, o``; returns ``(output, h, c)``."""
     p = _params(kernel, recurrent_kernel, bias, activation, recurrent_activation, True)
     return _scan("lstm", x, p, initial_state, mask, go_backwards, return_sequences)
 
 
-def gru(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
-        recurrent_activation="sigmoid", reset_after=True, initial_state=None, mask=None,
-        go_backwards=False, return_sequences=False):
+def gru(
+    x,
+    kernel,
+    recurrent_kernel,
+    bias=None,
+    *,
+    activation="tanh",
+    recurrent_activation="sigmoid",
+    reset_after=True,
+    initial_state=None,
+    mask=None,
+    go_backwards=False,
+    return_sequences=False,
+):
     """GRU with Keras gate order ``z, r, h``, both forms; returns ``(output, h)``."""
     p = _params(kernel, recurrent_kernel, bias, activation, recurrent_activation, reset_after)
     return _scan("gru", x, p, initial_state, mask, go_backwards, return_sequences)
 
 
-def backward(cell, x, kernel, recurrent_kernel, bias=None, *, d_output, d_state=None,
-             activation="tanh", recurrent_activation="sigmoid", reset_after=True,
-             initial_state=None, mask=None, go_backwards=False, return_sequences=False):
+def backward(
+    cell,
+    x,
+    kernel,
+    recurrent_kernel,
+    bias=None,
+    *,
+    d_output,
+    d_state=None,
+    activation="tanh",
+    recurrent_activation="sigmoid",
+    reset_after=True,
+    initial_state=None,
+    mask=None,
+    go_backwards=False,
+    return_sequences=False,
+):
     """Backpropagation through time for ``cell`` in ``simple_rnn``, ``lstm``, ``gru``.
 
     Returns a dict with the gradients of ``x``, ``kernel``, ``recurrent_kernel``, ``bias``
@@ -290,8 +342,13 @@ def backward(cell, x, kernel, recurrent_kernel, bias=None, *, d_output, d_state=
         db = None
     else:
         db = np.broadcast_to(np.asarray(grads["b"], x.dtype), np.shape(bias)).copy()
-    return {"x": dx, "kernel": grads["W"], "recurrent_kernel": grads["U"], "bias": db,
-            "initial_state": d_states}
+    return {
+        "x": dx,
+        "kernel": grads["W"],
+        "recurrent_kernel": grads["U"],
+        "bias": db,
+        "initial_state": d_states,
+    }
 
 
 def dense(x, kernel, bias=None, activation="linear"):

@@ -40,16 +40,28 @@ class Trainer:
 
     # ---- compile ----------------------------------------------------------------------
 
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None,
-                weighted_metrics=None, run_eagerly=False, steps_per_execution=1,
-                jit_compile="auto", auto_scale_loss=True):
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        metrics=None,
+        loss_weights=None,
+        weighted_metrics=None,
+        run_eagerly=False,
+        steps_per_execution=1,
+        jit_compile="auto",
+        auto_scale_loss=True,
+    ):
         """Set the optimizer (object or name: ``"sgd"``, ``"adam"``, ``"rmsprop"``), the loss
         (``"mse"``, ``"mae"``, ``"binary_crossentropy"``, ``"categorical_crossentropy"``,
         ``"sparse_categorical_crossentropy"`` or a :mod:`rnncore.losses` object) and metrics
         (``"accuracy"``, ``"mae"``, ``"mse"``)."""
-        require_default("compile", loss_weights=(loss_weights, None),
-                        weighted_metrics=(weighted_metrics, None),
-                        steps_per_execution=(steps_per_execution, 1))
+        require_default(
+            "compile",
+            loss_weights=(loss_weights, None),
+            weighted_metrics=(weighted_metrics, None),
+            steps_per_execution=(steps_per_execution, 1),
+        )
         if loss is None:
             raise ValueError(f"{self.name}.compile: a loss is required, e.g. loss='mse'")
         opt = optimizers.get(optimizer)
@@ -176,10 +188,25 @@ class Trainer:
 
     # ---- fit --------------------------------------------------------------------------
 
-    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
-            sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
-            validation_batch_size=None, validation_freq=1):
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        validation_split=0.0,
+        validation_data=None,
+        shuffle=True,
+        class_weight=None,
+        sample_weight=None,
+        initial_epoch=0,
+        steps_per_epoch=None,
+        validation_steps=None,
+        validation_batch_size=None,
+        validation_freq=1,
+    ):
         """Train for ``epochs`` passes over ``(x, y)`` in batches; returns a :class:`History`.
 
         ``validation_split`` holds out the last fraction of the samples (before shuffling, as
@@ -187,11 +214,14 @@ class Trainer:
         silent, 1 (``"auto"``) a progress bar per epoch, 2 one line per epoch.
         """
         self._require_compiled("fit")
-        require_default("fit", class_weight=(class_weight, None),
-                        sample_weight=(sample_weight, None),
-                        steps_per_epoch=(steps_per_epoch, None),
-                        validation_steps=(validation_steps, None),
-                        validation_freq=(validation_freq, 1))
+        require_default(
+            "fit",
+            class_weight=(class_weight, None),
+            sample_weight=(sample_weight, None),
+            steps_per_epoch=(steps_per_epoch, None),
+            validation_steps=(validation_steps, None),
+            validation_freq=(validation_freq, 1),
+        )
         batch_size = _batch_size(batch_size, "fit")
         x, y, out_shape = self._check_data(x, y, "fit")
         val = None
@@ -264,8 +294,12 @@ class Trainer:
                 if self.stop_training:
                     break
             if val is not None and count:
-                val_logs = self.evaluate(*val, batch_size=validation_batch_size or batch_size,
-                                         verbose=0, return_dict=True)
+                val_logs = self.evaluate(
+                    *val,
+                    batch_size=validation_batch_size or batch_size,
+                    verbose=0,
+                    return_dict=True,
+                )
                 logs = {**logs, **{f"val_{k}": v for k, v in val_logs.items()}}
             cb.on_epoch_end(epoch, dict(logs))
             if self.stop_training:
@@ -275,22 +309,35 @@ class Trainer:
 
     # ---- evaluate and single batches ----------------------------------------------------
 
-    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
-                 steps=None, callbacks=None, return_dict=False):
+    def evaluate(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        verbose="auto",
+        sample_weight=None,
+        steps=None,
+        callbacks=None,
+        return_dict=False,
+    ):
         """Loss and metrics on ``(x, y)`` (inference mode), batch by batch.
 
         Returns the loss (a float) when there are no metrics, else ``[loss, *metrics]``, or a
         dict with ``return_dict=True``, as Keras.
         """
         self._require_compiled("evaluate")
-        require_default("evaluate", sample_weight=(sample_weight, None), steps=(steps, None),
-                        callbacks=(callbacks, None))
+        require_default(
+            "evaluate",
+            sample_weight=(sample_weight, None),
+            steps=(steps, None),
+            callbacks=(callbacks, None),
+        )
         batch_size = _batch_size(batch_size, "evaluate")
         x, y, out_shape = self._check_data(x, y, "evaluate")
         metric_objs = self._make_metrics(out_shape)
         total = 0.0
         for start in range(0, len(x), batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             out = self.predict_on_batch(xb)
             total += self._loss(yb, out) * len(xb)
             for m in metric_objs:
@@ -300,12 +347,12 @@ class Trainer:
             print(callbacks_module._format_logs(logs), flush=True)
         return _result(logs, return_dict)
 
-    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None,
-                       return_dict=False):
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
         """One update on one batch; returns the loss (and metrics) of that batch."""
         self._require_compiled("train_on_batch")
-        require_default("train_on_batch", sample_weight=(sample_weight, None),
-                        class_weight=(class_weight, None))
+        require_default(
+            "train_on_batch", sample_weight=(sample_weight, None), class_weight=(class_weight, None)
+        )
         x, y, out_shape = self._check_data(x, y, "train_on_batch")
         metric_objs = self._make_metrics(out_shape)
         rng = np.random.default_rng(utils.draw_seed())
@@ -315,12 +362,12 @@ class Trainer:
                 f"{self.name}.train_on_batch: the loss or its gradients are not finite "
                 f"(loss={loss}); no weight was updated"
             )
-        return _result({"loss": loss, **{m.name: m.result() for m in metric_objs}},
-                       return_dict)
+        return _result({"loss": loss, **{m.name: m.result() for m in metric_objs}}, return_dict)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
-        return self.evaluate(x, y, batch_size=len(x), verbose=0, sample_weight=sample_weight,
-                             return_dict=return_dict)
+        return self.evaluate(
+            x, y, batch_size=len(x), verbose=0, sample_weight=sample_weight, return_dict=return_dict
+        )
 
 
 def _metric(spec, loss, units):

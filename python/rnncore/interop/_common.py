@@ -9,8 +9,15 @@ import numpy as np
 from ..layers import UnsupportedArgumentError
 from ..models import ModelFileError, check_declared_size, read_json, read_member
 
-__all__ = ["ModelFileError", "UnsupportedModelError", "optional_import", "float_array",
-           "check_declared_size", "read_json", "read_member"]
+__all__ = [
+    "ModelFileError",
+    "UnsupportedModelError",
+    "optional_import",
+    "float_array",
+    "check_declared_size",
+    "read_json",
+    "read_member",
+]
 
 
 class UnsupportedModelError(UnsupportedArgumentError):

@@ -220,10 +220,12 @@ def positive_int(value, what: str) -> int:
     """``value`` as a positive ``int``: an integer (NumPy's too) or an integral float, as a
     JSON config may hold. A bool, a string or a fractional number is refused rather than
     rounded (Keras would turn ``Dense(2.7)`` into 2 units and ``LSTM(True)`` into 1)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float,
-                                                                       np.floating)):
-        raise TypeError(f"{what} must be a positive integer, got {value!r} "
-                        f"({type(value).__name__})")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, np.integer, float, np.floating)
+    ):
+        raise TypeError(
+            f"{what} must be a positive integer, got {value!r} ({type(value).__name__})"
+        )
     if not math.isfinite(value) or int(value) != value or value <= 0:
         raise ValueError(f"{what} must be a positive integer, got {value!r}")
     return int(value)
@@ -467,8 +469,9 @@ class Layer(DropsTransientOnPickle):
         from . import initializers
 
         init = initializers.get(initializer)
-        check_allocation(f"{type(self).__name__} {self.name!r}: weight {name!r}", [shape],
-                         self._np_dtype)
+        check_allocation(
+            f"{type(self).__name__} {self.name!r}: weight {name!r}", [shape], self._np_dtype
+        )
         value = initializers.materialize(init, tuple(shape), self._np_dtype, rng)
         var = Variable(value, name, f"{self.name}/{name}", trainable)
         self._variables.append(var)

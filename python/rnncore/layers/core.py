@@ -126,8 +126,12 @@ class Dense(Layer):
     def backward(self, dy):
         x, y = self._cached()
         dx, dW, db = functional.dense_backward(
-            x, self.kernel.value, y, np.ascontiguousarray(dy, dtype=y.dtype),
-            use_bias=self.use_bias, activation=self.activation,
+            x,
+            self.kernel.value,
+            y,
+            np.ascontiguousarray(dy, dtype=y.dtype),
+            use_bias=self.use_bias,
+            activation=self.activation,
         )
         self._grads = [dW, db] if self.use_bias else [dW]
         return dx
@@ -241,9 +245,7 @@ class Dropout(Layer):
         if self.noise_shape is None:
             noise_shape = shape
         else:
-            noise_shape = tuple(
-                d if n is None else int(n) for n, d in zip(self.noise_shape, shape)
-            )
+            noise_shape = tuple(d if n is None else int(n) for n, d in zip(self.noise_shape, shape))
         keep = 1.0 - self.rate
         if keep <= 0:
             return np.zeros(noise_shape, dtype)

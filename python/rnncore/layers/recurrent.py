@@ -254,8 +254,9 @@ class RNN(Layer):
         shape = (self._batch_size, self.units)
         new = []
         for name, s in zip(self._state_names, states):
-            s = np.array(as_float_array(s, self._np_dtype, f"{self.name}: state {name!r}"),
-                         order="C")
+            s = np.array(
+                as_float_array(s, self._np_dtype, f"{self.name}: state {name!r}"), order="C"
+            )
             if s.shape != shape:
                 raise ValueError(
                     f"{self.name}: state {name!r} must have shape {shape}, got {s.shape}"
@@ -494,15 +495,23 @@ class RNN(Layer):
         if in_masks is not None:
             in_masks = in_masks.astype(x.dtype)
         bias = None if self.bias is None else self.bias.value
-        options = dict(activation=self.activation, go_backwards=self.go_backwards,
-                       return_sequences=self.return_sequences, training=True,
-                       **self._cell_options())
+        options = dict(
+            activation=self.activation,
+            go_backwards=self.go_backwards,
+            return_sequences=self.return_sequences,
+            training=True,
+            **self._cell_options(),
+        )
         if rec_masks is None and (in_masks is None or len(in_masks) == 1):
             noise = None if in_masks is None else in_masks[0]
             y, *finals, workspace = self._functional(
                 x if noise is None else x * noise[:, None, :],
-                self.kernel.value, self.recurrent_kernel.value, bias,
-                initial_state=states, mask=mask, **options,
+                self.kernel.value,
+                self.recurrent_kernel.value,
+                bias,
+                initial_state=states,
+                mask=mask,
+                **options,
             )
             cache = ("batch", workspace, noise)
         else:
@@ -514,7 +523,10 @@ class RNN(Layer):
                 Wb = W if in_masks is None else W * _gate_scale(in_masks[:, b], self.units)
                 Ub = U if rec_masks is None else U * _gate_scale(rec_masks[:, b], self.units)
                 y_b, *finals_b, ws = self._functional(
-                    x[b : b + 1], Wb, Ub, bias,
+                    x[b : b + 1],
+                    Wb,
+                    Ub,
+                    bias,
                     initial_state=None if states is None else [s[b : b + 1] for s in states],
                     mask=None if mask is None else mask[b : b + 1],
                     **options,
@@ -552,10 +564,14 @@ class RNN(Layer):
         for b, ws in enumerate(workspaces):
             g = functional.backward(ws, dy[b : b + 1])
             dx.append(g.x)
-            dW += g.kernel if in_masks is None else g.kernel * _gate_scale(in_masks[:, b],
-                                                                            self.units)
-            dU += g.recurrent_kernel if rec_masks is None else (
-                g.recurrent_kernel * _gate_scale(rec_masks[:, b], self.units))
+            dW += (
+                g.kernel if in_masks is None else g.kernel * _gate_scale(in_masks[:, b], self.units)
+            )
+            dU += (
+                g.recurrent_kernel
+                if rec_masks is None
+                else (g.recurrent_kernel * _gate_scale(rec_masks[:, b], self.units))
+            )
             if db is not None:
                 db += g.bias
         self._grads = [dW, dU] + ([db] if self.use_bias else [])
