@@ -6,17 +6,26 @@ NumPy reference they are tested against. :mod:`rnncore.layers` and :mod:`rnncore
 are the Keras-compatible layer API over them (``rnncore.Sequential``, ``rnncore.Input``).
 """
 
-from . import _core, functional, reference
+from . import (
+    _core,
+    activations,
+    callbacks,
+    functional,
+    layers,
+    losses,
+    metrics,
+    models,
+    optimizers,
+    reference,
+    utils,
+)
 from ._core import get_num_threads, set_num_threads
-
-__version__ = "0.1.0"
-
-# models reads __version__
-from . import callbacks, layers, losses, metrics, models, optimizers, utils  # noqa: E402
-from .interop import from_torch, load_keras, load_onnx  # noqa: E402
-from .layers import Input  # noqa: E402
-from .models import Sequential, load_model  # noqa: E402
-from .utils import set_random_seed  # noqa: E402
+from ._version import __version__
+from .errors import ModelFileError, UnsupportedArgumentError, UnsupportedModelError
+from .interop import from_torch, load_keras, load_onnx
+from .layers import Input
+from .models import Sequential, load_model
+from .utils import set_random_seed
 
 
 def build_info() -> dict:
@@ -50,4 +59,9 @@ __all__ = [
     "optimizers",
     "utils",
     "set_random_seed",
+    "activations",
+    "ModelFileError",
+    "UnsupportedArgumentError",
+    "UnsupportedModelError",
+    "__version__",
 ]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .activations import sigmoid
+
 __all__ = [
     "Loss",
     "MeanSquaredError",
@@ -161,7 +163,7 @@ class BinaryCrossentropy(_ElementwiseTarget):
         if self.from_logits:
             # -(t log s(z) + (1-t) log(1-s(z))) = max(z, 0) - z t + log(1 + exp(-|z|))
             values = np.maximum(p, 0) - p * t + np.log1p(np.exp(-np.abs(p)))
-            sig = 0.5 * (1.0 + np.tanh(0.5 * p))
+            sig = sigmoid(p)
             return values.mean(axis=-1), (sig - t) / k
         q = np.clip(p, EPSILON, 1.0 - EPSILON)
         values = -(t * np.log(q) + (1.0 - t) * np.log(1.0 - q))

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import io
 import json
-import lzma
 import os
 import shutil
 import zipfile
@@ -44,11 +43,12 @@ import zlib
 
 import numpy as np
 
+from ._version import __version__
+from .errors import ModelFileError, UnsupportedArgumentError
+from .formats.archive import ARCHIVE_ERRORS, load_npy, read_json, read_member
 from .layers import InputLayer, InputTensor, Layer, deserialize_layer, serialize_layer
 from .layers._base import (
     DropsTransientOnPickle,
-    UnsupportedArgumentError,
-    check_allocation,
     require_default,
     shape_tuple,
     unique_name,
@@ -60,102 +60,6 @@ __all__ = ["Sequential", "load_model", "save_model", "model_from_json", "ModelFi
 FORMAT = "rnncore.model"
 FORMAT_VERSION = 1
 _MANIFEST = "rnncore_model.json"
-
-
-class ModelFileError(ValueError):
-    """A saved-model file that cannot be read: not an rnncore model, corrupted or truncated."""
-
-
-# ---- reading files: every loader (rnncore, Keras, ONNX) goes through these -----------------
-
-#: what reading an archive member can raise on a damaged file (CRC, deflate / bz2 / lzma
-#: streams, an unsupported compression method or an encrypted member)
-_ARCHIVE_ERRORS = (
-    zipfile.BadZipFile,
-    zlib.error,
-    lzma.LZMAError,
-    EOFError,
-    OSError,
-    NotImplementedError,
-    RuntimeError,
-)
-
-#: dtypes a weight may be stored with (cast to the layer's dtype when set)
-WEIGHT_DTYPES = tuple(np.dtype(d) for d in (np.float16, np.float32, np.float64))
-
-
-def check_declared_size(what: str, shapes, dtype) -> None:
-    """Sizes a file declares, checked before anything is allocated for them.
-
-    The layers' own budget (:func:`rnncore.layers._base.check_allocation`), failing with
-    :class:`ModelFileError`: a file declaring 2**40 floats is a bad file.
-    """
-    check_allocation(what, shapes, dtype, error=ModelFileError)
-
-
-def read_json(data, what: str):
-    """Parse JSON from a file (bytes or str); :class:`ModelFileError` if it is not JSON,
-    or nested deeper than the parser can follow."""
-    try:
-        text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
-        return json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFileError(f"{what} is not valid JSON ({e})") from None
-    except RecursionError:
-        raise ModelFileError(f"{what}: the JSON is nested too deeply to be read") from None
-
-
-def read_member(zf: zipfile.ZipFile, name: str, what: str, limit: int | None = None) -> bytes:
-    """An archive member's bytes (CRC-checked), its declared size checked first."""
-    try:
-        info = zf.getinfo(name)
-    except KeyError:
-        raise ModelFileError(f"{what}: the archive has no {name!r}") from None
-    size = info.file_size
-    if limit is not None and size > limit:
-        raise ModelFileError(
-            f"{what}: {name} declares {size} bytes, more than the {limit} this reader accepts"
-        )
-    # zipfile may read the declared compressed size in one piece: it cannot exceed the
-    # archive's data (which ends where the central directory starts)
-    data_end = getattr(zf, "start_dir", None)
-    if data_end is not None and info.compress_size > data_end:
-        raise ModelFileError(
-            f"{what}: {name} declares {info.compress_size} compressed bytes, more than the "
-            f"archive holds (corrupted?)"
-        )
-    check_declared_size(f"{what}: {name}", [(max(size, info.compress_size),)], np.uint8)
-    try:
-        return zf.read(name)
-    except _ARCHIVE_ERRORS as e:
-        raise ModelFileError(
-            f"{what}: cannot read {name} (corrupted or truncated?): {type(e).__name__}: {e}"
-        ) from None
-
-
-def load_npy(data: bytes, what: str) -> np.ndarray:
-    """A weight stored as ``.npy`` bytes: header checked (a float dtype, a size that fits)
-    before the array is allocated; never unpickles."""
-    f = io.BytesIO(data)
-    try:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise ValueError(f"unsupported .npy format version {version}")
-    except (ValueError, EOFError, OSError, TypeError, SyntaxError) as e:
-        raise ModelFileError(f"{what} is not a valid .npy array ({e})") from None
-    if dtype not in WEIGHT_DTYPES:
-        raise ModelFileError(
-            f"{what} is not a valid .npy weight: expected floating-point values, got dtype {dtype}"
-        )
-    check_declared_size(what, [shape], dtype)
-    try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, EOFError, OSError) as e:
-        raise ModelFileError(f"{what} is not a valid .npy array ({e})") from None
 
 
 def _format_shape(shape) -> str:
@@ -556,7 +460,7 @@ class Sequential(DropsTransientOnPickle, Trainer):
         """Weights written by :meth:`save_weights` (read with ``allow_pickle=False``)."""
         try:
             zf = zipfile.ZipFile(filepath)
-        except _ARCHIVE_ERRORS as e:
+        except ARCHIVE_ERRORS as e:
             raise ModelFileError(f"{filepath}: cannot read the weights file ({e})") from None
         with zf:
             names = sorted(zf.namelist())
@@ -604,7 +508,7 @@ def save_model(model: Sequential, filepath, overwrite=True, **kwargs) -> None:
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "rnncore_version": _version(),
+        "rnncore_version": __version__,
         "model": {"class_name": "Sequential", "config": json.loads(json_config)},
         "build_input_shape": (
             None if model._build_input_shape is None else list(model._build_input_shape)
@@ -625,12 +529,6 @@ def model_from_json(json_string: str) -> Sequential:
     if not isinstance(spec, dict) or spec.get("class_name") != "Sequential":
         raise ValueError("model_from_json: expected the JSON of an rnncore Sequential model")
     return Sequential.from_config(spec["config"])
-
-
-def _version():
-    from . import __version__
-
-    return __version__
 
 
 def load_model(filepath, custom_objects=None, compile=True, safe_mode=True) -> Sequential:
@@ -677,7 +575,7 @@ def _is_keras_file(filepath: str) -> bool:
         with zipfile.ZipFile(filepath) as zf:
             names = set(zf.namelist())
             return "config.json" in names and _MANIFEST not in names
-    except _ARCHIVE_ERRORS:
+    except ARCHIVE_ERRORS:
         return False  # reported by the rnncore reader below
 
 

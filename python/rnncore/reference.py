@@ -13,55 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import activations
+
 __all__ = ["ACTIVATIONS", "simple_rnn", "lstm", "gru", "dense", "backward", "dense_backward"]
 
 
-def _sigmoid(z):
-    # 1 / (1 + e^-z), written through tanh so that large |z| never overflows.
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
-
-
-def _hard_sigmoid(z):
-    # Keras 3: relu6(z + 3) / 6
-    return np.clip(z / 6.0 + 0.5, 0.0, 1.0)
-
-
-def _softmax(z):
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-ACTIVATIONS = {
-    "tanh": np.tanh,
-    "sigmoid": _sigmoid,
-    "relu": lambda z: np.maximum(z, 0.0),
-    "hard_sigmoid": _hard_sigmoid,
-    "linear": lambda z: z,
-    "softmax": _softmax,
-}
-
-# dL/dz from dL/dy, written through the output y = act(z).
-_ACTIVATION_GRADS = {
-    "tanh": lambda y, dy: dy * (1 - y * y),
-    "sigmoid": lambda y, dy: dy * y * (1 - y),
-    "relu": lambda y, dy: dy * (y > 0),
-    "hard_sigmoid": lambda y, dy: dy * ((y > 0) & (y < 1)) / 6.0,
-    "linear": lambda y, dy: dy,
-    "softmax": lambda y, dy: y * (dy - (dy * y).sum(axis=-1, keepdims=True)),
-}
-
-
-def _act(name):
-    try:
-        return ACTIVATIONS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown activation {name!r}: expected one of {list(ACTIVATIONS)}"
-        ) from None
-
-
-def _grad(name, y, dy):
-    return _ACTIVATION_GRADS[name](y, dy)
+# The activations and their derivatives (through the output) are the package's one table.
+ACTIVATIONS = activations.FUNCTIONS
+_act = activations.get
+_grad = activations.gradient
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import functional, utils
-from . import activations, initializers
+from .. import activations, functional, utils
+from . import initializers
 from ._base import (
     Layer,
     UnsupportedArgumentError,
@@ -168,7 +168,7 @@ class Activation(Layer):
     def backward(self, dy):
         x, y = self._cached()
         self._grads = []
-        return activations.backward(self.activation, x, y, dy).astype(x.dtype, copy=False)
+        return activations.gradient(self.activation, y, dy).astype(x.dtype, copy=False)
 
     def get_config(self):
         return {**super().get_config(), "activation": self.activation}
@@ -212,7 +212,7 @@ class Softmax(Layer):
         x, y = self._cached()
         self._grads = []
         # masked positions output zero, so y = 0 there and their gradient is zero too
-        return activations.backward("softmax", x, y, dy, self.axis).astype(x.dtype, copy=False)
+        return activations.gradient("softmax", y, dy, self.axis).astype(x.dtype, copy=False)
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis}
