@@ -1,81 +1,27 @@
-"""Models: :class:`Sequential` and the saved-model format (:func:`save_model`, :func:`load_model`).
-
-Saved-model format (``model.save(path)``; any file name, e.g. ``model.rnncore``)
----------------------------------------------------------------------------------
-A ZIP archive readable with standard tools::
-
-    rnncore_model.json     what the model is (UTF-8 JSON, below)
-    weights/0000.npy       one NumPy .npy file per weight, in get_weights() order
-    weights/0001.npy       (plain dtype arrays; never pickled objects)
-    ...
-
-``rnncore_model.json``::
-
-    {
-      "format": "rnncore.model",        # identifies the file
-      "format_version": 1,
-      "rnncore_version": "0.1.0",        # the writer, for information
-      "model": {"class_name": "Sequential",
-                "config": {"name": ..., "trainable": ..., "layers": [
-                    {"class_name": "LSTM", "config": {"units": 16, ...}}, ...]}},
-      "build_input_shape": [null, 20, 8],   # or null when the model was never built
-      "weights": [{"path": "lstm/kernel", "file": "weights/0000.npy",
-                   "shape": [8, 64], "dtype": "float32"}, ...]
-    }
-
-Layer configs are the layers' ``get_config()`` (Keras's argument names and values).
-Loading reads only these files, instantiates only rnncore's own layer classes by name, and
-reads weights with ``numpy.load(allow_pickle=False)``: a file can never make the loader run
-code. The archive's CRC-32 checks, the manifest (shape and dtype of every weight) and the
-model's own weight shapes are all checked, so a corrupted or truncated file raises
-:class:`ModelFileError` (a ``ValueError``) naming the problem. Weights are stored at their
-exact dtype and bits, so ``save`` then ``load_model`` reproduces predictions bit for bit.
-"""
+"""The Keras ``Sequential`` model: a linear stack of layers."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import shutil
 import zipfile
-import zlib
 
 import numpy as np
 
-from ._version import __version__
-from .errors import ModelFileError, UnsupportedArgumentError
-from .formats.archive import ARCHIVE_ERRORS, load_npy, read_json, read_member
-from .layers import InputLayer, InputTensor, Layer, deserialize_layer, serialize_layer
-from .layers._base import (
+from ..errors import ModelFileError, UnsupportedArgumentError
+from ..formats.archive import ARCHIVE_ERRORS, load_npy, read_member
+from ..layers import InputLayer, InputTensor, Layer, deserialize_layer, serialize_layer
+from ..layers._base import (
     DropsTransientOnPickle,
     require_default,
     shape_tuple,
     unique_name,
 )
-from .training import Trainer
+from ..training import Trainer
+from .archive import write_archive
+from .summary import format_shape, summary_table
 
-__all__ = ["Sequential", "load_model", "save_model", "model_from_json", "ModelFileError"]
-
-FORMAT = "rnncore.model"
-FORMAT_VERSION = 1
-_MANIFEST = "rnncore_model.json"
-
-
-def _format_shape(shape) -> str:
-    if isinstance(shape, list) or (
-        isinstance(shape, tuple) and shape and isinstance(shape[0], tuple)
-    ):
-        return "[" + ", ".join(_format_shape(s) for s in shape) + "]"
-    return "(" + ", ".join(str(d) for d in shape) + ")"
-
-
-def _readable_size(n_bytes: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n_bytes < 1024:
-            return f"{n_bytes:.2f} {unit}"
-        n_bytes /= 1024
-    return f"{n_bytes:.2f} PB"
+__all__ = ["Sequential"]
 
 
 def _strip_masks(outputs):
@@ -356,70 +302,21 @@ class Sequential(DropsTransientOnPickle, Trainer):
             show_trainable=(show_trainable, False),
             layer_range=(layer_range, None),
         )
-        if line_length is None:
-            line_length = min(88, shutil.get_terminal_size().columns - 4)
-        positions = positions or [0.45, 0.80, 1.0]
-        if positions[-1] <= 1:
-            positions = [int(line_length * p) for p in positions]
-        widths = [b - a for a, b in zip([0] + list(positions[:-1]), positions)]
-        # column text widths inside "│ text │" cells, the borders taking one char each
-        cols = [w - 3 for w in widths]
-        cols[1] -= 1
-
-        def cell_lines(text, width, right=False):
-            lines, line = [], ""
-            for word in text.split(" "):
-                while len(word) > width:  # hard-wrap a word longer than the column
-                    if line:
-                        lines.append(line)
-                        line = ""
-                    lines.append(word[:width])
-                    word = word[width:]
-                if not line:
-                    line = word
-                elif len(line) + 1 + len(word) <= width:
-                    line += " " + word
-                else:
-                    lines.append(line)
-                    line = word
-            lines.append(line)
-            return [ln.rjust(width) if right else ln.ljust(width) for ln in lines]
-
-        def row(texts, left="│", mid="│", right="│"):
-            cells = [cell_lines(t, w, right=(k == 2)) for k, (t, w) in enumerate(zip(texts, cols))]
-            height = max(len(c) for c in cells)
-            cells = [c + [" " * w] * (height - len(c)) for c, w in zip(cells, cols)]
-            return [left + mid.join(f" {c[i]} " for c in cells) + right for i in range(height)]
-
-        def rule(left, mid, right, fill):
-            return left + mid.join(fill * (w + 2) for w in cols) + right
-
-        lines = [f'Model: "{self.name}"', rule("┏", "┳", "┓", "━")]
-        lines += row(["Layer (type)", "Output Shape", "Param #"], "┃", "┃", "┃")
-        lines.append(rule("┡", "╇", "┩", "━"))
+        rows = []
         for k, layer in enumerate(self._layers):
             if layer.built and self.built:
-                shape = _format_shape(self._output_shapes[k])
+                shape = format_shape(self._output_shapes[k])
                 params = f"{layer.count_params():,}"
             else:
                 shape, params = "?", "0 (unbuilt)"
-            if k:
-                lines.append(rule("├", "┼", "┤", "─"))
-            lines += row([f"{layer.name} ({type(layer).__name__})", shape, params])
-        lines.append(rule("└", "┴", "┘", "─"))
-        trainable = self.trainable_weights
-        non_trainable = self.non_trainable_weights
-
-        def total(vs):
-            return (sum(v.value.size for v in vs), sum(v.value.nbytes for v in vs))
-
-        for label, (count, size) in (
-            ("Total", total(self.weights)),
-            ("Trainable", total(trainable)),
-            ("Non-trainable", total(non_trainable)),
-        ):
-            lines.append(f" {label} params: {count:,} ({_readable_size(size)})")
-        text = "\n".join(lines)
+            rows.append((f"{layer.name} ({type(layer).__name__})", shape, params))
+        text = summary_table(
+            f'Model: "{self.name}"',
+            rows,
+            weights=(self.weights, self.trainable_weights, self.non_trainable_weights),
+            line_length=line_length,
+            positions=positions,
+        )
         (print_fn or print)(text)
 
     # ---- config and files -----------------------------------------------------------------
@@ -437,7 +334,7 @@ class Sequential(DropsTransientOnPickle, Trainer):
 
     def to_onnx(self, path=None, **kwargs):
         """Export to ONNX (see :func:`rnncore.interop.onnx_io.to_onnx`); runs in onnxruntime."""
-        from .interop.onnx_io import to_onnx
+        from ..interop.onnx_io import to_onnx  # TODO(lead): formats.onnx.export
 
         return to_onnx(self, path, **kwargs)
 
@@ -447,7 +344,9 @@ class Sequential(DropsTransientOnPickle, Trainer):
 
     def save(self, filepath, overwrite=True, **kwargs) -> None:
         """Save config and weights to one file (format: see :mod:`rnncore.models`)."""
-        save_model(self, filepath, overwrite=overwrite, **kwargs)
+        if kwargs:
+            raise TypeError(f"save: unexpected keyword argument(s) {', '.join(map(repr, kwargs))}")
+        write_archive(self, filepath, overwrite=overwrite)
 
     def save_weights(self, filepath, overwrite=True) -> None:
         """The weights alone, as a NumPy ``.npz`` (arrays ``w0000``, ``w0001``, ...)."""
@@ -478,168 +377,3 @@ class Sequential(DropsTransientOnPickle, Trainer):
 
     def __repr__(self):
         return f"<Sequential name={self.name}, built={self.built}, layers={len(self._layers)}>"
-
-
-# ---- saving and loading -------------------------------------------------------------------
-
-
-def save_model(model: Sequential, filepath, overwrite=True, **kwargs) -> None:
-    """Write ``model`` to ``filepath`` in rnncore's saved-model format (module docstring)."""
-    if kwargs:
-        raise TypeError(f"save: unexpected keyword argument(s) {', '.join(map(repr, kwargs))}")
-    if not isinstance(model, Sequential):
-        raise TypeError(f"save_model: expected an rnncore Sequential model, got {model!r}")
-    filepath = os.fspath(filepath)
-    if not overwrite and os.path.exists(filepath):
-        raise FileExistsError(f"{filepath} exists and overwrite=False")
-    try:
-        config = model.get_config()
-        json_config = json.dumps(config)
-    except TypeError as e:
-        raise ValueError(f"save: the model's config cannot be written as JSON ({e})") from None
-    entries, files = [], []
-    for layer in model.layers:
-        for v in layer.weights:
-            name = f"weights/{len(files):04d}.npy"
-            buf = io.BytesIO()
-            np.save(buf, np.ascontiguousarray(v.value), allow_pickle=False)
-            files.append((name, buf.getvalue()))
-            entries.append({"path": v.path, "file": name, "shape": list(v.shape), "dtype": v.dtype})
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "rnncore_version": __version__,
-        "model": {"class_name": "Sequential", "config": json.loads(json_config)},
-        "build_input_shape": (
-            None if model._build_input_shape is None else list(model._build_input_shape)
-        ),
-        "weights": entries,
-    }
-    tmp = filepath + ".tmp"
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(_MANIFEST, json.dumps(manifest, indent=1))
-        for name, data in files:
-            zf.writestr(name, data)
-    os.replace(tmp, filepath)  # never leave a half-written file under the final name
-
-
-def model_from_json(json_string: str) -> Sequential:
-    """A model (unbuilt weights, freshly initialized) from :meth:`Sequential.to_json`."""
-    spec = json.loads(json_string)
-    if not isinstance(spec, dict) or spec.get("class_name") != "Sequential":
-        raise ValueError("model_from_json: expected the JSON of an rnncore Sequential model")
-    return Sequential.from_config(spec["config"])
-
-
-def load_model(filepath, custom_objects=None, compile=True, safe_mode=True) -> Sequential:
-    """Read a model written by ``model.save`` / :func:`save_model`.
-
-    Never executes code from the file: only rnncore layer classes are instantiated and
-    arrays are read with ``allow_pickle=False``. Raises :class:`ModelFileError` for a file
-    that is not an rnncore model, or is corrupted or truncated.
-    """
-    if custom_objects:
-        raise UnsupportedArgumentError(
-            "load_model: custom_objects are not supported (rnncore loads only its own layers)"
-        )
-    filepath = os.fspath(filepath)
-    if _is_keras_file(filepath):
-        from .interop.keras_io import load_keras
-
-        return load_keras(filepath)
-    try:
-        zf = zipfile.ZipFile(filepath)
-    except (zipfile.BadZipFile, NotImplementedError) as e:
-        raise ModelFileError(
-            f"{filepath}: not a readable rnncore model file (corrupted or truncated?): {e}"
-        ) from None
-    try:
-        with zf:
-            return _read_archive(zf, filepath)
-    except zipfile.BadZipFile as e:
-        raise ModelFileError(
-            f"{filepath}: not a readable rnncore model file (corrupted or truncated?): {e}"
-        ) from None
-    except (zlib.error, EOFError) as e:
-        raise ModelFileError(
-            f"{filepath}: the model file is corrupted or truncated ({type(e).__name__}: {e})"
-        ) from None
-
-
-def _is_keras_file(filepath: str) -> bool:
-    """A legacy Keras HDF5 file, or a Keras 3 ``.keras`` archive (a zip with config.json)."""
-    try:
-        with open(filepath, "rb") as f:
-            if f.read(8) == b"\x89HDF\r\n\x1a\n":
-                return True
-        with zipfile.ZipFile(filepath) as zf:
-            names = set(zf.namelist())
-            return "config.json" in names and _MANIFEST not in names
-    except ARCHIVE_ERRORS:
-        return False  # reported by the rnncore reader below
-
-
-def _read_archive(zf: zipfile.ZipFile, filepath: str) -> Sequential:
-    names = set(zf.namelist())
-    if _MANIFEST not in names:
-        hint = (
-            (
-                " (this looks like a Keras .keras file: load it with Keras and copy the "
-                "weights with get_weights/set_weights)"
-            )
-            if "config.json" in names
-            else ""
-        )
-        raise ModelFileError(f"{filepath}: not an rnncore model file: no {_MANIFEST}{hint}")
-    manifest = read_json(read_member(zf, _MANIFEST, filepath), f"{filepath}: {_MANIFEST}")
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ModelFileError(
-            f"{filepath}: not an rnncore model file (format is "
-            f"{manifest.get('format') if isinstance(manifest, dict) else None!r})"
-        )
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{filepath}: format_version {version!r} is newer than this "
-            f"rnncore reads ({FORMAT_VERSION}); upgrade rnncore"
-        )
-    try:
-        spec = manifest["model"]
-        entries = manifest["weights"]
-        build_shape = manifest.get("build_input_shape")
-        if spec.get("class_name") != "Sequential":
-            raise ModelFileError(f"{filepath}: unknown model class {spec.get('class_name')!r}")
-        try:
-            model = Sequential.from_config(spec["config"])
-            if build_shape is not None and not model.built:
-                model.build(tuple(build_shape))
-        except (ValueError, TypeError, NotImplementedError, MemoryError) as e:
-            raise ModelFileError(
-                f"{filepath}: the model in the file cannot be rebuilt: {e}"
-            ) from None
-        arrays = []
-        for entry in entries:
-            if entry["file"] not in names:
-                raise ModelFileError(f"{filepath}: missing weight file {entry['file']!r}")
-            data = read_member(zf, entry["file"], filepath)
-            a = load_npy(data, f"{filepath}: weight {entry['path']!r}")
-            if list(a.shape) != list(entry["shape"]) or str(a.dtype) != entry["dtype"]:
-                raise ModelFileError(
-                    f"{filepath}: weight {entry['path']!r} has shape {a.shape} and dtype "
-                    f"{a.dtype}, the manifest says {tuple(entry['shape'])} {entry['dtype']}"
-                )
-            arrays.append(a)
-    except ModelFileError:
-        raise
-    except (KeyError, TypeError, AttributeError) as e:
-        raise ModelFileError(
-            f"{filepath}: malformed {_MANIFEST} ({type(e).__name__}: {e})"
-        ) from None
-    if arrays or model.weights:
-        if not model.built:
-            raise ModelFileError(f"{filepath}: the file has weights but no build shape")
-        try:
-            model.set_weights(arrays)
-        except ValueError as e:
-            raise ModelFileError(f"{filepath}: the weights do not fit the model ({e})") from None
-    return model

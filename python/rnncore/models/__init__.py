@@ -1,0 +1,19 @@
+"""Models: :class:`Sequential`, and saving and loading them (:func:`save_model`,
+:func:`load_model`; the file format is described in :mod:`rnncore.models.archive`)."""
+
+from __future__ import annotations
+
+from ..errors import ModelFileError
+from .archive import FORMAT, FORMAT_VERSION
+from .saving import load_model, model_from_json, save_model
+from .sequential import Sequential
+
+__all__ = [
+    "Sequential",
+    "load_model",
+    "save_model",
+    "model_from_json",
+    "ModelFileError",
+    "FORMAT",
+    "FORMAT_VERSION",
+]

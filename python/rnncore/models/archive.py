@@ -1,0 +1,87 @@
+"""rnncore's saved-model format, written by ``model.save`` and read by ``load_model``.
+
+Saved-model format (``model.save(path)``; any file name, e.g. ``model.rnncore``)
+---------------------------------------------------------------------------------
+A ZIP archive readable with standard tools::
+
+    rnncore_model.json     what the model is (UTF-8 JSON, below)
+    weights/0000.npy       one NumPy .npy file per weight, in get_weights() order
+    weights/0001.npy       (plain dtype arrays; never pickled objects)
+    ...
+
+``rnncore_model.json``::
+
+    {
+      "format": "rnncore.model",        # identifies the file
+      "format_version": 1,
+      "rnncore_version": "0.1.0",        # the writer, for information
+      "model": {"class_name": "Sequential",
+                "config": {"name": ..., "trainable": ..., "layers": [
+                    {"class_name": "LSTM", "config": {"units": 16, ...}}, ...]}},
+      "build_input_shape": [null, 20, 8],   # or null when the model was never built
+      "weights": [{"path": "lstm/kernel", "file": "weights/0000.npy",
+                   "shape": [8, 64], "dtype": "float32"}, ...]
+    }
+
+Layer configs are the layers' ``get_config()`` (Keras's argument names and values).
+Loading reads only these files, instantiates only rnncore's own layer classes by name, and
+reads weights with ``numpy.load(allow_pickle=False)``: a file can never make the loader run
+code. The archive's CRC-32 checks, the manifest (shape and dtype of every weight) and the
+model's own weight shapes are all checked, so a corrupted or truncated file raises
+:class:`ModelFileError` (a ``ValueError``) naming the problem. Weights are stored at their
+exact dtype and bits, so ``save`` then ``load_model`` reproduces predictions bit for bit.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+
+import numpy as np
+
+from .._version import __version__
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "write_archive"]
+
+FORMAT = "rnncore.model"
+FORMAT_VERSION = 1
+MANIFEST = "rnncore_model.json"
+
+
+def write_archive(model, filepath, overwrite=True) -> None:
+    """Write a built or unbuilt model (its ``get_config``, ``layers`` and build shape) to
+    ``filepath`` in the format above."""
+    filepath = os.fspath(filepath)
+    if not overwrite and os.path.exists(filepath):
+        raise FileExistsError(f"{filepath} exists and overwrite=False")
+    try:
+        config = model.get_config()
+        json_config = json.dumps(config)
+    except TypeError as e:
+        raise ValueError(f"save: the model's config cannot be written as JSON ({e})") from None
+    entries, files = [], []
+    for layer in model.layers:
+        for v in layer.weights:
+            name = f"weights/{len(files):04d}.npy"
+            buf = io.BytesIO()
+            np.save(buf, np.ascontiguousarray(v.value), allow_pickle=False)
+            files.append((name, buf.getvalue()))
+            entries.append({"path": v.path, "file": name, "shape": list(v.shape), "dtype": v.dtype})
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "rnncore_version": __version__,
+        "model": {"class_name": "Sequential", "config": json.loads(json_config)},
+        "build_input_shape": (
+            None if model._build_input_shape is None else list(model._build_input_shape)
+        ),
+        "weights": entries,
+    }
+    tmp = filepath + ".tmp"
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(MANIFEST, json.dumps(manifest, indent=1))
+        for name, data in files:
+            zf.writestr(name, data)
+    os.replace(tmp, filepath)  # never leave a half-written file under the final name

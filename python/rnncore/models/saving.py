@@ -1,0 +1,148 @@
+"""Saving and loading whole models: rnncore's own files (format in
+:mod:`rnncore.models.archive`) and, through the same ``load_model``, Keras files."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+import zlib
+
+from ..errors import ModelFileError, UnsupportedArgumentError
+from ..formats.archive import ARCHIVE_ERRORS, load_npy, read_json, read_member
+from .archive import FORMAT, FORMAT_VERSION, MANIFEST, write_archive
+from .sequential import Sequential
+
+__all__ = ["save_model", "load_model", "model_from_json"]
+
+
+def save_model(model: Sequential, filepath, overwrite=True, **kwargs) -> None:
+    """Write ``model`` to ``filepath`` in rnncore's saved-model format
+    (:mod:`rnncore.models.archive`)."""
+    if kwargs:
+        raise TypeError(f"save: unexpected keyword argument(s) {', '.join(map(repr, kwargs))}")
+    if not isinstance(model, Sequential):
+        raise TypeError(f"save_model: expected an rnncore Sequential model, got {model!r}")
+    write_archive(model, filepath, overwrite=overwrite)
+
+
+def model_from_json(json_string: str) -> Sequential:
+    """A model (unbuilt weights, freshly initialized) from :meth:`Sequential.to_json`."""
+    spec = json.loads(json_string)
+    if not isinstance(spec, dict) or spec.get("class_name") != "Sequential":
+        raise ValueError("model_from_json: expected the JSON of an rnncore Sequential model")
+    return Sequential.from_config(spec["config"])
+
+
+def load_model(filepath, custom_objects=None, compile=True, safe_mode=True) -> Sequential:
+    """Read a model written by ``model.save`` / :func:`save_model`.
+
+    Never executes code from the file: only rnncore layer classes are instantiated and
+    arrays are read with ``allow_pickle=False``. Raises :class:`ModelFileError` for a file
+    that is not an rnncore model, or is corrupted or truncated.
+    """
+    if custom_objects:
+        raise UnsupportedArgumentError(
+            "load_model: custom_objects are not supported (rnncore loads only its own layers)"
+        )
+    filepath = os.fspath(filepath)
+    if _is_keras_file(filepath):
+        from ..interop.keras_io import load_keras  # TODO(lead): formats.keras
+
+        return load_keras(filepath)
+    try:
+        zf = zipfile.ZipFile(filepath)
+    except (zipfile.BadZipFile, NotImplementedError) as e:
+        raise ModelFileError(
+            f"{filepath}: not a readable rnncore model file (corrupted or truncated?): {e}"
+        ) from None
+    try:
+        with zf:
+            return _read_archive(zf, filepath)
+    except zipfile.BadZipFile as e:
+        raise ModelFileError(
+            f"{filepath}: not a readable rnncore model file (corrupted or truncated?): {e}"
+        ) from None
+    except (zlib.error, EOFError) as e:
+        raise ModelFileError(
+            f"{filepath}: the model file is corrupted or truncated ({type(e).__name__}: {e})"
+        ) from None
+
+
+def _is_keras_file(filepath: str) -> bool:
+    """A legacy Keras HDF5 file, or a Keras 3 ``.keras`` archive (a zip with config.json)."""
+    try:
+        with open(filepath, "rb") as f:
+            if f.read(8) == b"\x89HDF\r\n\x1a\n":
+                return True
+        with zipfile.ZipFile(filepath) as zf:
+            names = set(zf.namelist())
+            return "config.json" in names and MANIFEST not in names
+    except ARCHIVE_ERRORS:
+        return False  # reported by the rnncore reader below
+
+
+def _read_archive(zf: zipfile.ZipFile, filepath: str) -> Sequential:
+    names = set(zf.namelist())
+    if MANIFEST not in names:
+        hint = (
+            (
+                " (this looks like a Keras .keras file: load it with Keras and copy the "
+                "weights with get_weights/set_weights)"
+            )
+            if "config.json" in names
+            else ""
+        )
+        raise ModelFileError(f"{filepath}: not an rnncore model file: no {MANIFEST}{hint}")
+    manifest = read_json(read_member(zf, MANIFEST, filepath), f"{filepath}: {MANIFEST}")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ModelFileError(
+            f"{filepath}: not an rnncore model file (format is "
+            f"{manifest.get('format') if isinstance(manifest, dict) else None!r})"
+        )
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{filepath}: format_version {version!r} is newer than this "
+            f"rnncore reads ({FORMAT_VERSION}); upgrade rnncore"
+        )
+    try:
+        spec = manifest["model"]
+        entries = manifest["weights"]
+        build_shape = manifest.get("build_input_shape")
+        if spec.get("class_name") != "Sequential":
+            raise ModelFileError(f"{filepath}: unknown model class {spec.get('class_name')!r}")
+        try:
+            model = Sequential.from_config(spec["config"])
+            if build_shape is not None and not model.built:
+                model.build(tuple(build_shape))
+        except (ValueError, TypeError, NotImplementedError, MemoryError) as e:
+            raise ModelFileError(
+                f"{filepath}: the model in the file cannot be rebuilt: {e}"
+            ) from None
+        arrays = []
+        for entry in entries:
+            if entry["file"] not in names:
+                raise ModelFileError(f"{filepath}: missing weight file {entry['file']!r}")
+            data = read_member(zf, entry["file"], filepath)
+            a = load_npy(data, f"{filepath}: weight {entry['path']!r}")
+            if list(a.shape) != list(entry["shape"]) or str(a.dtype) != entry["dtype"]:
+                raise ModelFileError(
+                    f"{filepath}: weight {entry['path']!r} has shape {a.shape} and dtype "
+                    f"{a.dtype}, the manifest says {tuple(entry['shape'])} {entry['dtype']}"
+                )
+            arrays.append(a)
+    except ModelFileError:
+        raise
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ModelFileError(
+            f"{filepath}: malformed {MANIFEST} ({type(e).__name__}: {e})"
+        ) from None
+    if arrays or model.weights:
+        if not model.built:
+            raise ModelFileError(f"{filepath}: the file has weights but no build shape")
+        try:
+            model.set_weights(arrays)
+        except ValueError as e:
+            raise ModelFileError(f"{filepath}: the weights do not fit the model ({e})") from None
+    return model
