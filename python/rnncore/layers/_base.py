@@ -1,286 +1,72 @@
-"""What every layer shares: names, dtype, weights, input-shape arguments, masks, config.
+"""What every layer shares: the :class:`Layer` base, and :class:`InputTensor`, what
+``Input()`` gives.
 
-A layer holds its weights as :class:`Variable` objects wrapping NumPy arrays. Assigning a
-variable copies into its array in place, so the arrays a layer hands to the core never
-change identity and a cached call (see the recurrent layers' fast path) stays valid.
+The pieces a layer is made of live beside it: argument handling in :mod:`._args`, weights
+and masked outputs in :mod:`._variable`; they are re-exported here for the layer modules.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections import defaultdict
-
 import numpy as np
 
-from .._memory import check_allocation
+from .. import utils
 from ..errors import UnsupportedArgumentError
+from . import initializers
+from ._args import (
+    as_float_array,
+    canonical_dtype,
+    check_allocation,
+    positive_int,
+    reject_kwargs,
+    require_default,
+    shape_tuple,
+    standardize_dtype,
+    to_snake_case,
+    unique_name,
+)
+from ._variable import MaskedOutput, Variable, as_mask, attach_mask
 
-__all__ = ["Layer", "Variable", "MaskedOutput", "UnsupportedArgumentError"]
-
-
-# --------------------------------------------------------------------------------------
-# Names: Keras's scheme, "lstm", "lstm_1", "lstm_2", ... per snake-cased class name.
-# --------------------------------------------------------------------------------------
-
-_NAME_UIDS: defaultdict[str, int] = defaultdict(int)
-
-
-def to_snake_case(name: str) -> str:
-    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
-
-
-def unique_name(base: str) -> str:
-    n = _NAME_UIDS[base]
-    _NAME_UIDS[base] = n + 1
-    return base if n == 0 else f"{base}_{n}"
-
-
-# --------------------------------------------------------------------------------------
-# dtype: float32 (default) or float64, as a string like Keras's ``layer.dtype``.
-# --------------------------------------------------------------------------------------
-
-_FLOAT_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
-
-
-def standardize_dtype(dtype, owner: str = "layer") -> np.dtype:
-    """``None`` -> float32; a name, NumPy dtype, Keras DTypePolicy or its config -> dtype."""
-    if dtype is None:
-        return np.dtype(np.float32)
-    if isinstance(dtype, dict):  # a serialized Keras DTypePolicy
-        dtype = dtype.get("config", dtype).get("name", dtype)
-    name = getattr(dtype, "name", dtype)  # a Keras DTypePolicy object has .name
-    try:
-        d = np.dtype(name)
-    except TypeError:
-        d = None
-    if d not in _FLOAT_DTYPES:
-        raise UnsupportedArgumentError(
-            f"{owner}: dtype={name!r} is not supported by rnncore; use 'float32' or 'float64'"
-        )
-    return d
+__all__ = [
+    "Layer",
+    "InputTensor",
+    "Variable",
+    "MaskedOutput",
+    "UnsupportedArgumentError",
+    "DropsTransientOnPickle",
+    # the pieces, for the layer modules
+    "as_float_array",
+    "as_mask",
+    "attach_mask",
+    "canonical_dtype",
+    "check_allocation",
+    "positive_int",
+    "reject_kwargs",
+    "require_default",
+    "shape_tuple",
+    "standardize_dtype",
+    "to_snake_case",
+    "unique_name",
+]
 
 
-def canonical_dtype(a):
-    """``a`` viewed with NumPy's own float32/float64 dtype object (no copy).
+class InputTensor:
+    """What :func:`Input` returns: the shape and dtype of a model's input (symbolic).
 
-    Unpickled arrays carry an equal but distinct dtype object, which the core (it checks
-    the dtype's identity) would refuse.
-    """
-    if isinstance(a, np.ndarray) and a.dtype in _FLOAT_DTYPES:
-        canonical = np.dtype(_FLOAT_DTYPES[a.dtype])
-        if a.dtype is not canonical:
-            return a.view(canonical)
-    return a
-
-
-# --------------------------------------------------------------------------------------
-# Array arguments: one conversion for inputs, states and weights
-# --------------------------------------------------------------------------------------
-
-_REAL_KINDS = frozenset("biuf")  # bool, signed / unsigned integer, floating point
-
-
-def as_float_array(value, dtype, what: str) -> np.ndarray:
-    """``value`` as an array of the float ``dtype``: real values are cast as Keras does.
-
-    Complex values (the cast would drop the imaginary part), strings, dates and object
-    arrays holding anything but real numbers (``None`` would become NaN) are refused with a
-    TypeError naming ``what`` -- nothing is converted silently into a wrong number.
-    """
-    a = np.asarray(value)
-    kind = a.dtype.kind
-    if kind == "O":
-        try:  # the dtype NumPy would give the elements themselves
-            kind = np.asarray(a.tolist()).dtype.kind
-        except (TypeError, ValueError):
-            kind = "O"
-    if kind not in _REAL_KINDS:
-        if kind == "c":
-            why = "complex values (casting them would discard the imaginary part)"
-        elif a.dtype.kind == "O":
-            why = "an object array with non-numeric elements (e.g. None)"
-        else:
-            why = f"dtype {a.dtype}"
-        raise TypeError(f"{what}: expected real numbers, got {why}")
-    return canonical_dtype(np.asarray(a, dtype=dtype))
-
-
-# --------------------------------------------------------------------------------------
-# Argument checks
-# --------------------------------------------------------------------------------------
-
-
-def require_default(owner: str, **args) -> None:
-    """Refuse Keras arguments rnncore does not implement, unless left at their default.
-
-    Each keyword is ``name=(value, default)``; ``None`` defaults also accept ``None``.
-    """
-    for name, (value, default) in args.items():
-        same = (
-            value is default if default is None or isinstance(default, bool) else (value == default)
-        )
-        if not same:
-            raise UnsupportedArgumentError(
-                f"{owner}: argument {name}={value!r} is not supported by rnncore "
-                f"(only the default {name}={default!r})"
-            )
-
-
-# Keras arguments some layers accept that rnncore knows about and refuses when set.
-_KNOWN_UNSUPPORTED = {
-    "time_major": False,
-    "activity_regularizer": None,
-    "kernel_regularizer": None,
-    "recurrent_regularizer": None,
-    "bias_regularizer": None,
-    "kernel_constraint": None,
-    "recurrent_constraint": None,
-    "bias_constraint": None,
-    "sparse": None,
-    "ragged": None,
-    "lora_rank": None,
-    "lora_alpha": None,
-    "quantization_config": None,
-}
-
-
-def reject_kwargs(owner: str, kwargs: dict) -> None:
-    """Known-but-unsupported Keras kwargs: error naming them; unknown kwargs: TypeError."""
-    for name, value in list(kwargs.items()):
-        if name in _KNOWN_UNSUPPORTED:
-            require_default(owner, **{name: (value, _KNOWN_UNSUPPORTED[name])})
-            del kwargs[name]
-    if kwargs:
-        names = ", ".join(repr(k) for k in kwargs)
-        raise TypeError(f"{owner}: unexpected keyword argument(s) {names}")
-
-
-def positive_int(value, what: str) -> int:
-    """``value`` as a positive ``int``: an integer (NumPy's too) or an integral float, as a
-    JSON config may hold. A bool, a string or a fractional number is refused rather than
-    rounded (Keras would turn ``Dense(2.7)`` into 2 units and ``LSTM(True)`` into 1)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-        value, (int, np.integer, float, np.floating)
-    ):
-        raise TypeError(
-            f"{what} must be a positive integer, got {value!r} ({type(value).__name__})"
-        )
-    if not math.isfinite(value) or int(value) != value or value <= 0:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def shape_tuple(shape, what: str) -> tuple:
-    try:
-        return tuple(None if d is None else int(d) for d in shape)
-    except TypeError:
-        raise TypeError(f"{what}: expected a shape tuple, got {shape!r}") from None
-
-
-# --------------------------------------------------------------------------------------
-# Weights
-# --------------------------------------------------------------------------------------
-
-
-class Variable:
-    """A named weight: a NumPy array that ``assign`` updates in place.
-
-    ``np.asarray(v)`` and ``v.numpy()`` give its value (the latter a copy); ``v.value`` is
-    the live array itself.
+    Use it as the first entry of :class:`rnncore.Sequential`; ``shape`` includes the batch
+    dimension (``None`` unless ``batch_size`` was given), as Keras's ``KerasTensor``.
     """
 
-    __slots__ = ("name", "path", "trainable", "value")
-
-    def __init__(self, value: np.ndarray, name: str, path: str, trainable: bool = True):
-        self.value = value
+    def __init__(self, batch_shape, dtype, name):
+        self.shape = batch_shape
+        self.dtype = dtype
         self.name = name
-        self.path = path
-        self.trainable = trainable
 
-    shape = property(lambda self: self.value.shape)
-    dtype = property(lambda self: str(self.value.dtype))
-    ndim = property(lambda self: self.value.ndim)
+    @property
+    def ndim(self):
+        return len(self.shape)
 
-    def numpy(self) -> np.ndarray:
-        return self.value.copy()
-
-    def __getstate__(self):
-        return {k: getattr(self, k) for k in self.__slots__}
-
-    def __setstate__(self, state):
-        for k, v in state.items():
-            setattr(self, k, v)
-        self.value = canonical_dtype(self.value)
-
-    def assign(self, value) -> None:
-        """Copy ``value`` (converted to this variable's dtype) into the weight, in place."""
-        a = as_float_array(value, self.value.dtype, f"weight {self.path!r}")
-        if a.shape != self.value.shape:
-            raise ValueError(
-                f"weight {self.path!r}: expected shape {self.value.shape}, got {a.shape}"
-            )
-        np.copyto(self.value, a)
-
-    def __array__(self, dtype=None, copy=None):
-        if copy:
-            return self.value.astype(dtype or self.value.dtype, copy=True)
-        return self.value if dtype is None else self.value.astype(dtype, copy=False)
-
-    def __repr__(self) -> str:
-        return f"<Variable path={self.path}, shape={self.shape}, dtype={self.dtype}>"
-
-
-# --------------------------------------------------------------------------------------
-# Masks travelling with arrays (Keras's ``_keras_mask``)
-# --------------------------------------------------------------------------------------
-
-
-class MaskedOutput(np.ndarray):
-    """An ndarray that carries the Keras mask of a layer's output as ``_keras_mask``.
-
-    Keras attaches the mask a layer computes (``Masking``, and layers that pass a mask on)
-    to its output tensor, and the next layer called on it picks the mask up. rnncore does
-    the same with this thin ndarray subclass so that layer-by-layer scripts mask exactly as
-    in Keras. Arithmetic and slicing give arrays without a mask (as Keras's new tensors).
-    """
-
-    _keras_mask = None
-
-    def __array_finalize__(self, obj):
-        # New arrays derived from a masked one do not inherit the mask.
-        pass
-
-
-def attach_mask(outputs, mask):
-    """Return ``outputs`` with the mask(s) attached (only where a mask is not None)."""
-    if mask is None:
-        return outputs
-    if isinstance(outputs, (tuple, list)):
-        masks = mask if isinstance(mask, (tuple, list)) else [mask] + [None] * (len(outputs) - 1)
-        return type(outputs)(attach_mask(o, m) for o, m in zip(outputs, masks))
-    if isinstance(mask, (tuple, list)):
-        mask = mask[0]
-        if mask is None:
-            return outputs
-    out = outputs.view(MaskedOutput)
-    out._keras_mask = mask
-    return out
-
-
-def as_mask(mask, shape: tuple, owner: str) -> np.ndarray | None:
-    """A ``(batch, timesteps)`` boolean mask for an input of ``shape``, or None."""
-    if mask is None:
-        return None
-    m = np.asarray(mask)
-    if m.dtype != np.bool_:
-        m = m != 0 if np.issubdtype(m.dtype, np.number) else m.astype(bool)
-    if m.shape != tuple(shape[:2]):
-        raise ValueError(
-            f"{owner}: mask must have shape (batch, timesteps) = {tuple(shape[:2])}, got {m.shape}"
-        )
-    return m
+    def __repr__(self):
+        return f"<InputTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
 
 
 # --------------------------------------------------------------------------------------
@@ -371,7 +157,7 @@ class Layer(DropsTransientOnPickle):
 
     @property
     def dtype(self) -> str:
-        return _FLOAT_DTYPES[self._np_dtype]
+        return self._np_dtype.name
 
     @property
     def compute_dtype(self) -> str:
@@ -407,8 +193,6 @@ class Layer(DropsTransientOnPickle):
     # ---- weights ----------------------------------------------------------------------
 
     def add_weight(self, name: str, shape, initializer, rng, trainable=True) -> Variable:
-        from . import initializers
-
         init = initializers.get(initializer)
         check_allocation(
             f"{type(self).__name__} {self.name!r}: weight {name!r}", [shape], self._np_dtype
@@ -478,8 +262,6 @@ class Layer(DropsTransientOnPickle):
 
     def _convert(self, inputs) -> np.ndarray:
         """The input as a NumPy array of the layer's dtype (Keras converts inputs too)."""
-        from .core import InputTensor
-
         if isinstance(inputs, InputTensor):
             raise NotImplementedError(
                 f"{type(self).__name__}: calling a layer on rnncore.Input() (Keras's "
@@ -556,8 +338,6 @@ class Layer(DropsTransientOnPickle):
         seed = getattr(self, "seed", None)
         if seed is None:
             if rng is None:
-                from .. import utils
-
                 rng = np.random.default_rng(utils.draw_seed())
             return rng
         if getattr(self, "_dropout_rng", None) is None:

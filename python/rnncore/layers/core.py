@@ -7,6 +7,7 @@ import numpy as np
 from .. import activations, functional, utils
 from . import initializers
 from ._base import (
+    InputTensor,
     Layer,
     UnsupportedArgumentError,
     check_allocation,
@@ -303,26 +304,6 @@ class Masking(Layer):
 
     def get_config(self):
         return {**super().get_config(), "mask_value": self.mask_value}
-
-
-class InputTensor:
-    """What :func:`Input` returns: the shape and dtype of a model's input (symbolic).
-
-    Use it as the first entry of :class:`rnncore.Sequential`; ``shape`` includes the batch
-    dimension (``None`` unless ``batch_size`` was given), as Keras's ``KerasTensor``.
-    """
-
-    def __init__(self, batch_shape, dtype, name):
-        self.shape = batch_shape
-        self.dtype = dtype
-        self.name = name
-
-    @property
-    def ndim(self):
-        return len(self.shape)
-
-    def __repr__(self):
-        return f"<InputTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
 
 
 class InputLayer(Layer):

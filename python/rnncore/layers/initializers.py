@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from ._base import to_snake_case
+from ._args import to_snake_case
 
 __all__ = [
     "Initializer",
