@@ -6,18 +6,15 @@ import os
 import signal
 import time
 
+import dask
+import dask.array as da
+import distributed
 import numpy as np
 import pytest
 
-pytest.importorskip("dask.array")
-distributed = pytest.importorskip("distributed")
-
-import dask  # noqa: E402
-import dask.array as da  # noqa: E402
-
-import rnncore  # noqa: E402
-import rnncore.dask as rdask  # noqa: E402
-from rnncore import layers as L  # noqa: E402
+import rnncore
+import rnncore.dask as rdask
+from rnncore import layers as L
 
 # distributed's own start-up / shutdown chatter must not fail the suite (filterwarnings=error)
 pytestmark = [
@@ -160,11 +157,11 @@ def test_worker_killed_mid_job(client):
     future = client.compute(y)
     # wait until the job is under way on both workers, then kill one worker process
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        processing = client.processing()
-        if sum(len(v) for v in processing.values()) and len(processing) == 2:
-            break
+    processing = client.processing()
+    while not (sum(len(v) for v in processing.values()) and len(processing) == 2):
+        assert time.monotonic() < deadline, f"job not under way on two workers: {processing}"
         time.sleep(0.05)
+        processing = client.processing()
     time.sleep(0.5)
     assert not future.done()
     victim = max(processing, key=lambda a: len(processing[a]))

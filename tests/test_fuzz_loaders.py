@@ -26,14 +26,13 @@ import sys
 import textwrap
 import zipfile
 
+import h5py
 import numpy as np
+import onnx
 import pytest
 
 import rnncore
 from rnncore import layers as L
-
-h5py = pytest.importorskip("h5py")
-onnx = pytest.importorskip("onnx")
 
 N = int(os.environ.get("RNNCORE_FUZZ_CASES", "48"))
 CLEAR = {"ModelFileError", "UnsupportedModelError", "UnsupportedArgumentError"}

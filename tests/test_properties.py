@@ -14,15 +14,12 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from rnncore import functional as F  # noqa: E402
-from rnncore import layers as L  # noqa: E402
-from rnncore import reference as R  # noqa: E402
+from rnncore import functional as F
+from rnncore import layers as L
+from rnncore import reference as R
 
 settings.register_profile(
     "default_rnncore",
@@ -46,7 +43,10 @@ CELLS = {  # cell -> (gates, number of states)
     "lstm": (4, 2),
     "gru": (3, 1),
 }
-TOL = {np.float64: 1e-9, np.float32: 2e-4}
+# The suite's usual tolerances (tests/conftest.py), relative to max(1, max|want|). Measured
+# over 3000 examples per test (HYPOTHESIS_PROFILE=stress): at most 7e-16 in float64 and
+# 3e-7 in float32 (float32 inputs, float64 reference), so about 1400x and 35x margin.
+TOL = {np.float64: 1e-12, np.float32: 1e-5}
 
 
 @st.composite
