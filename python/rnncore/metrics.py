@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .losses import SparseCategoricalCrossentropy
+
 __all__ = ["Metric", "get"]
 
 
@@ -84,8 +86,6 @@ def get(identifier, loss=None, output_units=None) -> Metric:
         raise ValueError(f"unknown metric {identifier!r}: give a metric name")
     key = identifier.lower()
     if key in ("accuracy", "acc"):
-        from .losses import SparseCategoricalCrossentropy
-
         if isinstance(loss, SparseCategoricalCrossentropy):
             fn = sparse_categorical_accuracy
         elif output_units == 1:
