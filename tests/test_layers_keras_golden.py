@@ -3,12 +3,16 @@
 The .npz is written by tests/golden/make_keras_golden.py (Keras on the torch backend); it
 holds each case's layer specs, input, mask, initial states, Keras weights and outputs. These
 tests rebuild the same layers with rnncore, load the Keras weights with set_weights and
-compare: Keras itself is not needed here.
+compare: Keras itself is not needed here. The .npz stores the hash of the generator's recipe
+(its case list and input constants); it must equal the hash of the generator's current
+recipe, read from make_keras_golden.py without Keras, so a stale .npz fails.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +57,47 @@ def check_outputs(c, got):
         np.testing.assert_allclose(g, w, rtol=0, atol=TOL[c["dtype"]])
 
 
+def load_generator():
+    """tests/golden/make_keras_golden.py as a module, imported with Keras made unimportable
+    (the recipe must not need it)."""
+    path = GOLDEN.parent / "make_keras_golden.py"
+    spec = importlib.util.spec_from_file_location("_make_keras_golden", path)
+    module = importlib.util.module_from_spec(spec)
+    saved = sys.modules.get("keras", None)
+    sys.modules["keras"] = None  # `import keras` now raises ImportError
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        if saved is None:
+            del sys.modules["keras"]
+        else:
+            sys.modules["keras"] = saved
+    return module
+
+
 def test_golden_file_is_small_and_complete():
     assert GOLDEN.stat().st_size < 200_000
     assert SPECS["backend"] == "torch" and SPECS["keras_version"].startswith("3.")
     assert len(CASES) >= 40
+
+
+def test_golden_file_matches_the_generator():
+    """The .npz was written from the generator's current recipe (else: regenerate it)."""
+    gen = load_generator()
+    stored = str(DATA["recipe_sha256"])
+    current = gen.recipe_hash()
+    names = [c["name"] for c in gen.CASES]
+    assert current == stored, (
+        "tests/golden/keras_golden.npz is stale: regenerate it with "
+        "`KERAS_BACKEND=torch python tests/golden/make_keras_golden.py` "
+        f"(cases only in the generator: {sorted(set(names) - set(CASES))}; "
+        f"only in the .npz: {sorted(set(CASES) - set(names))})"
+    )
+    # the stored specs are the generator's cases, in its order
+    assert names == [c["name"] for c in SPECS["cases"]]
+    for c in gen.CASES:
+        stored_case = {k: CASES[c["name"]][k] for k in c}
+        assert stored_case == json.loads(json.dumps(c)), c["name"]
 
 
 @pytest.mark.parametrize("name", [n for n, c in CASES.items() if c["mode"] == "model"])

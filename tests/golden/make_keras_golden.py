@@ -9,20 +9,25 @@ random weights (biases included, so every term is exercised), runs it and stores
 mask, initial states, weights and outputs. The specs travel inside the .npz as JSON, so the
 tests rebuild the same layers with rnncore without importing Keras. Sizes are tiny on
 purpose (the file stays well under 200 KB).
+
+The .npz also stores :func:`recipe_hash` -- a SHA-256 of the case list and of the constants
+the inputs are drawn from -- and the tests compare it with the hash of this file's current
+recipe, so a case added or changed here without regenerating the .npz fails the suite.
+Keras is imported only by :func:`main`: the tests import this module to read the recipe.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
 
-os.environ.setdefault("KERAS_BACKEND", "torch")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keras_golden.npz")
+SEED = 20240607
+WEIGHT_STDDEV = 0.5  # random weights: N(0, WEIGHT_STDDEV**2)
 B, T, D = 3, 7, 4
 # per-sample used steps for the masked cases: padding at the end, at the start, and a hole
 MASK = np.array(
@@ -258,6 +263,23 @@ case(
 )
 
 
+def recipe() -> dict:
+    """What the golden values are computed from: the cases and the inputs' constants."""
+    return {
+        "cases": CASES,
+        "seed": SEED,
+        "weight_stddev": WEIGHT_STDDEV,
+        "shape": [B, T, D],
+        "mask": MASK.astype(int).tolist(),
+    }
+
+
+def recipe_hash() -> str:
+    """SHA-256 of :func:`recipe` as canonical JSON (sorted keys, no whitespace)."""
+    text = json.dumps(recipe(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def np_(a):
     return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
 
@@ -275,12 +297,15 @@ def flat(out):
 def randomize(layers, rng, dtype):
     for layer in layers:
         layer.set_weights(
-            [rng.normal(0.0, 0.5, w.shape).astype(dtype) for w in layer.get_weights()]
+            [rng.normal(0.0, WEIGHT_STDDEV, w.shape).astype(dtype) for w in layer.get_weights()]
         )
 
 
 def main():
-    rng = np.random.default_rng(20240607)
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras
+
+    rng = np.random.default_rng(SEED)
     arrays, specs = {}, []
     L = keras.layers
     for c in CASES:
@@ -356,6 +381,7 @@ def main():
             {"keras_version": keras.__version__, "backend": keras.backend.backend(), "cases": specs}
         )
     )
+    arrays["recipe_sha256"] = np.array(recipe_hash())
     np.savez_compressed(OUT, **arrays)
     print(f"wrote {OUT}: {len(specs)} cases, {os.path.getsize(OUT)} bytes")
 
