@@ -14,6 +14,7 @@ import sys
 import warnings
 
 import numpy as np
+from tqdm.auto import tqdm  # a runtime dependency (pyproject.toml)
 
 __all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "ProgbarLogger"]
 
@@ -229,11 +230,6 @@ class ProgbarLogger(Callback):
         self._written = False
         epochs = self.params.get("epochs", "?")
         if self.verbose == 1:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:  # a plain line per epoch when tqdm is missing
-                self._bar = None
-                return
             self._bar = tqdm(
                 total=self.params.get("steps"),
                 desc=f"Epoch {epoch + 1}/{epochs}",

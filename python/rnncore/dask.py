@@ -33,6 +33,8 @@ import threading
 
 import numpy as np
 
+from ._core import get_num_threads, set_num_threads
+
 __all__ = ["predict", "WorkerThreads", "match_worker_threads"]
 
 #: One rnncore model call at a time per process: each call already uses all the threads
@@ -45,6 +47,11 @@ try:  # the optional extra; without it, predict still runs on Dask's local sched
     from distributed.diagnostics.plugin import WorkerPlugin as _WorkerPluginBase
 except ImportError:  # pragma: no cover - depends on the environment
     _WorkerPluginBase = object
+
+
+def _worker_threads() -> int:
+    """rnncore's thread count where it runs (sent to the workers by reference)."""
+    return get_num_threads()
 
 
 def _require_dask():
@@ -111,10 +118,8 @@ class WorkerThreads(_WorkerPluginBase):
         self.nthreads = nthreads
 
     def setup(self, worker):
-        import rnncore
-
         n = self.nthreads if self.nthreads is not None else worker.state.nthreads
-        rnncore.set_num_threads(int(n))
+        set_num_threads(int(n))
 
 
 _registered_clients: set = set()
@@ -132,9 +137,7 @@ def match_worker_threads(client=None, nthreads: int | None = None) -> dict:
         client.register_plugin(plugin, name=_PLUGIN_NAME)
     else:  # distributed < 2023.9
         client.register_worker_plugin(plugin, name=_PLUGIN_NAME)
-    import rnncore
-
-    return client.run(rnncore.get_num_threads)
+    return client.run(_worker_threads)
 
 
 def _ensure_worker_threads(client) -> None:

@@ -21,9 +21,12 @@ import time
 
 import numpy as np
 
-import rnncore
-from rnncore import callbacks, optimizers, reference
-from rnncore.layers import LSTM, Dense
+from . import _core, callbacks, optimizers, reference
+from ._core import get_num_threads
+from ._version import __version__
+from .layers import LSTM, Dense, Input
+from .models import Sequential
+from .utils import set_random_seed
 
 __all__ = ["run", "adding_problem", "load_sunspots"]
 
@@ -86,19 +89,18 @@ def _inference_speed(model, x) -> None:
 
 
 def _header(title: str) -> None:
-    info = rnncore.build_info()
-    print(f"rnncore {rnncore.__version__} demo: {title}")
-    print(f"(core build {info['isa']}, {info['threads']} thread(s))\n")
+    print(f"rnncore {__version__} demo: {title}")
+    print(f"(core build {_core.isa}, {get_num_threads()} thread(s))\n")
 
 
 def _model(timesteps, features, units):
-    return rnncore.Sequential([rnncore.Input((timesteps, features)), LSTM(units), Dense(1)])
+    return Sequential([Input((timesteps, features)), LSTM(units), Dense(1)])
 
 
 def run_adding(args) -> int:
     t_start = time.perf_counter()
     _header("the adding problem (synthetic, built in)")
-    rnncore.set_random_seed(args.seed)
+    set_random_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     timesteps = 30
     x, y = adding_problem(5000, timesteps, rng)
@@ -155,7 +157,7 @@ def run_sunspots(args) -> int:
     years, spots = load_sunspots()
     t_start = time.perf_counter()
     _header("forecasting the yearly sunspot numbers (statsmodels' series, 1700-2008)")
-    rnncore.set_random_seed(args.seed)
+    set_random_seed(args.seed)
     window, scale = 24, 100.0
     x = np.stack([spots[i : i + window] for i in range(len(spots) - window)])[:, :, None]
     y = spots[window:, None]
