@@ -136,6 +136,7 @@ def test_history_validation_and_evaluate(rng):
     logs = model.evaluate(x, y, batch_size=7, verbose=0, return_dict=True)
     assert set(logs) == {"loss", "mae"}
     assert logs["loss"] == pytest.approx(float(np.mean((model.predict(x) - y) ** 2)), rel=1e-5)
+    assert logs["mae"] == pytest.approx(float(np.mean(np.abs(model.predict(x) - y))), rel=1e-5)
     h2 = model.fit(x, y, epochs=1, validation_data=(x[:5], y[:5]), verbose=0)
     assert "val_loss" in h2.history
 
@@ -182,6 +183,228 @@ def test_non_trainable_layers_are_not_updated(rng):
     model.fit(x, y, epochs=2, verbose=0)
     for a, b in zip(frozen, model.layers[0].get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+# ---- metric and loss values against hand computations --------------------------------------
+
+EPS = 1e-7  # Keras's clipping of probabilities
+
+
+def _hand_loss(name, t, p, from_logits=False):
+    """The mean loss, written out in NumPy from Keras 3's definitions."""
+    p = np.asarray(p, np.float64)
+    t = np.asarray(t, np.float64)
+    if name.startswith("sparse"):
+        t = np.eye(p.shape[-1])[t.astype(np.int64).reshape(p.shape[:-1])]
+    t = t.reshape(p.shape)
+    if name == "mse":
+        return np.mean((p - t) ** 2)
+    if name == "mae":
+        return np.mean(np.abs(p - t))
+    if name == "binary_crossentropy":
+        if from_logits:  # -log(sigmoid(z)) = log(1 + e^-z), -log(1 - sigmoid(z)) = log(1 + e^z)
+            return np.mean(t * np.logaddexp(0, -p) + (1 - t) * np.logaddexp(0, p))
+        q = np.clip(p, EPS, 1 - EPS)
+        return np.mean(-(t * np.log(q) + (1 - t) * np.log(1 - q)))
+    # categorical_crossentropy, sparse_categorical_crossentropy
+    if from_logits:
+        z = p - p.max(axis=-1, keepdims=True)
+        log_q = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    else:
+        log_q = np.log(np.clip(p / p.sum(axis=-1, keepdims=True), EPS, 1 - EPS))
+    return np.mean(-(t * log_q).sum(axis=-1))
+
+
+def _hand_metric(name, t, p):
+    """Every metric rnncore offers, as a mean over all samples (and timesteps)."""
+    p = np.asarray(p, np.float64)
+    t = np.asarray(t)
+    if name == "sparse_categorical_accuracy":
+        return np.mean(t.reshape(p.shape[:-1]) == p.argmax(axis=-1))
+    t = t.astype(np.float64).reshape(p.shape)
+    if name in ("mae", "mean_absolute_error"):
+        return np.mean(np.abs(p - t))
+    if name in ("mse", "mean_squared_error"):
+        return np.mean((p - t) ** 2)
+    if name == "binary_accuracy":
+        return np.mean((p > 0.5) == (t > 0.5))
+    if name == "categorical_accuracy":
+        return np.mean(p.argmax(axis=-1) == t.argmax(axis=-1))
+    raise AssertionError(name)
+
+
+N, T_, D_ = 30, 5, 3  # 30 samples, evaluated in batches of 7: the last batch is short
+
+
+def _one_hot(labels, k):
+    return np.eye(k)[labels]
+
+
+# name: (loss, layers, targets(rng), {metric as given: the function it must be})
+METRIC_CASES = {
+    "regression": (
+        "mse",
+        lambda: [LSTM(4, seed=1), Dense(3, seed=2)],
+        lambda rng: rng.standard_normal((N, 3)) * 2,
+        {
+            "mae": "mae",
+            "mse": "mse",
+            "mean_absolute_error": "mae",
+            "mean_squared_error": "mse",
+        },
+    ),
+    "regression_sequence_mae_loss": (
+        "mae",
+        lambda: [GRU(4, return_sequences=True, seed=1), Dense(2, seed=2)],
+        lambda rng: rng.standard_normal((N, T_, 2)) * 2,
+        {"mae": "mae", "mse": "mse"},
+    ),
+    "regression_flat_targets": (
+        "mse",
+        lambda: [SimpleRNN(4, seed=1), Dense(1, seed=2)],
+        lambda rng: rng.standard_normal(N) * 2,  # (N,) targets for a (N, 1) output
+        {"mae": "mae", "mean_squared_error": "mse"},
+    ),
+    "binary": (
+        "binary_crossentropy",
+        lambda: [LSTM(4, seed=1), Dense(1, activation="sigmoid", seed=2)],
+        lambda rng: rng.integers(0, 2, (N, 1)).astype(np.float32),
+        {"accuracy": "binary_accuracy", "binary_accuracy": "binary_accuracy", "mse": "mse"},
+    ),
+    "binary_multilabel": (
+        "binary_crossentropy",
+        lambda: [LSTM(4, seed=1), Dense(3, activation="sigmoid", seed=2)],
+        lambda rng: rng.integers(0, 2, (N, 3)).astype(np.float32),
+        {"binary_accuracy": "binary_accuracy", "mae": "mae"},
+    ),
+    "categorical": (
+        "categorical_crossentropy",
+        lambda: [GRU(4, seed=1), Dense(4, activation="softmax", seed=2)],
+        lambda rng: _one_hot(rng.integers(0, 4, N), 4),
+        {"accuracy": "categorical_accuracy", "categorical_accuracy": "categorical_accuracy"},
+    ),
+    "sparse_sequence": (
+        "sparse_categorical_crossentropy",
+        lambda: [LSTM(4, return_sequences=True, seed=1), Dense(4, activation="softmax", seed=2)],
+        lambda rng: rng.integers(0, 4, (N, T_)),
+        {
+            "acc": "sparse_categorical_accuracy",
+            "sparse_categorical_accuracy": "sparse_categorical_accuracy",
+        },
+    ),
+}
+
+
+def _metric_case(case, rng):
+    loss, layers, targets, metrics = METRIC_CASES[case]
+    model = rnncore.Sequential([rnncore.Input((T_, D_))] + layers())
+    model.compile(optimizers.SGD(0.1), loss, metrics=list(metrics))
+    x = rng.standard_normal((N, T_, D_)).astype(np.float32)
+    return model, x, targets(rng), loss, metrics
+
+
+@pytest.mark.parametrize("case", list(METRIC_CASES))
+def test_evaluate_loss_and_metric_values_match_numpy(case, rng):
+    model, x, y, loss, metrics = _metric_case(case, rng)
+    logs = model.evaluate(x, y, batch_size=7, verbose=0, return_dict=True)
+    assert list(logs) == ["loss", *metrics]
+    p = model.predict(x, batch_size=7)
+    assert logs["loss"] == pytest.approx(_hand_loss(loss, y, p), rel=1e-9)
+    for given, fn in metrics.items():
+        want = _hand_metric(fn, y, p)
+        assert logs[given] == pytest.approx(want, rel=1e-9, abs=1e-12), (given, fn)
+    # the values are not degenerate: accuracies strictly between 0 and 1, mae != mse
+    for given, fn in metrics.items():
+        if fn.endswith("accuracy"):
+            assert 0 < logs[given] < 1, given
+        elif fn == "mae":
+            assert abs(logs[given] - _hand_metric("mse", y, p)) > 0.1
+
+
+@pytest.mark.parametrize("case", ["regression", "binary", "sparse_sequence"])
+def test_train_on_batch_reports_the_values_before_the_update(case, rng):
+    """train_on_batch's loss and metrics are those of the batch's forward pass, i.e. the
+    predictions before the step."""
+    model, x, y, loss, metrics = _metric_case(case, rng)
+    p = model.predict(x)
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert list(logs) == ["loss", *metrics]
+    assert logs["loss"] == pytest.approx(_hand_loss(loss, y, p), rel=1e-5)
+    for given, fn in metrics.items():
+        assert logs[given] == pytest.approx(_hand_metric(fn, y, p), rel=1e-5, abs=1e-7), given
+    assert not np.allclose(model.predict(x), p)  # the step was applied
+
+
+def _loss_inputs(name, from_logits, shape, rng):
+    k = shape[-1]
+    if name.startswith("sparse"):
+        t = rng.integers(0, k, shape[:-1])
+    elif name.startswith("categorical"):
+        t = _one_hot(rng.integers(0, k, shape[:-1]), k)
+    elif name.startswith("binary"):
+        t = rng.integers(0, 2, shape).astype(np.float64)
+    else:
+        t = rng.standard_normal(shape)
+    z = rng.standard_normal(shape) * 2
+    if from_logits or name in ("mse", "mae"):
+        return t, z
+    if name.startswith("binary"):
+        p = 1 / (1 + np.exp(-z))
+    else:
+        p = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
+    p[0, ...] = 0.0  # a saturated sample: Keras's clipping to [eps, 1 - eps] matters
+    p[0, ..., 0] = 1.0
+    return t, p
+
+
+LOSS_CASES = [("mse", False), ("mae", False)] + [
+    (name, logits)
+    for name in (
+        "binary_crossentropy",
+        "categorical_crossentropy",
+        "sparse_categorical_crossentropy",
+    )
+    for logits in (False, True)
+]
+LOSS_CLASSES = {
+    "mse": rnncore.losses.MeanSquaredError,
+    "mae": rnncore.losses.MeanAbsoluteError,
+    "binary_crossentropy": rnncore.losses.BinaryCrossentropy,
+    "categorical_crossentropy": rnncore.losses.CategoricalCrossentropy,
+    "sparse_categorical_crossentropy": rnncore.losses.SparseCategoricalCrossentropy,
+}
+
+
+LOSS_SHAPES = {"2d": (6, 3), "3d": (4, 5, 3), "one_unit": (6, 1)}
+
+
+@pytest.mark.parametrize(
+    "name,from_logits,shape",
+    [
+        (name, logits, LOSS_SHAPES[s])
+        for name, logits in LOSS_CASES
+        for s in LOSS_SHAPES
+        if not ("categorical" in name and s == "one_unit")  # one class: trivially zero
+    ],
+    ids=[
+        f"{name}{'-logits' if logits else ''}-{s}"
+        for name, logits in LOSS_CASES
+        for s in LOSS_SHAPES
+        if not ("categorical" in name and s == "one_unit")
+    ],
+)
+def test_loss_values_match_numpy(name, from_logits, shape, rng):
+    t, p = _loss_inputs(name, from_logits, shape, rng)
+    want = _hand_loss(name, t, p, from_logits)
+    cls = LOSS_CLASSES[name]
+    losses = [cls(from_logits=True)] if from_logits else [cls(), rnncore.losses.get(name)]
+    for loss in losses:
+        assert loss(t, p) == pytest.approx(want, rel=1e-12)
+        value, grad = loss.value_and_gradient(t, p)
+        assert value == pytest.approx(want, rel=1e-12)
+        assert grad.shape == p.shape
+    if name == "binary_crossentropy" and not from_logits:
+        assert rnncore.losses.get("bce")(t, p) == pytest.approx(want, rel=1e-12)
 
 
 # ---- callbacks -------------------------------------------------------------------------------
