@@ -45,8 +45,8 @@ py::array dense_forward_t(const py::array& x, const py::array& kernel,
 }
 
 template <class T>
-py::tuple dense_backward_t(const py::array& x, const py::array& kernel, bool use_bias, Activation act,
-                           const py::array& y, const py::array& dy) {
+py::tuple dense_backward_t(const py::array& x, const py::array& kernel, bool use_bias,
+                           Activation act, const py::array& y, const py::array& dy) {
   const auto [N, D] = rows_of(x);
   check_ndim(kernel, "kernel", 2, "(input_dim, units)");
   const Index U = kernel.shape(1);

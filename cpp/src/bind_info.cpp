@@ -74,7 +74,8 @@ void register_info(py::module_& m) {
   m.def(
       "set_num_threads",
       [](int n) {
-        if (n < 0) throw py::value_error("set_num_threads: expected n >= 0, got " + std::to_string(n));
+        if (n < 0)
+          throw py::value_error("set_num_threads: expected n >= 0, got " + std::to_string(n));
         rnncore::set_num_threads(n);
       },
       py::arg("n"), "Set the threads the kernels use; 0 restores the default.");

@@ -145,8 +145,8 @@ py::tuple backward_t(const ForwardArgs& a, const std::vector<py::array>& workspa
                           std::to_string(workspace.size()));
   io_f.ws_gates = const_cast<T*>(float_input<T>(workspace[0], "workspace[0] (gates)", {B, Tn, GH}));
   for (Index k = 0; k < N; ++k)
-    io_f.ws_states[k] = const_cast<T*>(
-        float_input<T>(workspace[1 + k], "workspace (states)", {B, Tn, H}));
+    io_f.ws_states[k] =
+        const_cast<T*>(float_input<T>(workspace[1 + k], "workspace (states)", {B, Tn, H}));
   io_f.ws_aux = const_cast<T*>(
       float_input<T>(workspace[N + 1], "workspace (aux)", {B, Tn, spec.aux_cols(H)}));
 

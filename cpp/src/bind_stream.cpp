@@ -17,7 +17,9 @@ class Stream {
  public:
   Stream(const CellSpec& spec, py::array kernel, py::array recurrent_kernel,
          std::optional<py::array> bias, Index batch)
-      : spec_(spec), kernel_(std::move(kernel)), recurrent_(std::move(recurrent_kernel)),
+      : spec_(spec),
+        kernel_(std::move(kernel)),
+        recurrent_(std::move(recurrent_kernel)),
         bias_(std::move(bias)) {
     const char* ref = "recurrent_kernel";
     check_ndim(recurrent_, "recurrent_kernel", 2, "(units, gates*units)");

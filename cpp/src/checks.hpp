@@ -7,8 +7,8 @@
 
 #include <cstdint>
 #include <cstdlib>
-#include <new>
 #include <limits>
+#include <new>
 #include <optional>
 #include <string>
 #include <vector>
@@ -39,8 +39,7 @@ inline std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cas
 // while a byte-swapped array must still be refused.
 template <class T>
 bool has_dtype(const py::array& a) {
-  return py::detail::npy_api::get().PyArray_EquivTypes_(a.dtype().ptr(),
-                                                        py::dtype::of<T>().ptr());
+  return py::detail::npy_api::get().PyArray_EquivTypes_(a.dtype().ptr(), py::dtype::of<T>().ptr());
 }
 
 // The floating type of a call is x's: float32 or float64. Anything else is a TypeError.
@@ -67,14 +66,14 @@ inline void check_contiguous(const py::array& a, const char* name) {
 
 inline void check_shape(const py::array& a, const char* name, const std::vector<Index>& expected) {
   if (shape_of(a) != expected)
-    throw py::value_error(std::string(name) + ": expected shape " + shape_str(expected) +
-                          ", got " + shape_str(shape_of(a)));
+    throw py::value_error(std::string(name) + ": expected shape " + shape_str(expected) + ", got " +
+                          shape_str(shape_of(a)));
 }
 
 inline void check_ndim(const py::array& a, const char* name, int ndim, const char* what) {
   if (a.ndim() != ndim)
-    throw py::value_error(std::string(name) + ": expected a " + std::to_string(ndim) +
-                          "-D array " + what + ", got shape " + shape_str(shape_of(a)));
+    throw py::value_error(std::string(name) + ": expected a " + std::to_string(ndim) + "-D array " +
+                          what + ", got shape " + shape_str(shape_of(a)));
 }
 
 // A float array of dtype T, C-contiguous, of exactly this shape.

@@ -79,8 +79,7 @@ void with_cell(const CellSpec& spec, const Recurrent<T>& rec, const PackedU<T>* 
       }
       Buffer<T> b_in(rec.bias, rec.bias + GH);
       for (Index j = 0; j < 2 * H; ++j) b_in[j] += rec.bias[GH + j];
-      fn(GRUCell<T>{H, packed, spec.act, spec.rec_act, true, rec.bias + GH + 2 * H},
-         b_in.data());
+      fn(GRUCell<T>{H, packed, spec.act, spec.rec_act, true, rec.bias + GH + 2 * H}, b_in.data());
       return;
     }
   }

@@ -28,26 +28,26 @@ struct BackwardIO {
   ScanIO<T> fwd;  // the forward call's inputs and its training workspace (outputs unused)
 
   // Incoming gradients.
-  const T* dy = nullptr;                          // shaped like the forward output
-  std::array<const T*, max_states> d_final{};     // each (B, H), or nullptr for zero
+  const T* dy = nullptr;                       // shaped like the forward output
+  std::array<const T*, max_states> d_final{};  // each (B, H), or nullptr for zero
 
   // Results.
-  T* dx = nullptr;                                // (B, T, D)
-  T* dW = nullptr;                                // (D, G*H)
-  T* dU = nullptr;                                // (H, G*H)
-  T* db = nullptr;                                // like the bias, or nullptr
-  T* db_rec = nullptr;                            // GRU reset_after: the recurrent bias row
-  std::array<T*, max_states> d_initial{};         // each (B, H)
+  T* dx = nullptr;                         // (B, T, D)
+  T* dW = nullptr;                         // (D, G*H)
+  T* dU = nullptr;                         // (H, G*H)
+  T* db = nullptr;                         // like the bias, or nullptr
+  T* db_rec = nullptr;                     // GRU reset_after: the recurrent bias row
+  std::array<T*, max_states> d_initial{};  // each (B, H)
 };
 
 // C = A^T B, split over the columns of C (each thread writes its own columns).
 template <class MA, class MB, class MC>
 void at_b_parallel(const MA& A, const MB& Bm, MC&& C, int threads) {
   const auto cols = split_rows(C.cols(), threads, A.rows() * A.cols());
-  parallel_for(static_cast<Index>(cols.size()) - 1, [&](Index s) {
+  parallel_for(static_cast<Index>(cols.size()) - 1, threads, [&](Index s) {
     const Index c0 = cols[s], m = cols[s + 1] - c0;
     C.middleCols(c0, m).noalias() = A.transpose() * Bm.middleCols(c0, m);
-  }, threads);
+  });
 }
 
 template <class Cell, class T>
@@ -67,7 +67,7 @@ void backward_scan(const Cell& cell, const BackwardIO<T>& io, int num_threads) {
   const Index per_row = (3 * N + 1) * H + SC;  // init, dS, dprev (N each), dy_last, scratch
   Buffer<T> shard_mem(static_cast<size_t>(B * per_row));
 
-  parallel_for(static_cast<Index>(shards.size()) - 1, [&](Index s_idx) {
+  parallel_for(static_cast<Index>(shards.size()) - 1, num_threads, [&](Index s_idx) {
     const Index r0 = shards[s_idx], n = shards[s_idx + 1] - r0;
     if (n == 0) return;
     T* mem = shard_mem.data() + r0 * per_row;
@@ -148,14 +148,15 @@ void backward_scan(const Cell& cell, const BackwardIO<T>& io, int num_threads) {
       }
       std::swap(dS, dP);
     }
-    for (int k = 0; k < N; ++k)
-      view(io.d_initial[k] + r0 * H, n, H, H) = view(dS[k], n, H, H);
-  }, num_threads);
+    for (int k = 0; k < N; ++k) view(io.d_initial[k] + r0 * H, n, H, H) = view(dS[k], n, H, H);
+  });
 
   // Weight gradients: products over all batch*time rows at once.
   const auto X = cview(f.x, M, D, D);
   const auto dG = cview(dG_all.data(), M, GH, GH);
-  auto at_b = [&](const auto& Am, const auto& Bm, auto&& C) { at_b_parallel(Am, Bm, C, num_threads); };
+  auto at_b = [&](const auto& Am, const auto& Bm, auto&& C) {
+    at_b_parallel(Am, Bm, C, num_threads);
+  };
   at_b(X, dG, view(io.dW, D, GH, GH));
   cell.recurrent_grads(cview(H_prev_all.data(), M, H, H), cview(f.ws_aux, M, A, A), dG,
                        cview(dA_all.data(), M, DA, DA), view(io.dU, H, GH, GH), io.db_rec, at_b);
@@ -163,11 +164,11 @@ void backward_scan(const Cell& cell, const BackwardIO<T>& io, int num_threads) {
 
   // dX = dG W^T, split over rows.
   const auto rows = split_rows(M, num_threads, GH * D);
-  parallel_for(static_cast<Index>(rows.size()) - 1, [&](Index s) {
+  parallel_for(static_cast<Index>(rows.size()) - 1, num_threads, [&](Index s) {
     const Index r0 = rows[s], m = rows[s + 1] - r0;
     view(io.dx + r0 * D, m, D, D).noalias() =
         cview(dG_all.data() + r0 * GH, m, GH, GH) * cview(f.W, D, GH, GH).transpose();
-  }, num_threads);
+  });
 }
 
 }  // namespace rnncore

@@ -82,9 +82,8 @@ struct SimpleRNNCell {
   Index scratch_cols() const { return 0; }
   Index grad_aux_cols() const { return 0; }
 
-  void gate_grads(Index n, ConstView<T> gates, const States<const T, 1>&,
-                  const States<const T, 1>&, ConstView<T>, const States<const T, 1>& dS,
-                  View<T> dG, View<T>, View<T>) const {
+  void gate_grads(Index n, ConstView<T> gates, const States<const T, 1>&, const States<const T, 1>&,
+                  ConstView<T>, const States<const T, 1>& dS, View<T> dG, View<T>, View<T>) const {
     dG = cview(dS[0].data, n, H, dS[0].stride);
     activate_backward(act, dG, gates);
   }
@@ -97,8 +96,8 @@ struct SimpleRNNCell {
   }
 
   template <class Gemm>
-  void recurrent_grads(ConstView<T> H_prev, ConstView<T>, ConstView<T> dG, ConstView<T>,
-                       View<T> dU, T*, Gemm&& at_b) const {
+  void recurrent_grads(ConstView<T> H_prev, ConstView<T>, ConstView<T> dG, ConstView<T>, View<T> dU,
+                       T*, Gemm&& at_b) const {
     at_b(H_prev, dG, dU);
   }
 };
@@ -189,8 +188,8 @@ struct LSTMCell {
   }
 
   template <class Gemm>
-  void recurrent_grads(ConstView<T> H_prev, ConstView<T>, ConstView<T> dG, ConstView<T>,
-                       View<T> dU, T*, Gemm&& at_b) const {
+  void recurrent_grads(ConstView<T> H_prev, ConstView<T>, ConstView<T> dG, ConstView<T>, View<T> dU,
+                       T*, Gemm&& at_b) const {
     at_b(H_prev, dG, dU);
   }
 };

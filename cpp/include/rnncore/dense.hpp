@@ -12,13 +12,13 @@ template <class T>
 void dense_forward(const T* x, Index N, Index D, const T* W, Index U, const T* b, Activation act,
                    T* y, int threads) {
   const auto shards = split_rows(N, threads, D * U);
-  parallel_for(static_cast<Index>(shards.size()) - 1, [&](Index s) {
+  parallel_for(static_cast<Index>(shards.size()) - 1, threads, [&](Index s) {
     const Index r0 = shards[s], n = shards[s + 1] - r0;
     auto Y = view(y + r0 * U, n, U, U);
     Y.noalias() = cview(x + r0 * D, n, D, D) * cview(W, D, U, U);
     if (b) Y.rowwise() += ConstRowVecView<T>(b, U);
     activate(act, Y);
-  }, threads);
+  });
 }
 
 // Given dL/dy, with y the forward output:
@@ -26,22 +26,22 @@ void dense_forward(const T* x, Index N, Index D, const T* W, Index U, const T* b
 // dz is written over dy's copy `dz_buf` (N, U). Row shards for dz and dx, column shards for
 // dW and db, so no two threads write the same memory.
 template <class T>
-void dense_backward(const T* x, Index N, Index D, const T* W, Index U, Activation act,
-                    const T* y, T* dz_buf, T* dx, T* dW, T* db, int threads) {
+void dense_backward(const T* x, Index N, Index D, const T* W, Index U, Activation act, const T* y,
+                    T* dz_buf, T* dx, T* dW, T* db, int threads) {
   auto rows = split_rows(N, threads, D * U);
-  parallel_for(static_cast<Index>(rows.size()) - 1, [&](Index s) {
+  parallel_for(static_cast<Index>(rows.size()) - 1, threads, [&](Index s) {
     const Index r0 = rows[s], n = rows[s + 1] - r0;
     auto dz = view(dz_buf + r0 * U, n, U, U);
     activate_backward(act, dz, cview(y + r0 * U, n, U, U));
     view(dx + r0 * D, n, D, D).noalias() = dz * cview(W, D, U, U).transpose();
-  }, threads);
+  });
   auto cols = split_rows(U, threads, N * D);
-  parallel_for(static_cast<Index>(cols.size()) - 1, [&](Index s) {
+  parallel_for(static_cast<Index>(cols.size()) - 1, threads, [&](Index s) {
     const Index c0 = cols[s], m = cols[s + 1] - c0;
     const auto dz = cview(dz_buf + c0, N, m, U);
     view(dW + c0, D, m, U).noalias() = cview(x, N, D, D).transpose() * dz;
     if (db) view(db + c0, 1, m, m) = dz.colwise().sum();
-  }, threads);
+  });
 }
 
 }  // namespace rnncore

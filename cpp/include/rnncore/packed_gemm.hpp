@@ -127,8 +127,8 @@ inline void block(Index k0, Index kc, const T* a, const PackedMatrix<T>& P, Inde
 
 // The last R < MR rows of a row block, over all panels: NP panels at a time, then one.
 template <class T, int R>
-inline void tail_rows(Index k0, Index kc, const T* a, const PackedMatrix<T>& P, T* C,
-                      Index ldc, Start start, const T* bias) {
+inline void tail_rows(Index k0, Index kc, const T* a, const PackedMatrix<T>& P, T* C, Index ldc,
+                      Start start, const T* bias) {
   constexpr int NP = R == 1 ? 4 : R == 2 ? 2 : 1;
   Index p = 0;
   for (; p + NP <= P.panels; p += NP) block<T, R, NP>(k0, kc, a, P, p, C, ldc, start, bias);
@@ -180,12 +180,23 @@ void packed_gemm(const T* A, Index lda, Index M, const PackedMatrix<T>& P, T* C,
       const T* a = a_buf + full * kc;
       c += full * ldc;
       switch (rest) {
-        case 1: detail::tail_rows<T, 1>(k0, kc, a, P, c, ldc, s, bias); break;
-        case 2: detail::tail_rows<T, 2>(k0, kc, a, P, c, ldc, s, bias); break;
-        case 3: detail::tail_rows<T, 3>(k0, kc, a, P, c, ldc, s, bias); break;
-        case 4: detail::tail_rows<T, 4>(k0, kc, a, P, c, ldc, s, bias); break;
-        case 5: detail::tail_rows<T, 5>(k0, kc, a, P, c, ldc, s, bias); break;
-        default: break;
+        case 1:
+          detail::tail_rows<T, 1>(k0, kc, a, P, c, ldc, s, bias);
+          break;
+        case 2:
+          detail::tail_rows<T, 2>(k0, kc, a, P, c, ldc, s, bias);
+          break;
+        case 3:
+          detail::tail_rows<T, 3>(k0, kc, a, P, c, ldc, s, bias);
+          break;
+        case 4:
+          detail::tail_rows<T, 4>(k0, kc, a, P, c, ldc, s, bias);
+          break;
+        case 5:
+          detail::tail_rows<T, 5>(k0, kc, a, P, c, ldc, s, bias);
+          break;
+        default:
+          break;
       }
     }
   }

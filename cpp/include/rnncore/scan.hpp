@@ -39,15 +39,15 @@ struct ScanIO {
   // Inputs.
   const T* x = nullptr;  // (B, T, D)
   Index B = 0, T_ = 0, D = 0;
-  const T* W = nullptr;     // (D, G*H)
-  const T* b_in = nullptr;  // (G*H) or nullptr: the bias added to the input projection
+  const T* W = nullptr;                // (D, G*H)
+  const T* b_in = nullptr;             // (G*H) or nullptr: the bias added to the input projection
   const std::uint8_t* mask = nullptr;  // (B, T), nonzero = step is used; or nullptr
   std::array<const T*, max_states> initial{};  // each (B, H), or nullptr for zeros
   bool go_backwards = false;
   bool return_sequences = false;
 
   // Outputs.
-  T* y = nullptr;                 // (B, T, H) if return_sequences else (B, H)
+  T* y = nullptr;                            // (B, T, H) if return_sequences else (B, H)
   std::array<T*, max_states> final_state{};  // each (B, H)
 
   // Training workspace, all nullptr for inference (then the scan keeps nothing extra).
@@ -92,7 +92,8 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
   Index widest = 1;
   for (Index s = 0; s < ns; ++s) widest = std::max(widest, shards[s + 1] - shards[s]);
   // Training keeps all gates (the workspace is the projection); inference a chunk of them.
-  const Index Tc = training ? Tn : std::clamp<Index>(chunk_rows / widest, 1, std::max<Index>(Tn, 1));
+  const Index Tc =
+      training ? Tn : std::clamp<Index>(chunk_rows / widest, 1, std::max<Index>(Tn, 1));
   const Index chunk_cols = training ? 0 : Tc * (GH + D);
   // Reused by the thread's next call when small (see forward() in api.hpp: page faults).
   const size_t shard_size = static_cast<size_t>(shard_buffer_size<N>(B, H, A, chunk_cols));
@@ -101,7 +102,7 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
   Buffer<T>& shard_mem = shard_size * sizeof(T) <= reuse_bytes ? reused : local;
   shard_mem.reserve_resize(shard_size);
 
-  parallel_for(ns, [&](Index s_idx) {
+  parallel_for(ns, num_threads, [&](Index s_idx) {
     const Index r0 = shards[s_idx], n = shards[s_idx + 1] - r0;
     if (n == 0) return;
     // This shard's slice of the per-thread buffers.
@@ -113,16 +114,15 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
     }
     T* y_last = mem + 2 * N * n * H;  // Keras's "previous output", zero until a step is used
     T* aux_buf = y_last + n * H;
-    T* chunk_gates = aux_buf + n * A;       // (Tc, n, G*H), time-major
+    T* chunk_gates = aux_buf + n * A;        // (Tc, n, G*H), time-major
     T* chunk_x = chunk_gates + Tc * n * GH;  // (Tc, n, D), time-major
-    const PackedMatrix<T>& W = cell.P->W;  // io.W, packed
+    const PackedMatrix<T>& W = cell.P->W;    // io.W, packed
     const auto start = io.b_in ? detail::Start::Bias : detail::Start::Zero;
     auto time_at = [&](Index s) { return io.go_backwards ? Tn - 1 - s : s; };
 
     if (training) {
       // Input projection for all of this shard's n*T rows at once: gates = x W + b_in.
-      packed_gemm(io.x + r0 * Tn * D, D, n * Tn, W, io.ws_gates + r0 * Tn * GH, GH, start,
-                  io.b_in);
+      packed_gemm(io.x + r0 * Tn * D, D, n * Tn, W, io.ws_gates + r0 * Tn * GH, GH, start, io.b_in);
     }
 
     // Initial states into ping.
@@ -144,7 +144,8 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
         // Project the next chunk of steps: gather their inputs time-major, one GEMM.
         const Index len = std::min(Tc, Tn - s);
         for (Index j = 0; j < len; ++j)
-          view(chunk_x + j * n * D, n, D, D) = cview(io.x + (r0 * Tn + time_at(s + j)) * D, n, D, Tn * D);
+          view(chunk_x + j * n * D, n, D, D) =
+              cview(io.x + (r0 * Tn + time_at(s + j)) * D, n, D, Tn * D);
         packed_gemm(chunk_x, D, len * n, W, chunk_gates, GH, start, io.b_in);
       }
       States<T, N> next;
@@ -156,8 +157,8 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
       }
       auto gates_t = training ? view(io.ws_gates + (r0 * Tn + t) * GH, n, GH, Tn * GH)
                               : view(chunk_gates + (s % Tc) * n * GH, n, GH, GH);
-      auto aux_t = training ? view(io.ws_aux + (r0 * Tn + t) * A, n, A, Tn * A)
-                            : view(aux_buf, n, A, A);
+      auto aux_t =
+          training ? view(io.ws_aux + (r0 * Tn + t) * A, n, A, Tn * A) : view(aux_buf, n, A, A);
       // Rows are independent within a step: take them a block at a time, so that a block's
       // gates (rows x G*H, 1 MiB per step at B=128, H=512 LSTM) are still in L2 when the
       // cell's element-wise passes read them after the product.
@@ -169,8 +170,10 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
           prev_b[k] = {prev[k].data + i0 * prev[k].stride, prev[k].stride};
           next_b[k] = {next[k].data + i0 * next[k].stride, next[k].stride};
         }
-        cell.step(m, view(gates_t.data() + i0 * gates_t.outerStride(), m, GH, gates_t.outerStride()),
-                  prev_b, next_b, view(aux_t.data() + i0 * aux_t.outerStride(), m, A, aux_t.outerStride()));
+        cell.step(m,
+                  view(gates_t.data() + i0 * gates_t.outerStride(), m, GH, gates_t.outerStride()),
+                  prev_b, next_b,
+                  view(aux_t.data() + i0 * aux_t.outerStride(), m, A, aux_t.outerStride()));
       }
 
       // Masked rows: keep the previous states; used rows: the output is the new h.
@@ -183,8 +186,7 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
             std::copy_n(prev[k].data + i * prev[k].stride, H, next[k].data + i * next[k].stride);
         }
       }
-      if (io.return_sequences)
-        view(io.y + (r0 * Tn + s) * H, n, H, Tn * H) = view(y_last, n, H, H);
+      if (io.return_sequences) view(io.y + (r0 * Tn + s) * H, n, H, Tn * H) = view(y_last, n, H, H);
 
       for (int k = 0; k < N; ++k) prev[k] = {next[k].data, next[k].stride};
     }
@@ -192,7 +194,7 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
     for (int k = 0; k < N; ++k)
       view(io.final_state[k] + r0 * H, n, H, H) = cview(prev[k].data, n, H, prev[k].stride);
     if (!io.return_sequences) view(io.y + r0 * H, n, H, H) = view(y_last, n, H, H);
-  }, num_threads);
+  });
 }
 
 }  // namespace rnncore

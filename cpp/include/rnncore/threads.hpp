@@ -46,17 +46,18 @@ inline std::vector<Index> split_rows(Index rows, int threads, Index work_per_row
   constexpr Index min_work_per_shard = Index(1) << 19;
   Index shards = std::min<Index>(std::max(threads, 1), std::max<Index>(rows, 1));
   const double work = static_cast<double>(rows) * static_cast<double>(work_per_row);  // no overflow
-  shards = std::min<Index>(shards, std::max<Index>(1, static_cast<Index>(std::min(
-                                                          work / min_work_per_shard, 1e9))));
+  shards = std::min<Index>(
+      shards, std::max<Index>(1, static_cast<Index>(std::min(work / min_work_per_shard, 1e9))));
   std::vector<Index> bounds(static_cast<size_t>(shards + 1));
   for (Index s = 0; s <= shards; ++s) bounds[static_cast<size_t>(s)] = rows * s / shards;
   return bounds;
 }
 
 // Run fn(i) for i in [0, n), spread over up to `threads` threads (static schedule, so each
-// index is one thread's and no two threads write the same memory).
+// index is one thread's and no two threads write the same memory). fn comes last so that a
+// lambda body keeps the caller's indentation under clang-format.
 template <class Fn>
-void parallel_for(Index n, Fn&& fn, int threads) {
+void parallel_for(Index n, int threads, Fn&& fn) {
 #ifdef _OPENMP
   const int nt = static_cast<int>(std::min<Index>(std::max(threads, 1), n));
   if (nt > 1) {
