@@ -14,7 +14,8 @@ Variants are named by strings so that test ids stay readable: ``simple_rnn``, ``
 (``reset_after=False``, bias ``(3H,)``).
 
 Every comparison with the reference goes through :func:`assert_matches_reference`, which also
-records the largest errors seen; they are printed at the end of the run.
+records the largest errors seen; they are printed at the end of the run, with the largest
+differences the interop tests record in their modules' ``MAX_ERR``.
 """
 
 from __future__ import annotations
@@ -286,12 +287,31 @@ def assert_matches_reference(
         np.testing.assert_allclose(o, r, **tol, equal_nan=equal_nan, err_msg=name)
 
 
+# The interop tests (test_interop_onnx / _keras / _torch) record the largest difference of
+# each kind of comparison in a module-level ``MAX_ERR`` dict ({what: max abs error}); the
+# collected modules that have one are remembered here and reported at the end of the run.
+_MAX_ERR_TABLES: dict[str, dict[str, float]] = {}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    for item in items:
+        module = getattr(item, "module", None)
+        table = getattr(module, "MAX_ERR", None)
+        if isinstance(table, dict):
+            _MAX_ERR_TABLES[module.__name__] = table
+
+
 def pytest_terminal_summary(terminalreporter):
-    if not _WORST:
-        return
-    terminalreporter.section("rnncore vs reference: largest errors seen")
-    for name, rec in sorted(_WORST.items()):
-        terminalreporter.write_line(
-            f"{name}: max abs err {rec['abs']:.3g}, max rel err (|ref| >= 1e-3) "
-            f"{rec['rel']:.3g}, max err / (atol + rtol*|ref|) {rec['tol_used']:.3g}"
-        )
+    if _WORST:
+        terminalreporter.section("rnncore vs reference: largest errors seen")
+        for name, rec in sorted(_WORST.items()):
+            terminalreporter.write_line(
+                f"{name}: max abs err {rec['abs']:.3g}, max rel err (|ref| >= 1e-3) "
+                f"{rec['rel']:.3g}, max err / (atol + rtol*|ref|) {rec['tol_used']:.3g}"
+            )
+    tables = {name: table for name, table in sorted(_MAX_ERR_TABLES.items()) if table}
+    if tables:
+        terminalreporter.section("interop: largest absolute differences seen")
+        for name, table in tables.items():
+            for what, err in sorted(table.items()):
+                terminalreporter.write_line(f"{name}: {what}: {err:.3g}")

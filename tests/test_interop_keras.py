@@ -450,9 +450,3 @@ def test_top_level_entry_points():
 
     assert rnncore.load_keras is load_keras
     assert rnncore.from_torch is from_torch and rnncore.load_onnx is load_onnx
-
-
-def test_report_max_errors():
-    """Not a check: prints the largest differences seen (run with -s to see them)."""
-    for what, err in sorted(MAX_ERR.items()):
-        print(f"max abs error, {what}: {err:.3g}")

@@ -20,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import rnncore
 from rnncore import layers as L
+from rnncore import reference
 from rnncore.interop import ModelFileError, UnsupportedModelError, load_onnx, to_onnx
 
 ATOL = 2e-6  # float32; onnxruntime and the core sum products in different orders
@@ -270,13 +271,87 @@ def test_unsupported_operator_refused(rng):
         load_onnx(model.SerializeToString())
 
 
-def test_float64_graph(rng):
-    """ONNX Runtime's recurrent kernels are float32 only: compare with its float32 run."""
+# ONNX gate order -> Keras gate order (rows of W / R, entries of the biases)
+_ONNX_TO_KERAS_GATES = {"RNN": [0], "GRU": [0, 1, 2], "LSTM": [0, 2, 3, 1]}  # LSTM: iofc -> ifco
+
+
+def onnx_reference(model: onnx.ModelProto, feed: dict, op: str, lbr: int = 0) -> list:
+    """One RNN / GRU / LSTM node (layout 0, default activations, no clip) computed by
+    :mod:`rnncore.reference` in float64, one sample and one direction at a time: a sample of
+    length L runs over its first L steps (the reverse direction from step L-1 down to 0),
+    ``Y`` is zero past L, the final states are those after the last step (zero when L = 0)."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in model.graph.node[0].attribute}
+    inits = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    W, R = inits["W"], inits["R"]
+    nd, GH, _ = W.shape
+    H = int(attrs["hidden_size"])
+    Bias = inits.get("B", np.zeros((nd, 2 * GH)))
+    X = feed["X"].astype(np.float64)
+    T, Bn, _ = X.shape
+    lens = feed.get("L", np.full(Bn, T))
+    states = [feed.get(s) for s in (("h0", "c0") if op == "LSTM" else ("h0",))]
+    states = [np.zeros((nd, Bn, H)) if s is None else s.astype(np.float64) for s in states]
+    order = _ONNX_TO_KERAS_GATES[op]
+
+    def keras_layout(a):  # (G*H, n) ONNX rows -> (n, G*H) Keras columns, gates reordered
+        return np.concatenate([a[g * H : (g + 1) * H] for g in order]).T
+
+    Y = np.zeros((T, nd, Bn, H))
+    finals = [np.zeros((nd, Bn, H)) for _ in states]
+    fn = {"RNN": reference.simple_rnn, "GRU": reference.gru, "LSTM": reference.lstm}[op]
+    for d in range(nd):
+        kernel, recurrent = keras_layout(W[d]), keras_layout(R[d])
+        wb, rb = Bias[d, :GH, None], Bias[d, GH:, None]
+        kw = {}
+        if op == "GRU" and lbr:
+            kw["reset_after"] = True
+            bias = np.stack([keras_layout(wb)[0], keras_layout(rb)[0]])
+        else:  # Wb + Rb (for GRU with linear_before_reset=0, Rbh is outside the reset)
+            if op == "GRU":
+                kw["reset_after"] = False
+            bias = keras_layout(wb + rb)[0]
+        for b in range(Bn):
+            L = int(lens[b])
+            if L == 0:
+                continue
+            out, *fin = fn(
+                X[:L, b][None],
+                kernel,
+                recurrent,
+                bias,
+                initial_state=[s[d, b][None] for s in states],
+                go_backwards=d == 1,
+                return_sequences=True,
+                **kw,
+            )
+            Y[:L, d, b] = out[0] if d == 0 else out[0, ::-1]
+            for f, v in zip(finals, fin):
+                f[d, b] = v[0]
+    return [Y, *finals]
+
+
+@pytest.mark.parametrize("op,lbr", [("RNN", 0), ("LSTM", 0), ("GRU", 0), ("GRU", 1)])
+def test_float64_graph(rng, op, lbr):
+    """float64 weights and inputs are computed in float64: equal to the float64 NumPy
+    reference to 1e-12 (float32 rounding anywhere would show as ~1e-8). ONNX Runtime's
+    recurrent kernels are float32 only: its float32 run is checked too, at 1e-5."""
     model, feed = rnn_graph(
-        rng, "LSTM", direction="bidirectional", dtype=np.float64, seq_lens=True, init=True
+        rng,
+        op,
+        direction="bidirectional",
+        dtype=np.float64,
+        seq_lens=True,
+        init=True,
+        lbr=lbr if op == "GRU" else None,
     )
     got = load_onnx(model.SerializeToString()).run(None, feed)
     assert all(g.dtype == np.float64 for g in got)
+    want = onnx_reference(model, feed, op, lbr)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        record("load_onnx float64 vs float64 reference", g, w)
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
     m32 = onnx.ModelProto()
     m32.CopyFrom(model)
     for t in m32.graph.initializer:
@@ -285,9 +360,27 @@ def test_float64_graph(rng):
         if vi.type.tensor_type.elem_type == TensorProto.DOUBLE:
             vi.type.tensor_type.elem_type = TensorProto.FLOAT
     feed32 = {k: v.astype(np.float32) if v.dtype == np.float64 else v for k, v in feed.items()}
-    want = ort_run(m32, feed32)
-    for g, w in zip(got, want):
+    want32 = ort_run(m32, feed32)
+    for g, w in zip(got, want32):
         np.testing.assert_allclose(g, w, atol=1e-5)
+
+
+def test_onnx_reference_matches_onnxruntime(rng):
+    """The float64 test's reference, checked against onnxruntime on float32 graphs."""
+    for op, lbr in [("RNN", 0), ("LSTM", 0), ("GRU", 0), ("GRU", 1)]:
+        model, feed = rnn_graph(
+            rng,
+            op,
+            direction="bidirectional",
+            seq_lens=True,
+            init=True,
+            lbr=lbr if op == "GRU" else None,
+        )
+        want = ort_run(model, feed)
+        ref = onnx_reference(model, feed, op, lbr)
+        assert len(ref) == len(want)
+        for r, w in zip(ref, want):
+            np.testing.assert_allclose(r, w, rtol=1e-5, atol=ATOL, err_msg=op)
 
 
 def test_model_interface(rng, tmp_path):
@@ -466,9 +559,3 @@ def test_to_onnx_refusals(layers, match):
 def test_to_onnx_needs_a_built_model():
     with pytest.raises(ValueError, match="built"):
         to_onnx(rnncore.Sequential([L.LSTM(3)]))
-
-
-def test_report_max_errors():
-    """Not a check: prints the largest differences seen (run with -s to see them)."""
-    for what, err in sorted(MAX_ERR.items()):
-        print(f"max abs error, {what}: {err:.3g}")

@@ -240,9 +240,3 @@ def test_torch_onnx_export_loads(kind, tmp_path):
     close(
         got[1], states2[0] if kind == "lstm" else states2, "torch.onnx.export + load_onnx vs torch"
     )
-
-
-def test_report_max_errors():
-    """Not a check: prints the largest differences seen (run with -s to see them)."""
-    for what, err in sorted(MAX_ERR.items()):
-        print(f"max abs error, {what}: {err:.3g}")
