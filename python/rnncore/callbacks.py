@@ -79,17 +79,8 @@ class EarlyStopping(Callback):
     the model ends with the weights of its best epoch.
     """
 
-    def __init__(
-        self,
-        monitor="val_loss",
-        min_delta=0,
-        patience=0,
-        verbose=0,
-        mode="auto",
-        baseline=None,
-        restore_best_weights=False,
-        start_from_epoch=0,
-    ):
+    def __init__(self, monitor="val_loss", min_delta=0, patience=0, verbose=0, mode="auto",
+                 baseline=None, restore_best_weights=False, start_from_epoch=0):  # fmt: skip
         super().__init__()
         self.monitor = monitor
         self.patience = int(patience)
@@ -160,17 +151,9 @@ class ModelCheckpoint(Callback):
     ``model.save`` (rnncore's format); ``save_weights_only`` writes ``model.save_weights``.
     """
 
-    def __init__(
-        self,
-        filepath,
-        monitor="val_loss",
-        verbose=0,
-        save_best_only=False,
-        save_weights_only=False,
-        mode="auto",
-        save_freq="epoch",
-        initial_value_threshold=None,
-    ):
+    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
+                 save_weights_only=False, mode="auto", save_freq="epoch",
+                 initial_value_threshold=None):  # fmt: skip
         super().__init__()
         if save_freq != "epoch":
             raise NotImplementedError("ModelCheckpoint: only save_freq='epoch' is supported")

@@ -97,6 +97,13 @@ def _model(timesteps, features, units):
     return Sequential([Input((timesteps, features)), LSTM(units), Dense(1)])
 
 
+def _verdict(ok: bool, why: str) -> int:
+    """The exit status: 0 when the model learned, else 1 with the reason on stderr."""
+    if not ok:
+        print(f"demo FAILED: {why} (too few epochs?)", file=sys.stderr)
+    return 0 if ok else 1
+
+
 def run_adding(args) -> int:
     t_start = time.perf_counter()
     _header("the adding problem (synthetic, built in)")
@@ -142,15 +149,11 @@ def run_adding(args) -> int:
     )
     _inference_speed(model, x_test)
     print(f"Total time: {time.perf_counter() - t_start:.1f} s (training {t_train:.1f} s)")
-    if mse >= 0.5 * baseline:
-        print(
-            f"demo FAILED: the held-out MSE {mse:.4f} is not below half that of always "
-            f"predicting the mean ({baseline:.4f}): the model did not learn the task "
-            f"(too few epochs?)",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return _verdict(
+        mse < 0.5 * baseline,
+        f"the held-out MSE {mse:.4f} is not below half that of always predicting the mean "
+        f"({baseline:.4f}): the model did not learn the task",
+    )
 
 
 def run_sunspots(args) -> int:
@@ -206,14 +209,11 @@ def run_sunspots(args) -> int:
     )
     _inference_speed(model, x_test)
     print(f"Total time: {time.perf_counter() - t_start:.1f} s (training {t_train:.1f} s)")
-    if mae >= naive:
-        print(
-            f"demo FAILED: the LSTM's held-out error {mae:.1f} is not below the naive "
-            f"forecast's {naive:.1f}: the model did not learn the series (too few epochs?)",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return _verdict(
+        mae < naive,
+        f"the LSTM's held-out error {mae:.1f} is not below the naive forecast's {naive:.1f}: "
+        f"the model did not learn the series",
+    )
 
 
 def run(args) -> int:

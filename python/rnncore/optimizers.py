@@ -24,21 +24,10 @@ class Optimizer:
     #: names of the per-variable slots (arrays shaped like the variable, starting at zero)
     _slot_names: tuple = ()
 
-    def __init__(
-        self,
-        learning_rate=0.001,
-        weight_decay=None,
-        clipnorm=None,
-        clipvalue=None,
-        global_clipnorm=None,
-        use_ema=False,
-        ema_momentum=0.99,
-        ema_overwrite_frequency=None,
-        loss_scale_factor=None,
-        gradient_accumulation_steps=None,
-        name=None,
-        **kwargs,
-    ):
+    def __init__(self, learning_rate=0.001, weight_decay=None, clipnorm=None, clipvalue=None,
+                 global_clipnorm=None, use_ema=False, ema_momentum=0.99,
+                 ema_overwrite_frequency=None, loss_scale_factor=None,
+                 gradient_accumulation_steps=None, name=None, **kwargs):  # fmt: skip
         owner = type(self).__name__
         if kwargs:
             raise TypeError(f"{owner}: unexpected keyword argument(s) {', '.join(kwargs)}")

@@ -195,77 +195,33 @@ def _scan(cell, x, p, initial_state, mask, go_backwards, return_sequences, keep=
     return ((y, *states), caches) if keep else (y, *states)
 
 
-def simple_rnn(
-    x,
-    kernel,
-    recurrent_kernel,
-    bias=None,
-    *,
-    activation="tanh",
-    initial_state=None,
-    mask=None,
-    go_backwards=False,
-    return_sequences=False,
-):
+def simple_rnn(x, kernel, recurrent_kernel, bias=None, *, activation="tanh", initial_state=None,
+               mask=None, go_backwards=False, return_sequences=False):  # fmt: skip
     """``h_t = act(x_t W + h_{t-1} U + b)``; returns ``(output, h)``."""
     p = _params(kernel, recurrent_kernel, bias, activation, "sigmoid", True)
     return _scan("simple_rnn", x, p, initial_state, mask, go_backwards, return_sequences)
 
 
-def lstm(
-    x,
-    kernel,
-    recurrent_kernel,
-    bias=None,
-    *,
-    activation="tanh",
-    recurrent_activation="sigmoid",
-    initial_state=None,
-    mask=None,
-    go_backwards=False,
-    return_sequences=False,
-):
+def lstm(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
+         recurrent_activation="sigmoid", initial_state=None, mask=None, go_backwards=False,
+         return_sequences=False):  # fmt: skip
     """LSTM with Keras gate order ``i, f, c, o``; returns ``(output, h, c)``."""
     p = _params(kernel, recurrent_kernel, bias, activation, recurrent_activation, True)
     return _scan("lstm", x, p, initial_state, mask, go_backwards, return_sequences)
 
 
-def gru(
-    x,
-    kernel,
-    recurrent_kernel,
-    bias=None,
-    *,
-    activation="tanh",
-    recurrent_activation="sigmoid",
-    reset_after=True,
-    initial_state=None,
-    mask=None,
-    go_backwards=False,
-    return_sequences=False,
-):
+def gru(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
+        recurrent_activation="sigmoid", reset_after=True, initial_state=None, mask=None,
+        go_backwards=False, return_sequences=False):  # fmt: skip
     """GRU with Keras gate order ``z, r, h``, both forms; returns ``(output, h)``."""
     p = _params(kernel, recurrent_kernel, bias, activation, recurrent_activation, reset_after)
     return _scan("gru", x, p, initial_state, mask, go_backwards, return_sequences)
 
 
-def backward(
-    cell,
-    x,
-    kernel,
-    recurrent_kernel,
-    bias=None,
-    *,
-    d_output,
-    d_state=None,
-    activation="tanh",
-    recurrent_activation="sigmoid",
-    reset_after=True,
-    initial_state=None,
-    mask=None,
-    go_backwards=False,
-    return_sequences=False,
-):
+def backward(cell, x, kernel, recurrent_kernel, bias=None, *, d_output, d_state=None,
+             activation="tanh", recurrent_activation="sigmoid", reset_after=True,
+             initial_state=None, mask=None, go_backwards=False,
+             return_sequences=False):  # fmt: skip
     """Backpropagation through time for ``cell`` in ``simple_rnn``, ``lstm``, ``gru``.
 
     Returns a dict with the gradients of ``x``, ``kernel``, ``recurrent_kernel``, ``bias``

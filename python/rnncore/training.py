@@ -40,18 +40,9 @@ class Trainer:
 
     # ---- compile ----------------------------------------------------------------------
 
-    def compile(
-        self,
-        optimizer="rmsprop",
-        loss=None,
-        metrics=None,
-        loss_weights=None,
-        weighted_metrics=None,
-        run_eagerly=False,
-        steps_per_execution=1,
-        jit_compile="auto",
-        auto_scale_loss=True,
-    ):
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None,
+                weighted_metrics=None, run_eagerly=False, steps_per_execution=1, jit_compile="auto",
+                auto_scale_loss=True):  # fmt: skip
         """Set the optimizer (object or name: ``"sgd"``, ``"adam"``, ``"rmsprop"``), the loss
         (``"mse"``, ``"mae"``, ``"binary_crossentropy"``, ``"categorical_crossentropy"``,
         ``"sparse_categorical_crossentropy"`` or a :mod:`rnncore.losses` object) and metrics
@@ -188,25 +179,10 @@ class Trainer:
 
     # ---- fit --------------------------------------------------------------------------
 
-    def fit(
-        self,
-        x=None,
-        y=None,
-        batch_size=None,
-        epochs=1,
-        verbose="auto",
-        callbacks=None,
-        validation_split=0.0,
-        validation_data=None,
-        shuffle=True,
-        class_weight=None,
-        sample_weight=None,
-        initial_epoch=0,
-        steps_per_epoch=None,
-        validation_steps=None,
-        validation_batch_size=None,
-        validation_freq=1,
-    ):
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
+            sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
+            validation_batch_size=None, validation_freq=1):  # fmt: skip
         """Train for ``epochs`` passes over ``(x, y)`` in batches; returns a :class:`History`.
 
         ``validation_split`` holds out the last fraction of the samples (before shuffling, as
@@ -309,17 +285,8 @@ class Trainer:
 
     # ---- evaluate and single batches ----------------------------------------------------
 
-    def evaluate(
-        self,
-        x=None,
-        y=None,
-        batch_size=None,
-        verbose="auto",
-        sample_weight=None,
-        steps=None,
-        callbacks=None,
-        return_dict=False,
-    ):
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
+                 steps=None, callbacks=None, return_dict=False):  # fmt: skip
         """Loss and metrics on ``(x, y)`` (inference mode), batch by batch.
 
         Returns the loss (a float) when there are no metrics, else ``[loss, *metrics]``, or a

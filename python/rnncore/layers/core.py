@@ -42,23 +42,10 @@ class Dense(Layer):
     ``bias (units,)``.
     """
 
-    def __init__(
-        self,
-        units,
-        activation=None,
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        bias_regularizer=None,
-        activity_regularizer=None,
-        kernel_constraint=None,
-        bias_constraint=None,
-        lora_rank=None,
-        lora_alpha=None,
-        quantization_config=None,
-        **kwargs,
-    ):
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
+                 lora_rank=None, lora_alpha=None, quantization_config=None, **kwargs):  # fmt: skip
         require_default(
             "Dense",
             kernel_regularizer=(kernel_regularizer, None),
@@ -309,19 +296,8 @@ class Masking(Layer):
 class InputLayer(Layer):
     """The input of a model: its batch shape and dtype (Keras's ``InputLayer``)."""
 
-    def __init__(
-        self,
-        shape=None,
-        batch_size=None,
-        dtype=None,
-        sparse=None,
-        batch_shape=None,
-        input_tensor=None,
-        optional=False,
-        name=None,
-        ragged=None,
-        **kwargs,
-    ):
+    def __init__(self, shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None,
+                 input_tensor=None, optional=False, name=None, ragged=None, **kwargs):  # fmt: skip
         require_default(
             "InputLayer",
             sparse=(sparse or None, None),  # Keras configs write False
@@ -364,17 +340,8 @@ class InputLayer(Layer):
         return {"name": self.name, "dtype": self.dtype, "batch_shape": list(self.batch_shape)}
 
 
-def Input(
-    shape=None,
-    batch_size=None,
-    dtype=None,
-    sparse=None,
-    batch_shape=None,
-    name=None,
-    tensor=None,
-    optional=False,
-    ragged=None,
-):
+def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None, name=None,
+          tensor=None, optional=False, ragged=None):  # fmt: skip
     """The input of a :class:`rnncore.Sequential` model, as ``keras.Input``.
 
     ``shape`` excludes the batch dimension; timesteps may be ``None``.

@@ -71,6 +71,8 @@ class Initializer:
     """
 
     seed = None
+    #: the constructor arguments, which are also the attributes ``get_config`` returns
+    _config: tuple = ()
 
     def __call__(self, shape, dtype=None, rng=None):
         if self.seed is not None or rng is None:
@@ -82,7 +84,7 @@ class Initializer:
         raise NotImplementedError
 
     def get_config(self) -> dict:
-        return {}
+        return {name: getattr(self, name) for name in self._config}
 
     @classmethod
     def from_config(cls, config):
@@ -104,47 +106,40 @@ class Ones(Initializer):
 
 
 class Constant(Initializer):
+    _config = ("value",)
+
     def __init__(self, value=0.0):
         self.value = value
 
     def sample(self, shape, rng):
         return np.broadcast_to(np.asarray(self.value, dtype=np.float64), shape).copy()
 
-    def get_config(self):
-        return {"value": self.value}
-
 
 class RandomNormal(Initializer):
+    _config = ("mean", "stddev", "seed")
+
     def __init__(self, mean=0.0, stddev=0.05, seed=None):
         self.mean, self.stddev, self.seed = mean, stddev, seed
 
     def sample(self, shape, rng):
         return rng.normal(self.mean, self.stddev, size=shape)
 
-    def get_config(self):
-        return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
+
+class TruncatedNormal(RandomNormal):
+    """A normal distribution with the draws beyond two standard deviations drawn again."""
+
+    def sample(self, shape, rng):
+        return _truncated_normal(rng, shape, self.mean, self.stddev)
 
 
 class RandomUniform(Initializer):
+    _config = ("minval", "maxval", "seed")
+
     def __init__(self, minval=-0.05, maxval=0.05, seed=None):
         self.minval, self.maxval, self.seed = minval, maxval, seed
 
     def sample(self, shape, rng):
         return rng.uniform(self.minval, self.maxval, size=shape)
-
-    def get_config(self):
-        return {"minval": self.minval, "maxval": self.maxval, "seed": self.seed}
-
-
-class TruncatedNormal(Initializer):
-    def __init__(self, mean=0.0, stddev=0.05, seed=None):
-        self.mean, self.stddev, self.seed = mean, stddev, seed
-
-    def sample(self, shape, rng):
-        return _truncated_normal(rng, shape, self.mean, self.stddev)
-
-    def get_config(self):
-        return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
 
 
 class VarianceScaling(Initializer):
@@ -162,6 +157,8 @@ class VarianceScaling(Initializer):
             raise ValueError(f"VarianceScaling: invalid distribution {distribution!r}")
         self.scale, self.mode, self.distribution, self.seed = scale, mode, distribution, seed
 
+    _config = ("scale", "mode", "distribution", "seed")
+
     def sample(self, shape, rng):
         fan_in, fan_out = _fans(shape)
         n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}
@@ -174,28 +171,17 @@ class VarianceScaling(Initializer):
         limit = math.sqrt(3.0 * scale)
         return rng.uniform(-limit, limit, size=shape)
 
-    def get_config(self):
-        return {
-            "scale": self.scale,
-            "mode": self.mode,
-            "distribution": self.distribution,
-            "seed": self.seed,
-        }
-
 
 def _scaling(name, scale, mode, distribution):
     def __init__(self, seed=None):
         VarianceScaling.__init__(self, scale, mode, distribution, seed)
-
-    def get_config(self):
-        return {"seed": self.seed}
 
     return type(
         name,
         (VarianceScaling,),
         {
             "__init__": __init__,
-            "get_config": get_config,
+            "_config": ("seed",),
             "__doc__": f"VarianceScaling({scale}, {mode!r}, {distribution!r}).",
         },
     )
@@ -212,6 +198,8 @@ LecunUniform = _scaling("LecunUniform", 1.0, "fan_in", "uniform")
 class Orthogonal(Initializer):
     """An orthogonal matrix (QR of a normal matrix, signs fixed), times ``gain`` (Keras's)."""
 
+    _config = ("gain", "seed")
+
     def __init__(self, gain=1.0, seed=None):
         self.gain, self.seed = gain, seed
 
@@ -226,11 +214,10 @@ class Orthogonal(Initializer):
             q = q.T
         return self.gain * q.reshape(shape)
 
-    def get_config(self):
-        return {"gain": self.gain, "seed": self.seed}
-
 
 class Identity(Initializer):
+    _config = ("gain",)
+
     def __init__(self, gain=1.0):
         self.gain = gain
 
@@ -238,9 +225,6 @@ class Identity(Initializer):
         if len(shape) != 2:
             raise ValueError(f"Identity: needs a 2-D shape, got {shape}")
         return self.gain * np.eye(*shape)
-
-    def get_config(self):
-        return {"gain": self.gain}
 
 
 _CLASSES = {

@@ -286,15 +286,8 @@ class Sequential(DropsTransientOnPickle, Trainer):
 
     # ---- summary --------------------------------------------------------------------------
 
-    def summary(
-        self,
-        line_length=None,
-        positions=None,
-        print_fn=None,
-        expand_nested=False,
-        show_trainable=False,
-        layer_range=None,
-    ) -> None:
+    def summary(self, line_length=None, positions=None, print_fn=None, expand_nested=False,
+                show_trainable=False, layer_range=None) -> None:  # fmt: skip
         """Print Keras's table: each layer's name, type, output shape and parameter count."""
         require_default(
             "summary",
