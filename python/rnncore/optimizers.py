@@ -31,14 +31,11 @@ class Optimizer:
         owner = type(self).__name__
         if kwargs:
             raise TypeError(f"{owner}: unexpected keyword argument(s) {', '.join(kwargs)}")
-        require_default(
-            owner,
-            weight_decay=(weight_decay, None),
-            use_ema=(use_ema, False),
-            ema_overwrite_frequency=(ema_overwrite_frequency, None),
-            loss_scale_factor=(loss_scale_factor, None),
-            gradient_accumulation_steps=(gradient_accumulation_steps, None),
-        )
+        require_default(owner, weight_decay=(weight_decay, None), use_ema=(use_ema, False),
+                        ema_overwrite_frequency=(ema_overwrite_frequency, None),
+                        loss_scale_factor=(loss_scale_factor, None),
+                        gradient_accumulation_steps=(gradient_accumulation_steps,
+                        None))  # fmt: skip
         if callable(learning_rate):
             raise NotImplementedError(f"{owner}: learning-rate schedules are not supported")
         if sum(c is not None for c in (clipnorm, clipvalue, global_clipnorm)) > 1:

@@ -47,12 +47,9 @@ class Trainer:
         (``"mse"``, ``"mae"``, ``"binary_crossentropy"``, ``"categorical_crossentropy"``,
         ``"sparse_categorical_crossentropy"`` or a :mod:`rnncore.losses` object) and metrics
         (``"accuracy"``, ``"mae"``, ``"mse"``)."""
-        require_default(
-            "compile",
-            loss_weights=(loss_weights, None),
-            weighted_metrics=(weighted_metrics, None),
-            steps_per_execution=(steps_per_execution, 1),
-        )
+        require_default("compile", loss_weights=(loss_weights, None),
+                        weighted_metrics=(weighted_metrics, None),
+                        steps_per_execution=(steps_per_execution, 1))  # fmt: skip
         if loss is None:
             raise ValueError(f"{self.name}.compile: a loss is required, e.g. loss='mse'")
         opt = optimizers.get(optimizer)
@@ -190,14 +187,11 @@ class Trainer:
         silent, 1 (``"auto"``) a progress bar per epoch, 2 one line per epoch.
         """
         self._require_compiled("fit")
-        require_default(
-            "fit",
-            class_weight=(class_weight, None),
-            sample_weight=(sample_weight, None),
-            steps_per_epoch=(steps_per_epoch, None),
-            validation_steps=(validation_steps, None),
-            validation_freq=(validation_freq, 1),
-        )
+        require_default("fit", class_weight=(class_weight, None),
+                        sample_weight=(sample_weight, None),
+                        steps_per_epoch=(steps_per_epoch, None),
+                        validation_steps=(validation_steps, None),
+                        validation_freq=(validation_freq, 1))  # fmt: skip
         batch_size = _batch_size(batch_size, "fit")
         x, y, out_shape = self._check_data(x, y, "fit")
         val = None
@@ -293,12 +287,8 @@ class Trainer:
         dict with ``return_dict=True``, as Keras.
         """
         self._require_compiled("evaluate")
-        require_default(
-            "evaluate",
-            sample_weight=(sample_weight, None),
-            steps=(steps, None),
-            callbacks=(callbacks, None),
-        )
+        require_default("evaluate", sample_weight=(sample_weight, None), steps=(steps, None),
+                        callbacks=(callbacks, None))  # fmt: skip
         batch_size = _batch_size(batch_size, "evaluate")
         x, y, out_shape = self._check_data(x, y, "evaluate")
         metric_objs = self._make_metrics(out_shape)

@@ -46,17 +46,13 @@ class Dense(Layer):
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
                  activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
                  lora_rank=None, lora_alpha=None, quantization_config=None, **kwargs):  # fmt: skip
-        require_default(
-            "Dense",
-            kernel_regularizer=(kernel_regularizer, None),
-            bias_regularizer=(bias_regularizer, None),
-            activity_regularizer=(activity_regularizer, None),
-            kernel_constraint=(kernel_constraint, None),
-            bias_constraint=(bias_constraint, None),
-            lora_rank=(lora_rank, None),
-            lora_alpha=(lora_alpha, None),
-            quantization_config=(quantization_config, None),
-        )
+        require_default("Dense", kernel_regularizer=(kernel_regularizer, None),
+                        bias_regularizer=(bias_regularizer, None),
+                        activity_regularizer=(activity_regularizer, None),
+                        kernel_constraint=(kernel_constraint, None),
+                        bias_constraint=(bias_constraint, None), lora_rank=(lora_rank, None),
+                        lora_alpha=(lora_alpha, None),
+                        quantization_config=(quantization_config, None))  # fmt: skip
         seed = kwargs.pop("seed", None)
         super().__init__(**kwargs)
         self.units = positive_int(units, "Dense: units")
