@@ -116,6 +116,13 @@ class Optimizer:
         """The optimizer's state ``name`` (e.g. ``"m"``) for ``variable`` (a copy)."""
         return self._slots[id(variable)][name].copy()
 
+    #: a subclass's own hyperparameters: Keras's name -> the type it is stored as
+    _hyper: dict = {}
+
+    def _set_hyper(self, **values) -> None:
+        for name, convert in self._hyper.items():
+            setattr(self, name, convert(values[name]))
+
     def get_config(self) -> dict:
         return {
             "name": self.name,
@@ -123,6 +130,7 @@ class Optimizer:
             "clipnorm": self.clipnorm,
             "clipvalue": self.clipvalue,
             "global_clipnorm": self.global_clipnorm,
+            **{name: getattr(self, name) for name in self._hyper},
         }
 
     def __repr__(self) -> str:
@@ -138,12 +146,13 @@ class SGD(Optimizer):
                     w <- w + momentum m - lr g      (nesterov=True)
     """
 
+    _hyper = {"momentum": float, "nesterov": bool}
+
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
         if not 0 <= momentum <= 1:
             raise ValueError(f"SGD: momentum must be in [0, 1], got {momentum!r}")
-        self.momentum = float(momentum)
-        self.nesterov = bool(nesterov)
+        self._set_hyper(momentum=momentum, nesterov=nesterov)
         self._slot_names = ("m",) if self.momentum else ()
 
     def _update(self, w, g, slots, step):
@@ -155,9 +164,6 @@ class SGD(Optimizer):
             return w + (self.momentum * m - lr * g), {"m": m}
         return w + m, {"m": m}
 
-    def get_config(self):
-        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
-
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba), as Keras 3 computes it (epsilon outside the square root)::
@@ -168,13 +174,13 @@ class Adam(Optimizer):
     w <- w - alpha m / (sqrt(v) + epsilon)
     """
 
+    _hyper = {"beta_1": float, "beta_2": float, "epsilon": float, "amsgrad": bool}
+
     def __init__(
         self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, **kwargs
     ):
         super().__init__(learning_rate=learning_rate, **kwargs)
-        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
-        self.epsilon = float(epsilon)
-        self.amsgrad = bool(amsgrad)
+        self._set_hyper(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, amsgrad=amsgrad)
         self._slot_names = ("m", "v", "v_hat") if self.amsgrad else ("m", "v")
 
     def _update(self, w, g, slots, step):
@@ -186,15 +192,6 @@ class Adam(Optimizer):
         if self.amsgrad:
             v = new["v_hat"] = np.maximum(slots["v_hat"], v)
         return w - (m * alpha) / (np.sqrt(v) + self.epsilon), new
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "beta_1": self.beta_1,
-            "beta_2": self.beta_2,
-            "epsilon": self.epsilon,
-            "amsgrad": self.amsgrad,
-        }
 
 
 class RMSprop(Optimizer):
@@ -208,13 +205,13 @@ class RMSprop(Optimizer):
                                           w <- w - m)
     """
 
+    _hyper = {"rho": float, "momentum": float, "epsilon": float, "centered": bool}
+
     def __init__(
         self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False, **kwargs
     ):
         super().__init__(learning_rate=learning_rate, **kwargs)
-        self.rho, self.momentum = float(rho), float(momentum)
-        self.epsilon = float(epsilon)
-        self.centered = bool(centered)
+        self._set_hyper(rho=rho, momentum=momentum, epsilon=epsilon, centered=centered)
         self._slot_names = (
             ("v",) + (("m",) if self.momentum > 0 else ()) + (("a",) if self.centered else ())
         )
@@ -233,15 +230,6 @@ class RMSprop(Optimizer):
             m = new["m"] = self.momentum * slots["m"] + increment
             return w - m, new
         return w - increment, new
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "rho": self.rho,
-            "momentum": self.momentum,
-            "epsilon": self.epsilon,
-            "centered": self.centered,
-        }
 
 
 _NAMES = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop}
