@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 
 import numpy as np
@@ -190,9 +191,17 @@ def test_predict_from_a_generator_and_steps():
     gen = (x[i : i + 5] for i in range(0, 12, 5))
     np.testing.assert_allclose(model.predict(gen), model(x), rtol=1e-6, atol=1e-7)
     gen = ((x[i : i + 4], None) for i in range(0, 12, 4))  # (x, y) batches as in Keras
-    assert model.predict(gen, steps=2).shape == (8, 3)
-    assert model.predict(x, batch_size=4, steps=2).shape == (8, 3)
-    assert model.predict_on_batch(x[:2]).shape == (2, 3)
+    # steps=2: the first two batches of 4 only
+    y = model.predict(gen, steps=2)
+    assert y.shape == (8, 3) and y.dtype == np.float32
+    np.testing.assert_allclose(y, model(x[:8]), rtol=1e-6, atol=1e-7)
+    y = model.predict(x, batch_size=4, steps=2)
+    assert y.shape == (8, 3) and y.dtype == np.float32
+    np.testing.assert_allclose(y, model(x[:8]), rtol=1e-6, atol=1e-7)
+    y = model.predict_on_batch(x[:2])
+    assert y.shape == (2, 3) and y.dtype == np.float32
+    np.testing.assert_allclose(y, model(x[:2]), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(y, model.predict(x)[:2], rtol=1e-6, atol=1e-7)
 
 
 def test_predict_argument_errors():
@@ -219,6 +228,7 @@ def test_stateful_model_streams_and_resets():
 
 
 def test_training_entry_points():
+    rnncore.set_random_seed(8)  # the dropout draws below are reproducible
     model = big_model()
     with pytest.raises(RuntimeError, match="compile"):
         model.fit(np.zeros((2, T, D)), np.zeros((2, 3)))
@@ -226,8 +236,29 @@ def test_training_entry_points():
     out_shape = model.output_shape
     history = model.fit(np.zeros((2, T, D)), np.zeros((2,) + tuple(out_shape[1:])), verbose=0)
     assert list(history.history) == ["loss"]
-    x = np.ones((2, T, D), np.float32)
-    assert model(x, training=True).shape == model(x).shape  # Dropout(0.2) active
+    # training=True: Dropout(0.2) is active and the only random layer. Each row of the
+    # output is the final Dense applied to the SimpleRNN's output with some units zeroed and
+    # the others scaled by 1 / 0.8: find that mask among the 16 of the 4 units, per row.
+    x = padded(seeded(8), n=40)
+    y_train = model(x, training=True)
+    y_infer = model(x)
+    assert y_train.shape == y_infer.shape == (40, 3) and y_train.dtype == np.float32
+    h = x
+    for layer in model.layers[:5]:  # up to the SimpleRNN(4), before the Dropout
+        h = layer(h)
+    np.testing.assert_allclose(model.layers[6](h), y_infer, rtol=1e-6, atol=1e-7)
+    masks = np.array(np.meshgrid(*[[0, 1]] * 4)).reshape(4, -1).T  # (16, 4)
+    scale = np.float32(1 / 0.8)
+    dropped = []
+    for row in range(40):
+        candidates = model.layers[6](h[row] * masks.astype(np.float32) * scale)  # (16, 3)
+        err = np.abs(candidates - y_train[row]).max(axis=1)
+        best = int(np.argmin(err))
+        assert err[best] < 1e-6, (row, err.min())
+        dropped.append(4 - masks[best].sum())
+    # about a fifth of the 160 units dropped; rows with and without drops
+    assert 10 <= sum(dropped) <= 60, sum(dropped)
+    assert 0 in dropped and max(dropped) > 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -277,11 +308,35 @@ def test_summary_of_unbuilt_model(capsys):
 def test_model_weights_in_keras_order_and_atomic_set():
     model = big_model()
     names = [v.path for v in model.weights]
-    assert names[:3] == [
-        "forward_lstm/kernel",
-        "forward_lstm/recurrent_kernel",
-        "forward_lstm/bias",
-    ] or names[0].startswith("forward_")
+    # Keras's paths: "<layer name>/<weight>", layer names unique in the process ("dense",
+    # "dense_1", ...: the numbers depend on the layers made before, so they are taken from
+    # the layers themselves)
+    bidirectional, gru, time_distributed, simple_rnn, dense = (
+        model.layers[k] for k in (1, 2, 3, 4, 6)
+    )
+    rnn = ["kernel", "recurrent_kernel", "bias"]
+    expected = (
+        [f"{bidirectional.forward_layer.name}/{w}" for w in rnn]
+        + [f"{bidirectional.backward_layer.name}/{w}" for w in rnn]
+        + [f"{gru.name}/{w}" for w in rnn]
+        + [f"{time_distributed.layer.name}/{w}" for w in ("kernel", "bias")]
+        + [f"{simple_rnn.name}/{w}" for w in rnn]
+        + [f"{dense.name}/{w}" for w in ("kernel", "bias")]
+    )
+    assert names == expected
+    # with the process-wide counters stripped, the names Keras gives
+    assert [re.sub(r"_[0-9]+(?=/)", "", n) for n in names] == (
+        [f"forward_lstm/{w}" for w in rnn]
+        + [f"backward_lstm/{w}" for w in rnn]
+        + [f"gru/{w}" for w in rnn]
+        + ["dense/kernel", "dense/bias"]
+        + [f"simple_rnn/{w}" for w in rnn]
+        + ["dense/kernel", "dense/bias"]
+    )
+    forward = bidirectional.forward_layer.name
+    assert bidirectional.backward_layer.name == "backward_" + forward.removeprefix("forward_")
+    assert time_distributed.layer.name != dense.name
+    assert [v.name for v in model.weights] == [n.split("/")[1] for n in names]
     w = model.get_weights()
     assert len(w) == 6 + 3 + 2 + 3 + 2
     bad = list(w)
