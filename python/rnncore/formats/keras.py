@@ -49,6 +49,7 @@ from .archive import ARCHIVE_ERRORS, optional_import, read_json, read_member
 from .hdf5_check import HDF5_SIGNATURE, check_global_heaps, h5_errors, h5_text
 from .keras_config import SUPPORTED_LAYERS, KerasPlan
 from .keras_weights import load_weights_h5, load_weights_v3
+from .saved_model import MANIFEST as SAVED_MODEL_MANIFEST
 
 __all__ = ["read_keras", "is_keras_file", "SUPPORTED_LAYERS"]
 
@@ -57,7 +58,6 @@ _MAX_WEIGHTS_BYTES = 16 << 30
 
 #: the manifest of rnncore's own saved-model archive (:mod:`rnncore.models`): a ZIP that
 #: holds it is rnncore's, even with a config.json beside it
-_RNNCORE_MANIFEST = "rnncore_model.json"
 
 
 def read_keras(filepath) -> tuple[list[Layer], str | None, tuple | None]:
@@ -97,7 +97,7 @@ def is_keras_file(filepath) -> bool:
                 return True
         with zipfile.ZipFile(filepath) as zf:
             names = set(zf.namelist())
-            return "config.json" in names and _RNNCORE_MANIFEST not in names
+            return "config.json" in names and SAVED_MODEL_MANIFEST not in names
     except ARCHIVE_ERRORS:
         return False  # left to the reader the caller tries next
 

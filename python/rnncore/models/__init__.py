@@ -1,10 +1,10 @@
 """Models: :class:`Sequential`, and saving and loading them (:func:`save_model`,
-:func:`load_model`; the file format is described in :mod:`rnncore.models.archive`)."""
+:func:`load_model`; the file format is described in :mod:`rnncore.formats.saved_model`)."""
 
 from __future__ import annotations
 
 from ..errors import ModelFileError
-from .archive import FORMAT, FORMAT_VERSION
+from ..formats.saved_model import FORMAT, FORMAT_VERSION
 from .saving import load_model, model_from_json, save_model
 from .sequential import Sequential
 

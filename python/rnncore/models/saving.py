@@ -1,5 +1,6 @@
 """Saving and loading whole models: rnncore's own files (format in
-:mod:`rnncore.models.archive`) and, through the same ``load_model``, Keras files."""
+:mod:`rnncore.formats.saved_model`) and, through the same ``load_model``, Keras files (read by
+:mod:`rnncore.formats.keras`)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ import zipfile
 import zlib
 
 from ..errors import ModelFileError, UnsupportedArgumentError
-from ..formats.archive import ARCHIVE_ERRORS, load_npy, read_json, read_member
-from .archive import FORMAT, FORMAT_VERSION, MANIFEST, write_archive
+from ..formats.archive import load_npy, read_json, read_member
+from ..formats.keras import is_keras_file, read_keras
+from ..formats.saved_model import FORMAT, FORMAT_VERSION, MANIFEST, write_archive
 from .sequential import Sequential
 
-__all__ = ["save_model", "load_model", "model_from_json"]
+__all__ = ["save_model", "load_model", "load_keras", "model_from_json"]
 
 
 def save_model(model: Sequential, filepath, overwrite=True, **kwargs) -> None:
     """Write ``model`` to ``filepath`` in rnncore's saved-model format
-    (:mod:`rnncore.models.archive`)."""
+    (:mod:`rnncore.formats.saved_model`)."""
     if kwargs:
         raise TypeError(f"save: unexpected keyword argument(s) {', '.join(map(repr, kwargs))}")
     if not isinstance(model, Sequential):
@@ -34,6 +36,21 @@ def model_from_json(json_string: str) -> Sequential:
     return Sequential.from_config(spec["config"])
 
 
+def load_keras(filepath) -> Sequential:
+    """Read a Keras model file (``.keras`` or legacy ``.h5``) as an :class:`Sequential`.
+
+    The format is recognised from the file's content, not its name. Needs ``h5py``
+    (``pip install "rnncore[keras]"``); Keras and TensorFlow are not used. See
+    :mod:`rnncore.formats.keras` for what is supported and how layers are matched to their
+    weights.
+    """
+    layers, name, input_shape = read_keras(filepath)
+    model = Sequential(layers, name=name)
+    if input_shape is not None and not model.built:
+        model.build(input_shape)
+    return model
+
+
 def load_model(filepath, custom_objects=None, compile=True, safe_mode=True) -> Sequential:
     """Read a model written by ``model.save`` / :func:`save_model`.
 
@@ -46,9 +63,7 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True) -> S
             "load_model: custom_objects are not supported (rnncore loads only its own layers)"
         )
     filepath = os.fspath(filepath)
-    if _is_keras_file(filepath):
-        from ..interop.keras_io import load_keras  # TODO(lead): formats.keras
-
+    if is_keras_file(filepath):
         return load_keras(filepath)
     try:
         zf = zipfile.ZipFile(filepath)
@@ -67,19 +82,6 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True) -> S
         raise ModelFileError(
             f"{filepath}: the model file is corrupted or truncated ({type(e).__name__}: {e})"
         ) from None
-
-
-def _is_keras_file(filepath: str) -> bool:
-    """A legacy Keras HDF5 file, or a Keras 3 ``.keras`` archive (a zip with config.json)."""
-    try:
-        with open(filepath, "rb") as f:
-            if f.read(8) == b"\x89HDF\r\n\x1a\n":
-                return True
-        with zipfile.ZipFile(filepath) as zf:
-            names = set(zf.namelist())
-            return "config.json" in names and MANIFEST not in names
-    except ARCHIVE_ERRORS:
-        return False  # reported by the rnncore reader below
 
 
 def _read_archive(zf: zipfile.ZipFile, filepath: str) -> Sequential:

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import ModelFileError, UnsupportedArgumentError
 from ..formats.archive import ARCHIVE_ERRORS, load_npy, read_member
+from ..formats.saved_model import write_archive
 from ..layers import InputLayer, InputTensor, Layer, deserialize_layer, serialize_layer
 from ..layers._base import (
     DropsTransientOnPickle,
@@ -18,7 +19,6 @@ from ..layers._base import (
     unique_name,
 )
 from ..training import Trainer
-from .archive import write_archive
 from .summary import format_shape, summary_table
 
 __all__ = ["Sequential"]

@@ -1,4 +1,5 @@
-"""rnncore's saved-model format, written by ``model.save`` and read by ``load_model``.
+"""rnncore's own saved-model format, written by ``model.save`` (:func:`write_archive`) and
+read by :func:`rnncore.load_model`.
 
 Saved-model format (``model.save(path)``; any file name, e.g. ``model.rnncore``)
 ---------------------------------------------------------------------------------
