@@ -110,7 +110,7 @@ def as_float_array(value, dtype, what: str) -> np.ndarray:
         else:
             why = f"dtype {a.dtype}"
         raise TypeError(f"{what}: expected real numbers, got {why}")
-    return canonical_dtype(np.asarray(a, dtype=dtype))
+    return np.asarray(a, dtype=dtype)
 
 
 # --------------------------------------------------------------------------------------

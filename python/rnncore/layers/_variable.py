@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._args import as_float_array, canonical_dtype
+from ._args import as_float_array
 
 __all__ = ["Variable", "MaskedOutput", "attach_mask", "as_mask"]
 
@@ -47,7 +47,6 @@ class Variable:
     def __setstate__(self, state):
         for k, v in state.items():
             setattr(self, k, v)
-        self.value = canonical_dtype(self.value)
 
     def assign(self, value) -> None:
         """Copy ``value`` (converted to this variable's dtype) into the weight, in place."""
