@@ -29,6 +29,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from .. import functional
+from ..layers import GRU, LSTM, Bidirectional, Input, SimpleRNN
+from ..models import Sequential
 from ._common import UnsupportedModelError
 
 __all__ = ["from_torch", "TorchRNN"]
@@ -375,9 +377,6 @@ class TorchRNN:
         Input ``(batch, timesteps, input_size)``; output ``(batch, timesteps,
         num_directions * hidden_size)``, equal to torch's ``output`` with ``batch_first``.
         """
-        from ..layers import GRU, LSTM, Bidirectional, Input, SimpleRNN
-        from ..models import Sequential
-
         cls = {"simple_rnn": SimpleRNN, "lstm": LSTM, "gru": GRU}[self._cell]
         dtype = str(self.dtype)
         layers = [Input(shape=(None, self.input_size), dtype=dtype)]
