@@ -56,9 +56,6 @@ __all__ = ["read_keras", "is_keras_file", "SUPPORTED_LAYERS"]
 _MAX_CONFIG_BYTES = 64 << 20
 _MAX_WEIGHTS_BYTES = 16 << 30
 
-#: the manifest of rnncore's own saved-model archive (:mod:`rnncore.models`): a ZIP that
-#: holds it is rnncore's, even with a config.json beside it
-
 
 def read_keras(filepath) -> tuple[list[Layer], str | None, tuple | None]:
     """Read a Keras model file (``.keras`` or legacy ``.h5``) as rnncore layers.
@@ -97,6 +94,7 @@ def is_keras_file(filepath) -> bool:
                 return True
         with zipfile.ZipFile(filepath) as zf:
             names = set(zf.namelist())
+            # a ZIP holding rnncore's own manifest is rnncore's, even with a config.json
             return "config.json" in names and SAVED_MODEL_MANIFEST not in names
     except ARCHIVE_ERRORS:
         return False  # left to the reader the caller tries next

@@ -9,6 +9,8 @@ reported as a damaged file (:class:`ModelFileError`).
 
 from __future__ import annotations
 
+# the errors it raises, importable from here as before the move to rnncore.formats
+from ..errors import ModelFileError, UnsupportedModelError  # noqa: F401
 from ..formats.keras import SUPPORTED_LAYERS
 from ..models.saving import load_keras
 
