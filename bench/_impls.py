@@ -625,7 +625,7 @@ def rnncore_train_runner(w: Weights, x: np.ndarray, threads: int) -> Runner | No
     rnncore has no backward API (the ``train`` cases are then reported as skipped).
 
     ``collect()`` returns the same dict as :func:`torch_train` (Keras layout), so that
-    ``run.py`` checks the gradients against PyTorch's before timing.
+    ``_run_case.py`` checks the gradients against PyTorch's before timing.
     """
     from rnncore import functional as F
 
