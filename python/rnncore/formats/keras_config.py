@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..errors import ModelFileError, UnsupportedArgumentError, UnsupportedModelError
 from ..layers import LAYER_CLASSES, InputLayer, Layer
 from ..layers._args import shape_tuple
+from ..layers._base import build_chain
 
 __all__ = ["SUPPORTED_LAYERS", "KerasPlan"]
 
@@ -229,25 +230,9 @@ class KerasPlan:
 
 
 def build_stack(layers: list, input_shape, owner: str) -> tuple:
-    """Build a chain of layers for a batch input shape, each for the previous one's output,
-    as ``Sequential.build`` does (only the last may have several outputs); the shape as a
-    tuple."""
-    shape = first = shape_tuple(input_shape, f"{owner}: build")
-    for k, layer in enumerate(layers):
-        if not layer.built:
-            layer.build(shape)
-        shape = layer.compute_output_shape(shape)
-        if (
-            k < len(layers) - 1
-            and isinstance(shape, (tuple, list))
-            and shape
-            and isinstance(shape[0], (tuple, list))
-        ):
-            raise ValueError(
-                f"{owner}: layer {layer.name!r} has several outputs (e.g. "
-                f"return_state=True), which only the last layer of a Sequential may have"
-            )
-    return first
+    """Build a chain of layers as ``Sequential.build`` does; the input shape as a tuple."""
+    build_chain(layers, input_shape, owner)
+    return shape_tuple(input_shape, f"{owner}: build")
 
 
 def _is_op(spec: dict) -> bool:

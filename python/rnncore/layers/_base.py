@@ -28,6 +28,7 @@ from ._variable import MaskedOutput, Variable, as_mask, attach_mask
 
 __all__ = [
     "Layer",
+    "build_chain",
     "InputTensor",
     "Variable",
     "MaskedOutput",
@@ -369,3 +370,23 @@ class Layer(DropsTransientOnPickle):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+def build_chain(layers: list, input_shape, owner: str) -> list:
+    """Build a chain of layers for a batch input shape, each for the previous one's output
+    (``Sequential.build``; Keras files read as a chain). Only the last layer may have several
+    outputs. Returns each layer's output shape."""
+    shape = shape_tuple(input_shape, f"{owner}: build")
+    output_shapes = []
+    for k, layer in enumerate(layers):
+        if not layer.built:
+            layer.build(shape)
+        shape = layer.compute_output_shape(shape)
+        output_shapes.append(shape)
+        several = isinstance(shape, (tuple, list)) and shape and isinstance(shape[0], (tuple, list))
+        if several and k < len(layers) - 1:
+            raise ValueError(
+                f"{owner}: layer {layer.name!r} has several outputs (e.g. return_state=True), "
+                f"which only the last layer of a Sequential may have"
+            )
+    return output_shapes

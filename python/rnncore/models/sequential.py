@@ -10,10 +10,12 @@ import numpy as np
 
 from ..errors import ModelFileError, UnsupportedArgumentError
 from ..formats.archive import ARCHIVE_ERRORS, load_npy, read_member
+from ..formats.onnx.export import to_onnx
 from ..formats.saved_model import write_archive
 from ..layers import InputLayer, InputTensor, Layer, deserialize_layer, serialize_layer
 from ..layers._base import (
     DropsTransientOnPickle,
+    build_chain,
     require_default,
     shape_tuple,
     unique_name,
@@ -120,24 +122,8 @@ class Sequential(DropsTransientOnPickle, Trainer):
             input_shape = self._declared_input_shape()
             if input_shape is None:
                 raise ValueError(f"{self.name}: build() needs an input shape")
-        shape = shape_tuple(input_shape, f"{self.name}: build")
-        self._build_input_shape = shape
-        self._output_shapes = []
-        for k, layer in enumerate(self._layers):
-            if not layer.built:
-                layer.build(shape)
-            shape = layer.compute_output_shape(shape)
-            self._output_shapes.append(shape)
-            if (
-                k < len(self._layers) - 1
-                and isinstance(shape, (tuple, list))
-                and shape
-                and isinstance(shape[0], (tuple, list))
-            ):
-                raise ValueError(
-                    f"{self.name}: layer {layer.name!r} has several outputs (e.g. "
-                    f"return_state=True), which only the last layer of a Sequential may have"
-                )
+        self._build_input_shape = shape_tuple(input_shape, f"{self.name}: build")
+        self._output_shapes = build_chain(self._layers, self._build_input_shape, self.name)
         self.built = True
 
     # ---- calling -----------------------------------------------------------------------
@@ -326,9 +312,8 @@ class Sequential(DropsTransientOnPickle, Trainer):
         return cls(layers, trainable=config.get("trainable", True), name=config.get("name"))
 
     def to_onnx(self, path=None, **kwargs):
-        """Export to ONNX (see :func:`rnncore.interop.onnx_io.to_onnx`); runs in onnxruntime."""
-        from ..interop.onnx_io import to_onnx  # TODO(lead): formats.onnx.export
-
+        """Export to ONNX (see :func:`rnncore.formats.onnx.export.to_onnx`); onnxruntime runs it
+        with the same outputs."""
         return to_onnx(self, path, **kwargs)
 
     def to_json(self, **kwargs) -> str:
