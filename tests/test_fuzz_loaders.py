@@ -21,8 +21,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 import textwrap
 import zipfile
 
@@ -33,6 +31,7 @@ import pytest
 
 import rnncore
 from rnncore import layers as L
+from support import run_json_child
 
 N = int(os.environ.get("RNNCORE_FUZZ_CASES", "48"))
 CLEAR = {"ModelFileError", "UnsupportedModelError", "UnsupportedArgumentError"}
@@ -583,16 +582,7 @@ def fuzz(tmp_path_factory):
     (base / "spec.json").write_text(json.dumps(spec))
     cwd = base / "cwd"
     cwd.mkdir()
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(base / "spec.json"), str(cwd)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    results = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("{"):
-            results.update(json.loads(line))
+    proc, results = run_json_child(_CHILD, str(base / "spec.json"), str(cwd), timeout=600)
     written = sorted(os.listdir(cwd)) + [
         p
         for p in os.listdir(base)

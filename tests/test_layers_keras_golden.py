@@ -29,34 +29,6 @@ CASES = {c["name"]: c for c in SPECS["cases"]}
 TOL = {"float32": 2e-6, "float64": 1e-12}
 
 
-def make_layer(spec):
-    """``[class_name, kwargs]`` -> rnncore layer (same specs as the generator's)."""
-    name, kwargs = spec
-    kwargs = dict(kwargs)
-    for key in ("layer", "backward_layer"):
-        if key in kwargs:
-            kwargs[key] = make_layer(kwargs[key])
-    return getattr(L, name)(**kwargs)
-
-
-def arrays(name, prefix, n):
-    return [DATA[f"{name}/{prefix}{k}"] for k in range(n)]
-
-
-def flat(out):
-    return list(out) if isinstance(out, (tuple, list)) else [out]
-
-
-def check_outputs(c, got):
-    got = flat(got)
-    want = arrays(c["name"], "y", c["n_outputs"])
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        assert g.dtype == np.dtype(c["dtype"])
-        assert g.shape == w.shape
-        np.testing.assert_allclose(g, w, rtol=0, atol=TOL[c["dtype"]])
-
-
 def load_generator():
     """tests/golden/make_keras_golden.py as a module, imported with Keras made unimportable
     (the recipe must not need it)."""
@@ -75,6 +47,33 @@ def load_generator():
     return module
 
 
+#: the generator, read without Keras: its recipe and the helpers the replay shares with it
+GEN = load_generator()
+
+
+def make_layer(spec):
+    """``[class_name, kwargs]`` -> rnncore layer (the generator's specs, rnncore's layers)."""
+    return GEN.make_layer(spec, L)
+
+
+def flat(out):
+    return GEN.flat(out)
+
+
+def arrays(name, prefix, n):
+    return [DATA[f"{name}/{prefix}{k}"] for k in range(n)]
+
+
+def check_outputs(c, got):
+    got = flat(got)
+    want = arrays(c["name"], "y", c["n_outputs"])
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.dtype == np.dtype(c["dtype"])
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=0, atol=TOL[c["dtype"]])
+
+
 def test_golden_file_is_small_and_complete():
     assert GOLDEN.stat().st_size < 200_000
     assert SPECS["backend"] == "torch" and SPECS["keras_version"].startswith("3.")
@@ -83,7 +82,7 @@ def test_golden_file_is_small_and_complete():
 
 def test_golden_file_matches_the_generator():
     """The .npz was written from the generator's current recipe (else: regenerate it)."""
-    gen = load_generator()
+    gen = GEN
     stored = str(DATA["recipe_sha256"])
     current = gen.recipe_hash()
     names = [c["name"] for c in gen.CASES]
@@ -145,11 +144,4 @@ def test_stateful_chunks_match_keras(name):
     (layer,) = [make_layer(s) for s in c["layers"]]
     layer.set_weights(arrays(name, "w", c["n_weights"]))
     x = DATA[f"{name}/x"]
-    outs, start = [], 0
-    for n in c["chunks"]:
-        if n == "reset":
-            layer.reset_states()
-            continue
-        outs.extend(flat(layer(x[:, start : start + n])))
-        start += n
-    check_outputs(c, outs)
+    check_outputs(c, GEN.run_chunks(layer, x, c["chunks"]))

@@ -7,20 +7,11 @@ import numpy as np
 import pytest
 
 from rnncore import reference
-from rnncore.layers import (
-    GRU,
-    LSTM,
-    Activation,
-    Bidirectional,
-    Dense,
-    Dropout,
-    Masking,
-    SimpleRNN,
-    Softmax,
-    TimeDistributed,
-    UnsupportedArgumentError,
-    initializers,
-)
+from rnncore.layers import UnsupportedArgumentError, initializers
+from rnncore.layers.core import Activation, Dense, Dropout, Masking, Softmax
+from rnncore.layers.recurrent import GRU, LSTM, SimpleRNN
+from rnncore.layers.wrappers import Bidirectional, TimeDistributed
+from support import randomize, seeded
 
 B, T, D, H = 4, 7, 3, 5
 CELLS = {
@@ -34,19 +25,6 @@ MERGE = {
     "mul": np.multiply,
     "ave": lambda a, b: (a + b) / 2,
 }
-
-
-def seeded(seed=0):
-    return np.random.default_rng(seed)
-
-
-def randomize(layer, rng):
-    layer.set_weights(
-        [
-            rng.normal(0, 1 / np.sqrt(w.shape[0]) if w.ndim == 2 else 0.3, w.shape)
-            for w in layer.get_weights()
-        ]
-    )
 
 
 def padded_batch(rng, kind):

@@ -12,34 +12,13 @@ import numpy as np
 import pytest
 
 import rnncore
-from rnncore.layers import (
-    GRU,
-    LSTM,
-    Activation,
-    Bidirectional,
-    Dense,
-    Dropout,
-    Input,
-    Masking,
-    SimpleRNN,
-    TimeDistributed,
-)
+from rnncore.layers.core import Activation, Dense, Dropout, Input, Masking
+from rnncore.layers.recurrent import GRU, LSTM, SimpleRNN
+from rnncore.layers.wrappers import Bidirectional, TimeDistributed
 from rnncore.models import ModelFileError, Sequential, load_model
+from support import randomize, seeded
 
 B, T, D = 5, 8, 3
-
-
-def seeded(seed=0):
-    return np.random.default_rng(seed)
-
-
-def randomize(model, rng):
-    model.set_weights(
-        [
-            rng.normal(0, 1 / np.sqrt(w.shape[0]) if w.ndim == 2 else 0.3, w.shape)
-            for w in model.get_weights()
-        ]
-    )
 
 
 def padded(rng, n=B, t=T):

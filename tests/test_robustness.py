@@ -17,8 +17,6 @@ cases live in test_bad_input.py).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 import warnings
 
@@ -29,6 +27,7 @@ import rnncore
 from rnncore import functional as F
 from rnncore import layers as L
 from rnncore import reference as R
+from support import run_json_child
 
 RNN_LAYERS = [L.SimpleRNN, L.LSTM, L.GRU]
 BAD_ERRORS = (TypeError, ValueError)
@@ -409,16 +408,7 @@ _CHILD = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def absurd_results():
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(_ABSURD)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    results = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("{"):
-            results.update(json.loads(line))
+    proc, results = run_json_child(_CHILD, json.dumps(_ABSURD), timeout=300)
     return proc.returncode, proc.stderr[-2000:], results
 
 

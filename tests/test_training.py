@@ -9,6 +9,7 @@ import pytest
 import rnncore
 from rnncore import callbacks, optimizers
 from rnncore.layers import GRU, LSTM, Bidirectional, Dense, Dropout, Masking, SimpleRNN
+from support import LOSS_CASES
 
 
 def adding_problem(n, T, rng):
@@ -357,15 +358,6 @@ def _loss_inputs(name, from_logits, shape, rng):
     return t, p
 
 
-LOSS_CASES = [("mse", False), ("mae", False)] + [
-    (name, logits)
-    for name in (
-        "binary_crossentropy",
-        "categorical_crossentropy",
-        "sparse_categorical_crossentropy",
-    )
-    for logits in (False, True)
-]
 LOSS_CLASSES = {
     "mse": rnncore.losses.MeanSquaredError,
     "mae": rnncore.losses.MeanAbsoluteError,

@@ -12,18 +12,9 @@ import pytest
 
 import rnncore
 from rnncore import losses
-from rnncore.layers import (
-    GRU,
-    LSTM,
-    Activation,
-    Bidirectional,
-    Dense,
-    Dropout,
-    Masking,
-    SimpleRNN,
-    Softmax,
-    TimeDistributed,
-)
+from rnncore.layers.core import Activation, Dense, Dropout, Masking, Softmax
+from rnncore.layers.recurrent import GRU, LSTM, SimpleRNN
+from rnncore.layers.wrappers import Bidirectional, TimeDistributed
 
 F64 = {"dtype": "float64"}
 B, T, D = 4, 6, 3

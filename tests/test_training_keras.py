@@ -14,6 +14,7 @@ import pytest  # noqa: E402
 import rnncore  # noqa: E402
 from rnncore import losses, optimizers  # noqa: E402
 from rnncore.layers import LSTM, Bidirectional, Dense, Variable  # noqa: E402
+from support import LOSS_CASES  # noqa: E402
 
 # Keras 3.15's torch-backend Variable.__array__ lacks NumPy 2's copy= keyword (Keras's issue)
 pytestmark = pytest.mark.filterwarnings(
@@ -61,17 +62,6 @@ def _targets(name, rng, shape):
     if name.startswith("binary"):
         return rng.integers(0, 2, shape).astype(np.float64)
     return rng.standard_normal(shape)
-
-
-LOSS_CASES = [(name, False) for name in ("mse", "mae")] + [
-    (name, logits)
-    for name in (
-        "binary_crossentropy",
-        "categorical_crossentropy",
-        "sparse_categorical_crossentropy",
-    )
-    for logits in (False, True)
-]
 
 
 @pytest.mark.parametrize("shape", [(5, 3), (4, 6, 3)], ids=["2d", "3d"])

@@ -294,6 +294,19 @@ def flat(out):
     return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
+def run_chunks(layer, x, chunks):
+    """A stateful layer's outputs for ``x`` fed in chunks of timesteps ("reset":
+    ``reset_states()`` between chunks); the test replays the same with rnncore."""
+    outs, start = [], 0
+    for n in chunks:
+        if n == "reset":
+            layer.reset_states()
+            continue
+        outs.extend(flat(layer(x[:, start : start + n])))
+        start += n
+    return outs
+
+
 def randomize(layers, rng, dtype):
     for layer in layers:
         layer.set_weights(
@@ -358,17 +371,10 @@ def main():
             (layer,) = [make_layer(s, L) for s in c["layers"]]
             layer.build((B, None, D))
             randomize([layer], rng, dtype)
-            outs, start = [], 0
             steps = sum(n for n in c["chunks"] if n != "reset")
             x = rng.standard_normal((B, steps, D)).astype(dtype)
             arrays[f"{name}/x"] = x
-            for n in c["chunks"]:
-                if n == "reset":
-                    layer.reset_states()
-                    continue
-                outs.extend(flat(layer(x[:, start : start + n])))
-                start += n
-            out = outs
+            out = run_chunks(layer, x, c["chunks"])
             weights = layer.get_weights()
         for k, w in enumerate(weights):
             arrays[f"{name}/w{k}"] = w

@@ -18,18 +18,9 @@ import numpy as np
 
 from ..._version import __version__
 from ...errors import UnsupportedModelError
-from ...layers import (
-    GRU,
-    LSTM,
-    Activation,
-    Bidirectional,
-    Dense,
-    Dropout,
-    Masking,
-    SimpleRNN,
-    Softmax,
-    TimeDistributed,
-)
+from ...layers.core import Activation, Dense, Dropout, Masking, Softmax
+from ...layers.recurrent import GRU, LSTM, SimpleRNN
+from ...layers.wrappers import Bidirectional, TimeDistributed
 from ..archive import optional_import
 from .recurrent import GATES, KERAS_TO_LSTM, ONNX_ACTIVATIONS, reorder
 

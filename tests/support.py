@@ -1,0 +1,47 @@
+"""Helpers several test modules share (the tests folder is on sys.path under pytest)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+#: every loss rnncore has, with and without ``from_logits`` where it applies
+LOSS_CASES = [(name, False) for name in ("mse", "mae")] + [
+    (name, logits)
+    for name in (
+        "binary_crossentropy",
+        "categorical_crossentropy",
+        "sparse_categorical_crossentropy",
+    )
+    for logits in (False, True)
+]
+
+
+def seeded(seed=0):
+    return np.random.default_rng(seed)
+
+
+def randomize(model, rng):
+    """Weights of a layer or model drawn at a scale that keeps activations unsaturated."""
+    model.set_weights(
+        [
+            rng.normal(0, 1 / np.sqrt(w.shape[0]) if w.ndim == 2 else 0.3, w.shape)
+            for w in model.get_weights()
+        ]
+    )
+
+
+def run_json_child(code: str, *args: str, timeout: float):
+    """Run ``code`` in a fresh interpreter; returns the process and the merged JSON objects
+    it printed one per line (so a crash part-way still leaves the results before it)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout
+    )
+    results = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            results.update(json.loads(line))
+    return proc, results
