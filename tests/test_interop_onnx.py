@@ -49,27 +49,9 @@ def ort_run(model: onnx.ModelProto, feed: dict) -> list:
     return sess.run(None, feed)
 
 
-def rnn_graph(
-    rng,
-    op,
-    *,
-    direction="forward",
-    T=6,
-    B=3,
-    D=4,
-    H=5,
-    layout=0,
-    bias=True,
-    seq_lens=False,
-    init=False,
-    acts=None,
-    alpha=None,
-    beta=None,
-    lbr=None,
-    extra_attrs=None,
-    dtype=np.float32,
-    peephole=None,
-):
+def rnn_graph(rng, op, *, direction="forward", T=6, B=3, D=4, H=5, layout=0, bias=True,
+              seq_lens=False, init=False, acts=None, alpha=None, beta=None, lbr=None,
+              extra_attrs=None, dtype=np.float32, peephole=None):  # fmt: skip
     """A one-node graph: X (and sequence_lens / initial states) as graph inputs, weights
     as initializers. Returns the model and the feed."""
     nd = 2 if direction == "bidirectional" else 1
