@@ -149,7 +149,6 @@ def test_onnx_activation_table_covers_rnncore_activations():
 
 
 def test_export_reads_a_model_duck_typed(rng):
-    pytest.importorskip("onnx")
     model = rnncore.Sequential([rnncore.Input((None, 3)), L.GRU(4), L.Dense(2)])
 
     class Model:  # what export.to_onnx reads of a model, and nothing else
