@@ -1,6 +1,9 @@
 // Build and machine facts, and the thread count setting.
 #include <Eigen/Core>
 
+#include <limits>
+#include <string>
+
 #include "bindings.hpp"
 #include "rnncore/threads.hpp"
 
@@ -73,10 +76,23 @@ void register_info(py::module_& m) {
         "Threads the kernels use (set_num_threads, else OMP_NUM_THREADS, else all cores).");
   m.def(
       "set_num_threads",
-      [](int n) {
-        if (n < 0)
-          throw py::value_error("set_num_threads: expected n >= 0, got " + std::to_string(n));
-        rnncore::set_num_threads(n);
+      [](const py::object& n) {
+        // A Python integer (or one NumPy's integers convert to), never a bool or a float:
+        // 2.5 threads is a mistake to report, not to round.
+        if (PyBool_Check(n.ptr()) || !PyIndex_Check(n.ptr()))
+          throw py::type_error("set_num_threads: expected an integer n, got " +
+                               py::repr(n).cast<std::string>() + " (" + Py_TYPE(n.ptr())->tp_name +
+                               ")");
+        const py::int_ value(n);
+        const std::string shown = py::str(value).cast<std::string>();
+        int overflow = 0;
+        const long long v = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
+        if (overflow < 0 || (overflow == 0 && v < 0))
+          throw py::value_error("set_num_threads: expected n >= 0, got " + shown);
+        if (overflow > 0 || v > std::numeric_limits<int>::max())
+          throw py::value_error("set_num_threads: expected n <= " +
+                                std::to_string(std::numeric_limits<int>::max()) + ", got " + shown);
+        rnncore::set_num_threads(static_cast<int>(v));
       },
       py::arg("n"), "Set the threads the kernels use; 0 restores the default.");
 }

@@ -3,6 +3,7 @@
 
 #include "bindings.hpp"
 #include "checks.hpp"
+#include "rnn_args.hpp"
 #include "rnncore/api.hpp"
 
 namespace rnncore::bind {
@@ -17,68 +18,22 @@ struct ForwardArgs {
   bool go_backwards, return_sequences, training;
 };
 
-CellSpec make_spec(const std::string& cell, const std::string& activation,
-                   const std::string& recurrent_activation, bool reset_after) {
-  CellSpec spec;
-  spec.kind = cell_from_name(cell);
-  spec.act = activation_from_name(activation);
-  spec.rec_act = activation_from_name(recurrent_activation, "recurrent_activation");
-  spec.reset_after = reset_after;
-  return spec;
-}
-
-const char* cell_label(const CellSpec& spec) {
-  switch (spec.kind) {
-    case CellKind::SimpleRNN:
-      return "simple_rnn";
-    case CellKind::LSTM:
-      return "lstm";
-    default:
-      return spec.reset_after ? "gru (reset_after=True)" : "gru (reset_after=False)";
-  }
-}
-
 // Checks every forward argument and fills the scan's inputs (no outputs yet).
 template <class T>
 std::pair<ScanIO<T>, Recurrent<T>> forward_inputs(const ForwardArgs& a) {
   const CellSpec& spec = a.spec;
-  const Index G = spec.gates();
   check_ndim(a.x, "x", 3, "(batch, timesteps, input_dim)");
   const Index B = a.x.shape(0), Tn = a.x.shape(1), D = a.x.shape(2);
-  check_ndim(a.recurrent_kernel, "recurrent_kernel", 2, "(units, gates*units)");
-  const Index H = a.recurrent_kernel.shape(0);
-  const Index GH = G * H;
-  if (a.recurrent_kernel.shape(1) != GH)
-    throw py::value_error("recurrent_kernel: expected shape (units, " + std::to_string(G) +
-                          "*units) = " + shape_str({H, GH}) + " for " + cell_label(spec) +
-                          ", got " + shape_str(shape_of(a.recurrent_kernel)));
+  const Index H = units_of(spec, a.recurrent_kernel);
+  const Index GH = spec.gates() * H;
 
   ScanIO<T> io;
   io.x = float_input<T>(a.x, "x", {B, Tn, D});
   io.B = B, io.T_ = Tn, io.D = D;
   io.W = float_input<T>(a.kernel, "kernel", {D, GH});
-  Recurrent<T> rec;
-  rec.H = H;
-  rec.U = float_input<T>(a.recurrent_kernel, "recurrent_kernel", {H, GH});
-  if (a.bias) {
-    rec.bias = spec.bias_two_rows() ? float_input<T>(*a.bias, "bias", {2, GH})
-                                    : float_input<T>(*a.bias, "bias", {GH});
-  }
-  const Index N = spec.n_states();
-  if (!a.initial_state.empty() && static_cast<Index>(a.initial_state.size()) != N)
-    throw py::value_error("initial_state: expected " + std::to_string(N) + " array(s) for " +
-                          cell_label(spec) + ", got " + std::to_string(a.initial_state.size()));
-  for (size_t k = 0; k < a.initial_state.size(); ++k) {
-    const std::string name = "initial_state[" + std::to_string(k) + "]";
-    io.initial[k] = float_input<T>(a.initial_state[k], name.c_str(), {B, H});
-  }
-  if (a.mask) {
-    if (!has_dtype<bool>(*a.mask))
-      throw py::type_error("mask: expected dtype bool, got " + dtype_str(*a.mask));
-    check_shape(*a.mask, "mask", {B, Tn});
-    check_contiguous(*a.mask, "mask");
-    io.mask = static_cast<const std::uint8_t*>(a.mask->data());
-  }
+  Recurrent<T> rec = recurrent_weights<T>(spec, a.recurrent_kernel, a.bias, H, "x");
+  io.initial = state_inputs<T>(spec, a.initial_state, "initial_state", B, H, "x");
+  io.mask = mask_input(a.mask, B, Tn);
   io.go_backwards = a.go_backwards;
   io.return_sequences = a.return_sequences;
 
@@ -153,13 +108,7 @@ py::tuple backward_t(const ForwardArgs& a, const std::vector<py::array>& workspa
   BackwardIO<T> io;
   io.fwd = io_f;
   io.dy = float_input<T>(d_output, "d_output", output_shape(a, H));
-  if (!d_final_state.empty() && static_cast<Index>(d_final_state.size()) != N)
-    throw py::value_error("d_final_state: expected " + std::to_string(N) + " array(s) for " +
-                          cell_label(spec) + ", got " + std::to_string(d_final_state.size()));
-  for (size_t k = 0; k < d_final_state.size(); ++k) {
-    const std::string name = "d_final_state[" + std::to_string(k) + "]";
-    io.d_final[k] = float_input<T>(d_final_state[k], name.c_str(), {B, H});
-  }
+  io.d_final = state_inputs<T>(spec, d_final_state, "d_final_state", B, H, "x");
 
   auto dx = new_array<T>({B, Tn, D});
   auto dW = new_array<T>({D, GH});

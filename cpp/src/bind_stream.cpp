@@ -1,83 +1,113 @@
-// A recurrent layer's carried state for streaming (Keras's stateful=True): the weights are
-// checked once, the states live here, and each call only checks x. This keeps the per-call
-// cost of feeding one timestep at a time close to the cost of the step itself.
+// A recurrent layer bound to its weights and options: the one object the layers call.
+//
+// With a batch size it carries the states between calls (Keras's stateful=True): the
+// weights are checked and packed once, the states live here, and each call only checks x.
+// This keeps the per-call cost of feeding one timestep at a time close to the cost of the
+// step itself. Without one (batch_size=None) it carries nothing: every call starts from
+// its initial_state (or zeros), takes any batch size and reads the weights afresh, like
+// rnn_forward.
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <mutex>
 
 #include "bindings.hpp"
 #include "checks.hpp"
+#include "rnn_args.hpp"
 #include "rnncore/api.hpp"
 
 namespace rnncore::bind {
 namespace {
 
+constexpr const char* kWeights = "the layer's weights";
+
 template <class T>
 class Stream {
  public:
   Stream(const CellSpec& spec, py::array kernel, py::array recurrent_kernel,
-         std::optional<py::array> bias, Index batch)
+         std::optional<py::array> bias, std::optional<Index> batch, bool go_backwards)
       : spec_(spec),
         kernel_(std::move(kernel)),
         recurrent_(std::move(recurrent_kernel)),
-        bias_(std::move(bias)) {
-    const char* ref = "recurrent_kernel";
-    check_ndim(recurrent_, "recurrent_kernel", 2, "(units, gates*units)");
-    H_ = recurrent_.shape(0);
-    const Index GH = spec.gates() * H_;
-    rec_.H = H_;
-    rec_.U = float_input<T>(recurrent_, "recurrent_kernel", {H_, GH}, ref);
+        bias_(std::move(bias)),
+        go_backwards_(go_backwards) {
+    H_ = units_of(spec, recurrent_);
     check_ndim(kernel_, "kernel", 2, "(input_dim, gates*units)");
     D_ = kernel_.shape(0);
-    W_ = float_input<T>(kernel_, "kernel", {D_, GH}, ref);
-    if (bias_)
-      rec_.bias = spec.bias_two_rows() ? float_input<T>(*bias_, "bias", {2, GH}, ref)
-                                       : float_input<T>(*bias_, "bias", {GH}, ref);
-    if (batch < 0) throw py::value_error("batch_size: expected >= 0, got " + std::to_string(batch));
-    B_ = batch;
-    states_.resize(static_cast<size_t>(spec.n_states() * checked_elements({B_, H_}, "states")));
-    std::fill_n(states_.data(), states_.size(), T(0));
-    pack_recurrent(spec_, rec_, packed_);  // once: every call reuses them
-    pack_kernel(spec_, rec_, W_, D_, packed_);
+    W_ = float_input<T>(kernel_, "kernel", {D_, spec.gates() * H_}, "recurrent_kernel");
+    rec_ = recurrent_weights<T>(spec, recurrent_, bias_, H_, "recurrent_kernel");
+    if (batch) {
+      if (*batch < 0)
+        throw py::value_error("batch_size: expected >= 0 or None, got " + std::to_string(*batch));
+      B_ = *batch;
+      states_.resize(static_cast<size_t>(spec.n_states() * checked_elements({B_, H_}, "states")));
+      std::fill_n(states_.data(), states_.size(), T(0));
+    }
   }
 
-  // Runs x (B, T, D) from the carried states and carries the final states on.
-  py::array run(const py::array& x, std::optional<py::array> mask, bool return_sequences) {
+  bool carries() const { return B_ >= 0; }
+
+  // Runs x (B, T, D) from initial_state if given, else from the carried states (zeros
+  // without a batch size); a carrying stream keeps the final states. Returns the output, or
+  // with return_state the tuple (output, *final states).
+  py::object run(const py::array& x, const std::optional<py::array>& mask, bool return_sequences,
+                 const std::optional<std::vector<py::array>>& initial_state, bool return_state) {
     check_ndim(x, "x", 3, "(batch, timesteps, input_dim)");
-    const Index Tn = x.shape(1);
+    const Index B = carries() ? B_ : x.shape(0), Tn = x.shape(1), N = spec_.n_states();
     ScanIO<T> io;
-    io.x = float_input<T>(x, "x", {B_, Tn, D_}, "the layer's weights");
-    io.B = B_, io.T_ = Tn, io.D = D_;
+    io.x = float_input<T>(x, "x", {B, Tn, D_}, kWeights);
+    io.B = B, io.T_ = Tn, io.D = D_;
     io.W = W_;
-    if (mask) {
-      if (!has_dtype<bool>(*mask))
-        throw py::type_error("mask: expected dtype bool, got " + dtype_str(*mask));
-      check_shape(*mask, "mask", {B_, Tn});
-      check_contiguous(*mask, "mask");
-      io.mask = static_cast<const std::uint8_t*>(mask->data());
-    }
+    io.mask = mask_input(mask, B, Tn);
+    if (initial_state)
+      io.initial = state_inputs<T>(spec_, *initial_state, "initial_state", B, H_, kWeights);
+    io.go_backwards = go_backwards_;
     io.return_sequences = return_sequences;
-    checked_elements({B_, Tn, spec_.gates() * H_}, "input projection");
-    auto y = return_sequences ? new_array<T>({B_, Tn, H_}) : new_array<T>({B_, H_});
+    checked_elements({B, Tn, spec_.gates() * H_}, "input projection (batch*timesteps*gates*units)");
+    checked_elements({B, Tn, H_}, "output (batch*timesteps*units)");
+    auto y = return_sequences ? new_array<T>({B, Tn, H_}) : new_array<T>({B, H_});
     io.y = y.mutable_data();
+    // The final states as arrays: returned with return_state, and the scan's output when
+    // the stream carries none.
+    std::array<py::object, max_states> final_arrays;
+    std::array<T*, max_states> finals{};
+    if (return_state || !carries()) {
+      for (Index k = 0; k < N; ++k) {
+        auto s = new_array<T>({B, H_});
+        finals[k] = s.mutable_data();
+        final_arrays[k] = std::move(s);
+      }
+    }
     {
       py::gil_scoped_release release;
-      // One stream is one sequence of states: calls from several threads are serialised
-      // rather than interleaving their steps.
-      std::lock_guard<std::mutex> lock(mutex_);
-      for (int k = 0; k < spec_.n_states(); ++k) {
-        io.initial[k] = states_.data() + k * B_ * H_;  // read once, before the loop
-        io.final_state[k] = states_.data() + k * B_ * H_;
+      if (carries()) {
+        // One stream is one sequence of states: calls from several threads are serialised
+        // rather than interleaving their steps.
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (Index k = 0; k < N; ++k) {
+          if (!io.initial[k]) io.initial[k] = states_.data() + k * B * H_;  // read before the loop
+          io.final_state[k] = states_.data() + k * B * H_;
+        }
+        if (stale_.exchange(false)) pack();
+        forward(spec_, rec_, io, get_num_threads(), &packed_);
+        if (return_state)
+          for (Index k = 0; k < N; ++k) std::copy_n(states_.data() + k * B * H_, B * H_, finals[k]);
+      } else {
+        io.final_state = finals;
+        forward(spec_, rec_, io, get_num_threads());
       }
-      forward(spec_, rec_, io, get_num_threads(), &packed_);
     }
-    return y;
+    if (!return_state) return std::move(y);
+    py::tuple out(1 + N);
+    out[0] = std::move(y);
+    for (Index k = 0; k < N; ++k) out[1 + k] = std::move(final_arrays[k]);
+    return std::move(out);
   }
 
   py::list get_states() {
     std::lock_guard<std::mutex> lock(mutex_);
     py::list out;
-    for (int k = 0; k < spec_.n_states(); ++k) {
+    for (int k = 0; carries() && k < spec_.n_states(); ++k) {
       auto s = new_array<T>({B_, H_});
       std::copy_n(states_.data() + k * B_ * H_, B_ * H_, s.mutable_data());
       out.append(s);
@@ -86,34 +116,41 @@ class Stream {
   }
 
   void set_states(const std::vector<py::array>& states) {
-    const Index N = spec_.n_states();
-    if (!states.empty() && static_cast<Index>(states.size()) != N)
-      throw py::value_error("states: expected " + std::to_string(N) + " array(s), got " +
-                            std::to_string(states.size()));
-    std::vector<const T*> src;
-    for (size_t k = 0; k < states.size(); ++k) {
-      const std::string name = "states[" + std::to_string(k) + "]";
-      src.push_back(float_input<T>(states[k], name.c_str(), {B_, H_}, "the layer's weights"));
-    }
+    if (!carries())
+      throw py::value_error("set_states: this stream carries no states (batch_size=None)");
+    const auto src = state_inputs<T>(spec_, states, "states", B_, H_, kWeights);
     std::lock_guard<std::mutex> lock(mutex_);
-    if (src.empty()) {
-      std::fill_n(states_.data(), states_.size(), T(0));
-      return;
+    for (Index k = 0; k < spec_.n_states(); ++k) {
+      T* dst = states_.data() + k * B_ * H_;
+      if (src[k])
+        std::copy_n(src[k], B_ * H_, dst);
+      else
+        std::fill_n(dst, B_ * H_, T(0));
     }
-    for (Index k = 0; k < N; ++k) std::copy_n(src[k], B_ * H_, states_.data() + k * B_ * H_);
   }
 
-  Index batch_size() const { return B_; }
+  // The weights were modified in place: pack them again before the next call.
+  void repack() { stale_ = true; }
+
+  py::object batch_size() const { return carries() ? py::object(py::int_(B_)) : py::none(); }
+  bool go_backwards() const { return go_backwards_; }
 
  private:
+  void pack() {
+    pack_recurrent(spec_, rec_, packed_);
+    pack_kernel(spec_, rec_, W_, D_, packed_);
+  }
+
   CellSpec spec_;
   py::array kernel_, recurrent_;  // kept alive: the core reads them in place
   std::optional<py::array> bias_;
+  bool go_backwards_;
   Recurrent<T> rec_;
   const T* W_ = nullptr;
-  Index B_ = 0, D_ = 0, H_ = 0;
+  Index B_ = -1, D_ = 0, H_ = 0;  // B_ < 0: no carried states
   Buffer<T> states_;
-  PackedU<T> packed_;
+  PackedU<T> packed_;              // a carrying stream's weights, packed once for all its calls
+  std::atomic<bool> stale_{true};  // packed_ is out of date: packed under the lock, in run
   std::mutex mutex_;
 };
 
@@ -121,13 +158,21 @@ template <class T>
 void bind_stream(py::module_& m, const char* name) {
   py::class_<Stream<T>>(m, name)
       .def("run", &Stream<T>::run, py::arg("x"), py::arg("mask") = py::none(),
-           py::arg("return_sequences") = false,
-           "Run x (batch, timesteps, input_dim) from the carried states; carry the final "
-           "states on. Returns the output sequence or the last output.")
-      .def("get_states", &Stream<T>::get_states, "Copies of the carried states.")
+           py::arg("return_sequences") = false, py::arg("initial_state") = std::vector<py::array>{},
+           py::arg("return_state") = false,
+           "Run x (batch, timesteps, input_dim) from initial_state if given (a list; [] for "
+           "none), else from the carried states; carry the final states on. Returns the "
+           "output sequence or the last output, or with return_state the tuple (output, "
+           "*final states).")
+      .def("get_states", &Stream<T>::get_states,
+           "Copies of the carried states ([] without a batch size).")
       .def("set_states", &Stream<T>::set_states, py::arg("states"),
            "Set the carried states ([] resets them to zeros).")
-      .def_property_readonly("batch_size", &Stream<T>::batch_size);
+      .def("repack", &Stream<T>::repack,
+           "Read the weights again before the next call (after modifying them in place).")
+      .def_property_readonly("batch_size", &Stream<T>::batch_size,
+                             "Rows of the carried states, or None when nothing is carried.")
+      .def_property_readonly("go_backwards", &Stream<T>::go_backwards);
 }
 
 }  // namespace
@@ -138,24 +183,24 @@ void register_stream(py::module_& m) {
   m.def(
       "make_stream",
       [](const std::string& cell, const py::array& kernel, const py::array& recurrent_kernel,
-         std::optional<py::array> bias, py::ssize_t batch_size, const std::string& activation,
-         const std::string& recurrent_activation, bool reset_after) -> py::object {
-        CellSpec spec;
-        spec.kind = cell_from_name(cell);
-        spec.act = activation_from_name(activation);
-        spec.rec_act = activation_from_name(recurrent_activation, "recurrent_activation");
-        spec.reset_after = reset_after;
+         std::optional<py::array> bias, std::optional<py::ssize_t> batch_size,
+         const std::string& activation, const std::string& recurrent_activation, bool reset_after,
+         bool go_backwards) -> py::object {
+        const CellSpec spec = make_spec(cell, activation, recurrent_activation, reset_after);
         if (is_float64(recurrent_kernel, "recurrent_kernel"))
-          return py::cast(new Stream<double>(spec, kernel, recurrent_kernel, bias, batch_size),
+          return py::cast(new Stream<double>(spec, kernel, recurrent_kernel, std::move(bias),
+                                             batch_size, go_backwards),
                           py::return_value_policy::take_ownership);
-        return py::cast(new Stream<float>(spec, kernel, recurrent_kernel, bias, batch_size),
+        return py::cast(new Stream<float>(spec, kernel, recurrent_kernel, std::move(bias),
+                                          batch_size, go_backwards),
                         py::return_value_policy::take_ownership);
       },
       py::arg("cell"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
       py::arg("batch_size"), py::arg("activation"), py::arg("recurrent_activation"),
-      py::arg("reset_after"),
-      "A stream over one layer's weights (kept by reference: do not modify them while the "
-      "stream is used) carrying states of batch_size rows between calls.");
+      py::arg("reset_after"), py::arg("go_backwards"),
+      "A stream over one layer's weights (kept by reference; after modifying them in place "
+      "call repack()) carrying states of batch_size rows between calls, or nothing when "
+      "batch_size is None.");
 }
 
 }  // namespace rnncore::bind

@@ -14,6 +14,21 @@ import os
 from importlib import import_module
 from importlib.util import find_spec
 
+__all__ = [
+    "isa",
+    "has_openmp",
+    "simd",
+    "eigen_version",
+    "cpu_supports",
+    "get_num_threads",
+    "set_num_threads",
+    "rnn_forward",
+    "rnn_backward",
+    "dense_forward",
+    "dense_backward",
+    "make_stream",
+]
+
 _PREFERENCE = ("x86_64_v4", "x86_64_v3")
 
 
@@ -56,5 +71,5 @@ set_num_threads = _module.set_num_threads
 rnn_forward = _module.rnn_forward
 rnn_backward = _module.rnn_backward
 dense_forward = _module.dense_forward
-make_stream = _module.make_stream
 dense_backward = _module.dense_backward
+make_stream = _module.make_stream

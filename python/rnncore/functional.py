@@ -17,8 +17,10 @@ Every function returns ``(output, *final_states)``: ``output`` is ``(B, T, H)`` 
 that processing order, as in Keras.
 
 All arrays must share one floating dtype, float32 or float64, which is also the dtype of the
-results; nothing is converted silently. Non-contiguous inputs are accepted (copied once).
-Inputs are never modified. The GIL is released while the core computes.
+results; nothing is converted silently. A Python list (or any non-array) is converted by
+NumPy, which makes floats float64: given with float32 arrays, it is refused with a message
+saying so. Non-contiguous inputs are accepted (copied once). Inputs are never modified. The
+GIL is released while the core computes.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _core
+from . import _core, activations
 
 __all__ = [
     "simple_rnn",
@@ -43,8 +45,9 @@ __all__ = [
     "ACTIVATIONS",
 ]
 
-#: Activation names accepted for ``activation`` and ``recurrent_activation``.
-ACTIVATIONS = ("tanh", "sigmoid", "relu", "hard_sigmoid", "linear", "softmax")
+#: Activation names accepted for ``activation`` and ``recurrent_activation``: the one table
+#: of :mod:`rnncore.activations`.
+ACTIVATIONS = activations.NAMES
 
 
 def _array(a, name: str) -> np.ndarray:
@@ -55,6 +58,31 @@ def _array(a, name: str) -> np.ndarray:
         return np.ascontiguousarray(a)
     except (TypeError, ValueError) as e:
         raise TypeError(f"{name}: expected an array, got {type(a).__name__} ({e})") from None
+
+
+def _arrays(named: dict) -> dict:
+    """``{name: value}`` as C-contiguous arrays; a ``bias`` of ``None`` stays ``None``.
+
+    The first entry gives the call its dtype, as in the core. NumPy turns a list of Python
+    floats into float64: mixed with float32 arrays, the core would refuse a dtype the caller
+    never wrote, so the refusal says where the float64 came from.
+    """
+    out = {n: None if a is None and n == "bias" else _array(a, n) for n, a in named.items()}
+    ref, dtype = next(iter(out)), next(iter(out.values())).dtype
+    for name, got in out.items():
+        if got is None or got.dtype.kind != "f" or dtype.kind != "f" or got.dtype == dtype:
+            continue
+        listed = [n for n in (name, ref) if not isinstance(named[n], np.ndarray)]
+        if listed:
+            n = listed[0]
+            want = out[ref if n == name else name].dtype
+            raise TypeError(
+                f"{name}: expected dtype {dtype} (the dtype of {ref}), got {got.dtype}: {n} "
+                f"was a {type(named[n]).__name__}, which NumPy converts to {out[n].dtype}; "
+                f"pass np.asarray({n}, np.{want})"
+            )
+        break  # arrays of two dtypes: the core refuses them
+    return out
 
 
 def _mask(mask) -> np.ndarray | None:
@@ -68,16 +96,15 @@ def _mask(mask) -> np.ndarray | None:
     return m
 
 
-def _states(initial_state, n: int, cell: str) -> list[np.ndarray]:
-    if initial_state is None:
-        return []
-    if isinstance(initial_state, np.ndarray) or not isinstance(initial_state, Sequence):
-        initial_state = [initial_state]  # a list or tuple is a list of states, as in Keras
-    if len(initial_state) != n:
-        raise ValueError(
-            f"initial_state: expected {n} array(s) for {cell}, got {len(initial_state)}"
-        )
-    return [_array(s, f"initial_state[{k}]") for k, s in enumerate(initial_state)]
+def _states(states, n: int, cell: str) -> dict:
+    """``{"initial_state[k]": state}`` for the ``n`` states of a cell (none for ``None``)."""
+    if states is None:
+        return {}
+    if isinstance(states, np.ndarray) or not isinstance(states, Sequence):
+        states = [states]  # a list or tuple is a list of states, as in Keras
+    if len(states) != n:
+        raise ValueError(f"initial_state: expected {n} array(s) for {cell}, got {len(states)}")
+    return {f"initial_state[{k}]": s for k, s in enumerate(states)}
 
 
 class Workspace:
@@ -130,12 +157,16 @@ def _run(
     return_sequences=False,
     training=False,
 ):
+    states = _states(initial_state, n_states, cell)
+    a = _arrays(
+        {"x": x, "kernel": kernel, "recurrent_kernel": recurrent_kernel, "bias": bias, **states}
+    )
     inputs = (
-        _array(x, "x"),
-        _array(kernel, "kernel"),
-        _array(recurrent_kernel, "recurrent_kernel"),
-        None if bias is None else _array(bias, "bias"),
-        _states(initial_state, n_states, cell),
+        a["x"],
+        a["kernel"],
+        a["recurrent_kernel"],
+        a["bias"],
+        [a[name] for name in states],
         _mask(mask),
     )
     for name, value in (("activation", activation), ("recurrent_activation", recurrent_activation)):
@@ -170,14 +201,16 @@ def backward(workspace: Workspace, d_output, d_state=None) -> Gradients:
             f"workspace: expected the Workspace of a training forward call, "
             f"got {type(workspace).__name__}"
         )
+    # named initial_state in messages, as before (tests/test_backward.py pins the wording)
     d_states = _states(d_state, workspace.n_states, workspace.cell)
+    a = _arrays({"x": workspace.inputs[0], "d_output": d_output, **d_states})
     dx, dW, dU, db, d_init = _core.rnn_backward(
         workspace.cell,
         *workspace.inputs,
         *workspace.options,
         workspace.buffers,
-        _array(d_output, "d_output"),
-        d_states,
+        a["d_output"],
+        [a[name] for name in d_states],
     )
     return Gradients(dx, dW, dU, db, d_init)
 
@@ -299,12 +332,8 @@ def dense(x, kernel, bias=None, activation="linear"):
     On a sequence ``(B, T, D)`` it applies to every timestep (Keras's Dense on 3-D input).
     ``activation`` may also be ``softmax`` (over the last axis).
     """
-    return _core.dense_forward(
-        _array(x, "x"),
-        _array(kernel, "kernel"),
-        None if bias is None else _array(bias, "bias"),
-        activation,
-    )
+    a = _arrays({"x": x, "kernel": kernel, "bias": bias})
+    return _core.dense_forward(a["x"], a["kernel"], a["bias"], activation)
 
 
 def dense_backward(x, kernel, y, dy, *, use_bias=True, activation="linear"):
@@ -312,14 +341,8 @@ def dense_backward(x, kernel, y, dy, *, use_bias=True, activation="linear"):
 
     ``dbias`` is ``None`` when ``use_bias`` is false.
     """
-    return _core.dense_backward(
-        _array(x, "x"),
-        _array(kernel, "kernel"),
-        bool(use_bias),
-        activation,
-        _array(y, "y"),
-        _array(dy, "dy"),
-    )
+    a = _arrays({"x": x, "kernel": kernel, "y": y, "dy": dy})
+    return _core.dense_backward(a["x"], a["kernel"], bool(use_bias), activation, a["y"], a["dy"])
 
 
 def stream(
@@ -328,27 +351,42 @@ def stream(
     recurrent_kernel,
     bias=None,
     *,
-    batch_size,
+    batch_size=None,
     activation="tanh",
     recurrent_activation="sigmoid",
     reset_after=True,
+    go_backwards=False,
 ):
-    """A carried state for streaming one layer (Keras's ``stateful=True``).
+    """One recurrent layer bound to its weights: what the layers call, and a carried state
+    for streaming (Keras's ``stateful=True``).
 
-    ``cell`` is ``simple_rnn``, ``lstm`` or ``gru``. The weights are checked once and read in
-    place (do not modify them while the stream is used); the states of ``batch_size`` rows
-    start at zero. ``s.run(x, mask=None, return_sequences=False)`` runs ``x`` of shape
-    ``(batch_size, T, D)`` (``T`` may be 1) from the carried states and carries the final
-    states on; ``s.get_states()`` / ``s.set_states([...])`` read and set them (``[]``
-    resets to zeros). Calls on one stream from several threads are serialised by a lock.
+    ``cell`` is ``simple_rnn``, ``lstm`` or ``gru``; the options are those of
+    :func:`simple_rnn`, :func:`lstm` and :func:`gru`. The weights are checked once and read
+    in place (do not replace their memory while the stream is used).
+
+    ``s.run(x, mask=None, return_sequences=False, initial_state=[], return_state=False)``
+    runs ``x`` of shape ``(B, T, D)`` from ``initial_state`` if given, else from the carried
+    states, and returns the output, or ``(output, *final_states)`` with ``return_state``.
+
+    With ``batch_size=B`` the stream carries states of ``B`` rows, zeros at first: each run
+    (``T`` may be 1) starts from them and leaves its final states there;
+    ``s.get_states()`` / ``s.set_states([...])`` read and set them (``[]`` resets to
+    zeros). Its weights are packed once for all its calls: after modifying them in place,
+    call ``s.repack()``. Calls on one stream from several threads are serialised by a lock.
+
+    With ``batch_size=None`` nothing is carried: every run starts from its
+    ``initial_state`` (or zeros), takes any batch size and reads the weights afresh, and
+    runs from several threads proceed in parallel.
     """
+    a = _arrays({"recurrent_kernel": recurrent_kernel, "kernel": kernel, "bias": bias})
     return _core.make_stream(
         cell,
-        _array(kernel, "kernel"),
-        _array(recurrent_kernel, "recurrent_kernel"),
-        None if bias is None else _array(bias, "bias"),
-        int(batch_size),
+        a["kernel"],
+        a["recurrent_kernel"],
+        a["bias"],
+        None if batch_size is None else int(batch_size),
         activation,
         recurrent_activation,
         bool(reset_after),
+        bool(go_backwards),
     )

@@ -1,0 +1,92 @@
+// Arguments of the recurrent bindings (rnn_forward, rnn_backward and the streams): the cell
+// spec from its names, and the weights, states and masks checked against it. Written once so
+// that a call and a stream refuse the same things with the same messages.
+#pragma once
+
+#include <array>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "checks.hpp"
+#include "rnncore/api.hpp"
+
+namespace rnncore::bind {
+
+inline CellSpec make_spec(const std::string& cell, const std::string& activation,
+                          const std::string& recurrent_activation, bool reset_after) {
+  CellSpec spec;
+  spec.kind = cell_from_name(cell);
+  spec.act = activation_from_name(activation);
+  spec.rec_act = activation_from_name(recurrent_activation, "recurrent_activation");
+  spec.reset_after = reset_after;
+  return spec;
+}
+
+inline const char* cell_label(const CellSpec& spec) {
+  switch (spec.kind) {
+    case CellKind::SimpleRNN:
+      return "simple_rnn";
+    case CellKind::LSTM:
+      return "lstm";
+    default:
+      return spec.reset_after ? "gru (reset_after=True)" : "gru (reset_after=False)";
+  }
+}
+
+// The units H, read off recurrent_kernel (H, G*H): checked first, since every other shape
+// depends on it.
+inline Index units_of(const CellSpec& spec, const py::array& recurrent_kernel) {
+  check_ndim(recurrent_kernel, "recurrent_kernel", 2, "(units, gates*units)");
+  const Index G = spec.gates(), H = recurrent_kernel.shape(0);
+  if (recurrent_kernel.shape(1) != G * H)
+    throw py::value_error("recurrent_kernel: expected shape (units, " + std::to_string(G) +
+                          "*units) = " + shape_str({H, G * H}) + " for " + cell_label(spec) +
+                          ", got " + shape_str(shape_of(recurrent_kernel)));
+  return H;
+}
+
+// U and the bias in Keras's layout: (G*H,), or (2, 3H) for GRU reset_after. dtype T, the
+// dtype of `ref`.
+template <class T>
+Recurrent<T> recurrent_weights(const CellSpec& spec, const py::array& recurrent_kernel,
+                               const std::optional<py::array>& bias, Index H, const char* ref) {
+  const Index GH = spec.gates() * H;
+  Recurrent<T> rec;
+  rec.H = H;
+  rec.U = float_input<T>(recurrent_kernel, "recurrent_kernel", {H, GH}, ref);
+  if (bias)
+    rec.bias = spec.bias_two_rows() ? float_input<T>(*bias, "bias", {2, GH}, ref)
+                                    : float_input<T>(*bias, "bias", {GH}, ref);
+  return rec;
+}
+
+// A list of states (h; or h, c), each (B, H): empty for "none given" (nullptr each), else
+// exactly the cell's count. `what` names the argument (initial_state, d_final_state, ...).
+template <class T>
+std::array<const T*, max_states> state_inputs(const CellSpec& spec,
+                                              const std::vector<py::array>& states,
+                                              const char* what, Index B, Index H, const char* ref) {
+  const Index N = spec.n_states();
+  if (!states.empty() && static_cast<Index>(states.size()) != N)
+    throw py::value_error(std::string(what) + ": expected " + std::to_string(N) + " array(s) for " +
+                          cell_label(spec) + ", got " + std::to_string(states.size()));
+  std::array<const T*, max_states> out{};
+  for (size_t k = 0; k < states.size(); ++k) {
+    const std::string name = std::string(what) + "[" + std::to_string(k) + "]";
+    out[k] = float_input<T>(states[k], name.c_str(), {B, H}, ref);
+  }
+  return out;
+}
+
+// A (B, T) bool mask, C-contiguous; nullptr for none.
+inline const std::uint8_t* mask_input(const std::optional<py::array>& mask, Index B, Index Tn) {
+  if (!mask) return nullptr;
+  if (!has_dtype<bool>(*mask))
+    throw py::type_error("mask: expected dtype bool, got " + dtype_str(*mask));
+  check_shape(*mask, "mask", {B, Tn});
+  check_contiguous(*mask, "mask");
+  return static_cast<const std::uint8_t*>(mask->data());
+}
+
+}  // namespace rnncore::bind
