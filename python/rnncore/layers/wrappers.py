@@ -5,9 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from ._base import Layer, as_mask, shape_tuple
-from .recurrent import RNN
+from .core import Activation, Dense, Dropout, InputLayer, Masking, Softmax
+from .recurrent import GRU, LSTM, RNN, SimpleRNN
 
-__all__ = ["Bidirectional", "TimeDistributed"]
+__all__ = [
+    "Bidirectional",
+    "TimeDistributed",
+    "LAYER_CLASSES",
+    "serialize_layer",
+    "deserialize_layer",
+]
 
 _MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
@@ -17,16 +24,53 @@ def _strip(name: str, prefix: str) -> str:
 
 
 class Bidirectional(Layer):
-    """Runs a recurrent layer forwards and a copy backwards, and merges their outputs.
+    """Runs a recurrent layer forwards and a copy backwards, and merges their outputs
+    (Keras's ``keras.layers.Bidirectional``).
 
-    As Keras: the backward layer is a copy of ``layer`` with ``go_backwards=True`` (or
+    The backward layer is a copy of ``layer`` with ``go_backwards=True`` (or
     ``backward_layer``); its output sequence is flipped back to the input's time order
-    before merging with ``merge_mode`` (``'concat'``, ``'sum'``, ``'mul'``, ``'ave'``, or
-    ``None`` for the list ``[forward, backward]``). With ``return_sequences`` and a mask,
-    the outputs at masked steps are zeros in both directions (Keras forces
-    ``zero_output_for_mask`` on the wrapped layers). With ``return_state`` the result is
-    ``(output, *forward_states, *backward_states)``; ``initial_state`` is split the same way.
+    before the merge. With ``return_sequences`` and a mask, the outputs at masked steps are
+    zeros in both directions (Keras forces ``zero_output_for_mask`` on the wrapped layers).
     Weights: the forward layer's, then the backward layer's.
+
+    Parameters
+    ----------
+    layer : SimpleRNN, LSTM or GRU
+        The forward layer (a copy of it is used, built from its config).
+    merge_mode : {'concat', 'sum', 'mul', 'ave', None}, default 'concat'
+        How the two outputs combine: concatenated on the last axis, summed, multiplied,
+        averaged, or ``None`` for the list ``[forward, backward]``.
+    weights : list of arrays, optional
+        Initial weights (forward layer's, then backward layer's), set when the layer builds.
+    backward_layer : SimpleRNN, LSTM or GRU, optional
+        The backward layer, instead of a copy of ``layer``; its ``go_backwards`` must differ
+        from ``layer``'s and its ``stateful``, ``return_sequences`` and ``return_state``
+        must match.
+    **kwargs
+        Keras's layer arguments: ``name``, ``dtype``, ``trainable``, ``input_shape`` and the
+        like.
+
+    Call arguments
+    --------------
+    inputs : array_like, shape (batch, timesteps, input_dim)
+        The sequences.
+    mask : array_like of bool, shape (batch, timesteps), optional
+        ``True`` where a step is used; taken from ``inputs._keras_mask`` when not given.
+    training : bool, optional
+        ``True`` applies the wrapped layers' dropout.
+    initial_state : list of arrays, each (batch, units), optional
+        The forward layer's states followed by the backward layer's (``[h_f, h_b]``, or
+        ``[h_f, c_f, h_b, c_b]`` for LSTM).
+
+    Returns
+    -------
+    output : ndarray or list of two ndarrays
+        The merged output: ``(batch, 2*units)`` for ``'concat'``, else ``(batch, units)``;
+        with ``return_sequences`` a time axis after the batch; ``[forward, backward]``
+        with ``merge_mode=None``.
+    states : ndarray, each (batch, units)
+        Only with ``return_state``: the forward layer's final states, then the backward
+        layer's, after the output(s) in one tuple.
     """
 
     _sequence_input = True
@@ -358,8 +402,6 @@ def serialize_layer(layer: Layer) -> dict:
 
 def deserialize_layer(spec: dict) -> Layer:
     """A layer from ``{"class_name", "config"}``; only rnncore's own layer classes."""
-    from . import LAYER_CLASSES
-
     if not isinstance(spec, dict) or "class_name" not in spec:
         raise ValueError(f"not a layer description: {spec!r}")
     cls = LAYER_CLASSES.get(spec["class_name"])
@@ -369,3 +411,23 @@ def deserialize_layer(spec: dict) -> Layer:
             f"{', '.join(sorted(LAYER_CLASSES))}"
         )
     return cls.from_config(dict(spec.get("config") or {}))
+
+
+#: The layer classes a saved model may name (nothing else is ever instantiated on load).
+#: Here, beside the deserializer that reads it and the wrappers that nest layers.
+LAYER_CLASSES = {
+    c.__name__: c
+    for c in (
+        SimpleRNN,
+        LSTM,
+        GRU,
+        Bidirectional,
+        TimeDistributed,
+        Dense,
+        Activation,
+        Softmax,
+        Dropout,
+        Masking,
+        InputLayer,
+    )
+}

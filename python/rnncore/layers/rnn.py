@@ -1,0 +1,545 @@
+"""The mechanics of the recurrent layers: :class:`RNN`, the base of SimpleRNN, LSTM and GRU.
+
+One route to the core. A call is checked once (:meth:`RNN._checked`: input shape, mask,
+initial states) and run once, by the layer's core stream (:func:`rnncore.functional.stream`,
+built from the layer's weights and cell options): ``stream.run(x, mask, return_sequences,
+initial_state, return_state)``. The stream of a stateful layer (Keras's ``stateful=True``)
+carries the states between calls: it is their one home, the layer keeps no copy. The
+stream of any other layer carries nothing.
+
+Training runs the core's training forward (:mod:`rnncore.functional` with ``training=True``,
+which keeps the workspace :func:`rnncore.functional.backward` reads), starting a stateful
+layer from the stream's states and leaving its final states there.
+
+A subclass declares its cell: the core's cell name, the gate count, the state names, its
+functional, its bias shape and the options its cell takes (``_cell_options``).
+"""
+
+from __future__ import annotations
+
+import operator
+import threading
+
+import numpy as np
+
+from .. import activations, functional, utils
+from . import initializers
+from ._base import (
+    Layer,
+    as_float_array,
+    as_mask,
+    attach_mask,
+    check_allocation,
+    positive_int,
+    require_default,
+    shape_tuple,
+)
+
+__all__ = ["RNN"]
+
+
+def _stream_option(name: str) -> property:
+    """An option the layer's core stream is built with: setting it again makes the layer
+    build a new stream at its next call, carrying the states over. (Read by attrgetter, in
+    C: every call reads several.)"""
+    slot = "_opt_" + name
+
+    def set_option(self, value):
+        self.__dict__[slot] = value
+        self._respec = True
+
+    return property(operator.attrgetter(slot), set_option)
+
+
+class RNN(Layer):
+    """Shared mechanics of the recurrent layers (not used directly: see the subclasses).
+
+    Call: ``layer(inputs, initial_state=None, mask=None, training=None)`` with ``inputs``
+    ``(batch, timesteps, input_dim)``. Returns the output (``(batch, units)``, or
+    ``(batch, timesteps, units)`` with ``return_sequences``), and with ``return_state``
+    the tuple ``(output, h)`` or ``(output, h, c)`` for LSTM, as Keras.
+    """
+
+    _sequence_input = True
+    #: the core's name of the cell, its gate count, and its states
+    _cell: str = ""
+    _gates: int = 1
+    _state_names: tuple = ("h",)
+    #: the rnncore.functional function computing the layer (its training forward)
+    _functional = None
+    #: the cell's options, as keywords of _functional and of functional.stream
+    _cell_options: tuple = ("activation",)
+
+    activation = _stream_option("activation")
+    go_backwards = _stream_option("go_backwards")
+    stateful = _stream_option("stateful")
+
+    def __init__(
+        self,
+        units,
+        *,
+        activation="tanh",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        seed=None,
+        zero_output_for_mask=False,
+        use_cudnn="auto",
+        time_major=False,
+        **kwargs,
+    ):
+        owner = type(self).__name__
+        require_default(
+            owner,
+            kernel_regularizer=(kernel_regularizer, None),
+            recurrent_regularizer=(recurrent_regularizer, None),
+            bias_regularizer=(bias_regularizer, None),
+            activity_regularizer=(activity_regularizer, None),
+            kernel_constraint=(kernel_constraint, None),
+            recurrent_constraint=(recurrent_constraint, None),
+            bias_constraint=(bias_constraint, None),
+            unroll=(unroll, False),
+            time_major=(time_major, False),
+        )
+        if use_cudnn not in ("auto", False):
+            require_default(owner, use_cudnn=(use_cudnn, "auto"))
+        self._stream = None  # the core stream: built on first use (see _stream_for)
+        self._respec = False  # whether a cell option changed since it was built
+        self._lock = threading.RLock()
+        super().__init__(**kwargs)
+        self.units = positive_int(units, f"{owner}: units")
+        self.activation = activations.name_of(activation, owner, allow_softmax=False)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.recurrent_initializer = initializers.get(recurrent_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout)):
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{owner}: {name} must be in [0, 1], got {rate!r}")
+        # Stored for training; at inference dropout is the identity (Keras's semantics).
+        self.dropout = min(1.0, max(0.0, float(dropout)))
+        self.recurrent_dropout = min(1.0, max(0.0, float(recurrent_dropout)))
+        self.return_sequences = bool(return_sequences)
+        self.return_state = bool(return_state)
+        self.go_backwards = bool(go_backwards)
+        self.stateful = bool(stateful)
+        self.zero_output_for_mask = bool(zero_output_for_mask)
+        self.use_cudnn = use_cudnn
+        self.seed = seed
+        self._seed_entropy = seed
+        self.kernel = self.recurrent_kernel = self.bias = None
+        self._batch_size = None
+
+    # ---- what a cell declares -----------------------------------------------------------
+
+    @property
+    def state_size(self) -> list[int]:
+        return [self.units] * len(self._state_names)
+
+    @property
+    def cell(self):
+        """Keras keeps the weights on ``layer.cell``; here the layer is its own cell."""
+        return self
+
+    def _bias_shape(self) -> tuple:
+        return (self._gates * self.units,)
+
+    def _bias_initializer(self):
+        return self.bias_initializer
+
+    # ---- building and weights -----------------------------------------------------------
+
+    def build(self, input_shape):
+        input_shape = shape_tuple(input_shape, f"{self.name}: build")
+        if len(input_shape) != 3 or input_shape[-1] is None:
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r}: input shape must be "
+                f"(batch, timesteps, input_dim) with a known input_dim, got {input_shape}"
+            )
+        gh = self._gates * self.units
+        check_allocation(  # all the weights, before allocating any
+            f"{type(self).__name__} {self.name!r} (units={self.units})",
+            [(input_shape[-1], gh), (self.units, gh), self._bias_shape()],
+            self._np_dtype,
+        )
+        rng = np.random.default_rng(utils.draw_seed(self._seed_entropy))
+        self._variables = []
+        self.kernel = self.add_weight("kernel", (input_shape[-1], gh), self.kernel_initializer, rng)
+        self.recurrent_kernel = self.add_weight(
+            "recurrent_kernel", (self.units, gh), self.recurrent_initializer, rng
+        )
+        self.bias = (
+            self.add_weight("bias", self._bias_shape(), self._bias_initializer(), rng)
+            if self.use_bias
+            else None
+        )
+        super().build(input_shape)
+        self._stream = None  # over the new weights, at zero states
+        self._batch_size = input_shape[0]
+
+    def _build_from_weights(self, weights):
+        if weights and np.ndim(weights[0]) == 2:
+            batch = self._input_shape_arg[0] if self._input_shape_arg else None
+            return self.build((batch, None, np.shape(weights[0])[0]))
+        super()._build_from_weights(weights)
+
+    def set_weights(self, weights) -> None:
+        super().set_weights(weights)
+        if self._stream is not None:
+            self._stream.repack()  # the weights changed in place
+
+    # ---- the core stream: the one route to the core, and the home of carried states ------
+    #
+    # A stateful layer's stream serialises its runs (each reads the carried states, runs and
+    # stores them as one step, and with return_state returns the states of its own output),
+    # so concurrent calls need no lock here. The layer's lock only makes one stream per layer
+    # when threads race to build it, and a training step one step (see call_train).
+
+    def _stream_for(self, batch):
+        """The layer's core stream for a call of ``batch`` rows, built on first use and
+        again after a cell option changed. A stateful layer's batch size is fixed by its
+        build, its first call or its first states; another batch size is refused here."""
+        if self.stateful and batch != self._batch_size:
+            if self._batch_size is not None:
+                raise ValueError(
+                    f"{self._owner()}: the layer is stateful with batch size "
+                    f"{self._batch_size}; got input batch size {batch}"
+                )
+            self._batch_size = batch
+        stream = self._stream
+        if stream is not None and not self._respec:
+            return stream
+        with self._lock:
+            stream = self._stream
+            if stream is None or self._respec:
+                self._respec = False
+                new = functional.stream(
+                    self._cell,
+                    self.kernel.value,
+                    self.recurrent_kernel.value,
+                    None if self.bias is None else self.bias.value,
+                    batch_size=self._batch_size if self.stateful else None,
+                    go_backwards=self.go_backwards,
+                    **{name: getattr(self, name) for name in self._cell_options},
+                )
+                if stream is not None and None not in (stream.batch_size, new.batch_size):
+                    new.set_states(stream.get_states())  # an option changed: states go on
+                self._stream = stream = new
+            return stream
+
+    @property
+    def states(self):
+        """The carried states of a stateful layer (``[h]`` or ``[h, c]``), else None."""
+        if not (self.stateful and self.built):
+            return None
+        if self._batch_size is None:  # built without a batch size and not called yet
+            return []
+        return self._stream_for(self._batch_size).get_states()
+
+    def reset_states(self, states=None):
+        """Zero the carried states of a stateful layer (or set them to ``states``)."""
+        if not (self.stateful and self.built):
+            return
+        if states is None:
+            if self._batch_size is not None:
+                self._stream_for(self._batch_size).set_states([])
+            return
+        states = [states] if isinstance(states, np.ndarray) else list(states)
+        if len(states) != len(self._state_names):
+            raise ValueError(
+                f"{self.name}: expected {len(self._state_names)} state(s), got {len(states)}"
+            )
+        batch = self._batch_size if self._batch_size is not None else np.shape(states[0])[0]
+        states = self._checked_states(states, batch, "state", self.name)
+        self._stream_for(batch).set_states(states)
+
+    reset_state = reset_states
+
+    _transient = Layer._transient + ("_stream", "_lock")
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        # the carried states leave the core stream as arrays (and come back in __setstate__)
+        stream = self._stream
+        carried = stream is not None and stream.batch_size is not None
+        state["_states"] = stream.get_states() if carried else []
+        state["_respec"] = False
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        states = state.pop("_states", [])
+        super().__setstate__(state)
+        self._lock = threading.RLock()
+        self._stream, self._respec = None, False
+        if states and self.stateful:
+            self._stream_for(states[0].shape[0]).set_states(states)
+
+    # ---- calling ------------------------------------------------------------------------
+
+    def _owner(self) -> str:
+        return f"{type(self).__name__} {self.name!r}"
+
+    def __call__(self, inputs, initial_state=None, mask=None, training=None):
+        if mask is None:
+            mask = getattr(inputs, "_keras_mask", None)
+        outputs, out_mask = self._call(inputs, mask, training, initial_state)
+        return attach_mask(outputs, out_mask)
+
+    def _call(self, inputs, mask, training, initial_state=None):
+        # Layer.__call__ and _call with the recurrent call's own arguments: Layer's generic
+        # *args/**kwargs passing cost a streamed step (SimpleRNN, B = T = 1, H = 128, about
+        # 2.3 us in all) some 0.3 us
+        x = self._convert(inputs)
+        if not self.built:
+            self.build(x.shape)
+        return self.call(x, initial_state, mask, training), self.compute_mask(x, mask)
+
+    def _convert(self, inputs):
+        if type(inputs) is np.ndarray and inputs.dtype == self._np_dtype:
+            return inputs  # nothing to convert
+        return super()._convert(inputs)
+
+    def call(self, inputs, initial_state=None, mask=None, training=None):
+        if training and (self.dropout or self.recurrent_dropout):
+            if initial_state is not None:
+                raise NotImplementedError(
+                    f"{self._owner()}: training=True with dropout and an initial_state in a "
+                    f"direct call is not supported; use model.fit"
+                )
+            y = self.call_train(inputs, mask, None)
+            self._train_cache = None
+            return y
+        x, mask, initial_state = self._checked(inputs, mask, initial_state)
+        stream = self._stream_for(x.shape[0])
+        out = stream.run(x, mask, self.return_sequences, initial_state, self.return_state)
+        if mask is not None and self.zero_output_for_mask and self.return_sequences:
+            y = out[0] if self.return_state else out
+            y[~(mask[:, ::-1] if self.go_backwards else mask)] = 0
+        return out
+
+    def _checked(self, x, mask, initial_state):
+        """The call's arguments, checked once: ``x`` C-contiguous ``(batch, timesteps,
+        input_dim)``, the mask ``(batch, timesteps)`` bool or None, the initial states
+        ``(batch, units)`` in the layer's dtype or None."""
+        d = self.kernel.value.shape[0]
+        if x.ndim != 3 or x.shape[2] != d:
+            raise ValueError(
+                f"{self._owner()}: expected input of shape (batch, timesteps, {d}), got {x.shape}"
+            )
+        if mask is not None:
+            mask = np.ascontiguousarray(as_mask(mask, x.shape, self._owner()))
+        if initial_state is not None:
+            if isinstance(initial_state, np.ndarray) or not isinstance(
+                initial_state, (list, tuple)
+            ):
+                initial_state = [initial_state]
+            n = len(self._state_names)
+            if len(initial_state) != n:
+                raise ValueError(
+                    f"{self._owner()}: initial_state must be {n} array(s) "
+                    f"({', '.join(self._state_names)}), got {len(initial_state)}"
+                )
+            initial_state = self._checked_states(
+                initial_state, x.shape[0], "initial state", self._owner()
+            )
+        return np.ascontiguousarray(x), mask, initial_state
+
+    def _checked_states(self, states, batch, what, owner) -> list[np.ndarray]:
+        shape = (batch, self.units)
+        out = []
+        for name, s in zip(self._state_names, states):
+            s = np.ascontiguousarray(as_float_array(s, self._np_dtype, f"{owner}: {what} {name!r}"))
+            if s.shape != shape:
+                raise ValueError(f"{owner}: {what} {name!r} must have shape {shape}, got {s.shape}")
+            out.append(s)
+        return out
+
+    # ---- training ---------------------------------------------------------------------
+    #
+    # Dropout follows Keras 3 (a rate acts only when 0 < rate < 1; masks are drawn once per
+    # call, i.e. per sequence, the same at every timestep, scaled by 1 / (1 - rate)):
+    # * recurrent_dropout == 0: one mask on the input features; the core runs on x * mask.
+    # * 0 < recurrent_dropout < 1: Keras switches LSTM/GRU to their per-gate form, with one
+    #   input mask and one recurrent mask per gate (SimpleRNN: one of each), the latter on
+    #   h_(t-1) where it enters the gates (not on the carried state). Masking the rows of a
+    #   weight is the same as masking what it multiplies: (h * m_g) U_g = h (diag(m_g) U_g).
+    #   The masks differ per sample, so each sample runs through the core with its own
+    #   masked kernel and recurrent kernel; their gradients are masked back the same way.
+
+    def _draw_dropout_masks(self, rng, batch, input_dim):
+        """``(input_masks, recurrent_masks)``, each ``(count, batch, n)`` or None."""
+        per_gate = self._gates > 1 and (
+            0.0 < self.recurrent_dropout < 1.0 or getattr(self, "_implementation", 2) == 1
+        )
+        count = self._gates if per_gate else 1
+
+        def draw(rate, n):
+            if not 0.0 < rate < 1.0:
+                return None
+            keep = 1.0 - rate
+            return (self._noise_rng(rng).random((count, batch, n)) < keep) / keep
+
+        return draw(self.dropout, input_dim), draw(self.recurrent_dropout, self.units)
+
+    def call_train(self, x, mask, rng):
+        if self.return_state:
+            raise NotImplementedError(f"{self._owner()}: training with return_state=True")
+        x, mask, _ = self._checked(x, mask, None)
+        if not self.stateful:
+            return self._train_forward(x, mask, None, rng)[0]
+        with self._lock:  # the carried states: read, trained from and stored as one step
+            stream = self._stream_for(x.shape[0])
+            y, finals = self._train_forward(x, mask, stream.get_states(), rng)
+            stream.set_states(finals)
+        return y
+
+    def _train_forward(self, x, mask, states, rng):
+        """``(output, final states)`` of the training forward from ``states`` (the carried
+        ones: truncated backpropagation, they are constants), keeping what
+        :meth:`backward` needs."""
+        in_masks, rec_masks = self._draw_dropout_masks(rng, x.shape[0], x.shape[2])
+        if in_masks is not None:
+            in_masks = in_masks.astype(x.dtype)
+        bias = None if self.bias is None else self.bias.value
+        options = dict(
+            go_backwards=self.go_backwards,
+            return_sequences=self.return_sequences,
+            training=True,
+            **{name: getattr(self, name) for name in self._cell_options},
+        )
+        if rec_masks is None and (in_masks is None or len(in_masks) == 1):
+            noise = None if in_masks is None else in_masks[0]
+            y, *finals, workspace = self._functional(
+                x if noise is None else x * noise[:, None, :],
+                self.kernel.value,
+                self.recurrent_kernel.value,
+                bias,
+                initial_state=states,
+                mask=mask,
+                **options,
+            )
+            cache = ("batch", workspace, noise)
+        else:
+            if rec_masks is not None:
+                rec_masks = rec_masks.astype(x.dtype)
+            W, U = self.kernel.value, self.recurrent_kernel.value
+            outputs, workspaces = [], []
+            for b in range(x.shape[0]):
+                Wb = W if in_masks is None else W * _gate_scale(in_masks[:, b], self.units)
+                Ub = U if rec_masks is None else U * _gate_scale(rec_masks[:, b], self.units)
+                y_b, *finals_b, ws = self._functional(
+                    x[b : b + 1],
+                    Wb,
+                    Ub,
+                    bias,
+                    initial_state=None if states is None else [s[b : b + 1] for s in states],
+                    mask=None if mask is None else mask[b : b + 1],
+                    **options,
+                )
+                outputs.append((y_b, finals_b))
+                workspaces.append(ws)
+            y = np.concatenate([o[0] for o in outputs])
+            finals = [np.concatenate(parts) for parts in zip(*(o[1] for o in outputs))]
+            cache = ("per_sample", workspaces, in_masks, rec_masks)
+        zeroed = None
+        if self.zero_output_for_mask and self.return_sequences and mask is not None:
+            zeroed = ~(mask[:, ::-1] if self.go_backwards else mask)
+            y[zeroed] = 0
+        self._train_cache = cache + (zeroed,)
+        return y, finals
+
+    def backward(self, dy):
+        cache = self._cached()
+        if self._stream is not None:
+            self._stream.repack()  # an optimizer updates the weights in place after this
+        dy = np.array(dy, dtype=self._np_dtype, order="C")
+        zeroed = cache[-1]
+        if zeroed is not None:
+            dy[zeroed] = 0
+        if cache[0] == "batch":
+            _, workspace, noise, _ = cache
+            g = functional.backward(workspace, dy)
+            self._grads = [g.kernel, g.recurrent_kernel] + ([g.bias] if self.use_bias else [])
+            return g.x if noise is None else g.x * noise[:, None, :]
+        _, workspaces, in_masks, rec_masks, _ = cache
+        dW = np.zeros_like(self.kernel.value)
+        dU = np.zeros_like(self.recurrent_kernel.value)
+        db = None if self.bias is None else np.zeros_like(self.bias.value)
+        dx = []
+        for b, ws in enumerate(workspaces):
+            g = functional.backward(ws, dy[b : b + 1])
+            dx.append(g.x)
+            dW += (
+                g.kernel if in_masks is None else g.kernel * _gate_scale(in_masks[:, b], self.units)
+            )
+            dU += (
+                g.recurrent_kernel
+                if rec_masks is None
+                else (g.recurrent_kernel * _gate_scale(rec_masks[:, b], self.units))
+            )
+            if db is not None:
+                db += g.bias
+        self._grads = [dW, dU] + ([db] if self.use_bias else [])
+        return np.concatenate(dx)
+
+    # ---- shapes, masks, config ----------------------------------------------------------
+
+    def compute_output_shape(self, input_shape):
+        batch, steps = tuple(input_shape)[:2]
+        out = (batch, steps, self.units) if self.return_sequences else (batch, self.units)
+        if self.return_state:
+            return (out,) + tuple((batch, self.units) for _ in self._state_names)
+        return out
+
+    def compute_mask(self, inputs, mask=None):
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        out = mask if self.return_sequences else None
+        if self.return_state:
+            return [out] + [None] * len(self._state_names)
+        return out
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "activation": self.activation,
+            "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "recurrent_initializer": initializers.serialize(self.recurrent_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+            "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
+            "return_sequences": self.return_sequences,
+            "return_state": self.return_state,
+            "go_backwards": self.go_backwards,
+            "stateful": self.stateful,
+            "zero_output_for_mask": self.zero_output_for_mask,
+            "seed": self.seed,
+        }
+
+
+def _gate_scale(masks, units):
+    """Row scales of a kernel ``(n, G*units)`` from per-gate masks ``(count, n)``.
+
+    One mask scales every column; ``G`` masks scale each gate's column block by its own.
+    """
+    if masks.shape[0] == 1:
+        return masks[0][:, None]
+    return np.repeat(masks.T, units, axis=1)
