@@ -186,59 +186,6 @@ def test_non_contiguous_inputs_and_fast_path_agree():
     np.testing.assert_array_equal(layer(x), layer(np.ascontiguousarray(x)))
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_fast_path_is_bit_identical_to_functional_path(variant):
-    """The cached direct core call equals the general (functional) path exactly."""
-    layer = make(variant, return_sequences=True, return_state=True)
-    x = seeded(6).standard_normal((B, T, D)).astype(np.float32)
-    general = layer(x, mask=np.ones((B, T), bool))  # a mask forces the general path
-    assert layer._fast is not None
-    fast = layer(x)
-    for a, b in zip(general, fast):
-        np.testing.assert_array_equal(a, b)
-
-
-def test_plain_calls_take_the_fast_path():
-    """A plain float array goes straight to the core (the functional path is not used);
-    anything else falls back to the general path and still gives the right answer."""
-    layer = make("lstm")
-    x = seeded(6).standard_normal((B, 1, D)).astype(np.float32)
-    layer(x)
-
-    def general_path_used(*args, **kwargs):
-        raise AssertionError("the general path was used")
-
-    layer._functional = general_path_used
-    for _ in range(3):
-        layer(x)  # fast
-    with pytest.raises(AssertionError, match="general path"):
-        layer(x.astype(np.float64))  # needs converting: general path
-    with pytest.raises(AssertionError, match="general path"):
-        layer(x, mask=np.ones((B, 1), bool))
-
-
-@pytest.mark.skipif(not hasattr(rnncore.functional, "stream"), reason="core without streams")
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_stateful_layers_stream_through_the_core(variant):
-    """A stateful layer carries its states in the core's stream; go_backwards cannot."""
-    layer = make(variant, stateful=True, return_state=True)
-    x = seeded(6).standard_normal((B, 2, D)).astype(np.float32)
-    out = layer(x)
-    assert layer._stream is not None
-    for a, b in zip(out[1:], layer.states):
-        np.testing.assert_array_equal(a, b)
-    backwards = make(variant, stateful=True, go_backwards=True)
-    backwards(x)
-    assert backwards._stream is None and len(backwards.states) == N_STATES[variant]
-    # switching go_backwards on later carries the states over to the list
-    layer.go_backwards = True
-    before = layer.states
-    y = layer(x)
-    want = ref(variant, layer, x, initial_state=before)
-    assert_close(y, want, "float32")
-    assert layer._stream is None
-
-
 # ---------------------------------------------------------------------------------------
 # constructor: Keras's arguments and defaults, refusals
 # ---------------------------------------------------------------------------------------
