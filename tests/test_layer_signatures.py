@@ -33,13 +33,7 @@ PAIRS = {
 }
 
 #: (name, parameter) -> why rnncore differs from Keras there. Nothing else may differ.
-DIFFERENCES = {
-    ("InputLayer", "ragged"): (
-        "rnncore.layers.core puts ragged last (after name); Keras 3.15 has it after sparse. "
-        "rnncore refuses ragged=True, so only a positional call that reaches it differs"
-    ),
-    ("Input", "ragged"): "as InputLayer's: ragged comes last in rnncore, after sparse in Keras",
-}
+DIFFERENCES: dict = {}
 
 
 def _parameters(fn):

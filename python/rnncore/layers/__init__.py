@@ -13,27 +13,18 @@ from . import activations, initializers
 from ._base import Layer, MaskedOutput, UnsupportedArgumentError, Variable
 from .core import Activation, Dense, Dropout, Input, InputLayer, InputTensor, Masking, Softmax
 from .recurrent import GRU, LSTM, RNN, SimpleRNN
-from .wrappers import Bidirectional, TimeDistributed, deserialize_layer, serialize_layer
+from .wrappers import (
+    LAYER_CLASSES,
+    Bidirectional,
+    TimeDistributed,
+    deserialize_layer,
+    serialize_layer,
+)
 
-#: The layer classes a saved model may name (nothing else is ever instantiated on load).
-LAYER_CLASSES = {
-    c.__name__: c
-    for c in (
-        SimpleRNN,
-        LSTM,
-        GRU,
-        Bidirectional,
-        TimeDistributed,
-        Dense,
-        Activation,
-        Softmax,
-        Dropout,
-        Masking,
-        InputLayer,
-    )
-}
-
+# LAYER_CLASSES (wrappers.py): the layer classes a saved model may name; nothing else is ever
+# instantiated on load.
 __all__ = [
+    "LAYER_CLASSES",
     "Layer",
     "Variable",
     "MaskedOutput",

@@ -292,8 +292,9 @@ class Masking(Layer):
 class InputLayer(Layer):
     """The input of a model: its batch shape and dtype (Keras's ``InputLayer``)."""
 
-    def __init__(self, shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None,
-                 input_tensor=None, optional=False, name=None, ragged=None, **kwargs):  # fmt: skip
+    def __init__(self, shape=None, batch_size=None, dtype=None, sparse=None, ragged=None,
+                 batch_shape=None, input_tensor=None, optional=False, name=None,
+                 **kwargs):  # fmt: skip
         require_default(
             "InputLayer",
             sparse=(sparse or None, None),  # Keras configs write False
@@ -336,8 +337,8 @@ class InputLayer(Layer):
         return {"name": self.name, "dtype": self.dtype, "batch_shape": list(self.batch_shape)}
 
 
-def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None, name=None,
-          tensor=None, optional=False, ragged=None):  # fmt: skip
+def Input(shape=None, batch_size=None, dtype=None, sparse=None, ragged=None, batch_shape=None,
+          name=None, tensor=None, optional=False):  # fmt: skip
     """The input of a :class:`rnncore.Sequential` model, as ``keras.Input``.
 
     ``shape`` excludes the batch dimension; timesteps may be ``None``.
