@@ -153,6 +153,28 @@ def test_a_stateful_stream_follows_set_weights(variant):
     np.testing.assert_array_equal(layer(x), functional_call(variant, layer, x)[0])
 
 
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_a_stateful_stream_follows_variable_assign(variant):
+    """Variable.assign counts an update (Variable.version); the stream packs again."""
+    layer = make(variant, stateful=True)
+    x = np.random.default_rng(5).standard_normal((B, T, D)).astype(np.float32)
+    layer(x)
+    layer.recurrent_kernel.assign(layer.recurrent_kernel.numpy() * -0.5)
+    layer.reset_states()
+    np.testing.assert_array_equal(layer(x), functional_call(variant, layer, x)[0])
+
+
+def test_a_stateful_stream_follows_an_optimizer_step():
+    """An optimizer writes in place and counts the update: the next call uses it."""
+    layer = LSTM(H, stateful=True, seed=2)
+    x = np.random.default_rng(7).standard_normal((B, T, D)).astype(np.float32)
+    layer(x)
+    opt = rnncore.optimizers.SGD(0.5)
+    opt.apply_gradients([(np.ones(v.shape), v) for v in layer.trainable_weights])
+    layer.reset_states()
+    np.testing.assert_array_equal(layer(x), functional.lstm(x, *layer.get_weights())[0])
+
+
 def test_a_stateful_stream_follows_training():
     """fit updates the weights in place after each backward pass; the next inference call
     uses the updated weights."""

@@ -104,6 +104,7 @@ class Optimizer:
             updates.append((v, new_value.astype(v.value.dtype, copy=False), new_slots))
         for v, value, slots in updates:
             np.copyto(v.value, value)
+            v.version += 1  # a stateful layer packs its weights again (Variable.version)
             self._slots[id(v)] = slots
             self._owners[id(v)] = v
         self.iterations = step

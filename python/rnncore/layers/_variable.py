@@ -23,16 +23,19 @@ class Variable:
     """A named weight: a NumPy array that ``assign`` updates in place.
 
     ``np.asarray(v)`` and ``v.numpy()`` give its value (the latter a copy); ``v.value`` is
-    the live array itself.
+    the live array itself. ``version`` counts the updates made through :meth:`assign` and
+    by the optimizers, so that what packs a copy of the weights (a stateful layer's core
+    stream) knows when to pack them again; writing into ``v.value`` directly is not counted.
     """
 
-    __slots__ = ("name", "path", "trainable", "value")
+    __slots__ = ("name", "path", "trainable", "value", "version")
 
     def __init__(self, value: np.ndarray, name: str, path: str, trainable: bool = True):
         self.value = value
         self.name = name
         self.path = path
         self.trainable = trainable
+        self.version = 0
 
     shape = property(lambda self: self.value.shape)
     dtype = property(lambda self: str(self.value.dtype))
@@ -45,6 +48,7 @@ class Variable:
         return {k: getattr(self, k) for k in self.__slots__}
 
     def __setstate__(self, state):
+        self.version = 0  # files pickled before the counter existed
         for k, v in state.items():
             setattr(self, k, v)
 
@@ -56,6 +60,7 @@ class Variable:
                 f"weight {self.path!r}: expected shape {self.value.shape}, got {a.shape}"
             )
         np.copyto(self.value, a)
+        self.version += 1
 
     def __array__(self, dtype=None, copy=None):
         if copy:

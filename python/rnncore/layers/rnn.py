@@ -198,11 +198,6 @@ class RNN(Layer):
             return self.build((batch, None, np.shape(weights[0])[0]))
         super()._build_from_weights(weights)
 
-    def set_weights(self, weights) -> None:
-        super().set_weights(weights)
-        if self._stream is not None:
-            self._stream.repack()  # the weights changed in place
-
     # ---- the core stream: the one route to the core, and the home of carried states ------
     #
     # A stateful layer's stream serialises its runs (each reads the carried states, runs and
@@ -223,6 +218,11 @@ class RNN(Layer):
             self._batch_size = batch
         stream = self._stream
         if stream is not None and not self._respec:
+            if stream.batch_size is not None:  # a carrying stream packed the weights once
+                versions = self._weight_versions()
+                if versions != self._packed_versions:  # assign, set_weights or an optimizer
+                    self._packed_versions = versions
+                    stream.repack()
             return stream
         with self._lock:
             stream = self._stream
@@ -239,8 +239,12 @@ class RNN(Layer):
                 )
                 if stream is not None and None not in (stream.batch_size, new.batch_size):
                     new.set_states(stream.get_states())  # an option changed: states go on
+                self._packed_versions = self._weight_versions()
                 self._stream = stream = new
             return stream
+
+    def _weight_versions(self) -> tuple:
+        return tuple(v.version for v in self._variables)
 
     @property
     def states(self):
@@ -466,8 +470,6 @@ class RNN(Layer):
 
     def backward(self, dy):
         cache = self._cached()
-        if self._stream is not None:
-            self._stream.repack()  # an optimizer updates the weights in place after this
         dy = np.array(dy, dtype=self._np_dtype, order="C")
         zeroed = cache[-1]
         if zeroed is not None:
