@@ -19,6 +19,14 @@ from .rnn import RNN, _stream_option
 __all__ = ["RNN", "SimpleRNN", "LSTM", "GRU"]
 
 
+def _hand_over(arguments: dict, *own: str) -> dict:
+    """A constructor's arguments (its ``locals()``) as keywords for ``RNN``: passed on by
+    name, so no reordering can swap two; ``self`` and the subclass's ``own`` stay behind."""
+    kwargs = arguments.pop("kwargs")
+    dropped = {"self", "__class__", *own}
+    return {name: value for name, value in arguments.items() if name not in dropped} | kwargs
+
+
 class SimpleRNN(RNN):
     _cell = "simple_rnn"
     _gates = 1
@@ -26,55 +34,14 @@ class SimpleRNN(RNN):
     _functional = staticmethod(functional.simple_rnn)
     _cell_options = ("activation",)
 
-    def __init__(
-        self,
-        units,
-        activation="tanh",
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
-        recurrent_initializer="orthogonal",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        recurrent_regularizer=None,
-        bias_regularizer=None,
-        activity_regularizer=None,
-        kernel_constraint=None,
-        recurrent_constraint=None,
-        bias_constraint=None,
-        dropout=0.0,
-        recurrent_dropout=0.0,
-        return_sequences=False,
-        return_state=False,
-        go_backwards=False,
-        stateful=False,
-        unroll=False,
-        seed=None,
-        **kwargs,
-    ):
-        super().__init__(
-            units,
-            activation=activation,
-            use_bias=use_bias,
-            kernel_initializer=kernel_initializer,
-            recurrent_initializer=recurrent_initializer,
-            bias_initializer=bias_initializer,
-            kernel_regularizer=kernel_regularizer,
-            recurrent_regularizer=recurrent_regularizer,
-            bias_regularizer=bias_regularizer,
-            activity_regularizer=activity_regularizer,
-            kernel_constraint=kernel_constraint,
-            recurrent_constraint=recurrent_constraint,
-            bias_constraint=bias_constraint,
-            dropout=dropout,
-            recurrent_dropout=recurrent_dropout,
-            return_sequences=return_sequences,
-            return_state=return_state,
-            go_backwards=go_backwards,
-            stateful=stateful,
-            unroll=unroll,
-            seed=seed,
-            **kwargs,
-        )
+    def __init__(self, units, activation="tanh", use_bias=True, kernel_initializer="glorot_uniform",
+                 recurrent_initializer="orthogonal", bias_initializer="zeros",
+                 kernel_regularizer=None, recurrent_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, kernel_constraint=None, recurrent_constraint=None,
+                 bias_constraint=None, dropout=0.0, recurrent_dropout=0.0, return_sequences=False,
+                 return_state=False, go_backwards=False, stateful=False, unroll=False, seed=None,
+                 **kwargs):  # fmt: skip
+        super().__init__(**_hand_over(locals()))
 
 
 class _GatedRNN(RNN):
@@ -82,10 +49,14 @@ class _GatedRNN(RNN):
 
     recurrent_activation = _stream_option("recurrent_activation")
 
-    def _set_recurrent_activation(self, recurrent_activation):
+    def _set_gates(self, recurrent_activation, implementation):
         self.recurrent_activation = activations.name_of(
             recurrent_activation, type(self).__name__, "recurrent_activation", allow_softmax=False
         )
+        # Keras's implementation (1 or 2) is a speed choice with the same numbers, except that
+        # implementation=1 draws one dropout mask per gate in training, as any
+        # recurrent_dropout does
+        self._implementation = implementation
 
     def get_config(self):
         return {**super().get_config(), "recurrent_activation": self.recurrent_activation}
@@ -98,65 +69,20 @@ class LSTM(_GatedRNN):
     _functional = staticmethod(functional.lstm)
     _cell_options = ("activation", "recurrent_activation")
 
-    def __init__(
-        self,
-        units,
-        activation="tanh",
-        recurrent_activation="sigmoid",
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
-        recurrent_initializer="orthogonal",
-        bias_initializer="zeros",
-        unit_forget_bias=True,
-        kernel_regularizer=None,
-        recurrent_regularizer=None,
-        bias_regularizer=None,
-        activity_regularizer=None,
-        kernel_constraint=None,
-        recurrent_constraint=None,
-        bias_constraint=None,
-        dropout=0.0,
-        recurrent_dropout=0.0,
-        seed=None,
-        return_sequences=False,
-        return_state=False,
-        go_backwards=False,
-        stateful=False,
-        unroll=False,
-        use_cudnn="auto",
-        **kwargs,
-    ):
-        # Keras: a speed choice, same numbers, except that implementation=1 draws one
-        # dropout mask per gate in training (as any recurrent_dropout does)
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
+                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
+                 bias_initializer="zeros", unit_forget_bias=True, kernel_regularizer=None,
+                 recurrent_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, recurrent_constraint=None, bias_constraint=None,
+                 dropout=0.0, recurrent_dropout=0.0, seed=None, return_sequences=False,
+                 return_state=False, go_backwards=False, stateful=False, unroll=False,
+                 use_cudnn="auto", **kwargs):  # fmt: skip
         implementation = kwargs.pop("implementation", 2)
         super().__init__(
-            units,
-            activation=activation,
-            use_bias=use_bias,
-            kernel_initializer=kernel_initializer,
-            recurrent_initializer=recurrent_initializer,
-            bias_initializer=bias_initializer,
-            kernel_regularizer=kernel_regularizer,
-            recurrent_regularizer=recurrent_regularizer,
-            bias_regularizer=bias_regularizer,
-            activity_regularizer=activity_regularizer,
-            kernel_constraint=kernel_constraint,
-            recurrent_constraint=recurrent_constraint,
-            bias_constraint=bias_constraint,
-            dropout=dropout,
-            recurrent_dropout=recurrent_dropout,
-            seed=seed,
-            return_sequences=return_sequences,
-            return_state=return_state,
-            go_backwards=go_backwards,
-            stateful=stateful,
-            unroll=unroll,
-            use_cudnn=use_cudnn,
-            **kwargs,
+            **_hand_over(locals(), "recurrent_activation", "unit_forget_bias", "implementation")
         )
-        self._set_recurrent_activation(recurrent_activation)
+        self._set_gates(recurrent_activation, implementation)
         self.unit_forget_bias = bool(unit_forget_bias)
-        self._implementation = implementation
 
     def _bias_initializer(self):
         if not self.unit_forget_bias:
@@ -185,65 +111,20 @@ class GRU(_GatedRNN):
 
     reset_after = _stream_option("reset_after")
 
-    def __init__(
-        self,
-        units,
-        activation="tanh",
-        recurrent_activation="sigmoid",
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
-        recurrent_initializer="orthogonal",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        recurrent_regularizer=None,
-        bias_regularizer=None,
-        activity_regularizer=None,
-        kernel_constraint=None,
-        recurrent_constraint=None,
-        bias_constraint=None,
-        dropout=0.0,
-        recurrent_dropout=0.0,
-        seed=None,
-        return_sequences=False,
-        return_state=False,
-        go_backwards=False,
-        stateful=False,
-        unroll=False,
-        reset_after=True,
-        use_cudnn="auto",
-        **kwargs,
-    ):
-        # Keras: a speed choice, same numbers, except that implementation=1 draws one
-        # dropout mask per gate in training (as any recurrent_dropout does)
+    def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
+                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
+                 bias_initializer="zeros", kernel_regularizer=None, recurrent_regularizer=None,
+                 bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
+                 recurrent_constraint=None, bias_constraint=None, dropout=0.0,
+                 recurrent_dropout=0.0, seed=None, return_sequences=False, return_state=False,
+                 go_backwards=False, stateful=False, unroll=False, reset_after=True,
+                 use_cudnn="auto", **kwargs):  # fmt: skip
         implementation = kwargs.pop("implementation", 2)
         super().__init__(
-            units,
-            activation=activation,
-            use_bias=use_bias,
-            kernel_initializer=kernel_initializer,
-            recurrent_initializer=recurrent_initializer,
-            bias_initializer=bias_initializer,
-            kernel_regularizer=kernel_regularizer,
-            recurrent_regularizer=recurrent_regularizer,
-            bias_regularizer=bias_regularizer,
-            activity_regularizer=activity_regularizer,
-            kernel_constraint=kernel_constraint,
-            recurrent_constraint=recurrent_constraint,
-            bias_constraint=bias_constraint,
-            dropout=dropout,
-            recurrent_dropout=recurrent_dropout,
-            seed=seed,
-            return_sequences=return_sequences,
-            return_state=return_state,
-            go_backwards=go_backwards,
-            stateful=stateful,
-            unroll=unroll,
-            use_cudnn=use_cudnn,
-            **kwargs,
+            **_hand_over(locals(), "recurrent_activation", "reset_after", "implementation")
         )
-        self._set_recurrent_activation(recurrent_activation)
+        self._set_gates(recurrent_activation, implementation)
         self.reset_after = bool(reset_after)
-        self._implementation = implementation
 
     def _bias_shape(self):
         return (2, 3 * self.units) if self.reset_after else (3 * self.units,)

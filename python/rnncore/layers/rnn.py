@@ -74,48 +74,24 @@ class RNN(Layer):
     go_backwards = _stream_option("go_backwards")
     stateful = _stream_option("stateful")
 
-    def __init__(
-        self,
-        units,
-        *,
-        activation="tanh",
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
-        recurrent_initializer="orthogonal",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        recurrent_regularizer=None,
-        bias_regularizer=None,
-        activity_regularizer=None,
-        kernel_constraint=None,
-        recurrent_constraint=None,
-        bias_constraint=None,
-        dropout=0.0,
-        recurrent_dropout=0.0,
-        return_sequences=False,
-        return_state=False,
-        go_backwards=False,
-        stateful=False,
-        unroll=False,
-        seed=None,
-        zero_output_for_mask=False,
-        use_cudnn="auto",
-        time_major=False,
-        **kwargs,
-    ):
+    def __init__(self, units, *, activation="tanh", use_bias=True,
+                 kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
+                 bias_initializer="zeros", kernel_regularizer=None, recurrent_regularizer=None,
+                 bias_regularizer=None, activity_regularizer=None, kernel_constraint=None,
+                 recurrent_constraint=None, bias_constraint=None, dropout=0.0,
+                 recurrent_dropout=0.0, return_sequences=False, return_state=False,
+                 go_backwards=False, stateful=False, unroll=False, seed=None,
+                 zero_output_for_mask=False, use_cudnn="auto", time_major=False,
+                 **kwargs):  # fmt: skip
         owner = type(self).__name__
-        require_default(
-            owner,
-            kernel_regularizer=(kernel_regularizer, None),
-            recurrent_regularizer=(recurrent_regularizer, None),
-            bias_regularizer=(bias_regularizer, None),
-            activity_regularizer=(activity_regularizer, None),
-            kernel_constraint=(kernel_constraint, None),
-            recurrent_constraint=(recurrent_constraint, None),
-            bias_constraint=(bias_constraint, None),
-            unroll=(unroll, False),
-            time_major=(time_major, False),
-        )
+        require_default(owner, kernel_regularizer=(kernel_regularizer, None),
+                        recurrent_regularizer=(recurrent_regularizer, None),
+                        bias_regularizer=(bias_regularizer, None),
+                        activity_regularizer=(activity_regularizer, None),
+                        kernel_constraint=(kernel_constraint, None),
+                        recurrent_constraint=(recurrent_constraint, None),
+                        bias_constraint=(bias_constraint, None), unroll=(unroll, False),
+                        time_major=(time_major, False))  # fmt: skip
         if use_cudnn not in ("auto", False):
             require_default(owner, use_cudnn=(use_cudnn, "auto"))
         self._stream = None  # the core stream: built on first use (see _stream_for)
