@@ -241,8 +241,19 @@ class Layer(DropsTransientOnPickle):
             arrays.append(a)
         return arrays
 
+    #: whether ``set_weights`` may build the layer from its first weight, a kernel
+    #: ``(input_dim, ...)``: for ``(batch, None, input_dim)`` when ``_sequence_input`` (the
+    #: batch from ``batch_input_shape``), else for ``(None, input_dim)``
+    _builds_from_kernel = False
+
     def _build_from_weights(self, weights) -> None:
         """Build an unbuilt layer from its weights' shapes where possible."""
+        if self._builds_from_kernel and weights and np.ndim(weights[0]) == 2:
+            input_dim = np.shape(weights[0])[0]
+            if not self._sequence_input:
+                return self.build((None, input_dim))
+            batch = self._input_shape_arg[0] if self._input_shape_arg else None
+            return self.build((batch, None, input_dim))
         raise ValueError(
             f"layer {self.name!r} ({type(self).__name__}) is not built yet: call it once or "
             f"call build(input_shape) before set_weights"
@@ -358,10 +369,19 @@ class Layer(DropsTransientOnPickle):
 
     # ---- config -----------------------------------------------------------------------
 
+    #: the attributes ``get_config`` returns under their Keras argument names: each class
+    #: lists its own, after those of its bases (initializers are serialized)
+    _config: tuple = ()
+
     def get_config(self) -> dict:
         config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
         if self._input_shape_arg is not None:
             config["batch_input_shape"] = list(self._input_shape_arg)
+        for cls in reversed(type(self).__mro__):
+            for key in cls.__dict__.get("_config", ()):
+                value = getattr(self, key)
+                is_init = isinstance(value, initializers.Initializer)
+                config[key] = initializers.serialize(value) if is_init else value
         return config
 
     @classmethod

@@ -42,6 +42,9 @@ class Dense(Layer):
     ``bias (units,)``.
     """
 
+    _builds_from_kernel = True
+    _config = ("units", "activation", "use_bias", "kernel_initializer", "bias_initializer")
+
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
                  activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
@@ -83,11 +86,6 @@ class Dense(Layer):
             self.bias = self.add_weight("bias", (self.units,), self.bias_initializer, rng)
         super().build(input_shape)
 
-    def _build_from_weights(self, weights):
-        if weights and np.ndim(weights[0]) == 2:
-            return self.build((None, np.shape(weights[0])[0]))
-        super()._build_from_weights(weights)
-
     def call(self, inputs, mask=None, training=None):
         d = self.kernel.value.shape[0]
         if inputs.ndim < 2 or inputs.shape[-1] != d:
@@ -123,19 +121,11 @@ class Dense(Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)[:-1] + (self.units,)
 
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "units": self.units,
-            "activation": self.activation,
-            "use_bias": self.use_bias,
-            "kernel_initializer": initializers.serialize(self.kernel_initializer),
-            "bias_initializer": initializers.serialize(self.bias_initializer),
-        }
-
 
 class Activation(Layer):
     """An activation function applied element-wise (``softmax``: over the last axis)."""
+
+    _config = ("activation",)
 
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
@@ -154,15 +144,14 @@ class Activation(Layer):
         self._grads = []
         return activations.gradient(self.activation, y, dy).astype(x.dtype, copy=False)
 
-    def get_config(self):
-        return {**super().get_config(), "activation": self.activation}
-
 
 class Softmax(Layer):
     """Softmax over ``axis``; with a mask, masked positions are excluded and output zero.
 
     As Keras: the mask must broadcast against the input (aligned on the trailing axes).
     """
+
+    _config = ("axis",)
 
     def __init__(self, axis=-1, **kwargs):
         super().__init__(**kwargs)
@@ -198,9 +187,6 @@ class Softmax(Layer):
         # masked positions output zero, so y = 0 there and their gradient is zero too
         return activations.gradient("softmax", y, dy, self.axis).astype(x.dtype, copy=False)
 
-    def get_config(self):
-        return {**super().get_config(), "axis": self.axis}
-
 
 class Dropout(Layer):
     """Dropout (Keras's semantics): the identity at inference; in training each input unit
@@ -211,6 +197,8 @@ class Dropout(Layer):
     ``model.fit`` trains through it; a direct ``layer(x, training=True)`` call draws a mask
     from the layer's seed.
     """
+
+    _config = ("rate", "noise_shape", "seed")
 
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         super().__init__(**kwargs)
@@ -248,14 +236,6 @@ class Dropout(Layer):
         self._grads = []
         return dy if noise is None else dy * noise
 
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "rate": self.rate,
-            "noise_shape": self.noise_shape,
-            "seed": self.seed,
-        }
-
 
 class Masking(Layer):
     """Masks timesteps whose features all equal ``mask_value`` (Keras's ``Masking``).
@@ -263,6 +243,8 @@ class Masking(Layer):
     The output is the input with masked timesteps set to zero; the mask (``True`` where a
     step is used) goes to the following layers.
     """
+
+    _config = ("mask_value",)
 
     def __init__(self, mask_value=0.0, **kwargs):
         super().__init__(**kwargs)
@@ -284,9 +266,6 @@ class Masking(Layer):
         (keep,) = self._cached()
         self._grads = []
         return np.where(keep, dy, 0).astype(dy.dtype, copy=False)
-
-    def get_config(self):
-        return {**super().get_config(), "mask_value": self.mask_value}
 
 
 class InputLayer(Layer):

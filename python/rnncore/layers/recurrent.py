@@ -58,8 +58,7 @@ class _GatedRNN(RNN):
         # recurrent_dropout does
         self._implementation = implementation
 
-    def get_config(self):
-        return {**super().get_config(), "recurrent_activation": self.recurrent_activation}
+    _config = ("recurrent_activation",)
 
 
 class LSTM(_GatedRNN):
@@ -98,8 +97,7 @@ class LSTM(_GatedRNN):
 
         return bias_initializer
 
-    def get_config(self):
-        return {**super().get_config(), "unit_forget_bias": self.unit_forget_bias}
+    _config = ("unit_forget_bias",)
 
 
 class GRU(_GatedRNN):
@@ -129,8 +127,7 @@ class GRU(_GatedRNN):
     def _bias_shape(self):
         return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
 
-    def get_config(self):
-        return {**super().get_config(), "reset_after": self.reset_after}
+    _config = ("reset_after",)
 
 
 document(

@@ -61,6 +61,11 @@ class RNN(Layer):
     """
 
     _sequence_input = True
+    _builds_from_kernel = True
+    _config = ("units", "activation", "use_bias", "kernel_initializer", "recurrent_initializer",
+               "bias_initializer", "dropout", "recurrent_dropout", "return_sequences",
+               "return_state", "go_backwards", "stateful", "zero_output_for_mask",
+               "seed")  # fmt: skip
     #: the core's name of the cell, its gate count, and its states
     _cell: str = ""
     _gates: int = 1
@@ -167,12 +172,6 @@ class RNN(Layer):
         super().build(input_shape)
         self._stream = None  # over the new weights, at zero states
         self._batch_size = input_shape[0]
-
-    def _build_from_weights(self, weights):
-        if weights and np.ndim(weights[0]) == 2:
-            batch = self._input_shape_arg[0] if self._input_shape_arg else None
-            return self.build((batch, None, np.shape(weights[0])[0]))
-        super()._build_from_weights(weights)
 
     # ---- the core stream: the one route to the core, and the home of carried states ------
     #
@@ -492,25 +491,6 @@ class RNN(Layer):
         if self.return_state:
             return [out] + [None] * len(self._state_names)
         return out
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "units": self.units,
-            "activation": self.activation,
-            "use_bias": self.use_bias,
-            "kernel_initializer": initializers.serialize(self.kernel_initializer),
-            "recurrent_initializer": initializers.serialize(self.recurrent_initializer),
-            "bias_initializer": initializers.serialize(self.bias_initializer),
-            "dropout": self.dropout,
-            "recurrent_dropout": self.recurrent_dropout,
-            "return_sequences": self.return_sequences,
-            "return_state": self.return_state,
-            "go_backwards": self.go_backwards,
-            "stateful": self.stateful,
-            "zero_output_for_mask": self.zero_output_for_mask,
-            "seed": self.seed,
-        }
 
 
 def _gate_scale(masks, units):

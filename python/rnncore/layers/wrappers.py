@@ -74,6 +74,7 @@ class Bidirectional(Layer):
     """
 
     _sequence_input = True
+    _builds_from_kernel = True
 
     def __init__(self, layer, merge_mode="concat", weights=None, backward_layer=None, **kwargs):
         if not isinstance(layer, RNN):
@@ -161,12 +162,6 @@ class Bidirectional(Layer):
         if self._initial_weights is not None:
             weights, self._initial_weights = self._initial_weights, None
             self.set_weights(weights)
-
-    def _build_from_weights(self, weights):
-        if weights and np.ndim(weights[0]) == 2:
-            batch = self._input_shape_arg[0] if self._input_shape_arg else None
-            return self.build((batch, None, np.shape(weights[0])[0]))
-        super()._build_from_weights(weights)
 
     def set_weights(self, weights):
         weights = list(weights)
