@@ -49,14 +49,20 @@ class _GatedRNN(RNN):
 
     recurrent_activation = _stream_option("recurrent_activation")
 
-    def _set_gates(self, recurrent_activation, implementation):
-        self.recurrent_activation = activations.name_of(
-            recurrent_activation, type(self).__name__, "recurrent_activation", allow_softmax=False
-        )
+    def _init_gated(self, arguments: dict, option: str):
+        """The constructor of LSTM and GRU after their signature: ``arguments`` is its
+        ``locals()``, ``option`` the class's own flag (``unit_forget_bias``, ``reset_after``)."""
         # Keras's implementation (1 or 2) is a speed choice with the same numbers, except that
         # implementation=1 draws one dropout mask per gate in training, as any
         # recurrent_dropout does
+        implementation = arguments["kwargs"].pop("implementation", 2)
+        recurrent_activation, flag = arguments["recurrent_activation"], arguments[option]
+        RNN.__init__(self, **_hand_over(arguments, "recurrent_activation", option))
+        self.recurrent_activation = activations.name_of(
+            recurrent_activation, type(self).__name__, "recurrent_activation", allow_softmax=False
+        )
         self._implementation = implementation
+        setattr(self, option, bool(flag))
 
     _config = ("recurrent_activation",)
 
@@ -76,12 +82,7 @@ class LSTM(_GatedRNN):
                  dropout=0.0, recurrent_dropout=0.0, seed=None, return_sequences=False,
                  return_state=False, go_backwards=False, stateful=False, unroll=False,
                  use_cudnn="auto", **kwargs):  # fmt: skip
-        implementation = kwargs.pop("implementation", 2)
-        super().__init__(
-            **_hand_over(locals(), "recurrent_activation", "unit_forget_bias", "implementation")
-        )
-        self._set_gates(recurrent_activation, implementation)
-        self.unit_forget_bias = bool(unit_forget_bias)
+        self._init_gated(locals(), "unit_forget_bias")
 
     def _bias_initializer(self):
         if not self.unit_forget_bias:
@@ -117,12 +118,7 @@ class GRU(_GatedRNN):
                  recurrent_dropout=0.0, seed=None, return_sequences=False, return_state=False,
                  go_backwards=False, stateful=False, unroll=False, reset_after=True,
                  use_cudnn="auto", **kwargs):  # fmt: skip
-        implementation = kwargs.pop("implementation", 2)
-        super().__init__(
-            **_hand_over(locals(), "recurrent_activation", "reset_after", "implementation")
-        )
-        self._set_gates(recurrent_activation, implementation)
-        self.reset_after = bool(reset_after)
+        self._init_gated(locals(), "reset_after")
 
     def _bias_shape(self):
         return (2, 3 * self.units) if self.reset_after else (3 * self.units,)
