@@ -140,23 +140,9 @@ class Gradients(NamedTuple):
     initial_state: list  # dL/dh0 (and dL/dc0 for LSTM), each (B, H)
 
 
-def _run(
-    cell,
-    x,
-    kernel,
-    recurrent_kernel,
-    bias,
-    initial_state,
-    mask,
-    n_states,
-    *,
-    activation,
-    recurrent_activation="sigmoid",
-    reset_after=True,
-    go_backwards=False,
-    return_sequences=False,
-    training=False,
-):
+def _run(cell, x, kernel, recurrent_kernel, bias, initial_state, mask, n_states, *, activation,
+         recurrent_activation="sigmoid", reset_after=True, go_backwards=False,
+         return_sequences=False, training=False):  # fmt: skip
     states = _states(initial_state, n_states, cell)
     a = _arrays(
         {"x": x, "kernel": kernel, "recurrent_kernel": recurrent_kernel, "bias": bias, **states}
@@ -215,91 +201,35 @@ def backward(workspace: Workspace, d_output, d_state=None) -> Gradients:
     return Gradients(dx, dW, dU, db, d_init)
 
 
-def simple_rnn(
-    x,
-    kernel,
-    recurrent_kernel,
-    bias=None,
-    *,
-    activation="tanh",
-    initial_state=None,
-    mask=None,
-    go_backwards=False,
-    return_sequences=False,
-    training=False,
-):
+def simple_rnn(x, kernel, recurrent_kernel, bias=None, *, activation="tanh", initial_state=None,
+               mask=None, go_backwards=False, return_sequences=False, training=False):  # fmt: skip
     """SimpleRNN: ``h_t = act(x_t W + h_{t-1} U + b)``. Returns ``(output, h)``.
 
     With ``training=True`` a :class:`Workspace` for :func:`backward` is appended.
     """
-    return _run(
-        "simple_rnn",
-        x,
-        kernel,
-        recurrent_kernel,
-        bias,
-        initial_state,
-        mask,
-        1,
-        activation=activation,
-        go_backwards=go_backwards,
-        return_sequences=return_sequences,
-        training=training,
-    )
+    return _run("simple_rnn", x, kernel, recurrent_kernel, bias, initial_state, mask, 1,
+                activation=activation, go_backwards=go_backwards, return_sequences=return_sequences,
+                training=training)  # fmt: skip
 
 
-def lstm(
-    x,
-    kernel,
-    recurrent_kernel,
-    bias=None,
-    *,
-    activation="tanh",
-    recurrent_activation="sigmoid",
-    initial_state=None,
-    mask=None,
-    go_backwards=False,
-    return_sequences=False,
-    training=False,
-):
+def lstm(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
+         recurrent_activation="sigmoid", initial_state=None, mask=None, go_backwards=False,
+         return_sequences=False, training=False):  # fmt: skip
     """LSTM, gates ``i, f, c, o``. Returns ``(output, h, c)``.
 
     ``i, f, o = rec_act(.)``, ``g = act(.)``, ``c_t = f c_{t-1} + i g``,
     ``h_t = o act(c_t)``. ``initial_state`` is ``[h0, c0]``. With ``training=True`` a
     :class:`Workspace` for :func:`backward` is appended.
     """
-    return _run(
-        "lstm",
-        x,
-        kernel,
-        recurrent_kernel,
-        bias,
-        initial_state,
-        mask,
-        2,
-        activation=activation,
-        recurrent_activation=recurrent_activation,
-        go_backwards=go_backwards,
-        return_sequences=return_sequences,
-        training=training,
-    )
+    return _run("lstm", x, kernel, recurrent_kernel, bias, initial_state, mask, 2,
+                activation=activation, recurrent_activation=recurrent_activation,
+                go_backwards=go_backwards, return_sequences=return_sequences,
+                training=training)  # fmt: skip
 
 
-def gru(
-    x,
-    kernel,
-    recurrent_kernel,
-    bias=None,
-    *,
-    activation="tanh",
-    recurrent_activation="sigmoid",
-    reset_after=True,
-    initial_state=None,
-    mask=None,
-    go_backwards=False,
-    return_sequences=False,
-    training=False,
-):
+def gru(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
+        recurrent_activation="sigmoid", reset_after=True, initial_state=None, mask=None,
+        go_backwards=False, return_sequences=False, training=False):  # fmt: skip
     """GRU, gates ``z, r, h``. Returns ``(output, h)``.
 
     ``reset_after=True`` (Keras 3 / PyTorch / cuDNN): ``hh = act(x W_h + b_xh + r (h U_h + b_hh))``
@@ -308,22 +238,10 @@ def gru(
     ``h_t = z h_{t-1} + (1 - z) hh``. With ``training=True`` a :class:`Workspace` for
     :func:`backward` is appended.
     """
-    return _run(
-        "gru",
-        x,
-        kernel,
-        recurrent_kernel,
-        bias,
-        initial_state,
-        mask,
-        1,
-        activation=activation,
-        recurrent_activation=recurrent_activation,
-        reset_after=reset_after,
-        go_backwards=go_backwards,
-        return_sequences=return_sequences,
-        training=training,
-    )
+    return _run("gru", x, kernel, recurrent_kernel, bias, initial_state, mask, 1,
+                activation=activation, recurrent_activation=recurrent_activation,
+                reset_after=reset_after, go_backwards=go_backwards,
+                return_sequences=return_sequences, training=training)  # fmt: skip
 
 
 def dense(x, kernel, bias=None, activation="linear"):
@@ -345,18 +263,8 @@ def dense_backward(x, kernel, y, dy, *, use_bias=True, activation="linear"):
     return _core.dense_backward(a["x"], a["kernel"], bool(use_bias), activation, a["y"], a["dy"])
 
 
-def stream(
-    cell,
-    kernel,
-    recurrent_kernel,
-    bias=None,
-    *,
-    batch_size=None,
-    activation="tanh",
-    recurrent_activation="sigmoid",
-    reset_after=True,
-    go_backwards=False,
-):
+def stream(cell, kernel, recurrent_kernel, bias=None, *, batch_size=None, activation="tanh",
+           recurrent_activation="sigmoid", reset_after=True, go_backwards=False):  # fmt: skip
     """One recurrent layer bound to its weights: what the layers call, and a carried state
     for streaming (Keras's ``stateful=True``).
 
@@ -379,14 +287,7 @@ def stream(
     runs from several threads proceed in parallel.
     """
     a = _arrays({"recurrent_kernel": recurrent_kernel, "kernel": kernel, "bias": bias})
-    return _core.make_stream(
-        cell,
-        a["kernel"],
-        a["recurrent_kernel"],
-        a["bias"],
-        None if batch_size is None else int(batch_size),
-        activation,
-        recurrent_activation,
-        bool(reset_after),
-        bool(go_backwards),
-    )
+    return _core.make_stream(cell, a["kernel"], a["recurrent_kernel"], a["bias"],
+                             None if batch_size is None else int(batch_size), activation,
+                             recurrent_activation, bool(reset_after),
+                             bool(go_backwards))  # fmt: skip
