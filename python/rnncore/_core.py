@@ -14,20 +14,9 @@ import os
 from importlib import import_module
 from importlib.util import find_spec
 
-__all__ = [
-    "isa",
-    "has_openmp",
-    "simd",
-    "eigen_version",
-    "cpu_supports",
-    "get_num_threads",
-    "set_num_threads",
-    "rnn_forward",
-    "rnn_backward",
-    "dense_forward",
-    "dense_backward",
-    "make_stream",
-]
+__all__ = ["isa", "has_openmp", "simd", "eigen_version", "cpu_supports", "get_num_threads",
+           "set_num_threads", "rnn_forward", "rnn_backward", "dense_forward", "dense_backward",
+           "make_stream"]  # fmt: skip
 
 _PREFERENCE = ("x86_64_v4", "x86_64_v3")
 

@@ -9,76 +9,36 @@ has_openmp: bool
 simd: str
 eigen_version: str
 
-__all__ = [
-    "isa",
-    "has_openmp",
-    "simd",
-    "eigen_version",
-    "cpu_supports",
-    "get_num_threads",
-    "set_num_threads",
-    "rnn_forward",
-    "rnn_backward",
-    "dense_forward",
-    "dense_backward",
-    "make_stream",
-]
+# the list of _core.py, whose names these are
+__all__ = ["isa", "has_openmp", "simd", "eigen_version", "cpu_supports", "get_num_threads",
+           "set_num_threads", "rnn_forward", "rnn_backward", "dense_forward", "dense_backward",
+           "make_stream"]  # fmt: skip
+
+_Array = NDArray[np.floating]
+_Arrays = Sequence[NDArray[np.floating]]
+_Mask = NDArray[np.bool_] | None
 
 def cpu_supports(level: str) -> bool: ...
 def get_num_threads() -> int: ...
 def set_num_threads(n: SupportsIndex) -> None: ...
-def rnn_forward(
-    cell: str,
-    x: NDArray[np.floating],
-    kernel: NDArray[np.floating],
-    recurrent_kernel: NDArray[np.floating],
-    bias: NDArray[np.floating] | None,
-    initial_state: Sequence[NDArray[np.floating]],
-    mask: NDArray[np.bool_] | None,
-    activation: str,
-    recurrent_activation: str,
-    reset_after: bool,
-    go_backwards: bool,
-    return_sequences: bool,
-    training: bool,
-) -> tuple[NDArray[np.floating], list[NDArray[np.floating]], list[NDArray[np.floating]] | None]: ...
-def dense_forward(
-    x: NDArray[np.floating],
-    kernel: NDArray[np.floating],
-    bias: NDArray[np.floating] | None,
-    activation: str,
-) -> NDArray[np.floating]: ...
+
+# rnn_forward returns (output, final states, workspace or None); rnn_backward returns
+# (dx, dkernel, drecurrent_kernel, dbias or None, d initial states)
+def rnn_forward(cell: str, x: _Array, kernel: _Array, recurrent_kernel: _Array,
+                bias: _Array | None, initial_state: _Arrays, mask: _Mask, activation: str,
+                recurrent_activation: str, reset_after: bool, go_backwards: bool,
+                return_sequences: bool, training: bool
+                ) -> tuple[_Array, list[_Array], list[_Array] | None]: ...  # fmt: skip
+def rnn_backward(cell: str, x: _Array, kernel: _Array, recurrent_kernel: _Array,
+                 bias: _Array | None, initial_state: _Arrays, mask: _Mask, activation: str,
+                 recurrent_activation: str, reset_after: bool, go_backwards: bool,
+                 return_sequences: bool, workspace: _Arrays, d_output: _Array,
+                 d_final_state: _Arrays
+                 ) -> tuple[_Array, _Array, _Array, _Array | None, list[_Array]]: ...  # fmt: skip
+def dense_forward(x: _Array, kernel: _Array, bias: _Array | None, activation: str) -> _Array: ...
 def dense_backward(
-    x: NDArray[np.floating],
-    kernel: NDArray[np.floating],
-    use_bias: bool,
-    activation: str,
-    y: NDArray[np.floating],
-    dy: NDArray[np.floating],
-) -> tuple[NDArray[np.floating], NDArray[np.floating], NDArray[np.floating] | None]: ...
-def rnn_backward(
-    cell: str,
-    x: NDArray[np.floating],
-    kernel: NDArray[np.floating],
-    recurrent_kernel: NDArray[np.floating],
-    bias: NDArray[np.floating] | None,
-    initial_state: Sequence[NDArray[np.floating]],
-    mask: NDArray[np.bool_] | None,
-    activation: str,
-    recurrent_activation: str,
-    reset_after: bool,
-    go_backwards: bool,
-    return_sequences: bool,
-    workspace: Sequence[NDArray[np.floating]],
-    d_output: NDArray[np.floating],
-    d_final_state: Sequence[NDArray[np.floating]],
-) -> tuple[
-    NDArray[np.floating],
-    NDArray[np.floating],
-    NDArray[np.floating],
-    NDArray[np.floating] | None,
-    list[NDArray[np.floating]],
-]: ...
+    x: _Array, kernel: _Array, use_bias: bool, activation: str, y: _Array, dy: _Array
+) -> tuple[_Array, _Array, _Array | None]: ...
 
 # What make_stream returns (the compiled classes Stream32 / Stream64, not exported).
 class _Stream:
@@ -88,24 +48,16 @@ class _Stream:
     def go_backwards(self) -> bool: ...
     def run(
         self,
-        x: NDArray[np.floating],
-        mask: NDArray[np.bool_] | None = None,
+        x: _Array,
+        mask: _Mask = None,
         return_sequences: bool = False,
-        initial_state: Sequence[NDArray[np.floating]] | None = None,
+        initial_state: _Arrays | None = None,
         return_state: bool = False,
-    ) -> NDArray[np.floating] | tuple[NDArray[np.floating], ...]: ...
-    def get_states(self) -> list[NDArray[np.floating]]: ...
-    def set_states(self, states: Sequence[NDArray[np.floating]]) -> None: ...
+    ) -> _Array | tuple[_Array, ...]: ...
+    def get_states(self) -> list[_Array]: ...
+    def set_states(self, states: _Arrays) -> None: ...
     def repack(self) -> None: ...
 
-def make_stream(
-    cell: str,
-    kernel: NDArray[np.floating],
-    recurrent_kernel: NDArray[np.floating],
-    bias: NDArray[np.floating] | None,
-    batch_size: int | None,
-    activation: str,
-    recurrent_activation: str,
-    reset_after: bool,
-    go_backwards: bool,
-) -> _Stream: ...
+def make_stream(cell: str, kernel: _Array, recurrent_kernel: _Array, bias: _Array | None,
+                batch_size: int | None, activation: str, recurrent_activation: str,
+                reset_after: bool, go_backwards: bool) -> _Stream: ...  # fmt: skip
