@@ -21,13 +21,17 @@ def weights(cell, rng, D, H, dtype):
     return W, U, b
 
 
+def masked_case(cell, rng, dtype, B, T, D, H):
+    """Weights, an input and a mask with holes for a ``(B, T, D)`` call of ``H`` units."""
+    x = rng.standard_normal((B, T, D)).astype(dtype)
+    return (*weights(cell, rng, D, H, dtype), x, rng.random((B, T)) > 0.3)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_one_step_at_a_time_equals_whole_sequence(cell, dtype, rng):
-    B, T, D, H = 3, 9, 4, 5
-    W, U, b = weights(cell, rng, D, H, dtype)
-    x = rng.standard_normal((B, T, D)).astype(dtype)
-    mask = rng.random((B, T)) > 0.3
+    B, T = 3, 9
+    W, U, b, x, mask = masked_case(cell, rng, dtype, B, T, 4, 5)
     whole = getattr(F, cell)(x, W, U, b, mask=mask, return_sequences=True)
     s = F.stream(cell, W, U, b, batch_size=B)
     steps = [
@@ -151,10 +155,8 @@ def test_go_backwards_stream_equals_reference_chunk_by_chunk(cell, masked, dtype
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_go_backwards_stream_equals_the_functional_call(cell, dtype, rng):
     """One chunk: bit for bit the functional call with go_backwards (same scan)."""
-    B, T, D, H = 2, 7, 3, 4
-    W, U, b = weights(cell, rng, D, H, dtype)
-    x = rng.standard_normal((B, T, D)).astype(dtype)
-    mask = rng.random((B, T)) > 0.3
+    B = 2
+    W, U, b, x, mask = masked_case(cell, rng, dtype, B, 7, 3, 4)
     s = F.stream(cell, W, U, b, batch_size=B, go_backwards=True)
     y = s.run(x, mask, True)
     want = getattr(F, cell)(x, W, U, b, mask=mask, go_backwards=True, return_sequences=True)
