@@ -135,21 +135,34 @@ py::tuple backward_t(const ForwardArgs& a, const std::vector<py::array>& workspa
   return py::make_tuple(dx, dW, dU, db, d_initial);
 }
 
+// The arguments rnn_forward and rnn_backward share, as one record.
+ForwardArgs forward_args(const std::string& cell, const py::array& x, const py::array& kernel,
+                         const py::array& recurrent_kernel, std::optional<py::array> bias,
+                         std::vector<py::array> initial_state, std::optional<py::array> mask,
+                         const std::string& activation, const std::string& recurrent_activation,
+                         bool reset_after, bool go_backwards, bool return_sequences,
+                         bool training) {
+  const CellSpec spec = make_spec(cell, activation, recurrent_activation, reset_after);
+  return ForwardArgs{spec,
+                     x,
+                     kernel,
+                     recurrent_kernel,
+                     std::move(bias),
+                     std::move(initial_state),
+                     std::move(mask),
+                     go_backwards,
+                     return_sequences,
+                     training};
+}
+
 py::tuple rnn_forward(const std::string& cell, const py::array& x, const py::array& kernel,
                       const py::array& recurrent_kernel, std::optional<py::array> bias,
                       std::vector<py::array> initial_state, std::optional<py::array> mask,
                       const std::string& activation, const std::string& recurrent_activation,
                       bool reset_after, bool go_backwards, bool return_sequences, bool training) {
-  ForwardArgs a{make_spec(cell, activation, recurrent_activation, reset_after),
-                x,
-                kernel,
-                recurrent_kernel,
-                std::move(bias),
-                std::move(initial_state),
-                std::move(mask),
-                go_backwards,
-                return_sequences,
-                training};
+  const ForwardArgs a = forward_args(
+      cell, x, kernel, recurrent_kernel, std::move(bias), std::move(initial_state), std::move(mask),
+      activation, recurrent_activation, reset_after, go_backwards, return_sequences, training);
   return is_float64(x, "x") ? forward_t<double>(a) : forward_t<float>(a);
 }
 
@@ -160,16 +173,9 @@ py::tuple rnn_backward(const std::string& cell, const py::array& x, const py::ar
                        bool reset_after, bool go_backwards, bool return_sequences,
                        const std::vector<py::array>& workspace, const py::array& d_output,
                        const std::vector<py::array>& d_final_state) {
-  ForwardArgs a{make_spec(cell, activation, recurrent_activation, reset_after),
-                x,
-                kernel,
-                recurrent_kernel,
-                std::move(bias),
-                std::move(initial_state),
-                std::move(mask),
-                go_backwards,
-                return_sequences,
-                true};
+  const ForwardArgs a = forward_args(
+      cell, x, kernel, recurrent_kernel, std::move(bias), std::move(initial_state), std::move(mask),
+      activation, recurrent_activation, reset_after, go_backwards, return_sequences, true);
   return is_float64(x, "x") ? backward_t<double>(a, workspace, d_output, d_final_state)
                             : backward_t<float>(a, workspace, d_output, d_final_state);
 }

@@ -21,7 +21,9 @@
 //                          the gradient of the recurrent-side value a (GRU reset_after)
 //   prev_grads(...)        dL/d(states before the step) from dS, dG, dA
 //   recurrent_grads(...)   after the loop: dU and the recurrent bias gradient, as products
-//                          over all batch*time rows at once
+//                          over all batch*time rows at once; a cell whose recurrent side is
+//                          h_{t-1} U alone (SimpleRNN, LSTM) leaves it out, and the backward
+//                          scan takes dU = H_prev^T dG
 #pragma once
 
 #include <array>
@@ -93,12 +95,6 @@ struct SimpleRNNCell {
                   const States<T, 1>& dprev, View<T>) const {
     auto dh_prev = view(dprev[0].data, dG.rows(), H, dprev[0].stride);
     times_packed(dG.rows(), dG.data(), dG.outerStride(), P->allT, dh_prev, false);  // dG U^T
-  }
-
-  template <class Gemm>
-  void recurrent_grads(ConstView<T> H_prev, ConstView<T>, ConstView<T> dG, ConstView<T>, View<T> dU,
-                       T*, Gemm&& at_b) const {
-    at_b(H_prev, dG, dU);
   }
 };
 
@@ -185,12 +181,6 @@ struct LSTMCell {
     auto dc_prev = view(dprev[1].data, n, H, dprev[1].stride);
     times_packed(n, dG.data(), dG.outerStride(), P->allT, dh_prev, false);  // dG U^T
     dc_prev.array() = scratch.rightCols(H).array() * gates.middleCols(H, H).array();
-  }
-
-  template <class Gemm>
-  void recurrent_grads(ConstView<T> H_prev, ConstView<T>, ConstView<T> dG, ConstView<T>, View<T> dU,
-                       T*, Gemm&& at_b) const {
-    at_b(H_prev, dG, dU);
   }
 };
 

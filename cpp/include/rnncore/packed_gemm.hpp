@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "rnncore/types.hpp"
 
@@ -135,6 +136,15 @@ inline void tail_rows(Index k0, Index kc, const T* a, const PackedMatrix<T>& P, 
   for (; p < P.panels; ++p) block<T, R, 1>(k0, kc, a, P, p, C, ldc, start, bias);
 }
 
+// tail_rows for a row count known only at run time, 1 <= rows < MR: one instantiation
+// per count (R + 1 for R in the sequence 0 .. MR-2).
+template <class T, int... R>
+inline void tail_rows_n(Index rows, std::integer_sequence<int, R...>, Index k0, Index kc,
+                        const T* a, const PackedMatrix<T>& P, T* C, Index ldc, Start start,
+                        const T* bias) {
+  ((rows == R + 1 ? tail_rows<T, R + 1>(k0, kc, a, P, C, ldc, start, bias) : void()), ...);
+}
+
 }  // namespace detail
 
 // C (M x P.N, rows ldc apart) = A (M x P.K, rows lda apart) * P, plus, by `start`, nothing,
@@ -179,25 +189,8 @@ void packed_gemm(const T* A, Index lda, Index M, const PackedMatrix<T>& P, T* C,
           detail::block<T, MR, 1>(k0, kc, a_buf + r0 * kc, P, p, c + r0 * ldc, ldc, s, bias);
       const T* a = a_buf + full * kc;
       c += full * ldc;
-      switch (rest) {
-        case 1:
-          detail::tail_rows<T, 1>(k0, kc, a, P, c, ldc, s, bias);
-          break;
-        case 2:
-          detail::tail_rows<T, 2>(k0, kc, a, P, c, ldc, s, bias);
-          break;
-        case 3:
-          detail::tail_rows<T, 3>(k0, kc, a, P, c, ldc, s, bias);
-          break;
-        case 4:
-          detail::tail_rows<T, 4>(k0, kc, a, P, c, ldc, s, bias);
-          break;
-        case 5:
-          detail::tail_rows<T, 5>(k0, kc, a, P, c, ldc, s, bias);
-          break;
-        default:
-          break;
-      }
+      detail::tail_rows_n<T>(rest, std::make_integer_sequence<int, MR - 1>{}, k0, kc, a, P, c, ldc,
+                             s, bias);
     }
   }
 }
