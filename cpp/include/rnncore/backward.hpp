@@ -90,11 +90,7 @@ void backward_scan(const Cell& cell, const BackwardIO<T>& io, int num_threads) {
     auto scratch = view(dy_last + n * H, n, SC, SC);
 
     for (int k = 0; k < N; ++k) {
-      auto s0 = view(init[k], n, H, H);
-      if (f.initial[k])
-        s0 = cview(f.initial[k] + r0 * H, n, H, H);
-      else
-        s0.setZero();
+      initial_rows(init[k], f.initial[k], r0, n, H);
       auto d = view(dS[k], n, H, H);
       if (io.d_final[k])
         d = cview(io.d_final[k] + r0 * H, n, H, H);

@@ -80,6 +80,17 @@ inline constexpr size_t reuse_bytes = size_t(8) << 20;
 // A step's rows go to the cell in blocks of this many (see the step loop).
 inline constexpr Index step_rows = 24;
 
+// A shard's initial state (n rows from row r0, H wide): the caller's rows of `initial`, or
+// zeros where none was given. The forward and the backward scans both start from it.
+template <class T>
+void initial_rows(T* dst, const T* initial, Index r0, Index n, Index H) {
+  auto s0 = view(dst, n, H, H);
+  if (initial)
+    s0 = cview(initial + r0 * H, n, H, H);
+  else
+    s0.setZero();
+}
+
 template <class Cell, class T>
 void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
   constexpr int N = Cell::n_states;
@@ -126,13 +137,7 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
     }
 
     // Initial states into ping.
-    for (int k = 0; k < N; ++k) {
-      auto s0 = view(ping[k], n, H, H);
-      if (io.initial[k])
-        s0 = cview(io.initial[k] + r0 * H, n, H, H);
-      else
-        s0.setZero();
-    }
+    for (int k = 0; k < N; ++k) initial_rows(ping[k], io.initial[k], r0, n, H);
     view(y_last, n, H, H).setZero();
 
     States<const T, N> prev;
