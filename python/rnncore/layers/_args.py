@@ -15,7 +15,6 @@ __all__ = [
     "to_snake_case",
     "unique_name",
     "standardize_dtype",
-    "canonical_dtype",
     "as_float_array",
     "check_allocation",
     "require_default",
@@ -66,19 +65,6 @@ def standardize_dtype(dtype, owner: str = "layer") -> np.dtype:
             f"{owner}: dtype={name!r} is not supported by rnncore; use 'float32' or 'float64'"
         )
     return d
-
-
-def canonical_dtype(a):
-    """``a`` viewed with NumPy's own float32/float64 dtype object (no copy).
-
-    Unpickled arrays carry an equal but distinct dtype object, which the core (it checks
-    the dtype's identity) would refuse.
-    """
-    if isinstance(a, np.ndarray) and a.dtype in _FLOAT_DTYPES:
-        canonical = np.dtype(_FLOAT_DTYPES[a.dtype])
-        if a.dtype is not canonical:
-            return a.view(canonical)
-    return a
 
 
 # --------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from ..errors import UnsupportedArgumentError
 from . import initializers
 from ._args import (
     as_float_array,
-    canonical_dtype,
     check_allocation,
     positive_int,
     reject_kwargs,
@@ -38,7 +37,6 @@ __all__ = [
     "as_float_array",
     "as_mask",
     "attach_mask",
-    "canonical_dtype",
     "check_allocation",
     "positive_int",
     "reject_kwargs",
