@@ -1,8 +1,9 @@
 """Weights and masked outputs: :class:`Variable` and :class:`MaskedOutput`.
 
 A layer holds its weights as :class:`Variable` objects wrapping NumPy arrays. Assigning a
-variable copies into its array in place, so the arrays a layer hands to the core never
-change identity and a cached call stays valid.
+variable copies into its array in place, so the arrays a layer's core stream reads never
+change identity (a stateful layer's stream, which packs them once, packs them again when
+their ``version`` changed).
 """
 
 from __future__ import annotations
