@@ -1,4 +1,4 @@
-"""Optimizers with Keras 3's names, defaults and update rules: SGD, Adam, RMSprop.
+"""Optimizers with Keras 3's names, defaults and update rules: SGD, Adam, AdamW, RMSprop.
 
 ``apply_gradients([(grad, variable), ...])`` updates the variables (:class:`Variable`). It
 is all or nothing: the gradients are checked (shapes, finite values) and every new value
@@ -7,15 +7,29 @@ half-updated. Gradient clipping is Keras's: ``clipnorm`` per gradient
 (``g * clipnorm / max(||g||, clipnorm)``), ``global_clipnorm`` over all gradients together,
 ``clipvalue`` element-wise. The update rules (``g`` the clipped gradient, ``lr`` the
 learning rate, ``t`` the 1-based step) are written above each ``_update``.
+
+``learning_rate`` may be a float, a schedule (:mod:`rnncore.optimizers.schedules`,
+evaluated at :attr:`Optimizer.iterations` before each update, 0 first) or a callable of no
+arguments, as Keras. ``weight_decay`` is Keras's decoupled decay, applied before the update
+with the same learning rate: ``w <- w - lr * weight_decay * w`` for every updated variable
+except those named by :meth:`Optimizer.exclude_from_weight_decay`.
 """
 
 from __future__ import annotations
 
+import re
+import sys
+
 import numpy as np
 
+from . import schedules
 from .layers._base import require_default
 
-__all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "get"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "get", "schedules"]
+
+# ``import rnncore.optimizers.schedules`` / ``from rnncore.optimizers.schedules import ...``
+# find the module under Keras's path, as ``os.path`` is found under ``os``
+sys.modules[f"{__name__}.schedules"] = schedules
 
 
 class Optimizer:
@@ -31,13 +45,11 @@ class Optimizer:
         owner = type(self).__name__
         if kwargs:
             raise TypeError(f"{owner}: unexpected keyword argument(s) {', '.join(kwargs)}")
-        require_default(owner, weight_decay=(weight_decay, None), use_ema=(use_ema, False),
+        require_default(owner, use_ema=(use_ema, False),
                         ema_overwrite_frequency=(ema_overwrite_frequency, None),
                         loss_scale_factor=(loss_scale_factor, None),
                         gradient_accumulation_steps=(gradient_accumulation_steps,
                         None))  # fmt: skip
-        if callable(learning_rate):
-            raise NotImplementedError(f"{owner}: learning-rate schedules are not supported")
         if sum(c is not None for c in (clipnorm, clipvalue, global_clipnorm)) > 1:
             raise ValueError(f"{owner}: give at most one of clipnorm, clipvalue, global_clipnorm")
         for arg, value in (
@@ -47,7 +59,15 @@ class Optimizer:
         ):
             if value is not None and not value > 0:
                 raise ValueError(f"{owner}: {arg} must be positive, got {value!r}")
-        self.learning_rate = float(learning_rate)
+        if isinstance(learning_rate, dict) or type(learning_rate).__module__.startswith("keras"):
+            learning_rate = schedules.get(learning_rate)  # a serialized or a Keras schedule
+        if not callable(learning_rate):
+            learning_rate = _non_negative(owner, "learning_rate", learning_rate)
+        self._learning_rate = learning_rate
+        self.weight_decay = (
+            None if weight_decay is None else _non_negative(owner, "weight_decay", weight_decay)
+        )
+        self.exclude_from_weight_decay()
         self.clipnorm = clipnorm
         self.clipvalue = clipvalue
         self.global_clipnorm = global_clipnorm
@@ -55,6 +75,37 @@ class Optimizer:
         self.iterations = 0
         self._slots: dict[int, dict[str, np.ndarray]] = {}
         self._owners: dict[int, object] = {}  # keeps the variables alive while slots exist
+
+    # ---- learning rate and weight decay ---------------------------------------------
+
+    @property
+    def learning_rate(self) -> float:
+        """The rate of the next update: the schedule evaluated at :attr:`iterations`."""
+        lr = self._learning_rate
+        if isinstance(lr, schedules.LearningRateSchedule):
+            return float(lr(self.iterations))
+        return float(lr()) if callable(lr) else lr
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        if isinstance(self._learning_rate, schedules.LearningRateSchedule):
+            raise TypeError(
+                f"{self.name}: the learning rate is a schedule "
+                f"({type(self._learning_rate).__name__}), hence not settable"
+            )
+        self._learning_rate = value if callable(value) else _non_negative(
+            self.name, "learning_rate", value)  # fmt: skip
+
+    def exclude_from_weight_decay(self, var_list=None, var_names=None) -> None:
+        """No weight decay for the variables in ``var_list`` nor for those whose name
+        contains one of the regular expressions ``var_names`` (e.g. ``["bias"]``), as Keras."""
+        self._decay_excluded = {id(v): v for v in var_list or ()}  # (held: ids stay unique)
+        self._decay_pattern = re.compile("|".join(set(var_names))) if var_names else None
+
+    def _use_weight_decay(self, variable) -> bool:
+        if self.weight_decay is None or id(variable) in self._decay_excluded:
+            return False
+        return self._decay_pattern is None or not self._decay_pattern.search(variable.name)
 
     # ---- clipping ----------------------------------------------------------------------
 
@@ -95,12 +146,18 @@ class Optimizer:
             variables.append(v)
         grads = self._clip(grads)
         step = self.iterations + 1
+        lr = self.learning_rate  # the schedule at iterations, before the update (Keras)
         updates = []  # computed entirely before anything is assigned
         for g, v in zip(grads, variables):
             slots = self._slots.get(id(v))
             if slots is None or self._owners.get(id(v)) is not v:
                 slots = {k: np.zeros_like(v.value) for k in self._slot_names}
-            new_value, new_slots = self._update(v.value, g, slots, step)
+            w = v.value
+            if self._use_weight_decay(v):
+                # decoupled, before the update: w - lr wd w, written as Keras's torch backend
+                # rounds it (one product by 1 - lr wd)
+                w = w * (1.0 - self.weight_decay * lr)
+            new_value, new_slots = self._update(w, g, slots, step, lr)
             updates.append((v, new_value.astype(v.value.dtype, copy=False), new_slots))
         for v, value, slots in updates:
             np.copyto(v.value, value)
@@ -109,8 +166,9 @@ class Optimizer:
             self._owners[id(v)] = v
         self.iterations = step
 
-    def _update(self, w, g, slots, step):
-        """``(new_value, new_slots)`` for one variable; must not modify its arguments."""
+    def _update(self, w, g, slots, step, lr):
+        """``(new_value, new_slots)`` for one variable at learning rate ``lr``; must not
+        modify its arguments."""
         raise NotImplementedError
 
     def get_slot(self, variable, name) -> np.ndarray:
@@ -125,14 +183,23 @@ class Optimizer:
             setattr(self, name, convert(values[name]))
 
     def get_config(self) -> dict:
+        lr = self._learning_rate
+        if isinstance(lr, schedules.LearningRateSchedule):
+            lr = schedules.serialize(lr)
         return {
             "name": self.name,
-            "learning_rate": self.learning_rate,
+            "learning_rate": lr,
+            "weight_decay": self.weight_decay,
             "clipnorm": self.clipnorm,
             "clipvalue": self.clipvalue,
             "global_clipnorm": self.global_clipnorm,
             **{name: getattr(self, name) for name in self._hyper},
         }
+
+    @classmethod
+    def from_config(cls, config):
+        """The optimizer of :meth:`get_config` (a schedule's dict deserialized), no state."""
+        return cls(**config)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} learning_rate={self.learning_rate}>"
@@ -156,8 +223,7 @@ class SGD(Optimizer):
         self._set_hyper(momentum=momentum, nesterov=nesterov)
         self._slot_names = ("m",) if self.momentum else ()
 
-    def _update(self, w, g, slots, step):
-        lr = self.learning_rate
+    def _update(self, w, g, slots, step, lr):
         if not self.momentum:
             return w - lr * g, slots
         m = self.momentum * slots["m"] - lr * g
@@ -184,15 +250,30 @@ class Adam(Optimizer):
         self._set_hyper(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, amsgrad=amsgrad)
         self._slot_names = ("m", "v", "v_hat") if self.amsgrad else ("m", "v")
 
-    def _update(self, w, g, slots, step):
+    def _update(self, w, g, slots, step, lr):
         b1, b2 = self.beta_1, self.beta_2
-        alpha = self.learning_rate * np.sqrt(1 - b2**step) / (1 - b1**step)
+        alpha = lr * np.sqrt(1 - b2**step) / (1 - b1**step)
         m = slots["m"] + (g - slots["m"]) * (1 - b1)
         v = slots["v"] + (g * g - slots["v"]) * (1 - b2)
         new = {"m": m, "v": v}
         if self.amsgrad:
             v = new["v_hat"] = np.maximum(slots["v_hat"], v)
         return w - (m * alpha) / (np.sqrt(v) + self.epsilon), new
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), Keras 3's ``AdamW``::
+
+    w <- w - lr * weight_decay * w,   then Adam's update of w
+    """
+
+    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-7, amsgrad=False, **kwargs):  # fmt: skip
+        if weight_decay is None:
+            raise ValueError("AdamW: weight_decay must be a float, got None")
+        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
+                         epsilon=epsilon, amsgrad=amsgrad, weight_decay=weight_decay,
+                         **kwargs)  # fmt: skip
 
 
 class RMSprop(Optimizer):
@@ -217,7 +298,7 @@ class RMSprop(Optimizer):
             ("v",) + (("m",) if self.momentum > 0 else ()) + (("a",) if self.centered else ())
         )
 
-    def _update(self, w, g, slots, step):
+    def _update(self, w, g, slots, step, lr):
         rho = self.rho
         v = rho * slots["v"] + (1 - rho) * g * g
         new = {"v": v}
@@ -226,19 +307,28 @@ class RMSprop(Optimizer):
             denominator = v - a * a + self.epsilon
         else:
             denominator = v + self.epsilon
-        increment = self.learning_rate * g / np.sqrt(denominator)
+        increment = lr * g / np.sqrt(denominator)
         if self.momentum > 0:
             m = new["m"] = self.momentum * slots["m"] + increment
             return w - m, new
         return w - increment, new
 
 
-_NAMES = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop}
+def _non_negative(owner, arg, value) -> float:
+    """``value`` as a float, refused unless a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{owner}: {arg} must be a float, a schedule or a callable, got {value!r}")
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"{owner}: {arg} must be finite and >= 0, got {value!r}")
+    return float(value)
+
+
+_NAMES = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
 
 
 def get(identifier) -> Optimizer:
-    """An optimizer from a Keras name (``"adam"``, ``"sgd"``, ``"rmsprop"``, defaults), a
-    class, or an instance."""
+    """An optimizer from a Keras name (``"adam"``, ``"adamw"``, ``"sgd"``, ``"rmsprop"``,
+    defaults), a class, or an instance."""
     if isinstance(identifier, Optimizer):
         return identifier
     if isinstance(identifier, type) and issubclass(identifier, Optimizer):
@@ -246,6 +336,6 @@ def get(identifier) -> Optimizer:
     if isinstance(identifier, str) and identifier.lower() in _NAMES:
         return _NAMES[identifier.lower()]()
     raise ValueError(
-        f"unknown optimizer {identifier!r}; rnncore has 'sgd', 'adam', 'rmsprop' "
+        f"unknown optimizer {identifier!r}; rnncore has 'sgd', 'adam', 'adamw', 'rmsprop' "
         f"(or a rnncore.optimizers.Optimizer instance)"
     )
