@@ -2,10 +2,13 @@
 
 Each loss maps ``(y_true, y_pred)`` to one value per sample (and per timestep for a
 sequence output), then averages them: Keras's ``"sum_over_batch_size"`` reduction, i.e. the
-mean over the batch and, for 3-D outputs, over the timesteps too. ``mse``/``mae`` first
-average over the last axis; the crossentropies sum over classes (``categorical`` /
-``sparse``) or average over the last axis (``binary``). Probabilities are clipped to
-``[eps, 1 - eps]`` with ``eps = 1e-7`` as Keras does; ``from_logits=True`` takes raw scores.
+mean over the batch and, for 3-D outputs, over the timesteps too. With ``sample_weight``
+each value is multiplied by its weight first, and the sum is still divided by the number of
+values (Keras's rule; :func:`reduce_weighted` has it, and the other reductions).
+``mse``/``mae`` first average over the last axis; the crossentropies sum over classes
+(``categorical`` / ``sparse``) or average over the last axis (``binary``). Probabilities are
+clipped to ``[eps, 1 - eps]`` with ``eps = 1e-7`` as Keras does; ``from_logits=True`` takes
+raw scores.
 
 :meth:`Loss.value_and_gradient` returns the loss and dL/d(y_pred) for backpropagation
 (zero where Keras's clipping cuts the gradient). Values are computed in float64.
@@ -19,6 +22,9 @@ from .activations import sigmoid
 
 __all__ = [
     "Loss",
+    "reduce_weighted",
+    "apply_mask",
+    "class_weight_to_sample_weights",
     "MeanSquaredError",
     "MeanAbsoluteError",
     "BinaryCrossentropy",
@@ -44,11 +50,12 @@ class Loss:
     name = "loss"
 
     def __init__(self, name=None, reduction="sum_over_batch_size"):
-        if reduction != "sum_over_batch_size":
+        if reduction not in REDUCTIONS:
             raise NotImplementedError(
                 f"{type(self).__name__}: reduction={reduction!r} is not supported by rnncore "
-                f"(only 'sum_over_batch_size')"
+                f"(only {', '.join(map(repr, REDUCTIONS))})"
             )
+        self.reduction = reduction
         if name is not None:
             self.name = name
 
@@ -80,24 +87,132 @@ class Loss:
 
     # ---- values ----------------------------------------------------------------------
 
-    def value_and_gradient(self, y_true, y_pred):
-        """``(loss, dloss/dy_pred)``: the mean loss and its gradient, in y_pred's dtype."""
+    def value_and_gradient(self, y_true, y_pred, sample_weight=None, mask=None):
+        """``(loss, dloss/dy_pred)``: the reduced (weighted) loss and its gradient, in
+        y_pred's dtype. ``mask`` (bool, one entry per loss value) drops values as Keras drops
+        the masked timesteps of a masked output."""
         dtype = np.asarray(y_pred).dtype
         t, p = self._prepare(y_true, y_pred)
         values, grads = self._per_element(t, p)
-        n = max(values.size, 1)
-        return float(values.sum() / n), (grads / n).astype(dtype, copy=False)
+        loss, scale = reduce_weighted(values, sample_weight, mask, self.reduction)
+        return loss, (grads * scale[..., None]).astype(dtype, copy=False)
 
-    def __call__(self, y_true, y_pred) -> float:
+    def __call__(self, y_true, y_pred, sample_weight=None, mask=None) -> float:
         t, p = self._prepare(y_true, y_pred)
         values, _ = self._per_element(t, p)
-        return float(values.mean())
+        return reduce_weighted(values, sample_weight, mask, self.reduction)[0]
 
     def get_config(self) -> dict:
-        return {"name": self.name}
+        return {"name": self.name, "reduction": self.reduction}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}>"
+
+
+# ---- weighting (Keras 3's keras/src/losses/loss.py) ----------------------------------
+
+#: "sum_over_batch_size" and "mean": sum(w l) / (number of values); "sum": sum(w l);
+#: "mean_with_sample_weight": sum(w l) / sum(w) (of the weights as given, rank-matched)
+REDUCTIONS = ("sum_over_batch_size", "mean", "sum", "mean_with_sample_weight")
+
+
+def match_rank(values, weights):
+    """Keras's ``squeeze_or_expand_to_same_rank``: a trailing axis of size 1 on one side is
+    dropped (or a 1-D side gets one) when the ranks differ by one; then weights with fewer
+    axes than the values weigh whole leading slices (``(B,)`` weights on ``(B, T)`` losses:
+    one weight per sample, as Keras 2; Keras 3 fails on that case)."""
+    if values.ndim == weights.ndim + 1 and values.shape[-1] == 1:
+        if weights.ndim == 1:
+            weights = weights[:, None]
+        else:
+            values = values[..., 0]
+    elif weights.ndim == values.ndim + 1 and weights.shape[-1] == 1:
+        if values.ndim == 1:
+            values = values[:, None]
+        else:
+            weights = weights[..., 0]
+    if weights.ndim < values.ndim and weights.shape == values.shape[: weights.ndim]:
+        weights = weights.reshape(weights.shape + (1,) * (values.ndim - weights.ndim))
+    return values, weights
+
+
+def as_weights(sample_weight, what="sample_weight") -> np.ndarray:
+    """``sample_weight`` as a float64 array; refused unless real, finite numbers."""
+    w = np.asarray(sample_weight)
+    if w.dtype == object or not (np.issubdtype(w.dtype, np.number) or w.dtype == bool):
+        raise TypeError(f"{what} must be an array of numbers, got dtype {w.dtype}")
+    if w.dtype.kind == "c" or not np.all(np.isfinite(w)):
+        raise ValueError(f"{what} must be finite real numbers (no NaN, inf or complex)")
+    return w.astype(np.float64)
+
+
+def apply_mask(sample_weight, mask, reduction):
+    """Keras's ``apply_mask``: the mask folded into the weights. For the mean reductions a
+    kept value weighs ``total / valid``, so that the mean is over the kept values only."""
+    if mask is None:
+        return sample_weight
+    mask = np.asarray(mask, dtype=bool)
+    if reduction in ("mean", "sum_over_batch_size"):
+        valid = int(mask.sum())
+        float_mask = np.where(mask, mask.size / valid if valid else 0.0, 0.0)
+    else:
+        float_mask = mask.astype(np.float64)
+    if sample_weight is None:
+        return float_mask
+    float_mask, sample_weight = match_rank(float_mask, as_weights(sample_weight))
+    return sample_weight * float_mask
+
+
+def reduce_weighted(values, sample_weight=None, mask=None, reduction="sum_over_batch_size"):
+    """``(loss, dloss/dvalues)`` for per-sample (per-timestep) loss ``values``: Keras's
+    ``reduce_weighted_values``. The derivative is the weight of each value over the divisor
+    (the number of values, or the weights' sum), so a loss's gradient is ``grads * it``."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 0 or values.size == 0:  # Keras returns those unreduced
+        return float(values.sum()), np.ones_like(values)
+    sample_weight = apply_mask(sample_weight, mask, reduction)
+    if sample_weight is None:
+        weights = np.ones_like(values)
+    else:
+        matched, w = match_rank(values, as_weights(sample_weight))
+        if np.broadcast_shapes(matched.shape, w.shape) != matched.shape:
+            raise ValueError(
+                f"sample_weight of shape {np.shape(sample_weight)} does not fit the loss "
+                f"values of shape {values.shape} (one weight per sample, or per sample and "
+                f"timestep, expected)"
+            )
+        weights = np.broadcast_to(w, matched.shape).reshape(values.shape)
+    if reduction == "sum":
+        divisor = 1.0
+    elif reduction == "mean_with_sample_weight" and sample_weight is not None:
+        divisor = float(w.sum())
+    else:
+        divisor = float(values.size)
+    if divisor == 0:  # Keras's divide_no_nan
+        return 0.0, np.zeros_like(values)
+    return float((values * weights).sum() / divisor), weights / divisor
+
+
+def class_weight_to_sample_weights(y, class_weight) -> np.ndarray:
+    """Keras's ``class_weight_to_sample_weights``: one weight per sample, the weight of its
+    class (``argmax`` of one-hot targets, else the rounded label; 1.0 for classes not in
+    ``class_weight``)."""
+    if not isinstance(class_weight, dict):
+        raise TypeError(
+            f"class_weight must be a dict {{class index: weight}}, got "
+            f"{type(class_weight).__name__}"
+        )
+    y = np.asarray(y)
+    if y.ndim > 1:
+        y = np.argmax(y, axis=-1) if y.shape[-1] != 1 else y[..., 0]
+    if y.ndim != 1:
+        raise ValueError(
+            f"class_weight needs one class per sample; targets of shape {np.shape(y)} have "
+            f"several (a sequence output): give sample_weight of shape (samples, timesteps)"
+        )
+    classes, index = np.unique(np.round(y).astype(np.int64), return_inverse=True)
+    per_class = [float(class_weight.get(int(c), 1.0)) for c in classes]
+    return as_weights(per_class, "class_weight values")[index.reshape(-1)]
 
 
 def _same_shape(got, want) -> bool:

@@ -21,6 +21,7 @@ import numpy as np
 from . import callbacks as callbacks_module
 from . import losses, metrics, optimizers, utils
 from .layers._base import require_default
+from .metrics import compile_metrics, update_metrics
 
 __all__ = ["Trainer"]
 
@@ -36,6 +37,7 @@ class Trainer:
     optimizer = None
     _loss = None
     _metrics = None
+    _weighted_metrics = ()
     history = None
 
     # ---- compile ----------------------------------------------------------------------
@@ -48,17 +50,17 @@ class Trainer:
         ``"sparse_categorical_crossentropy"`` or a :mod:`rnncore.losses` object) and metrics
         (``"accuracy"``, ``"mae"``, ``"mse"``)."""
         require_default("compile", loss_weights=(loss_weights, None),
-                        weighted_metrics=(weighted_metrics, None),
                         steps_per_execution=(steps_per_execution, 1))  # fmt: skip
         if loss is None:
             raise ValueError(f"{self.name}.compile: a loss is required, e.g. loss='mse'")
         opt = optimizers.get(optimizer)
         loss_obj = losses.get(loss)
-        specs = list(metrics or [])
-        for m in specs:
-            _metric(m, loss_obj, None)  # unknown names fail here
+        specs, weighted = list(metrics or []), list(weighted_metrics or [])
+        compile_metrics(specs, weighted, loss_obj)  # unknown names fail here
         self.optimizer, self._loss, self._metrics = opt, loss_obj, specs
-        self._compile_config = {"optimizer": optimizer, "loss": loss, "metrics": metrics}
+        self._weighted_metrics = weighted
+        self._compile_config = {"optimizer": optimizer, "loss": loss, "metrics": metrics,
+                                "weighted_metrics": weighted_metrics}  # fmt: skip
         self.stop_training = False
 
     @property
@@ -126,7 +128,28 @@ class Trainer:
         return x, y, out_shape
 
     def _make_metrics(self, out_shape):
-        return [_metric(m, self._loss, out_shape[-1]) for m in self._metrics]
+        return compile_metrics(self._metrics, self._weighted_metrics, self._loss, out_shape[-1])
+
+    def _sample_weight(self, y, out_shape, sample_weight, class_weight, what):
+        """The per-sample (or per-timestep) loss weights of ``(x, y)``, checked, or None:
+        ``sample_weight`` or ``class_weight`` turned into it (Keras: not both)."""
+        if class_weight is not None:
+            if sample_weight is not None:
+                raise ValueError(
+                    f"{self.name}.{what}: give sample_weight or class_weight, not both"
+                )
+            return losses.class_weight_to_sample_weights(y, class_weight)
+        if sample_weight is None:
+            return None
+        w = losses.as_weights(sample_weight, f"{self.name}.{what}: sample_weight")
+        if w.ndim == 0 or len(w) != len(y):
+            raise ValueError(
+                f"{self.name}.{what}: sample_weight must have one entry per sample "
+                f"({len(y)}), got shape {w.shape}"
+            )
+        values = np.broadcast_to(0.0, (len(y),) + tuple(out_shape[1:-1]))
+        losses.reduce_weighted(values, w)  # one that does not fit the loss fails here
+        return w
 
     # ---- one step ---------------------------------------------------------------------
 
@@ -156,14 +179,13 @@ class Trainer:
             if g is not None and id(v) in trainable
         ]
 
-    def _train_step(self, x, y, rng, metric_objs):
+    def _train_step(self, x, y, rng, metric_objs, sample_weight=None):
         """One update; returns the batch loss, or None when it was not applied (non-finite)."""
         out = self._forward_train(x, rng)
-        loss, d_out = self._loss.value_and_gradient(y, out)
+        loss, d_out = self._loss.value_and_gradient(y, out, sample_weight)
         if not math.isfinite(loss):
             return loss, False
-        for m in metric_objs:
-            m.update_state(y, out)
+        update_metrics(metric_objs, y, out, sample_weight)
         self._backward(d_out)
         try:
             self.optimizer.apply_gradients(self._gradients())
@@ -183,22 +205,29 @@ class Trainer:
         """Train for ``epochs`` passes over ``(x, y)`` in batches; returns a :class:`History`.
 
         ``validation_split`` holds out the last fraction of the samples (before shuffling, as
-        Keras); ``validation_data=(x_val, y_val)`` gives them explicitly. ``verbose``: 0
-        silent, 1 (``"auto"``) a progress bar per epoch, 2 one line per epoch.
+        Keras); ``validation_data=(x_val, y_val)`` or ``(x_val, y_val, sample_weight_val)``
+        gives them explicitly. ``sample_weight`` (per sample, or per sample and timestep) or
+        ``class_weight`` (``{class: weight}``, training data only) weigh each sample's loss.
+        ``verbose``: 0 silent, 1 (``"auto"``) a progress bar per epoch, 2 one line per epoch.
         """
         self._require_compiled("fit")
-        require_default("fit", class_weight=(class_weight, None),
-                        sample_weight=(sample_weight, None),
-                        steps_per_epoch=(steps_per_epoch, None),
+        require_default("fit", steps_per_epoch=(steps_per_epoch, None),
                         validation_steps=(validation_steps, None),
                         validation_freq=(validation_freq, 1))  # fmt: skip
         batch_size = _batch_size(batch_size, "fit")
         x, y, out_shape = self._check_data(x, y, "fit")
+        sw = self._sample_weight(y, out_shape, sample_weight, class_weight, "fit")
         val = None
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError(f"{self.name}.fit: validation_data must be (x_val, y_val)")
-            val = self._check_data(*validation_data, "fit (validation_data)")[:2]
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError(
+                    f"{self.name}.fit: validation_data must be (x_val, y_val) or "
+                    f"(x_val, y_val, sample_weight_val)"
+                )
+            what = "fit (validation_data)"
+            xv, yv, v_shape = self._check_data(*validation_data[:2], what)
+            sw_val = validation_data[2] if len(validation_data) == 3 else None
+            val = (xv, yv, self._sample_weight(yv, v_shape, sw_val, None, what))
         elif validation_split:
             if not 0 < validation_split < 1:
                 raise ValueError(
@@ -210,8 +239,10 @@ class Trainer:
                     f"{self.name}.fit: validation_split={validation_split} of {len(x)} samples "
                     f"leaves no training or no validation samples"
                 )
-            val = (x[split_at:], y[split_at:])
-            x, y = x[:split_at], y[:split_at]
+            # the validation part keeps its sample weights, not class weights (Keras)
+            sw_val = None if sw is None or class_weight is not None else sw[split_at:]
+            val = (x[split_at:], y[split_at:], sw_val)
+            x, y, sw = x[:split_at], y[:split_at], None if sw is None else sw[:split_at]
         verbose = 1 if verbose == "auto" else int(verbose)
         n = len(x)
         steps = math.ceil(n / batch_size)
@@ -243,7 +274,8 @@ class Trainer:
                 idx = part if order is None else order[part]
                 xb, yb = x[idx], y[idx]
                 cb.on_train_batch_begin(step)
-                loss, applied = self._train_step(xb, yb, rng, metric_objs)
+                swb = None if sw is None else sw[idx]
+                loss, applied = self._train_step(xb, yb, rng, metric_objs, swb)
                 if not applied:
                     warnings.warn(
                         f"{self.name}.fit: the loss or its gradients became non-finite "
@@ -265,7 +297,8 @@ class Trainer:
                     break
             if val is not None and count:
                 val_logs = self.evaluate(
-                    *val,
+                    *val[:2],
+                    sample_weight=val[2],
                     batch_size=validation_batch_size or batch_size,
                     verbose=0,
                     return_dict=True,
@@ -287,18 +320,18 @@ class Trainer:
         dict with ``return_dict=True``, as Keras.
         """
         self._require_compiled("evaluate")
-        require_default("evaluate", sample_weight=(sample_weight, None), steps=(steps, None),
-                        callbacks=(callbacks, None))  # fmt: skip
+        require_default("evaluate", steps=(steps, None), callbacks=(callbacks, None))
         batch_size = _batch_size(batch_size, "evaluate")
         x, y, out_shape = self._check_data(x, y, "evaluate")
+        sw = self._sample_weight(y, out_shape, sample_weight, None, "evaluate")
         metric_objs = self._make_metrics(out_shape)
         total = 0.0
         for start in range(0, len(x), batch_size):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            swb = None if sw is None else sw[start : start + batch_size]
             out = self.predict_on_batch(xb)
-            total += self._loss(yb, out) * len(xb)
-            for m in metric_objs:
-                m.update_state(yb, out)
+            total += self._loss(yb, out, swb) * len(xb)
+            update_metrics(metric_objs, yb, out, swb)
         logs = {"loss": total / len(x), **{m.name: m.result() for m in metric_objs}}
         if verbose not in (0, "0"):
             print(callbacks_module._format_logs(logs), flush=True)
@@ -307,13 +340,11 @@ class Trainer:
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
         """One update on one batch; returns the loss (and metrics) of that batch."""
         self._require_compiled("train_on_batch")
-        require_default(
-            "train_on_batch", sample_weight=(sample_weight, None), class_weight=(class_weight, None)
-        )
         x, y, out_shape = self._check_data(x, y, "train_on_batch")
+        sw = self._sample_weight(y, out_shape, sample_weight, class_weight, "train_on_batch")
         metric_objs = self._make_metrics(out_shape)
         rng = np.random.default_rng(utils.draw_seed())
-        loss, applied = self._train_step(x, y, rng, metric_objs)
+        loss, applied = self._train_step(x, y, rng, metric_objs, sw)
         if not applied:
             raise FloatingPointError(
                 f"{self.name}.train_on_batch: the loss or its gradients are not finite "
