@@ -124,7 +124,8 @@ class Trainer:
         self._loss.check_target((None,) + y.shape[1:], out_shape)
         if isinstance(self._loss, losses.SparseCategoricalCrossentropy):
             self._loss.check_labels(y, out_shape[-1])
-        x = x.astype(self.dtype, copy=False)
+        if x.dtype.kind not in "biu":  # integers stay exact: token ids for an Embedding
+            x = x.astype(self.dtype, copy=False)
         return x, y, out_shape
 
     def _make_metrics(self, out_shape):

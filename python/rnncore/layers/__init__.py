@@ -11,8 +11,21 @@ argument rather than being ignored.
 
 from . import activations, initializers
 from ._base import Layer, MaskedOutput, UnsupportedArgumentError, Variable
+from .convolutional import Conv1D
 from .core import Activation, Dense, Dropout, Input, InputLayer, InputTensor, Masking, Softmax
+from .embedding import Embedding
+from .noise import GaussianNoise, SpatialDropout1D
+from .pooling import AveragePooling1D, GlobalAveragePooling1D, GlobalMaxPooling1D, MaxPooling1D
 from .recurrent import GRU, LSTM, RNN, SimpleRNN
+from .reshaping import (
+    Cropping1D,
+    Flatten,
+    Permute,
+    RepeatVector,
+    Reshape,
+    UpSampling1D,
+    ZeroPadding1D,
+)
 from .wrappers import (
     LAYER_CLASSES,
     Bidirectional,
@@ -40,6 +53,21 @@ __all__ = [
     "Softmax",
     "Dropout",
     "Masking",
+    "Embedding",
+    "Conv1D",
+    "MaxPooling1D",
+    "AveragePooling1D",
+    "GlobalAveragePooling1D",
+    "GlobalMaxPooling1D",
+    "RepeatVector",
+    "Flatten",
+    "Reshape",
+    "Permute",
+    "ZeroPadding1D",
+    "Cropping1D",
+    "UpSampling1D",
+    "SpatialDropout1D",
+    "GaussianNoise",
     "Input",
     "InputLayer",
     "InputTensor",

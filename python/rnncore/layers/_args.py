@@ -33,7 +33,7 @@ _NAME_UIDS: defaultdict[str, int] = defaultdict(int)
 
 def to_snake_case(name: str) -> str:
     name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()  # Keras: "Conv1D" -> "conv1d"
 
 
 def unique_name(base: str) -> str:
@@ -49,8 +49,12 @@ def unique_name(base: str) -> str:
 _FLOAT_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
 
 
-def standardize_dtype(dtype, owner: str = "layer") -> np.dtype:
-    """``None`` -> float32; a name, NumPy dtype, Keras DTypePolicy or its config -> dtype."""
+def standardize_dtype(dtype, owner: str = "layer", integers: bool = False) -> np.dtype:
+    """``None`` -> float32; a name, NumPy dtype, Keras DTypePolicy or its config -> dtype.
+
+    ``integers=True`` (a model input: token ids for an Embedding) also accepts the integer
+    and bool dtypes, as ``keras.Input`` does; layers compute in float32 or float64 only.
+    """
     if dtype is None:
         return np.dtype(np.float32)
     if isinstance(dtype, dict):  # a serialized Keras DTypePolicy
@@ -60,9 +64,12 @@ def standardize_dtype(dtype, owner: str = "layer") -> np.dtype:
         d = np.dtype(name)
     except TypeError:
         d = None
+    if integers and d is not None and d.kind in "biu":
+        return d
     if d not in _FLOAT_DTYPES:
+        allowed = "'float32' or 'float64'" + (" (or an integer dtype)" if integers else "")
         raise UnsupportedArgumentError(
-            f"{owner}: dtype={name!r} is not supported by rnncore; use 'float32' or 'float64'"
+            f"{owner}: dtype={name!r} is not supported by rnncore; use {allowed}"
         )
     return d
 

@@ -5,8 +5,21 @@ from __future__ import annotations
 import numpy as np
 
 from ._base import Layer, as_mask, shape_tuple
+from .convolutional import Conv1D
 from .core import Activation, Dense, Dropout, InputLayer, Masking, Softmax
+from .embedding import Embedding
+from .noise import GaussianNoise, SpatialDropout1D
+from .pooling import AveragePooling1D, GlobalAveragePooling1D, GlobalMaxPooling1D, MaxPooling1D
 from .recurrent import GRU, LSTM, RNN, SimpleRNN
+from .reshaping import (
+    Cropping1D,
+    Flatten,
+    Permute,
+    RepeatVector,
+    Reshape,
+    UpSampling1D,
+    ZeroPadding1D,
+)
 
 __all__ = [
     "Bidirectional",
@@ -424,5 +437,20 @@ LAYER_CLASSES = {
         Dropout,
         Masking,
         InputLayer,
+        Embedding,
+        Conv1D,
+        MaxPooling1D,
+        AveragePooling1D,
+        GlobalAveragePooling1D,
+        GlobalMaxPooling1D,
+        RepeatVector,
+        Flatten,
+        Reshape,
+        Permute,
+        ZeroPadding1D,
+        Cropping1D,
+        UpSampling1D,
+        SpatialDropout1D,
+        GaussianNoise,
     )
 }

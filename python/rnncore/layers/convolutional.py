@@ -1,0 +1,216 @@
+"""Conv1D: a 1-D convolution over time (Keras's ``keras.layers.Conv1D``), as one matrix
+product over the unfolded windows."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import activations, utils
+from . import initializers
+from ._base import (
+    Layer,
+    check_allocation,
+    positive_int,
+    require_default,
+    shape_tuple,
+)
+from ._windows import (
+    DropsMask,
+    check_format,
+    int_tuple,
+    output_length,
+    overlap_add,
+    pad_amounts,
+    padding_mode,
+    to_channels_last,
+    windows,
+)
+
+__all__ = ["Conv1D"]
+
+
+class Conv1D(DropsMask, Layer):
+    """``y[b, t, f] = act(bias[f] + sum_{j, c} x_pad[b, t*stride + j*dilation, c]
+    kernel[j, c, f])``, ``c`` over the input channels of the group of filter ``f``.
+
+    Weights: ``kernel (kernel_size, input_channels // groups, filters)``, ``bias
+    (filters,)``. ``padding``: ``'valid'`` (no padding), ``'same'`` (``ceil(T / stride)``
+    steps; the padding split as TensorFlow does, the odd step after), ``'causal'`` (all of it
+    before: ``y[t]`` sees no input after ``t``). ``data_format='channels_first'`` takes and
+    gives ``(batch, channels, steps)``. The layer drops a mask, as Keras's Conv1D does.
+
+    The windows are one strided view of the padded input; the forward is one (batched over
+    groups) matrix product of those windows, unfolded to rows ``(batch*steps, kernel_size *
+    channels)``, with the kernel; the backward is two products (``dW = cols^T dz``, ``dcols =
+    dz W^T``) and an overlap-add of ``dcols`` with one slice per kernel tap.
+    """
+
+    _sequence_input = True
+    _config = ("filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate",
+               "groups", "activation", "use_bias", "kernel_initializer",
+               "bias_initializer")  # fmt: skip
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None,
+                 dilation_rate=1, groups=1, activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, **kwargs):  # fmt: skip
+        require_default("Conv1D", kernel_regularizer=(kernel_regularizer, None),
+                        bias_regularizer=(bias_regularizer, None),
+                        activity_regularizer=(activity_regularizer, None),
+                        kernel_constraint=(kernel_constraint, None),
+                        bias_constraint=(bias_constraint, None),
+                        lora_rank=(kwargs.pop("lora_rank", None), None),
+                        lora_alpha=(kwargs.pop("lora_alpha", None), None))  # fmt: skip
+        seed = kwargs.pop("seed", None)
+        super().__init__(**kwargs)
+        self.filters = positive_int(filters, "Conv1D: filters")
+        self.kernel_size = int_tuple(kernel_size, 1, "Conv1D: kernel_size")
+        self.strides = int_tuple(strides, 1, "Conv1D: strides")
+        self.padding = padding_mode(padding, "Conv1D", causal=True)
+        self.data_format = check_format(data_format, "Conv1D")
+        self.dilation_rate = int_tuple(dilation_rate, 1, "Conv1D: dilation_rate")
+        self.groups = positive_int(groups, "Conv1D: groups")
+        self.activation = activations.name_of(activation, "Conv1D")
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.seed = seed
+        if self.filters % self.groups:
+            raise ValueError(
+                f"Conv1D: filters={self.filters} must be divisible by groups={self.groups}"
+            )
+        if self.strides[0] > 1 and self.dilation_rate[0] > 1:
+            raise ValueError(
+                f"Conv1D: strides > 1 is not supported with dilation_rate > 1 (as in Keras), "
+                f"got strides={self.strides} and dilation_rate={self.dilation_rate}"
+            )
+        self.kernel = self.bias = None
+
+    # ---- shapes -----------------------------------------------------------------------
+
+    def _channels(self, shape) -> int | None:
+        return shape[1] if self.data_format == "channels_first" else shape[-1]
+
+    def build(self, input_shape):
+        input_shape = shape_tuple(input_shape, f"{self.name}: build")
+        channels = self._channels(input_shape) if len(input_shape) == 3 else None
+        if channels is None:
+            raise ValueError(
+                f"Conv1D {self.name!r}: input shape must be (batch, steps, channels) "
+                f"({self.data_format}) with a known channel count, got {input_shape}"
+            )
+        if channels % self.groups:
+            raise ValueError(
+                f"Conv1D {self.name!r}: the input's {channels} channels must be divisible by "
+                f"groups={self.groups} (input shape {input_shape})"
+            )
+        self.compute_output_shape(input_shape)  # a non-positive length fails here
+        kernel_shape = self.kernel_size + (channels // self.groups, self.filters)
+        check_allocation(
+            f"Conv1D {self.name!r} (filters={self.filters})",
+            [kernel_shape] + ([(self.filters,)] if self.use_bias else []),
+            self._np_dtype,
+        )
+        rng = np.random.default_rng(utils.draw_seed(self.seed))
+        self.kernel = self.add_weight("kernel", kernel_shape, self.kernel_initializer, rng)
+        if self.use_bias:
+            self.bias = self.add_weight("bias", (self.filters,), self.bias_initializer, rng)
+        super().build(input_shape)
+
+    def _build_from_weights(self, weights):
+        if weights and np.ndim(weights[0]) == 3:
+            channels = np.shape(weights[0])[1] * self.groups
+            first = self.data_format == "channels_first"
+            return self.build((None, channels, None) if first else (None, None, channels))
+        return super()._build_from_weights(weights)
+
+    def _out_len(self, steps, input_shape):
+        out = output_length(
+            steps, self.kernel_size[0], self.strides[0], self.padding, self.dilation_rate[0]
+        )
+        if out is not None and out <= 0:
+            raise ValueError(
+                f"Conv1D {self.name!r}: the output would have {out} steps: input shape "
+                f"{tuple(input_shape)}, kernel_size={self.kernel_size}, "
+                f"dilation_rate={self.dilation_rate}, strides={self.strides}, "
+                f"padding={self.padding!r}"
+            )
+        return out
+
+    def compute_output_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        if self.data_format == "channels_first":
+            return (input_shape[0], self.filters, self._out_len(input_shape[2], input_shape))
+        return (input_shape[0], self._out_len(input_shape[1], input_shape), self.filters)
+
+    # ---- forward and backward -----------------------------------------------------------
+
+    def _check_input(self, x):
+        channels = self.kernel.shape[1] * self.groups
+        if x.ndim != 3 or self._channels(x.shape) != channels:
+            first = self.data_format == "channels_first"
+            want = "(batch, channels, steps)" if first else "(batch, steps, channels)"
+            raise ValueError(
+                f"Conv1D {self.name!r}: expected input of shape {want} with {channels} "
+                f"channels, got {x.shape}"
+            )
+
+    def _unfold(self, x):
+        """``(cols (g, B*To, k*Cg), To, left, Tp)`` of a channels_last ``x (B, T, C)``."""
+        (k,), (s,), (d,) = self.kernel_size, self.strides, self.dilation_rate
+        b, t, c = x.shape
+        out_len = self._out_len(t, x.shape)
+        left, right = pad_amounts(t, k, s, self.padding, d)
+        xp = np.pad(x, ((0, 0), (left, right), (0, 0))) if left or right else x
+        g = self.groups
+        win = windows(xp, k, s, d, out_len)  # (B, To, k, C), a view
+        # rows (group, sample*step), columns (tap, channel of the group): the one copy
+        cols = win.reshape(b, out_len, k, g, c // g).transpose(3, 0, 1, 2, 4)
+        return cols.reshape(g, b * out_len, k * (c // g)), out_len, left, xp.shape[1]
+
+    def _grouped_kernel(self):
+        """The kernel as ``(g, k*Cg, F/g)``: each group's columns as one matrix."""
+        k, cg, f = self.kernel.shape
+        g = self.groups
+        grouped = self.kernel.value.reshape(k, cg, g, f // g).transpose(2, 0, 1, 3)
+        return grouped.reshape(g, k * cg, f // g)
+
+    def _forward(self, x):
+        x = to_channels_last(x, self.data_format)
+        b = x.shape[0]
+        cols, out_len, left, padded = self._unfold(x)
+        z = np.matmul(cols, self._grouped_kernel())  # (g, B*To, F/g)
+        z = z.transpose(1, 0, 2).reshape(b, out_len, self.filters)
+        if self.use_bias:
+            z += self.bias.value
+        y = activations.get(self.activation)(z).astype(x.dtype, copy=False)
+        return y, (cols, x.shape, left, padded)
+
+    def call(self, inputs, mask=None, training=None):
+        self._check_input(inputs)
+        return to_channels_last(self._forward(inputs)[0], self.data_format)
+
+    def call_train(self, x, mask, rng):
+        self._check_input(x)
+        y, cache = self._forward(x)
+        self._train_cache = (y,) + cache
+        return to_channels_last(y, self.data_format)
+
+    def backward(self, dy):
+        y, cols, (b, t, c), left, padded = self._cached()
+        dy = to_channels_last(np.asarray(dy, dtype=y.dtype), self.data_format)
+        dz = activations.gradient(self.activation, y, dy).astype(y.dtype, copy=False)
+        g, k, out_len = self.groups, self.kernel_size[0], y.shape[1]
+        dz_g = dz.reshape(b * out_len, g, self.filters // g).transpose(1, 0, 2)
+        # dW = cols^T dz per group; back to (k, Cg, F) with the groups' filters side by side
+        d_kernel = np.matmul(cols.transpose(0, 2, 1), dz_g)
+        d_kernel = d_kernel.reshape(g, k, c // g, -1).transpose(1, 2, 0, 3)
+        d_kernel = d_kernel.reshape(self.kernel.shape)
+        self._grads = [d_kernel] + ([dz.sum(axis=(0, 1))] if self.use_bias else [])
+        # dcols = dz W^T, then each window's gradient added back where it was read
+        d_cols = np.matmul(dz_g, self._grouped_kernel().transpose(0, 2, 1))
+        d_win = d_cols.reshape(g, b, out_len, k, c // g).transpose(1, 2, 3, 0, 4)
+        d_win = d_win.reshape(b, out_len, k, c)
+        d_xp = overlap_add(d_win, padded, self.strides[0], self.dilation_rate[0])
+        return to_channels_last(d_xp[:, left : left + t], self.data_format)
