@@ -27,7 +27,7 @@ def as_ids(value, input_dim: int, what: str) -> np.ndarray:
         if not np.all(np.isfinite(a)) or np.any(a != np.trunc(a)):
             bad = tuple(int(i) for i in np.argwhere(~np.isfinite(a) | (a != np.trunc(a)))[0])
             raise ValueError(
-                f"{what}: token ids must be whole numbers, got {a[bad]!r} at index {bad} "
+                f"{what}: token ids must be whole numbers, got {a[bad].item()!r} at index {bad} "
                 f"(dtype {a.dtype})"
             )
         a = a.astype(np.int64)

@@ -178,7 +178,7 @@ class _GlobalPooling1D(Layer):
         if not self.keepdims:
             dy = np.expand_dims(dy, self._axis)
         self._grads = []
-        return (weights * dy).astype(dy.dtype, copy=False).reshape(shape)
+        return np.broadcast_to(weights * dy, shape).astype(dy.dtype)  # dx[t] = w[t] dy
 
 
 class GlobalAveragePooling1D(_GlobalPooling1D):
