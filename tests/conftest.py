@@ -209,6 +209,19 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture
+def keras_float64():
+    """Keras computes its losses, schedules and optimizers' scalars in floatx (its learning
+    rate is a floatx variable): float64 for the test makes its arithmetic rnncore's, so the
+    formulas compare far below float32's rounding. (Keras is imported by the test module.)"""
+    import keras
+
+    old = keras.config.floatx()
+    keras.config.set_floatx("float64")
+    yield
+    keras.config.set_floatx(old)
+
+
+@pytest.fixture
 def make_case(rng) -> Callable[..., Case]:
     """``make_case(variant, B, T, D, H, *, use_bias, initial_state, mask)`` -> :class:`Case`.
 

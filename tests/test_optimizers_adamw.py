@@ -21,15 +21,6 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
-@pytest.fixture
-def keras_float64():
-    """Keras's scalars (learning rate, decay) in float64, so formulas compare at 1e-15."""
-    old = keras.config.floatx()
-    keras.config.set_floatx("float64")
-    yield
-    keras.config.set_floatx(old)
-
-
 NAMES = ("kernel", "bias", "recurrent_kernel")
 
 

@@ -48,17 +48,6 @@ SCHEDULES = {
 STEPS = 40  # past every decay_steps (+ warmup) above, so the clamped tails are covered
 
 
-@pytest.fixture
-def keras_float64():
-    """Keras computes schedules and its optimizers' scalars in floatx (its learning rate is
-    a floatx variable): float64 makes its arithmetic rnncore's, so formulas compare at 1e-15
-    instead of at float32's rounding."""
-    old = keras.config.floatx()
-    keras.config.set_floatx("float64")
-    yield
-    keras.config.set_floatx(old)
-
-
 def _pair(key):
     name, kw = SCHEDULES[key]
     return getattr(schedules, name)(**kw), getattr(keras.optimizers.schedules, name)(**kw)

@@ -36,6 +36,11 @@ class LearningRateSchedule:
     def __call__(self, step) -> float:
         raise NotImplementedError(f"{type(self).__name__} must define __call__(step)")
 
+    def _store(self, args: dict) -> None:
+        """Keep the constructor's arguments (its ``locals()``) named in ``_config``."""
+        for k in self._config:
+            setattr(self, k, args[k])
+
     def get_config(self) -> dict:
         return {k: getattr(self, k) for k in self._config}
 
@@ -53,48 +58,41 @@ def _positive_steps(owner, decay_steps):
         raise ValueError(f"{owner}: decay_steps must be > 0, got {decay_steps!r}")
 
 
-class ExponentialDecay(LearningRateSchedule):
-    """``lr0 * decay_rate ** (step / decay_steps)``; the exponent floored when
-    ``staircase``."""
+class _StepDecay(LearningRateSchedule):
+    """The two decays of ``p = step / decay_steps`` (floored when ``staircase``)."""
 
     _config = ("initial_learning_rate", "decay_steps", "decay_rate", "staircase", "name")
 
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase, name):
+        _positive_steps(type(self).__name__, decay_steps)
+        self._store(locals())
+
+    def _p(self, step):
+        p = float(step) / self.decay_steps
+        return math.floor(p) if self.staircase else p
+
+
+class ExponentialDecay(_StepDecay):
+    """``lr0 * decay_rate ** p``, ``p = step / decay_steps`` (floored when ``staircase``)."""
+
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False,
                  name="ExponentialDecay"):  # fmt: skip
-        _positive_steps(type(self).__name__, decay_steps)
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = decay_steps
-        self.decay_rate = decay_rate
-        self.staircase = staircase
-        self.name = name
+        super().__init__(initial_learning_rate, decay_steps, decay_rate, staircase, name)
 
     def __call__(self, step):
-        p = float(step) / self.decay_steps
-        if self.staircase:
-            p = math.floor(p)
-        return self.initial_learning_rate * np.float64(self.decay_rate) ** p
+        return self.initial_learning_rate * np.float64(self.decay_rate) ** self._p(step)
 
 
-class InverseTimeDecay(LearningRateSchedule):
-    """``lr0 / (1 + decay_rate * step / decay_steps)``; the ratio floored when
-    ``staircase``."""
-
-    _config = ExponentialDecay._config
+class InverseTimeDecay(_StepDecay):
+    """``lr0 / (1 + decay_rate * p)``, ``p = step / decay_steps`` (floored when
+    ``staircase``)."""
 
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False,
                  name="InverseTimeDecay"):  # fmt: skip
-        _positive_steps(type(self).__name__, decay_steps)
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = decay_steps
-        self.decay_rate = decay_rate
-        self.staircase = staircase
-        self.name = name
+        super().__init__(initial_learning_rate, decay_steps, decay_rate, staircase, name)
 
     def __call__(self, step):
-        p = float(step) / self.decay_steps
-        if self.staircase:
-            p = math.floor(p)
-        return self.initial_learning_rate / (1.0 + self.decay_rate * p)
+        return self.initial_learning_rate / (1.0 + self.decay_rate * self._p(step))
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):
@@ -113,9 +111,7 @@ class PiecewiseConstantDecay(LearningRateSchedule):
             raise ValueError(
                 f"PiecewiseConstantDecay: boundaries must increase, got {list(boundaries)}"
             )
-        self.boundaries = boundaries
-        self.values = values
-        self.name = name
+        self._store(locals())
 
     def __call__(self, step):
         # the first boundary >= step picks the value (Keras: low < step <= high)
@@ -133,12 +129,7 @@ class PolynomialDecay(LearningRateSchedule):
     def __init__(self, initial_learning_rate, decay_steps, end_learning_rate=0.0001, power=1.0,
                  cycle=False, name="PolynomialDecay"):  # fmt: skip
         _positive_steps(type(self).__name__, decay_steps)
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = decay_steps
-        self.end_learning_rate = end_learning_rate
-        self.power = power
-        self.cycle = cycle
-        self.name = name
+        self._store(locals())
 
     def __call__(self, step):
         step, steps = float(step), float(self.decay_steps)
@@ -166,12 +157,7 @@ class CosineDecay(LearningRateSchedule):
     def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, name="CosineDecay",
                  warmup_target=None, warmup_steps=0):  # fmt: skip
         _positive_steps(type(self).__name__, decay_steps)
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = decay_steps
-        self.alpha = alpha
-        self.name = name
-        self.warmup_target = warmup_target
-        self.warmup_steps = warmup_steps
+        self._store(locals())
 
     def _decay(self, step, start):
         cosine = 0.5 * (1.0 + math.cos(math.pi * step / self.decay_steps))
