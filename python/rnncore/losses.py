@@ -175,7 +175,9 @@ def reduce_weighted(values, sample_weight=None, mask=None, reduction="sum_over_b
         weights = np.ones_like(values)
     else:
         matched, w = match_rank(values, as_weights(sample_weight))
-        if np.broadcast_shapes(matched.shape, w.shape) != matched.shape:
+        if w.ndim and (
+            w.ndim != matched.ndim or any(a not in (1, b) for a, b in zip(w.shape, matched.shape))
+        ):
             raise ValueError(
                 f"sample_weight of shape {np.shape(sample_weight)} does not fit the loss "
                 f"values of shape {values.shape} (one weight per sample, or per sample and "

@@ -139,6 +139,12 @@ class Trainer:
                 raise ValueError(
                     f"{self.name}.{what}: give sample_weight or class_weight, not both"
                 )
+            if len(out_shape) > 2:  # (Keras would take (B, T) labels for one-hot rows)
+                raise ValueError(
+                    f"{self.name}.{what}: class_weight needs one class per sample, but the "
+                    f"output {tuple(out_shape)} has one per timestep: give sample_weight of "
+                    f"shape (samples, timesteps) instead"
+                )
             return losses.class_weight_to_sample_weights(y, class_weight)
         if sample_weight is None:
             return None
