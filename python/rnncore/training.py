@@ -1,14 +1,28 @@
-"""Training for :class:`rnncore.Sequential`: ``compile``, ``fit``, ``evaluate``,
-``train_on_batch``, ``test_on_batch`` (Keras's signatures and logs).
+"""Training for :class:`rnncore.Sequential` and :class:`rnncore.Model`: ``compile``, ``fit``,
+``evaluate``, ``train_on_batch``, ``test_on_batch`` (Keras's signatures and logs).
 
-One step: each layer's ``forward_train`` (the core's training forward, keeping its
-workspace; dropout active) -> the loss and dL/d(output) -> each layer's ``backward`` in
-reverse (the core's backward) -> ``optimizer.apply_gradients``. The update comes last and is
-all or nothing, so an error anywhere in a step leaves the weights as they were. A batch
-whose loss or gradients are not finite is not applied: training stops with a
-``RuntimeWarning`` that says so. Data are checked before the first step (sample counts,
-target shape against the loss and the model's output), so bad input fails with a
-``ValueError`` before any weight changes.
+One step: the model's training forward (each layer's ``forward_train``: the core's training
+forward, keeping its workspace; dropout active) -> each output's loss and dL/d(output) ->
+the model's backward (each layer's ``backward`` in reverse, the core's backward) ->
+``optimizer.apply_gradients``. The update comes last and is all or nothing, so an error
+anywhere in a step leaves the weights as they were. A batch whose loss or gradients are not
+finite is not applied: training stops with a ``RuntimeWarning`` that says so. Data are
+checked before the first step (sample counts, target shapes against each loss and output),
+so bad input fails with a ``ValueError`` before any weight changes.
+
+Several outputs (Keras 3's rules): ``loss`` is one loss for every output, a list (one per
+output, None for an output left untrained) or a dict keyed by output name;
+``loss_weights``, ``metrics``, ``weighted_metrics``, ``y`` and ``sample_weight`` likewise.
+The loss is ``sum(weight_k * loss_k)``; the logs hold ``loss``, ``<output>_loss`` (the
+unweighted loss of each output, when more than one has a loss) and ``<output>_<metric>``.
+An output's Keras mask (a masked sequence) drops its masked steps from its loss and
+metrics, as Keras does.
+
+What a model provides: ``name``; ``_output_names_list()``; ``_training_inputs(x, what)``
+(the inputs as a list of numeric arrays); ``_output_shapes_for(xs)`` (building the model if
+needed); ``_forward_outputs(xs, rng)`` and ``_outputs_on_batch(xs)`` (``(outputs, masks)``,
+lists, in training and in inference mode); ``_backward_outputs(d_outputs)``;
+``_trainable_gradients()`` (``[(gradient, variable)]``) and ``_release_training()``.
 """
 
 from __future__ import annotations
@@ -19,26 +33,29 @@ import warnings
 import numpy as np
 
 from . import callbacks as callbacks_module
-from . import losses, metrics, optimizers, utils
+from . import losses, optimizers, utils
 from .layers._base import require_default
 from .metrics import compile_metrics, update_metrics
 
 __all__ = ["Trainer"]
 
 
-def _n(a) -> int:
-    return int(np.shape(a)[0]) if np.ndim(a) else 0
-
-
 class Trainer:
-    """The training methods of :class:`rnncore.Sequential` (a mixin)."""
+    """The training methods of :class:`rnncore.Sequential` and :class:`rnncore.Model` (a
+    mixin)."""
 
     stop_training = False
     optimizer = None
     _loss = None
-    _metrics = None
-    _weighted_metrics = ()
+    _losses = None  # per output: a Loss, or None for an output without a loss
+    _loss_weights = None  # per output: a float, or None (1)
+    _metrics = None  # per output: the metric specs
+    _weighted_metrics = None
     history = None
+    #: what pickling drops (a pickled model keeps its layers' config and weights only;
+    #: compile it again to train it further)
+    _training_state = ("optimizer", "_loss", "_losses", "_loss_weights", "_metrics",
+                       "_weighted_metrics", "history", "_compile_config")  # fmt: skip
 
     # ---- compile ----------------------------------------------------------------------
 
@@ -48,18 +65,32 @@ class Trainer:
         """Set the optimizer (object or name: ``"sgd"``, ``"adam"``, ``"rmsprop"``), the loss
         (``"mse"``, ``"mae"``, ``"binary_crossentropy"``, ``"categorical_crossentropy"``,
         ``"sparse_categorical_crossentropy"`` or a :mod:`rnncore.losses` object) and metrics
-        (``"accuracy"``, ``"mae"``, ``"mse"``)."""
-        require_default("compile", loss_weights=(loss_weights, None),
-                        steps_per_execution=(steps_per_execution, 1))  # fmt: skip
+        (``"accuracy"``, ``"mae"``, ``"mse"``); for several outputs each may be given per
+        output, as a list or a dict keyed by output name (see the module's help)."""
+        require_default("compile", steps_per_execution=(steps_per_execution, 1))
         if loss is None:
             raise ValueError(f"{self.name}.compile: a loss is required, e.g. loss='mse'")
-        opt = optimizers.get(optimizer)
-        loss_obj = losses.get(loss)
-        specs, weighted = list(metrics or []), list(weighted_metrics or [])
-        compile_metrics(specs, weighted, loss_obj)  # unknown names fail here
-        self.optimizer, self._loss, self._metrics = opt, loss_obj, specs
-        self._weighted_metrics = weighted
+        names = self._output_names_list()
+        loss_objs = [
+            None if spec is None else losses.get(spec)
+            for spec in _per_output(loss, names, "loss", self.name, broadcast=True)
+        ]
+        if all(obj is None for obj in loss_objs):
+            raise ValueError(f"{self.name}.compile: a loss is required for at least one output")
+        weights = _per_output(loss_weights, names, "loss_weights", self.name)
+        for w in weights:
+            if w is not None and (isinstance(w, bool) or not np.isfinite(float(w))):
+                raise ValueError(f"{self.name}.compile: loss_weights must be numbers, got {w!r}")
+        specs = _per_output_specs(metrics, names, "metrics", self.name)
+        weighted = _per_output_specs(weighted_metrics, names, "weighted_metrics", self.name)
+        for k, loss_obj in enumerate(loss_objs):
+            compile_metrics(specs[k], weighted[k], loss_obj)  # unknown names fail here
+        self.optimizer = optimizers.get(optimizer)
+        self._losses, self._loss_weights = loss_objs, weights
+        self._loss = loss_objs[0] if len(names) == 1 else loss_objs
+        self._metrics, self._weighted_metrics = specs, weighted
         self._compile_config = {"optimizer": optimizer, "loss": loss, "metrics": metrics,
+                                "loss_weights": loss_weights,
                                 "weighted_metrics": weighted_metrics}  # fmt: skip
         self.stop_training = False
 
@@ -69,10 +100,10 @@ class Trainer:
 
     @property
     def compiled(self) -> bool:
-        return self._loss is not None
+        return self._losses is not None
 
     def _require_compiled(self, what):
-        if self._loss is None or self.optimizer is None:
+        if self._losses is None or self.optimizer is None:
             raise RuntimeError(
                 f"{self.name}.{what}: compile the model first, e.g. "
                 f"model.compile(optimizer='adam', loss='mse')"
@@ -80,56 +111,71 @@ class Trainer:
 
     # ---- data checks ------------------------------------------------------------------
 
-    def _output_shape(self, input_shape):
-        shape = tuple(input_shape)
-        for layer in self._layers:
-            shape = layer.compute_output_shape(shape)
-        if isinstance(shape, (tuple, list)) and shape and isinstance(shape[0], (tuple, list)):
-            raise NotImplementedError(
-                f"{self.name}: the model has several outputs (return_state=True or "
-                f"Bidirectional merge_mode=None last); fit/evaluate need one output"
-            )
-        return shape
+    def _data_array(self, a, name, what) -> np.ndarray:
+        """An array of ``x`` or ``y``: numeric, real, with a sample axis."""
+        return _data_array(a, name, self, what)
 
     def _check_data(self, x, y, what):
-        if not self._layers:
-            raise ValueError(f"{self.name}.{what}: the model has no layers")
+        """``(inputs, targets, output shapes)``: lists (one entry per input / output; a
+        target None for an output without loss), checked against the losses."""
         if x is None or y is None:
             raise ValueError(f"{self.name}.{what}: both x and y are required")
-        x = np.asarray(x)
-        y = np.asarray(y)
-        if not np.issubdtype(x.dtype, np.number) or not np.issubdtype(y.dtype, np.number):
-            raise ValueError(
-                f"{self.name}.{what}: x and y must be numeric arrays, got dtypes "
-                f"{x.dtype} and {y.dtype}"
-            )
-        for name, a in (("x", x), ("y", y)):
-            if a.dtype.kind == "c":
-                raise TypeError(
-                    f"{self.name}.{what}: {name} must be real numbers, got complex values "
-                    f"(casting them would discard the imaginary part)"
+        xs = self._training_inputs(x, what)
+        names = self._output_names_list()
+        label = "y" if len(names) == 1 else "y[{!r}]"
+        ys = [
+            None if t is None else _data_array(t, label.format(name), self, what)
+            for t, name in zip(_per_output(y, names, "y", self.name, data=True), names)
+        ]
+        n = len(xs[0])
+        for t in ys:
+            if t is not None and len(t) != n:
+                raise ValueError(
+                    f"{self.name}.{what}: x and y must have the same number of samples, got "
+                    f"{n} (x.shape={xs[0].shape}) and {len(t)} (y.shape={t.shape})"
                 )
-        if x.ndim == 0 or y.ndim == 0:
-            raise ValueError(f"{self.name}.{what}: x and y must have a sample axis")
-        if len(x) != len(y):
-            raise ValueError(
-                f"{self.name}.{what}: x and y must have the same number of samples, got "
-                f"{len(x)} (x.shape={x.shape}) and {len(y)} (y.shape={y.shape})"
-            )
-        if len(x) == 0:
+        if n == 0:
             raise ValueError(f"{self.name}.{what}: no samples")
-        if not self.built:
-            self.build((None,) + x.shape[1:])
-        out_shape = self._output_shape((None,) + x.shape[1:])
-        self._loss.check_target((None,) + y.shape[1:], out_shape)
-        if isinstance(self._loss, losses.SparseCategoricalCrossentropy):
-            self._loss.check_labels(y, out_shape[-1])
-        if x.dtype.kind not in "biu":  # integers stay exact: token ids for an Embedding
-            x = x.astype(self.dtype, copy=False)
-        return x, y, out_shape
+        out_shapes = self._output_shapes_for(xs)
+        for loss, t, shape, name in zip(self._losses, ys, out_shapes, names):
+            if loss is None:
+                continue
+            if t is None:
+                raise ValueError(f"{self.name}.{what}: no targets y for output {name!r}")
+            loss.check_target((None,) + t.shape[1:], shape)
+            if isinstance(loss, losses.SparseCategoricalCrossentropy):
+                loss.check_labels(t, shape[-1])
+        return xs, ys, out_shapes
 
-    def _make_metrics(self, out_shape):
-        return compile_metrics(self._metrics, self._weighted_metrics, self._loss, out_shape[-1])
+    def _make_metrics(self, out_shapes):
+        """Each output's metric objects; named ``<output>_<metric>`` for several outputs."""
+        names = self._output_names_list()
+        out = []
+        for k, shape in enumerate(out_shapes):
+            objs = compile_metrics(
+                self._metrics[k], self._weighted_metrics[k], self._losses[k], shape[-1]
+            )
+            if len(names) > 1:
+                for m in objs:
+                    m.name = f"{names[k]}_{m.name}"
+            out.append(objs)
+        return out
+
+    def _sample_weights(self, ys, out_shapes, sample_weight, class_weight, what):
+        """Per output, the loss weights of its samples (or None); ``class_weight`` only for
+        a model with one output, as Keras."""
+        names = self._output_names_list()
+        if class_weight is not None and len(names) > 1:
+            raise ValueError(
+                f"{self.name}.{what}: class_weight is only supported for models with one "
+                f"output; give sample_weight per output instead"
+            )
+        given = _per_output(sample_weight, names, "sample_weight", self.name, broadcast=True,
+                            data=True)  # fmt: skip
+        return [
+            None if t is None else self._sample_weight(t, shape, sw, class_weight, what)
+            for t, shape, sw in zip(ys, out_shapes, given)
+        ]
 
     def _sample_weight(self, y, out_shape, sample_weight, class_weight, what):
         """The per-sample (or per-timestep) loss weights of ``(x, y)``, checked, or None:
@@ -160,48 +206,54 @@ class Trainer:
 
     # ---- one step ---------------------------------------------------------------------
 
-    def _forward_train(self, x, rng):
-        mask = None
-        for layer in self._layers:
-            if type(x) is tuple:
-                raise NotImplementedError(
-                    f"{self.name}: a layer returned several outputs inside the model"
-                )
-            x, mask = layer.forward_train(x, mask, rng)
-            if isinstance(mask, list):
-                mask = mask[0]
-        return x
+    def _losses_and_gradients(self, ys, outs, masks, sws):
+        """``(loss, per-output losses, dL/d(outputs))``: the weighted sum of the outputs'
+        losses, each output's own (unweighted) loss, and the gradients (None for an output
+        without loss)."""
+        total, parts, d_outs = 0.0, [], []
+        for loss, w, t, out, mask, sw in zip(self._losses, self._loss_weights, ys, outs,
+                                             masks, sws):  # fmt: skip
+            if loss is None:
+                parts.append(None)
+                d_outs.append(None)
+                continue
+            value, grad = loss.value_and_gradient(t, out, sw, _loss_mask(mask, out))
+            if w is not None and w != 1:
+                grad = (grad * float(w)).astype(grad.dtype, copy=False)
+                total += float(w) * value
+            else:
+                total += value
+            parts.append(value)
+            d_outs.append(grad)
+        return total, parts, d_outs
 
-    def _backward(self, d_out):
-        for layer in reversed(self._layers):
-            d_out = layer.backward(d_out)
-        return d_out
-
-    def _gradients(self):
-        trainable = {id(v) for v in self.trainable_weights}
-        return [
-            (g, v)
-            for layer in self._layers
-            for v, g in zip(layer.weights, layer.gradients)
-            if g is not None and id(v) in trainable
-        ]
-
-    def _train_step(self, x, y, rng, metric_objs, sample_weight=None):
-        """One update; returns the batch loss, or None when it was not applied (non-finite)."""
-        out = self._forward_train(x, rng)
-        loss, d_out = self._loss.value_and_gradient(y, out, sample_weight)
-        if not math.isfinite(loss):
-            return loss, False
-        update_metrics(metric_objs, y, out, sample_weight)
-        self._backward(d_out)
+    def _train_step(self, xs, ys, rng, metric_objs, sws):
+        """One update; returns ``(loss, per-output losses, applied)`` (not applied when the
+        loss or a gradient is not finite)."""
         try:
-            self.optimizer.apply_gradients(self._gradients())
-        except FloatingPointError:
-            return loss, False
+            outs, masks = self._forward_outputs(xs, rng)
+            total, parts, d_outs = self._losses_and_gradients(ys, outs, masks, sws)
+            if not math.isfinite(total):
+                return total, parts, False
+            _update(metric_objs, ys, outs, masks, sws)
+            self._backward_outputs(d_outs)
+            try:
+                self.optimizer.apply_gradients(self._trainable_gradients())
+            except FloatingPointError:
+                return total, parts, False
         finally:
-            for layer in self._layers:
-                layer._train_cache = None  # release the workspaces
-        return loss, True
+            self._release_training()  # the layers' workspaces
+        return total, parts, True
+
+    def _logs(self, total, parts, metric_objs) -> dict:
+        """Keras's logs: ``loss``, ``<output>_loss`` for several losses, the metrics."""
+        logs = {"loss": total}
+        active = [k for k, loss in enumerate(self._losses) if loss is not None]
+        if len(active) > 1:
+            names = self._output_names_list()
+            logs.update({f"{names[k]}_loss": parts[k] for k in active})
+        logs.update({m.name: m.result() for objs in metric_objs for m in objs})
+        return logs
 
     # ---- fit --------------------------------------------------------------------------
 
@@ -222,8 +274,8 @@ class Trainer:
                         validation_steps=(validation_steps, None),
                         validation_freq=(validation_freq, 1))  # fmt: skip
         batch_size = _batch_size(batch_size, "fit")
-        x, y, out_shape = self._check_data(x, y, "fit")
-        sw = self._sample_weight(y, out_shape, sample_weight, class_weight, "fit")
+        xs, ys, out_shapes = self._check_data(x, y, "fit")
+        sws = self._sample_weights(ys, out_shapes, sample_weight, class_weight, "fit")
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
@@ -232,26 +284,27 @@ class Trainer:
                     f"(x_val, y_val, sample_weight_val)"
                 )
             what = "fit (validation_data)"
-            xv, yv, v_shape = self._check_data(*validation_data[:2], what)
+            xv, yv, v_shapes = self._check_data(*validation_data[:2], what)
             sw_val = validation_data[2] if len(validation_data) == 3 else None
-            val = (xv, yv, self._sample_weight(yv, v_shape, sw_val, None, what))
+            val = (xv, yv, self._sample_weights(yv, v_shapes, sw_val, None, what))
         elif validation_split:
+            n = len(xs[0])
             if not 0 < validation_split < 1:
                 raise ValueError(
                     f"{self.name}.fit: validation_split must be in (0, 1), got {validation_split!r}"
                 )
-            split_at = int(math.floor(len(x) * (1.0 - validation_split)))
-            if split_at == 0 or split_at == len(x):
+            split_at = int(math.floor(n * (1.0 - validation_split)))
+            if split_at == 0 or split_at == n:
                 raise ValueError(
-                    f"{self.name}.fit: validation_split={validation_split} of {len(x)} samples "
+                    f"{self.name}.fit: validation_split={validation_split} of {n} samples "
                     f"leaves no training or no validation samples"
                 )
             # the validation part keeps its sample weights, not class weights (Keras)
-            sw_val = None if sw is None or class_weight is not None else sw[split_at:]
-            val = (x[split_at:], y[split_at:], sw_val)
-            x, y, sw = x[:split_at], y[:split_at], None if sw is None else sw[:split_at]
+            val_sws = [None if class_weight is not None else w for w in sws]
+            val = tuple(_rows(part, slice(split_at, None)) for part in (xs, ys, val_sws))
+            xs, ys, sws = (_rows(part, slice(None, split_at)) for part in (xs, ys, sws))
         verbose = 1 if verbose == "auto" else int(verbose)
-        n = len(x)
+        n = len(xs[0])
         steps = math.ceil(n / batch_size)
         history = callbacks_module.History()
         cbs = list(callbacks or [])
@@ -266,23 +319,22 @@ class Trainer:
         )
         self.history = history
         rng = np.random.default_rng(utils.draw_seed())
-        metric_objs = self._make_metrics(out_shape)
+        metric_objs = self._make_metrics(out_shapes)
         self.stop_training = False
         logs = {}
         cb.on_train_begin()
         for epoch in range(int(initial_epoch), int(epochs)):
-            for m in metric_objs:
+            for m in (m for objs in metric_objs for m in objs):
                 m.reset_state()
             cb.on_epoch_begin(epoch)
             order = rng.permutation(n) if shuffle else None
-            loss_sum = count = 0
+            sums, count = None, 0
             for step in range(steps):
                 part = slice(step * batch_size, min(n, (step + 1) * batch_size))
                 idx = part if order is None else order[part]
-                xb, yb = x[idx], y[idx]
+                xb, yb, swb = (_rows(p, idx) for p in (xs, ys, sws))
                 cb.on_train_batch_begin(step)
-                swb = None if sw is None else sw[idx]
-                loss, applied = self._train_step(xb, yb, rng, metric_objs, swb)
+                loss, parts, applied = self._train_step(xb, yb, rng, metric_objs, swb)
                 if not applied:
                     warnings.warn(
                         f"{self.name}.fit: the loss or its gradients became non-finite "
@@ -294,22 +346,19 @@ class Trainer:
                         stacklevel=2,
                     )
                     self.stop_training = True
-                    logs = {"loss": float("nan"), **{m.name: m.result() for m in metric_objs}}
+                    logs = self._logs(float("nan"), parts, metric_objs)
                     break
-                loss_sum += loss * len(xb)
-                count += len(xb)
-                logs = {"loss": loss_sum / count, **{m.name: m.result() for m in metric_objs}}
+                rows = len(xb[0])
+                batch = self._logs(loss, parts, [])  # the running means of the losses
+                sums = {k: v * rows + (sums[k] if sums else 0.0) for k, v in batch.items()}
+                count += rows
+                logs = {**{k: v / count for k, v in sums.items()},
+                        **{m.name: m.result() for objs in metric_objs for m in objs}}  # fmt: skip
                 cb.on_train_batch_end(step, logs)
                 if self.stop_training:
                     break
             if val is not None and count:
-                val_logs = self.evaluate(
-                    *val[:2],
-                    sample_weight=val[2],
-                    batch_size=validation_batch_size or batch_size,
-                    verbose=0,
-                    return_dict=True,
-                )
+                val_logs = self._evaluate_lists(*val, validation_batch_size or batch_size)
                 logs = {**logs, **{f"val_{k}": v for k, v in val_logs.items()}}
             cb.on_epoch_end(epoch, dict(logs))
             if self.stop_training:
@@ -323,50 +372,153 @@ class Trainer:
                  steps=None, callbacks=None, return_dict=False):  # fmt: skip
         """Loss and metrics on ``(x, y)`` (inference mode), batch by batch.
 
-        Returns the loss (a float) when there are no metrics, else ``[loss, *metrics]``, or a
-        dict with ``return_dict=True``, as Keras.
+        Returns the loss (a float) when there are no metrics, else ``[loss, *metrics]``
+        (for several outputs ``[loss, *output losses, *metrics]``), or a dict with
+        ``return_dict=True``, as Keras.
         """
         self._require_compiled("evaluate")
         require_default("evaluate", steps=(steps, None), callbacks=(callbacks, None))
         batch_size = _batch_size(batch_size, "evaluate")
-        x, y, out_shape = self._check_data(x, y, "evaluate")
-        sw = self._sample_weight(y, out_shape, sample_weight, None, "evaluate")
-        metric_objs = self._make_metrics(out_shape)
-        total = 0.0
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            swb = None if sw is None else sw[start : start + batch_size]
-            out = self.predict_on_batch(xb)
-            total += self._loss(yb, out, swb) * len(xb)
-            update_metrics(metric_objs, yb, out, swb)
-        logs = {"loss": total / len(x), **{m.name: m.result() for m in metric_objs}}
+        xs, ys, out_shapes = self._check_data(x, y, "evaluate")
+        sws = self._sample_weights(ys, out_shapes, sample_weight, None, "evaluate")
+        logs = self._evaluate_lists(xs, ys, sws, batch_size)
         if verbose not in (0, "0"):
             print(callbacks_module._format_logs(logs), flush=True)
         return _result(logs, return_dict)
 
+    def _evaluate_lists(self, xs, ys, sws, batch_size) -> dict:
+        metric_objs = self._make_metrics(self._output_shapes_for(xs))
+        n = len(xs[0])
+        sums = None
+        for start in range(0, n, batch_size):
+            part = slice(start, start + batch_size)
+            xb, yb, swb = (_rows(p, part) for p in (xs, ys, sws))
+            outs, masks = self._outputs_on_batch(xb)
+            values = [
+                None if loss is None else loss(t, out, sw, _loss_mask(mask, out))
+                for loss, t, out, mask, sw in zip(self._losses, yb, outs, masks, swb)
+            ]
+            total = sum(
+                v * (1.0 if w is None else float(w))
+                for v, w in zip(values, self._loss_weights)
+                if v is not None
+            )
+            _update(metric_objs, yb, outs, masks, swb)
+            rows = len(xb[0])
+            batch = self._logs(total, values, [])
+            sums = {k: v * rows + (sums[k] if sums else 0.0) for k, v in batch.items()}
+        logs = {k: v / n for k, v in sums.items()}
+        logs.update({m.name: m.result() for objs in metric_objs for m in objs})
+        return logs
+
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
         """One update on one batch; returns the loss (and metrics) of that batch."""
         self._require_compiled("train_on_batch")
-        x, y, out_shape = self._check_data(x, y, "train_on_batch")
-        sw = self._sample_weight(y, out_shape, sample_weight, class_weight, "train_on_batch")
-        metric_objs = self._make_metrics(out_shape)
+        xs, ys, out_shapes = self._check_data(x, y, "train_on_batch")
+        sws = self._sample_weights(ys, out_shapes, sample_weight, class_weight, "train_on_batch")
+        metric_objs = self._make_metrics(out_shapes)
         rng = np.random.default_rng(utils.draw_seed())
-        loss, applied = self._train_step(x, y, rng, metric_objs, sw)
+        loss, parts, applied = self._train_step(xs, ys, rng, metric_objs, sws)
         if not applied:
             raise FloatingPointError(
                 f"{self.name}.train_on_batch: the loss or its gradients are not finite "
                 f"(loss={loss}); no weight was updated"
             )
-        return _result({"loss": loss, **{m.name: m.result() for m in metric_objs}}, return_dict)
+        return _result(self._logs(loss, parts, metric_objs), return_dict)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
-        return self.evaluate(
-            x, y, batch_size=len(x), verbose=0, sample_weight=sample_weight, return_dict=return_dict
+        self._require_compiled("test_on_batch")
+        xs, ys, out_shapes = self._check_data(x, y, "test_on_batch")
+        sws = self._sample_weights(ys, out_shapes, sample_weight, None, "test_on_batch")
+        return _result(self._evaluate_lists(xs, ys, sws, len(xs[0])), return_dict)
+
+
+# ---- per-output arguments ----------------------------------------------------------------
+
+
+def _per_output(value, names, what, owner, broadcast=False, data=False) -> list:
+    """``value`` as one entry per output: a list of that length, a dict keyed by output
+    name (missing keys None), or (``broadcast``, or one output) the same for every output.
+    ``data``: ``value`` holds arrays (``y``, ``sample_weight``), so for one output a list is
+    its values, unless it is a list of one array."""
+    n = len(names)
+    if value is None:
+        return [None] * n
+    if isinstance(value, dict):
+        unknown = [k for k in value if k not in names]
+        if unknown:
+            raise ValueError(
+                f"{owner}: {what} names unknown output(s) {unknown}; the outputs are {names}"
+            )
+        return [value.get(name) for name in names]
+    is_list = isinstance(value, (list, tuple))
+    if n == 1:
+        one = is_list and len(value) == 1
+        if one and (isinstance(value[0], np.ndarray) if data else what != "metrics"):
+            return [value[0]]
+        return [value]
+    if is_list:
+        if len(value) != n:
+            raise ValueError(
+                f"{owner}: {what} must have one entry per output ({n}: {names}), got {len(value)}"
+            )
+        return list(value)
+    if not broadcast:
+        raise ValueError(
+            f"{owner}: the model has {n} outputs ({names}): give {what} as a list or a dict "
+            f"keyed by output name"
         )
+    return [value] * n
 
 
-def _metric(spec, loss, units):
-    return metrics.get(spec, loss, units)
+def _per_output_specs(value, names, what, owner) -> list[list]:
+    """Metric specs per output: for one output a flat list (or ``{name: specs}``); for
+    several a list or dict with a spec or a list of specs per output."""
+    if value is None:
+        return [[] for _ in names]
+    if len(names) == 1 and isinstance(value, (list, tuple)):
+        if len(value) == 1 and isinstance(value[0], (list, tuple)):
+            value = value[0]
+        return [list(value)]
+    if not isinstance(value, (list, tuple, dict)):
+        raise TypeError(f"{owner}: {what} must be a list or a dict, got {value!r}")
+    per = _per_output(value, names, what, owner)
+    return [[] if v is None else list(v) if isinstance(v, (list, tuple)) else [v] for v in per]
+
+
+def _data_array(a, name, model, what) -> np.ndarray:
+    """An array of ``x`` or ``y``: numeric, real, with a sample axis."""
+    a = np.asarray(a)
+    if not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
+        raise ValueError(
+            f"{model.name}.{what}: {name} must be a numeric array, got dtype {a.dtype}"
+        )
+    if a.dtype.kind == "c":
+        raise TypeError(
+            f"{model.name}.{what}: {name} must be real numbers, got complex values "
+            f"(casting them would discard the imaginary part)"
+        )
+    if a.ndim == 0:
+        raise ValueError(f"{model.name}.{what}: {name} must have a sample axis")
+    return a
+
+
+def _loss_mask(mask, out):
+    """An output's Keras mask as its loss takes it (one entry per loss value), or None."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask)
+    return mask if mask.shape == np.shape(out)[: mask.ndim] and mask.ndim < np.ndim(out) else None
+
+
+def _update(metric_objs, ys, outs, masks, sws) -> None:
+    for objs, t, out, mask, sw in zip(metric_objs, ys, outs, masks, sws):
+        if t is not None:
+            update_metrics(objs, t, out, sw, _loss_mask(mask, out))
+
+
+def _rows(arrays: list, index) -> list:
+    return [None if a is None else a[index] for a in arrays]
 
 
 def _batch_size(batch_size, what):

@@ -20,6 +20,11 @@ A ZIP archive readable with standard tools::
                 "config": {"name": ..., "trainable": ..., "layers": [
                     {"class_name": "LSTM", "config": {"units": 16, ...}}, ...]}},
       "build_input_shape": [null, 20, 8],   # or null when the model was never built
+
+A functional model (:class:`rnncore.Model`) is ``{"class_name": "Functional", "config":
+...}`` with Keras 3's functional config (``layers`` with their ``inbound_nodes``,
+``input_layers``, ``output_layers``; see :mod:`rnncore.models.functional_config`), and
+``build_input_shape`` null (its inputs give the shapes).
       "weights": [{"path": "lstm/kernel", "file": "weights/0000.npy",
                    "shape": [8, 64], "dtype": "float32"}, ...]
     }
@@ -52,7 +57,7 @@ MANIFEST = "rnncore_model.json"
 
 
 def write_archive(model, filepath, overwrite=True) -> None:
-    """Write a built or unbuilt model (its ``get_config``, ``layers`` and build shape) to
+    """Write a built or unbuilt model (its ``get_config``, ``weights`` and build shape) to
     ``filepath`` in the format above."""
     filepath = os.fspath(filepath)
     if not overwrite and os.path.exists(filepath):
@@ -63,21 +68,19 @@ def write_archive(model, filepath, overwrite=True) -> None:
     except TypeError as e:
         raise ValueError(f"save: the model's config cannot be written as JSON ({e})") from None
     entries, files = [], []
-    for layer in model.layers:
-        for v in layer.weights:
-            name = f"weights/{len(files):04d}.npy"
-            buf = io.BytesIO()
-            np.save(buf, np.ascontiguousarray(v.value), allow_pickle=False)
-            files.append((name, buf.getvalue()))
-            entries.append({"path": v.path, "file": name, "shape": list(v.shape), "dtype": v.dtype})
+    for v in model.weights:  # get_weights() order, each shared weight once
+        name = f"weights/{len(files):04d}.npy"
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(v.value), allow_pickle=False)
+        files.append((name, buf.getvalue()))
+        entries.append({"path": v.path, "file": name, "shape": list(v.shape), "dtype": v.dtype})
+    build_shape = getattr(model, "_build_input_shape", None)
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "rnncore_version": __version__,
-        "model": {"class_name": "Sequential", "config": json.loads(json_config)},
-        "build_input_shape": (
-            None if model._build_input_shape is None else list(model._build_input_shape)
-        ),
+        "model": {"class_name": model._class_name, "config": json.loads(json_config)},
+        "build_input_shape": None if build_shape is None else list(build_shape),
         "weights": entries,
     }
     tmp = filepath + ".tmp"

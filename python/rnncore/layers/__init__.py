@@ -10,7 +10,7 @@ argument rather than being ignored.
 """
 
 from . import activations, initializers
-from ._base import Layer, MaskedOutput, UnsupportedArgumentError, Variable
+from ._base import KerasTensor, Layer, MaskedOutput, UnsupportedArgumentError, Variable
 from .convolutional import Conv1D
 from .core import Activation, Dense, Dropout, Input, InputLayer, InputTensor, Masking, Softmax
 from .embedding import Embedding
@@ -71,6 +71,7 @@ __all__ = [
     "Input",
     "InputLayer",
     "InputTensor",
+    "KerasTensor",
     "activations",
     "initializers",
     "serialize_layer",

@@ -1,5 +1,5 @@
-"""What every layer shares: the :class:`Layer` base, and :class:`InputTensor`, what
-``Input()`` gives.
+"""What every layer shares: the :class:`Layer` base, and the symbolic tensors of Keras's
+functional API (:class:`KerasTensor`, what ``Input()`` gives; see :mod:`._symbolic`).
 
 The pieces a layer is made of live beside it: argument handling in :mod:`._args`, weights
 and masked outputs in :mod:`._variable`; they are re-exported here for the layer modules.
@@ -23,12 +23,14 @@ from ._args import (
     to_snake_case,
     unique_name,
 )
+from ._symbolic import KerasTensor, is_symbolic, symbolic_call
 from ._variable import MaskedOutput, Variable, as_mask, attach_mask
 
 __all__ = [
     "Layer",
     "build_chain",
     "InputTensor",
+    "KerasTensor",
     "Variable",
     "MaskedOutput",
     "UnsupportedArgumentError",
@@ -48,24 +50,8 @@ __all__ = [
 ]
 
 
-class InputTensor:
-    """What :func:`Input` returns: the shape and dtype of a model's input (symbolic).
-
-    Use it as the first entry of :class:`rnncore.Sequential`; ``shape`` includes the batch
-    dimension (``None`` unless ``batch_size`` was given), as Keras's ``KerasTensor``.
-    """
-
-    def __init__(self, batch_shape, dtype, name):
-        self.shape = batch_shape
-        self.dtype = dtype
-        self.name = name
-
-    @property
-    def ndim(self):
-        return len(self.shape)
-
-    def __repr__(self):
-        return f"<InputTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
+#: what ``Input()`` returns (the name rnncore used before the functional API)
+InputTensor = KerasTensor
 
 
 # --------------------------------------------------------------------------------------
@@ -272,15 +258,17 @@ class Layer(DropsTransientOnPickle):
 
     def _convert(self, inputs) -> np.ndarray:
         """The input as a NumPy array of the layer's dtype (Keras converts inputs too)."""
-        if isinstance(inputs, InputTensor):
-            raise NotImplementedError(
-                f"{type(self).__name__}: calling a layer on rnncore.Input() (Keras's "
-                f"functional API) is not supported; build the model with rnncore.Sequential"
-            )
         what = f"{type(self).__name__} {self.name!r}: inputs"
         return as_float_array(inputs, self._np_dtype, what)
 
     def __call__(self, inputs, *args, mask=None, training=None, **kwargs):
+        if type(inputs) is not np.ndarray and is_symbolic(inputs, mask, kwargs):
+            if args:
+                raise TypeError(
+                    f"{type(self).__name__} {self.name!r}: on symbolic tensors, pass the call's "
+                    f"arguments after the inputs by keyword"
+                )
+            return symbolic_call(self, inputs, {**kwargs, "mask": mask, "training": training})
         if mask is None:
             mask = getattr(inputs, "_keras_mask", None)
         outputs, out_mask = self._call(inputs, mask, training, *args, **kwargs)
@@ -302,6 +290,33 @@ class Layer(DropsTransientOnPickle):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
+
+    # ---- symbolic calls (Keras's functional API) --------------------------------------
+
+    def _symbolic_shapes(self, input_shape, kwargs):
+        """The output shape(s) of a call on symbolic tensors of ``input_shape``: the layer
+        builds for it, or checks it against the shape it was built for (a shared layer)."""
+        if not self.built:
+            self.build(input_shape)
+        else:
+            self._check_input_shape(input_shape)
+        return self.compute_output_shape(input_shape)
+
+    def _check_input_shape(self, input_shape) -> None:
+        """Refuse an input its weights cannot take: for the layers whose kernel reads the
+        last axis (Dense, the recurrent layers and their wrappers) that axis, and for the
+        sequence layers the rank, must be those the layer was built for."""
+        built = self._build_input_shape
+        if built is None or not (self._builds_from_kernel or self._sequence_input):
+            return
+        shape = tuple(input_shape)
+        rank_differs = self._sequence_input and len(shape) != len(built)
+        if rank_differs or None not in (shape[-1], built[-1]) and shape[-1] != built[-1]:
+            raise ValueError(
+                f"the layer was built for inputs of shape {tuple(built)}, so it expects "
+                f"{'a ' + str(len(built)) + '-D input' if rank_differs else ''}"
+                f"{'' if rank_differs else 'a last axis of ' + str(built[-1])}, got shape {shape}"
+            )
 
     # ---- training ---------------------------------------------------------------------
     #
@@ -363,7 +378,7 @@ class Layer(DropsTransientOnPickle):
     # in ``_transient`` and dropped; each is rebuilt lazily on the next call.
 
     #: attributes dropped when pickling, restored as None (caches rebuilt on demand)
-    _transient: tuple = ("_train_cache", "_grads", "_dropout_rng")
+    _transient: tuple = ("_train_cache", "_grads", "_dropout_rng", "_inbound_nodes")
 
     # ---- config -----------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from ._base import (
     shape_tuple,
     standardize_dtype,
 )
+from ._symbolic import Node, nodes_of
 
 __all__ = [
     "Dense",
@@ -285,7 +286,9 @@ class InputLayer(Layer):
             shape = kwargs.pop("input_shape")
         if "batch_input_shape" in kwargs and batch_shape is None:
             batch_shape = kwargs.pop("batch_input_shape")
-        super().__init__(name=name, dtype=dtype, **kwargs)
+        super().__init__(name=name, **kwargs)
+        # an input may also hold integers (token ids for an Embedding), as in Keras
+        self._np_dtype = standardize_dtype(dtype, "InputLayer", integers=True)
         if batch_shape is not None:
             if shape is not None or batch_size is not None:
                 raise ValueError("InputLayer: give batch_shape, or shape (and batch_size)")
@@ -300,7 +303,11 @@ class InputLayer(Layer):
 
     @property
     def output(self) -> InputTensor:
-        return InputTensor(self.batch_shape, self.dtype, self.name)
+        """The layer's symbolic tensor (Keras's ``KerasTensor``), made once, with the input
+        node that begins a functional graph."""
+        if not nodes_of(self):
+            Node(self, (), {}, InputTensor(self.batch_shape, self.dtype, self.name))
+        return self._inbound_nodes[0].outputs[0]
 
     def call(self, inputs, mask=None, training=None):
         return inputs
@@ -318,12 +325,15 @@ class InputLayer(Layer):
 
 def Input(shape=None, batch_size=None, dtype=None, sparse=None, ragged=None, batch_shape=None,
           name=None, tensor=None, optional=False):  # fmt: skip
-    """The input of a :class:`rnncore.Sequential` model, as ``keras.Input``.
+    """A model's input, as ``keras.Input``: a symbolic tensor (:class:`KerasTensor`) to call
+    layers on (``rnncore.Model(inputs, outputs)``), or the first entry of a
+    :class:`rnncore.Sequential`.
 
-    ``shape`` excludes the batch dimension; timesteps may be ``None``.
+    ``shape`` excludes the batch dimension; timesteps may be ``None``. ``dtype`` may be an
+    integer type (token ids for an ``Embedding``).
     """
     if dtype is not None:
-        standardize_dtype(dtype, "Input")
+        standardize_dtype(dtype, "Input", integers=True)
     if tensor is not None:
         raise UnsupportedArgumentError("Input: argument tensor= is not supported by rnncore")
     layer = InputLayer(
@@ -336,6 +346,4 @@ def Input(shape=None, batch_size=None, dtype=None, sparse=None, ragged=None, bat
         optional=optional,
         ragged=ragged,
     )
-    tensor = layer.output
-    tensor._input_layer = layer
-    return tensor
+    return layer.output

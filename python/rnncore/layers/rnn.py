@@ -34,6 +34,7 @@ from ._base import (
     require_default,
     shape_tuple,
 )
+from ._symbolic import is_symbolic, symbolic_call
 
 __all__ = ["RNN"]
 
@@ -249,7 +250,7 @@ class RNN(Layer):
 
     reset_state = reset_states
 
-    _transient = Layer._transient + ("_stream", "_lock")
+    _transient = Layer._transient + ("_stream", "_lock", "_state_grads")
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -275,10 +276,37 @@ class RNN(Layer):
         return f"{type(self).__name__} {self.name!r}"
 
     def __call__(self, inputs, initial_state=None, mask=None, training=None):
+        if type(inputs) is not np.ndarray and is_symbolic(inputs, initial_state, mask):
+            if initial_state is not None and not isinstance(initial_state, (list, tuple)):
+                initial_state = [initial_state]
+            kwargs = {"initial_state": initial_state, "mask": mask, "training": training}
+            return symbolic_call(self, inputs, kwargs)
         if mask is None:
             mask = getattr(inputs, "_keras_mask", None)
         outputs, out_mask = self._call(inputs, mask, training, initial_state)
         return attach_mask(outputs, out_mask)
+
+    def _symbolic_shapes(self, input_shape, kwargs):
+        shape = super()._symbolic_shapes(input_shape, kwargs)
+        states = kwargs.get("initial_state")
+        if states is not None:
+            self._check_state_shapes([s.shape for s in states], input_shape[0])
+        return shape
+
+    def _check_state_shapes(self, shapes, batch) -> None:
+        """Symbolic initial states: one ``(batch, units)`` per state of the cell."""
+        names = self._state_names
+        if len(shapes) != len(names):
+            raise ValueError(
+                f"initial_state must be {len(names)} tensor(s) ({', '.join(names)}), "
+                f"got {len(shapes)}"
+            )
+        for name, shape in zip(names, shapes):
+            b = shape[0] if shape else None
+            if len(shape) != 2 or shape[1] != self.units or None not in (b, batch) and b != batch:
+                raise ValueError(
+                    f"initial state {name!r} must have shape {(batch, self.units)}, got {shape}"
+                )
 
     def _call(self, inputs, mask, training, initial_state=None):
         # Layer.__call__ and _call with the recurrent call's own arguments: Layer's generic
@@ -376,22 +404,34 @@ class RNN(Layer):
 
         return draw(self.dropout, input_dim), draw(self.recurrent_dropout, self.units)
 
-    def call_train(self, x, mask, rng):
-        if self.return_state:
-            raise NotImplementedError(f"{self._owner()}: training with return_state=True")
-        x, mask, _ = self._checked(x, mask, None)
+    def forward_train(self, inputs, mask=None, rng=None, initial_state=None):
+        """``(output, output_mask)`` of a training call (``(output, *states)`` with
+        ``return_state``); with ``initial_state`` (a functional model's states, e.g. an
+        encoder's), :meth:`backward` also leaves their gradients in ``state_gradients``."""
+        x = self._convert(inputs)
+        if not self.built:
+            self.build(x.shape)
+        return self.call_train(x, mask, rng, initial_state), self.compute_mask(x, mask)
+
+    def call_train(self, x, mask, rng, initial_state=None):
+        x, mask, initial_state = self._checked(x, mask, initial_state)
         if not self.stateful:
-            return self._train_forward(x, mask, None, rng)[0]
-        with self._lock:  # the carried states: read, trained from and stored as one step
-            stream = self._stream_for(x.shape[0])
-            y, finals = self._train_forward(x, mask, stream.get_states(), rng)
-            stream.set_states(finals)
-        return y
+            y, finals = self._train_forward(x, mask, initial_state, rng)
+        elif initial_state is not None:
+            raise NotImplementedError(
+                f"{self._owner()}: training a stateful layer from an initial_state"
+            )
+        else:
+            with self._lock:  # the carried states: read, trained from and stored as one step
+                stream = self._stream_for(x.shape[0])
+                y, finals = self._train_forward(x, mask, stream.get_states(), rng)
+                stream.set_states(finals)
+        return (y, *finals) if self.return_state else y
 
     def _train_forward(self, x, mask, states, rng):
         """``(output, final states)`` of the training forward from ``states`` (the carried
-        ones: truncated backpropagation, they are constants), keeping what
-        :meth:`backward` needs."""
+        ones of a stateful layer are constants: truncated backpropagation; given initial
+        states get gradients), keeping what :meth:`backward` needs."""
         in_masks, rec_masks = self._draw_dropout_masks(rng, x.shape[0], x.shape[2])
         if in_masks is not None:
             in_masks = in_masks.astype(x.dtype)
@@ -440,28 +480,45 @@ class RNN(Layer):
         if self.zero_output_for_mask and self.return_sequences and mask is not None:
             zeroed = ~(mask[:, ::-1] if self.go_backwards else mask)
             y[zeroed] = 0
-        self._train_cache = cache + (zeroed,)
+        given = states is not None and not self.stateful
+        self._train_cache = cache + (zeroed, given)
         return y, finals
 
     def backward(self, dy):
+        """dL/d(input) from dL/d(output) (with ``return_state``: the list ``[d_output,
+        *d_states]``, None for a state without gradient). The gradients of the initial
+        states the forward was given are left in :attr:`state_gradients`."""
         cache = self._cached()
+        d_states = None
+        if self.return_state:
+            dy, *d_states = dy
+            if all(d is None for d in d_states):
+                d_states = None
         dy = np.array(dy, dtype=self._np_dtype, order="C")
-        zeroed = cache[-1]
+        zeroed, given = cache[-2:]
         if zeroed is not None:
             dy[zeroed] = 0
+        if d_states is not None:
+            d_states = [
+                np.zeros((dy.shape[0], self.units), self._np_dtype) if d is None
+                else np.ascontiguousarray(d, dtype=self._np_dtype) for d in d_states
+            ]  # fmt: skip
         if cache[0] == "batch":
-            _, workspace, noise, _ = cache
-            g = functional.backward(workspace, dy)
+            _, workspace, noise, _, _ = cache
+            g = functional.backward(workspace, dy, d_states)
             self._grads = [g.kernel, g.recurrent_kernel] + ([g.bias] if self.use_bias else [])
+            self._state_grads = list(g.initial_state) if given else None
             return g.x if noise is None else g.x * noise[:, None, :]
-        _, workspaces, in_masks, rec_masks, _ = cache
+        _, workspaces, in_masks, rec_masks, _, _ = cache
         dW = np.zeros_like(self.kernel.value)
         dU = np.zeros_like(self.recurrent_kernel.value)
         db = None if self.bias is None else np.zeros_like(self.bias.value)
-        dx = []
+        dx, d_init = [], []
         for b, ws in enumerate(workspaces):
-            g = functional.backward(ws, dy[b : b + 1])
+            ds_b = None if d_states is None else [d[b : b + 1] for d in d_states]
+            g = functional.backward(ws, dy[b : b + 1], ds_b)
             dx.append(g.x)
+            d_init.append(g.initial_state)
             dW += (
                 g.kernel if in_masks is None else g.kernel * _gate_scale(in_masks[:, b], self.units)
             )
@@ -473,7 +530,14 @@ class RNN(Layer):
             if db is not None:
                 db += g.bias
         self._grads = [dW, dU] + ([db] if self.use_bias else [])
+        self._state_grads = [np.concatenate(parts) for parts in zip(*d_init)] if given else None
         return np.concatenate(dx)
+
+    @property
+    def state_gradients(self):
+        """dL/d(initial states) of the last :meth:`backward`, when its forward was given
+        initial states (else None)."""
+        return getattr(self, "_state_grads", None)
 
     # ---- shapes, masks, config ----------------------------------------------------------
 

@@ -88,6 +88,7 @@ class Bidirectional(Layer):
 
     _sequence_input = True
     _builds_from_kernel = True
+    _transient = Layer._transient + ("_state_grads",)
 
     def __init__(self, layer, merge_mode="concat", weights=None, backward_layer=None, **kwargs):
         if not isinstance(layer, RNN):
@@ -201,6 +202,16 @@ class Bidirectional(Layer):
             weights[:n_fwd]
         ) + self.backward_layer._check_weights(weights[n_fwd:])
 
+    def _symbolic_shapes(self, input_shape, kwargs):
+        shape = super()._symbolic_shapes(input_shape, kwargs)
+        states = kwargs.get("initial_state")
+        if states is not None:
+            shapes = [s.shape for s in states]
+            half = len(shapes) // 2
+            self.forward_layer._check_state_shapes(shapes[:half], input_shape[0])
+            self.backward_layer._check_state_shapes(shapes[half:], input_shape[0])
+        return shape
+
     def call(self, inputs, initial_state=None, mask=None, training=None):
         mask = as_mask(mask, inputs.shape, f"Bidirectional {self.name!r}")
         fwd_state = bwd_state = None
@@ -231,30 +242,55 @@ class Bidirectional(Layer):
 
     # ---- training ---------------------------------------------------------------------
 
-    def call_train(self, x, mask, rng):
-        if self.return_state:
-            raise NotImplementedError(
-                f"Bidirectional {self.name!r}: training with return_state=True"
-            )
+    def forward_train(self, inputs, mask=None, rng=None, initial_state=None):
+        """As :meth:`RNN.forward_train`: ``initial_state`` is the forward layer's states then
+        the backward layer's; their gradients are left in ``state_gradients``."""
+        x = self._convert(inputs)
+        if not self.built:
+            self.build(x.shape)
+        return self.call_train(x, mask, rng, initial_state), self.compute_mask(x, mask)
+
+    def call_train(self, x, mask, rng, initial_state=None):
         mask = as_mask(mask, x.shape, f"Bidirectional {self.name!r}")
-        y = self.forward_layer.forward_train(x, mask, rng)[0]
-        y_rev = self.backward_layer.forward_train(x, mask, rng)[0]
+        fwd_state = bwd_state = None
+        if initial_state is not None:
+            half = len(initial_state) // 2
+            fwd_state, bwd_state = initial_state[:half], initial_state[half:]
+        # each wrapped layer's training cache is kept in this layer's own, so that the
+        # graph of a functional model can call a shared Bidirectional several times a step
+        y = self.forward_layer.forward_train(x, mask, rng, initial_state=fwd_state)[0]
+        y_rev = self.backward_layer.forward_train(x, mask, rng, initial_state=bwd_state)[0]
+        caches = (self.forward_layer._train_cache, self.backward_layer._train_cache)
+        self.forward_layer._train_cache = self.backward_layer._train_cache = None
+        states = ()
+        if self.return_state:
+            states = tuple(y[1:]) + tuple(y_rev[1:])
+            y, y_rev = y[0], y_rev[0]
         if self.return_sequences:
             y_rev = y_rev[:, ::-1]
-        self._train_cache = (y, y_rev)
+        self._train_cache = (y, y_rev, caches)
         mode = self.merge_mode
         if mode == "concat":
-            return np.concatenate([y, y_rev], axis=-1)
-        if mode == "sum":
-            return y + y_rev
-        if mode == "ave":
-            return (y + y_rev) / 2
-        if mode == "mul":
-            return y * y_rev
-        return (y, np.ascontiguousarray(y_rev))
+            out = np.concatenate([y, y_rev], axis=-1)
+        elif mode == "sum":
+            out = y + y_rev
+        elif mode == "ave":
+            out = (y + y_rev) / 2
+        elif mode == "mul":
+            out = y * y_rev
+        else:
+            out = (y, np.ascontiguousarray(y_rev))
+            return out + states if self.return_state else out
+        return (out,) + states if self.return_state else out
 
     def backward(self, dy):
-        y, y_rev = self._cached()
+        y, y_rev, caches = self._cached()
+        d_fwd_states = d_bwd_states = []
+        if self.return_state:  # [output(s), *forward states, *backward states]
+            n_out = 2 if self.merge_mode is None else 1
+            n = len(self.forward_layer._state_names)
+            dy, d_fwd_states, d_bwd_states = dy[:n_out], dy[n_out : n_out + n], dy[n_out + n :]
+            dy = dy if n_out == 2 else dy[0]
         mode = self.merge_mode
         if mode == "concat":
             n = y.shape[-1]
@@ -269,9 +305,24 @@ class Bidirectional(Layer):
             d_fwd, d_rev = dy
         if self.return_sequences:
             d_rev = d_rev[:, ::-1]  # back to the backward layer's processing order
-        dx = self.forward_layer.backward(d_fwd) + self.backward_layer.backward(d_rev)
-        self._grads = self.forward_layer.gradients + self.backward_layer.gradients
+        if self.return_state:
+            d_fwd, d_rev = [d_fwd, *d_fwd_states], [d_rev, *d_bwd_states]
+        fwd, bwd = self.forward_layer, self.backward_layer
+        fwd._train_cache, bwd._train_cache = caches
+        try:
+            dx = fwd.backward(d_fwd) + bwd.backward(d_rev)
+        finally:
+            fwd._train_cache = bwd._train_cache = None
+        self._grads = fwd.gradients + bwd.gradients
+        f_states, b_states = fwd.state_gradients, bwd.state_gradients
+        self._state_grads = None if f_states is None else f_states + b_states
         return dx
+
+    @property
+    def state_gradients(self):
+        """dL/d(initial states) of the last :meth:`backward` (forward's, then backward's),
+        when its forward was given initial states (else None)."""
+        return getattr(self, "_state_grads", None)
 
     def compute_output_shape(self, input_shape):
         shape = self.forward_layer.compute_output_shape(input_shape)
@@ -375,12 +426,16 @@ class TimeDistributed(Layer):
             return self.call(x)  # raises the shape error
         b, t = x.shape[:2]
         y = self.layer.forward_train(x.reshape((b * t,) + x.shape[2:]), None, rng)[0]
-        self._train_cache = (b, t)
+        self._train_cache = (b, t, self.layer._train_cache)  # for a shared TimeDistributed
+        self.layer._train_cache = None
         return y.reshape((b, t) + y.shape[1:])
 
     def backward(self, dy):
-        b, t = self._cached()
-        dx = self.layer.backward(dy.reshape((b * t,) + dy.shape[2:]))
+        b, t, self.layer._train_cache = self._cached()
+        try:
+            dx = self.layer.backward(dy.reshape((b * t,) + dy.shape[2:]))
+        finally:
+            self.layer._train_cache = None
         self._grads = self.layer.gradients
         return dx.reshape((b, t) + dx.shape[1:])
 

@@ -2,46 +2,30 @@
 
 from __future__ import annotations
 
-import json
-import os
-import zipfile
-
 import numpy as np
 
-from ..errors import ModelFileError, UnsupportedArgumentError
-from ..formats.archive import ARCHIVE_ERRORS, load_npy, read_member
 from ..formats.onnx.export import to_onnx
-from ..formats.saved_model import write_archive
 from ..layers import InputLayer, InputTensor, Layer, deserialize_layer, serialize_layer
-from ..layers._base import (
-    DropsTransientOnPickle,
-    build_chain,
-    require_default,
-    shape_tuple,
-    unique_name,
-)
-from ..training import Trainer
+from ..layers._base import attach_mask, build_chain, require_default, shape_tuple, unique_name
+from ..layers._symbolic import is_symbolic, symbolic_call
+from .base import ModelBase, strip_masks, unique_weights
 from .summary import format_shape, summary_table
 
 __all__ = ["Sequential"]
 
 
-def _strip_masks(outputs):
-    """Plain ndarrays (no attached Keras mask), as ``predict`` returns."""
-    if isinstance(outputs, (tuple, list)):
-        return type(outputs)(np.asarray(o) for o in outputs)
-    return np.asarray(outputs)
-
-
-class Sequential(DropsTransientOnPickle, Trainer):
+class Sequential(ModelBase):
     """A linear stack of layers, as ``keras.Sequential``.
 
     ``Sequential([Input(shape=(timesteps, features)), LSTM(32), Dense(1)])``, or layers
     added one by one with ``add``. The model builds when its input shape is known (an
     ``Input`` first, or ``input_shape=`` on the first layer), else on its first call.
     ``model(x)`` runs the layers (masks propagate as in Keras); ``predict(x, batch_size)``
-    runs in batches and returns plain NumPy arrays.
+    runs in batches and returns plain NumPy arrays. Called on symbolic tensors it is one
+    layer of a functional :class:`rnncore.Model`.
     """
+
+    _class_name = "Sequential"
 
     def __init__(self, layers=None, trainable=True, name=None):
         self.name = name if name is not None else unique_name("sequential")
@@ -52,6 +36,7 @@ class Sequential(DropsTransientOnPickle, Trainer):
         self._build_input_shape = None
         self._output_shapes: list = []
         self._compile_config = None
+        self._inbound_nodes = []
         self.stop_training = False
         for layer in layers or []:
             self.add(layer, rebuild=False)
@@ -130,91 +115,161 @@ class Sequential(DropsTransientOnPickle, Trainer):
 
     def __call__(self, inputs, training=None, mask=None):
         """Run the layers on ``inputs``; masks propagate as in Keras."""
+        if not isinstance(inputs, np.ndarray) and is_symbolic(inputs, mask):
+            return symbolic_call(self, inputs, {"mask": mask, "training": training})
+        if mask is None:
+            mask = getattr(inputs, "_keras_mask", None)
+        return attach_mask(*self._call(inputs, mask, training))
+
+    def _call(self, inputs, mask, training):
+        """``(outputs, output mask)`` of the layers on ``inputs`` (a layer's ``_call``)."""
         if not self._layers:
             raise ValueError(f"{self.name}: the model has no layers")
         if not self.built:
             self.build(np.shape(inputs))
-        x = inputs
-        if mask is None:
-            mask = getattr(inputs, "_keras_mask", None)
-        previous = None
+        x, previous = inputs, None
         for layer in self._layers:
             if type(x) is tuple:
                 raise ValueError(
                     f"{self.name}: layer {previous.name!r} returned several outputs, which "
                     f"only the last layer may"
                 )
-            x = layer(x, mask=mask, training=training)
-            mask = getattr(x, "_keras_mask", None)
+            x, mask = layer._call(x, mask, training)
+            if type(x) is not tuple and isinstance(mask, list):
+                mask = mask[0]
             previous = layer
-        return x
+        return x, mask
 
-    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
-        """Outputs for ``x`` computed ``batch_size`` samples at a time (32 by default).
+    # ---- what predict, the trainer and a functional model read ----------------------------
 
-        ``x`` may be any array-like indexable by sample ranges (a NumPy array, an
-        ``np.memmap`` or an HDF5 dataset larger than memory: only one batch is read at a
-        time), or an iterable of batches (a generator; ``steps`` limits how many are
-        drawn). The result is preallocated once, so the only full-size array is the output.
-        ``verbose`` only affects progress printing, which rnncore does not do.
-        """
-        if callbacks:
-            raise UnsupportedArgumentError("predict: callbacks are not supported by rnncore")
-        if batch_size is None:
-            batch_size = 32
-        if int(batch_size) != batch_size or batch_size <= 0:
-            raise ValueError(f"predict: batch_size must be a positive integer, got {batch_size!r}")
-        batch_size = int(batch_size)
-        if not hasattr(x, "shape") and not isinstance(x, (list, tuple)):
-            return self._predict_batches(x, steps)
-        if isinstance(x, (list, tuple)):
-            x = np.asarray(x)
-        n = int(x.shape[0])
-        if steps is not None:
-            n = min(n, int(steps) * batch_size)
-        out = None
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            y = _strip_masks(self(np.asarray(x[start:stop]), training=False))
-            if out is None:
-                ys = y if isinstance(y, tuple) else (y,)
-                out = tuple(np.empty((n,) + a.shape[1:], a.dtype) for a in ys)
-            for o, a in zip(out, y if isinstance(y, tuple) else (y,)):
-                o[start:stop] = a
-        if out is None:
-            raise ValueError(f"{self.name}: predict got no samples")
-        return out if len(out) > 1 else out[0]
+    def _input_list(self, x) -> list:
+        if isinstance(x, dict):
+            raise TypeError(f"{self.name}: a Sequential model takes one input array, got a dict")
+        return [np.asarray(x) if isinstance(x, (list, tuple)) else x]
 
-    def _predict_batches(self, batches, steps):
-        outs = []
-        for k, batch in enumerate(batches):
-            if steps is not None and k >= steps:
-                break
-            if isinstance(batch, tuple):  # (x, y) or (x, y, sample_weight) like Keras
-                batch = batch[0]
-            outs.append(_strip_masks(self(batch, training=False)))
-        if not outs:
-            raise ValueError(f"{self.name}: predict got no batches")
-        if isinstance(outs[0], tuple):
-            return tuple(np.concatenate(parts) for parts in zip(*outs))
-        return np.concatenate(outs)
+    def _run_batch(self, xs) -> list:
+        y = strip_masks(self(xs[0], training=False))
+        return list(y) if isinstance(y, tuple) else [y]
 
-    def predict_on_batch(self, x):
-        return _strip_masks(self(x, training=False))
+    def _pack_outputs(self, outputs: list):
+        return tuple(outputs) if len(outputs) > 1 else outputs[0]
 
-    def reset_states(self) -> None:
-        """Zero the carried states of every stateful layer."""
+    def _output_names_list(self) -> list:
+        return [self._layers[-1].name] if self._layers else ["output"]
+
+    def _training_inputs(self, x, what) -> list:
+        if not self._layers:
+            raise ValueError(f"{self.name}.{what}: the model has no layers")
+        x = self._data_array(x, "x", what)
+        if x.dtype.kind not in "biu":  # integers stay exact: token ids for an Embedding
+            x = x.astype(self.dtype, copy=False)
+        return [x]
+
+    def _output_shapes_for(self, xs) -> list:
+        if not self.built:
+            self.build((None,) + xs[0].shape[1:])
+        shape = self.compute_output_shape((None,) + xs[0].shape[1:])
+        if isinstance(shape, (tuple, list)) and shape and isinstance(shape[0], (tuple, list)):
+            raise NotImplementedError(
+                f"{self.name}: the model has several outputs (return_state=True or "
+                f"Bidirectional merge_mode=None last); fit/evaluate need one output"
+            )
+        return [shape]
+
+    def _forward_outputs(self, xs, rng):
+        y, mask = self._forward_train_masked(xs[0], rng)
+        return [y], [mask]
+
+    def _outputs_on_batch(self, xs):
+        y, mask = self._call(xs[0], None, False)
+        return [y], [mask]
+
+    def _backward_outputs(self, d_outputs) -> None:
+        self._backward(d_outputs[0])
+
+    def _trainable_gradients(self):
+        trainable = {id(v) for v in self.trainable_weights}
+        return [
+            (g, v)
+            for layer in self._layers
+            for v, g in zip(layer.weights, layer.gradients)
+            if g is not None and id(v) in trainable
+        ]
+
+    def _release_training(self) -> None:
         for layer in self._layers:
-            if getattr(layer, "stateful", False):
-                layer.reset_states()
+            layer._train_cache = None
 
-    reset_state = reset_states
+    def _forward_train_masked(self, x, rng):
+        """The training forward through the layers: ``(output, output mask)``."""
+        mask = None
+        for layer in self._layers:
+            if type(x) is tuple:
+                raise NotImplementedError(
+                    f"{self.name}: a layer returned several outputs inside the model"
+                )
+            x, mask = layer.forward_train(x, mask, rng)
+            if isinstance(mask, list):
+                mask = mask[0]
+        return x, mask
+
+    def _forward_train(self, x, rng):
+        return self._forward_train_masked(x, rng)[0]
+
+    def _backward(self, d_out):
+        for layer in reversed(self._layers):
+            d_out = layer.backward(d_out)
+        return d_out
+
+    # ---- as a layer of a functional model -------------------------------------------------
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self._layers:
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def _symbolic_shapes(self, input_shape, kwargs):
+        if not self.built:
+            self.build(input_shape)
+        return self.compute_output_shape(input_shape)
+
+    def forward_train(self, inputs, mask=None, rng=None):
+        """The layers' training forward, keeping each layer's cache in the model's own (a
+        functional model may call it several times a step)."""
+        caches = []
+        try:
+            for layer in self._layers:
+                inputs, mask = layer.forward_train(inputs, mask, rng)
+                if isinstance(mask, list):
+                    mask = mask[0]
+                caches.append(layer._train_cache)
+                layer._train_cache = None
+        finally:
+            self._train_cache = caches
+        return inputs, mask
+
+    def backward(self, dy):
+        caches = self._train_cache
+        grads = []
+        for layer, cache in zip(reversed(self._layers), reversed(caches)):
+            layer._train_cache = cache
+            try:
+                dy = layer.backward(dy)
+            finally:
+                layer._train_cache = None
+            grads[:0] = layer.gradients
+        self._grads = grads
+        return dy
 
     # ---- weights --------------------------------------------------------------------------
 
     @property
     def weights(self):
-        return [v for layer in self._layers for v in layer.weights]
+        return unique_weights(self._layers)
 
     @property
     def trainable_weights(self):
@@ -227,9 +282,6 @@ class Sequential(DropsTransientOnPickle, Trainer):
         if not self.trainable:
             return self.weights
         return [v for layer in self._layers for v in layer.non_trainable_weights]
-
-    def get_weights(self) -> list[np.ndarray]:
-        return [w for layer in self._layers for w in layer.get_weights()]
 
     def set_weights(self, weights) -> None:
         """Set all weights (Keras's order: layer by layer); nothing changes on an error."""
@@ -252,9 +304,6 @@ class Sequential(DropsTransientOnPickle, Trainer):
             start += n
         for layer, part in zip(self._layers, parts):
             layer.set_weights(part)
-
-    def count_params(self) -> int:
-        return int(sum(v.value.size for v in self.weights))
 
     @property
     def input_shape(self):
@@ -315,43 +364,6 @@ class Sequential(DropsTransientOnPickle, Trainer):
         """Export to ONNX (see :func:`rnncore.formats.onnx.export.to_onnx`); onnxruntime runs it
         with the same outputs."""
         return to_onnx(self, path, **kwargs)
-
-    def to_json(self, **kwargs) -> str:
-        """The model's config as JSON (architecture only), as ``keras.Model.to_json``."""
-        return json.dumps({"class_name": "Sequential", "config": self.get_config()}, **kwargs)
-
-    def save(self, filepath, overwrite=True, **kwargs) -> None:
-        """Save config and weights to one file (format: see :mod:`rnncore.models`)."""
-        if kwargs:
-            raise TypeError(f"save: unexpected keyword argument(s) {', '.join(map(repr, kwargs))}")
-        write_archive(self, filepath, overwrite=overwrite)
-
-    def save_weights(self, filepath, overwrite=True) -> None:
-        """The weights alone, as a NumPy ``.npz`` (arrays ``w0000``, ``w0001``, ...)."""
-        if not overwrite and os.path.exists(filepath):
-            raise FileExistsError(f"{filepath} exists and overwrite=False")
-        with open(filepath, "wb") as f:
-            np.savez(f, **{f"w{k:04d}": w for k, w in enumerate(self.get_weights())})
-
-    def load_weights(self, filepath) -> None:
-        """Weights written by :meth:`save_weights` (read with ``allow_pickle=False``)."""
-        try:
-            zf = zipfile.ZipFile(filepath)
-        except ARCHIVE_ERRORS as e:
-            raise ModelFileError(f"{filepath}: cannot read the weights file ({e})") from None
-        with zf:
-            names = sorted(zf.namelist())
-            bad = [n for n in names if not n.endswith(".npy")]
-            if bad:
-                raise ModelFileError(f"{filepath}: not a weights file: member {bad[0]!r}")
-            weights = [load_npy(read_member(zf, n, filepath), f"{filepath}: {n}") for n in names]
-        self.set_weights(weights)
-
-    # ---- pickling -----------------------------------------------------------------------
-
-    #: training state dropped by pickling (a pickled model holds its layers' config and
-    #: weights only; compile it again to train it further)
-    _transient = ("optimizer", "_loss", "_metrics", "history", "_compile_config")
 
     def __repr__(self):
         return f"<Sequential name={self.name}, built={self.built}, layers={len(self._layers)}>"

@@ -1,0 +1,183 @@
+"""What :class:`rnncore.Sequential` and :class:`rnncore.Model` share: ``predict`` in batches,
+``predict_on_batch``, the weights as lists, ``save`` / ``save_weights`` / ``load_weights`` /
+``to_json``, ``reset_states`` and pickling without training state.
+
+A model provides ``_input_list(x)`` (its inputs as a list of array-likes, one per model
+input), ``_run_batch(xs)`` (the outputs of one batch as a flat list of arrays) and
+``_pack_outputs(list)`` (the outputs as the model returns them: one array, a tuple or list,
+or a dict).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+import numpy as np
+
+from ..errors import ModelFileError, UnsupportedArgumentError
+from ..formats.archive import ARCHIVE_ERRORS, load_npy, read_member
+from ..formats.saved_model import write_archive
+from ..layers._base import DropsTransientOnPickle
+from ..training import Trainer
+
+__all__ = ["ModelBase", "strip_masks", "unique_weights"]
+
+
+def strip_masks(outputs):
+    """Plain ndarrays (no attached Keras mask), as ``predict`` returns."""
+    if isinstance(outputs, (tuple, list)):
+        return type(outputs)(np.asarray(o) for o in outputs)
+    if isinstance(outputs, dict):
+        return {k: np.asarray(v) for k, v in outputs.items()}
+    return np.asarray(outputs)
+
+
+def unique_weights(layers, attribute="weights") -> list:
+    """The variables of ``layers`` in order, each once (a layer used twice, or shared by a
+    nested model, has one set of weights): Keras's ``model.weights``."""
+    seen, out = set(), []
+    for layer in layers:
+        for v in getattr(layer, attribute):
+            if id(v) not in seen:
+                seen.add(id(v))
+                out.append(v)
+    return out
+
+
+def _rows_of(a) -> int:
+    shape = getattr(a, "shape", None)
+    if shape is None or len(shape) == 0:
+        raise ValueError(f"predict: every input needs a sample axis, got {a!r}")
+    return int(shape[0])
+
+
+class ModelBase(DropsTransientOnPickle, Trainer):
+    """The methods Keras's models share (see the module's help)."""
+
+    #: what the model's saved config is called (``rnncore_model.json``'s class_name)
+    _class_name = "Model"
+
+    # ---- inference ----------------------------------------------------------------------
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """Outputs for ``x`` computed ``batch_size`` samples at a time (32 by default).
+
+        ``x`` (each input, for several) may be any array-like indexable by sample ranges (a
+        NumPy array, an ``np.memmap`` or an HDF5 dataset larger than memory: only one batch
+        is read at a time), or an iterable of batches (a generator; ``steps`` limits how
+        many are drawn). The result is preallocated once, so the only full-size arrays are
+        the outputs. ``verbose`` only affects progress printing, which rnncore does not do.
+        """
+        if callbacks:
+            raise UnsupportedArgumentError("predict: callbacks are not supported by rnncore")
+        if batch_size is None:
+            batch_size = 32
+        if int(batch_size) != batch_size or batch_size <= 0:
+            raise ValueError(f"predict: batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = int(batch_size)
+        if not hasattr(x, "shape") and not isinstance(x, (list, tuple, dict)):
+            return self._predict_batches(x, steps)
+        xs = self._input_list(x)
+        counts = [_rows_of(a) for a in xs]
+        if len(set(counts)) > 1:
+            raise ValueError(
+                f"{self.name}: all inputs must have the same number of samples, got {counts}"
+            )
+        n = counts[0]
+        if steps is not None:
+            n = min(n, int(steps) * batch_size)
+        out = None
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            ys = self._run_batch([np.asarray(a[start:stop]) for a in xs])
+            if out is None:
+                out = [np.empty((n,) + a.shape[1:], a.dtype) for a in ys]
+            for o, a in zip(out, ys):
+                o[start:stop] = a
+        if out is None:
+            raise ValueError(f"{self.name}: predict got no samples")
+        return self._pack_outputs(out)
+
+    def _predict_batches(self, batches, steps):
+        outs = []
+        for k, batch in enumerate(batches):
+            if steps is not None and k >= steps:
+                break
+            if isinstance(batch, tuple):  # (x, y) or (x, y, sample_weight) like Keras
+                batch = batch[0]
+            outs.append(self._run_batch([np.asarray(a) for a in self._input_list(batch)]))
+        if not outs:
+            raise ValueError(f"{self.name}: predict got no batches")
+        return self._pack_outputs([np.concatenate(parts) for parts in zip(*outs)])
+
+    def predict_on_batch(self, x):
+        return self._pack_outputs(self._run_batch(self._input_list(x)))
+
+    def reset_states(self) -> None:
+        """Zero the carried states of every stateful layer."""
+        for layer in self.layers:
+            if getattr(layer, "stateful", False) or isinstance(layer, ModelBase):
+                layer.reset_states()
+
+    reset_state = reset_states
+
+    # ---- weights --------------------------------------------------------------------------
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of the weights, in Keras's order (``model.weights``)."""
+        return [v.numpy() for v in self.weights]
+
+    def count_params(self) -> int:
+        return int(sum(v.value.size for v in self.weights))
+
+    @property
+    def variables(self):
+        return self.weights
+
+    @property
+    def gradients(self) -> list:
+        """dL/d(weight) of the last :meth:`backward` (the model used as a layer), aligned
+        with :attr:`weights`."""
+        grads = getattr(self, "_grads", None)
+        return list(grads) if grads is not None else [None] * len(self.weights)
+
+    # ---- files --------------------------------------------------------------------------
+
+    def to_json(self, **kwargs) -> str:
+        """The model's config as JSON (architecture only), as ``keras.Model.to_json``."""
+        return json.dumps({"class_name": self._class_name, "config": self.get_config()}, **kwargs)
+
+    def save(self, filepath, overwrite=True, **kwargs) -> None:
+        """Save config and weights to one file (format: see :mod:`rnncore.models`)."""
+        if kwargs:
+            raise TypeError(f"save: unexpected keyword argument(s) {', '.join(map(repr, kwargs))}")
+        write_archive(self, filepath, overwrite=overwrite)
+
+    def save_weights(self, filepath, overwrite=True) -> None:
+        """The weights alone, as a NumPy ``.npz`` (arrays ``w0000``, ``w0001``, ...)."""
+        if not overwrite and os.path.exists(filepath):
+            raise FileExistsError(f"{filepath} exists and overwrite=False")
+        with open(filepath, "wb") as f:
+            np.savez(f, **{f"w{k:04d}": w for k, w in enumerate(self.get_weights())})
+
+    def load_weights(self, filepath) -> None:
+        """Weights written by :meth:`save_weights` (read with ``allow_pickle=False``)."""
+        try:
+            zf = zipfile.ZipFile(filepath)
+        except ARCHIVE_ERRORS as e:
+            raise ModelFileError(f"{filepath}: cannot read the weights file ({e})") from None
+        with zf:
+            names = sorted(zf.namelist())
+            bad = [n for n in names if not n.endswith(".npy")]
+            if bad:
+                raise ModelFileError(f"{filepath}: not a weights file: member {bad[0]!r}")
+            weights = [load_npy(read_member(zf, n, filepath), f"{filepath}: {n}") for n in names]
+        self.set_weights(weights)
+
+    # ---- pickling -----------------------------------------------------------------------
+
+    #: dropped by pickling: training state (compile again to train further) and the calls
+    #: of the model as a layer of another (the outer model's graph records them)
+    _transient = Trainer._training_state + ("_train_cache", "_grads", "_inbound_nodes")
