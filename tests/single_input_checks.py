@@ -23,6 +23,14 @@ from test_layer_signatures import _layout  # noqa: E402
 #: except where a test says otherwise)
 TOL = {"float32": dict(rtol=1e-5, atol=1e-5), "float64": dict(rtol=1e-12, atol=1e-12)}
 
+#: warnings from Keras the tests ignore: Keras 3.15's torch Variable against NumPy 2 (Keras's
+#: issue), and Keras's note that a layer without mask support drops a mask (rnncore drops it
+#: silently)
+KERAS_WARNINGS = [
+    pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:Layer .* does not support masking:UserWarning"),
+]
+
 #: the largest differences from Keras seen in this run, by check (for the closing note)
 MAX_ERR: dict = {}
 

@@ -10,25 +10,12 @@ import numpy as np
 import pytest
 
 import rnncore
+import single_input_checks as checks
 from rnncore import layers as L
 from rnncore.errors import UnsupportedArgumentError
-from single_input_checks import (
-    TOL,
-    compare_with_keras,
-    gradient_errors,
-    keras,
-    make_mask,
-    one_sgd_step,
-    round_trips,
-    signature_matches_keras,
-)
+from single_input_checks import keras
 
-pytestmark = [
-    # Keras 3.15's torch Variable vs NumPy 2 (Keras's issue)
-    pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
-    # Keras warns when a layer without mask support drops a mask (rnncore drops it silently)
-    pytest.mark.filterwarnings("ignore:Layer .* does not support masking:UserWarning"),
-]
+pytestmark = checks.KERAS_WARNINGS
 
 B, T, C = 3, 10, 4
 DTYPES = ["float32", "float64"]
@@ -83,7 +70,7 @@ def _x(rng, kw, steps=T, dtype="float64"):
     ["Conv1D", "MaxPooling1D", "AveragePooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling1D"],
 )
 def test_signature_matches_keras(name):
-    signature_matches_keras(getattr(L, name), getattr(keras.layers, name))
+    checks.signature_matches_keras(getattr(L, name), getattr(keras.layers, name))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -95,7 +82,7 @@ def test_conv1d_matches_keras(case, steps, dtype, rng):
     x = _x(rng, kw, steps, dtype)
     theirs.build(x.shape)
     theirs.set_weights([rng.standard_normal(w.shape) for w in theirs.get_weights()])
-    compare_with_keras(ours, theirs, x)
+    checks.compare_with_keras(ours, theirs, x)
     assert ours.compute_output_shape(x.shape) == theirs.compute_output_shape(x.shape)
     assert [w.name for w in ours.weights] == [w.name for w in theirs.weights]
 
@@ -107,13 +94,13 @@ def test_conv1d_gradients(case, rng):
     x = _x(rng, kw)
     layer.build(x.shape)
     layer.set_weights([rng.standard_normal(w.shape) for w in layer.get_weights()])
-    assert max(gradient_errors(layer, x)) < 1e-7
+    assert max(checks.gradient_errors(layer, x)) < 1e-7
 
 
 @pytest.mark.parametrize("pattern", ["right_pad", "holes"])
 def test_conv1d_and_pooling_drop_the_mask_as_keras(pattern, rng):
     x = _x(rng, {}, dtype="float32")
-    mask = make_mask(rng, pattern, B, T)
+    mask = checks.make_mask(rng, pattern, B, T)
     for ours, theirs in [
         (L.Conv1D(2, 3, padding="same"), keras.layers.Conv1D(2, 3, padding="same")),
         (L.MaxPooling1D(), keras.layers.MaxPooling1D()),
@@ -121,7 +108,7 @@ def test_conv1d_and_pooling_drop_the_mask_as_keras(pattern, rng):
     ]:
         if isinstance(ours, L.Conv1D):
             theirs.build(x.shape)
-        compare_with_keras(ours, theirs, x, mask)  # masked steps count; no output mask
+        checks.compare_with_keras(ours, theirs, x, mask)  # masked steps count; no output mask
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -133,13 +120,13 @@ def test_pooling_matches_keras(case, steps, dtype, rng):
     theirs = getattr(keras.layers, name)(**kw, dtype=dtype)
     x = _x(rng, kw, steps, dtype)
     # Keras's torch backend takes torch.mean in float32 for GlobalAveragePooling1D
-    tol = TOL["float32"] if name == "GlobalAveragePooling1D" else TOL[dtype]
-    compare_with_keras(ours, theirs, x, tol=tol)
+    tol = checks.TOL["float32"] if name == "GlobalAveragePooling1D" else checks.TOL[dtype]
+    checks.compare_with_keras(ours, theirs, x, tol=tol)
     assert ours.compute_output_shape(x.shape) == tuple(theirs.compute_output_shape(x.shape))
     if name == "GlobalAveragePooling1D":  # float64: against NumPy
         axis = 2 if kw.get("data_format") == "channels_first" else 1
         want = x.mean(axis=axis, keepdims=kw.get("keepdims", False))
-        np.testing.assert_allclose(ours(x), want, **TOL[dtype])
+        np.testing.assert_allclose(ours(x), want, **checks.TOL[dtype])
 
 
 def test_average_pooling_same_excludes_the_padding(rng):
@@ -157,15 +144,15 @@ def test_average_pooling_same_excludes_the_padding(rng):
 @pytest.mark.parametrize("keepdims", [False, True])
 def test_global_average_pooling_averages_unmasked_steps(pattern, keepdims, dtype, rng):
     x = _x(rng, {}, dtype=dtype)
-    mask = make_mask(rng, pattern, B, T)
+    mask = checks.make_mask(rng, pattern, B, T)
     ours = L.GlobalAveragePooling1D(keepdims=keepdims, dtype=dtype)
     theirs = keras.layers.GlobalAveragePooling1D(keepdims=keepdims, dtype=dtype)
-    compare_with_keras(ours, theirs, x, mask, tol=TOL["float32"])  # no output mask
+    checks.compare_with_keras(ours, theirs, x, mask, tol=checks.TOL["float32"])  # no output mask
     m = mask[:, :, None]
     want = (x * m).sum(axis=1, keepdims=keepdims) / m.sum(axis=1, keepdims=keepdims)
-    np.testing.assert_allclose(ours(x, mask=mask), want, **TOL[dtype])
+    np.testing.assert_allclose(ours(x, mask=mask), want, **checks.TOL[dtype])
     layer = L.GlobalAveragePooling1D(keepdims=keepdims, dtype="float64")
-    assert max(gradient_errors(layer, x, mask)) < 1e-7
+    assert max(checks.gradient_errors(layer, x, mask)) < 1e-7
 
 
 GRADIENT_CASES = {
@@ -178,7 +165,7 @@ GRADIENT_CASES = {
 def test_pooling_gradients(case, rng):
     name, kw = GRADIENT_CASES[case]
     layer = getattr(L, name)(**kw, dtype="float64")
-    assert max(gradient_errors(layer, _x(rng, kw))) < 1e-7
+    assert max(checks.gradient_errors(layer, _x(rng, kw))) < 1e-7
 
 
 def test_bad_input_and_arguments_named(rng):
@@ -216,20 +203,20 @@ def test_config_from_keras_round_trips():
 def test_conv1d_lstm_dense_matches_keras(rng, tmp_path):
     x = rng.standard_normal((B, T, C)).astype(np.float32)
     y = rng.standard_normal((B, 2)).astype(np.float32)
-    model = one_sgd_step(
+    model = checks.one_sgd_step(
         [keras.Input((T, C)), keras.layers.Conv1D(5, 3, padding="causal", activation="relu"),
          keras.layers.LSTM(3), keras.layers.Dense(2)],
         [rnncore.Input((T, C)), L.Conv1D(5, 3, padding="causal", activation="relu"),
          L.LSTM(3), L.Dense(2)],
         x, y,
     )  # fmt: skip
-    round_trips(model, x, tmp_path)
+    checks.round_trips(model, x, tmp_path)
 
 
 def test_conv_pooling_stack_matches_keras(rng, tmp_path):
     x = rng.standard_normal((B, T + 1, C)).astype(np.float32)
     y = rng.standard_normal((B, 2)).astype(np.float32)
-    model = one_sgd_step(
+    model = checks.one_sgd_step(
         [keras.Input((T + 1, C)), keras.layers.Conv1D(6, 3, strides=2, padding="same",
                                                       groups=2),
          keras.layers.MaxPooling1D(2, padding="same"), keras.layers.AveragePooling1D(2, 1),
@@ -239,14 +226,14 @@ def test_conv_pooling_stack_matches_keras(rng, tmp_path):
          L.Dense(2)],
         x, y,
     )  # fmt: skip
-    round_trips(model, x, tmp_path)
+    checks.round_trips(model, x, tmp_path)
 
 
 def test_masked_mean_of_embeddings_matches_keras(rng):
     ids = rng.integers(1, 9, size=(B, T)).astype(np.int32)
-    ids[~make_mask(rng, "holes", B, T)] = 0
+    ids[~checks.make_mask(rng, "holes", B, T)] = 0
     y = rng.standard_normal((B, 1)).astype(np.float32)
-    one_sgd_step(
+    checks.one_sgd_step(
         [keras.Input((T,), dtype="int32"), keras.layers.Embedding(9, 4, mask_zero=True),
          keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)],
         [rnncore.Input((T,), dtype="int32"), L.Embedding(9, 4, mask_zero=True),

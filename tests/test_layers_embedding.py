@@ -9,21 +9,12 @@ import numpy as np
 import pytest
 
 import rnncore
+import single_input_checks as checks
 from rnncore import layers as L
 from rnncore.errors import UnsupportedArgumentError
-from single_input_checks import (
-    compare_with_keras,
-    gradient_errors,
-    keras,
-    make_mask,
-    one_sgd_step,
-    round_trips,
-    signature_matches_keras,
-)
+from single_input_checks import keras
 
-pytestmark = pytest.mark.filterwarnings(  # Keras 3.15's torch Variable vs NumPy 2 (Keras's)
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
-)
+pytestmark = checks.KERAS_WARNINGS
 
 V, D, B, T = 11, 4, 5, 7
 
@@ -31,14 +22,14 @@ V, D, B, T = 11, 4, 5, 7
 def _ids(rng, pattern, shape=(B, T), dtype=np.int64):
     """Ids in 1..V-1 with zeros (padding) where the mask pattern leaves steps unused."""
     ids = rng.integers(1, V, size=shape).astype(dtype)
-    mask = make_mask(rng, pattern, *shape[:2]) if len(shape) > 1 else None
+    mask = checks.make_mask(rng, pattern, *shape[:2]) if len(shape) > 1 else None
     if mask is not None:
         ids[~mask] = 0
     return ids
 
 
 def test_signature_matches_keras():
-    signature_matches_keras(L.Embedding, keras.layers.Embedding)
+    checks.signature_matches_keras(L.Embedding, keras.layers.Embedding)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -48,7 +39,7 @@ def test_matches_keras(dtype, pattern, mask_zero, rng):
     ids = _ids(rng, pattern)
     ours = L.Embedding(V, D, mask_zero=mask_zero, dtype=dtype)
     theirs = keras.layers.Embedding(V, D, mask_zero=mask_zero, dtype=dtype)
-    assert compare_with_keras(ours, theirs, ids) == 0.0  # a gather: exact
+    assert checks.compare_with_keras(ours, theirs, ids) == 0.0  # a gather: exact
 
 
 @pytest.mark.parametrize("shape", [(B,), (B, T), (B, 3, T)], ids=["1d", "2d", "3d"])
@@ -56,7 +47,7 @@ def test_matches_keras(dtype, pattern, mask_zero, rng):
 def test_ids_of_any_rank_and_integer_dtype(shape, id_dtype, rng):
     ids = _ids(rng, "none", shape, id_dtype)
     ours, theirs = L.Embedding(V, D, mask_zero=True), keras.layers.Embedding(V, D, mask_zero=True)
-    compare_with_keras(ours, theirs, ids)
+    checks.compare_with_keras(ours, theirs, ids)
     assert ours.compute_output_shape((None,) + shape[1:]) == (None,) + shape[1:] + (D,)
 
 
@@ -64,7 +55,7 @@ def test_embeddings_gradient_by_finite_differences(rng):
     layer = L.Embedding(V, D, dtype="float64")
     ids = _ids(rng, "holes")
     ids[0, :3] = 5  # repeated ids: their gradients add up
-    assert max(gradient_errors(layer, ids, wrt_input=False)) < 1e-7
+    assert max(checks.gradient_errors(layer, ids, wrt_input=False)) < 1e-7
     dE = layer.gradients[0]
     assert np.all(dE[np.setdiff1d(np.arange(V), ids)] == 0)  # rows never read: no gradient
     assert layer.backward(np.ones((B, T, D))) is None  # ids have no gradient
@@ -130,8 +121,8 @@ def _text_models():
 def test_text_model_predict_and_sgd_step_match_keras(pattern, rng, tmp_path):
     ids = _ids(rng, pattern, dtype=np.int32)
     y = rng.standard_normal((B, 2)).astype(np.float32)
-    model = one_sgd_step(*_text_models(), ids, y)
-    round_trips(model, ids, tmp_path)
+    model = checks.one_sgd_step(*_text_models(), ids, y)
+    checks.round_trips(model, ids, tmp_path)
     model.fit(ids, y, epochs=1, batch_size=2, verbose=0)  # fit batches and shuffles ids
 
 

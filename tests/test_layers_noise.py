@@ -8,23 +8,18 @@ import numpy as np
 import pytest
 
 import rnncore
+import single_input_checks as checks
 from rnncore import layers as L
-from single_input_checks import (
-    compare_with_keras,
-    gradient_errors,
-    keras,
-    make_mask,
-    signature_matches_keras,
-)
+from single_input_checks import keras
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+pytestmark = checks.KERAS_WARNINGS
 
 B, T, C = 4, 6, 5
 
 
 @pytest.mark.parametrize("name", ["SpatialDropout1D", "GaussianNoise"])
 def test_signature_and_config_match_keras(name):
-    signature_matches_keras(getattr(L, name), getattr(keras.layers, name))
+    checks.signature_matches_keras(getattr(L, name), getattr(keras.layers, name))
     theirs = getattr(keras.layers, name)(0.3, seed=4, name="noise")
     ours = getattr(L, name).from_config(theirs.get_config())
     assert (ours.name, ours.seed) == ("noise", 4)
@@ -36,10 +31,10 @@ def test_signature_and_config_match_keras(name):
 @pytest.mark.parametrize("name", ["SpatialDropout1D", "GaussianNoise"])
 def test_identity_at_inference_with_the_mask_passed_on(name, pattern, dtype, rng):
     x = rng.standard_normal((B, T, C)).astype(dtype)
-    mask = make_mask(rng, pattern, B, T)
+    mask = checks.make_mask(rng, pattern, B, T)
     ours = getattr(L, name)(0.4, dtype=dtype)
     theirs = getattr(keras.layers, name)(0.4, dtype=dtype)
-    assert compare_with_keras(ours, theirs, x, mask) == 0.0
+    assert checks.compare_with_keras(ours, theirs, x, mask) == 0.0
 
 
 def test_spatial_dropout_drops_whole_channels(rng):
@@ -62,7 +57,7 @@ def test_gaussian_noise_scale_and_seeds(rng):
 @pytest.mark.parametrize("name", ["SpatialDropout1D", "GaussianNoise"])
 def test_gradients_with_the_noise_held(name, rng):
     layer = getattr(L, name)(0.4, dtype="float64")
-    assert max(gradient_errors(layer, rng.standard_normal((B, T, C)))) < 1e-8
+    assert max(checks.gradient_errors(layer, rng.standard_normal((B, T, C)))) < 1e-8
 
 
 def test_bad_arguments_named(rng):

@@ -10,21 +10,11 @@ import numpy as np
 import pytest
 
 import rnncore
+import single_input_checks as checks
 from rnncore import layers as L
-from single_input_checks import (
-    compare_with_keras,
-    gradient_errors,
-    keras,
-    make_mask,
-    one_sgd_step,
-    round_trips,
-    signature_matches_keras,
-)
+from single_input_checks import keras
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:Layer .* does not support masking:UserWarning"),
-]
+pytestmark = checks.KERAS_WARNINGS
 
 B, T, C = 3, 6, 4
 NAMES = ["RepeatVector", "Flatten", "Reshape", "Permute", "ZeroPadding1D", "Cropping1D",
@@ -56,7 +46,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", NAMES)
 def test_signature_matches_keras(name):
-    signature_matches_keras(getattr(L, name), getattr(keras.layers, name))
+    checks.signature_matches_keras(getattr(L, name), getattr(keras.layers, name))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -66,12 +56,12 @@ def test_matches_keras(case, dtype, rng):
     ours = getattr(L, name)(**kw, dtype=dtype)
     theirs = getattr(keras.layers, name)(**kw, dtype=dtype)
     x = rng.standard_normal(shape).astype(dtype)
-    assert compare_with_keras(ours, theirs, x) == 0.0  # values moved, not computed
+    assert checks.compare_with_keras(ours, theirs, x) == 0.0  # values moved, not computed
     k_shape = tuple(theirs.compute_output_shape((None,) + shape[1:]))
     assert ours.compute_output_shape((None,) + shape[1:]) == k_shape
     # a mask reaching them is dropped, as in Keras (which warns)
     if len(shape) == 3:
-        compare_with_keras(ours, theirs, x, make_mask(rng, "right_pad", *shape[:2]))
+        checks.compare_with_keras(ours, theirs, x, checks.make_mask(rng, "right_pad", *shape[:2]))
     config = ours.get_config()
     assert getattr(L, name).from_config(config).get_config() == config
     from_keras = getattr(L, name).from_config(theirs.get_config()).get_config()
@@ -82,7 +72,7 @@ def test_matches_keras(case, dtype, rng):
 def test_gradients(case, rng):
     name, kw, shape = CASES[case]
     layer = getattr(L, name)(**kw, dtype="float64")
-    assert max(gradient_errors(layer, rng.standard_normal(shape))) < 1e-8
+    assert max(checks.gradient_errors(layer, rng.standard_normal(shape))) < 1e-8
 
 
 def test_unknown_steps_in_output_shapes():
@@ -114,7 +104,7 @@ def test_bad_shapes_and_arguments_named(rng):
 
 def test_lstm_autoencoder_matches_keras(rng, tmp_path):
     x = rng.standard_normal((B, T, C)).astype(np.float32)
-    model = one_sgd_step(
+    model = checks.one_sgd_step(
         [keras.Input((T, C)), keras.layers.LSTM(3), keras.layers.RepeatVector(T),
          keras.layers.LSTM(2, return_sequences=True),
          keras.layers.TimeDistributed(keras.layers.Dense(C))],
@@ -122,7 +112,7 @@ def test_lstm_autoencoder_matches_keras(rng, tmp_path):
          L.TimeDistributed(L.Dense(C))],
         x, x,
     )  # fmt: skip
-    round_trips(model, x, tmp_path)
+    checks.round_trips(model, x, tmp_path)
 
 
 def test_chain_of_every_reshaping_layer_matches_keras(rng, tmp_path):
@@ -136,5 +126,5 @@ def test_chain_of_every_reshaping_layer_matches_keras(rng, tmp_path):
             ns.GRU(2), ns.Dense(1),
         ]  # fmt: skip
 
-    model = one_sgd_step(chain(keras.layers, keras.Input), chain(L, rnncore.Input), x, y)
-    round_trips(model, x, tmp_path)
+    model = checks.one_sgd_step(chain(keras.layers, keras.Input), chain(L, rnncore.Input), x, y)
+    checks.round_trips(model, x, tmp_path)

@@ -14,9 +14,12 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ._args import positive_int
+from ._base import Layer
 
 __all__ = [
     "DropsMask",
+    "WindowLayer",
+    "check_3d",
     "int_tuple",
     "check_format",
     "padding_mode",
@@ -123,3 +126,60 @@ def overlap_add(dwin, padded_len, stride, dilation):
 def to_channels_last(a, fmt: str):
     """``(B, C, T)`` <-> ``(B, T, C)`` for ``channels_first`` (its own inverse)."""
     return a.transpose(0, 2, 1) if fmt == "channels_first" else a
+
+
+def check_3d(layer, x) -> None:
+    if x.ndim != 3:
+        raise ValueError(
+            f"{type(layer).__name__} {layer.name!r}: expected a 3-D input (batch, steps, "
+            f"channels), got shape {x.shape}"
+        )
+
+
+class WindowLayer(DropsMask, Layer):
+    """A layer over windows of the time axis of a 3-D input (Conv1D, the pooling layers):
+    ``_geometry()`` gives ``(size, stride, dilation)``; ``padding`` and ``data_format`` are
+    Keras's. It works on ``(batch, steps, channels)``; ``channels_first`` inputs are
+    transposed on the way in and out. The mask is dropped, as Keras's layers drop it."""
+
+    padding = "valid"
+    data_format = "channels_last"
+
+    def _geometry(self) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+    def _out_len(self, steps, input_shape):
+        """The output's steps for ``steps`` input steps; an error when there would be none."""
+        size, stride, dilation = self._geometry()
+        out = output_length(steps, size, stride, self.padding, dilation)
+        if out is not None and out <= 0:
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r}: the output would have {out} steps: input "
+                f"shape {tuple(input_shape)}, window {size} (dilation {dilation}), stride "
+                f"{stride}, padding={self.padding!r}"
+            )
+        return out
+
+    def _output_shape(self, input_shape, channels):
+        """The output shape: the steps through the windows, ``channels`` (None: the input's)."""
+        b, *rest = tuple(input_shape)
+        first = self.data_format == "channels_first"
+        c, t = rest if first else rest[::-1]
+        out = (self._out_len(t, input_shape), c if channels is None else channels)
+        return (b,) + (out[::-1] if first else out)
+
+    def _padded_windows(self, x, fill=0):
+        """``(win (B, To, size, C), left, padded length)`` of a channels_last ``x``: a view
+        of ``x`` padded with ``fill`` on the time axis."""
+        size, stride, dilation = self._geometry()
+        t = x.shape[1]
+        out_len = self._out_len(t, x.shape)
+        left, right = pad_amounts(t, size, stride, self.padding, dilation)
+        if left or right:
+            x = np.pad(x, ((0, 0), (left, right), (0, 0)), constant_values=fill)
+        return windows(x, size, stride, dilation, out_len), left, x.shape[1]
+
+    def _windows_backward(self, d_win, left, padded, steps):
+        """dL/dx (channels_last) from the windows' gradients: overlap-add, then unpad."""
+        _, stride, dilation = self._geometry()
+        return overlap_add(d_win, padded, stride, dilation)[:, left : left + steps]

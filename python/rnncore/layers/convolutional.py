@@ -7,29 +7,13 @@ import numpy as np
 
 from .. import activations, utils
 from . import initializers
-from ._base import (
-    Layer,
-    check_allocation,
-    positive_int,
-    require_default,
-    shape_tuple,
-)
-from ._windows import (
-    DropsMask,
-    check_format,
-    int_tuple,
-    output_length,
-    overlap_add,
-    pad_amounts,
-    padding_mode,
-    to_channels_last,
-    windows,
-)
+from ._base import check_allocation, positive_int, require_default, shape_tuple
+from ._windows import WindowLayer, check_format, int_tuple, padding_mode, to_channels_last
 
 __all__ = ["Conv1D"]
 
 
-class Conv1D(DropsMask, Layer):
+class Conv1D(WindowLayer):
     """``y[b, t, f] = act(bias[f] + sum_{j, c} x_pad[b, t*stride + j*dilation, c]
     kernel[j, c, f])``, ``c`` over the input channels of the group of filter ``f``.
 
@@ -125,24 +109,11 @@ class Conv1D(DropsMask, Layer):
             return self.build((None, channels, None) if first else (None, None, channels))
         return super()._build_from_weights(weights)
 
-    def _out_len(self, steps, input_shape):
-        out = output_length(
-            steps, self.kernel_size[0], self.strides[0], self.padding, self.dilation_rate[0]
-        )
-        if out is not None and out <= 0:
-            raise ValueError(
-                f"Conv1D {self.name!r}: the output would have {out} steps: input shape "
-                f"{tuple(input_shape)}, kernel_size={self.kernel_size}, "
-                f"dilation_rate={self.dilation_rate}, strides={self.strides}, "
-                f"padding={self.padding!r}"
-            )
-        return out
+    def _geometry(self):
+        return self.kernel_size[0], self.strides[0], self.dilation_rate[0]
 
     def compute_output_shape(self, input_shape):
-        input_shape = tuple(input_shape)
-        if self.data_format == "channels_first":
-            return (input_shape[0], self.filters, self._out_len(input_shape[2], input_shape))
-        return (input_shape[0], self._out_len(input_shape[1], input_shape), self.filters)
+        return self._output_shape(input_shape, self.filters)
 
     # ---- forward and backward -----------------------------------------------------------
 
@@ -157,17 +128,13 @@ class Conv1D(DropsMask, Layer):
             )
 
     def _unfold(self, x):
-        """``(cols (g, B*To, k*Cg), To, left, Tp)`` of a channels_last ``x (B, T, C)``."""
-        (k,), (s,), (d,) = self.kernel_size, self.strides, self.dilation_rate
-        b, t, c = x.shape
-        out_len = self._out_len(t, x.shape)
-        left, right = pad_amounts(t, k, s, self.padding, d)
-        xp = np.pad(x, ((0, 0), (left, right), (0, 0))) if left or right else x
-        g = self.groups
-        win = windows(xp, k, s, d, out_len)  # (B, To, k, C), a view
+        """``(cols (g, B*To, k*Cg), left, Tp)`` of a channels_last ``x (B, T, C)``."""
+        b, _, c = x.shape
+        g, k = self.groups, self.kernel_size[0]
+        win, left, padded = self._padded_windows(x)  # (B, To, k, C), a view
         # rows (group, sample*step), columns (tap, channel of the group): the one copy
-        cols = win.reshape(b, out_len, k, g, c // g).transpose(3, 0, 1, 2, 4)
-        return cols.reshape(g, b * out_len, k * (c // g)), out_len, left, xp.shape[1]
+        cols = win.reshape(b, win.shape[1], k, g, c // g).transpose(3, 0, 1, 2, 4)
+        return cols.reshape(g, -1, k * (c // g)), left, padded
 
     def _grouped_kernel(self):
         """The kernel as ``(g, k*Cg, F/g)``: each group's columns as one matrix."""
@@ -178,10 +145,9 @@ class Conv1D(DropsMask, Layer):
 
     def _forward(self, x):
         x = to_channels_last(x, self.data_format)
-        b = x.shape[0]
-        cols, out_len, left, padded = self._unfold(x)
+        cols, left, padded = self._unfold(x)
         z = np.matmul(cols, self._grouped_kernel())  # (g, B*To, F/g)
-        z = z.transpose(1, 0, 2).reshape(b, out_len, self.filters)
+        z = z.transpose(1, 0, 2).reshape(x.shape[0], -1, self.filters)
         if self.use_bias:
             z += self.bias.value
         y = activations.get(self.activation)(z).astype(x.dtype, copy=False)
@@ -212,5 +178,4 @@ class Conv1D(DropsMask, Layer):
         d_cols = np.matmul(dz_g, self._grouped_kernel().transpose(0, 2, 1))
         d_win = d_cols.reshape(g, b, out_len, k, c // g).transpose(1, 2, 3, 0, 4)
         d_win = d_win.reshape(b, out_len, k, c)
-        d_xp = overlap_add(d_win, padded, self.strides[0], self.dilation_rate[0])
-        return to_channels_last(d_xp[:, left : left + t], self.data_format)
+        return to_channels_last(self._windows_backward(d_win, left, padded, t), self.data_format)

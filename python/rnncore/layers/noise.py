@@ -8,6 +8,7 @@ has a ``seed``, else from the one ``fit`` draws from (as :class:`~rnncore.layers
 from __future__ import annotations
 
 from ._base import Layer
+from ._windows import check_3d
 from .core import Dropout
 
 __all__ = ["SpatialDropout1D", "GaussianNoise"]
@@ -22,11 +23,7 @@ class SpatialDropout1D(Dropout):
         super().__init__(rate, noise_shape=(None, 1, None), seed=seed, name=name, dtype=dtype)
 
     def call_train(self, x, mask, rng):
-        if x.ndim != 3:
-            raise ValueError(
-                f"SpatialDropout1D {self.name!r}: expected a 3-D input (batch, steps, "
-                f"channels), got shape {x.shape}"
-            )
+        check_3d(self, x)
         return super().call_train(x, mask, rng)
 
     def get_config(self):  # Keras's: these four only
@@ -46,9 +43,8 @@ class GaussianNoise(Layer):
         self.seed = seed
 
     def call(self, inputs, mask=None, training=None):
-        if training and self.stddev > 0:
-            return self.call_train(inputs, mask, None)
-        return inputs
+        # the identity at inference; a direct training call draws from the layer's seed
+        return self.call_train(inputs, mask, None) if training else inputs
 
     def call_train(self, x, mask, rng):
         self._train_cache = ()

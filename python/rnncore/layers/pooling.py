@@ -6,17 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from ._base import Layer, as_mask, shape_tuple
-from ._windows import (
-    DropsMask,
-    check_format,
-    int_tuple,
-    output_length,
-    overlap_add,
-    pad_amounts,
-    padding_mode,
-    to_channels_last,
-    windows,
-)
+from ._windows import DropsMask, WindowLayer, check_3d, check_format, int_tuple, padding_mode
+from ._windows import to_channels_last as _last
 
 __all__ = [
     "MaxPooling1D",
@@ -26,15 +17,7 @@ __all__ = [
 ]
 
 
-def _check_3d(layer, x):
-    if x.ndim != 3:
-        raise ValueError(
-            f"{type(layer).__name__} {layer.name!r}: expected a 3-D input (batch, steps, "
-            f"channels), got shape {x.shape}"
-        )
-
-
-class _Pooling1D(DropsMask, Layer):
+class _Pooling1D(WindowLayer):
     """Windows of ``pool_size`` steps, ``strides`` apart (default ``pool_size``), reduced to
     one step by ``_reduce``; ``padding='same'`` pads to ``ceil(T / strides)`` windows, the
     padded steps taking no part (TensorFlow's and JAX's rule: a max over the real steps, an
@@ -51,50 +34,28 @@ class _Pooling1D(DropsMask, Layer):
         self.padding = padding_mode(padding, owner)
         self.data_format = check_format(data_format, owner)
 
-    def _out_len(self, steps, input_shape):
-        out = output_length(steps, self.pool_size[0], self.strides[0], self.padding)
-        if out is not None and out <= 0:
-            raise ValueError(
-                f"{type(self).__name__} {self.name!r}: the output would have {out} steps: "
-                f"input shape {tuple(input_shape)}, pool_size={self.pool_size}, "
-                f"strides={self.strides}, padding={self.padding!r}"
-            )
-        return out
+    def _geometry(self):
+        return self.pool_size[0], self.strides[0], 1
 
     def compute_output_shape(self, input_shape):
-        input_shape = tuple(input_shape)
-        if self.data_format == "channels_first":
-            return input_shape[:2] + (self._out_len(input_shape[2], input_shape),)
-        return (input_shape[0], self._out_len(input_shape[1], input_shape), input_shape[2])
-
-    def _windows(self, x, fill):
-        """The padded input's windows ``(B, To, pool, C)`` and ``(left, padded length)``."""
-        (p,), (s,) = self.pool_size, self.strides
-        t = x.shape[1]
-        out_len = self._out_len(t, x.shape)
-        left, right = pad_amounts(t, p, s, self.padding)
-        if left or right:
-            x = np.pad(x, ((0, 0), (left, right), (0, 0)), constant_values=fill)
-        return windows(x, p, s, 1, out_len), (left, x.shape[1])
+        return self._output_shape(input_shape, None)
 
     def call(self, inputs, mask=None, training=None):
         return self.call_train(inputs, None, None, keep=False)
 
     def call_train(self, x, mask, rng, keep=True):
-        _check_3d(self, x)
-        x = to_channels_last(x, self.data_format)
+        check_3d(self, x)
+        x = _last(x, self.data_format)
         y, cache = self._reduce(x)
         if keep:
-            self._train_cache = (x.shape,) + cache
-        return to_channels_last(y, self.data_format)
+            self._train_cache = (x.shape[1],) + cache
+        return _last(y, self.data_format)
 
     def backward(self, dy):
-        (b, t, c), left, padded, *cache = self._cached()
-        dy = to_channels_last(np.asarray(dy), self.data_format)
-        d_win = self._reduce_backward(dy, *cache)
-        d_xp = overlap_add(d_win, padded, self.strides[0], 1)
+        steps, left, padded, *cache = self._cached()
+        d_win = self._reduce_backward(_last(np.asarray(dy), self.data_format), *cache)
         self._grads = []
-        return to_channels_last(d_xp[:, left : left + t], self.data_format)
+        return _last(self._windows_backward(d_win, left, padded, steps), self.data_format)
 
 
 class MaxPooling1D(_Pooling1D):
@@ -108,7 +69,7 @@ class MaxPooling1D(_Pooling1D):
         super().__init__(pool_size, strides, padding, data_format, name, **kwargs)
 
     def _reduce(self, x):
-        win, (left, padded) = self._windows(x, -np.inf)
+        win, left, padded = self._padded_windows(x, -np.inf)
         where = win.argmax(axis=2)[:, :, None]  # (B, To, 1, C)
         return np.take_along_axis(win, where, axis=2)[:, :, 0], (left, padded, where)
 
@@ -132,10 +93,8 @@ class AveragePooling1D(_Pooling1D):
         super().__init__(pool_size, strides, padding, data_format, name, **kwargs)
 
     def _reduce(self, x):
-        win, (left, padded) = self._windows(x, 0)
-        real = np.zeros((1, padded, 1), x.dtype)
-        real[:, left : left + x.shape[1]] = 1
-        count = windows(real, self.pool_size[0], self.strides[0], 1, win.shape[1]).sum(axis=2)
+        win, left, padded = self._padded_windows(x)
+        count = self._padded_windows(np.ones((1, x.shape[1], 1), x.dtype))[0].sum(axis=2)
         return win.sum(axis=2) / count, (left, padded, count)
 
     def _reduce_backward(self, dy, count):
@@ -186,7 +145,7 @@ class GlobalAveragePooling1D(_GlobalPooling1D):
     sample gives NaN, 0/0, as in Keras). The mask is consumed."""
 
     def call_train(self, x, mask, rng, keep=True):
-        _check_3d(self, x)
+        check_3d(self, x)
         mask = as_mask(mask, (x.shape[0], x.shape[self._axis]), f"{type(self).__name__}")
         if mask is None:
             weights = np.full((1, 1, 1), 1.0 / x.shape[self._axis], x.dtype)
@@ -207,7 +166,7 @@ class GlobalMaxPooling1D(DropsMask, _GlobalPooling1D):
     """
 
     def call_train(self, x, mask, rng, keep=True):
-        _check_3d(self, x)
+        check_3d(self, x)
         where = x.argmax(axis=self._axis)
         where = np.expand_dims(where, self._axis)
         y = np.take_along_axis(x, where, axis=self._axis)
