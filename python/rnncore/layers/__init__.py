@@ -11,10 +11,30 @@ argument rather than being ignored.
 
 from . import activations, initializers
 from ._base import KerasTensor, Layer, MaskedOutput, UnsupportedArgumentError, Variable
+from .attention import AdditiveAttention, Attention
 from .convolutional import Conv1D
 from .core import Activation, Dense, Dropout, Input, InputLayer, InputTensor, Masking, Softmax
 from .embedding import Embedding
+from .merging import (
+    Add,
+    Average,
+    Concatenate,
+    Dot,
+    Maximum,
+    Minimum,
+    Multiply,
+    Subtract,
+    add,
+    average,
+    concatenate,
+    dot,
+    maximum,
+    minimum,
+    multiply,
+    subtract,
+)
 from .noise import GaussianNoise, SpatialDropout1D
+from .normalization import BatchNormalization, LayerNormalization
 from .pooling import AveragePooling1D, GlobalAveragePooling1D, GlobalMaxPooling1D, MaxPooling1D
 from .recurrent import GRU, LSTM, RNN, SimpleRNN
 from .reshaping import (
@@ -53,6 +73,26 @@ __all__ = [
     "Softmax",
     "Dropout",
     "Masking",
+    "Concatenate",
+    "Add",
+    "Subtract",
+    "Multiply",
+    "Average",
+    "Maximum",
+    "Minimum",
+    "Dot",
+    "concatenate",
+    "add",
+    "subtract",
+    "multiply",
+    "average",
+    "maximum",
+    "minimum",
+    "dot",
+    "LayerNormalization",
+    "BatchNormalization",
+    "Attention",
+    "AdditiveAttention",
     "Embedding",
     "Conv1D",
     "MaxPooling1D",

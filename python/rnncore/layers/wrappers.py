@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from ._base import Layer, as_mask, shape_tuple
+from .attention import AdditiveAttention, Attention
 from .convolutional import Conv1D
 from .core import Activation, Dense, Dropout, InputLayer, Masking, Softmax
 from .embedding import Embedding
+from .merging import Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract
 from .noise import GaussianNoise, SpatialDropout1D
+from .normalization import BatchNormalization, LayerNormalization
 from .pooling import AveragePooling1D, GlobalAveragePooling1D, GlobalMaxPooling1D, MaxPooling1D
 from .recurrent import GRU, LSTM, RNN, SimpleRNN
 from .reshaping import (
@@ -492,6 +495,18 @@ LAYER_CLASSES = {
         Dropout,
         Masking,
         InputLayer,
+        Concatenate,
+        Add,
+        Subtract,
+        Multiply,
+        Average,
+        Maximum,
+        Minimum,
+        Dot,
+        LayerNormalization,
+        BatchNormalization,
+        Attention,
+        AdditiveAttention,
         Embedding,
         Conv1D,
         MaxPooling1D,
