@@ -154,6 +154,9 @@ def test_config_weights_and_pickle_round_trip(name, rng):
     xs = _inputs(rng, "float32", [(B, T, D), (B, T, D)])
     ck.round_trips(layer, xs, _masks(rng, "holes", 2))
     keras_config = getattr(keras.layers, name)(**kw).get_config()  # a Keras file's config
+    unbuilt = getattr(L, name)(**kw)
+    unbuilt.set_weights([])  # no weights: nothing to build from, nothing to set
+    assert unbuilt.get_weights() == [] and not unbuilt.built
     assert type(L.LAYER_CLASSES[name].from_config(keras_config)) is getattr(L, name)
 
 

@@ -100,6 +100,10 @@ class MultiInputLayer(Layer):
         self._build_input_shape = self._shapes(input_shape)
         self.built = True
 
+    def _build_from_weights(self, weights) -> None:
+        if weights:  # a layer without weights (the merges) takes an empty list unbuilt
+            super()._build_from_weights(weights)
+
     def _prepare(self, inputs, mask) -> tuple[list, list | None]:
         xs = self._convert(inputs)
         mask = self._masks(mask, xs)
