@@ -3,7 +3,8 @@
 The hot loops are C++ (Eigen matrix products, OpenMP threads); :mod:`rnncore.functional`
 exposes them as NumPy-in / NumPy-out functions and :mod:`rnncore.reference` is the plain
 NumPy reference they are tested against. :mod:`rnncore.layers` and :mod:`rnncore.models`
-are the Keras-compatible layer API over them (``rnncore.Sequential``, ``rnncore.Input``).
+are the Keras-compatible layer API over them (``rnncore.Sequential``, ``rnncore.Input``,
+``rnncore.Model(inputs, outputs)``).
 """
 
 from . import (
@@ -23,8 +24,8 @@ from ._core import get_num_threads, set_num_threads
 from ._version import __version__
 from .errors import ModelFileError, UnsupportedArgumentError, UnsupportedModelError
 from .interop import from_torch, load_keras, load_onnx
-from .layers import Input
-from .models import Sequential, load_model
+from .layers import Input, KerasTensor
+from .models import Model, Sequential, load_model
 from .utils import set_random_seed
 
 
@@ -48,7 +49,9 @@ __all__ = [
     "layers",
     "models",
     "Sequential",
+    "Model",
     "Input",
+    "KerasTensor",
     "load_model",
     "from_torch",
     "load_keras",

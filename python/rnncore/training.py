@@ -252,8 +252,14 @@ class Trainer:
         if len(active) > 1:
             names = self._output_names_list()
             logs.update({f"{names[k]}_loss": parts[k] for k in active})
-        logs.update({m.name: m.result() for objs in metric_objs for m in objs})
+        logs.update(self._metric_logs(metric_objs))
         return logs
+
+    def _metric_logs(self, metric_objs) -> dict:
+        """The metrics' results, in the order Keras lists them (``evaluate``'s list): as
+        compiled for one output, by name for several."""
+        results = [(m.name, m.result()) for objs in metric_objs for m in objs]
+        return dict(sorted(results) if len(metric_objs) > 1 else results)
 
     # ---- fit --------------------------------------------------------------------------
 
@@ -353,7 +359,7 @@ class Trainer:
                 sums = {k: v * rows + (sums[k] if sums else 0.0) for k, v in batch.items()}
                 count += rows
                 logs = {**{k: v / count for k, v in sums.items()},
-                        **{m.name: m.result() for objs in metric_objs for m in objs}}  # fmt: skip
+                        **self._metric_logs(metric_objs)}  # fmt: skip
                 cb.on_train_batch_end(step, logs)
                 if self.stop_training:
                     break
@@ -408,7 +414,7 @@ class Trainer:
             batch = self._logs(total, values, [])
             sums = {k: v * rows + (sums[k] if sums else 0.0) for k, v in batch.items()}
         logs = {k: v / n for k, v in sums.items()}
-        logs.update({m.name: m.result() for objs in metric_objs for m in objs})
+        logs.update(self._metric_logs(metric_objs))
         return logs
 
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):

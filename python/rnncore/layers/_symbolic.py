@@ -191,7 +191,8 @@ def symbolic_call(operation, inputs, kwargs: dict):
     call is recorded as a :class:`Node`; returns the output tensor(s).
     """
     owner = describe(operation)
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    # a mask of None entries (Keras records the masks a call found, often none) is no mask
+    kwargs = {k: v for k, v in kwargs.items() if any(leaf is not None for leaf in flatten(v))}
     _check_tensors(inputs, "the inputs", owner)
     for key, value in kwargs.items():
         if is_symbolic(value):

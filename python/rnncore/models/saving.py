@@ -13,27 +13,36 @@ from ..errors import ModelFileError, UnsupportedArgumentError
 from ..formats.archive import load_npy, read_json, read_member
 from ..formats.keras import is_keras_file, read_keras
 from ..formats.saved_model import FORMAT, FORMAT_VERSION, MANIFEST, write_archive
+from .base import ModelBase
+from .functional import Model
 from .sequential import Sequential
 
 __all__ = ["save_model", "load_model", "load_keras", "model_from_json"]
 
 
-def save_model(model: Sequential, filepath, overwrite=True, **kwargs) -> None:
+#: the model classes a saved file may name
+_MODEL_CLASSES = {"Sequential": Sequential, "Functional": Model}
+
+
+def save_model(model: ModelBase, filepath, overwrite=True, **kwargs) -> None:
     """Write ``model`` to ``filepath`` in rnncore's saved-model format
     (:mod:`rnncore.formats.saved_model`)."""
     if kwargs:
         raise TypeError(f"save: unexpected keyword argument(s) {', '.join(map(repr, kwargs))}")
-    if not isinstance(model, Sequential):
-        raise TypeError(f"save_model: expected an rnncore Sequential model, got {model!r}")
+    if not isinstance(model, ModelBase):
+        raise TypeError(f"save_model: expected an rnncore Sequential or Model, got {model!r}")
     write_archive(model, filepath, overwrite=overwrite)
 
 
-def model_from_json(json_string: str) -> Sequential:
-    """A model (unbuilt weights, freshly initialized) from :meth:`Sequential.to_json`."""
+def model_from_json(json_string: str) -> ModelBase:
+    """A model (weights freshly initialized) from ``model.to_json()``."""
     spec = json.loads(json_string)
-    if not isinstance(spec, dict) or spec.get("class_name") != "Sequential":
-        raise ValueError("model_from_json: expected the JSON of an rnncore Sequential model")
-    return Sequential.from_config(spec["config"])
+    cls = _MODEL_CLASSES.get(spec.get("class_name")) if isinstance(spec, dict) else None
+    if cls is None:
+        raise ValueError(
+            "model_from_json: expected the JSON of an rnncore model (Sequential or Functional)"
+        )
+    return cls.from_config(spec["config"])
 
 
 def load_keras(filepath) -> Sequential:
@@ -112,10 +121,11 @@ def _read_archive(zf: zipfile.ZipFile, filepath: str) -> Sequential:
         spec = manifest["model"]
         entries = manifest["weights"]
         build_shape = manifest.get("build_input_shape")
-        if spec.get("class_name") != "Sequential":
+        cls = _MODEL_CLASSES.get(spec.get("class_name"))
+        if cls is None:
             raise ModelFileError(f"{filepath}: unknown model class {spec.get('class_name')!r}")
         try:
-            model = Sequential.from_config(spec["config"])
+            model = cls.from_config(spec["config"])
             if build_shape is not None and not model.built:
                 model.build(tuple(build_shape))
         except (ValueError, TypeError, NotImplementedError, MemoryError) as e:

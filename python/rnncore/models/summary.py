@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-__all__ = ["summary_table", "format_shape"]
+__all__ = ["summary_table", "format_shape", "functional_summary"]
 
 
 def format_shape(shape) -> str:
@@ -24,20 +24,37 @@ def _readable_size(n_bytes: float) -> str:
     return f"{n_bytes:.2f} PB"
 
 
-def summary_table(title, rows, weights, line_length=None, positions=None) -> str:
-    """The summary's text: ``title``, one box row per ``(name (type), shape, params)`` in
-    ``rows``, then the parameter totals of ``weights = (all, trainable, non_trainable)``
-    (lists of variables). ``line_length`` and ``positions`` as in ``keras.Model.summary``.
+def _ratio_reduce(total: int, widths: list) -> list:
+    """rich's ``ratio_reduce`` with equal ratios: ``total`` columns taken from ``widths``,
+    as evenly as rounding allows (what rich does to a table wider than its width)."""
+    out, remaining, ratio = [], total, len(widths)
+    for w in widths:
+        taken = min(w, round(remaining / ratio))
+        out.append(w - taken)
+        remaining -= taken
+        ratio -= 1
+    return out
+
+
+def summary_table(title, rows, weights, line_length=None, positions=None, header=None,
+                  default_length=88) -> str:  # fmt: skip
+    """The summary's text: ``title``, one box row per ``(name (type), shape, params[,
+    connected to])`` in ``rows``, then the parameter totals of ``weights = (all, trainable,
+    non_trainable)`` (lists of variables). ``line_length`` and ``positions`` as in
+    ``keras.Model.summary``; ``header`` the column titles (Keras's three by default).
     """
+    header = header or ["Layer (type)", "Output Shape", "Param #"]
     if line_length is None:
-        line_length = min(88, shutil.get_terminal_size().columns - 4)
-    positions = positions or [0.45, 0.80, 1.0]
+        line_length = min(default_length, shutil.get_terminal_size().columns - 4)
+    positions = positions or ([0.45, 0.80, 1.0] if len(header) == 3 else [0.3, 0.56, 0.74, 1.0])
     if positions[-1] <= 1:
         positions = [int(line_length * p) for p in positions]
     widths = [b - a for a, b in zip([0] + list(positions[:-1]), positions)]
-    # column text widths inside "│ text │" cells, the borders taking one char each
-    cols = [w - 3 for w in widths]
-    cols[1] -= 1
+    # rich lays the columns out at their width plus padding (2 each) inside the table's
+    # width less its borders (one per column and one), taking the excess evenly
+    padded = [w + 2 for w in widths]
+    excess = sum(padded) - (line_length - len(widths) - 1)
+    cols = [w - 2 for w in _ratio_reduce(excess, padded)]
 
     def cell_lines(text, width, right=False):
         lines, line = [], ""
@@ -68,7 +85,7 @@ def summary_table(title, rows, weights, line_length=None, positions=None) -> str
         return left + mid.join(fill * (w + 2) for w in cols) + right
 
     lines = [title, rule("┏", "┳", "┓", "━")]
-    lines += row(["Layer (type)", "Output Shape", "Param #"], "┃", "┃", "┃")
+    lines += row(list(header), "┃", "┃", "┃")
     lines.append(rule("┡", "╇", "┩", "━"))
     for k, texts in enumerate(rows):
         if k:
@@ -87,3 +104,61 @@ def summary_table(title, rows, weights, line_length=None, positions=None) -> str
     ):
         lines.append(f" {label} params: {count:,} ({_readable_size(size)})")
     return "\n".join(lines)
+
+
+def _output_shape_text(layer) -> str:
+    """Keras's ``format_layer_shape``: the outputs of the layer's last call."""
+    nodes = getattr(layer, "_inbound_nodes", None)
+    if not nodes:
+        return "?"
+    outputs = nodes[-1].outputs
+    shapes = [t.shape for t in outputs]
+    return format_shape(shapes[0] if len(shapes) == 1 else shapes)
+
+
+def _class_name(layer) -> str:
+    return getattr(layer, "_class_name", None) or type(layer).__name__
+
+
+def functional_summary(model, line_length=None, positions=None) -> str:
+    """Keras 3's summary of a functional model: every layer (inputs included) in
+    ``model.layers`` order, with a "Connected to" column (``layer[node][tensor]`` of each
+    call's inputs) unless the graph is a chain."""
+    graph = model._graph
+    chain, seen = True, []
+    for nodes in graph.nodes_by_depth.values():
+        if len(nodes) > 1 or (len(nodes) == 1 and len(nodes[0].input_tensors) > 1):
+            chain = False
+            break
+        seen += nodes
+    if chain:
+        for layer in graph.operations:
+            if sum(1 for node in layer._inbound_nodes if node in seen) > 1:
+                chain = False
+                break
+    rows = []
+    for layer in graph.operations:
+        fields = [
+            f"{layer.name} ({_class_name(layer)})",
+            _output_shape_text(layer),
+            f"{layer.count_params():,}",
+        ]
+        if not chain:
+            links = [
+                f"{t._keras_history.operation.name}[{t._keras_history.node_index}]"
+                f"[{t._keras_history.tensor_index}]"
+                for node in layer._inbound_nodes
+                if node in graph.nodes
+                for t in node.input_tensors
+            ]
+            fields.append(", ".join(links) or "-")
+        rows.append(fields)
+    return summary_table(
+        f'Model: "{model.name}"',
+        rows,
+        weights=(model.weights, model.trainable_weights, model.non_trainable_weights),
+        line_length=line_length,
+        positions=positions,
+        header=None if chain else ["Layer (type)", "Output Shape", "Param #", "Connected to"],
+        default_length=88 if chain else 108,
+    )
