@@ -3,7 +3,8 @@
 Needs the optional extra ``pip install "rnncore[dask]"`` (``dask[array]`` and ``distributed``).
 
 ``rnncore.dask.predict(model, x)`` takes a ``dask.array`` of shape ``(batch, timesteps,
-features)`` chunked along the batch axis and returns a lazy ``dask.array`` of the model's
+features)`` (a functional model with one input: that input's shape) chunked along the batch
+axis and returns a lazy ``dask.array`` of the model's
 output, one output chunk per input chunk, computed wherever Dask runs the chunks: a local
 thread pool, or the workers of a ``distributed`` cluster. Nothing runs before ``.compute()``
 (or ``.to_zarr(...)``, ``.store(...)``, ...), except one tiny local call on a single zero row
@@ -174,10 +175,18 @@ def predict(model, x, batch_size=None, *, match_threads: bool = True):
             f"(use dask.array.from_array(x, chunks=(rows, -1, -1)), or model.predict for "
             f"an in-memory array)"
         )
-    if x.ndim != 3:
+    inputs = getattr(model, "inputs", None)  # a functional model's
+    if inputs is not None and len(inputs) > 1:
+        raise NotImplementedError(
+            f"rnncore.dask.predict: model {model.name!r} has {len(inputs)} inputs "
+            f"({', '.join(repr(t.name) for t in inputs)}); only single-input models are "
+            f"supported (call model.predict on each chunk's arrays instead)"
+        )
+    rank = len(inputs[0].shape) if inputs else 3
+    if x.ndim != rank:
+        want = "(batch, timesteps, features)" if rank == 3 else f"{inputs[0].shape}"
         raise ValueError(
-            f"rnncore.dask.predict: x must have shape (batch, timesteps, features), "
-            f"got {x.ndim} dimensions {x.shape}"
+            f"rnncore.dask.predict: x must have shape {want}, got {x.ndim} dimensions {x.shape}"
         )
     if any(np.isnan(d) for d in x.shape[1:]):
         raise ValueError(
@@ -189,8 +198,8 @@ def predict(model, x, batch_size=None, *, match_threads: bool = True):
             "rnncore.dask.predict: stateful layers carry state from one batch to the next, "
             "which independent chunks cannot; use a stateless copy of the model"
         )
-    if len(x.chunks[1]) > 1 or len(x.chunks[2]) > 1:
-        x = x.rechunk({1: -1, 2: -1})
+    if any(len(c) > 1 for c in x.chunks[1:]):
+        x = x.rechunk({k: -1 for k in range(1, x.ndim)})
 
     # Local probe on one zero row: the same checks (and error) as model.predict, and the
     # output's shape and dtype, before anything is scheduled.
@@ -202,10 +211,11 @@ def predict(model, x, batch_size=None, *, match_threads: bool = True):
         first = (n if np.isnan(n) else min(int(n), int(batch_size or 32)),) + probe_shape[1:]
         message = str(e).replace(str(probe_shape), str(first))
         raise type(e)(message) from None
-    if isinstance(probe, (tuple, list)):
+    if isinstance(probe, (tuple, list, dict)):
         raise NotImplementedError(
-            "rnncore.dask.predict: models with several outputs (return_state=True) are not "
-            "supported; end the model with a single-output layer"
+            "rnncore.dask.predict: models with several outputs (return_state=True, or a "
+            "functional model's outputs) are not supported; end the model with a "
+            "single-output layer"
         )
     probe = np.asarray(probe)
     tail, dtype = tuple(probe.shape[1:]), probe.dtype
@@ -221,10 +231,10 @@ def predict(model, x, batch_size=None, *, match_threads: bool = True):
 
     out_ndim = 1 + len(tail)
     kwargs = {}
-    if out_ndim < 3:
-        kwargs["drop_axis"] = list(range(out_ndim, 3))
-    elif out_ndim > 3:
-        kwargs["new_axis"] = list(range(3, out_ndim))
+    if out_ndim < x.ndim:
+        kwargs["drop_axis"] = list(range(out_ndim, x.ndim))
+    elif out_ndim > x.ndim:
+        kwargs["new_axis"] = list(range(x.ndim, out_ndim))
     return da.map_blocks(
         _predict_chunk,
         x,

@@ -14,6 +14,7 @@ Structures follow Keras's ``tree``: lists and tuples in order, dicts by sorted k
 
 from __future__ import annotations
 
+import inspect
 from typing import NamedTuple
 
 from ._args import shape_tuple, unique_name
@@ -194,6 +195,7 @@ def symbolic_call(operation, inputs, kwargs: dict):
     # a mask of None entries (Keras records the masks a call found, often none) is no mask
     kwargs = {k: v for k, v in kwargs.items() if any(leaf is not None for leaf in flatten(v))}
     _check_tensors(inputs, "the inputs", owner)
+    _check_arguments(operation, kwargs, owner)
     for key, value in kwargs.items():
         if is_symbolic(value):
             _check_tensors(value, f"argument {key}=", owner)
@@ -217,6 +219,20 @@ def symbolic_call(operation, inputs, kwargs: dict):
     outputs = tensors if several else tensors[0]
     Node(operation, (inputs,), kwargs, outputs)
     return outputs
+
+
+def _check_arguments(operation, kwargs: dict, owner: str) -> None:
+    """Refuse, when the call is recorded, an argument the layer's ``call`` does not take
+    (it would fail only when the model runs)."""
+    call = getattr(operation, "call", None)
+    if call is None:
+        return
+    params = inspect.signature(call).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = [k for k in kwargs if k not in params]
+    if unknown:
+        raise TypeError(f"{owner}: call() has no argument(s) {', '.join(map(repr, unknown))}")
 
 
 def _several(shapes) -> bool:

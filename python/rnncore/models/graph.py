@@ -77,12 +77,6 @@ class Graph:
             for parent in node.parent_nodes:
                 if parent in in_graph:
                     node_depth[parent] = max(depth + 1, node_depth.get(parent, 0))
-        for t in self.inputs:
-            if t._keras_history.operation not in op_depth:
-                raise ValueError(
-                    f"{owner}: input {t.name!r} is not used by any output; remove it from the "
-                    f"model's inputs (or connect it)"
-                )
         by_depth = defaultdict(list)
         for node, depth in node_depth.items():
             by_depth[depth].append(node)
@@ -98,6 +92,12 @@ class Graph:
         self.nodes = set(self.order)
         self.nodes_by_depth = dict(by_depth)
         self._check_connected()
+        for t in self.inputs:
+            if t._keras_history.operation not in op_depth:
+                raise ValueError(
+                    f"{owner}: input {t.name!r} is not used by any output; remove it from the "
+                    f"model's inputs (or connect it)"
+                )
         names = [op.name for op in self.operations]
         for name in names:
             if names.count(name) > 1:
@@ -142,7 +142,7 @@ class Graph:
                     raise ValueError(
                         f"{self.owner}: graph disconnected: {describe(user.operation)} is "
                         f"called on Input {node.outputs[0].name!r}, which is not among the "
-                        f"model's inputs ({', '.join(repr(t.name) for t in self.inputs)}); "
+                        f"model's inputs {[t.name for t in self.inputs]}; "
                         f"add it to the inputs"
                     )
                 continue
