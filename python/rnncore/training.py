@@ -147,11 +147,15 @@ class Trainer:
                 loss.check_labels(t, shape[-1])
         return xs, ys, out_shapes
 
-    def _make_metrics(self, out_shapes):
-        """Each output's metric objects; named ``<output>_<metric>`` for several outputs."""
+    def _make_metrics(self, out_shapes, ys):
+        """Each output's metric objects (none for an output without targets); named
+        ``<output>_<metric>`` for several outputs."""
         names = self._output_names_list()
         out = []
         for k, shape in enumerate(out_shapes):
+            if ys[k] is None:
+                out.append([])
+                continue
             objs = compile_metrics(
                 self._metrics[k], self._weighted_metrics[k], self._losses[k], shape[-1]
             )
@@ -325,7 +329,7 @@ class Trainer:
         )
         self.history = history
         rng = np.random.default_rng(utils.draw_seed())
-        metric_objs = self._make_metrics(out_shapes)
+        metric_objs = self._make_metrics(out_shapes, ys)
         self.stop_training = False
         logs = {}
         cb.on_train_begin()
@@ -393,7 +397,7 @@ class Trainer:
         return _result(logs, return_dict)
 
     def _evaluate_lists(self, xs, ys, sws, batch_size) -> dict:
-        metric_objs = self._make_metrics(self._output_shapes_for(xs))
+        metric_objs = self._make_metrics(self._output_shapes_for(xs), ys)
         n = len(xs[0])
         sums = None
         for start in range(0, n, batch_size):
@@ -422,7 +426,7 @@ class Trainer:
         self._require_compiled("train_on_batch")
         xs, ys, out_shapes = self._check_data(x, y, "train_on_batch")
         sws = self._sample_weights(ys, out_shapes, sample_weight, class_weight, "train_on_batch")
-        metric_objs = self._make_metrics(out_shapes)
+        metric_objs = self._make_metrics(out_shapes, ys)
         rng = np.random.default_rng(utils.draw_seed())
         loss, parts, applied = self._train_step(xs, ys, rng, metric_objs, sws)
         if not applied:

@@ -29,6 +29,7 @@ __all__ = [
     "nodes_of",
     "symbolic_call",
     "describe",
+    "check_tensor",
 ]
 
 
@@ -169,18 +170,22 @@ def tensor_label(t: KerasTensor) -> str:
     return f"{h.operation.name}[{h.node_index}][{h.tensor_index}]"
 
 
+def check_tensor(t, what: str, owner: str, problem: str = "") -> None:
+    """Refuse what is not a symbolic tensor, or one no call produced (dangling)."""
+    if not isinstance(t, KerasTensor):
+        problem = problem or "must be symbolic tensors (rnncore.Input, or layers called on them)"
+        raise TypeError(f"{owner}: {what} {problem}, got {type(t).__name__} {t!r}")
+    if t._keras_history is None:
+        raise ValueError(
+            f"{owner}: {what} include the dangling tensor {t!r}, which no rnncore.Input or "
+            f"layer call produced"
+        )
+
+
 def _check_tensors(structure, what: str, owner: str) -> None:
+    mixed = "mixes symbolic tensors and other values (every input of a call is symbolic)"
     for leaf in flatten(structure):
-        if not isinstance(leaf, KerasTensor):
-            raise TypeError(
-                f"{owner}: {what} mixes symbolic tensors and other values ({leaf!r}); in a "
-                f"functional model every input of a call is a symbolic tensor"
-            )
-        if leaf._keras_history is None:
-            raise ValueError(
-                f"{owner}: {what} includes the dangling tensor {leaf!r}, which no rnncore.Input "
-                f"or layer call produced"
-            )
+        check_tensor(leaf, what, owner, mixed)
 
 
 def symbolic_call(operation, inputs, kwargs: dict):

@@ -215,20 +215,31 @@ class Bidirectional(Layer):
             self.backward_layer._check_state_shapes(shapes[half:], input_shape[0])
         return shape
 
+    def _split_states(self, initial_state):
+        """The forward layer's initial states and the backward layer's (or None, None)."""
+        if initial_state is None:
+            return None, None
+        half = len(initial_state) // 2
+        return initial_state[:half], initial_state[half:]
+
     def call(self, inputs, initial_state=None, mask=None, training=None):
         mask = as_mask(mask, inputs.shape, f"Bidirectional {self.name!r}")
-        fwd_state = bwd_state = None
-        if initial_state is not None:
-            half = len(initial_state) // 2
-            fwd_state, bwd_state = initial_state[:half], initial_state[half:]
+        fwd_state, bwd_state = self._split_states(initial_state)
         y = self.forward_layer._call(inputs, mask, training, initial_state=fwd_state)[0]
         y_rev = self.backward_layer._call(inputs, mask, training, initial_state=bwd_state)[0]
+        return self._merge(y, y_rev)
+
+    def _merge(self, y, y_rev, cache=None):
+        """The merged output (and states) from the two layers' results (a training call
+        keeps ``cache`` with the two outputs for :meth:`backward`)."""
         states = ()
         if self.return_state:
             states = tuple(y[1:]) + tuple(y_rev[1:])
             y, y_rev = y[0], y_rev[0]
         if self.return_sequences:
             y_rev = y_rev[:, ::-1]
+        if cache is not None:
+            self._train_cache = (y, y_rev, cache)
         mode = self.merge_mode
         if mode == "concat":
             out = np.concatenate([y, y_rev], axis=-1)
@@ -255,36 +266,14 @@ class Bidirectional(Layer):
 
     def call_train(self, x, mask, rng, initial_state=None):
         mask = as_mask(mask, x.shape, f"Bidirectional {self.name!r}")
-        fwd_state = bwd_state = None
-        if initial_state is not None:
-            half = len(initial_state) // 2
-            fwd_state, bwd_state = initial_state[:half], initial_state[half:]
+        fwd_state, bwd_state = self._split_states(initial_state)
         # each wrapped layer's training cache is kept in this layer's own, so that the
         # graph of a functional model can call a shared Bidirectional several times a step
         y = self.forward_layer.forward_train(x, mask, rng, initial_state=fwd_state)[0]
         y_rev = self.backward_layer.forward_train(x, mask, rng, initial_state=bwd_state)[0]
         caches = (self.forward_layer._train_cache, self.backward_layer._train_cache)
         self.forward_layer._train_cache = self.backward_layer._train_cache = None
-        states = ()
-        if self.return_state:
-            states = tuple(y[1:]) + tuple(y_rev[1:])
-            y, y_rev = y[0], y_rev[0]
-        if self.return_sequences:
-            y_rev = y_rev[:, ::-1]
-        self._train_cache = (y, y_rev, caches)
-        mode = self.merge_mode
-        if mode == "concat":
-            out = np.concatenate([y, y_rev], axis=-1)
-        elif mode == "sum":
-            out = y + y_rev
-        elif mode == "ave":
-            out = (y + y_rev) / 2
-        elif mode == "mul":
-            out = y * y_rev
-        else:
-            out = (y, np.ascontiguousarray(y_rev))
-            return out + states if self.return_state else out
-        return (out,) + states if self.return_state else out
+        return self._merge(y, y_rev, caches)
 
     def backward(self, dy):
         y, y_rev, caches = self._cached()

@@ -31,7 +31,14 @@ import numpy as np
 
 from ..layers import InputLayer, deserialize_layer, serialize_layer
 from ..layers._base import as_float_array, attach_mask, require_default, unique_name
-from ..layers._symbolic import KerasTensor, flatten, is_symbolic, symbolic_call, tensor_label
+from ..layers._symbolic import (
+    KerasTensor,
+    check_tensor,
+    flatten,
+    is_symbolic,
+    symbolic_call,
+    tensor_label,
+)
 from . import functional_config
 from .base import ModelBase, unique_weights
 from .graph import Graph
@@ -78,7 +85,7 @@ class Model(ModelBase):
         self._inputs, self._outputs = flatten(inputs), flatten(outputs)
         _check_inputs(inputs, self._inputs, owner)
         for t in self._outputs:
-            _check_tensor(t, "outputs", owner)
+            check_tensor(t, "outputs", owner)
         if not self._outputs:
             raise ValueError(f"{owner}: outputs must not be empty")
         self._graph = Graph(self._inputs, self._outputs, owner)
@@ -405,25 +412,12 @@ def deserialize(spec: dict):
     return deserialize_layer(spec)
 
 
-def _check_tensor(t, what: str, owner: str) -> None:
-    if not isinstance(t, KerasTensor):
-        raise TypeError(
-            f"{owner}: {what} must be symbolic tensors (rnncore.Input, or layers called on "
-            f"them), got {type(t).__name__}"
-        )
-    if t._keras_history is None:
-        raise ValueError(
-            f"{owner}: {what} include the dangling tensor {t!r}, which no rnncore.Input or "
-            f"layer call produced"
-        )
-
-
 def _check_inputs(struct, inputs: list, owner: str) -> None:
     if not inputs:
         raise ValueError(f"{owner}: inputs must not be empty")
     names = []
     for t in inputs:
-        _check_tensor(t, "inputs", owner)
+        check_tensor(t, "inputs", owner)
         if not isinstance(t._keras_history.operation, InputLayer):
             raise NotImplementedError(
                 f"{owner}: input {tensor_label(t)} is not an rnncore.Input; rnncore builds "
