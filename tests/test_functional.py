@@ -240,6 +240,23 @@ def test_nested_models(rng):
     assert isinstance(rm.get_layer("head"), rnncore.Sequential)
 
 
+def test_nested_model_with_dict_inputs(rng):
+    def build(lib, Lk):
+        p, q = lib.Input((4,), name="p"), lib.Input((3,), name="q")
+        joined = Lk.Concatenate(name="icat")([Lk.Dense(2, name="pd")(p), q])
+        inner = lib.Model({"p": p, "q": q}, joined, name="inner")
+        a, b = lib.Input((4,), name="a"), lib.Input((3,), name="b")
+        out = Lk.Dense(1, name="out")(inner({"q": b, "p": a}))
+        return lib.Model({"a": a, "b": b}, out, name="outer")
+
+    x = dict(zip("ab", seqs(rng, (B, 4), (B, 3))))
+    km, rm = compare("nested model, dict inputs", build, x)
+    clone = rnncore.Model.from_config(rm.get_config())
+    clone.set_weights(rm.get_weights())
+    np.testing.assert_array_equal(clone.predict(x), rm.predict(x))
+    assert rm.get_config()["input_layers"] == km.get_config()["input_layers"]
+
+
 def test_masks_pass_through_a_nested_model(rng):
     def build(lib, Lk):
         i = lib.Input((T, D), name="i")

@@ -242,6 +242,8 @@ class Model(ModelBase):
     def _input_masks(self, xs, mask) -> list:
         if mask is None:
             return [getattr(a, "_keras_mask", None) for a in xs]
+        if isinstance(mask, dict):
+            return [mask.get(k) for k in self._input_keys()]
         masks = list(mask) if isinstance(mask, (list, tuple)) else [mask]
         if len(masks) != len(xs):
             raise ValueError(f"{self.name}: mask must have one entry per input ({len(xs)})")
@@ -275,8 +277,14 @@ class Model(ModelBase):
         outs, masks = self._graph.run(self._prepare(xs), self._input_masks(xs, mask), training)
         return (outs[0], masks[0]) if len(outs) == 1 else (outs, masks)
 
+    def _shape_list(self, input_shape) -> list:
+        """Input shapes (one, a list, or a dict keyed by input name) as a list."""
+        if isinstance(input_shape, dict):
+            return [input_shape[k] for k in self._input_keys()]
+        return [input_shape] if len(self._inputs) == 1 else list(input_shape)
+
     def _symbolic_shapes(self, input_shape, kwargs):
-        shapes = [input_shape] if len(self._inputs) == 1 else list(input_shape)
+        shapes = self._shape_list(input_shape)
         for t, shape in zip(self._inputs, shapes):
             shape = tuple(shape)
             if len(shape) != len(t.shape) or any(
@@ -288,8 +296,7 @@ class Model(ModelBase):
         return self.compute_output_shape(input_shape)
 
     def compute_output_shape(self, input_shape):
-        shapes = [input_shape] if len(self._inputs) == 1 else list(input_shape)
-        out = self._graph.output_shapes(shapes)
+        out = self._graph.output_shapes(self._shape_list(input_shape))
         return out[0] if len(out) == 1 else out
 
     def compute_mask(self, inputs, mask=None):

@@ -41,8 +41,10 @@ def _resolve(structure, store: dict):
 
 def _masks_of(masks):
     """A list of masks as the layers take it: None when no entry has one."""
-    if isinstance(masks, (list, tuple)):
-        return list(masks) if any(m is not None for m in flatten(masks)) else None
+    if isinstance(masks, (list, tuple, dict)):
+        if not any(m is not None for m in flatten(masks)):
+            return None
+        return masks if isinstance(masks, dict) else list(masks)
     return masks
 
 
@@ -261,6 +263,8 @@ class Graph:
                     previous = weight_grads.get(id(v))
                     weight_grads[id(v)] = (v, g if previous is None else previous[1] + g)
             args = node.args[0]
+            if isinstance(args, dict):  # a nested model's inputs by name: in its order
+                args = [args[k] for k in op._input_keys()]
             if isinstance(args, (list, tuple)):
                 for t, g in zip(flatten(args), dx if dx is not None else []):
                     add(t, g)
