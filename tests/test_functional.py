@@ -314,6 +314,18 @@ def test_symbolic_tensors():
     assert ids.dtype == "int64" and L.Embedding(9, 2)(ids).dtype == "float32"
 
 
+def test_sub_model_from_a_layers_output_shares_its_weights(rng):
+    km, rm = both(masked_graph)
+    x = [pad(a, "holes", rng) for a in seqs(rng, (B, T, D), (B, T, 2))]
+    keras_feat = keras.Model(km.input, km.get_layer("l1").output)
+    feat = rnncore.Model(rm.input, rm.get_layer("l1").output)
+    assert rm.get_layer("l2").input is rm.get_layer("l1").output
+    check_close("sub-model (feature extractor)", keras_feat.predict(x, verbose=0), feat.predict(x))
+    assert feat.get_layer("l1") is rm.get_layer("l1") and len(feat.weights) == 5
+    with pytest.raises(AttributeError, match="never been called on symbolic tensors"):
+        L.Dense(2).output  # noqa: B018
+
+
 def test_get_layer_weights_and_count_params(rng):
     km, rm = both(nested)
     assert rm.get_layer("cat") is rm.layers[-1] and rm.get_layer(index=0).name == "a"

@@ -302,6 +302,26 @@ class Layer(DropsTransientOnPickle):
             self._check_input_shape(input_shape)
         return self.compute_output_shape(input_shape)
 
+    @property
+    def input(self):
+        """The symbolic input(s) of the layer's first call (Keras's ``layer.input``)."""
+        return self._first_call("input").args[0]
+
+    @property
+    def output(self):
+        """The symbolic output(s) of the layer's first call (Keras's ``layer.output``), e.g.
+        for ``Model(model.input, model.get_layer(name).output)``."""
+        return self._first_call("output").output_structure
+
+    def _first_call(self, what):
+        nodes = getattr(self, "_inbound_nodes", None)
+        if not nodes:
+            raise AttributeError(
+                f"{type(self).__name__} {self.name!r} has never been called on symbolic "
+                f"tensors, so it has no {what}"
+            )
+        return nodes[0]
+
     def _check_input_shape(self, input_shape) -> None:
         """Refuse an input its weights cannot take: for the layers whose kernel reads the
         last axis (Dense, the recurrent layers and their wrappers) that axis, and for the
