@@ -211,6 +211,33 @@ def test_encoder_decoder_states(cell, rng):
     compare(f"encoder-decoder {cell}", encoder_decoder(cell), seqs(rng, (B, T, D), (B, 5, 4)))
 
 
+def seq2seq_inference(lib, Lk, cell="LSTM"):
+    """Keras's seq2seq example: the training model, then the encoder and the one-step
+    decoder built from its layers (called again on new Inputs) for inference."""
+    train = encoder_decoder(cell)(lib, Lk)
+    enc_in, dec_in = train.input
+    encoder = lib.Model(enc_in, train.get_layer("encoder").output[1:], name="enc_model")
+    n = len(encoder.outputs)
+    states_in = [lib.Input((6,), name=f"state_{k}") for k in range(n)]
+    seq, *states = train.get_layer("decoder")(dec_in, initial_state=states_in)
+    probs = train.get_layer("softmax")(seq)
+    decoder = lib.Model([dec_in] + states_in, [probs] + states, name="dec_model")
+    return train, encoder, decoder
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_seq2seq_inference_models_share_the_trained_layers(cell, rng):
+    (kt, ke, kd), (rt, re, rd) = (seq2seq_inference(lib, Lk, cell) for lib, Lk in
+                                  ((keras, keras.layers), (rnncore, L)))  # fmt: skip
+    rt.set_weights(kt.get_weights())
+    x = seqs(rng, (B, T, D), (B, 1, 4))
+    states = ke.predict(x[0], verbose=0)
+    check_close(f"seq2seq inference {cell}", states, re.predict(x[0]))
+    step = [x[1]] + as_list(states)
+    check_close(f"seq2seq inference {cell}", kd.predict(step, verbose=0), rd.predict(step))
+    assert [w.shape for w in rd.weights] == [tuple(w.shape) for w in kd.weights]
+
+
 def test_bidirectional_encoder_and_merge_mode_none(rng):
     km, rm = compare(
         "Bidirectional encoder", bidirectional_encoder, seqs(rng, (B, T, D), (B, 5, D))
