@@ -119,6 +119,19 @@ def test_fit_with_dicts_keyed_by_output_name(rng):
     )  # fmt: skip
 
 
+def test_validation_split_and_data_with_several_inputs_and_outputs(rng):
+    x, y = two_heads_data(rng, n=10)
+    km, rm = both(two_heads)
+    start_equal(km, rm, rng)
+    for m, opt in ((km, keras.optimizers.SGD(0.1)), (rm, optimizers.SGD(0.1))):
+        m.compile(opt, loss=["mse", "binary_crossentropy"], metrics=[["mae"], []])
+    for kw in (dict(validation_split=0.3, batch_size=3), dict(validation_data=(x, y))):
+        fit = dict(epochs=2, shuffle=False, verbose=0, **kw)
+        check_history("validation", km.fit(x, y, **fit).history, rm.fit(x, y, **fit).history)
+    assert "val_out_mae" in rm.history.history
+    check_weights("validation", km, rm)
+
+
 def test_train_and_test_on_batch(rng):
     x, y = two_heads_data(rng)
     km, rm = both(two_heads)
