@@ -251,6 +251,16 @@ def test_masks_through_the_graph(padding, rng):
     compare(f"masks ({padding})", masked_graph, [pad(a, padding, rng), pad(b, padding, rng)])
 
 
+def test_explicit_symbolic_mask_from_a_bool_input(rng):
+    def build(lib, Lk):
+        x, m = lib.Input((T, D), name="x"), lib.Input((T,), dtype="bool", name="m")
+        seq = Lk.LSTM(4, return_sequences=True, name="l")(x, mask=m)
+        return lib.Model([x, m], Lk.GRU(2, name="g")(seq), name="explicit_mask")
+
+    x, mask = seqs(rng, (B, T, D))[0], rng.random((B, T)) > 0.3
+    compare("explicit mask= tensor", build, [x, mask])
+
+
 @pytest.mark.parametrize("padding", ["right_pad", "left_pad", "holes"])
 def test_integer_inputs_and_embedding_mask(padding, rng):
     ids = rng.integers(1, 30, (B, T)).astype(np.int32)
