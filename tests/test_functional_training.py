@@ -32,6 +32,7 @@ from test_functional import (  # noqa: E402
     pad,
     seqs,
     shared_layer,
+    text_classifier,
 )
 
 pytestmark = pytest.mark.filterwarnings(
@@ -165,6 +166,14 @@ def test_shared_layers_and_nested_models_train_as_keras(rng):
     x = seqs(rng, (8, T, D), (8, T, D))
     y = [seqs(rng, (8, T, 6))[0], seqs(rng, (8, T, 2))[0]]
     fit_both("nested models", nested, x, y, rng, loss=["mse", "mse"], loss_weights=[0.7, 1.3])
+
+
+def test_text_classifier_on_token_ids_trains_as_keras(rng):
+    ids = rng.integers(1, 30, (8, T))
+    ids[1, 4:] = ids[2, :3] = 0  # padding, masked by the Embedding
+    labels = rng.integers(0, 3, 8)
+    fit_both("text classifier (Embedding mask_zero)", text_classifier, ids, labels, rng,
+             loss="sparse_categorical_crossentropy", metrics=["accuracy"])  # fmt: skip
 
 
 def test_bidirectional_encoder_states_train_as_keras(rng):
