@@ -111,20 +111,28 @@ def _keras_file(path, rng, *, input_layer=True, name="seq"):
 
 
 @pytest.mark.parametrize("input_layer", [True, False], ids=["input_layer", "build_config"])
-def test_read_keras_gives_what_load_keras_wraps(rng, tmp_path, input_layer):
+def test_read_keras_hands_the_layers_to_assemble_before_the_weights(rng, tmp_path, input_layer):
     path = _keras_file(tmp_path / "m.keras", rng, input_layer=input_layer)
-    layers, name, input_shape = fk.read_keras(path)
-    assert name == "seq" and input_shape == (None, 5, 3)
-    assert isinstance(layers[0], L.InputLayer) == input_layer
-    assert all(layer.built for layer in layers)
-    model = rnncore.Sequential(layers, name=name)
-    if not model.built:
-        model.build(input_shape)
+    seen = []
+
+    def assemble(spec):
+        # called with built layers (the Sequential's input shape known) and no weights read
+        assert spec.graph is None and spec.name == "seq" and spec.input_shape == (None, 5, 3)
+        assert isinstance(spec.layers[0], L.InputLayer) == input_layer
+        assert all(layer.built for layer in spec.layers)
+        model = rnncore.Sequential(spec.layers, name=spec.name)
+        if not model.built:
+            model.build(spec.input_shape)
+        seen.append([w.copy() for w in model.get_weights()])
+        return model
+
+    model = fk.read_keras(path, assemble)
     loaded = rnncore.load_keras(path)
     assert loaded.name == model.name and loaded.input_shape == model.input_shape
     assert loaded.get_config() == model.get_config()
-    for a, b in zip(loaded.get_weights(), model.get_weights(), strict=True):
+    for a, b, before in zip(loaded.get_weights(), model.get_weights(), seen[0], strict=True):
         np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, before)  # the file's weights came in after assemble
     x = rng.standard_normal((2, 5, 3)).astype(np.float32)
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
 

@@ -211,9 +211,9 @@ def test_loading_does_not_import_keras(rng, tmp_path):
 @pytest.mark.parametrize(
     "make,match",
     [
-        (lambda: [K.Input((7, 3)), K.Conv1D(2, 3)], "Conv1D"),
+        (lambda: [K.Input((7, 3)), K.Conv1DTranspose(2, 3)], "Conv1DTranspose"),
         (lambda: [K.Input((7, 3)), K.LSTM(3, activation="gelu")], "gelu"),
-        (lambda: [K.Input((7, 3)), K.LayerNormalization()], "LayerNormalization"),
+        (lambda: [K.Input((7, 3)), K.GroupNormalization(groups=1)], "GroupNormalization"),
         (
             lambda: [K.Input((7, 3)), K.Dense(2, kernel_regularizer="l2", dtype="bfloat16")],
             "bfloat16",
@@ -227,24 +227,28 @@ def test_unsupported_layers_are_named(tmp_path, make, match):
             load_keras(path)
 
 
-def test_branching_functional_model_refused(tmp_path):
+def test_branching_functional_model_loads(rng, tmp_path):
+    """A model that branches and merges (refused before the functional Model existed)."""
     i = keras.Input((7, 3))
     a, b = K.LSTM(3)(i), K.GRU(3)(i)
     kmodel = keras.Model(i, K.Dense(2)(K.Concatenate()([a, b])))
     path = tmp_path / "m.keras"
     kmodel.save(path)
-    with pytest.raises(UnsupportedModelError, match="Concatenate"):
-        load_keras(path)
+    x = rng.standard_normal((4, 7, 3)).astype(np.float32)
+    model = load_keras(path)
+    assert isinstance(model, rnncore.Model)
+    np.testing.assert_allclose(model.predict(x), kmodel.predict(x, verbose=0), atol=1e-6)
 
 
-def test_initial_state_from_another_layer_refused(tmp_path):
+def test_initial_state_from_another_layer_loads(rng, tmp_path):
     i = keras.Input((7, 3))
     _, h, c = K.LSTM(3, return_state=True)(i)
     kmodel = keras.Model(i, K.LSTM(3)(i, initial_state=[h, c]))
     path = tmp_path / "m.keras"
     kmodel.save(path)
-    with pytest.raises(UnsupportedModelError):
-        load_keras(path)
+    x = rng.standard_normal((4, 7, 3)).astype(np.float32)
+    got = load_keras(path).predict(x)
+    np.testing.assert_allclose(got, kmodel.predict(x, verbose=0), atol=1e-6)
 
 
 def test_custom_class_refused(rng, tmp_path):

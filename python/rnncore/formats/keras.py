@@ -14,15 +14,17 @@ Two file formats:
   as JSON in the ``model_config`` attribute, weights in ``model_weights/<layer name>`` in the
   order of its ``weight_names`` attribute.
 
-What is read: ``Sequential`` models, and functional models that are a chain (one input, each
-layer called once on the previous layer's output, the outputs those of the last layer),
-made of ``InputLayer, Masking, SimpleRNN, LSTM, GRU, Bidirectional, Dense, TimeDistributed,
-Dropout, Activation, Softmax``. The result is the layers of an :class:`rnncore.Sequential`
-with the same outputs, masks included. Anything else (another layer class, a custom or
-nested model, a layer option rnncore lacks, such as ``activation='gelu'`` or a
-mixed-precision dtype) raises :class:`UnsupportedModelError` naming it. Options that only
-matter for training (initializers, regularizers, constraints, seeds) and options that only
-change speed (``unroll``, ``use_cudnn``, ``implementation``) are not carried over.
+What is read: ``Sequential`` models and functional models (several inputs and outputs,
+shared layers, layers feeding an RNN's ``initial_state``, Keras 3's ``{"args", "kwargs"}``
+calls and Keras 2's list form; :mod:`.keras_graph`), made of the layers in
+:data:`SUPPORTED_LAYERS` (every layer rnncore has, under Keras's class names). A functional
+model becomes an :class:`rnncore.Model`, a ``Sequential`` an :class:`rnncore.Sequential`,
+with the same outputs, masks included. Anything else (another layer class, a nested model,
+a Keras operation other than a Masking's mask, a layer option rnncore lacks, such as
+``activation='gelu'`` or a mixed-precision dtype) raises :class:`UnsupportedModelError`
+naming it. Options that only matter for training (initializers, regularizers, constraints,
+seeds) and options that only change speed (``unroll``, ``use_cudnn``, ``implementation``)
+are not carried over.
 
 Keras 2 defined ``hard_sigmoid`` as ``clip(0.2 x + 0.5, 0, 1)`` (Keras 3 and rnncore:
 ``clip(x / 6 + 0.5, 0, 1)``). In files written by Keras 2 the weights feeding a
@@ -44,7 +46,6 @@ import zipfile
 import zlib
 
 from ..errors import ModelFileError, UnsupportedModelError
-from ..layers import Layer
 from .archive import ARCHIVE_ERRORS, optional_import, read_json, read_member
 from .hdf5_check import HDF5_SIGNATURE, check_global_heaps, h5_errors, h5_text
 from .keras_config import SUPPORTED_LAYERS, KerasPlan
@@ -57,15 +58,14 @@ _MAX_CONFIG_BYTES = 64 << 20
 _MAX_WEIGHTS_BYTES = 16 << 30
 
 
-def read_keras(filepath) -> tuple[list[Layer], str | None, tuple | None]:
-    """Read a Keras model file (``.keras`` or legacy ``.h5``) as rnncore layers.
+def read_keras(filepath, assemble):
+    """Read a Keras model file (``.keras`` or legacy ``.h5``) into an rnncore model.
 
-    Returns ``(layers, name, input_shape)``: the model's layers in order (an
-    ``InputLayer`` first when the model has one), built and holding the file's weights
-    when the file gives the input shape; the model's name (``None`` when the config has
-    none); the batch input shape they were built for (``None`` when unbuilt).
-    ``Sequential(layers, name=name)``, then ``build(input_shape)`` unless it built itself,
-    is the model. The format is recognised from the file's content, not its name. Needs
+    The file's config becomes a :class:`KerasModelSpec` (rnncore layers, and the graph of a
+    functional model); ``assemble(spec)`` makes the model of it (a ``Sequential`` or a
+    functional ``Model``: the models live above this module), which builds the layers;
+    then the file's weights are read into them and the model is returned.
+    The format is recognised from the file's content, not its name. Needs
     ``h5py`` (``pip install "rnncore[keras]"``); Keras and TensorFlow are not used. See
     the module documentation for what is supported and how layers are matched to their
     weights.
@@ -74,10 +74,10 @@ def read_keras(filepath) -> tuple[list[Layer], str | None, tuple | None]:
     with open(filepath, "rb") as f:
         head = f.read(8)
     if head[:4] == b"PK\x03\x04":
-        return _read_keras_v3(filepath)
+        return _read_keras_v3(filepath, assemble)
     h5py = optional_import("h5py", "rnncore.load_keras")
     if head == HDF5_SIGNATURE or h5py.is_hdf5(filepath):
-        return _read_h5(filepath, h5py)
+        return _read_h5(filepath, h5py, assemble)
     raise ModelFileError(
         f"{filepath}: not a Keras model file (neither a .keras ZIP archive nor an HDF5 .h5 "
         f"file; the first bytes are {head!r})"
@@ -105,7 +105,17 @@ def is_keras_file(filepath) -> bool:
 # ---------------------------------------------------------------------------------------
 
 
-def _read_keras_v3(filepath: str):
+def _assembled(plan: KerasPlan, assemble):
+    """The model of the plan's layers, its layers built (a damaged config that cannot be
+    assembled is the file's error)."""
+    spec = plan.build()
+    try:
+        return assemble(spec)
+    except (ValueError, TypeError, MemoryError) as e:
+        raise plan.fail(f"cannot assemble the model ({e})") from None
+
+
+def _read_keras_v3(filepath: str, assemble):
     h5py = optional_import("h5py", "rnncore.load_keras")
     try:
         zf = zipfile.ZipFile(filepath)
@@ -137,11 +147,11 @@ def _read_keras_v3(filepath: str):
             f"{filepath}: corrupted or truncated .keras archive ({type(e).__name__}: {e})"
         ) from None
     plan = KerasPlan(filepath, config, keras_version=3)
-    result = plan.build()
+    model = _assembled(plan, assemble)
     if weights_bytes is None:
-        if any(layer.weights for layer in result[0]):
+        if any(entry.layer.weights for entry in plan.entries if entry.layer is not None):
             raise ModelFileError(f"{filepath}: the archive has no model.weights.h5")
-        return result
+        return model
     check_global_heaps(weights_bytes, f"{filepath}: model.weights.h5")
     try:
         h5 = h5py.File(io.BytesIO(weights_bytes), "r")
@@ -152,7 +162,7 @@ def _read_keras_v3(filepath: str):
         ) from None
     with h5, h5_errors(filepath):
         load_weights_v3(plan, h5)
-    return result
+    return model
 
 
 def _read_member(zf: zipfile.ZipFile, name: str, filepath: str, limit: int) -> bytes:
@@ -163,7 +173,7 @@ def _read_json(zf: zipfile.ZipFile, name: str, filepath: str):
     return read_json(_read_member(zf, name, filepath, _MAX_CONFIG_BYTES), f"{filepath}: {name}")
 
 
-def _read_h5(filepath: str, h5py):
+def _read_h5(filepath: str, h5py, assemble):
     with open(filepath, "rb") as raw:
         if os.fstat(raw.fileno()).st_size:
             with mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ) as buf:
@@ -202,7 +212,7 @@ def _read_h5(filepath: str, h5py):
                 f"are not supported; re-save the model with Keras 2+"
             )
         plan = KerasPlan(filepath, config, keras_version=3 if major == "3" else 2)
-        result = plan.build()
+        model = _assembled(plan, assemble)
         with h5_errors(filepath):
             load_weights_h5(plan, f)
-    return result
+    return model

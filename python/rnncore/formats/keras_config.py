@@ -5,53 +5,46 @@ what Keras 2 configs mean differently. The weights are :mod:`rnncore.formats.ker
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..errors import ModelFileError, UnsupportedArgumentError, UnsupportedModelError
-from ..layers import LAYER_CLASSES, InputLayer, Layer
+from ..layers import LAYER_CLASSES, InputLayer
 from ..layers._args import shape_tuple
 from ..layers._base import build_chain
+from .keras_graph import functional_graph, is_mask_op
 
-__all__ = ["SUPPORTED_LAYERS", "KerasPlan"]
+__all__ = ["SUPPORTED_LAYERS", "KerasPlan", "KerasModelSpec"]
 
-#: The Keras layer classes :func:`rnncore.formats.keras.read_keras` reads.
-SUPPORTED_LAYERS = (
-    "InputLayer",
-    "Masking",
-    "SimpleRNN",
-    "LSTM",
-    "GRU",
-    "Bidirectional",
-    "Dense",
-    "TimeDistributed",
-    "Dropout",
-    "Activation",
-    "Softmax",
-)
+#: The Keras layer classes :func:`rnncore.formats.keras.read_keras` reads: rnncore's own,
+#: which take Keras's names, arguments and weights.
+SUPPORTED_LAYERS = tuple(LAYER_CLASSES)
 
 RNN_CLASSES = ("SimpleRNN", "LSTM", "GRU")
 
-#: Config keys that only matter for training or speed: not carried over.
-_DROPPED_KEYS = frozenset(
-    (
-        "kernel_initializer",
-        "recurrent_initializer",
-        "bias_initializer",
-        "kernel_regularizer",
-        "recurrent_regularizer",
-        "bias_regularizer",
-        "activity_regularizer",
-        "kernel_constraint",
-        "recurrent_constraint",
-        "bias_constraint",
-        "unit_forget_bias",
-        "seed",
-        "unroll",
-        "use_cudnn",
-        "implementation",
-    )
-)
+#: Config keys that only matter for training or speed: not carried over (nor any key
+#: ending in _initializer, _regularizer or _constraint).
+_DROPPED_KEYS = frozenset(("unit_forget_bias", "seed", "unroll", "use_cudnn", "implementation"))
+_DROPPED_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
 
-#: Keras operations (not layers) a functional model records to compute a Masking's mask.
-_MASK_OPS = frozenset(("NotEqual", "Any"))
+
+def _carried(key: str) -> bool:
+    return key not in _DROPPED_KEYS and not key.endswith(_DROPPED_SUFFIXES)
+
+
+@dataclass
+class KerasModelSpec:
+    """What a Keras file describes, as rnncore layers, before its weights are read.
+
+    ``graph`` is ``None`` for a ``Sequential`` model: the model is ``layers`` in order,
+    built for ``input_shape`` when the file gives it. For a functional model it is the
+    model's config in Keras 3's functional form (:func:`.keras_graph.functional_graph`), whose
+    layers are ``layers`` (the same names), not yet built.
+    """
+
+    name: str | None
+    layers: list
+    input_shape: tuple | None = None
+    graph: dict | None = None
 
 
 class Entry:
@@ -80,10 +73,8 @@ class KerasPlan:
     def fail(self, msg, cls=ModelFileError):
         return cls(f"{self.filepath}: {msg}")
 
-    def build(self) -> tuple[list[Layer], str | None, tuple | None]:
-        """The model's layers (an InputLayer first when it has one), built when the config
-        gives the input shape; the model's name; the batch input shape they were built for
-        (``None`` when unknown)."""
+    def build(self) -> KerasModelSpec:
+        """The model the config describes, as rnncore layers (see :class:`KerasModelSpec`)."""
         class_name = self.config["class_name"]
         body = self.config.get("config")
         _check_module(self, self.config, "model")
@@ -91,27 +82,32 @@ class KerasPlan:
             if isinstance(body, list):  # Keras 2.0 / 2.1
                 body = {"layers": body}
             specs = self._specs(body)
-            chain = list(specs)
-            n_outputs = None
-        elif class_name in ("Functional", "Model"):
+            return self._sequential(body, specs)
+        if class_name in ("Functional", "Model"):
             specs = self._specs(body)
-            chain, n_outputs = _functional_chain(self, body, specs)
+            graph = functional_graph(self, body, specs)
+            for spec in graph["layers"]:
+                self.entries.append(Entry(spec, self._layer(spec)))
+            return KerasModelSpec(graph["name"], [e.layer for e in self.entries], None, graph)
         else:
             raise self.fail(
-                f"model class {class_name!r} is not supported: only Sequential models and "
-                f"functional models (a chain of layers) can be read without the model's "
-                f"Python code",
+                f"model class {class_name!r} is not supported: only Sequential and "
+                f"functional models can be read without the model's Python code",
                 UnsupportedModelError,
             )
+
+    def _sequential(self, body, specs) -> KerasModelSpec:
         # the Keras weight numbering counts every layer of the config (in order)
         for spec in specs:
-            if spec["class_name"] in _MASK_OPS and _is_op(spec):
+            if is_mask_op(spec):
                 continue
             self.entries.append(Entry(spec, None))
         by_id = {id(e.spec): e for e in self.entries}
         model_layers = []
-        for spec in chain:
-            entry = by_id[id(spec)]
+        for spec in specs:
+            entry = by_id.get(id(spec))
+            if entry is None:  # a mask operation
+                continue
             entry.layer = self._layer(spec)
             model_layers.append(entry.layer)
         input_layers = [x for x in model_layers if isinstance(x, InputLayer)]
@@ -120,21 +116,7 @@ class KerasPlan:
         name = (body or {}).get("name")
         stack = [x for x in model_layers if not isinstance(x, InputLayer)]
         input_shape = self._build(stack, input_layers, body, name)
-        if n_outputs is not None and n_outputs > 1:
-            last = stack[-1]
-            outputs = last.compute_output_shape(input_shape) if input_shape is not None else None
-            if outputs is not None and (
-                not isinstance(outputs, tuple)
-                or not outputs
-                or not isinstance(outputs[0], tuple)
-                or len(outputs) != n_outputs
-            ):
-                raise self.fail(
-                    f"the model's {n_outputs} outputs are not the outputs of its "
-                    f"last layer {last.name!r}",
-                    UnsupportedModelError,
-                )
-        return model_layers, name, input_shape
+        return KerasModelSpec(name, model_layers, input_shape)
 
     def _build(self, stack: list, input_layers: list, body, name) -> tuple | None:
         """Build the layers as ``Sequential(layers, name=name)`` followed by ``build`` of
@@ -191,7 +173,7 @@ class KerasPlan:
             )
         if not isinstance(config, dict):
             raise self.fail(f"{where}: malformed layer config")
-        kwargs = {k: v for k, v in config.items() if k not in _DROPPED_KEYS}
+        kwargs = {k: v for k, v in config.items() if _carried(k)}
         for key in ("sparse", "ragged"):  # Keras writes False, its default
             if key in kwargs and kwargs[key] in (False, None):
                 del kwargs[key]
@@ -235,15 +217,6 @@ def build_stack(layers: list, input_shape, owner: str) -> tuple:
     return shape_tuple(input_shape, f"{owner}: build")
 
 
-def _is_op(spec: dict) -> bool:
-    module = spec.get("module") or ""
-    return (
-        module.startswith("keras.src.ops")
-        or module.startswith("keras.ops")
-        or ("inbound_nodes" in spec and spec.get("class_name") in _MASK_OPS)
-    )
-
-
 def _check_module(plan: KerasPlan, spec: dict, where: str) -> None:
     """Refuse classes from outside Keras (custom layers / models)."""
     module = spec.get("module")
@@ -258,141 +231,6 @@ def _check_module(plan: KerasPlan, spec: dict, where: str) -> None:
             f"reads only Keras's own layers",
             UnsupportedModelError,
         )
-
-
-# ---------------------------------------------------------------------------------------
-# Functional models: a chain of layers
-# ---------------------------------------------------------------------------------------
-
-
-def _tensor_refs(plan: KerasPlan, spec: dict) -> tuple[list, dict]:
-    """A layer's inputs as ``[(layer, node, tensor)]`` and its call kwargs (one call only)."""
-    nodes = spec.get("inbound_nodes") or []
-    name = spec.get("name") or (spec.get("config") or {}).get("name")
-    if len(nodes) > 1:
-        raise plan.fail(
-            f"layer {name!r} is called {len(nodes)} times (a shared layer); only "
-            f"models where each layer is called once are supported",
-            UnsupportedModelError,
-        )
-    if not nodes:
-        return [], {}
-    node = nodes[0]
-    if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
-        refs = []
-        for a in node.get("args", []):
-            if isinstance(a, dict) and a.get("class_name") == "__keras_tensor__":
-                refs.append(tuple(a["config"]["keras_history"]))
-            elif isinstance(a, (list, tuple, dict)):
-                raise plan.fail(
-                    f"layer {name!r} is called on several tensors; only chains "
-                    f"of single-input layers are supported",
-                    UnsupportedModelError,
-                )
-        return refs, dict(node.get("kwargs") or {})
-    refs, kwargs = [], {}  # Keras 2: [[name, node_index, tensor_index, kwargs], ...]
-    for item in node:
-        refs.append(tuple(item[:3]))
-        if len(item) > 3 and item[3]:
-            kwargs.update(item[3])
-    return refs, kwargs
-
-
-def _functional_chain(plan: KerasPlan, body: dict, specs: list) -> tuple[list, int]:
-    """The layers of a functional model from input to output, if it is a chain."""
-    by_name = {}
-    for spec in specs:
-        name = spec.get("name") or (spec.get("config") or {}).get("name")
-        by_name[name] = spec
-
-    def refs_list(value):
-        if isinstance(value, list) and value and isinstance(value[0], str):
-            return [value]
-        return list(value or [])
-
-    inputs = refs_list(body.get("input_layers"))
-    outputs = refs_list(body.get("output_layers"))
-    if len(inputs) != 1:
-        raise plan.fail(
-            f"the model has {len(inputs)} inputs; only single-input models are supported",
-            UnsupportedModelError,
-        )
-    if (
-        not outputs
-        or len({o[0] for o in outputs}) != 1
-        or [int(o[2]) for o in outputs] != list(range(len(outputs)))
-    ):
-        raise plan.fail(
-            f"the model's outputs {outputs} are not the output(s) of one last "
-            f"layer in order; only such models are supported",
-            UnsupportedModelError,
-        )
-    chain = []
-    current = outputs[0][0]
-    seen = set()
-    while True:
-        spec = by_name.get(current)
-        if spec is None:
-            raise plan.fail(f"the config refers to an unknown layer {current!r}")
-        if current in seen:
-            raise plan.fail(f"the model graph has a cycle at layer {current!r}")
-        seen.add(current)
-        chain.append(spec)
-        if current == inputs[0][0]:
-            break
-        if _is_op(spec) or spec["class_name"] not in SUPPORTED_LAYERS:
-            raise plan.fail(
-                f"layer {current!r}: the Keras class {spec['class_name']} is not "
-                f"supported by rnncore (supported: {', '.join(SUPPORTED_LAYERS)})",
-                UnsupportedModelError,
-            )
-        refs, kwargs = _tensor_refs(plan, spec)
-        for key, value in kwargs.items():
-            if key == "training" or value is None:
-                continue
-            if key == "mask" and _is_mask_op_tensor(value, by_name):
-                continue  # Keras's implicit mask from a Masking layer: rnncore does the same
-            raise plan.fail(
-                f"layer {current!r} is called with {key}=..., which rnncore's "
-                f"import does not support",
-                UnsupportedModelError,
-            )
-        if len(refs) != 1:
-            raise plan.fail(
-                f"layer {current!r} has {len(refs)} inputs; only chains of "
-                f"single-input layers are supported",
-                UnsupportedModelError,
-            )
-        src, node_index, tensor_index = refs[0]
-        if int(node_index) != 0 or int(tensor_index) != 0:
-            raise plan.fail(
-                f"layer {current!r} takes output {tensor_index} of layer {src!r}; "
-                f"only the main output of each layer can feed the next",
-                UnsupportedModelError,
-            )
-        current = src
-    chain.reverse()
-    on_chain = {id(s) for s in chain}
-    for spec in specs:
-        if id(spec) not in on_chain and not (_is_op(spec) and spec["class_name"] in _MASK_OPS):
-            name = spec.get("name") or (spec.get("config") or {}).get("name")
-            raise plan.fail(
-                f"layer {name!r} ({spec['class_name']}) is not on the path from "
-                f"the input to the output: only chain-shaped functional models "
-                f"are supported",
-                UnsupportedModelError,
-            )
-    if chain[0]["class_name"] != "InputLayer":
-        raise plan.fail("the model's input is not an InputLayer")
-    return chain, len(outputs)
-
-
-def _is_mask_op_tensor(value, by_name) -> bool:
-    """Whether a ``mask=`` argument is Keras's ``any(not_equal(x, v), -1)`` of a Masking."""
-    if not isinstance(value, dict) or value.get("class_name") != "__keras_tensor__":
-        return False
-    src = by_name.get(value["config"]["keras_history"][0])
-    return src is not None and src["class_name"] in _MASK_OPS and _is_op(src)
 
 
 # ---------------------------------------------------------------------------------------

@@ -13,8 +13,9 @@ from ..errors import ModelFileError, UnsupportedArgumentError
 from ..formats.archive import load_npy, read_json, read_member
 from ..formats.keras import is_keras_file, read_keras
 from ..formats.saved_model import FORMAT, FORMAT_VERSION, MANIFEST, write_archive
+from . import functional_config
 from .base import ModelBase
-from .functional import Model
+from .functional import Model, deserialize
 from .sequential import Sequential
 
 __all__ = ["save_model", "load_model", "load_keras", "model_from_json"]
@@ -45,22 +46,32 @@ def model_from_json(json_string: str) -> ModelBase:
     return cls.from_config(spec["config"])
 
 
-def load_keras(filepath) -> Sequential:
-    """Read a Keras model file (``.keras`` or legacy ``.h5``) as an :class:`Sequential`.
+def load_keras(filepath) -> ModelBase:
+    """Read a Keras model file (``.keras`` or legacy ``.h5``) as an rnncore model: a
+    :class:`Sequential` for a Keras ``Sequential``, a functional :class:`Model` for a
+    functional one.
 
     The format is recognised from the file's content, not its name. Needs ``h5py``
     (``pip install "rnncore[keras]"``); Keras and TensorFlow are not used. See
     :mod:`rnncore.formats.keras` for what is supported and how layers are matched to their
     weights.
     """
-    layers, name, input_shape = read_keras(filepath)
-    model = Sequential(layers, name=name)
-    if input_shape is not None and not model.built:
-        model.build(input_shape)
+    return read_keras(filepath, _assemble)
+
+
+def _assemble(spec) -> ModelBase:
+    """The model of a Keras file's layers (:class:`~rnncore.formats.keras_config.
+    KerasModelSpec`), its layers built, before the file's weights are read into them."""
+    if spec.graph is not None:
+        layers = {layer.name: layer for layer in spec.layers}
+        return functional_config.from_config(Model, spec.graph, deserialize, layers=layers)
+    model = Sequential(spec.layers, name=spec.name)
+    if spec.input_shape is not None and not model.built:
+        model.build(spec.input_shape)
     return model
 
 
-def load_model(filepath, custom_objects=None, compile=True, safe_mode=True) -> Sequential:
+def load_model(filepath, custom_objects=None, compile=True, safe_mode=True) -> ModelBase:
     """Read a model written by ``model.save`` / :func:`save_model`.
 
     Never executes code from the file: only rnncore layer classes are instantiated and

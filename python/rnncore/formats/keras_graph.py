@@ -1,0 +1,149 @@
+"""A Keras functional model's graph, read from its config into the form
+:meth:`rnncore.Model.from_config` takes (Keras 3's functional config).
+
+Keras 3 records each call of a layer as ``{"args": [...], "kwargs": {...}}`` whose tensors
+are ``{"class_name": "__keras_tensor__", "config": {"keras_history": [layer, node,
+tensor]}}``; Keras 2 (tf.keras ``.h5`` files) as a list ``[[layer, node, tensor, kwargs],
+...]`` of the call's input tensors, an RNN's initial states appended to its inputs. Both
+become Keras 3's form here. The operations Keras 3 records to compute a ``Masking``
+layer's mask (``NotEqual``, ``Any``) are dropped with the ``mask=`` arguments that refer to
+them: rnncore's layers propagate that mask themselves. Any other operation is refused.
+"""
+
+from __future__ import annotations
+
+from ..errors import ModelFileError, UnsupportedModelError
+
+__all__ = ["functional_graph", "spec_name", "is_mask_op", "RNN_CLASSES"]
+
+RNN_CLASSES = ("SimpleRNN", "LSTM", "GRU", "Bidirectional")
+
+#: Keras operations (not layers) a functional model records to compute a Masking's mask.
+_MASK_OPS = frozenset(("NotEqual", "Any"))
+
+#: the most layers and calls a config may describe (a file declaring more is damaged)
+_MAX_NODES = 100_000
+
+
+def spec_name(spec: dict):
+    return spec.get("name") or (spec.get("config") or {}).get("name")
+
+
+def is_mask_op(spec: dict) -> bool:
+    module = spec.get("module") or ""
+    is_op = module.startswith("keras.src.ops") or module.startswith("keras.ops")
+    return spec.get("class_name") in _MASK_OPS and (is_op or "inbound_nodes" in spec)
+
+
+def _tensor(ref) -> dict:
+    return {"class_name": "__keras_tensor__", "config": {"keras_history": list(ref)}}
+
+
+def _ref(plan, value, where: str):
+    """``(layer, node, tensor)`` of a Keras 3 tensor entry, checked."""
+    history = (value.get("config") or {}).get("keras_history")
+    if not (isinstance(history, (list, tuple)) and len(history) == 3):
+        raise ModelFileError(f"{plan.filepath}: {where}: malformed tensor reference {value!r}")
+    name, node, index = history
+    if not isinstance(name, str) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in (node, index)
+    ):
+        raise ModelFileError(f"{plan.filepath}: {where}: malformed tensor reference {history!r}")
+    return name, node, index
+
+
+def _is_tensor(value) -> bool:
+    return isinstance(value, dict) and value.get("class_name") == "__keras_tensor__"
+
+
+def _keras2_node(node, class_name: str) -> dict:
+    """A Keras 2 call ``[[layer, node, tensor, kwargs], ...]`` in Keras 3's form."""
+    refs = [item[:3] for item in node]
+    kwargs = {}
+    for item in node:
+        if len(item) > 3 and isinstance(item[3], dict):
+            kwargs.update(item[3])
+    if class_name in RNN_CLASSES and len(refs) > 1:
+        # tf.keras appended an RNN's initial states to its inputs
+        kwargs["initial_state"] = [_tensor(r) for r in refs[1:]]
+        refs = refs[:1]
+    args = [_tensor(refs[0])] if len(refs) == 1 else [[_tensor(r) for r in refs]]
+    return {"args": args, "kwargs": kwargs}
+
+
+def functional_graph(plan, body: dict, specs: list) -> dict:
+    """The functional config of ``body`` in Keras 3's form, mask operations dropped: the
+    layers' entries keep their ``class_name``/``config`` (translated by the caller) and get
+    ``inbound_nodes`` as ``[{"args": [...], "kwargs": {...}}]``."""
+    if len(specs) > _MAX_NODES:
+        raise ModelFileError(f"{plan.filepath}: the config describes {len(specs)} layers")
+    dropped = {spec_name(s) for s in specs if is_mask_op(s)}
+    layers, n_nodes = [], 0
+    for spec in specs:
+        if is_mask_op(spec):
+            continue
+        name = spec_name(spec)
+        where = f"layer {name!r} ({spec['class_name']})"
+        nodes = spec.get("inbound_nodes") or []
+        if not isinstance(nodes, list):
+            raise ModelFileError(f"{plan.filepath}: {where}: malformed inbound_nodes")
+        n_nodes += len(nodes)
+        if n_nodes > _MAX_NODES:
+            raise ModelFileError(f"{plan.filepath}: the config describes {n_nodes} calls")
+        calls = []
+        for node in nodes:
+            if isinstance(node, list):
+                node = _keras2_node(node, spec["class_name"])
+            if not isinstance(node, dict):
+                raise ModelFileError(f"{plan.filepath}: {where}: malformed inbound node")
+            calls.append(_call(plan, node, dropped, where))
+        layers.append({**spec, "name": name, "inbound_nodes": calls})
+    return {
+        "name": body.get("name"),
+        "trainable": body.get("trainable", True),
+        "layers": layers,
+        "input_layers": _endpoints(plan, body.get("input_layers"), "input_layers"),
+        "output_layers": _endpoints(plan, body.get("output_layers"), "output_layers"),
+    }
+
+
+def _call(plan, node: dict, dropped: set, where: str) -> dict:
+    """One call with its tensors checked; ``mask=`` from a dropped mask operation removed."""
+
+    def walk(value):
+        if _is_tensor(value):
+            source = _ref(plan, value, where)[0]
+            if source in dropped:
+                raise UnsupportedModelError(
+                    f"{plan.filepath}: {where} takes the result of the operation "
+                    f"{source!r}, which rnncore does not run"
+                )
+            return _tensor(_ref(plan, value, where))
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        return value
+
+    kwargs = dict(node.get("kwargs") or {})
+    mask = kwargs.get("mask")
+    if _is_tensor(mask) and _ref(plan, mask, where)[0] in dropped:
+        del kwargs["mask"]  # Keras's implicit mask from a Masking layer: rnncore does the same
+    args = node.get("args") or []
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise ModelFileError(f"{plan.filepath}: {where}: malformed inbound node")
+    return {"args": walk(args), "kwargs": walk(kwargs)}
+
+
+def _endpoints(plan, value, key: str) -> list:
+    """``input_layers``/``output_layers`` as a list of ``[layer, node, tensor]``."""
+    if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
+        value = [value]  # a single endpoint, as Keras writes one output
+    if not isinstance(value, list) or not value:
+        raise ModelFileError(f"{plan.filepath}: the model config has no {key}")
+    out = []
+    for ref in value:
+        if not (isinstance(ref, (list, tuple)) and len(ref) == 3 and isinstance(ref[0], str)):
+            raise ModelFileError(f"{plan.filepath}: malformed {key} entry {ref!r}")
+        out.append(list(ref))
+    return out
