@@ -10,7 +10,14 @@ argument rather than being ignored.
 """
 
 from . import activations, initializers
-from ._base import KerasTensor, Layer, MaskedOutput, UnsupportedArgumentError, Variable
+from ._base import (
+    LAYER_CLASSES,
+    KerasTensor,
+    Layer,
+    MaskedOutput,
+    UnsupportedArgumentError,
+    Variable,
+)
 from .attention import AdditiveAttention, Attention
 from .convolutional import Conv1D
 from .core import Activation, Dense, Dropout, Input, InputLayer, InputTensor, Masking, Softmax
@@ -46,74 +53,17 @@ from .reshaping import (
     UpSampling1D,
     ZeroPadding1D,
 )
-from .wrappers import (
-    LAYER_CLASSES,
-    Bidirectional,
-    TimeDistributed,
-    deserialize_layer,
-    serialize_layer,
-)
+from .wrappers import Bidirectional, TimeDistributed, deserialize_layer, serialize_layer
 
-# LAYER_CLASSES (wrappers.py): the layer classes a saved model may name; nothing else is ever
+# LAYER_CLASSES (_base.py): the layer classes a saved model may name; nothing else is ever
 # instantiated on load.
-__all__ = [
-    "LAYER_CLASSES",
-    "Layer",
-    "Variable",
-    "MaskedOutput",
-    "UnsupportedArgumentError",
-    "RNN",
-    "SimpleRNN",
-    "LSTM",
-    "GRU",
-    "Bidirectional",
-    "TimeDistributed",
-    "Dense",
-    "Activation",
-    "Softmax",
-    "Dropout",
-    "Masking",
-    "Concatenate",
-    "Add",
-    "Subtract",
-    "Multiply",
-    "Average",
-    "Maximum",
-    "Minimum",
-    "Dot",
-    "concatenate",
-    "add",
-    "subtract",
-    "multiply",
-    "average",
-    "maximum",
-    "minimum",
-    "dot",
-    "LayerNormalization",
-    "BatchNormalization",
-    "Attention",
-    "AdditiveAttention",
-    "Embedding",
-    "Conv1D",
-    "MaxPooling1D",
-    "AveragePooling1D",
-    "GlobalAveragePooling1D",
-    "GlobalMaxPooling1D",
-    "RepeatVector",
-    "Flatten",
-    "Reshape",
-    "Permute",
-    "ZeroPadding1D",
-    "Cropping1D",
-    "UpSampling1D",
-    "SpatialDropout1D",
-    "GaussianNoise",
-    "Input",
-    "InputLayer",
-    "InputTensor",
-    "KerasTensor",
-    "activations",
-    "initializers",
-    "serialize_layer",
-    "deserialize_layer",
-]
+__all__ = ["LAYER_CLASSES", "Layer", "Variable", "MaskedOutput", "UnsupportedArgumentError", "RNN",
+           "SimpleRNN", "LSTM", "GRU", "Bidirectional", "TimeDistributed", "Dense", "Activation",
+           "Softmax", "Dropout", "Masking", "Concatenate", "Add", "Subtract", "Multiply", "Average",
+           "Maximum", "Minimum", "Dot", "concatenate", "add", "subtract", "multiply", "average",
+           "maximum", "minimum", "dot", "LayerNormalization", "BatchNormalization", "Attention",
+           "AdditiveAttention", "Embedding", "Conv1D", "MaxPooling1D", "AveragePooling1D",
+           "GlobalAveragePooling1D", "GlobalMaxPooling1D", "RepeatVector", "Flatten", "Reshape",
+           "Permute", "ZeroPadding1D", "Cropping1D", "UpSampling1D", "SpatialDropout1D",
+           "GaussianNoise", "Input", "InputLayer", "InputTensor", "KerasTensor", "activations",
+           "initializers", "serialize_layer", "deserialize_layer"]  # fmt: skip

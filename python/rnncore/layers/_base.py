@@ -27,6 +27,7 @@ from ._symbolic import KerasTensor, is_symbolic, symbolic_call
 from ._variable import MaskedOutput, Variable, as_mask, attach_mask
 
 __all__ = [
+    "LAYER_CLASSES",
     "Layer",
     "build_chain",
     "InputTensor",
@@ -76,6 +77,13 @@ class DropsTransientOnPickle:
         self.__dict__.update(state)
 
 
+#: rnncore's layer classes by name: all a saved model may name (nothing else is ever
+#: instantiated when a file is read). Every concrete layer class of rnncore.layers adds itself
+#: (Layer.__init_subclass__); a base class sets ``_abstract = True`` and a private one starts
+#: with an underscore.
+LAYER_CLASSES: dict[str, type] = {}
+
+
 class Layer(DropsTransientOnPickle):
     """Base of all rnncore layers (Keras's ``keras.layers.Layer`` subset for inference).
 
@@ -86,6 +94,12 @@ class Layer(DropsTransientOnPickle):
 
     #: Whether ``input_dim``/``input_length`` describe a sequence ``(timesteps, input_dim)``.
     _sequence_input = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        own = cls.__module__.startswith("rnncore.layers.")
+        if own and not cls.__name__.startswith("_") and not cls.__dict__.get("_abstract"):
+            LAYER_CLASSES[cls.__name__] = cls
 
     def __init__(self, *, name=None, dtype=None, trainable=True, autocast=True, **kwargs):
         owner = type(self).__name__

@@ -30,6 +30,8 @@ class ForwardCache:
 class MultiInputLayer(Layer):
     """Base of the layers whose input is a list of arrays (``_multi_input = True``)."""
 
+    _abstract = True  # a base class: not in LAYER_CLASSES
+
     _multi_input = True
     #: how many inputs the layer takes, (fewest, most); most None for any number
     _n_inputs: tuple = (1, None)

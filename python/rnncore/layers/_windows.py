@@ -142,6 +142,8 @@ class WindowLayer(DropsMask, Layer):
     Keras's. It works on ``(batch, steps, channels)``; ``channels_first`` inputs are
     transposed on the way in and out. The mask is dropped, as Keras's layers drop it."""
 
+    _abstract = True  # a base class: not in LAYER_CLASSES
+
     padding = "valid"
     data_format = "channels_last"
 

@@ -15,15 +15,8 @@ import numpy as np
 from ._base import Layer, positive_int, shape_tuple
 from ._windows import DropsMask, check_format, int_tuple, to_channels_last
 
-__all__ = [
-    "RepeatVector",
-    "Flatten",
-    "Reshape",
-    "Permute",
-    "ZeroPadding1D",
-    "Cropping1D",
-    "UpSampling1D",
-]
+__all__ = ["RepeatVector", "Flatten", "Reshape", "Permute", "ZeroPadding1D", "Cropping1D",
+           "UpSampling1D"]  # fmt: skip
 
 
 class _Reshaping(DropsMask, Layer):

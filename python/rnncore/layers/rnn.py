@@ -61,6 +61,8 @@ class RNN(Layer):
     the tuple ``(output, h)`` or ``(output, h, c)`` for LSTM, as Keras.
     """
 
+    _abstract = True  # a base class: not in LAYER_CLASSES
+
     _sequence_input = True
     _builds_from_kernel = True
     _config = ("units", "activation", "use_bias", "kernel_initializer", "recurrent_initializer",

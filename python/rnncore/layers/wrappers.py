@@ -4,25 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._base import Layer, as_mask, shape_tuple
-from .attention import AdditiveAttention, Attention
-from .convolutional import Conv1D
-from .core import Activation, Dense, Dropout, InputLayer, Masking, Softmax
-from .embedding import Embedding
-from .merging import Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract
-from .noise import GaussianNoise, SpatialDropout1D
-from .normalization import BatchNormalization, LayerNormalization
-from .pooling import AveragePooling1D, GlobalAveragePooling1D, GlobalMaxPooling1D, MaxPooling1D
-from .recurrent import GRU, LSTM, RNN, SimpleRNN
-from .reshaping import (
-    Cropping1D,
-    Flatten,
-    Permute,
-    RepeatVector,
-    Reshape,
-    UpSampling1D,
-    ZeroPadding1D,
-)
+from ._base import LAYER_CLASSES, Layer, as_mask, shape_tuple
+from .recurrent import RNN
 
 __all__ = [
     "Bidirectional",
@@ -466,50 +449,3 @@ def deserialize_layer(spec: dict) -> Layer:
             f"{', '.join(sorted(LAYER_CLASSES))}"
         )
     return cls.from_config(dict(spec.get("config") or {}))
-
-
-#: The layer classes a saved model may name (nothing else is ever instantiated on load).
-#: Here, beside the deserializer that reads it and the wrappers that nest layers.
-LAYER_CLASSES = {
-    c.__name__: c
-    for c in (
-        SimpleRNN,
-        LSTM,
-        GRU,
-        Bidirectional,
-        TimeDistributed,
-        Dense,
-        Activation,
-        Softmax,
-        Dropout,
-        Masking,
-        InputLayer,
-        Concatenate,
-        Add,
-        Subtract,
-        Multiply,
-        Average,
-        Maximum,
-        Minimum,
-        Dot,
-        LayerNormalization,
-        BatchNormalization,
-        Attention,
-        AdditiveAttention,
-        Embedding,
-        Conv1D,
-        MaxPooling1D,
-        AveragePooling1D,
-        GlobalAveragePooling1D,
-        GlobalMaxPooling1D,
-        RepeatVector,
-        Flatten,
-        Reshape,
-        Permute,
-        ZeroPadding1D,
-        Cropping1D,
-        UpSampling1D,
-        SpatialDropout1D,
-        GaussianNoise,
-    )
-}
