@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import activations, utils
-from . import initializers
 from ._base import check_allocation, positive_int, require_default, shape_tuple
 from ._windows import WindowLayer, check_format, int_tuple, padding_mode, to_channels_last
+from .core import set_kernel_options
 
 __all__ = ["Conv1D"]
 
@@ -55,11 +55,7 @@ class Conv1D(WindowLayer):
         self.data_format = check_format(data_format, "Conv1D")
         self.dilation_rate = int_tuple(dilation_rate, 1, "Conv1D: dilation_rate")
         self.groups = positive_int(groups, "Conv1D: groups")
-        self.activation = activations.name_of(activation, "Conv1D")
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.seed = seed
+        set_kernel_options(self, activation, use_bias, kernel_initializer, bias_initializer, seed)
         if self.filters % self.groups:
             raise ValueError(
                 f"Conv1D: filters={self.filters} must be divisible by groups={self.groups}"

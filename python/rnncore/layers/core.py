@@ -35,6 +35,15 @@ def _dense(x, kernel, bias, activation):
     return functional.dense(x, kernel, bias, activation)
 
 
+def set_kernel_options(layer, activation, use_bias, kernel_initializer, bias_initializer, seed):
+    """The options Dense and Conv1D share: ``activation(x * kernel + bias)``."""
+    layer.activation = activations.name_of(activation, type(layer).__name__)
+    layer.use_bias = bool(use_bias)
+    layer.kernel_initializer = initializers.get(kernel_initializer)
+    layer.bias_initializer = initializers.get(bias_initializer)
+    layer.seed = seed
+
+
 class Dense(Layer):
     """``output = activation(inputs @ kernel + bias)`` on the last axis (any rank >= 2).
 
@@ -60,11 +69,7 @@ class Dense(Layer):
         seed = kwargs.pop("seed", None)
         super().__init__(**kwargs)
         self.units = positive_int(units, "Dense: units")
-        self.activation = activations.name_of(activation, "Dense")
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.seed = seed
+        set_kernel_options(self, activation, use_bias, kernel_initializer, bias_initializer, seed)
         self.kernel = self.bias = None
 
     def build(self, input_shape):
