@@ -22,7 +22,7 @@ LEVELS = [
     ("math", ["rnncore.activations", "rnncore.utils"]),
     ("kernels", ["rnncore.functional", "rnncore.reference"]),
     ("layers", ["rnncore.layers"]),
-    ("training", ["rnncore.losses", "rnncore.metrics", "rnncore.schedules", "rnncore.optimizers"]),
+    ("training", ["rnncore.losses", "rnncore.metrics", "rnncore.optimizers"]),
     ("training loop", ["rnncore.callbacks", "rnncore.training"]),
     ("file formats", ["rnncore.formats"]),
     ("models", ["rnncore.models"]),

@@ -18,18 +18,13 @@ except those named by :meth:`Optimizer.exclude_from_weight_decay`.
 from __future__ import annotations
 
 import re
-import sys
 
 import numpy as np
 
+from ..layers._base import require_default
 from . import schedules
-from .layers._base import require_default
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "get", "schedules"]
-
-# ``import rnncore.optimizers.schedules`` / ``from rnncore.optimizers.schedules import ...``
-# find the module under Keras's path, as ``os.path`` is found under ``os``
-sys.modules[f"{__name__}.schedules"] = schedules
 
 
 class Optimizer:
