@@ -13,8 +13,9 @@ import contextlib
 import numpy as np
 
 from ..errors import ModelFileError, UnsupportedModelError
+from .archive import optional_import
 
-__all__ = ["HDF5_SIGNATURE", "check_global_heaps", "h5_errors", "h5_text"]
+__all__ = ["HDF5_SIGNATURE", "check_global_heaps", "h5_errors", "h5_text", "string_attr"]
 
 #: the first 8 bytes of an HDF5 file (its superblock at offset 0)
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -85,3 +86,18 @@ def h5_text(value) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected a string, got {type(value).__name__}")
     return value
+
+
+def string_attr(obj, name: str):
+    """The string (or array of strings) attribute ``name`` of an h5py object; ``None`` when
+    it has none. The attribute's stored type is checked first and the value read only when
+    it is a string type: libhdf5 can crash the whole process reading a damaged type (a
+    flipped bit turning a variable-length string into an invalid variable-length kind was
+    found by the fuzz tests), which no exception can catch. ``TypeError`` otherwise."""
+    h5py = optional_import("h5py", "rnncore.load_keras")
+    if name not in obj.attrs:
+        return None
+    stored = h5py.h5a.open(obj.id, name.encode()).get_type()
+    if not isinstance(stored, h5py.h5t.TypeStringID):
+        raise TypeError(f"attribute {name!r} is not stored as text ({type(stored).__name__})")
+    return obj.attrs[name]

@@ -47,7 +47,7 @@ import zlib
 
 from ..errors import ModelFileError, UnsupportedModelError
 from .archive import ARCHIVE_ERRORS, optional_import, read_json, read_member
-from .hdf5_check import HDF5_SIGNATURE, check_global_heaps, h5_errors, h5_text
+from .hdf5_check import HDF5_SIGNATURE, check_global_heaps, h5_errors, h5_text, string_attr
 from .keras_config import SUPPORTED_LAYERS, KerasPlan
 from .keras_weights import load_weights_h5, load_weights_v3
 from .saved_model import MANIFEST as SAVED_MODEL_MANIFEST
@@ -186,13 +186,14 @@ def _read_h5(filepath: str, h5py, assemble):
         ) from None
     with f:
         try:
-            attrs = dict(f.attrs)
+            attrs = {k: string_attr(f, k) for k in ("model_config", "keras_version")}
+            has_layer_names = "layer_names" in f.attrs
         except (OSError, KeyError, RuntimeError, TypeError, ValueError) as e:  # h5py's kinds
             raise ModelFileError(f"{filepath}: cannot read the file's attributes ({e})") from None
-        if "model_config" not in attrs:
+        if attrs["model_config"] is None:
             what = (
                 " (it holds weights only, as written by save_weights: load the model itself)"
-                if "layer_names" in attrs
+                if has_layer_names
                 else ""
             )
             raise ModelFileError(
@@ -204,7 +205,7 @@ def _read_h5(filepath: str, h5py, assemble):
         except (UnicodeDecodeError, TypeError) as e:
             raise ModelFileError(f"{filepath}: model_config is not valid JSON ({e})") from None
         config = read_json(text, f"{filepath}: model_config")
-        version = h5_text(attrs.get("keras_version", "2"))
+        version = h5_text(attrs["keras_version"] or "2")
         major = version.split(".")[0]
         if major == "1":
             raise UnsupportedModelError(

@@ -87,7 +87,13 @@ class KerasPlan:
             specs = self._specs(body)
             graph = functional_graph(self, body, specs)
             for spec in graph["layers"]:
-                self.entries.append(Entry(spec, self._layer(spec)))
+                layer = self._layer(spec)
+                if layer.name != spec["name"]:  # the calls refer to layers by this name
+                    raise self.fail(
+                        f"layer {spec['name']!r} ({spec['class_name']}): its config names it "
+                        f"{layer.name!r}"
+                    )
+                self.entries.append(Entry(spec, layer))
             return KerasModelSpec(graph["name"], [e.layer for e in self.entries], None, graph)
         else:
             raise self.fail(

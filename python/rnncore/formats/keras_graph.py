@@ -21,8 +21,10 @@ RNN_CLASSES = ("SimpleRNN", "LSTM", "GRU", "Bidirectional")
 #: Keras operations (not layers) a functional model records to compute a Masking's mask.
 _MASK_OPS = frozenset(("NotEqual", "Any"))
 
-#: the most layers and calls a config may describe (a file declaring more is damaged)
+#: the most layers and calls a config may describe, and how deep a call's arguments may
+#: nest (lists of lists of tensors): a file declaring more is damaged
 _MAX_NODES = 100_000
+_MAX_DEPTH = 32
 
 
 def spec_name(spec: dict):
@@ -110,7 +112,12 @@ def functional_graph(plan, body: dict, specs: list) -> dict:
 def _call(plan, node: dict, dropped: set, where: str) -> dict:
     """One call with its tensors checked; ``mask=`` from a dropped mask operation removed."""
 
-    def walk(value):
+    def walk(value, depth=0):
+        if depth > _MAX_DEPTH:
+            raise ModelFileError(
+                f"{plan.filepath}: {where}: the call's arguments are nested more than "
+                f"{_MAX_DEPTH} levels deep"
+            )
         if _is_tensor(value):
             source = _ref(plan, value, where)[0]
             if source in dropped:
@@ -120,9 +127,9 @@ def _call(plan, node: dict, dropped: set, where: str) -> dict:
                 )
             return _tensor(_ref(plan, value, where))
         if isinstance(value, list):
-            return [walk(v) for v in value]
+            return [walk(v, depth + 1) for v in value]
         if isinstance(value, dict):
-            return {k: walk(v) for k, v in value.items()}
+            return {k: walk(v, depth + 1) for k, v in value.items()}
         return value
 
     kwargs = dict(node.get("kwargs") or {})

@@ -10,7 +10,7 @@ import re
 import numpy as np
 
 from .archive import float_array
-from .hdf5_check import h5_text
+from .hdf5_check import h5_text, string_attr
 from .keras_config import RNN_CLASSES, Entry, KerasPlan
 
 __all__ = ["load_weights_v3", "load_weights_h5"]
@@ -155,8 +155,8 @@ def _group(plan: KerasPlan, parent, key: str, where: str, optional=False):
 def _vars_name(group):
     try:
         v = group.get("vars")
-        name = None if v is None else v.attrs.get("name")
-    except (OSError, KeyError, RuntimeError):
+        name = None if v is None else string_attr(v, "name")
+    except (OSError, KeyError, RuntimeError, TypeError):
         return None
     return None if name is None else h5_text(name)
 
@@ -184,13 +184,13 @@ def _h5_names(plan: KerasPlan, group, attr: str) -> list[str]:
     attrs = group.attrs
     try:
         if attr in attrs:
-            values = list(attrs[attr])
+            values = list(string_attr(group, attr))
         else:
             values, k = [], 0
             while f"{attr}{k}" in attrs:
-                values.extend(attrs[f"{attr}{k}"])
+                values.extend(string_attr(group, f"{attr}{k}"))
                 k += 1
-    except (OSError, RuntimeError, KeyError) as e:
+    except (OSError, RuntimeError, KeyError, TypeError) as e:
         raise plan.fail(f"{group.name}: cannot read attribute {attr} ({e})") from None
     return [h5_text(x) for x in values]
 
