@@ -8,11 +8,13 @@ predictions on the same inputs. Masked inputs use left padding, right padding an
 
 from __future__ import annotations
 
+import json
 import os
 import zlib
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # before Keras is imported
 
+import h5py  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -186,3 +188,39 @@ def test_keras_model_file_matches_keras(pattern, fmt, tmp_path):
     # Keras's weight order
     for g, w in zip(ours.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(g, w)
+
+
+def _as_keras2(config: dict) -> dict:
+    """A Keras 3 functional config in tf.keras 2's form: each call a list of
+    ``[layer, node, tensor, kwargs]``, an RNN's initial states appended to its inputs."""
+
+    def ref(t):
+        return list(t["config"]["keras_history"])
+
+    for layer in config["config"]["layers"]:
+        nodes = []
+        for node in layer["inbound_nodes"]:
+            (arg,) = node["args"]
+            inputs = [ref(t) for t in arg] if isinstance(arg, list) else [ref(arg)]
+            kwargs = {k: v for k, v in node["kwargs"].items() if k != "initial_state"}
+            inputs += [ref(t) for t in node["kwargs"].get("initial_state") or []]
+            nodes.append([[*r, kwargs if k == 0 else {}] for k, r in enumerate(inputs)])
+        layer["inbound_nodes"] = nodes
+    return config
+
+
+@pytest.mark.parametrize("pattern", ["seq2seq_lstm", "seq2seq_gru", "merge_concatenate"])
+def test_keras2_functional_h5_matches_keras(pattern, tmp_path):
+    """tf.keras 2 wrote a functional model's calls as lists (Keras 2's .h5 files): the same
+    model with its config rewritten that way loads and gives Keras's outputs."""
+    rng = np.random.default_rng(zlib.crc32(pattern.encode()))
+    model, inputs = PATTERNS[pattern](rng)
+    _randomize(model, rng)
+    path = tmp_path / "m.h5"
+    model.save(path)
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        f.attrs["model_config"] = json.dumps(_as_keras2(config))
+        f.attrs["keras_version"] = "2.15.0"
+    got = rnncore.load_model(path).predict(inputs)
+    np.testing.assert_allclose(got, model.predict(inputs, verbose=0), rtol=0, atol=1e-5)
