@@ -8,8 +8,10 @@ predictions on the same inputs. Masked inputs use left padding, right padding an
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import zipfile
 import zlib
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # before Keras is imported
@@ -138,6 +140,47 @@ def normalised(rng):
     return keras.Model(x, out, name="normalised"), [_series(rng)]
 
 
+def sequential_block(rng):
+    """A Sequential block used as a layer; its BatchNormalization's moving statistics come
+    after all trainable weights in a legacy .h5."""
+    x = keras.Input((T, D), name="series")
+    block = keras.Sequential(
+        [L.LSTM(5, return_sequences=True), L.BatchNormalization(), L.Dense(4)], name="block"
+    )
+    out = L.Dense(1)(L.GRU(3)(block(x)))
+    return keras.Model(x, out, name="sequential_block"), [_series(rng)]
+
+
+def frozen_block(rng):
+    """The block with its LSTM frozen: a legacy .h5 lists the LSTM's weights last."""
+    model, inputs = sequential_block(rng)
+    model.get_layer("block").layers[0].trainable = False
+    return model, inputs
+
+
+def shared_encoder(rng):
+    """One encoder model called on two inputs; its own output also a model output."""
+    enc_in = keras.Input((T, D), name="enc_in")
+    h = L.LSTM(4)(L.Masking(0.0)(enc_in))
+    encoder = keras.Model(enc_in, L.Dense(2)(h), name="encoder")
+    a = keras.Input((T, D), name="a")
+    b = keras.Input((T, D), name="b")
+    code_a, code_b = encoder(a), encoder(b)
+    out = L.Dense(1)(L.Concatenate()([code_a, code_b]))
+    return keras.Model([a, b], [out, code_b], name="shared_encoder"), [_series(rng), _series(rng)]
+
+
+def nested_twice(rng):
+    """A Sequential inside an encoder model inside the model, after a masking Embedding."""
+    ids = keras.Input((T,), dtype="int32", name="tokens")
+    emb = L.Embedding(V, 6, mask_zero=True)(ids)  # Keras drops the mask at the nested model
+    inner = keras.Sequential([keras.Input((T, 6)), L.Dense(5, activation="tanh")], name="inner")
+    enc_in = keras.Input((T, 6), name="enc_in")
+    encoder = keras.Model(enc_in, L.GRU(4)(inner(enc_in)), name="encoder")
+    out = L.Dense(2, activation="softmax")(encoder(emb))
+    return keras.Model(ids, out, name="nested_twice"), [_tokens(rng)]
+
+
 PATTERNS = {
     "text_classifier": text_classifier,
     "conv_forecaster": conv_forecaster,
@@ -149,6 +192,10 @@ PATTERNS = {
         "Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Dot")},
     "multi_output": multi_output,
     "normalised": normalised,
+    "sequential_block": sequential_block,
+    "frozen_block": frozen_block,
+    "shared_encoder": shared_encoder,
+    "nested_twice": nested_twice,
 }  # fmt: skip
 
 
@@ -224,3 +271,39 @@ def test_keras2_functional_h5_matches_keras(pattern, tmp_path):
         f.attrs["keras_version"] = "2.15.0"
     got = rnncore.load_model(path).predict(inputs)
     np.testing.assert_allclose(got, model.predict(inputs, verbose=0), rtol=0, atol=1e-5)
+
+
+def test_nested_model_refusals(tmp_path):
+    """What is not read of nested models is refused by name: a model inside a Sequential,
+    and nested models in Keras 2 files (tf.keras numbered their calls differently)."""
+    inner = keras.Sequential([keras.Input((T, D)), L.Dense(2)], name="inner")
+    outer = keras.Sequential([keras.Input((T, D)), inner, L.LSTM(3)], name="outer")
+    outer.save(tmp_path / "s.keras")
+    with pytest.raises(rnncore.errors.UnsupportedModelError, match="'inner' inside a Sequential"):
+        rnncore.load_model(tmp_path / "s.keras")
+    model, _ = PATTERNS["shared_encoder"](np.random.default_rng(0))
+    path = tmp_path / "m.h5"
+    model.save(path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["keras_version"] = "2.15.0"
+    with pytest.raises(rnncore.errors.UnsupportedModelError, match="nested models in Keras 2"):
+        rnncore.load_model(path)
+
+
+def test_nested_model_weights_mismatch(tmp_path):
+    """A nested model's weights group missing from model.weights.h5 is the file's error."""
+    model, _ = PATTERNS["sequential_block"](np.random.default_rng(0))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    broken = tmp_path / "broken.keras"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(broken, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "model.weights.h5":
+                buf = io.BytesIO(data)
+                with h5py.File(buf, "r+") as h5:
+                    del h5["layers/sequential/layers/dense"]
+                data = buf.getvalue()
+            dst.writestr(item, data)
+    with pytest.raises(rnncore.errors.ModelFileError, match="layers/sequential/layers/dense"):
+        rnncore.load_model(broken)

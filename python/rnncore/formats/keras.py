@@ -19,12 +19,17 @@ shared layers, layers feeding an RNN's ``initial_state``, Keras 3's ``{"args", "
 calls and Keras 2's list form; :mod:`.keras_graph`), made of the layers in
 :data:`SUPPORTED_LAYERS` (every layer rnncore has, under Keras's class names). A functional
 model becomes an :class:`rnncore.Model`, a ``Sequential`` an :class:`rnncore.Sequential`,
-with the same outputs, masks included. Anything else (another layer class, a nested model,
-a Keras operation other than a Masking's mask, a layer option rnncore lacks, such as
-``activation='gelu'`` or a mixed-precision dtype) raises :class:`UnsupportedModelError`
-naming it. Options that only matter for training (initializers, regularizers, constraints,
-seeds) and options that only change speed (``unroll``, ``use_cudnn``, ``implementation``)
-are not carried over.
+with the same outputs, masks included. A functional model may use other models as layers
+(nested functional models and ``Sequential`` models, called once or shared, nested in turn):
+in ``.keras`` files their weights lie under ``layers/functional/layers/...`` (or
+``sequential``), numbered within the nested model; in ``.h5`` files under
+``model_weights/<nested model's name>``, its trainable weights first, then the others.
+Anything else (another layer class, a model nested in a ``Sequential``, a nested model in
+a Keras 2 file, a Keras operation other than a Masking's mask, a layer option rnncore
+lacks, such as ``activation='gelu'`` or a mixed-precision dtype) raises
+:class:`UnsupportedModelError` naming it. Options that only matter for training
+(initializers, regularizers, constraints, seeds) and options that only change speed
+(``unroll``, ``use_cudnn``, ``implementation``) are not carried over.
 
 Keras 2 defined ``hard_sigmoid`` as ``clip(0.2 x + 0.5, 0, 1)`` (Keras 3 and rnncore:
 ``clip(x / 6 + 0.5, 0, 1)``). In files written by Keras 2 the weights feeding a
@@ -149,7 +154,7 @@ def _read_keras_v3(filepath: str, assemble):
     plan = KerasPlan(filepath, config, keras_version=3)
     model = _assembled(plan, assemble)
     if weights_bytes is None:
-        if any(entry.layer.weights for entry in plan.entries if entry.layer is not None):
+        if plan.has_weights():
             raise ModelFileError(f"{filepath}: the archive has no model.weights.h5")
         return model
     check_global_heaps(weights_bytes, f"{filepath}: model.weights.h5")

@@ -5,13 +5,13 @@ what Keras 2 configs mean differently. The weights are :mod:`rnncore.formats.ker
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import ModelFileError, UnsupportedArgumentError, UnsupportedModelError
 from ..layers import LAYER_CLASSES, InputLayer
 from ..layers._args import shape_tuple
 from ..layers._base import build_chain
-from .keras_graph import functional_graph, is_mask_op
+from .keras_graph import functional_graph, is_mask_op, spec_name
 
 __all__ = ["SUPPORTED_LAYERS", "KerasPlan", "KerasModelSpec"]
 
@@ -20,6 +20,12 @@ __all__ = ["SUPPORTED_LAYERS", "KerasPlan", "KerasModelSpec"]
 SUPPORTED_LAYERS = tuple(LAYER_CLASSES)
 
 RNN_CLASSES = ("SimpleRNN", "LSTM", "GRU")
+
+#: the Keras model classes a functional model may use as a layer (a nested model)
+MODEL_CLASSES = ("Functional", "Model", "Sequential")
+
+#: how deep models may nest in one another: a file declaring more is damaged
+_MAX_NESTING = 32
 
 #: Config keys that only matter for training or speed: not carried over (nor any key
 #: ending in _initializer, _regularizer or _constraint).
@@ -45,33 +51,67 @@ class KerasModelSpec:
     layers: list
     input_shape: tuple | None = None
     graph: dict | None = None
+    #: the plan of a nested model (its entries, for its weights): see :attr:`Entry.nested`
+    plan: KerasPlan | None = field(default=None, repr=False, compare=False)
 
 
 class Entry:
-    """One top-level Keras layer: its spec, the rnncore layer built from it."""
+    """One top-level Keras layer: its spec, the rnncore layer built from it; for a nested
+    model (a functional model or ``Sequential`` used as a layer) ``layer`` is ``None`` and
+    ``nested`` is the nested model's plan, whose entries hold its layers."""
 
     def __init__(self, spec: dict, layer):
         self.spec = spec
         self.class_name = spec["class_name"]
         self.config = spec.get("config") or {}
         self.name = self.config.get("name", spec.get("name"))
-        self.layer = layer
+        self.nested = layer.plan if isinstance(layer, KerasModelSpec) else None
+        self.layer = None if self.nested is not None else layer
+
+    def has_weights(self) -> bool:
+        if self.nested is not None:
+            return self.nested.has_weights()
+        return self.layer is not None and bool(self.layer.weights)
 
 
 class KerasPlan:
     """A Keras config read into rnncore layers, and then the weights into those layers."""
 
-    def __init__(self, filepath: str, config, keras_version: int):
+    def __init__(self, filepath: str, config, keras_version: int, depth: int = 0):
         self.filepath = filepath
         self.keras_version = keras_version
         if not isinstance(config, dict) or "class_name" not in config:
             raise ModelFileError(f"{filepath}: the model config is not a Keras model description")
         self.config = config
+        #: how deep this model is nested in the file's model (0: the model itself)
+        self.depth = depth
         #: the model's layers in config order (Keras's weight numbering), InputLayer included
         self.entries: list[Entry] = []
+        #: what :meth:`build` made of the config
+        self.spec: KerasModelSpec | None = None
 
     def fail(self, msg, cls=ModelFileError):
         return cls(f"{self.filepath}: {msg}")
+
+    @property
+    def trainable(self) -> bool:
+        body = self.config.get("config")
+        return not isinstance(body, dict) or body.get("trainable", True) is not False
+
+    def has_weights(self) -> bool:
+        """Whether any layer of the model, nested models' included, has weights."""
+        return any(e.has_weights() for e in self.entries)
+
+    def leaves(self, trainable: bool = True) -> list:
+        """``(entry, trainable)`` of each layer with weights, nested models' layers in
+        their place (config order); ``trainable`` is False under a frozen nested model."""
+        out = []
+        for e in self.entries:
+            if e.nested is not None:
+                out += e.nested.leaves(trainable and e.nested.trainable)
+            elif e.has_weights():
+                out.append((e, trainable))
+        return out
 
     def build(self) -> KerasModelSpec:
         """The model the config describes, as rnncore layers (see :class:`KerasModelSpec`)."""
@@ -87,14 +127,17 @@ class KerasPlan:
             specs = self._specs(body)
             graph = functional_graph(self, body, specs)
             for spec in graph["layers"]:
-                layer = self._layer(spec)
+                nested = spec["class_name"] in MODEL_CLASSES
+                layer = self._nested(spec) if nested else self._layer(spec)
                 if layer.name != spec["name"]:  # the calls refer to layers by this name
                     raise self.fail(
                         f"layer {spec['name']!r} ({spec['class_name']}): its config names it "
                         f"{layer.name!r}"
                     )
                 self.entries.append(Entry(spec, layer))
-            return KerasModelSpec(graph["name"], [e.layer for e in self.entries], None, graph)
+            layers = [e.layer if e.nested is None else e.nested.spec for e in self.entries]
+            self.spec = KerasModelSpec(graph["name"], layers, None, graph, self)
+            return self.spec
         else:
             raise self.fail(
                 f"model class {class_name!r} is not supported: only Sequential and "
@@ -114,6 +157,12 @@ class KerasPlan:
             entry = by_id.get(id(spec))
             if entry is None:  # a mask operation
                 continue
+            if spec["class_name"] in MODEL_CLASSES:
+                raise self.fail(
+                    f"the {spec['class_name']} model {entry.name!r} inside a Sequential model "
+                    f"is not supported (nested models are read in functional models)",
+                    UnsupportedModelError,
+                )
             entry.layer = self._layer(spec)
             model_layers.append(entry.layer)
         input_layers = [x for x in model_layers if isinstance(x, InputLayer)]
@@ -122,7 +171,8 @@ class KerasPlan:
         name = (body or {}).get("name")
         stack = [x for x in model_layers if not isinstance(x, InputLayer)]
         input_shape = self._build(stack, input_layers, body, name)
-        return KerasModelSpec(name, model_layers, input_shape)
+        self.spec = KerasModelSpec(name, model_layers, input_shape, None, self)
+        return self.spec
 
     def _build(self, stack: list, input_layers: list, body, name) -> tuple | None:
         """Build the layers as ``Sequential(layers, name=name)`` followed by ``build`` of
@@ -215,6 +265,20 @@ class KerasPlan:
             ) from None
         except ValueError as e:
             raise self.fail(f"{where}: invalid config ({e})") from None
+
+    def _nested(self, spec: dict) -> KerasModelSpec:
+        """A nested model's spec, read by a plan of its own (its layers and weights)."""
+        where = f"the {spec['class_name']} model {spec_name(spec)!r}"
+        if self.keras_version == 2:
+            # tf.keras counted a nested model's own first call in the node indices of the
+            # calls that use it (Keras 3 does not): not read rather than guessed
+            raise self.fail(
+                f"{where}: nested models in Keras 2 files are not supported",
+                UnsupportedModelError,
+            )
+        if self.depth >= _MAX_NESTING:
+            raise self.fail(f"{where}: models nested more than {_MAX_NESTING} levels deep")
+        return KerasPlan(self.filepath, spec, self.keras_version, self.depth + 1).build()
 
 
 def build_stack(layers: list, input_shape, owner: str) -> tuple:

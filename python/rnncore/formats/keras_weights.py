@@ -18,27 +18,38 @@ __all__ = ["load_weights_v3", "load_weights_h5"]
 
 def load_weights_v3(plan: KerasPlan, h5) -> None:
     """Weights of a ``.keras`` archive: layers matched by their order in the config."""
+    _load_v3_layers(plan, _group(plan, h5, "layers", "the weights file", optional=True), "layers")
+
+
+def _load_v3_layers(plan: KerasPlan, root, path: str) -> None:
+    """The weights of ``plan``'s layers under ``root`` (``layers``, or a nested model's
+    ``layers/functional/layers``: Keras numbers each model's layers on their own)."""
     used: dict[str, int] = {}
-    root = _group(plan, h5, "layers", "the weights file", optional=True)
     for entry in plan.entries:
-        key = _unique(_snake_case(entry.class_name), used)
-        if entry.layer is None or not entry.layer.weights:
+        # Keras files a nested model under its class: functional, sequential
+        class_name = "Functional" if entry.class_name == "Model" else entry.class_name
+        key = _unique(_snake_case(class_name), used)
+        if not entry.has_weights():
             continue
         if root is None or key not in root:
             raise plan.fail(
                 f"layer {entry.name!r} ({entry.class_name}): its weights "
-                f"(layers/{key}) are missing from model.weights.h5"
+                f"({path}/{key}) are missing from model.weights.h5"
             )
         group = root[key]
         recorded = _vars_name(group)
         if recorded is not None and entry.name is not None and recorded != entry.name:
             raise plan.fail(
-                f"the weights at layers/{key} belong to a layer named {recorded!r}, but "
+                f"the weights at {path}/{key} belong to a layer named {recorded!r}, but "
                 f"the config puts layer {entry.name!r} there: config.json and "
                 f"model.weights.h5 do not match"
             )
-        datasets = _v3_datasets(plan, group, entry.class_name, entry.config, f"layers/{key}")
-        _assign(plan, entry, datasets)
+        where = f"{path}/{key}"
+        if entry.nested is not None:
+            inner = _group(plan, group, "layers", where)
+            _load_v3_layers(entry.nested, inner, where + "/layers")
+            continue
+        _assign(plan, entry, _v3_datasets(plan, group, entry.class_name, entry.config, where))
 
 
 def _v3_datasets(plan: KerasPlan, group, class_name: str, config: dict, path: str) -> list:
@@ -71,7 +82,7 @@ def load_weights_h5(plan: KerasPlan, f) -> None:
     """Weights of a legacy ``.h5`` file: ``model_weights/<layer name>``."""
     weights = _group(plan, f, "model_weights", "the file")
     for entry in plan.entries:
-        if entry.layer is None or not entry.layer.weights:
+        if not entry.has_weights():
             continue
         if entry.name not in weights:
             raise plan.fail(
@@ -89,7 +100,35 @@ def load_weights_h5(plan: KerasPlan, f) -> None:
                     f"layer {entry.name!r}: weight {n!r} is missing or unreadable ({e})"
                 ) from None
             datasets.append((f"model_weights/{entry.name}/{n}", ds))
-        _assign(plan, entry, datasets)
+        if entry.nested is None:
+            _assign(plan, entry, datasets)
+        else:
+            _assign_nested(plan, entry, datasets)
+
+
+def _assign_nested(plan: KerasPlan, entry: Entry, datasets: list) -> None:
+    """A nested model's weights, listed as Keras's legacy ``.h5`` saving lists them: its
+    trainable weights (its layers in config order), then the others (the non-trainable
+    ones, and all those of frozen layers), each layer's weights taken in that order."""
+    slots = []  # (leaf entry, index of the weight in the layer), in the file's order
+    leaves = entry.nested.leaves(entry.nested.trainable)
+    for want_trainable in (True, False):
+        for leaf, trainable in leaves:
+            layer = leaf.layer
+            ids = {id(v) for v in layer.trainable_weights} if trainable else set()
+            slots += [
+                (leaf, k) for k, v in enumerate(layer.weights) if (id(v) in ids) == want_trainable
+            ]
+    if len(datasets) != len(slots):
+        raise plan.fail(
+            f"nested model {entry.name!r} ({entry.class_name}): the file has "
+            f"{len(datasets)} weight(s), the model needs {len(slots)}"
+        )
+    per_leaf: dict[int, list] = {id(leaf): [None] * len(leaf.layer.weights) for leaf, _ in leaves}
+    for (leaf, k), ds in zip(slots, datasets):
+        per_leaf[id(leaf)][k] = ds
+    for leaf, _ in leaves:
+        _assign(plan, leaf, per_leaf[id(leaf)])
 
 
 def _assign(plan: KerasPlan, entry: Entry, datasets: list) -> None:

@@ -12,6 +12,7 @@ import zlib
 from ..errors import ModelFileError, UnsupportedArgumentError
 from ..formats.archive import load_npy, read_json, read_member
 from ..formats.keras import is_keras_file, read_keras
+from ..formats.keras_config import KerasModelSpec
 from ..formats.saved_model import FORMAT, FORMAT_VERSION, MANIFEST, write_archive
 from . import functional_config
 from .base import ModelBase
@@ -59,13 +60,19 @@ def load_keras(filepath) -> ModelBase:
     return read_keras(filepath, _assemble)
 
 
-def _assemble(spec) -> ModelBase:
+def _assemble(spec: KerasModelSpec) -> ModelBase:
     """The model of a Keras file's layers (:class:`~rnncore.formats.keras_config.
-    KerasModelSpec`), its layers built, before the file's weights are read into them."""
+    KerasModelSpec`), its layers built, before the file's weights are read into them; a
+    nested model (a spec among the layers) is assembled first, as the layer it is."""
     if spec.graph is not None:
-        layers = {layer.name: layer for layer in spec.layers}
+        layers = {
+            layer.name: _assemble(layer) if isinstance(layer, KerasModelSpec) else layer
+            for layer in spec.layers
+        }
         return functional_config.from_config(Model, spec.graph, deserialize, layers=layers)
     model = Sequential(spec.layers, name=spec.name)
+    if spec.plan is not None and not spec.plan.trainable:
+        model.trainable = False
     if spec.input_shape is not None and not model.built:
         model.build(spec.input_shape)
     return model
