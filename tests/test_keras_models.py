@@ -181,6 +181,36 @@ def nested_twice(rng):
     return keras.Model(ids, out, name="nested_twice"), [_tokens(rng)]
 
 
+def masked_merge(merge):
+    """Masked inputs merged, then an RNN: Keras records the masks' LogicalOr/ExpandDims
+    operations in the file; rnncore propagates the same masks itself."""
+
+    def build(rng):
+        a, b = keras.Input((T, D), name="a"), keras.Input((T, D), name="b")
+        merged = getattr(L, merge)()([L.Masking(0.0)(a), L.Masking(0.0)(b)])
+        out = L.Dense(2)(L.LSTM(4)(merged))
+        model = keras.Model([a, b], out, name=f"masked_{merge.lower()}")
+        return model, [_series(rng), _series(rng)]
+
+    return build
+
+
+def embedding_attention(rng):
+    """Attention straight on an Embedding(mask_zero) output (its mask as value mask)."""
+    ids = keras.Input((T,), dtype="int32", name="tokens")
+    e = L.Embedding(V, 6, mask_zero=True)(ids)
+    h = L.LSTM(6, return_sequences=True)(e)
+    out = L.Dense(2)(L.GlobalAveragePooling1D()(L.Attention()([h, e])))
+    return keras.Model(ids, out, name="embedding_attention"), [_tokens(rng)]
+
+
+def dict_inputs(rng):
+    a, b = keras.Input((T, D), name="xa"), keras.Input((T, D), name="xb")
+    out = L.Dense(2)(L.Concatenate()([L.GRU(3)(a), L.LSTM(3)(b)]))
+    model = keras.Model({"xa": a, "xb": b}, out, name="dict_inputs")
+    return model, [{"xa": _series(rng), "xb": _series(rng)}]
+
+
 PATTERNS = {
     "text_classifier": text_classifier,
     "conv_forecaster": conv_forecaster,
@@ -192,6 +222,10 @@ PATTERNS = {
         "Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Dot")},
     "multi_output": multi_output,
     "normalised": normalised,
+    "masked_add": masked_merge("Add"),
+    "masked_concatenate": masked_merge("Concatenate"),
+    "embedding_attention": embedding_attention,
+    "dict_inputs": dict_inputs,
     "sequential_block": sequential_block,
     "frozen_block": frozen_block,
     "shared_encoder": shared_encoder,

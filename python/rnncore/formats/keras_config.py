@@ -11,7 +11,7 @@ from ..errors import ModelFileError, UnsupportedArgumentError, UnsupportedModelE
 from ..layers import LAYER_CLASSES, InputLayer
 from ..layers._args import shape_tuple
 from ..layers._base import build_chain
-from .keras_graph import functional_graph, is_mask_op, spec_name
+from .keras_graph import functional_graph, spec_name
 
 __all__ = ["SUPPORTED_LAYERS", "KerasPlan", "KerasModelSpec"]
 
@@ -148,15 +148,11 @@ class KerasPlan:
     def _sequential(self, body, specs) -> KerasModelSpec:
         # the Keras weight numbering counts every layer of the config (in order)
         for spec in specs:
-            if is_mask_op(spec):
-                continue
             self.entries.append(Entry(spec, None))
         by_id = {id(e.spec): e for e in self.entries}
         model_layers = []
         for spec in specs:
-            entry = by_id.get(id(spec))
-            if entry is None:  # a mask operation
-                continue
+            entry = by_id[id(spec)]
             if spec["class_name"] in MODEL_CLASSES:
                 raise self.fail(
                     f"the {spec['class_name']} model {entry.name!r} inside a Sequential model "

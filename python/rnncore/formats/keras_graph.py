@@ -14,12 +14,9 @@ from __future__ import annotations
 
 from ..errors import ModelFileError, UnsupportedModelError
 
-__all__ = ["functional_graph", "spec_name", "is_mask_op", "RNN_CLASSES"]
+__all__ = ["functional_graph", "spec_name", "is_op", "RNN_CLASSES"]
 
 RNN_CLASSES = ("SimpleRNN", "LSTM", "GRU", "Bidirectional")
-
-#: Keras operations (not layers) a functional model records to compute a Masking's mask.
-_MASK_OPS = frozenset(("NotEqual", "Any"))
 
 #: the most layers and calls a config may describe, and how deep a call's arguments may
 #: nest (lists of lists of tensors): a file declaring more is damaged
@@ -31,10 +28,58 @@ def spec_name(spec: dict):
     return spec.get("name") or (spec.get("config") or {}).get("name")
 
 
-def is_mask_op(spec: dict) -> bool:
-    module = spec.get("module") or ""
-    is_op = module.startswith("keras.src.ops") or module.startswith("keras.ops")
-    return spec.get("class_name") in _MASK_OPS and (is_op or "inbound_nodes" in spec)
+def is_op(spec: dict) -> bool:
+    """A Keras operation (``keras.ops``), not a layer: by its module, or in legacy ``.h5``
+    configs, which name no modules, by its config (an operation's holds no ``trainable``,
+    which every layer's but an InputLayer's does)."""
+    module = spec.get("module")
+    if module is not None:
+        return isinstance(module, str) and module.startswith(("keras.src.ops", "keras.ops"))
+    config = spec.get("config")
+    is_layer = spec.get("class_name") == "InputLayer" or "trainable" in (config or {})
+    return isinstance(config, dict) and not is_layer
+
+
+def _refs(value) -> list:
+    """The layer names of the tensors in a call argument (nesting bounded: a deeper
+    structure is left to :func:`_call`, which refuses it)."""
+    out, stack = [], [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if _is_tensor(v):
+            history = (v.get("config") or {}).get("keras_history")
+            if isinstance(history, (list, tuple)) and history and isinstance(history[0], str):
+                out.append(history[0])
+        elif depth <= _MAX_DEPTH and isinstance(v, (list, dict)):
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return out
+
+
+def _mask_only_ops(specs: list, outputs) -> set:
+    """The operations whose results only compute masks: Keras 3 records them for a layer
+    with masked inputs (NotEqual/Any of a Masking, LogicalOr of merged masks, ExpandDims,
+    ConvertToTensor...) and passes their result as ``mask=``. rnncore's layers propagate
+    the same masks themselves, so these are dropped with the ``mask=`` that uses them; an
+    operation whose result feeds a layer's data or an output is kept (and refused)."""
+    ops = {spec_name(s) for s in specs if is_op(s)}
+    data_users: dict = {}
+    for spec in specs:
+        for node in spec.get("inbound_nodes") or []:
+            if not isinstance(node, dict):
+                continue  # Keras 2's calls hold no operations
+            kwargs = node.get("kwargs") if isinstance(node.get("kwargs"), dict) else {}
+            data = [node.get("args")] + [v for k, v in kwargs.items() if k != "mask"]
+            for name in _refs(data):
+                data_users.setdefault(name, set()).add(spec_name(spec))
+    for name in _refs(outputs):
+        data_users.setdefault(name, set()).add(None)  # a model output
+    dropped = set(ops)
+    changed = True
+    while changed:
+        kept = {op for op in dropped if data_users.get(op, set()) - dropped}
+        dropped -= kept
+        changed = bool(kept)
+    return dropped
 
 
 def _tensor(ref) -> dict:
@@ -79,10 +124,11 @@ def functional_graph(plan, body: dict, specs: list) -> dict:
     ``inbound_nodes`` as ``[{"args": [...], "kwargs": {...}}]``."""
     if len(specs) > _MAX_NODES:
         raise ModelFileError(f"{plan.filepath}: the config describes {len(specs)} layers")
-    dropped = {spec_name(s) for s in specs if is_mask_op(s)}
+    outputs = [_tensor(ref) for ref in _endpoint_refs(body.get("output_layers")) if len(ref) == 3]
+    dropped = _mask_only_ops(specs, outputs)
     layers, n_nodes = [], 0
     for spec in specs:
-        if is_mask_op(spec):
+        if spec_name(spec) in dropped:
             continue
         name = spec_name(spec)
         where = f"layer {name!r} ({spec['class_name']})"
@@ -133,24 +179,33 @@ def _call(plan, node: dict, dropped: set, where: str) -> dict:
         return value
 
     kwargs = dict(node.get("kwargs") or {})
-    mask = kwargs.get("mask")
-    if _is_tensor(mask) and _ref(plan, mask, where)[0] in dropped:
-        del kwargs["mask"]  # Keras's implicit mask from a Masking layer: rnncore does the same
+    if any(name in dropped for name in _refs(kwargs.get("mask"))):
+        del kwargs["mask"]  # the masks Keras computed with operations: rnncore's are the same
     args = node.get("args") or []
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise ModelFileError(f"{plan.filepath}: {where}: malformed inbound node")
     return {"args": walk(args), "kwargs": walk(kwargs)}
 
 
-def _endpoints(plan, value, key: str) -> list:
-    """``input_layers``/``output_layers`` as a list of ``[layer, node, tensor]``."""
+def _endpoint_refs(value) -> list:
+    """The ``[layer, node, tensor]`` entries of ``input_layers``/``output_layers``: one
+    triple (Keras writes one output so), a list of them, or a dict by name."""
     if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
-        value = [value]  # a single endpoint, as Keras writes one output
-    if not isinstance(value, list) or not value:
+        return [value]
+    if isinstance(value, dict):
+        return list(value.values())
+    return list(value) if isinstance(value, list) else []
+
+
+def _endpoints(plan, value, key: str):
+    """``input_layers``/``output_layers`` checked, in the form the config gives them (a
+    list of triples, or a dict by name for a model called with a dict)."""
+    refs = _endpoint_refs(value)
+    if not refs:
         raise ModelFileError(f"{plan.filepath}: the model config has no {key}")
-    out = []
-    for ref in value:
+    for ref in refs:
         if not (isinstance(ref, (list, tuple)) and len(ref) == 3 and isinstance(ref[0], str)):
             raise ModelFileError(f"{plan.filepath}: malformed {key} entry {ref!r}")
-        out.append(list(ref))
-    return out
+    if isinstance(value, dict):
+        return {name: list(ref) for name, ref in value.items()}
+    return [list(ref) for ref in refs]
