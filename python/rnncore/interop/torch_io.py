@@ -20,6 +20,9 @@ The converted model computes what the module computes in ``eval()`` mode (dropou
 layers is a training feature). ``proj_size > 0`` (an LSTM with an output projection) has no
 rnncore equivalent and raises :class:`UnsupportedModelError`. Every layer of the module is
 converted; a state dict with fewer or more layers than ``num_layers`` is an error.
+The cells ``nn.RNNCell`` / ``nn.LSTMCell`` / ``nn.GRUCell`` convert with the same mapping
+(their weights are layer 0's) to a one-step :class:`TorchCell`; ``lengths=`` and
+``PackedSequence`` inputs run under a mask (see :mod:`.torch_cells`).
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from .. import functional
 from ..layers import GRU, LSTM, Bidirectional, Input, SimpleRNN
 from ..models import Sequential
 from ._common import UnsupportedModelError
+from .torch_cells import CELLS, TorchCell, is_packed, lengths_mask, pack, unpack
 
-__all__ = ["from_torch", "TorchRNN"]
+__all__ = ["from_torch", "TorchRNN", "TorchCell"]
 
 #: torch ``mode`` -> (rnncore cell, activation, gate count)
 _MODES = {
@@ -59,7 +63,7 @@ def from_torch(
     nonlinearity="tanh",
     proj_size=0,
     return_state=False,
-) -> TorchRNN:
+) -> TorchRNN | TorchCell:
     """An rnncore model computing what a torch ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` computes.
 
     ``from_torch(module)`` reads everything from the module. ``from_torch(state_dict,
@@ -69,19 +73,26 @@ def from_torch(
     torch. The result's ``model(x)`` returns torch's ``output``; with ``return_state=True``
     it returns ``(output, h_n)`` (RNN, GRU) or ``(output, (h_n, c_n))`` (LSTM), as torch.
     The weights keep their dtype (float32 or float64).
+
+    ``nn.RNNCell`` / ``nn.LSTMCell`` / ``nn.GRUCell`` (or their state dicts with
+    ``mode="RNNCell"`` / ``"LSTMCell"`` / ``"GRUCell"``, ``input_size``, ``hidden_size``,
+    ``bias``, ``nonlinearity``) give a :class:`TorchCell`, called as the cell:
+    ``cell(input, hx=None)`` returns ``h'`` or ``(h', c')``.
     """
+    cell = _cell_kind(module_or_state_dict, mode)
+    if cell is not None:
+        layer_args = (num_layers, batch_first, bidirectional, proj_size, return_state)
+        if layer_args != (1, False, False, 0, False):
+            raise TypeError(
+                f"from_torch: a {cell} takes none of num_layers, batch_first, bidirectional, "
+                f"proj_size, return_state"
+            )
+        return _from_cell(
+            module_or_state_dict, cell, mode, input_size, hidden_size, bias, nonlinearity
+        )
     if _is_module(module_or_state_dict):
         m = module_or_state_dict
-        given = {
-            k: v
-            for k, v in dict(mode=mode, input_size=input_size, hidden_size=hidden_size).items()
-            if v is not None
-        }
-        if given:
-            raise TypeError(
-                f"from_torch: {', '.join(given)} are read from the module; pass "
-                f"them only with a state_dict"
-            )
+        _refuse_given(mode, input_size, hidden_size)
         mode = m.mode
         input_size, hidden_size = m.input_size, m.hidden_size
         num_layers, bias, batch_first = m.num_layers, m.bias, m.batch_first
@@ -112,8 +123,7 @@ def from_torch(
         ("hidden_size", hidden_size),
         ("num_layers", num_layers),
     ):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"from_torch: {name} must be a positive integer, got {value!r}")
+        _check_positive(name, value)
     weights, dtype = _convert(
         state_dict,
         mode,
@@ -135,6 +145,62 @@ def from_torch(
         dtype,
         return_state=bool(return_state),
     )
+
+
+def _refuse_given(mode, input_size, hidden_size):
+    given = {
+        k: v
+        for k, v in dict(mode=mode, input_size=input_size, hidden_size=hidden_size).items()
+        if v is not None
+    }
+    if given:
+        raise TypeError(
+            f"from_torch: {', '.join(given)} are read from the module; pass "
+            f"them only with a state_dict"
+        )
+
+
+def _cell_kind(obj, mode):
+    """``"RNNCell"`` / ``"LSTMCell"`` / ``"GRUCell"`` for a cell module or cell mode, else None."""
+    if callable(getattr(obj, "state_dict", None)):
+        return next((c.__name__ for c in type(obj).__mro__ if c.__name__ in CELLS), None)
+    names = {k.upper(): k for k in CELLS}
+    return names.get(str(mode).upper()) if isinstance(obj, Mapping) else None
+
+
+def _from_cell(obj, cell, mode, input_size, hidden_size, bias, nonlinearity) -> TorchCell:
+    """A cell's weights are layer 0 of the matching nn.RNN/LSTM/GRU, without ``_l0``."""
+    if isinstance(obj, Mapping):
+        state_dict = obj
+        if input_size is None or hidden_size is None:
+            raise TypeError(
+                f"from_torch: with a {cell} state_dict, input_size and hidden_size are "
+                f"required (and bias, nonlinearity when not the defaults)"
+            )
+    else:
+        _refuse_given(mode, input_size, hidden_size)
+        input_size, hidden_size, bias = obj.input_size, obj.hidden_size, obj.bias
+        nonlinearity = getattr(obj, "nonlinearity", "tanh")
+        state_dict = obj.state_dict()
+    layer_mode = _mode(cell[: -len("Cell")], nonlinearity)
+    for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+        _check_positive(name, value)
+    weights, dtype = _convert(
+        {f"{k}_l0": v for k, v in state_dict.items()},
+        layer_mode,
+        int(input_size),
+        int(hidden_size),
+        1,
+        bool(bias),
+        False,
+    )
+    activation = _MODES[layer_mode][1]
+    return TorchCell(cell, int(input_size), int(hidden_size), activation, weights[0][0], dtype)
+
+
+def _check_positive(name, value):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"from_torch: {name} must be a positive integer, got {value!r}")
 
 
 def _is_module(obj) -> bool:
@@ -271,6 +337,14 @@ class TorchRNN:
     ``output`` (``(..., num_directions * hidden_size)``, the backward direction in input time
     order), or with ``return_state`` ``(output, h_n)`` / ``(output, (h_n, c_n))``.
 
+    Variable lengths, as torch: ``model(x, lengths=n)`` with a right-padded batch and ``n``
+    the ``B`` true lengths returns ``output`` with zeros past each length (what
+    ``pad_packed_sequence(..., total_length=T)`` gives) and ``h_n`` / ``c_n`` at each
+    sequence's true last step (the backward direction starts there); ``model(packed)`` with
+    a ``torch.nn.utils.rnn.PackedSequence`` returns a ``PackedSequence`` with the input's
+    ``batch_sizes``, ``sorted_indices`` and ``unsorted_indices`` (states stay NumPy arrays,
+    in the caller's batch order).
+
     :meth:`to_sequential` gives the same network as an :class:`rnncore.Sequential`
     (batch-major input ``(B, T, input_size)``, output ``(B, T, num_directions *
     hidden_size)``) for ``predict``, ``save`` and ``to_onnx``.
@@ -305,9 +379,14 @@ class TorchRNN:
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
 
-    def __call__(self, x, hx=None, *, return_state=None):
+    def __call__(self, x, hx=None, *, lengths=None, return_state=None):
         if return_state is None:
             return_state = self.return_state
+        packed, order, unorder = x if is_packed(x) else None, None, None
+        if packed is not None:
+            if lengths is not None:
+                raise ValueError("TorchRNN: a PackedSequence carries its lengths; drop lengths=")
+            x, lengths, order, unorder = unpack(packed, self.dtype)  # batch-major, sorted
         x = np.asarray(x, dtype=self.dtype)
         if x.ndim not in (2, 3) or x.shape[-1] != self.input_size:
             raise ValueError(
@@ -317,11 +396,17 @@ class TorchRNN:
             )
         unbatched = x.ndim == 2
         if unbatched:
+            if lengths is not None:
+                raise ValueError("TorchRNN: lengths= needs a batched input (B or T first)")
             x = x[None]
-        elif not self.batch_first:
+        elif not self.batch_first and packed is None:
             x = x.transpose(1, 0, 2)
         B = x.shape[0]
+        # Right padding as a mask: masked steps keep the state (see torch_cells).
+        mask = None if lengths is None else lengths_mask(lengths, B, x.shape[1])
         states = self._initial_states(hx, B, unbatched)
+        if states is not None and order is not None:
+            states = [s[:, order] for s in states]  # torch permutes hx by sorted_indices
         D = self.num_directions
         h_n, c_n = [], []
         for layer, per_dir in enumerate(self.weights):
@@ -330,6 +415,7 @@ class TorchRNN:
                 init = None if states is None else [s[layer * D + d] for s in states]
                 kw = dict(
                     initial_state=init,
+                    mask=mask,
                     go_backwards=d == 1,
                     return_sequences=True,
                     activation=self._activation,
@@ -342,10 +428,17 @@ class TorchRNN:
                 if self._cell == "lstm":
                     c_n.append(finals[1])
             x = outs[0] if D == 1 else np.concatenate(outs, axis=-1)
-        output = x[0] if unbatched else (x if self.batch_first else x.transpose(1, 0, 2))
-        output = np.ascontiguousarray(output)
+            if mask is not None:
+                x = np.where(mask[:, :, None], x, np.zeros((), x.dtype))  # padded outputs: 0
+        if packed is not None:
+            output = pack(x, packed)
+        else:
+            output = x[0] if unbatched else (x if self.batch_first else x.transpose(1, 0, 2))
+            output = np.ascontiguousarray(output)
         if not return_state:
             return output
+        if unorder is not None:  # back to the caller's batch order, as torch
+            h_n, c_n = [h[unorder] for h in h_n], [c[unorder] for c in c_n]
         h = np.stack(h_n, axis=1 if unbatched else 0)
         if unbatched:
             h = h[0]
