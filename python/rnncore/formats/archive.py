@@ -134,9 +134,10 @@ def optional_import(name: str, what: str):
         raise ImportError(f"{what} needs the {name!r} package ({hint}): {e}") from None
 
 
-def float_array(value, what: str, dtypes=(np.float16, np.float32, np.float64)) -> np.ndarray:
-    """``value`` as a NumPy array of a floating dtype, else :class:`ModelFileError`."""
+def float_array(value, what: str) -> np.ndarray:
+    """``value`` as a NumPy array of a weight dtype (:data:`WEIGHT_DTYPES`), else
+    :class:`ModelFileError`."""
     a = np.asarray(value)
-    if a.dtype not in [np.dtype(d) for d in dtypes]:
+    if a.dtype not in WEIGHT_DTYPES:
         raise ModelFileError(f"{what}: expected floating-point weights, got dtype {a.dtype}")
     return a

@@ -19,7 +19,6 @@ __all__ = ["SUPPORTED_LAYERS", "KerasPlan", "KerasModelSpec"]
 #: which take Keras's names, arguments and weights.
 SUPPORTED_LAYERS = tuple(LAYER_CLASSES)
 
-RNN_CLASSES = ("SimpleRNN", "LSTM", "GRU")
 
 #: the Keras model classes a functional model may use as a layer (a nested model)
 MODEL_CLASSES = ("Functional", "Model", "Sequential")

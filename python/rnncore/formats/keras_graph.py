@@ -5,18 +5,19 @@ Keras 3 records each call of a layer as ``{"args": [...], "kwargs": {...}}`` who
 are ``{"class_name": "__keras_tensor__", "config": {"keras_history": [layer, node,
 tensor]}}``; Keras 2 (tf.keras ``.h5`` files) as a list ``[[layer, node, tensor, kwargs],
 ...]`` of the call's input tensors, an RNN's initial states appended to its inputs. Both
-become Keras 3's form here. The operations Keras 3 records to compute a ``Masking``
-layer's mask (``NotEqual``, ``Any``) are dropped with the ``mask=`` arguments that refer to
-them: rnncore's layers propagate that mask themselves. Any other operation is refused.
+become Keras 3's form here. The operations Keras 3 records only to compute masks are
+dropped with the ``mask=`` arguments that refer to them (:func:`_mask_only_ops`): rnncore's
+layers propagate those masks themselves. An operation that computes data stays in the
+graph, where the layer reader refuses it by name.
 """
 
 from __future__ import annotations
 
-from ..errors import ModelFileError, UnsupportedModelError
+from ..errors import ModelFileError
 
 __all__ = ["functional_graph", "spec_name", "is_op", "RNN_CLASSES"]
 
-RNN_CLASSES = ("SimpleRNN", "LSTM", "GRU", "Bidirectional")
+RNN_CLASSES = ("SimpleRNN", "LSTM", "GRU")
 
 #: the most layers and calls a config may describe, and how deep a call's arguments may
 #: nest (lists of lists of tensors): a file declaring more is damaged
@@ -110,7 +111,7 @@ def _keras2_node(node, class_name: str) -> dict:
     for item in node:
         if len(item) > 3 and isinstance(item[3], dict):
             kwargs.update(item[3])
-    if class_name in RNN_CLASSES and len(refs) > 1:
+    if class_name in (*RNN_CLASSES, "Bidirectional") and len(refs) > 1:
         # tf.keras appended an RNN's initial states to its inputs
         kwargs["initial_state"] = [_tensor(r) for r in refs[1:]]
         refs = refs[:1]
@@ -164,13 +165,7 @@ def _call(plan, node: dict, dropped: set, where: str) -> dict:
                 f"{plan.filepath}: {where}: the call's arguments are nested more than "
                 f"{_MAX_DEPTH} levels deep"
             )
-        if _is_tensor(value):
-            source = _ref(plan, value, where)[0]
-            if source in dropped:
-                raise UnsupportedModelError(
-                    f"{plan.filepath}: {where} takes the result of the operation "
-                    f"{source!r}, which rnncore does not run"
-                )
+        if _is_tensor(value):  # (a dropped operation only ever feeds mask=, removed below)
             return _tensor(_ref(plan, value, where))
         if isinstance(value, list):
             return [walk(v, depth + 1) for v in value]

@@ -5,13 +5,13 @@ and Keras 2's ``hard_sigmoid`` folded into them.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
+from ..layers._args import to_snake_case
 from .archive import float_array
 from .hdf5_check import h5_text, string_attr
-from .keras_config import RNN_CLASSES, Entry, KerasPlan
+from .keras_config import Entry, KerasPlan
+from .keras_graph import RNN_CLASSES
 
 __all__ = ["load_weights_v3", "load_weights_h5"]
 
@@ -28,7 +28,7 @@ def _load_v3_layers(plan: KerasPlan, root, path: str) -> None:
     for entry in plan.entries:
         # Keras files a nested model under its class: functional, sequential
         class_name = "Functional" if entry.class_name == "Model" else entry.class_name
-        key = _unique(_snake_case(class_name), used)
+        key = _unique(to_snake_case(class_name), used)
         if not entry.has_weights():
             continue
         if root is None or key not in root:
@@ -163,13 +163,6 @@ def _assign(plan: KerasPlan, entry: Entry, datasets: list) -> None:
         layer.set_weights(arrays)
     except ValueError as e:
         raise plan.fail(f"{where}: the weights do not fit the layer ({e})") from None
-
-
-def _snake_case(name: str) -> str:
-    """Keras's ``to_snake_case``: the weights file's group names."""
-    name = re.sub(r"\W+", "", name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def _unique(name: str, used: dict) -> str:

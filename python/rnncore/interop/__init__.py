@@ -13,7 +13,7 @@
 they are imported when first needed. Loading never runs code from a file.
 """
 
-from ._common import ModelFileError, UnsupportedModelError
+from ..errors import ModelFileError, UnsupportedModelError
 from .keras_io import load_keras
 from .onnx_io import OnnxModel, load_onnx, to_onnx
 from .torch_io import TorchCell, TorchRNN, from_torch

@@ -32,9 +32,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from .. import functional
+from ..errors import UnsupportedModelError
 from ..layers import GRU, LSTM, Bidirectional, Input, SimpleRNN
 from ..models import Sequential
-from ._common import UnsupportedModelError
 from .torch_cells import CELLS, TorchCell, is_packed, lengths_mask, pack, unpack
 
 __all__ = ["from_torch", "TorchRNN", "TorchCell"]

@@ -32,6 +32,8 @@ _NAME_UIDS: defaultdict[str, int] = defaultdict(int)
 
 
 def to_snake_case(name: str) -> str:
+    """Keras's ``to_snake_case``: layer names, and the group names of its weights files."""
+    name = re.sub(r"\W+", "", name)
     name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()  # Keras: "Conv1D" -> "conv1d"
 

@@ -98,7 +98,7 @@ class Attention(MultiInputLayer):
             return dqk @ k, np.swapaxes(dqk, 1, 2) @ q, grads
         u, t, sum_t = cache
         csw = self.concat_score_weight.value
-        du = (csw * dS)[..., None] * (1 - t * t)  # through csw * sum_d tanh(.)
+        du = activations.gradient("tanh", t, (csw * dS)[..., None])  # csw * sum_d tanh(.)
         grads = [np.sum(du * u)] if scale is not None else []
         dq, dk = self._pairs_backward(du if scale is None else du * scale)
         return dq, dk, grads + [np.sum(dS * sum_t)]
@@ -192,7 +192,7 @@ class Attention(MultiInputLayer):
             dW = dW + np.asarray(d_W)
         dv = np.swapaxes(W, 1, 2) @ d_out
         dP = dW if noise is None else dW * noise
-        dS = P * (dP - np.sum(dP * P, axis=-1, keepdims=True))  # softmax's Jacobian
+        dS = activations.gradient("softmax", P, dP)
         dq, dk, grads = self._scores_backward(dS, score_cache)
         dt = W.dtype
         self._grads = [
@@ -253,7 +253,7 @@ class AdditiveAttention(Attention):
         (t,) = cache
         grads = [] if self.scale is None else [np.sum(dS[..., None] * t, axis=(0, 1, 2))]
         dt = dS[..., None] if self.scale is None else dS[..., None] * self.scale.value
-        dq, dk = self._pairs_backward(dt * (1 - t * t))
+        dq, dk = self._pairs_backward(activations.gradient("tanh", t, dt))
         return dq, dk, grads
 
     def get_config(self):
