@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import rnncore
+import rnncore.dask
 import rnncore.dask as rdask
 from rnncore import layers as L
 
@@ -187,3 +188,13 @@ def test_local_threaded_scheduler_rechunks_time_axis():
 def test_rejects_non_dask_input():
     with pytest.raises(TypeError, match="dask.array"):
         rdask.predict(_model("lstm"), _data(4))
+
+
+def test_stateful_layer_in_a_nested_model_is_refused():
+    """Independent chunks cannot carry states: a stateful LSTM inside a nested model counts."""
+    inner = rnncore.Sequential([rnncore.Input((5, 3), batch_size=2), L.LSTM(4, stateful=True)])
+    x = rnncore.Input((5, 3), batch_size=2)
+    model = rnncore.Model(x, L.Dense(1)(inner(x)))
+    assert model.stateful_layers() == inner.layers
+    with pytest.raises(ValueError, match="stateful layers carry state"):
+        rnncore.dask.predict(model, da.zeros((4, 5, 3), chunks=2))

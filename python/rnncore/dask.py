@@ -35,6 +35,7 @@ import threading
 import numpy as np
 
 from ._core import get_num_threads, set_num_threads
+from .models.base import ModelBase
 
 __all__ = ["predict", "WorkerThreads", "match_worker_threads"]
 
@@ -78,6 +79,8 @@ def _predict_chunk(chunk, model, batch_size, tail, dtype):
 
 
 def _is_stateful(model) -> bool:
+    if isinstance(model, ModelBase):  # nested models' layers included
+        return bool(model.stateful_layers())
     return any(getattr(layer, "stateful", False) for layer in getattr(model, "layers", []))
 
 

@@ -196,7 +196,7 @@ class RNN(Layer):
             self._batch_size = batch
         stream = self._stream
         if stream is not None and not self._respec:
-            if stream.batch_size is not None:  # a carrying stream packed the weights once
+            if self.stateful:  # its carrying stream packed the weights once
                 versions = self._weight_versions()
                 if versions != self._packed_versions:  # assign, set_weights or an optimizer
                     self._packed_versions = versions
@@ -260,7 +260,6 @@ class RNN(Layer):
         stream = self._stream
         carried = stream is not None and stream.batch_size is not None
         state["_states"] = stream.get_states() if carried else []
-        state["_respec"] = False
         return state
 
     def __setstate__(self, state):
@@ -496,10 +495,12 @@ class RNN(Layer):
             dy, *d_states = dy
             if all(d is None for d in d_states):
                 d_states = None
-        dy = np.array(dy, dtype=self._np_dtype, order="C")
         zeroed, given = cache[-2:]
-        if zeroed is not None:
+        if zeroed is not None:  # a copy: the caller's dy stays as it is
+            dy = np.array(dy, dtype=self._np_dtype, order="C")
             dy[zeroed] = 0
+        else:
+            dy = np.ascontiguousarray(dy, dtype=self._np_dtype)
         if d_states is not None:
             d_states = [
                 np.zeros((dy.shape[0], self.units), self._np_dtype) if d is None

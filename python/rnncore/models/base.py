@@ -115,11 +115,20 @@ class ModelBase(DropsTransientOnPickle, Trainer):
     def predict_on_batch(self, x):
         return self._pack_outputs(self._run_batch(self._input_list(x)))
 
+    def stateful_layers(self) -> list:
+        """The layers that carry states between calls, those of nested models included."""
+        out = []
+        for layer in self.layers:
+            if isinstance(layer, ModelBase):
+                out += layer.stateful_layers()
+            elif getattr(layer, "stateful", False):
+                out.append(layer)
+        return out
+
     def reset_states(self) -> None:
         """Zero the carried states of every stateful layer."""
-        for layer in self.layers:
-            if getattr(layer, "stateful", False) or isinstance(layer, ModelBase):
-                layer.reset_states()
+        for layer in self.stateful_layers():
+            layer.reset_states()
 
     reset_state = reset_states
 
