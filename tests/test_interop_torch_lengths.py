@@ -100,6 +100,8 @@ def test_packed_and_lengths_match_torch(kind, batch_first, bidirectional, sorted
     assert max_err(r(x.numpy(), lengths=lengths), want_pad0) <= tol
     full = np.full(B, T)
     np.testing.assert_array_equal(r(x.numpy(), lengths=full), r(x.numpy()))
+    with torch.no_grad():
+        assert max_err(r(x.numpy(), lengths=full), m(x)[0]) <= tol  # and as torch
 
 
 def test_lengths_checked():

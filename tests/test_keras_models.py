@@ -190,7 +190,10 @@ def masked_merge(merge):
         merged = getattr(L, merge)()([L.Masking(0.0)(a), L.Masking(0.0)(b)])
         out = L.Dense(2)(L.LSTM(4)(merged))
         model = keras.Model([a, b], out, name=f"masked_{merge.lower()}")
-        return model, [_series(rng), _series(rng)]
+        b_in = _series(rng)
+        b_in[2, [1, 4]] = 0.0  # holes where input a has none: the two masks differ, so a
+        b_in[3, :1] = 0.0  # wrong merge rule (AND instead of OR) changes the outputs
+        return model, [_series(rng), b_in]
 
     return build
 
@@ -267,7 +270,7 @@ def test_keras_model_file_matches_keras(pattern, fmt, tmp_path):
     key = f"keras {pattern} (.{fmt})"
     MAX_ERR[key] = max(MAX_ERR.get(key, 0.0), err)
     # Keras's weight order
-    for g, w in zip(ours.get_weights(), model.get_weights()):
+    for g, w in zip(ours.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(g, w)
 
 

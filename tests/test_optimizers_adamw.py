@@ -66,7 +66,7 @@ def test_weight_decay_matches_keras_float64(case, rng, keras_float64):
 
 @pytest.mark.parametrize("case", ["adamw", "sgd_momentum_decay"])
 def test_weight_decay_matches_keras_float32(case, rng):
-    """Keras's default float32: measured within 2.4e-7 after 12 updates."""
+    """Keras's default float32: measured within 2.4e-7 after 12 updates (asserted 2e-6)."""
     cls, kw = CASES[case]
     pairs = _trajectories(
         getattr(optimizers, cls)(**kw), getattr(keras.optimizers, cls)(**kw), rng, np.float32
@@ -129,8 +129,8 @@ def test_arguments_defaults_and_config():
 
 def test_fit_with_adamw_matches_keras(rng):
     """Three epochs of batches of 4 (no shuffling) of an LSTM -> Dense model, AdamW with
-    exclude_from_weight_decay(["bias"]): every weight within 2e-5 of Keras's (measured 1.5e-6;
-    float32 gradients through an LSTM)."""
+    exclude_from_weight_decay(["bias"]): every weight as Keras's (measured within 1.5e-6;
+    asserted atol 2e-5 + rtol 1e-4: float32 gradients through an LSTM)."""
     x = rng.standard_normal((12, 5, 3)).astype(np.float32)
     y = rng.standard_normal((12, 2)).astype(np.float32)
     km = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4), keras.layers.Dense(2)])
