@@ -17,7 +17,6 @@
 
 #include <algorithm>
 #include <array>
-#include <type_traits>
 #include <vector>
 
 #include "rnncore/scan.hpp"
@@ -50,14 +49,6 @@ void at_b_parallel(const MA& A, const MB& Bm, MC&& C, int threads) {
     C.middleCols(c0, m).noalias() = A.transpose() * Bm.middleCols(c0, m);
   });
 }
-
-// Whether a cell computes its own recurrent gradients (its recurrent side is more than
-// h_{t-1} U: GRU); the others get dU = H_prev^T dG from the backward scan.
-template <class Cell, class = void>
-struct has_recurrent_grads : std::false_type {};
-template <class Cell>
-struct has_recurrent_grads<Cell, std::void_t<decltype(&Cell::template recurrent_grads<int>)>>
-    : std::true_type {};
 
 template <class Cell, class T>
 void backward_scan(const Cell& cell, const BackwardIO<T>& io, int num_threads) {
@@ -164,7 +155,7 @@ void backward_scan(const Cell& cell, const BackwardIO<T>& io, int num_threads) {
   };
   at_b(X, dG, view(io.dW, D, GH, GH));
   const auto H_prev = cview(H_prev_all.data(), M, H, H);
-  if constexpr (has_recurrent_grads<Cell>::value)
+  if constexpr (Cell::own_recurrent_grads)  // declared by each cell (cells.hpp)
     cell.recurrent_grads(H_prev, cview(f.ws_aux, M, A, A), dG, cview(dA_all.data(), M, DA, DA),
                          view(io.dU, H, GH, GH), io.db_rec, at_b);
   else

@@ -20,10 +20,10 @@
 //   gate_grads(...)        dG = dL/d(gate pre-activations), input side (n, G*H), and dA,
 //                          the gradient of the recurrent-side value a (GRU reset_after)
 //   prev_grads(...)        dL/d(states before the step) from dS, dG, dA
-//   recurrent_grads(...)   after the loop: dU and the recurrent bias gradient, as products
-//                          over all batch*time rows at once; a cell whose recurrent side is
-//                          h_{t-1} U alone (SimpleRNN, LSTM) leaves it out, and the backward
-//                          scan takes dU = H_prev^T dG
+//   own_recurrent_grads    whether it provides recurrent_grads(...): after the loop, dU and
+//                          the recurrent bias gradient, as products over all batch*time rows
+//                          at once; a cell whose recurrent side is h_{t-1} U alone (SimpleRNN,
+//                          LSTM) says false, and the backward scan takes dU = H_prev^T dG
 #pragma once
 
 #include <array>
@@ -71,6 +71,7 @@ template <class T>
 struct SimpleRNNCell {
   static constexpr int G = 1;
   static constexpr int n_states = 1;
+  static constexpr bool own_recurrent_grads = false;  // dU = H_prev^T dG (backward.hpp)
   Index H;
   const PackedU<T>* P;  // U (forward) or U^T (backward), packed
   Activation act;
@@ -112,7 +113,8 @@ struct SimpleRNNCell {
 template <class T>
 struct LSTMCell {
   static constexpr int G = 4;
-  static constexpr int n_states = 2;  // h, c
+  static constexpr int n_states = 2;                  // h, c
+  static constexpr bool own_recurrent_grads = false;  // dU = H_prev^T dG (backward.hpp)
   Index H;
   const PackedU<T>* P;  // U (forward) or U^T (backward), packed
   Activation act, rec_act;
@@ -209,6 +211,7 @@ template <class T>
 struct GRUCell {
   static constexpr int G = 3;
   static constexpr int n_states = 1;
+  static constexpr bool own_recurrent_grads = true;  // dU and db_rec: recurrent_grads below
   Index H;
   const PackedU<T>* P;  // U (forward) or U^T (backward), packed
   Activation act, rec_act;
