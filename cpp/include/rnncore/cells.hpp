@@ -60,10 +60,9 @@ void times_packed(Index n, const T* rows, Index stride, const PackedMatrix<T>& P
   packed_gemm(rows, stride, n, P, X.data(), X.outerStride(), accumulate);
 }
 
-// Each cell declares its own constants and members (G, n_states, H, P, activations): cells
-// are plain aggregates that api.hpp builds with braces, and a shared base would take that
-// away for six lines. (`duplicates` lists the SimpleRNN and GRU declarations as a pair: kept
-// deliberately.)
+// Each cell declares its own constants and members (G, n_states, own_recurrent_grads, H,
+// P, activations): cells are plain aggregates that api.hpp builds with braces, which a shared
+// base would take away.
 
 // ---------------------------------------------------------------------------------------
 // SimpleRNN:  h_t = act(x_t W + b + h_{t-1} U)
