@@ -118,6 +118,12 @@ def _indices(t):
     return None if t is None else t.detach().cpu().numpy().astype(np.int64)
 
 
+def _present(sizes: np.ndarray, batch: int) -> np.ndarray:
+    """``(T, B)`` bool: whether sequence ``b`` (sorted) has a step ``t``; in C order, the
+    order of a PackedSequence's rows."""
+    return np.arange(batch)[None, :] < sizes[:, None]
+
+
 def unpack(packed, dtype):
     """A PackedSequence as ``(x, lengths, sorted_indices, unsorted_indices)``.
 
@@ -130,13 +136,12 @@ def unpack(packed, dtype):
             f"TorchRNN: PackedSequence data must be (sum(batch_sizes), input_size), got "
             f"{data.shape} with sum(batch_sizes)={sizes.sum()}"
         )
-    B, T = int(sizes[0]), len(sizes)
-    x = np.zeros((B, T, data.shape[1]), dtype=dtype)
-    start = 0
-    for t, n in enumerate(sizes):
-        x[:n, t] = data[start : start + n]
-        start += n
-    lengths = (sizes[None, :] > np.arange(B)[:, None]).sum(axis=1)
+    B = int(sizes[0])
+    present = _present(sizes, B)
+    x_tm = np.zeros((len(sizes), B, data.shape[1]), dtype=dtype)
+    x_tm[present] = data  # PackedSequence data is time-major: step t holds batch_sizes[t] rows
+    x = x_tm.transpose(1, 0, 2)
+    lengths = present.sum(axis=0)
     return x, lengths, _indices(packed.sorted_indices), _indices(packed.unsorted_indices)
 
 
@@ -145,7 +150,7 @@ def pack(y: np.ndarray, like):
     import torch  # optional dependency: the input was a torch PackedSequence
 
     sizes = like.batch_sizes.detach().cpu().numpy().astype(np.int64)
-    data = np.concatenate([y[:n, t] for t, n in enumerate(sizes)], axis=0)
+    data = y.transpose(1, 0, 2)[_present(sizes, y.shape[0])]
     return torch.nn.utils.rnn.PackedSequence(
         torch.from_numpy(np.ascontiguousarray(data)),
         like.batch_sizes,
