@@ -3,18 +3,39 @@
 The layout facts both directions share live here: gate counts, the ONNX LSTM gate order
 ``i, o, f, c`` against Keras's ``i, f, c, o`` (GRU ``z, r, h`` is Keras's order), and which
 ONNX activation computes each of rnncore's. :class:`RecurrentNode` converts a node's
-weights once, at load, folding activations with parameters into them
+weights to Keras's layouts, folding activations with parameters into them
 (``HardSigmoid(alpha, beta)(x)`` is rnncore's ``hard_sigmoid(6 alpha x + 6 (beta - 0.5))``,
 ``Affine(alpha, beta)(x)`` is ``linear(alpha x + beta)``), and runs it with ONNX's output
-conventions (:func:`_scan`).
+conventions (:func:`_scan`). Weights that are constants (initializers) are converted once,
+at load; weights fed as graph inputs (as the ``onnx`` package's own node test cases feed
+``W``, ``R``, ``B``, ``P``) are converted on every call -- not cached, so an array the
+caller changes in place between calls is never served stale.
+
+The ONNX LSTM's variants map onto keywords of :func:`rnncore.functional.lstm`, per
+direction (onnxruntime's semantics):
+
+* ``P = [p_i, p_o, p_f]`` -> ``peephole`` rows ``p_i, p_f, p_o``:
+  ``i = f(x W_i + h R_i + b_i + p_i * c_{t-1})``, ``f`` likewise with ``p_f``,
+  ``o = f(x W_o + h R_o + b_o + p_o * c_t)``;
+* ``clip`` -> ``cell_clip``: each pre-activation above (bias and peephole term included) is
+  clipped to ``[-clip, clip]`` before its activation;
+* ``input_forget=1`` -> ``input_forget=True``: ``f = 1 - i``;
+* the third activation ``h`` (applied to ``c_t`` in ``h_t = o * h(c_t)``) ->
+  ``output_activation`` when it differs from ``g``.
+
+A build whose core lacks one of these keywords refuses the node with
+:class:`UnsupportedModelError`, naming the attribute.
 """
 
 from __future__ import annotations
 
+import inspect
+from typing import NamedTuple
+
 import numpy as np
 
 from ... import activations, functional
-from ...errors import UnsupportedModelError
+from ...errors import ModelFileError, UnsupportedModelError
 
 __all__ = [
     "RNN_OPS",
@@ -116,6 +137,27 @@ def _core_activation(plan, act) -> tuple[str, float, float]:
     return core, float(alpha * inv), float((beta - beta0) * inv)
 
 
+def _lstm_variants() -> frozenset:
+    """The keywords of this build's :func:`rnncore.functional.lstm` (its LSTM variants)."""
+    return frozenset(inspect.signature(functional.lstm).parameters)
+
+
+def _is_identity(scale: float, shift: float) -> bool:
+    """An affine ``scale x + shift`` that is ``x`` up to float32 rounding of its parameters
+    (e.g. ``HardSigmoid(1/6, 0.5)``, stored in float32, is rnncore's ``hard_sigmoid``)."""
+    return abs(scale - 1.0) <= 1e-6 and abs(shift) <= 1e-6
+
+
+class _Weights(NamedTuple):
+    """A node's weights in Keras's layouts: per direction ``(kernel, recurrent_kernel, bias,
+    keywords of the core's function)``, and the sizes and dtype they fix."""
+
+    directions: list
+    hidden_size: int
+    input_size: int
+    dtype: np.dtype
+
+
 class RecurrentNode:
     """An RNN / LSTM / GRU node: checks at load, the weights in Keras layouts, the scan."""
 
@@ -129,17 +171,20 @@ class RecurrentNode:
                 f"{op} from opset {plan.model.opset} (before 7) is not supported",
                 UnsupportedModelError,
             )
-        if "clip" in at:
+        for name in ("input_forget", "linear_before_reset"):
+            owner = "LSTM" if name == "input_forget" else "GRU"
+            if op != owner and name in at:
+                raise fail(f"{name} is an attribute of {owner} only")
+        self.clip = at.get("clip")
+        if self.clip is not None and op != "LSTM":
             raise fail(
-                f"attribute clip={at['clip']} (cell clipping) is not implemented by rnncore",
+                f"attribute clip={self.clip} (cell clipping) of {op} is not implemented by "
+                f"rnncore (only LSTM's)",
                 UnsupportedModelError,
             )
-        if at.get("input_forget", 0):
-            raise fail(
-                "attribute input_forget=1 (coupled input and forget gates) is not "
-                "implemented by rnncore",
-                UnsupportedModelError,
-            )
+        if self.clip is not None and not self.clip > 0:
+            raise fail(f"attribute clip must be positive, got {self.clip}")
+        self.input_forget = bool(at.get("input_forget", 0))
         if at.get("output_sequence", 0):
             raise fail("attribute output_sequence is not supported", UnsupportedModelError)
         self.direction = at.get("direction", "forward")
@@ -152,8 +197,6 @@ class RecurrentNode:
             raise fail(f"layout must be 0 or 1, got {self.layout}")
         self.num_dir = 2 if self.direction == "bidirectional" else 1
         self.linear_before_reset = bool(at.get("linear_before_reset", 0))
-        if op != "GRU" and "linear_before_reset" in at:
-            raise fail("linear_before_reset is a GRU attribute")
         n_in = len(plan.inputs)
         if n_in < 3 or not all(plan.inputs[:3]):
             raise fail(f"{op} needs the inputs X, W and R")
@@ -165,91 +208,128 @@ class RecurrentNode:
         self.activations = [
             self._direction_activations(acts) for acts in _parse_activations(plan, op, self.num_dir)
         ]
-        const = plan.model._constants
-        names = plan.inputs + [""] * (8 - n_in)
-        peephole = names[7] if op == "LSTM" else ""
-        if peephole:
-            P = const.get(peephole)
-            if P is None or np.any(P != 0):
-                raise fail(
-                    "peepholes (input P) are not implemented by rnncore", UnsupportedModelError
-                )
+        for attr, keyword, on in (
+            ("clip", "cell_clip", self.clip is not None),
+            ("input_forget=1", "input_forget", self.input_forget),
+        ):
+            self._need(keyword, f"attribute {attr}", on)
         self.hidden_size = at.get("hidden_size")
+        # W, R, B and P (LSTM): converted now when all that are present are constants,
+        # else on every call, from the values the graph feeds
+        names = plan.inputs + [""] * (8 - n_in)
+        self._weight_inputs = [names[1], names[2], names[3], names[7] if op == "LSTM" else ""]
+        const = plan.model._constants
         self.weights = None
-        if all(n in const for n in names[1:4] if n):
+        if all(n in const for n in self._weight_inputs if n):
             self.weights = self._convert(
-                const[names[1]], const[names[2]], const.get(names[3]) if names[3] else None
+                *(const.get(n) if n else None for n in self._weight_inputs)
             )
-        elif not all(n in const for n in names[1:3]):
-            raise fail(
-                f"{op} with weights W, R computed in the graph (not constants) is not supported",
+
+    def _need(self, keyword: str, what: str, needed=True):
+        """Refuse ``what`` when this build's ``functional.lstm`` lacks ``keyword``."""
+        if needed and keyword not in _lstm_variants():
+            raise self.plan.fail(
+                f"{what} needs rnncore.functional.lstm({keyword}=...), which this build of "
+                f"rnncore's core does not have",
                 UnsupportedModelError,
             )
 
     def _direction_activations(self, acts):
-        """``(activation, recurrent_activation, candidate affine, gate affine)`` for the core."""
+        """``(activation, recurrent_activation, candidate affine, gate affine, output
+        activation)`` for the core; the output activation is ``None`` when it is the
+        ``activation``."""
         plan = self.plan
         conv = [_core_activation(plan, a) for a in acts]
         if self.op == "RNN":
             name, s, t = conv[0]
-            return name, None, (s, t), None
+            return name, None, (s, t), None, None
         f, g = conv[0], conv[1]
+        out = None
         if self.op == "LSTM":
             h = conv[2]
-            # h is applied to the cell state: only an activation with no affine part (up to
-            # float32 rounding of its parameters, e.g. HardSigmoid(1/6, 0.5)) maps
-            identity = abs(h[1] - 1.0) <= 1e-6 and abs(h[2]) <= 1e-6
-            if h[0] != g[0] or not identity:
+            # h is applied to the cell state c_t, not to a product with the weights: only an
+            # activation with no affine part can be passed to the core
+            if not _is_identity(h[1], h[2]):
                 raise plan.fail(
-                    f"LSTM activations g={acts[1][0]} and h={acts[2][0]} (with their "
-                    f"parameters) differ; rnncore's LSTM uses one activation for both",
+                    f"LSTM activation h={acts[2][0]} with alpha={acts[2][1]}, "
+                    f"beta={acts[2][2]} (applied to the cell state) is not implemented by "
+                    f"rnncore",
                     UnsupportedModelError,
                 )
-        return g[0], f[0], (g[1], g[2]), (f[1], f[2])
-
-    def _convert(self, W, R, B):
-        """Per direction ``(kernel, recurrent_kernel, bias)`` in Keras's layouts."""
-        plan, op = self.plan, self.op
-        G = GATES[op]
-        for name, a in (("W", W), ("R", R)):
-            if not isinstance(a, np.ndarray) or a.dtype not in (np.float32, np.float64):
+            if h[0] != g[0]:
+                self._need(
+                    "output_activation", f"LSTM activations g={acts[1][0]} and h={acts[2][0]}"
+                )
+                out = h[0]
+            # clip bounds the pre-activation before ONNX's alpha, beta; folded into the
+            # weights they would act before the clip instead
+            if self.clip is not None and not (_is_identity(*f[1:]) and _is_identity(*g[1:])):
                 raise plan.fail(
-                    f"input {name} must be float32 or float64, got {getattr(a, 'dtype', type(a))}",
+                    f"attribute clip with the activations f={acts[0][0]}, g={acts[1][0]} "
+                    f"and their alpha / beta is not implemented by rnncore",
                     UnsupportedModelError,
+                )
+        return g[0], f[0], (g[1], g[2]), (f[1], f[2]), out
+
+    def _invalid(self, msg, runtime: bool, cls=ValueError):
+        """An error about the weights: in the file, or fed as graph inputs at run time."""
+        if runtime:
+            return cls(f"{msg} (fed as graph inputs)")
+        return self.plan.fail(msg, UnsupportedModelError if cls is TypeError else ModelFileError)
+
+    def _convert(self, W, R, B, P, runtime: bool = False) -> _Weights:
+        """Per direction ``(kernel, recurrent_kernel, bias, keywords)`` in Keras's layouts."""
+        op = self.op
+        G = GATES[op]
+        given = [("W", W), ("R", R), ("B", B), ("P", P)]
+        for name, a in given:
+            if a is not None and (
+                not isinstance(a, np.ndarray) or a.dtype not in (np.float32, np.float64)
+            ):
+                raise self._invalid(
+                    f"input {name} must be float32 or float64, got "
+                    f"{getattr(a, 'dtype', type(a).__name__)}",
+                    runtime,
+                    TypeError,
+                )
+        for name, a in given[1:]:
+            if a is not None and a.dtype != W.dtype:
+                raise self._invalid(
+                    f"W, R, B and P must have one dtype: W is {W.dtype}, {name} {a.dtype}",
+                    runtime,
+                    TypeError,
                 )
         if W.ndim != 3 or R.ndim != 3:
-            raise plan.fail(f"W and R must be 3-D, got shapes {W.shape} and {R.shape}")
+            raise self._invalid(f"W and R must be 3-D, got shapes {W.shape} and {R.shape}", runtime)
         H = self.hidden_size if self.hidden_size is not None else R.shape[-1]
-        want_w = (self.num_dir, G * H, W.shape[2])
-        if W.shape != want_w:
-            raise plan.fail(
-                f"W has shape {W.shape}; direction={self.direction}, "
-                f"hidden_size={H} need {want_w[:2] + ('input_size',)}"
+        where = f"direction={self.direction}, hidden_size={H} need"
+        nd = self.num_dir
+        if W.shape[:2] != (nd, G * H):
+            raise self._invalid(
+                f"W has shape {W.shape}; {where} {(nd, G * H, 'input_size')}", runtime
             )
-        if R.shape != (self.num_dir, G * H, H):
-            raise plan.fail(
-                f"R has shape {R.shape}; direction={self.direction}, "
-                f"hidden_size={H} need {(self.num_dir, G * H, H)}"
-            )
-        if B is not None and B.shape != (self.num_dir, 2 * G * H):
-            raise plan.fail(f"B has shape {B.shape}; need {(self.num_dir, 2 * G * H)}")
-        if (B is not None and B.dtype != W.dtype) or R.dtype != W.dtype:
-            raise plan.fail("W, R and B must have the same dtype")
-        self.hidden_size, self.input_size, self.dtype = H, W.shape[2], W.dtype
+        for name, a, want in (
+            ("R", R, (nd, G * H, H)),
+            ("B", B, (nd, 2 * G * H)),
+            ("P", P, (nd, 3 * H)),
+        ):
+            if a is not None and a.shape != want:
+                raise self._invalid(f"{name} has shape {a.shape}; {where} {want}", runtime)
+        if P is not None and not P.any():
+            P = None  # zero peepholes: the plain LSTM, on any core
+        if P is not None:
+            self._need("peephole", "peepholes (a non-zero input P)")
+        dt = W.dtype
+        order = LSTM_TO_KERAS if op == "LSTM" else tuple(range(G))
         out = []
-        for d in range(self.num_dir):
-            act, rec_act, cand, gate = self.activations[d]
-            order = LSTM_TO_KERAS if op == "LSTM" else tuple(range(G))
-            scale = np.ones(G * H)
-            shift = np.zeros(G * H)
+        for d in range(nd):
+            act, rec_act, cand, gate, out_act = self.activations[d]
+            # every gate's pre-activation times its activation's scale, plus its shift:
+            # the candidate (RNN's one block, LSTM's c, GRU's h) takes g's, the others f's
+            scale, shift = np.ones(G * H), np.zeros(G * H)
             for k in range(G):
-                s, t = (
-                    cand
-                    if (op == "RNN" or (op == "LSTM" and k == 2) or (op == "GRU" and k == 2))
-                    else gate
-                )
+                s, t = cand if (op == "RNN" or k == 2) else gate
                 scale[k * H : (k + 1) * H], shift[k * H : (k + 1) * H] = s, t
-
             Wk = reorder(W[d], G, order) * scale[:, None]
             Rk = reorder(R[d], G, order) * scale[:, None]
             if B is None:
@@ -263,24 +343,47 @@ class RecurrentNode:
                 bias = None
             else:
                 bias = Wb + Rb
-            dt = W.dtype
+            kw = {"activation": act}
+            if op != "RNN":
+                kw["recurrent_activation"] = rec_act
+            if op == "GRU":
+                kw["reset_after"] = self.linear_before_reset
+            if op == "LSTM":
+                kw.update(self._lstm_keywords(P, d, H, gate[0], out_act, dt))
             out.append(
                 (
                     np.ascontiguousarray(Wk.T, dt),
                     np.ascontiguousarray(Rk.T, dt),
                     None if bias is None else np.ascontiguousarray(bias, dt),
-                    act,
-                    rec_act,
+                    kw,
                 )
             )
-        return out
+        return _Weights(out, H, W.shape[2], dt)
+
+    def _lstm_keywords(self, P, d, H, gate_scale, out_act, dtype) -> dict:
+        """``functional.lstm``'s variant keywords for direction ``d`` (none when unused)."""
+        kw = {}
+        if P is not None:
+            # ONNX P rows p_i, p_o, p_f -> p_i, p_f, p_o; p * c is part of the gates'
+            # pre-activations, so it takes their activation's scale like W and R
+            p = P[d].reshape(3, H)[[0, 2, 1]] * gate_scale
+            kw["peephole"] = np.ascontiguousarray(p, dtype)
+        if self.clip is not None:
+            kw["cell_clip"] = float(self.clip)
+        if self.input_forget:
+            kw["input_forget"] = True
+        if out_act is not None:
+            kw["output_activation"] = out_act
+        return kw
 
     def run(self, args):
         op, plan = self.op, self.plan
         args = args + [None] * (8 - len(args))
-        X, W, R, B, seq_lens, init_h, init_c = args[:7]
-        weights = self.weights if self.weights is not None else self._convert(W, R, B)
-        H, D, dtype = self.hidden_size, self.input_size, self.dtype
+        X, W, R, B, seq_lens, init_h, init_c, P = args
+        weights = self.weights
+        if weights is None:
+            weights = self._convert(W, R, B, P, runtime=True)
+        H, D, dtype = weights.hidden_size, weights.input_size, weights.dtype
         if X.dtype != dtype:
             raise TypeError(f"X has dtype {X.dtype}, the weights {dtype}")
         if X.ndim != 3 or X.shape[2] != D:
@@ -313,18 +416,13 @@ class RecurrentNode:
             z = np.zeros((self.num_dir, Bn, H), dtype)
             states = [z if s is None else s for s in states]
         ys, hs, cs = [], [], []
-        for d, (kernel, rec, bias, act, rec_act) in enumerate(weights):
+        for d, (kernel, rec, bias, kw) in enumerate(weights.directions):
             reverse = self.direction == "reverse" or d == 1
             init = None
             if states[0] is not None:
                 init = [np.ascontiguousarray(states[0][d])]
                 if op == "LSTM":
                     init.append(np.ascontiguousarray(states[1][d]))
-            kw = {"activation": act}
-            if op != "RNN":
-                kw["recurrent_activation"] = rec_act
-            if op == "GRU":
-                kw["reset_after"] = self.linear_before_reset
             y, *finals = _scan(_CELL[op], x, kernel, rec, bias, init, lengths, reverse, kw)
             ys.append(y)
             hs.append(finals[0])

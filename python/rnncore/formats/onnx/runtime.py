@@ -16,19 +16,28 @@
   there, the reverse direction starts at the sequence's last valid step, and the final
   states are the states after the last valid step -- and zero for a sequence of length 0,
   as onnxruntime computes them.
-* Weights are converted once, at load, to Keras's layouts (gate orders: ONNX LSTM
-  ``i, o, f, c`` -> ``i, f, c, o``; GRU ``z, r, h`` is Keras's order). Activations with
-  parameters are folded into the weights: ``HardSigmoid(alpha, beta)(x)`` is rnncore's
-  ``hard_sigmoid(6 alpha x + 6 (beta - 0.5))``, ``Affine(alpha, beta)(x)`` is
-  ``linear(alpha x + beta)``.
-* Refused with :class:`UnsupportedModelError` naming them: peepholes (a non-zero ``P``),
-  ``clip``, ``input_forget=1``, other activations (``LeakyRelu``, ``Elu``, ``Softsign``,
-  ``Softplus``, ``ThresholdedRelu``, ``ScaledTanh``), an LSTM whose ``g`` and ``h``
-  activations differ (rnncore's LSTM uses one activation for both), and any operator not
-  listed in :data:`SUPPORTED_OPS`. That list holds, besides the recurrent nodes, the small
-  operators exporters put around them (e.g. ``torch.onnx.export`` of ``nn.LSTM``:
-  ``Transpose``, ``Slice``, ``Concat``, ``Reshape``, ``Shape``, ``Gather``, ...) and
-  ``MatMul`` / ``Gemm`` / ``Add`` / activations for dense heads; those run in NumPy.
+* Weights are converted to Keras's layouts (gate orders: ONNX LSTM ``i, o, f, c`` ->
+  ``i, f, c, o``; GRU ``z, r, h`` is Keras's order): once, at load, when ``W``, ``R``,
+  ``B`` (and LSTM ``P``) are constants (initializers or ``Constant`` nodes), and on every
+  call when the graph feeds them as inputs (as the ``onnx`` package's node test cases do);
+  wrong run-time weights raise ``ValueError`` (shape) or ``TypeError`` (dtype) naming
+  ``W`` / ``R`` / ``B`` / ``P``. Activations with parameters are folded into the weights:
+  ``HardSigmoid(alpha, beta)(x)`` is rnncore's ``hard_sigmoid(6 alpha x + 6 (beta -
+  0.5))``, ``Affine(alpha, beta)(x)`` is ``linear(alpha x + beta)``.
+* LSTM peepholes (``P``), ``clip``, ``input_forget=1`` and an ``h`` activation that differs
+  from ``g`` run on :func:`rnncore.functional.lstm`'s ``peephole``, ``cell_clip``,
+  ``input_forget`` and ``output_activation`` with onnxruntime's semantics (see
+  :mod:`.recurrent`); a build of the core without them refuses them.
+* Refused with :class:`UnsupportedModelError` naming them: ``clip`` of RNN / GRU, ``clip``
+  together with an LSTM ``f`` / ``g`` activation that has ``alpha`` / ``beta`` (the clip
+  acts between the weights and those parameters), an ``h`` activation with an affine part
+  (``Affine(2, 0)`` on the cell state), other activations (``LeakyRelu``, ``Elu``,
+  ``Softsign``, ``Softplus``, ``ThresholdedRelu``, ``ScaledTanh``), ``output_sequence``,
+  and any operator not listed in :data:`SUPPORTED_OPS`. That list holds, besides the
+  recurrent nodes, the small operators exporters put around them (e.g.
+  ``torch.onnx.export`` of ``nn.LSTM``: ``Transpose``, ``Slice``, ``Concat``,
+  ``Reshape``, ``Shape``, ``Gather``, ...) and ``MatMul`` / ``Gemm`` / ``Add`` /
+  activations for dense heads; those run in NumPy.
 
 A file is parsed with the ``onnx`` package (protobuf; no code in the file ever runs) and
 checked: a corrupted or truncated file, tensors whose data do not match their declared
@@ -45,6 +54,7 @@ import numpy as np
 
 from ...errors import ModelFileError, UnsupportedModelError
 from ..archive import check_declared_size, optional_import
+from ..verify import verify_loaded
 from .ops import OPS, np_dtype
 from .recurrent import RNN_OPS, RecurrentNode
 
@@ -54,10 +64,13 @@ __all__ = ["load_onnx", "OnnxModel", "SUPPORTED_OPS"]
 SUPPORTED_OPS = frozenset(OPS) | frozenset(RNN_OPS)
 
 
-def load_onnx(path_or_bytes) -> OnnxModel:
+def load_onnx(path_or_bytes, *, verify=None, verify_tol=None) -> OnnxModel:
     """Read an ONNX model (a path or the serialized bytes) as an :class:`OnnxModel`.
 
     Needs the ``onnx`` package (``pip install "rnncore[onnx]"``); onnxruntime is not used.
+    ``verify=(x, expected)`` (or a path to a ``.npz`` of samples) checks that the loaded
+    model reproduces ``expected`` within ``verify_tol``, raising
+    :class:`rnncore.errors.VerificationError` otherwise (:mod:`rnncore.formats.verify`).
     """
     onnx = optional_import("onnx", "rnncore.load_onnx")
     from google.protobuf.message import DecodeError  # protobuf comes with onnx
@@ -79,7 +92,7 @@ def load_onnx(path_or_bytes) -> OnnxModel:
         raise ModelFileError(
             f"{where}: not an ONNX model (no graph or no nodes; corrupted or truncated?)"
         )
-    return OnnxModel(proto, where)
+    return verify_loaded(OnnxModel(proto, where), verify, verify_tol, who="load_onnx")
 
 
 class OnnxModel:
@@ -321,4 +334,6 @@ class _NodePlan:
         except (ModelFileError, UnsupportedModelError):
             raise
         except (ValueError, TypeError, IndexError) as e:
-            raise ValueError(f"{self.model.where}: node {self.label} failed: {e}") from None
+            # a wrong dtype stays a TypeError (e.g. weights fed as graph inputs)
+            cls = TypeError if isinstance(e, TypeError) else ValueError
+            raise cls(f"{self.model.where}: node {self.label} failed: {e}") from None
