@@ -5,8 +5,7 @@
   ``linear_before_reset`` 0 and 1, parametrised activations (``HardSigmoid``, ``Affine``),
   ``layout`` 1 (onnxruntime runs only layout 0, so the reference is the layout-0 graph with
   its inputs and outputs transposed); outputs equal onnxruntime's within float32 tolerance.
-* ``to_onnx``: rnncore models written as ONNX, run by onnxruntime, equal ``model.predict``;
-  and read back by ``load_onnx``.
+* ``to_onnx``: in ``test_onnx_export.py``.
 * Refusals and broken files: clear errors naming what is wrong.
 """
 
@@ -18,10 +17,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import rnncore
-from rnncore import layers as L
 from rnncore import reference
-from rnncore.interop import ModelFileError, UnsupportedModelError, load_onnx, to_onnx
+from rnncore.interop import ModelFileError, UnsupportedModelError, load_onnx
 
 ATOL = 2e-6  # float32; onnxruntime and the core sum products in different orders
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
@@ -434,110 +431,3 @@ def test_undefined_tensor(rng):
     del model.graph.initializer[1]  # R
     with pytest.raises(ModelFileError, match="'R'"):
         load_onnx(model.SerializeToString())
-
-
-# ---------------------------------------------------------------------------------------
-# Export
-
-
-def _set_random_weights(model, rng):
-    weights = [
-        rng.standard_normal(w.shape) * (0.6 / np.sqrt(w.shape[0] if w.ndim == 2 else 8))
-        for w in model.get_weights()
-    ]
-    model.set_weights(weights)
-
-
-EXPORT_CASES = {
-    "lstm_seq_dense": lambda: [L.LSTM(6, return_sequences=True), L.Dense(3)],
-    "gru_last_softmax": lambda: [L.GRU(5), L.Dense(4, activation="softmax")],
-    "gru_reset_before_backwards": lambda: [
-        L.GRU(5, reset_after=False, go_backwards=True, return_sequences=True)
-    ],
-    "simple_rnn_relu_backwards_last": lambda: [
-        L.SimpleRNN(4, activation="relu", go_backwards=True)
-    ],
-    "stacked_bidirectional": lambda: [
-        L.Bidirectional(L.LSTM(4, return_sequences=True)),
-        L.Bidirectional(L.GRU(3, return_sequences=True), merge_mode="sum"),
-        L.Dropout(0.2),
-        L.TimeDistributed(L.Dense(2, activation="tanh")),
-    ],
-    "bidirectional_last_ave": lambda: [L.Bidirectional(L.SimpleRNN(3), merge_mode="ave")],
-    "bidirectional_last_concat_mul": lambda: [
-        L.Bidirectional(L.GRU(3, return_sequences=True), merge_mode="mul"),
-        L.Bidirectional(L.LSTM(2)),
-    ],
-    "activations": lambda: [
-        L.LSTM(4, activation="relu", recurrent_activation="hard_sigmoid", return_sequences=True),
-        L.GRU(
-            3,
-            activation="linear",
-            recurrent_activation="hard_sigmoid",
-            return_sequences=True,
-            use_bias=False,
-        ),
-        L.Activation("sigmoid"),
-        L.Softmax(),
-    ],
-    "lstm_gru_hard_sigmoid_everywhere": lambda: [
-        L.LSTM(
-            4, activation="hard_sigmoid", recurrent_activation="hard_sigmoid", return_sequences=True
-        ),
-        L.Bidirectional(L.GRU(3, activation="hard_sigmoid", reset_after=False)),
-    ],
-    "lstm_return_state": lambda: [L.LSTM(4, return_sequences=True), L.LSTM(3, return_state=True)],
-    "bidirectional_return_state": lambda: [L.Bidirectional(L.GRU(3, return_state=True))],
-    "bidirectional_merge_none": lambda: [
-        L.Bidirectional(L.LSTM(3, return_sequences=True), merge_mode=None)
-    ],
-}
-
-
-@pytest.mark.parametrize("case", list(EXPORT_CASES))
-def test_to_onnx_runs_in_onnxruntime(rng, case, tmp_path):
-    model = rnncore.Sequential([rnncore.Input(shape=(None, 5))] + EXPORT_CASES[case]())
-    _set_random_weights(model, rng)
-    x = rng.standard_normal((3, 7, 5)).astype(np.float32)
-    want = model.predict(x)
-    want = list(want) if isinstance(want, tuple) else [want]
-    path = tmp_path / "m.onnx"
-    proto = to_onnx(model, path)
-    onnx.checker.check_model(proto)
-    got = ort_run(onnx.load(path), {"input": x})
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        assert g.shape == w.shape
-        record("to_onnx: onnxruntime vs rnncore", g, w)
-        np.testing.assert_allclose(g, w, rtol=1e-5, atol=ATOL)
-    back = load_onnx(path).run(None, {"input": x})  # the exported graph loads back
-    for g, w in zip(back, want):
-        record("to_onnx then load_onnx vs rnncore", g, w)
-        np.testing.assert_allclose(g, w, rtol=1e-5, atol=ATOL)
-
-
-def test_to_onnx_fixed_shapes_and_names(rng):
-    model = rnncore.Sequential([rnncore.Input(shape=(7, 5), batch_size=2), L.GRU(3)])
-    proto = to_onnx(model)
-    dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
-    assert dims == [2, 7, 5]
-    assert [o.name for o in proto.graph.output] == ["output"]
-
-
-@pytest.mark.parametrize(
-    "layers,match",
-    [
-        (lambda: [L.Masking(), L.LSTM(3)], "Masking"),
-        (lambda: [L.LSTM(3, stateful=True)], "stateful"),
-        (lambda: [L.TimeDistributed(L.Masking())], "TimeDistributed"),
-    ],
-)
-def test_to_onnx_refusals(layers, match):
-    model = rnncore.Sequential([rnncore.Input(shape=(4, 5), batch_size=2)] + layers())
-    with pytest.raises(UnsupportedModelError, match=match):
-        to_onnx(model)
-
-
-def test_to_onnx_needs_a_built_model():
-    with pytest.raises(ValueError, match="built"):
-        to_onnx(rnncore.Sequential([L.LSTM(3)]))

@@ -1,13 +1,36 @@
 """A built model's layers written as an ONNX model: :func:`to_onnx`.
 
-:func:`to_onnx` writes a built model (an :class:`rnncore.Sequential`, read through its
-``layers``, ``input_shape``, ``dtype`` and ``name``) of ``SimpleRNN``, ``LSTM``, ``GRU``,
-``Bidirectional``, ``Dense``, ``TimeDistributed(Dense)``, ``Activation``, ``Softmax`` and
-``Dropout`` layers (opset 17 by default; input ``(batch, timesteps, features)`` named
-``input``; outputs named ``output`` and, with ``return_state``, the states). onnxruntime
-runs it with the same outputs as ``model.predict`` (onnxruntime's recurrent kernels are
-float32 only). ``Masking`` (Keras's masked-step rule has no ONNX counterpart) and
-``stateful`` layers are refused.
+:func:`to_onnx` writes a built :class:`rnncore.Sequential` (read through its ``layers``,
+``input_shape``, ``dtype`` and ``name``; opset 17 by default, 14 at least). The graph's input
+is named ``input`` (``(batch, timesteps, features)``, or ``(batch, timesteps)`` int64 ids
+for a model starting with ``Embedding``); its outputs are ``output`` and, with
+``return_state`` on the last layer, the states (``h``, ``c``; ``h_forward``, ...;
+``output_backward`` for ``Bidirectional(merge_mode=None)``). onnxruntime runs it with the
+same outputs as ``model.predict`` (its recurrent kernels are float32 only).
+
+Exported: ``SimpleRNN``, ``LSTM``, ``GRU`` (every activation rnncore has, ``go_backwards``,
+``return_sequences``, ``return_state``, ``zero_output_for_mask``), ``Bidirectional`` (every
+merge mode: concat, sum, mul, ave, None), ``Dense``, ``TimeDistributed`` (of Dense,
+Activation, Dropout), ``Activation``, ``Softmax``, ``Dropout``, ``SpatialDropout1D`` and
+``GaussianNoise`` (identities at inference), and the layers of :mod:`.export_layers`.
+
+Masks (``Masking``, ``Embedding(mask_zero=True)``) are computed in the graph from the input
+(``any(x != mask_value, axis=-1)``; ``ids != 0``) and follow Keras's propagation: passed on
+by the layers that pass them (Dense, Activation, Dropout, TimeDistributed, recurrent layers
+with ``return_sequences``, normalisations), consumed by ``GlobalAveragePooling1D`` (the mean
+over the unmasked steps, NaN for a fully masked sample, as predict), dropped by the layers
+Keras drops them in. The recurrent layers reproduce Keras's masked-step rule exactly for
+*any* mask — right padding, left padding, holes, fully masked rows — with no Loop or Scan
+(:mod:`.export_recurrent` has the construction); nothing is assumed about the data.
+
+Stateful layers become a model with state inputs and outputs: ``<layer>_initial_h`` (and
+``_initial_c``) in, ``<layer>_Y_h`` (``_Y_c``) out, ``(batch, units)`` (the sub-layers'
+names for a ``Bidirectional``: ``forward_lstm_initial_h``, ...); feed zeros to start, then
+each call's outputs to the next call, as a stateful model carries them.
+
+Refused (:class:`~rnncore.errors.UnsupportedModelError`, naming the layer and why):
+``Softmax`` receiving a mask, a layer returning several outputs before the last layer,
+layers of another dtype than the model's, and layers not listed.
 """
 
 from __future__ import annotations
@@ -18,74 +41,34 @@ import numpy as np
 
 from ..._version import __version__
 from ...errors import UnsupportedModelError
+from ...layers._base import Layer
 from ...layers.core import Activation, Dense, Dropout, Masking, Softmax
-from ...layers.recurrent import GRU, LSTM, SimpleRNN
-from ...layers.wrappers import Bidirectional, TimeDistributed
+from ...layers.embedding import Embedding
+from ...layers.noise import GaussianNoise
+from ...layers.wrappers import TimeDistributed
 from ..archive import optional_import
-from .recurrent import GATES, KERAS_TO_LSTM, ONNX_ACTIVATIONS, reorder
+from .export_graph import Exporter
+from .export_layers import export_layer
+from .export_recurrent import RECURRENT, export_recurrent
 
 __all__ = ["to_onnx"]
-
-
-class _Exporter:
-    def __init__(self, onnx, dtype):
-        self.onnx = onnx
-        self.helper = onnx.helper
-        self.nodes = []
-        self.initializers = []
-        self.dtype = np.dtype(dtype)
-        self._names: dict[str, int] = {}
-
-    def name(self, base: str) -> str:
-        """A tensor / node name not used before in the graph."""
-        n = self._names.get(base, 0)
-        name = base if n == 0 else f"{base}_{n}"
-        while name in self._names:
-            n += 1
-            name = f"{base}_{n}"
-        self._names[base] = n + 1
-        self._names.setdefault(name, 1)
-        return name
-
-    def const(self, base: str, value) -> str:
-        name = self.name(base)
-        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    def node(self, op: str, inputs, n_outputs=1, base=None, **attrs):
-        outputs = [self.name(base or op.lower()) for _ in range(n_outputs)]
-        self.nodes.append(
-            self.helper.make_node(op, list(inputs), outputs, name=self.name(f"{op}_node"), **attrs)
-        )
-        return outputs if n_outputs > 1 else outputs[0]
-
-    def activation(self, x: str, name: str, base: str) -> str:
-        if name == "linear":
-            return x
-        if name == "softmax":
-            return self.node("Softmax", [x], base=base, axis=-1)
-        op, params = ONNX_ACTIVATIONS[name]
-        if params:
-            return self.node(op, [x], base=base, alpha=params[0], beta=params[1])
-        return self.node(op, [x], base=base)
-
-    def ints(self, base, values):
-        return self.const(base, np.array(values, np.int64))
 
 
 def to_onnx(model, path=None, *, opset: int = 17, input_name: str = "input"):
     """Write a built model (an :class:`rnncore.Sequential`) as an ONNX model; returns the
     ``ModelProto``.
 
-    ``path`` (optional) is where to write it. The model must be built (its input feature
-    size known). The graph's input is ``(batch, timesteps, features)``; dimensions unknown
-    to the model stay symbolic. Outputs: ``output``, plus the states of a last recurrent
-    layer with ``return_state``. Needs the ``onnx`` package.
+    ``path`` (optional) is where to write it. The model must be built (its input shape
+    known). The graph's input is ``(batch, timesteps, features)`` (int64 ids ``(batch,
+    timesteps)`` before an ``Embedding``); dimensions unknown to the model stay symbolic.
+    Outputs: ``output``, plus the states of a last recurrent layer with ``return_state``,
+    plus ``<layer>_Y_h`` (``_Y_c``) of each stateful layer, whose states come in as the
+    inputs ``<layer>_initial_h`` (``_initial_c``). Needs the ``onnx`` package.
     """
     onnx = optional_import("onnx", "rnncore.interop.to_onnx")
-    if not model.built or model.input_shape is None or model.input_shape[-1] is None:
+    if not model.built or model.input_shape is None:
         raise ValueError(
-            "to_onnx: the model must be built with a known input feature size "
+            "to_onnx: the model must be built with a known input shape "
             "(start it with rnncore.Input(shape=(timesteps, features)))"
         )
     if opset < 14:
@@ -94,86 +77,40 @@ def to_onnx(model, path=None, *, opset: int = 17, input_name: str = "input"):
     if not layers:
         raise ValueError("to_onnx: the model has no layers")
     dtype = np.dtype(model.dtype)
-    ex = _Exporter(onnx, dtype)
-    elem = onnx.helper.np_dtype_to_tensor_dtype(dtype)
-    in_shape = list(model.input_shape)
-    dims = [
-        "batch" if in_shape[0] is None else in_shape[0],
-        "timesteps" if in_shape[1] is None else in_shape[1],
-    ] + in_shape[2:]
-    x = input_name
-    outputs: list[tuple[str, str]] = []
-    last = len(layers) - 1
-    for k, layer in enumerate(layers):
-        if layer.dtype != dtype.name:
+    ex = Exporter(onnx, dtype)
+    ex.opset = opset
+    in_shape = tuple(model.input_shape)
+    ex.batch = in_shape[0]
+    placeholders = ["batch", "timesteps"] + [f"dim{i}" for i in range(2, len(in_shape))]
+    dims = [p if d is None else d for p, d in zip(placeholders, in_shape)]
+    in_elem = onnx.TensorProto.INT64 if isinstance(layers[0], Embedding) else ex.elem
+    x, mask, results = input_name, None, None
+    for layer in layers:
+        if len(results or ()) > 1:
             raise UnsupportedModelError(
-                f"to_onnx: layer {layer.name!r} has dtype {layer.dtype}, the model {dtype.name}"
+                f"to_onnx: a layer before {layer.name!r} returns several outputs "
+                f"(return_state or merge_mode=None); only the last layer may"
             )
-        if isinstance(layer, (Dropout,)):
-            continue
-        if isinstance(layer, Masking):
-            raise UnsupportedModelError(
-                f"to_onnx: layer {layer.name!r} (Masking) cannot be exported: Keras's mask "
-                f"rule (a masked step keeps the state and repeats the output) has no ONNX "
-                f"equivalent"
-            )
-        if isinstance(layer, TimeDistributed):
-            inner = layer.layer
-            if not isinstance(inner, (Dense, Activation, Dropout)):
-                raise UnsupportedModelError(
-                    f"to_onnx: layer {layer.name!r}: TimeDistributed({type(inner).__name__}) "
-                    f"is not supported (TimeDistributed of Dense, Activation, Dropout)"
-                )
-            layer = inner
-            if isinstance(layer, Dropout):
-                continue
-        if isinstance(layer, Dense):
-            y = ex.node("MatMul", [x, ex.const(f"{layer.name}/kernel", layer.kernel.value)])
-            if layer.bias is not None:
-                y = ex.node("Add", [y, ex.const(f"{layer.name}/bias", layer.bias.value)])
-            x = ex.activation(y, layer.activation, layer.name)
-        elif isinstance(layer, Activation):
-            x = ex.activation(x, layer.activation, layer.name)
-        elif isinstance(layer, Softmax):
-            axis = layer.axis
-            if isinstance(axis, (list, tuple)):
-                if len(axis) != 1:
-                    raise UnsupportedModelError(
-                        f"to_onnx: Softmax over several axes {axis} is not supported"
-                    )
-                axis = axis[0]
-            x = ex.node("Softmax", [x], base=layer.name, axis=int(axis))
-        elif isinstance(layer, (SimpleRNN, LSTM, GRU)):
-            x, states = _export_rnn(ex, layer, x, k == last)
-            outputs += states
-        elif isinstance(layer, Bidirectional):
-            x, states, second = _export_bidirectional(ex, layer, x, k == last)
-            if second is not None:
-                outputs.append(("output_backward", second))
-            outputs += states
-        else:
-            raise UnsupportedModelError(
-                f"to_onnx: layer {layer.name!r} ({type(layer).__name__}) is not supported"
-            )
-    outputs.insert(0, ("output", x))
-    shape = tuple(model.input_shape)
+        results, mask = _export(ex, layer, x, mask)
+        x = results[0][1]
+    shape = in_shape
     for layer in layers:
         shape = layer.compute_output_shape(shape)
     shapes = list(shape) if shape and isinstance(shape[0], tuple) else [shape]
-    if len(shapes) != len(outputs):
-        raise AssertionError(f"to_onnx: {len(outputs)} outputs but {len(shapes)} shapes")
+    if len(shapes) != len(results):
+        raise AssertionError(f"to_onnx: {len(results)} outputs but {len(shapes)} shapes")
+    outputs = [(nm, t, s) for (nm, t), s in zip(results, shapes)] + ex.outputs
     graph_outputs = []
-    for (name, tensor), shape in zip(outputs, shapes):
+    for name, tensor, shape in outputs:
         ex.nodes.append(
             onnx.helper.make_node("Identity", [tensor], [name], name=ex.name("Identity_out"))
         )
-        graph_outputs.append(onnx.helper.make_tensor_value_info(name, elem, list(shape)))
+        graph_outputs.append(onnx.helper.make_tensor_value_info(name, ex.elem, list(shape)))
+    graph_inputs = [onnx.helper.make_tensor_value_info(input_name, in_elem, dims)] + [
+        onnx.helper.make_tensor_value_info(name, ex.elem, list(shape)) for name, shape in ex.inputs
+    ]
     graph = onnx.helper.make_graph(
-        ex.nodes,
-        model.name,
-        [onnx.helper.make_tensor_value_info(input_name, elem, dims)],
-        graph_outputs,
-        ex.initializers,
+        ex.nodes, model.name, graph_inputs, graph_outputs, ex.initializers
     )
     proto = onnx.helper.make_model(
         graph,
@@ -188,171 +125,59 @@ def to_onnx(model, path=None, *, opset: int = 17, input_name: str = "input"):
     return proto
 
 
-def _rnn_node_parts(ex: _Exporter, layers: list):
-    """W, R, B (ONNX layouts, one row per direction) and the node's attributes."""
-    first = layers[0]
-    op = {"simple_rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[first._cell]
-    G = GATES[op]
-    H = first.units
-    Ws, Rs, Bs, acts, alphas, betas = [], [], [], [], [], []
-    order = KERAS_TO_LSTM if op == "LSTM" else tuple(range(G))
-    for layer in layers:
-        if layer.stateful:
-            raise UnsupportedModelError(
-                f"to_onnx: layer {layer.name!r} is stateful; states "
-                f"carried between calls cannot be exported"
-            )
-
-        Ws.append(reorder(layer.kernel.value.T, G, order))
-        Rs.append(reorder(layer.recurrent_kernel.value.T, G, order))
-        b = None if layer.bias is None else layer.bias.value
-        if b is None:
-            Bs.append(None)
-        elif op == "GRU" and layer.reset_after:
-            Bs.append(np.concatenate([b[0], b[1]]))
-        else:
-            Bs.append(np.concatenate([reorder(b, G, order), np.zeros_like(b)]))
-        if op == "RNN":
-            names = [layer.activation]
-        else:  # f, g (and h for LSTM)
-            names = [layer.recurrent_activation] + [layer.activation] * (G == 4 and 2 or 1)
-        for n in names:
-            onnx_name, params = ONNX_ACTIVATIONS[n]
-            acts.append(onnx_name)
-            if params:
-                alphas.append(params[0])
-                betas.append(params[1])
-    attrs = {"hidden_size": H, "activations": acts}
-    if alphas:
-        attrs["activation_alpha"] = alphas
-        attrs["activation_beta"] = betas
-    if op == "GRU":
-        attrs["linear_before_reset"] = int(first.reset_after)
-    W = np.stack(Ws)
-    inputs = [ex.const(f"{first.name}/W", W), ex.const(f"{first.name}/R", np.stack(Rs))]
-    if any(b is not None for b in Bs):
-        Bs = [np.zeros(2 * G * H, W.dtype) if b is None else b for b in Bs]
-        inputs.append(ex.const(f"{first.name}/B", np.stack(Bs)))
-    return op, inputs, attrs
-
-
-def _export_rnn(ex: _Exporter, layer, x: str, is_last: bool):
-    op, inputs, attrs = _rnn_node_parts(ex, [layer])
-    if layer.go_backwards:
-        attrs["direction"] = "reverse"
-    n_out = 3 if op == "LSTM" else 2
-    xt = ex.node("Transpose", [x], base=f"{layer.name}/x_time_major", perm=[1, 0, 2])
-    outs = ex.node(op, [xt] + inputs, n_outputs=n_out, base=layer.name, **attrs)
-    Y, states = outs[0], outs[1:]
-    zero = ex.ints(f"{layer.name}/axis0", [0])
-    if layer.return_sequences:
-        y = ex.node("Squeeze", [Y, ex.ints(f"{layer.name}/axis1", [1])], base=f"{layer.name}/y")
-        if layer.go_backwards:  # Keras: the output sequence in processing order
-            y = ex.node(
-                "Slice",
-                [
-                    y,
-                    ex.ints(f"{layer.name}/start", [-1]),
-                    ex.ints(f"{layer.name}/end", [-(2**62)]),
-                    zero,
-                    ex.ints(f"{layer.name}/step", [-1]),
-                ],
-                base=f"{layer.name}/y",
-            )
-        out = ex.node("Transpose", [y], base=f"{layer.name}/output", perm=[1, 0, 2])
+def _export(ex: Exporter, layer, x: str, mask: str | None):
+    """``(outputs, output mask)`` of one layer: ``outputs`` are ``(name, tensor)``."""
+    if layer.dtype != ex.dtype.name:
+        raise UnsupportedModelError(
+            f"to_onnx: layer {layer.name!r} has dtype {layer.dtype}, the model {ex.dtype.name}"
+        )
+    if isinstance(layer, RECURRENT):
+        return export_recurrent(ex, layer, x, mask)
+    if isinstance(layer, Masking):
+        # keep = any(x != mask_value, axis=-1); the output is where(keep, x, 0)
+        value = ex.scalar(f"{layer.name}/mask_value", layer.mask_value)
+        differs = ex.node("Not", [ex.node("Equal", [x, value])])
+        as_int = ex.node("Cast", [differs], to=ex.onnx.TensorProto.INT32)
+        any_ = ex.reduce("ReduceMax", as_int, [-1], False, base=f"{layer.name}/any")
+        mask = ex.node("Cast", [any_], base=f"{layer.name}/mask", to=ex.onnx.TensorProto.BOOL)
+        keep = ex.unsqueeze(mask, [-1], base=f"{layer.name}/keep")
+        return [("output", ex.zeros_where_not(keep, x, base=layer.name))], mask
+    inner = layer.layer if isinstance(layer, TimeDistributed) else layer
+    if isinstance(layer, TimeDistributed) and not isinstance(inner, (Dense, Activation, Dropout)):
+        raise UnsupportedModelError(
+            f"to_onnx: layer {layer.name!r}: TimeDistributed({type(inner).__name__}) "
+            f"is not supported (TimeDistributed of Dense, Activation, Dropout)"
+        )
+    if isinstance(inner, (Dropout, GaussianNoise)):  # identities at inference
+        y = x
+    elif isinstance(inner, Dense):  # MatMul acts on the last axis of any rank, as Dense
+        y = ex.node("MatMul", [x, ex.const(f"{inner.name}/kernel", inner.kernel.value)])
+        if inner.bias is not None:
+            y = ex.node("Add", [y, ex.const(f"{inner.name}/bias", inner.bias.value)])
+        y = ex.activation(y, inner.activation, inner.name)
+    elif isinstance(inner, Activation):
+        y = ex.activation(x, inner.activation, inner.name)
+    elif isinstance(inner, Softmax):
+        y = _softmax(ex, inner, x, mask)
     else:
-        out = ex.node("Squeeze", [states[0], zero], base=f"{layer.name}/output")
-    extra = []
-    if layer.return_state:
-        if not is_last:
+        return export_layer(ex, layer, x, mask)
+    if type(layer).compute_mask is not Layer.compute_mask:
+        raise AssertionError(f"to_onnx: {type(layer).__name__} has its own mask rule")
+    return [("output", y)], mask
+
+
+def _softmax(ex: Exporter, layer, x: str, mask) -> str:
+    if mask is not None:
+        raise UnsupportedModelError(
+            f"to_onnx: layer {layer.name!r} (Softmax) receives a mask: its masked softmax "
+            f"is not exported"
+        )
+    axis = layer.axis
+    if isinstance(axis, (list, tuple)):
+        if len(axis) != 1:
             raise UnsupportedModelError(
-                f"to_onnx: layer {layer.name!r} has return_state but is not the last layer"
+                f"to_onnx: layer {layer.name!r}: Softmax over several axes {axis} is not "
+                f"supported (ONNX Softmax takes one axis)"
             )
-        for nm, s in zip(("h", "c"), states):
-            extra.append((nm, ex.node("Squeeze", [s, zero], base=f"{layer.name}/{nm}")))
-    return out, extra
-
-
-def _export_bidirectional(ex: _Exporter, layer, x: str, is_last: bool):
-    fwd, bwd = layer.forward_layer, layer.backward_layer
-    if fwd.go_backwards or not bwd.go_backwards:
-        raise UnsupportedModelError(
-            f"to_onnx: layer {layer.name!r}: only a forward layer "
-            f"with a go_backwards backward layer can be exported"
-        )
-    if (
-        type(fwd) is not type(bwd)
-        or fwd.units != bwd.units
-        or (getattr(fwd, "reset_after", None) != getattr(bwd, "reset_after", None))
-    ):
-        raise UnsupportedModelError(
-            f"to_onnx: layer {layer.name!r}: the forward and "
-            f"backward layers must be of the same kind and size"
-        )
-    op, inputs, attrs = _rnn_node_parts(ex, [fwd, bwd])
-    attrs["direction"] = "bidirectional"
-    n_out = 3 if op == "LSTM" else 2
-    name = layer.name
-    xt = ex.node("Transpose", [x], base=f"{name}/x_time_major", perm=[1, 0, 2])
-    outs = ex.node(op, [xt] + inputs, n_outputs=n_out, base=name, **attrs)
-    Y, states = outs[0], outs[1:]
-    mode = layer.merge_mode
-    second = None
-    if layer.return_sequences:  # Y: (T, 2, B, H)
-        if mode == "concat":
-            y = ex.node("Transpose", [Y], base=f"{name}/y", perm=[2, 0, 1, 3])
-            out = ex.node(
-                "Reshape", [y, ex.ints(f"{name}/shape", [0, 0, -1])], base=f"{name}/output"
-            )
-        else:
-            parts = [_direction(ex, Y, d, 1, name) for d in (0, 1)]
-            parts = [ex.node("Transpose", [p], base=f"{name}/y", perm=[1, 0, 2]) for p in parts]
-            out, second = _merge(ex, parts, mode, name)
-    else:  # Y_h: (2, B, H)
-        Yh = states[0]
-        if mode == "concat":
-            y = ex.node("Transpose", [Yh], base=f"{name}/y", perm=[1, 0, 2])
-            out = ex.node("Reshape", [y, ex.ints(f"{name}/shape", [0, -1])], base=f"{name}/output")
-        else:
-            parts = [_direction(ex, Yh, d, 0, name) for d in (0, 1)]
-            out, second = _merge(ex, parts, mode, name)
-    if second is not None and not is_last:
-        raise UnsupportedModelError(
-            f"to_onnx: layer {name!r} with merge_mode=None must be the last layer"
-        )
-    extra = []
-    if layer.return_state:
-        if not is_last:
-            raise UnsupportedModelError(
-                f"to_onnx: layer {name!r} has return_state but is not the last layer"
-            )
-        for d, side in ((0, "forward"), (1, "backward")):
-            for nm, s in zip(("h", "c"), states):
-                extra.append((f"{nm}_{side}", _direction(ex, s, d, 0, name)))
-    return out, extra, second
-
-
-def _direction(ex, t, d, axis, name):
-    part = ex.node(
-        "Slice",
-        [
-            t,
-            ex.ints(f"{name}/start", [d]),
-            ex.ints(f"{name}/end", [d + 1]),
-            ex.ints(f"{name}/axis", [axis]),
-        ],
-        base=f"{name}/dir{d}",
-    )
-    return ex.node("Squeeze", [part, ex.ints(f"{name}/axis", [axis])], base=f"{name}/dir{d}")
-
-
-def _merge(ex, parts, mode, name):
-    if mode is None:
-        return parts[0], parts[1]
-    if mode == "mul":
-        return ex.node("Mul", parts, base=f"{name}/output"), None
-    y = ex.node("Add", parts, base=f"{name}/output")
-    if mode == "ave":
-        half = ex.const(f"{name}/half", np.asarray(0.5, ex.dtype))
-        y = ex.node("Mul", [y, half], base=f"{name}/output")
-    return y, None
+        axis = axis[0]
+    return ex.node("Softmax", [x], base=layer.name, axis=int(axis))
