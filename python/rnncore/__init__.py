@@ -22,7 +22,12 @@ from . import (
 )
 from ._core import get_num_threads, set_num_threads
 from ._version import __version__
-from .errors import ModelFileError, UnsupportedArgumentError, UnsupportedModelError
+from .errors import (
+    ModelFileError,
+    UnsupportedArgumentError,
+    UnsupportedModelError,
+    VerificationError,
+)
 from .interop import from_torch, load_keras, load_onnx
 from .layers import Input, KerasTensor
 from .models import Model, Sequential, load_model
@@ -66,5 +71,6 @@ __all__ = [
     "ModelFileError",
     "UnsupportedArgumentError",
     "UnsupportedModelError",
+    "VerificationError",
     "__version__",
 ]

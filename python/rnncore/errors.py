@@ -1,12 +1,17 @@
 """The exceptions rnncore raises beyond Python's own, importable from ``rnncore``.
 
-All three subclass a built-in exception, so ``except ValueError`` / ``except
+Each subclasses a built-in exception, so ``except ValueError`` / ``except
 NotImplementedError`` written for other libraries still catches them.
 """
 
 from __future__ import annotations
 
-__all__ = ["UnsupportedArgumentError", "UnsupportedModelError", "ModelFileError"]
+__all__ = [
+    "UnsupportedArgumentError",
+    "UnsupportedModelError",
+    "ModelFileError",
+    "VerificationError",
+]
 
 
 class UnsupportedArgumentError(NotImplementedError):
@@ -26,3 +31,12 @@ class UnsupportedModelError(UnsupportedArgumentError):
 
 class ModelFileError(ValueError):
     """A model file that cannot be read: not a model, corrupted or truncated."""
+
+
+class VerificationError(ValueError):
+    """A loaded model that does not reproduce the sample outputs given as ``verify=`` to
+    ``load_keras`` / ``load_onnx`` / ``from_torch`` (see :mod:`rnncore.formats.verify`).
+
+    The message names each differing output, its maximum absolute difference, where it
+    occurs and the tolerance (or the expected and actual shapes or output counts).
+    """

@@ -33,6 +33,7 @@ import numpy as np
 
 from .. import functional
 from ..errors import UnsupportedModelError
+from ..formats.verify import verify_loaded
 from ..layers import GRU, LSTM, Bidirectional, Input, SimpleRNN
 from ..models import Sequential
 from .torch_cells import CELLS, TorchCell, is_packed, lengths_mask, pack, unpack
@@ -63,6 +64,8 @@ def from_torch(
     nonlinearity="tanh",
     proj_size=0,
     return_state=False,
+    verify=None,
+    verify_tol=None,
 ) -> TorchRNN | TorchCell:
     """An rnncore model computing what a torch ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` computes.
 
@@ -78,6 +81,10 @@ def from_torch(
     ``mode="RNNCell"`` / ``"LSTMCell"`` / ``"GRUCell"``, ``input_size``, ``hidden_size``,
     ``bias``, ``nonlinearity``) give a :class:`TorchCell`, called as the cell:
     ``cell(input, hx=None)`` returns ``h'`` or ``(h', c')``.
+
+    ``verify=(x, expected)`` (or a path to a ``.npz`` of samples) checks that the result
+    reproduces ``expected`` (what it returns for ``x``) within ``verify_tol``, raising
+    :class:`rnncore.errors.VerificationError` otherwise (:mod:`rnncore.formats.verify`).
     """
     cell = _cell_kind(module_or_state_dict, mode)
     if cell is not None:
@@ -87,9 +94,10 @@ def from_torch(
                 f"from_torch: a {cell} takes none of num_layers, batch_first, bidirectional, "
                 f"proj_size, return_state"
             )
-        return _from_cell(
+        model = _from_cell(
             module_or_state_dict, cell, mode, input_size, hidden_size, bias, nonlinearity
         )
+        return verify_loaded(model, verify, verify_tol, who="from_torch")
     if _is_module(module_or_state_dict):
         m = module_or_state_dict
         _refuse_given(mode, input_size, hidden_size)
@@ -133,7 +141,7 @@ def from_torch(
         bool(bias),
         bool(bidirectional),
     )
-    return TorchRNN(
+    model = TorchRNN(
         mode,
         int(input_size),
         int(hidden_size),
@@ -145,6 +153,7 @@ def from_torch(
         dtype,
         return_state=bool(return_state),
     )
+    return verify_loaded(model, verify, verify_tol, who="from_torch")
 
 
 def _refuse_given(mode, input_size, hidden_size):

@@ -14,6 +14,7 @@ from ..formats.archive import load_npy, read_json, read_member
 from ..formats.keras import is_keras_file, read_keras
 from ..formats.keras_config import KerasModelSpec
 from ..formats.saved_model import FORMAT, FORMAT_VERSION, MANIFEST, write_archive
+from ..formats.verify import verify_loaded
 from . import functional_config
 from .base import ModelBase
 from .functional import Model, deserialize
@@ -47,7 +48,7 @@ def model_from_json(json_string: str) -> ModelBase:
     return cls.from_config(spec["config"])
 
 
-def load_keras(filepath) -> ModelBase:
+def load_keras(filepath, *, verify=None, verify_tol=None) -> ModelBase:
     """Read a Keras model file (``.keras`` or legacy ``.h5``) as an rnncore model: a
     :class:`Sequential` for a Keras ``Sequential``, a functional :class:`Model` for a
     functional one.
@@ -56,8 +57,18 @@ def load_keras(filepath) -> ModelBase:
     (``pip install "rnncore[keras]"``); Keras and TensorFlow are not used. See
     :mod:`rnncore.formats.keras` for what is supported and how layers are matched to their
     weights.
+
+    ``verify=(x, expected)`` (or a path to a ``.npz`` of samples) checks that the loaded
+    model's ``predict_on_batch(x)`` reproduces ``expected`` within ``verify_tol``, raising
+    :class:`rnncore.errors.VerificationError` otherwise (:mod:`rnncore.formats.verify`).
     """
-    return read_keras(filepath, _assemble)
+    return verify_loaded(
+        read_keras(filepath, _assemble),
+        verify,
+        verify_tol,
+        who="load_keras",
+        run=ModelBase.predict_on_batch,
+    )
 
 
 def _assemble(spec: KerasModelSpec) -> ModelBase:
