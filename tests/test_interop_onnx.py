@@ -218,22 +218,17 @@ def test_activations(rng, case, direction):
     assert_close(got, ort_run(model, feed))
 
 
-def test_peephole_zeros_accepted_nonzero_refused(rng):
+def test_peephole_zeros_accepted(rng):
+    # non-zero peepholes, clip, input_forget and g != h: tests/test_onnx_lstm_variants.py
     model, feed = rnn_graph(rng, "LSTM", peephole=np.zeros((1, 15)))
     assert_close(load_onnx(model.SerializeToString()).run(None, feed), ort_run(model, feed))
-    model, _ = rnn_graph(rng, "LSTM", peephole=np.full((1, 15), 0.1))
-    with pytest.raises(UnsupportedModelError, match="peephole"):
-        load_onnx(model.SerializeToString())
 
 
 @pytest.mark.parametrize(
     "op,kwargs,match",
     [
-        ("LSTM", {"extra_attrs": {"clip": 3.0}}, "clip"),
-        ("LSTM", {"extra_attrs": {"input_forget": 1}}, "input_forget"),
         ("RNN", {"acts": ["LeakyRelu"]}, "LeakyRelu"),
         ("GRU", {"acts": ["Sigmoid", "Softsign"]}, "Softsign"),
-        ("LSTM", {"acts": ["Sigmoid", "Tanh", "Relu"]}, "g=Tanh and h=Relu"),
         ("RNN", {"acts": ["ScaledTanh"]}, "ScaledTanh"),
     ],
 )

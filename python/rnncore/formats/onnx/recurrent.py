@@ -208,11 +208,10 @@ class RecurrentNode:
         self.activations = [
             self._direction_activations(acts) for acts in _parse_activations(plan, op, self.num_dir)
         ]
-        for attr, keyword, on in (
-            ("clip", "cell_clip", self.clip is not None),
-            ("input_forget=1", "input_forget", self.input_forget),
-        ):
-            self._need(keyword, f"attribute {attr}", on)
+        if self.clip is not None:
+            self._need("cell_clip", "attribute clip")
+        if self.input_forget:
+            self._need("input_forget", "attribute input_forget=1")
         self.hidden_size = at.get("hidden_size")
         # W, R, B and P (LSTM): converted now when all that are present are constants,
         # else on every call, from the values the graph feeds
@@ -225,9 +224,9 @@ class RecurrentNode:
                 *(const.get(n) if n else None for n in self._weight_inputs)
             )
 
-    def _need(self, keyword: str, what: str, needed=True):
+    def _need(self, keyword: str, what: str):
         """Refuse ``what`` when this build's ``functional.lstm`` lacks ``keyword``."""
-        if needed and keyword not in _lstm_variants():
+        if keyword not in _lstm_variants():
             raise self.plan.fail(
                 f"{what} needs rnncore.functional.lstm({keyword}=...), which this build of "
                 f"rnncore's core does not have",
