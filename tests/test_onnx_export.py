@@ -60,7 +60,7 @@ def set_random_weights(model, rng):
 
 
 def as_list(y):
-    return list(y) if isinstance(y, tuple) else [y]
+    return list(y) if isinstance(y, (tuple, list)) else [y]
 
 
 def check_export(model, x, what, opset=17):
@@ -415,3 +415,77 @@ def test_refusals(layers, match):
     model = rnncore.Sequential([rnncore.Input(shape=(4, 5), batch_size=2)] + layers())
     with pytest.raises(UnsupportedModelError, match=match):
         to_onnx(model)
+
+
+# ---------------------------------------------------------------------------------------
+# Functional models
+
+
+def _functional_run(model, feeds, what):
+    want = as_list(model.predict([feeds[t.name] for t in model.inputs]))
+    proto = to_onnx(model)
+    assert [o.name for o in proto.graph.output] == list(model.output_names)
+    got = session(proto).run(None, feeds)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        record(what, g, w)
+
+
+@pytest.mark.parametrize("pattern", ["right_pad", "left_pad", "full_row"])
+def test_functional_encoder_decoder_with_merges(rng, pattern):
+    """Masked encoder states given as the decoder's initial_state, element-wise merges of
+    different ranks, Concatenate of a masked and an unmasked tensor, the masked mean."""
+    enc_in, dec_in = rnncore.Input((None, 3), name="enc"), rnncore.Input((None, 3), name="dec")
+    _, h, c = L.LSTM(4, return_state=True)(L.Masking()(enc_in))
+    seq = L.LSTM(4, return_sequences=True)(L.Masking()(dec_in), initial_state=[h, c])
+    summed = L.add([L.Dense(4)(seq), L.TimeDistributed(L.Dense(4))(seq)])
+    both = L.concatenate([summed, L.Dense(3)(dec_in)])
+    mixed = L.average([both, L.Dense(7)(h)])  # (B, T, 7) with (B, 7): an axis inserted
+    steps = L.concatenate([mixed, L.subtract([mixed, both])], axis=1)
+    out = L.GlobalAveragePooling1D()(L.GRU(3, return_sequences=True)(steps))
+    model = rnncore.Model([enc_in, dec_in], [out, L.Dense(2, name="head")(h)])
+    set_random_weights(model, rng)
+    feeds = {"enc": masked_input(rng, pattern, 4, 5), "dec": masked_input(rng, pattern, 4, 6)}
+    _functional_run(model, feeds, f"functional, masked ({pattern})")
+
+
+def test_functional_unmasked_merges(rng):
+    a, b = rnncore.Input((6, 4), name="a"), rnncore.Input((6, 4), name="b")
+    ya = L.Bidirectional(L.GRU(3, return_sequences=True), merge_mode=None)(a)
+    y = L.maximum([ya[0], ya[1]])
+    y = L.multiply([y, L.minimum([L.Dense(3)(b), L.Dense(3)(a)])])
+    y = L.Conv1D(2, 3, padding="causal")(y)
+    model = rnncore.Model([a, b], y)
+    set_random_weights(model, rng)
+    feeds = {n: rng.standard_normal((3, 6, 4)).astype(np.float32) for n in ("a", "b")}
+    _functional_run(model, feeds, "functional, unmasked")
+
+
+def _attention_model():
+    q, v = rnncore.Input((5, 4)), rnncore.Input((6, 4))
+    return rnncore.Model([q, v], L.Attention()([q, v]))
+
+
+def _masked_multiply_model():
+    a = rnncore.Input((5, 4))
+    m = L.Masking()(a)
+    return rnncore.Model(a, L.multiply([m, L.Dense(4)(m)]))
+
+
+def _nested_model():
+    inner = rnncore.Sequential([rnncore.Input((5, 4)), L.GRU(2)])
+    a = rnncore.Input((5, 4))
+    return rnncore.Model(a, inner(a))
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (_attention_model, "Attention"),
+        (_masked_multiply_model, "Multiply.*masks"),
+        (_nested_model, "nested model"),
+    ],
+)
+def test_functional_refusals(make, match):
+    with pytest.raises(UnsupportedModelError, match=match):
+        to_onnx(make())

@@ -1,7 +1,9 @@
 """A built model's layers written as an ONNX model: :func:`to_onnx`.
 
 :func:`to_onnx` writes a built :class:`rnncore.Sequential` (read through its ``layers``,
-``input_shape``, ``dtype`` and ``name``; opset 17 by default, 14 at least). The graph's input
+``input_shape``, ``dtype`` and ``name``; opset 17 by default, 14 at least), or a functional
+:class:`rnncore.Model` (:mod:`.export_functional`: its inputs and outputs keep the model's
+names; merges, shared layers, ``initial_state`` tensors). The graph's input
 is named ``input`` (``(batch, timesteps, features)``, or ``(batch, timesteps)`` int64 ids
 for a model starting with ``Embedding``); its outputs are ``output`` and, with
 ``return_state`` on the last layer, the states (``h``, ``c``; ``h_forward``, ...;
@@ -29,8 +31,11 @@ names for a ``Bidirectional``: ``forward_lstm_initial_h``, ...); feed zeros to s
 each call's outputs to the next call, as a stateful model carries them.
 
 Refused (:class:`~rnncore.errors.UnsupportedModelError`, naming the layer and why):
-``Softmax`` receiving a mask, a layer returning several outputs before the last layer,
-layers of another dtype than the model's, and layers not listed.
+``Softmax`` receiving a mask, a layer returning several outputs before the last layer of a
+Sequential, layers of another dtype than the model's, ``TimeDistributed`` of other layers,
+``Attention`` / ``AdditiveAttention`` / ``Dot``, nested models, masked ``Multiply`` /
+``Maximum`` / ``Minimum`` (masks change their values), and layers not listed. A float64
+model is written as a float64 graph, which onnxruntime's recurrent kernels do not run.
 """
 
 from __future__ import annotations
@@ -41,22 +46,18 @@ import numpy as np
 
 from ..._version import __version__
 from ...errors import UnsupportedModelError
-from ...layers._base import Layer
-from ...layers.core import Activation, Dense, Dropout, Masking, Softmax
 from ...layers.embedding import Embedding
-from ...layers.noise import GaussianNoise
-from ...layers.wrappers import TimeDistributed
 from ..archive import optional_import
+from .export_functional import export_functional
 from .export_graph import Exporter
 from .export_layers import export_layer
-from .export_recurrent import RECURRENT, export_recurrent
 
 __all__ = ["to_onnx"]
 
 
 def to_onnx(model, path=None, *, opset: int = 17, input_name: str = "input"):
-    """Write a built model (an :class:`rnncore.Sequential`) as an ONNX model; returns the
-    ``ModelProto``.
+    """Write a built model (an :class:`rnncore.Sequential` or a functional
+    :class:`rnncore.Model`) as an ONNX model; returns the ``ModelProto``.
 
     ``path`` (optional) is where to write it. The model must be built (its input shape
     known). The graph's input is ``(batch, timesteps, features)`` (int64 ids ``(batch,
@@ -73,41 +74,26 @@ def to_onnx(model, path=None, *, opset: int = 17, input_name: str = "input"):
         )
     if opset < 14:
         raise ValueError(f"to_onnx: opset {opset} is too old; use 14 or newer")
-    layers = model.layers
-    if not layers:
-        raise ValueError("to_onnx: the model has no layers")
     dtype = np.dtype(model.dtype)
     ex = Exporter(onnx, dtype)
     ex.opset = opset
-    in_shape = tuple(model.input_shape)
-    ex.batch = in_shape[0]
-    placeholders = ["batch", "timesteps"] + [f"dim{i}" for i in range(2, len(in_shape))]
-    dims = [p if d is None else d for p, d in zip(placeholders, in_shape)]
-    in_elem = onnx.TensorProto.INT64 if isinstance(layers[0], Embedding) else ex.elem
-    x, mask, results = input_name, None, None
-    for layer in layers:
-        if len(results or ()) > 1:
-            raise UnsupportedModelError(
-                f"to_onnx: a layer before {layer.name!r} returns several outputs "
-                f"(return_state or merge_mode=None); only the last layer may"
-            )
-        results, mask = _export(ex, layer, x, mask)
-        x = results[0][1]
-    shape = in_shape
-    for layer in layers:
-        shape = layer.compute_output_shape(shape)
-    shapes = list(shape) if shape and isinstance(shape[0], tuple) else [shape]
-    if len(shapes) != len(results):
-        raise AssertionError(f"to_onnx: {len(results)} outputs but {len(shapes)} shapes")
-    outputs = [(nm, t, s) for (nm, t), s in zip(results, shapes)] + ex.outputs
+    int_elem = onnx.TensorProto.INT64
+    if hasattr(model, "_graph"):  # a functional model
+        ex.reserve([t.name for t in model._graph.inputs] + list(model.output_names))
+        ex.batch = model._graph.inputs[0].shape[0]
+        inputs, outputs = export_functional(ex, model, int_elem)
+    else:
+        inputs, outputs = _sequential(ex, model, input_name, int_elem)
+    outputs += ex.outputs
     graph_outputs = []
     for name, tensor, shape in outputs:
         ex.nodes.append(
             onnx.helper.make_node("Identity", [tensor], [name], name=ex.name("Identity_out"))
         )
         graph_outputs.append(onnx.helper.make_tensor_value_info(name, ex.elem, list(shape)))
-    graph_inputs = [onnx.helper.make_tensor_value_info(input_name, in_elem, dims)] + [
-        onnx.helper.make_tensor_value_info(name, ex.elem, list(shape)) for name, shape in ex.inputs
+    inputs += [(name, ex.elem, shape) for name, shape in ex.inputs]
+    graph_inputs = [
+        onnx.helper.make_tensor_value_info(name, elem, list(dims)) for name, elem, dims in inputs
     ]
     graph = onnx.helper.make_graph(
         ex.nodes, model.name, graph_inputs, graph_outputs, ex.initializers
@@ -125,59 +111,36 @@ def to_onnx(model, path=None, *, opset: int = 17, input_name: str = "input"):
     return proto
 
 
-def _export(ex: Exporter, layer, x: str, mask: str | None):
-    """``(outputs, output mask)`` of one layer: ``outputs`` are ``(name, tensor)``."""
-    if layer.dtype != ex.dtype.name:
-        raise UnsupportedModelError(
-            f"to_onnx: layer {layer.name!r} has dtype {layer.dtype}, the model {ex.dtype.name}"
-        )
-    if isinstance(layer, RECURRENT):
-        return export_recurrent(ex, layer, x, mask)
-    if isinstance(layer, Masking):
-        # keep = any(x != mask_value, axis=-1); the output is where(keep, x, 0)
-        value = ex.scalar(f"{layer.name}/mask_value", layer.mask_value)
-        differs = ex.node("Not", [ex.node("Equal", [x, value])])
-        as_int = ex.node("Cast", [differs], to=ex.onnx.TensorProto.INT32)
-        any_ = ex.reduce("ReduceMax", as_int, [-1], False, base=f"{layer.name}/any")
-        mask = ex.node("Cast", [any_], base=f"{layer.name}/mask", to=ex.onnx.TensorProto.BOOL)
-        keep = ex.unsqueeze(mask, [-1], base=f"{layer.name}/keep")
-        return [("output", ex.zeros_where_not(keep, x, base=layer.name))], mask
-    inner = layer.layer if isinstance(layer, TimeDistributed) else layer
-    if isinstance(layer, TimeDistributed) and not isinstance(inner, (Dense, Activation, Dropout)):
-        raise UnsupportedModelError(
-            f"to_onnx: layer {layer.name!r}: TimeDistributed({type(inner).__name__}) "
-            f"is not supported (TimeDistributed of Dense, Activation, Dropout)"
-        )
-    if isinstance(inner, (Dropout, GaussianNoise)):  # identities at inference
-        y = x
-    elif isinstance(inner, Dense):  # MatMul acts on the last axis of any rank, as Dense
-        y = ex.node("MatMul", [x, ex.const(f"{inner.name}/kernel", inner.kernel.value)])
-        if inner.bias is not None:
-            y = ex.node("Add", [y, ex.const(f"{inner.name}/bias", inner.bias.value)])
-        y = ex.activation(y, inner.activation, inner.name)
-    elif isinstance(inner, Activation):
-        y = ex.activation(x, inner.activation, inner.name)
-    elif isinstance(inner, Softmax):
-        y = _softmax(ex, inner, x, mask)
-    else:
-        return export_layer(ex, layer, x, mask)
-    if type(layer).compute_mask is not Layer.compute_mask:
-        raise AssertionError(f"to_onnx: {type(layer).__name__} has its own mask rule")
-    return [("output", y)], mask
+#: the names of a Sequential's outputs (reserved: no tensor of the graph takes them)
+_OUTPUT_NAMES = ("output", "output_backward", "h", "c", "h_forward", "c_forward", "h_backward",
+                 "c_backward")  # fmt: skip
 
 
-def _softmax(ex: Exporter, layer, x: str, mask) -> str:
-    if mask is not None:
-        raise UnsupportedModelError(
-            f"to_onnx: layer {layer.name!r} (Softmax) receives a mask: its masked softmax "
-            f"is not exported"
-        )
-    axis = layer.axis
-    if isinstance(axis, (list, tuple)):
-        if len(axis) != 1:
+def _sequential(ex: Exporter, model, input_name: str, int_elem):
+    """The layers of a Sequential one after the other: ``(graph inputs, outputs)``."""
+    layers = model.layers
+    if not layers:
+        raise ValueError("to_onnx: the model has no layers")
+    ex.reserve((input_name,) + _OUTPUT_NAMES)
+    in_shape = tuple(model.input_shape)
+    ex.batch = in_shape[0]
+    placeholders = ["batch", "timesteps"] + [f"dim{i}" for i in range(2, len(in_shape))]
+    dims = [p if d is None else d for p, d in zip(placeholders, in_shape)]
+    in_elem = int_elem if isinstance(layers[0], Embedding) else ex.elem
+    x, mask, results = input_name, None, None
+    for layer in layers:
+        if len(results or ()) > 1:
             raise UnsupportedModelError(
-                f"to_onnx: layer {layer.name!r}: Softmax over several axes {axis} is not "
-                f"supported (ONNX Softmax takes one axis)"
+                f"to_onnx: a layer before {layer.name!r} returns several outputs "
+                f"(return_state or merge_mode=None); only the last layer may"
             )
-        axis = axis[0]
-    return ex.node("Softmax", [x], base=layer.name, axis=int(axis))
+        results, mask = export_layer(ex, layer, x, mask)
+        x = results[0][1]
+    shape = in_shape
+    for layer in layers:
+        shape = layer.compute_output_shape(shape)
+    shapes = list(shape) if shape and isinstance(shape[0], tuple) else [shape]
+    if len(shapes) != len(results):
+        raise AssertionError(f"to_onnx: {len(results)} outputs but {len(shapes)} shapes")
+    outputs = [(nm, t, s) for (nm, t), s in zip(results, shapes)]
+    return [(input_name, in_elem, dims)], outputs

@@ -46,6 +46,11 @@ class Exporter:
         self._names.setdefault(name, 1)
         return name
 
+    def reserve(self, names) -> None:
+        """Names the graph's inputs and outputs take: no tensor is given them."""
+        for name in names:
+            self._names.setdefault(name, 1)
+
     def const(self, base: str, value) -> str:
         name = self.name(base)
         self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(value), name))

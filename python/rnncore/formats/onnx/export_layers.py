@@ -1,6 +1,8 @@
-"""The non-recurrent layers :func:`~.export.to_onnx` writes beyond Dense and activations:
-``Embedding``, ``Conv1D``, the pooling layers, the reshaping layers, ``LayerNormalization``
-and ``BatchNormalization`` (inference: the moving statistics).
+"""One layer of :func:`~.export.to_onnx` (:func:`export_layer`): the recurrent ones go to
+:mod:`.export_recurrent`; here Dense, Activation, Softmax, the identities at inference,
+Masking, TimeDistributed, ``Embedding``, ``Conv1D``, the pooling layers, the reshaping
+layers, ``LayerNormalization`` and ``BatchNormalization`` (inference: the moving
+statistics).
 
 Each computes what the layer's ``call`` computes, in the same order of operations where
 that matters for rounding (the normalisations), and passes, consumes or drops the mask as
@@ -13,8 +15,11 @@ import numpy as np
 
 from ...errors import UnsupportedModelError
 from ...layers import reshaping
+from ...layers._base import Layer
 from ...layers.convolutional import Conv1D
+from ...layers.core import Activation, Dense, Dropout, Masking, Softmax
 from ...layers.embedding import Embedding
+from ...layers.noise import GaussianNoise
 from ...layers.normalization import BatchNormalization, LayerNormalization
 from ...layers.pooling import (
     AveragePooling1D,
@@ -23,13 +28,74 @@ from ...layers.pooling import (
     MaxPooling1D,
 )
 from ...layers.reshaping import Cropping1D, UpSampling1D, ZeroPadding1D
+from ...layers.wrappers import TimeDistributed
 from .export_graph import FAR, Exporter
+from .export_recurrent import RECURRENT, export_recurrent
 
 __all__ = ["export_layer"]
 
 
-def export_layer(ex: Exporter, layer, x: str, mask: str | None):
-    """``([("output", tensor)], output mask)`` of one of this module's layers on ``x``."""
+def export_layer(ex: Exporter, layer, x: str, mask: str | None, initial=None):
+    """``(outputs, output mask)`` of one layer on ``x``: ``outputs`` are ``(name, tensor)``
+    in the layer's return order; ``initial`` the initial states given to a recurrent call."""
+    if layer.dtype != ex.dtype.name:
+        raise UnsupportedModelError(
+            f"to_onnx: layer {layer.name!r} has dtype {layer.dtype}, the model {ex.dtype.name}"
+        )
+    if isinstance(layer, RECURRENT):
+        return export_recurrent(ex, layer, x, mask, initial)
+    if isinstance(layer, Masking):
+        # keep = any(x != mask_value, axis=-1); the output is where(keep, x, 0)
+        value = ex.scalar(f"{layer.name}/mask_value", layer.mask_value)
+        differs = ex.node("Not", [ex.node("Equal", [x, value])])
+        as_int = ex.node("Cast", [differs], to=ex.onnx.TensorProto.INT32)
+        any_ = ex.reduce("ReduceMax", as_int, [-1], False, base=f"{layer.name}/any")
+        mask = ex.node("Cast", [any_], base=f"{layer.name}/mask", to=ex.onnx.TensorProto.BOOL)
+        keep = ex.unsqueeze(mask, [-1], base=f"{layer.name}/keep")
+        return [("output", ex.zeros_where_not(keep, x, base=layer.name))], mask
+    inner = layer.layer if isinstance(layer, TimeDistributed) else layer
+    if isinstance(layer, TimeDistributed) and not isinstance(inner, (Dense, Activation, Dropout)):
+        raise UnsupportedModelError(
+            f"to_onnx: layer {layer.name!r}: TimeDistributed({type(inner).__name__}) "
+            f"is not supported (TimeDistributed of Dense, Activation, Dropout)"
+        )
+    if isinstance(inner, (Dropout, GaussianNoise)):  # identities at inference
+        y = x
+    elif isinstance(inner, Dense):  # MatMul acts on the last axis of any rank, as Dense
+        y = ex.node("MatMul", [x, ex.const(f"{inner.name}/kernel", inner.kernel.value)])
+        if inner.bias is not None:
+            y = ex.node("Add", [y, ex.const(f"{inner.name}/bias", inner.bias.value)])
+        y = ex.activation(y, inner.activation, inner.name)
+    elif isinstance(inner, Activation):
+        y = ex.activation(x, inner.activation, inner.name)
+    elif isinstance(inner, Softmax):
+        y = _softmax(ex, inner, x, mask)
+    else:
+        return _other_layer(ex, layer, x, mask)
+    if type(layer).compute_mask is not Layer.compute_mask:
+        raise AssertionError(f"to_onnx: {type(layer).__name__} has its own mask rule")
+    return [("output", y)], mask
+
+
+def _softmax(ex: Exporter, layer, x: str, mask) -> str:
+    if mask is not None:
+        raise UnsupportedModelError(
+            f"to_onnx: layer {layer.name!r} (Softmax) receives a mask: its masked softmax "
+            f"is not exported"
+        )
+    axis = layer.axis
+    if isinstance(axis, (list, tuple)):
+        if len(axis) != 1:
+            raise UnsupportedModelError(
+                f"to_onnx: layer {layer.name!r}: Softmax over several axes {axis} is not "
+                f"supported (ONNX Softmax takes one axis)"
+            )
+        axis = axis[0]
+    return ex.node("Softmax", [x], base=layer.name, axis=int(axis))
+
+
+def _other_layer(ex: Exporter, layer, x: str, mask: str | None):
+    """``([("output", tensor)], output mask)`` of the layers of the table ``_LAYERS``."""
     for cls, fn in _LAYERS:
         if isinstance(layer, cls):
             y, mask = fn(ex, layer, x, mask)

@@ -45,10 +45,12 @@ _KNOWN_OPTIONS = {"activation", "recurrent_activation", "reset_after"}
 _INT64, _INT32 = 7, 6  # onnx.TensorProto element types
 
 
-def export_recurrent(ex: Exporter, layer, x: str, mask: str | None):
+def export_recurrent(ex: Exporter, layer, x: str, mask: str | None, initial=None):
     """``(outputs, output mask)`` of a recurrent layer on ``x`` (``(batch, steps,
     features)``): ``outputs`` are ``(name, tensor)`` in the layer's return order (the
-    output, the second output of ``merge_mode=None``, the states of ``return_state``)."""
+    output, the second output of ``merge_mode=None``, the states of ``return_state``).
+    ``initial``: the call's initial states (``(batch, units)`` tensors in Keras's order:
+    h (, c), then the backward layer's for a Bidirectional), or None."""
     if isinstance(layer, Bidirectional):
         subs = [layer.forward_layer, layer.backward_layer]
         _check_pair(layer, *subs)
@@ -64,7 +66,7 @@ def export_recurrent(ex: Exporter, layer, x: str, mask: str | None):
         x = ex.node("GatherND", [x, plan["order"]], base=f"{name}/used_first", batch_dims=1)
         lens = plan["lens"]
     xt = ex.node("Transpose", [x], base=f"{name}/x_time_major", perm=[1, 0, 2])
-    initial = _initial_states(ex, subs)
+    initial = _initial_states(ex, subs, initial)
     node_in = [xt] + weights + [lens or ""] + [_stack(ex, s, name) for s in initial]
     while node_in[-1] == "":
         node_in.pop()
@@ -165,9 +167,17 @@ def _node_parts(ex: Exporter, layers: list):
     return op, inputs, attrs
 
 
-def _initial_states(ex: Exporter, subs) -> list:
-    """Per state (h, c): the ``(batch, units)`` graph input of each direction, when the
-    layers are stateful; else an empty list (the node starts from zeros)."""
+def _initial_states(ex: Exporter, subs, given) -> list:
+    """Per state (h, c): the ``(batch, units)`` tensor of each direction: ``given`` (the
+    call's ``initial_state``), or the graph inputs of stateful layers; else an empty list
+    (the node starts from zeros)."""
+    n = len(subs[0]._state_names)
+    if given is not None:
+        if subs[0].stateful:
+            raise UnsupportedModelError(
+                f"to_onnx: layer {subs[0].name!r} is stateful and called with initial_state"
+            )
+        return [[given[d * n + k] for d in range(len(subs))] for k in range(n)]
     if not subs[0].stateful:
         return []
     return [
