@@ -25,25 +25,36 @@ template <class T>
 class Stream {
  public:
   Stream(const CellSpec& spec, py::array kernel, py::array recurrent_kernel,
-         std::optional<py::array> bias, std::optional<Index> batch, bool go_backwards)
+         std::optional<py::array> bias, std::optional<Index> batch, bool go_backwards,
+         Variants variants)
       : spec_(spec),
         kernel_(std::move(kernel)),
         recurrent_(std::move(recurrent_kernel)),
         bias_(std::move(bias)),
+        variants_(std::move(variants)),
         go_backwards_(go_backwards) {
-    H_ = units_of(spec, recurrent_);
+    H_ = units_of(spec, recurrent_, variants_.projection);
+    Ho_ = spec.out_cols(H_);
     check_ndim(kernel_, "kernel", 2, "(input_dim, gates*units)");
     D_ = kernel_.shape(0);
     W_ = float_input<T>(kernel_, "kernel", {D_, spec.gates() * H_}, "recurrent_kernel");
-    rec_ = recurrent_weights<T>(spec, recurrent_, bias_, H_, "recurrent_kernel");
+    rec_ = recurrent_weights<T>(spec, recurrent_, bias_, H_, "recurrent_kernel", variants_);
     if (batch) {
       if (*batch < 0)
         throw py::value_error("batch_size: expected >= 0 or None, got " + std::to_string(*batch));
       B_ = *batch;
-      states_.resize(static_cast<size_t>(spec.n_states() * checked_elements({B_, H_}, "states")));
+      Index rows = 0;  // the states one after the other, each (B, its width)
+      for (int k = 0; k < spec.n_states(); ++k) {
+        offset_[k] = rows;
+        rows += checked_elements({B_, width(k)}, "states");
+      }
+      states_.resize(static_cast<size_t>(rows));
       std::fill_n(states_.data(), states_.size(), T(0));
     }
   }
+
+  Index width(int k) const { return spec_.state_cols(k, H_); }
+  T* state(int k) { return states_.data() + offset_[k]; }
 
   bool carries() const { return B_ >= 0; }
 
@@ -64,16 +75,16 @@ class Stream {
     io.go_backwards = go_backwards_;
     io.return_sequences = return_sequences;
     checked_elements({B, Tn, spec_.gates() * H_}, "input projection (batch*timesteps*gates*units)");
-    checked_elements({B, Tn, H_}, "output (batch*timesteps*units)");
-    auto y = return_sequences ? new_array<T>({B, Tn, H_}) : new_array<T>({B, H_});
+    checked_elements({B, Tn, Ho_}, "output (batch*timesteps*units)");
+    auto y = return_sequences ? new_array<T>({B, Tn, Ho_}) : new_array<T>({B, Ho_});
     io.y = y.mutable_data();
     // The final states as arrays: returned with return_state, and the scan's output when
     // the stream carries none.
     std::array<py::object, max_states> final_arrays;
     std::array<T*, max_states> finals{};
     if (return_state || !carries()) {
-      for (Index k = 0; k < N; ++k) {
-        auto s = new_array<T>({B, H_});
+      for (int k = 0; k < N; ++k) {
+        auto s = new_array<T>({B, width(k)});
         finals[k] = s.mutable_data();
         final_arrays[k] = std::move(s);
       }
@@ -84,14 +95,14 @@ class Stream {
         // One stream is one sequence of states: calls from several threads are serialised
         // rather than interleaving their steps.
         std::lock_guard<std::mutex> lock(mutex_);
-        for (Index k = 0; k < N; ++k) {
-          if (!io.initial[k]) io.initial[k] = states_.data() + k * B * H_;  // read before the loop
-          io.final_state[k] = states_.data() + k * B * H_;
+        for (int k = 0; k < N; ++k) {
+          if (!io.initial[k]) io.initial[k] = state(k);  // read before the loop
+          io.final_state[k] = state(k);
         }
         if (stale_.exchange(false)) pack();
         forward(spec_, rec_, io, get_num_threads(), &packed_);
         if (return_state)
-          for (Index k = 0; k < N; ++k) std::copy_n(states_.data() + k * B * H_, B * H_, finals[k]);
+          for (int k = 0; k < N; ++k) std::copy_n(state(k), B * width(k), finals[k]);
       } else {
         io.final_state = finals;
         forward(spec_, rec_, io, get_num_threads());
@@ -108,8 +119,8 @@ class Stream {
     std::lock_guard<std::mutex> lock(mutex_);
     py::list out;
     for (int k = 0; carries() && k < spec_.n_states(); ++k) {
-      auto s = new_array<T>({B_, H_});
-      std::copy_n(states_.data() + k * B_ * H_, B_ * H_, s.mutable_data());
+      auto s = new_array<T>({B_, width(k)});
+      std::copy_n(state(k), B_ * width(k), s.mutable_data());
       out.append(s);
     }
     return out;
@@ -120,12 +131,12 @@ class Stream {
       throw py::value_error("set_states: this stream carries no states (batch_size=None)");
     const auto src = state_inputs<T>(spec_, states, "states", B_, H_, kWeights);
     std::lock_guard<std::mutex> lock(mutex_);
-    for (Index k = 0; k < spec_.n_states(); ++k) {
-      T* dst = states_.data() + k * B_ * H_;
+    for (int k = 0; k < spec_.n_states(); ++k) {
+      T* dst = state(k);
       if (src[k])
-        std::copy_n(src[k], B_ * H_, dst);
+        std::copy_n(src[k], B_ * width(k), dst);
       else
-        std::fill_n(dst, B_ * H_, T(0));
+        std::fill_n(dst, B_ * width(k), T(0));
     }
   }
 
@@ -144,10 +155,12 @@ class Stream {
   CellSpec spec_;
   py::array kernel_, recurrent_;  // kept alive: the core reads them in place
   std::optional<py::array> bias_;
+  Variants variants_;  // an LSTM's peepholes and projection, kept alive like the weights
   bool go_backwards_;
   Recurrent<T> rec_;
   const T* W_ = nullptr;
-  Index B_ = -1, D_ = 0, H_ = 0;  // B_ < 0: no carried states
+  Index B_ = -1, D_ = 0, H_ = 0, Ho_ = 0;   // B_ < 0: no carried states; Ho_: width of h
+  std::array<Index, max_states> offset_{};  // where state k starts in states_
   Buffer<T> states_;
   PackedU<T> packed_;              // a carrying stream's weights, packed once for all its calls
   std::atomic<bool> stale_{true};  // packed_ is out of date: packed under the lock, in run
@@ -185,19 +198,24 @@ void register_stream(py::module_& m) {
       [](const std::string& cell, const py::array& kernel, const py::array& recurrent_kernel,
          std::optional<py::array> bias, std::optional<py::ssize_t> batch_size,
          const std::string& activation, const std::string& recurrent_activation, bool reset_after,
-         bool go_backwards) -> py::object {
-        const CellSpec spec = make_spec(cell, activation, recurrent_activation, reset_after);
+         bool go_backwards, std::optional<py::array> peephole, std::optional<py::array> projection,
+         double cell_clip, bool input_forget, const std::string& output_activation) -> py::object {
+        Variants v{std::move(peephole), std::move(projection), cell_clip, input_forget,
+                   output_activation};
+        const CellSpec spec = make_spec(cell, activation, recurrent_activation, reset_after, v);
         if (is_float64(recurrent_kernel, "recurrent_kernel"))
           return py::cast(new Stream<double>(spec, kernel, recurrent_kernel, std::move(bias),
-                                             batch_size, go_backwards),
+                                             batch_size, go_backwards, std::move(v)),
                           py::return_value_policy::take_ownership);
         return py::cast(new Stream<float>(spec, kernel, recurrent_kernel, std::move(bias),
-                                          batch_size, go_backwards),
+                                          batch_size, go_backwards, std::move(v)),
                         py::return_value_policy::take_ownership);
       },
       py::arg("cell"), py::arg("kernel"), py::arg("recurrent_kernel"), py::arg("bias"),
       py::arg("batch_size"), py::arg("activation"), py::arg("recurrent_activation"),
-      py::arg("reset_after"), py::arg("go_backwards"),
+      py::arg("reset_after"), py::arg("go_backwards"), py::arg("peephole") = py::none(),
+      py::arg("projection") = py::none(), py::arg("cell_clip") = 0.0,
+      py::arg("input_forget") = false, py::arg("output_activation") = "",
       "A stream over one layer's weights (kept by reference; after modifying them in place "
       "call repack()) carrying states of batch_size rows between calls, or nothing when "
       "batch_size is None.");

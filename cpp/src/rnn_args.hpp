@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <cmath>
 #include <optional>
 #include <string>
 #include <vector>
@@ -13,13 +14,45 @@
 
 namespace rnncore::bind {
 
+// The LSTM variants' arguments (cells.hpp), all optional: peepholes (3, H), a projection
+// W_hr (H, P), clip > 0 (0: none), coupled input/forget gates, the activation of c_t
+// ("" for `activation`).
+struct Variants {
+  std::optional<py::array> peephole, projection;
+  double cell_clip = 0;
+  bool input_forget = false;
+  std::string output_activation;
+};
+
 inline CellSpec make_spec(const std::string& cell, const std::string& activation,
-                          const std::string& recurrent_activation, bool reset_after) {
+                          const std::string& recurrent_activation, bool reset_after,
+                          const Variants& v = {}) {
   CellSpec spec;
   spec.kind = cell_from_name(cell);
   spec.act = activation_from_name(activation);
   spec.rec_act = activation_from_name(recurrent_activation, "recurrent_activation");
   spec.reset_after = reset_after;
+  spec.out_act = v.output_activation.empty()
+                     ? spec.act
+                     : activation_from_name(v.output_activation, "output_activation");
+  spec.peephole = v.peephole.has_value();
+  if (!(v.cell_clip >= 0) || std::isinf(v.cell_clip))
+    throw py::value_error("cell_clip: expected a finite number > 0 (or none), got " +
+                          std::to_string(v.cell_clip));
+  spec.clip = v.cell_clip;
+  spec.input_forget = v.input_forget;
+  if (v.projection) {
+    check_ndim(*v.projection, "projection", 2, "(units, projection_units)");
+    spec.proj = v.projection->shape(1);
+    if (spec.proj < 1)
+      throw py::value_error("projection: expected at least 1 projection unit, got shape " +
+                            shape_str(shape_of(*v.projection)));
+  }
+  if (spec.kind != CellKind::LSTM && spec.has_variants())
+    throw py::value_error(
+        "peephole, projection, cell_clip, input_forget and output_activation are LSTM "
+        "options, given for " +
+        cell);
   return spec;
 }
 
@@ -34,11 +67,21 @@ inline const char* cell_label(const CellSpec& spec) {
   }
 }
 
-// The units H, read off recurrent_kernel (H, G*H): checked first, since every other shape
-// depends on it.
-inline Index units_of(const CellSpec& spec, const py::array& recurrent_kernel) {
+// The units H, read off recurrent_kernel (H, G*H), or with a projection (P, G*H) off the
+// projection (H, P): checked first, since every other shape depends on it.
+inline Index units_of(const CellSpec& spec, const py::array& recurrent_kernel,
+                      const std::optional<py::array>& projection = std::nullopt) {
   check_ndim(recurrent_kernel, "recurrent_kernel", 2, "(units, gates*units)");
-  const Index G = spec.gates(), H = recurrent_kernel.shape(0);
+  const Index G = spec.gates();
+  if (spec.proj > 0) {
+    const Index H = projection->shape(0), P = spec.proj;
+    if (recurrent_kernel.shape(0) != P || recurrent_kernel.shape(1) != G * H)
+      throw py::value_error("recurrent_kernel: expected shape (projection_units, 4*units) = " +
+                            shape_str({P, G * H}) + " for the projection of shape " +
+                            shape_str({H, P}) + ", got " + shape_str(shape_of(recurrent_kernel)));
+    return H;
+  }
+  const Index H = recurrent_kernel.shape(0);
   if (recurrent_kernel.shape(1) != G * H)
     throw py::value_error("recurrent_kernel: expected shape (units, " + std::to_string(G) +
                           "*units) = " + shape_str({H, G * H}) + " for " + cell_label(spec) +
@@ -50,19 +93,24 @@ inline Index units_of(const CellSpec& spec, const py::array& recurrent_kernel) {
 // dtype of `ref`.
 template <class T>
 Recurrent<T> recurrent_weights(const CellSpec& spec, const py::array& recurrent_kernel,
-                               const std::optional<py::array>& bias, Index H, const char* ref) {
-  const Index GH = spec.gates() * H;
+                               const std::optional<py::array>& bias, Index H, const char* ref,
+                               const Variants& v = {}) {
+  const Index GH = spec.gates() * H, Hp = spec.out_cols(H);
   Recurrent<T> rec;
   rec.H = H;
-  rec.U = float_input<T>(recurrent_kernel, "recurrent_kernel", {H, GH}, ref);
+  rec.Hp = Hp;
+  rec.U = float_input<T>(recurrent_kernel, "recurrent_kernel", {Hp, GH}, ref);
+  if (v.peephole) rec.peephole = float_input<T>(*v.peephole, "peephole", {3, H}, ref);
+  if (v.projection) rec.projection = float_input<T>(*v.projection, "projection", {H, Hp}, ref);
   if (bias)
     rec.bias = spec.bias_two_rows() ? float_input<T>(*bias, "bias", {2, GH}, ref)
                                     : float_input<T>(*bias, "bias", {GH}, ref);
   return rec;
 }
 
-// A list of states (h; or h, c), each (B, H): empty for "none given" (nullptr each), else
-// exactly the cell's count. `what` names the argument (initial_state, d_final_state, ...).
+// A list of states (h; or h, c), each (B, width of the state: H, or an LSTM's projection
+// units for h): empty for "none given" (nullptr each), else exactly the cell's count. `what`
+// names the argument (initial_state, d_final_state, ...).
 template <class T>
 std::array<const T*, max_states> state_inputs(const CellSpec& spec,
                                               const std::vector<py::array>& states,
@@ -74,7 +122,8 @@ std::array<const T*, max_states> state_inputs(const CellSpec& spec,
   std::array<const T*, max_states> out{};
   for (size_t k = 0; k < states.size(); ++k) {
     const std::string name = std::string(what) + "[" + std::to_string(k) + "]";
-    out[k] = float_input<T>(states[k], name.c_str(), {B, H}, ref);
+    out[k] =
+        float_input<T>(states[k], name.c_str(), {B, spec.state_cols(static_cast<int>(k), H)}, ref);
   }
   return out;
 }

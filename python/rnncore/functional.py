@@ -115,14 +115,15 @@ class Workspace:
     read, not consumed, by :func:`backward`; do not modify the inputs in between.
     """
 
-    __slots__ = ("cell", "inputs", "options", "buffers", "n_states")
+    __slots__ = ("cell", "inputs", "options", "buffers", "n_states", "variants")
 
-    def __init__(self, cell, inputs, options, buffers, n_states):
+    def __init__(self, cell, inputs, options, buffers, n_states, variants=None):
         self.cell = cell
         self.inputs = inputs
         self.options = options
         self.buffers = buffers
         self.n_states = n_states
+        self.variants = variants or {}
 
     @property
     def nbytes(self) -> int:
@@ -138,15 +139,46 @@ class Gradients(NamedTuple):
     recurrent_kernel: np.ndarray
     bias: np.ndarray | None
     initial_state: list  # dL/dh0 (and dL/dc0 for LSTM), each (B, H)
+    peephole: np.ndarray | None = None  # an LSTM's peepholes (3, H), when it has them
+    projection: np.ndarray | None = None  # an LSTM's projection (H, P), when it has one
+
+
+def _variants(peephole, projection, cell_clip, input_forget, output_activation, ref) -> dict:
+    """The LSTM variants as the core's keyword arguments (only those given).
+
+    ``ref`` is an array whose dtype the variant arrays must share (the core checks it)."""
+    out = {}
+    arrays = {"peephole": peephole, "projection": projection}
+    for name, a in _arrays(
+        {"ref": ref, **{k: v for k, v in arrays.items() if v is not None}}
+    ).items():
+        if name != "ref":
+            out[name] = a
+    if cell_clip is not None:
+        clip = float(cell_clip)
+        if not clip > 0 or not np.isfinite(clip):
+            raise ValueError(f"cell_clip: expected a finite number > 0 or None, got {cell_clip!r}")
+        out["cell_clip"] = clip
+    if input_forget:
+        out["input_forget"] = True
+    if output_activation is not None:
+        if not isinstance(output_activation, str):
+            raise TypeError(
+                f"output_activation: expected an activation name (one of {ACTIVATIONS}), "
+                f"got {output_activation!r}"
+            )
+        out["output_activation"] = output_activation
+    return out
 
 
 def _run(cell, x, kernel, recurrent_kernel, bias, initial_state, mask, n_states, *, activation,
          recurrent_activation="sigmoid", reset_after=True, go_backwards=False,
-         return_sequences=False, training=False):  # fmt: skip
+         return_sequences=False, training=False, variants=None):  # fmt: skip
     states = _states(initial_state, n_states, cell)
     a = _arrays(
         {"x": x, "kernel": kernel, "recurrent_kernel": recurrent_kernel, "bias": bias, **states}
     )
+    variants = variants or {}
     inputs = (
         a["x"],
         a["kernel"],
@@ -167,9 +199,9 @@ def _run(cell, x, kernel, recurrent_kernel, bias, initial_state, mask, n_states,
         bool(go_backwards),
         bool(return_sequences),
     )
-    y, finals, buffers = _core.rnn_forward(cell, *inputs, *options, bool(training))
+    y, finals, buffers = _core.rnn_forward(cell, *inputs, *options, bool(training), **variants)
     if training:
-        return (y, *finals, Workspace(cell, inputs, options, buffers, n_states))
+        return (y, *finals, Workspace(cell, inputs, options, buffers, n_states, variants))
     return (y, *finals)
 
 
@@ -190,15 +222,16 @@ def backward(workspace: Workspace, d_output, d_state=None) -> Gradients:
     # named initial_state in messages, as before (tests/test_backward.py pins the wording)
     d_states = _states(d_state, workspace.n_states, workspace.cell)
     a = _arrays({"x": workspace.inputs[0], "d_output": d_output, **d_states})
-    dx, dW, dU, db, d_init = _core.rnn_backward(
+    dx, dW, dU, db, d_init, d_peephole, d_projection = _core.rnn_backward(
         workspace.cell,
         *workspace.inputs,
         *workspace.options,
         workspace.buffers,
         a["d_output"],
         [a[name] for name in d_states],
+        **workspace.variants,
     )
-    return Gradients(dx, dW, dU, db, d_init)
+    return Gradients(dx, dW, dU, db, d_init, d_peephole, d_projection)
 
 
 def simple_rnn(x, kernel, recurrent_kernel, bias=None, *, activation="tanh", initial_state=None,
@@ -214,17 +247,36 @@ def simple_rnn(x, kernel, recurrent_kernel, bias=None, *, activation="tanh", ini
 
 def lstm(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
          recurrent_activation="sigmoid", initial_state=None, mask=None, go_backwards=False,
-         return_sequences=False, training=False):  # fmt: skip
+         return_sequences=False, training=False, peephole=None, projection=None, cell_clip=None,
+         input_forget=False, output_activation=None):  # fmt: skip
     """LSTM, gates ``i, f, c, o``. Returns ``(output, h, c)``.
 
     ``i, f, o = rec_act(.)``, ``g = act(.)``, ``c_t = f c_{t-1} + i g``,
     ``h_t = o act(c_t)``. ``initial_state`` is ``[h0, c0]``. With ``training=True`` a
     :class:`Workspace` for :func:`backward` is appended.
+
+    Variants (PyTorch and ONNX; Keras has none of them), all off by default:
+
+    * ``peephole``: ``(3, H)``, rows ``p_i, p_f, p_o`` (ONNX ``P`` is ordered ``i, o, f``):
+      ``i`` and ``f`` also see ``p * c_{t-1}``, ``o`` sees ``p_o * c_t``;
+    * ``projection``: ``W_hr`` of shape ``(H, P)`` (PyTorch ``proj_size``, its
+      ``weight_hr_l0.T``): ``h_t = (o act(c_t)) W_hr``, so ``h``, the output and
+      ``initial_state[0]`` are ``P`` wide and ``recurrent_kernel`` is ``(P, 4H)``;
+    * ``cell_clip``: ONNX ``clip`` as onnxruntime applies it: the gates' pre-activations
+      (``i, f, g, o``) are clipped to ``[-cell_clip, cell_clip]``; ``c_t`` is not clipped;
+    * ``input_forget``: ONNX's coupled gates, ``f = 1 - i`` (the forget gate's weights are
+      unused);
+    * ``output_activation``: the activation of ``c_t`` in ``h_t`` (ONNX's ``h``); defaults to
+      ``activation``.
+
+    With ``training=True``, :func:`backward` also returns the gradients of ``peephole`` and
+    ``projection``.
     """
+    variants = _variants(peephole, projection, cell_clip, input_forget, output_activation, x)
     return _run("lstm", x, kernel, recurrent_kernel, bias, initial_state, mask, 2,
                 activation=activation, recurrent_activation=recurrent_activation,
                 go_backwards=go_backwards, return_sequences=return_sequences,
-                training=training)  # fmt: skip
+                training=training, variants=variants)  # fmt: skip
 
 
 def gru(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
@@ -264,13 +316,15 @@ def dense_backward(x, kernel, y, dy, *, use_bias=True, activation="linear"):
 
 
 def stream(cell, kernel, recurrent_kernel, bias=None, *, batch_size=None, activation="tanh",
-           recurrent_activation="sigmoid", reset_after=True, go_backwards=False):  # fmt: skip
+           recurrent_activation="sigmoid", reset_after=True, go_backwards=False, peephole=None,
+           projection=None, cell_clip=None, input_forget=False,
+           output_activation=None):  # fmt: skip
     """One recurrent layer bound to its weights: what the layers call, and a carried state
     for streaming (Keras's ``stateful=True``).
 
     ``cell`` is ``simple_rnn``, ``lstm`` or ``gru``; the options are those of
-    :func:`simple_rnn`, :func:`lstm` and :func:`gru`. The weights are checked once and read
-    in place (do not replace their memory while the stream is used).
+    :func:`simple_rnn`, :func:`lstm` (its variants included) and :func:`gru`. The weights are
+    checked once and read in place (do not replace their memory while the stream is used).
 
     ``s.run(x, mask=None, return_sequences=False, initial_state=[], return_state=False)``
     runs ``x`` of shape ``(B, T, D)`` from ``initial_state`` if given, else from the carried
@@ -287,7 +341,9 @@ def stream(cell, kernel, recurrent_kernel, bias=None, *, batch_size=None, activa
     runs from several threads proceed in parallel.
     """
     a = _arrays({"recurrent_kernel": recurrent_kernel, "kernel": kernel, "bias": bias})
+    variants = _variants(peephole, projection, cell_clip, input_forget, output_activation,
+                         a["recurrent_kernel"])  # fmt: skip
     return _core.make_stream(cell, a["kernel"], a["recurrent_kernel"], a["bias"],
                              None if batch_size is None else int(batch_size), activation,
                              recurrent_activation, bool(reset_after),
-                             bool(go_backwards))  # fmt: skip
+                             bool(go_backwards), **variants)  # fmt: skip

@@ -46,33 +46,58 @@ def _simple_step_backward(p, cache, d_states):
 
 
 def _lstm_step(p, x_t, states):
+    # With the variants of functional.lstm: peepholes, clip, input_forget, output
+    # activation, projection (all off for Keras's LSTM).
     h, c = states
-    H, act, rec = p["H"], _act(p["act"]), _act(p["rec"])
+    H, act, rec, out = p["H"], _act(p["act"]), _act(p["rec"]), _act(p["out"])
+    P, clip = p["peephole"], p["clip"]
     z = x_t @ p["W"] + h @ p["U"]
     if p["b"] is not None:
         z = z + p["b"]
-    i = rec(z[:, 0 * H : 1 * H])
-    f = rec(z[:, 1 * H : 2 * H])
-    g = act(z[:, 2 * H : 3 * H])
-    o = rec(z[:, 3 * H : 4 * H])
+    z_i, z_f, z_g, z_o = (z[:, k * H : (k + 1) * H] for k in range(4))
+    if P is not None:
+        z_i, z_f = z_i + P[0] * c, z_f + P[1] * c
+    cl = (lambda v: np.clip(v, -clip, clip)) if clip else (lambda v: v)
+    i = rec(cl(z_i))
+    f = 1 - i if p["input_forget"] else rec(cl(z_f))
+    g = act(cl(z_g))
     c_new = f * c + i * g
-    a_c = act(c_new)
-    h_new = o * a_c
-    return [h_new, c_new], (x_t, h, c, i, f, g, o, a_c)
+    if P is not None:
+        z_o = z_o + P[2] * c_new
+    o = rec(cl(z_o))
+    a_c = out(c_new)  # onnxruntime clips the gates' inputs only
+    m = o * a_c
+    h_new = m @ p["proj"] if p["proj"] is not None else m
+    return [h_new, c_new], (x_t, h, c, i, f, g, o, a_c, c_new, (z_i, z_f, z_g, z_o), m)
 
 
 def _lstm_step_backward(p, cache, d_states):
-    x_t, h, c, i, f, g, o, a_c = cache
+    x_t, h, c, i, f, g, o, a_c, c_new, (z_i, z_f, z_g, z_o), m = cache
     dh, dc = d_states
-    act, rec = p["act"], p["rec"]
-    dz_o = _grad(rec, o, dh * a_c)
-    dC = dc + _grad(act, a_c, dh * o)  # total gradient of c_t
-    dz_i = _grad(rec, i, dC * g)
-    dz_f = _grad(rec, f, dC * c)
-    dz_g = _grad(act, g, dC * i)
+    act, rec, out, P, clip = p["act"], p["rec"], p["out"], p["peephole"], p["clip"]
+    # the clip's derivative: 0 where its input was outside [-clip, clip]
+    cl = (lambda d, v: np.where(np.abs(v) <= clip, d, 0)) if clip else (lambda d, v: d)
+    dm = dh @ p["proj"].T if p["proj"] is not None else dh
+    dz_o = cl(_grad(rec, o, dm * a_c), z_o)
+    dC = dc + _grad(out, a_c, dm * o)  # total gradient of c_t
+    if P is not None:
+        dC = dC + dz_o * P[2]
+    if p["input_forget"]:  # f = 1 - i
+        dz_i = cl(_grad(rec, i, dC * g - dC * c), z_i)
+        dz_f = np.zeros_like(dz_i)
+    else:
+        dz_i = cl(_grad(rec, i, dC * g), z_i)
+        dz_f = cl(_grad(rec, f, dC * c), z_f)
+    dz_g = cl(_grad(act, g, dC * i), z_g)
     dz = np.concatenate([dz_i, dz_f, dz_g, dz_o], axis=1)
     d = {"W": x_t.T @ dz, "U": h.T @ dz, "b": dz.sum(0)}
-    return dz @ p["W"].T, d, [dz @ p["U"].T, dC * f]
+    dc_prev = dC * f
+    if P is not None:
+        dc_prev = dc_prev + dz_i * P[0] + dz_f * P[1]
+        d["peephole"] = np.stack([(dz_i * c).sum(0), (dz_f * c).sum(0), (dz_o * c_new).sum(0)])
+    if p["proj"] is not None:
+        d["projection"] = m.T @ dh
+    return dz @ p["W"].T, d, [dz @ p["U"].T, dc_prev]
 
 
 def _gru_biases(p):
@@ -140,22 +165,32 @@ _CELLS = {
 # The time loop.
 
 
-def _params(kernel, recurrent_kernel, bias, activation, recurrent_activation, reset_after):
-    _act(activation), _act(recurrent_activation)
+def _params(kernel, recurrent_kernel, bias, activation, recurrent_activation, reset_after,
+            peephole=None, projection=None, cell_clip=None, input_forget=False,
+            output_activation=None):  # fmt: skip
+    out = activation if output_activation is None else output_activation
+    _act(activation), _act(recurrent_activation), _act(out)
+    Hp = recurrent_kernel.shape[0]  # the width of h
     return {
         "W": kernel,
         "U": recurrent_kernel,
         "b": bias,
-        "H": recurrent_kernel.shape[0],
+        "H": Hp if projection is None else np.shape(projection)[0],
+        "widths": [Hp, Hp if projection is None else np.shape(projection)[0]],
         "act": activation,
         "rec": recurrent_activation,
         "reset_after": reset_after,
+        "out": out,
+        "peephole": peephole,
+        "proj": projection,
+        "clip": cell_clip,
+        "input_forget": input_forget,
     }
 
 
-def _initial(initial_state, n, B, H, dtype):
+def _initial(initial_state, widths, B, dtype):
     if initial_state is None:
-        return [np.zeros((B, H), dtype) for _ in range(n)]
+        return [np.zeros((B, w), dtype) for w in widths]
     if isinstance(initial_state, np.ndarray):
         initial_state = [initial_state]
     return [np.asarray(s, dtype) for s in initial_state]
@@ -177,8 +212,8 @@ def _scan(cell, x, p, initial_state, mask, go_backwards, return_sequences, keep=
     """
     step, _, n = _CELLS[cell]
     B, T, _ = x.shape
-    H = p["H"]
-    states = _initial(initial_state, n, B, H, x.dtype)
+    H = p["widths"][0]  # the width of h
+    states = _initial(initial_state, p["widths"][:n], B, x.dtype)
     y_prev = np.zeros((B, H), x.dtype)
     outputs, caches = [], []
     for t in _order(T, go_backwards):
@@ -204,9 +239,13 @@ def simple_rnn(x, kernel, recurrent_kernel, bias=None, *, activation="tanh", ini
 
 def lstm(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
          recurrent_activation="sigmoid", initial_state=None, mask=None, go_backwards=False,
-         return_sequences=False):  # fmt: skip
-    """LSTM with Keras gate order ``i, f, c, o``; returns ``(output, h, c)``."""
-    p = _params(kernel, recurrent_kernel, bias, activation, recurrent_activation, True)
+         return_sequences=False, **variants):  # fmt: skip
+    """LSTM with Keras gate order ``i, f, c, o``; returns ``(output, h, c)``.
+
+    ``variants``: ``peephole``, ``projection``, ``cell_clip``, ``input_forget``,
+    ``output_activation``, as in :func:`rnncore.functional.lstm`."""
+    p = _params(kernel, recurrent_kernel, bias, activation, recurrent_activation, True,
+                **variants)  # fmt: skip
     return _scan("lstm", x, p, initial_state, mask, go_backwards, return_sequences)
 
 
@@ -221,23 +260,28 @@ def gru(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
 def backward(cell, x, kernel, recurrent_kernel, bias=None, *, d_output, d_state=None,
              activation="tanh", recurrent_activation="sigmoid", reset_after=True,
              initial_state=None, mask=None, go_backwards=False,
-             return_sequences=False):  # fmt: skip
+             return_sequences=False, **variants):  # fmt: skip
     """Backpropagation through time for ``cell`` in ``simple_rnn``, ``lstm``, ``gru``.
 
     Returns a dict with the gradients of ``x``, ``kernel``, ``recurrent_kernel``, ``bias``
     (``None`` without a bias) and ``initial_state`` (a list), given dL/d(output)
-    ``d_output`` and dL/d(final states) ``d_state`` (``None`` for zero).
+    ``d_output`` and dL/d(final states) ``d_state`` (``None`` for zero); with an LSTM's
+    ``peephole`` or ``projection`` (``variants`` as in :func:`lstm`), also theirs.
     """
     _, step_backward, n = _CELLS[cell]
-    p = _params(kernel, recurrent_kernel, bias, activation, recurrent_activation, reset_after)
+    p = _params(kernel, recurrent_kernel, bias, activation, recurrent_activation, reset_after,
+                **variants)  # fmt: skip
     B, T, _ = x.shape
-    H = p["H"]
+    H = p["widths"][0]
     _, caches = _scan(cell, x, p, initial_state, mask, go_backwards, return_sequences, keep=True)
 
-    d_states = _initial(d_state, n, B, H, x.dtype)
+    d_states = _initial(d_state, p["widths"][:n], B, x.dtype)
     d_y_prev = np.zeros((B, H), x.dtype) if return_sequences else np.array(d_output)
     dx = np.zeros_like(x)
     grads = {"W": np.zeros_like(kernel), "U": np.zeros_like(recurrent_kernel), "b": 0.0}
+    for name, key in (("peephole", "peephole"), ("projection", "proj")):
+        if p[key] is not None:
+            grads[name] = np.zeros_like(p[key])
     order = _order(T, go_backwards)
     for s in range(T - 1, -1, -1):
         t = order[s]
@@ -264,6 +308,7 @@ def backward(cell, x, kernel, recurrent_kernel, bias=None, *, d_output, d_state=
         "recurrent_kernel": grads["U"],
         "bias": db,
         "initial_state": d_states,
+        **{k: grads[k] for k in ("peephole", "projection") if k in grads},
     }
 
 

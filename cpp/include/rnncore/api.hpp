@@ -19,12 +19,29 @@ struct CellSpec {
   Activation act = Activation::Tanh;
   Activation rec_act = Activation::Sigmoid;  // unused by SimpleRNN
   bool reset_after = true;                   // GRU only
+  // LSTM variants (cells.hpp): out_act applied to c_t (ONNX's h; Keras: act), peepholes,
+  // clip (0: none), coupled input/forget gates, projection units (0: none).
+  Activation out_act = Activation::Tanh;
+  bool peephole = false;
+  double clip = 0;
+  bool input_forget = false;
+  Index proj = 0;
 
   int gates() const { return kind == CellKind::SimpleRNN ? 1 : kind == CellKind::LSTM ? 4 : 3; }
   int n_states() const { return kind == CellKind::LSTM ? 2 : 1; }
   // Keras's bias layout: (2, 3H) for GRU reset_after, else (G*H,).
   bool bias_two_rows() const { return kind == CellKind::GRU && reset_after; }
-  Index aux_cols(Index H) const { return kind == CellKind::GRU ? H : 0; }
+  // The width of h (and of the output): the projection's units, or H.
+  Index out_cols(Index H) const { return proj > 0 ? proj : H; }
+  Index state_cols(int k, Index H) const { return k == 0 ? out_cols(H) : H; }
+  Index aux_cols(Index H) const {
+    if (kind == CellKind::GRU) return H;
+    if (kind == CellKind::LSTM) return (proj > 0 ? H : 0) + (clip > 0 ? 4 * H : 0);
+    return 0;
+  }
+  bool has_variants() const {
+    return peephole || clip > 0 || input_forget || proj > 0 || out_act != act;
+  }
 };
 
 inline CellKind cell_from_name(const std::string& name) {
@@ -34,29 +51,37 @@ inline CellKind cell_from_name(const std::string& name) {
   throw InvalidArgument("unknown cell '" + name + "': expected simple_rnn, lstm or gru");
 }
 
-// The recurrent weights of one layer, Keras layout: U (H, G*H); bias (G*H) or (2, G*H) or
-// nullptr. The input kernel W travels in ScanIO.
+// The recurrent weights of one layer, Keras layout: U (Hp, G*H), Hp the width of h (H, or
+// an LSTM's projection units); bias (G*H) or (2, G*H) or nullptr; an LSTM's peepholes
+// (3, H) and projection W_hr (H, Hp), or nullptr. The input kernel W travels in ScanIO.
 template <class T>
 struct Recurrent {
-  Index H = 0;
+  Index H = 0, Hp = 0;
   const T* U = nullptr;
   const T* bias = nullptr;
+  const T* peephole = nullptr;
+  const T* projection = nullptr;
 };
 
 // Packs U for the forward step, or U^T for the backward step (see PackedU).
 template <class T>
 void pack_recurrent(const CellSpec& spec, const Recurrent<T>& rec, PackedU<T>& P,
                     bool transposed = false) {
-  const Index H = rec.H, GH = spec.gates() * H;
+  const Index H = rec.H, Hp = rec.Hp, GH = spec.gates() * H;
   const Index split = spec.kind == CellKind::GRU ? 2 * H : GH;  // columns in `all`
   if (!transposed) {
-    P.all.pack(rec.U, H, split, GH);
-    if (split < GH) P.h.pack(rec.U + split, H, GH - split, GH);
+    P.all.pack(rec.U, Hp, split, GH);
+    if (split < GH) P.h.pack(rec.U + split, Hp, GH - split, GH);
+    if (rec.projection) P.proj.pack(rec.projection, H, Hp, Hp);
     return;
   }
-  const RowMat<T> Ut = cview(rec.U, H, GH, GH).transpose();  // (G*H, H)
-  P.allT.pack(Ut.data(), split, H, H);
-  if (split < GH) P.hT.pack(Ut.data() + split * H, GH - split, H, H);
+  const RowMat<T> Ut = cview(rec.U, Hp, GH, GH).transpose();  // (G*H, Hp)
+  P.allT.pack(Ut.data(), split, Hp, Hp);
+  if (split < GH) P.hT.pack(Ut.data() + split * Hp, GH - split, Hp, Hp);
+  if (rec.projection) {
+    const RowMat<T> Wt = cview(rec.projection, H, Hp, Hp).transpose();  // (Hp, H)
+    P.projT.pack(Wt.data(), Hp, H, H);
+  }
 }
 
 // Calls fn(cell, b_in) with the concrete cell for `spec` and the bias the scan adds to the
@@ -70,7 +95,9 @@ void with_cell(const CellSpec& spec, const Recurrent<T>& rec, const PackedU<T>* 
       fn(SimpleRNNCell<T>{H, packed, spec.act}, rec.bias);
       return;
     case CellKind::LSTM:
-      fn(LSTMCell<T>{H, packed, spec.act, spec.rec_act}, rec.bias);
+      fn(LSTMCell<T>{H, rec.Hp, packed, spec.act, spec.rec_act, spec.out_act, rec.peephole,
+                     static_cast<T>(spec.clip), spec.input_forget, rec.projection != nullptr},
+         rec.bias);
       return;
     case CellKind::GRU: {
       if (!spec.reset_after || !rec.bias) {
@@ -104,7 +131,8 @@ void forward(const CellSpec& spec, const Recurrent<T>& rec, ScanIO<T> io, int th
   thread_local PackedU<T> reused;
   PackedU<T> local;
   if (!packed) {
-    const size_t bytes = static_cast<size_t>((rec.H + io.D) * spec.gates() * rec.H) * sizeof(T);
+    const size_t bytes =
+        static_cast<size_t>((rec.Hp + io.D) * spec.gates() * rec.H + rec.H * rec.Hp) * sizeof(T);
     PackedU<T>& P = bytes <= reuse_bytes ? reused : local;
     pack_recurrent(spec, rec, P);
     pack_kernel(spec, rec, io.W, io.D, P);

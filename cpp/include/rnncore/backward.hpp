@@ -37,7 +37,9 @@ struct BackwardIO {
   T* dU = nullptr;                         // (H, G*H)
   T* db = nullptr;                         // like the bias, or nullptr
   T* db_rec = nullptr;                     // GRU reset_after: the recurrent bias row
-  std::array<T*, max_states> d_initial{};  // each (B, H)
+  T* d_peephole = nullptr;                 // LSTM peepholes (3, H), or nullptr
+  T* d_projection = nullptr;               // LSTM projection W_hr (H, Hp), or nullptr
+  std::array<T*, max_states> d_initial{};  // each (B, width of the state)
 };
 
 // C = A^T B, split over the columns of C (each thread writes its own columns).
@@ -54,17 +56,20 @@ template <class Cell, class T>
 void backward_scan(const Cell& cell, const BackwardIO<T>& io, int num_threads) {
   constexpr int N = Cell::n_states;
   const ScanIO<T>& f = io.fwd;
-  const Index B = f.B, Tn = f.T_, D = f.D, H = cell.H, GH = Cell::G * cell.H;
+  const Index B = f.B, Tn = f.T_, D = f.D, GH = Cell::G * cell.H;
   const Index A = cell.aux_cols(), DA = cell.grad_aux_cols(), SC = cell.scratch_cols();
-  const Index M = B * Tn;
+  const Index M = B * Tn, Ho = cell.state_cols(0);  // Ho: the width of h
+  std::array<Index, N> Hs{};                        // the states' widths
+  Index S = 0;
+  for (int k = 0; k < N; ++k) S += Hs[k] = cell.state_cols(k);
 
   // Whole-sequence buffers, sized once per call: gate gradients, dA, and H_prev (the state
   // each step started from, at the step's input time t).
   Buffer<T> dG_all(static_cast<size_t>(M * GH)), dA_all(static_cast<size_t>(M * DA)),
-      H_prev_all(static_cast<size_t>(M * H));
+      H_prev_all(static_cast<size_t>(M * Ho));
 
-  const auto shards = split_rows(B, num_threads, Tn * GH * (D + H));
-  const Index per_row = (3 * N + 1) * H + SC;  // init, dS, dprev (N each), dy_last, scratch
+  const auto shards = split_rows(B, num_threads, Tn * GH * (D + Ho));
+  const Index per_row = 3 * S + Ho + SC;  // init, dS, dprev (each state), dy_last, scratch
   Buffer<T> shard_mem(static_cast<size_t>(B * per_row));
 
   parallel_for(static_cast<Index>(shards.size()) - 1, num_threads, [&](Index s_idx) {
@@ -73,34 +78,36 @@ void backward_scan(const Cell& cell, const BackwardIO<T>& io, int num_threads) {
     T* mem = shard_mem.data() + r0 * per_row;
     std::array<T*, N> init{}, dS{}, dP{};
     for (int k = 0; k < N; ++k) {
-      init[k] = mem + (3 * k) * n * H;
-      dS[k] = mem + (3 * k + 1) * n * H;
-      dP[k] = mem + (3 * k + 2) * n * H;
+      init[k] = mem;
+      dS[k] = mem + n * Hs[k];
+      dP[k] = mem + 2 * n * Hs[k];
+      mem += 3 * n * Hs[k];
     }
-    T* dy_last = mem + 3 * N * n * H;
-    auto scratch = view(dy_last + n * H, n, SC, SC);
+    T* dy_last = mem;
+    auto scratch = view(dy_last + n * Ho, n, SC, SC);
 
     for (int k = 0; k < N; ++k) {
-      initial_rows(init[k], f.initial[k], r0, n, H);
-      auto d = view(dS[k], n, H, H);
+      initial_rows(init[k], f.initial[k], r0, n, Hs[k]);
+      auto d = view(dS[k], n, Hs[k], Hs[k]);
       if (io.d_final[k])
-        d = cview(io.d_final[k] + r0 * H, n, H, H);
+        d = cview(io.d_final[k] + r0 * Hs[k], n, Hs[k], Hs[k]);
       else
         d.setZero();
     }
-    auto dyl = view(dy_last, n, H, H);
+    auto dyl = view(dy_last, n, Ho, Ho);
     if (f.return_sequences)
       dyl.setZero();
     else
-      dyl = cview(io.dy + r0 * H, n, H, H);
+      dyl = cview(io.dy + r0 * Ho, n, Ho, Ho);
 
     auto time_at = [&](Index s) { return f.go_backwards ? Tn - 1 - s : s; };
     // The states before step s: the initial states, or those stored after step s - 1.
     auto states_before = [&](Index s) {
       States<const T, N> st;
       for (int k = 0; k < N; ++k)
-        st[k] = s == 0 ? Rows<const T>{init[k], H}
-                       : Rows<const T>{f.ws_states[k] + (r0 * Tn + time_at(s - 1)) * H, Tn * H};
+        st[k] =
+            s == 0 ? Rows<const T>{init[k], Hs[k]}
+                   : Rows<const T>{f.ws_states[k] + (r0 * Tn + time_at(s - 1)) * Hs[k], Tn * Hs[k]};
       return st;
     };
 
@@ -111,18 +118,19 @@ void backward_scan(const Cell& cell, const BackwardIO<T>& io, int num_threads) {
       States<const T, N> next, dS_c;
       States<T, N> dprev;
       for (int k = 0; k < N; ++k) {
-        next[k] = {f.ws_states[k] + off * H, Tn * H};
-        dS_c[k] = {dS[k], H};
-        dprev[k] = {dP[k], H};
+        next[k] = {f.ws_states[k] + off * Hs[k], Tn * Hs[k]};
+        dS_c[k] = {dS[k], Hs[k]};
+        dprev[k] = {dP[k], Hs[k]};
       }
       // H_prev for the weight gradient after the loop.
-      view(H_prev_all.data() + off * H, n, H, Tn * H) = cview(prev[0].data, n, H, prev[0].stride);
+      view(H_prev_all.data() + off * Ho, n, Ho, Tn * Ho) =
+          cview(prev[0].data, n, Ho, prev[0].stride);
 
-      if (f.return_sequences) dyl += cview(io.dy + (r0 * Tn + s) * H, n, H, Tn * H);
+      if (f.return_sequences) dyl += cview(io.dy + (r0 * Tn + s) * Ho, n, Ho, Tn * Ho);
       auto used = [&](Index i) { return !f.mask || f.mask[(r0 + i) * Tn + t]; };
       for (Index i = 0; i < n; ++i) {
         if (!used(i)) continue;
-        view(dS[0] + i * H, 1, H, H) += dyl.row(i);
+        view(dS[0] + i * Ho, 1, Ho, Ho) += dyl.row(i);
         dyl.row(i).setZero();
       }
 
@@ -140,11 +148,12 @@ void backward_scan(const Cell& cell, const BackwardIO<T>& io, int num_threads) {
                       cview(dA.data(), n, DA, Tn * DA), dprev, scratch);
       for (Index i = 0; i < n; ++i) {
         if (used(i)) continue;
-        for (int k = 0; k < N; ++k) std::copy_n(dS[k] + i * H, H, dP[k] + i * H);
+        for (int k = 0; k < N; ++k) std::copy_n(dS[k] + i * Hs[k], Hs[k], dP[k] + i * Hs[k]);
       }
       std::swap(dS, dP);
     }
-    for (int k = 0; k < N; ++k) view(io.d_initial[k] + r0 * H, n, H, H) = view(dS[k], n, H, H);
+    for (int k = 0; k < N; ++k)
+      view(io.d_initial[k] + r0 * Hs[k], n, Hs[k], Hs[k]) = view(dS[k], n, Hs[k], Hs[k]);
   });
 
   // Weight gradients: products over all batch*time rows at once.
@@ -154,12 +163,12 @@ void backward_scan(const Cell& cell, const BackwardIO<T>& io, int num_threads) {
     at_b_parallel(Am, Bm, C, num_threads);
   };
   at_b(X, dG, view(io.dW, D, GH, GH));
-  const auto H_prev = cview(H_prev_all.data(), M, H, H);
+  const auto H_prev = cview(H_prev_all.data(), M, Ho, Ho);
   if constexpr (Cell::own_recurrent_grads)  // declared by each cell (cells.hpp)
     cell.recurrent_grads(H_prev, cview(f.ws_aux, M, A, A), dG, cview(dA_all.data(), M, DA, DA),
-                         view(io.dU, H, GH, GH), io.db_rec, at_b);
+                         view(io.dU, Ho, GH, GH), io, at_b);
   else
-    at_b(H_prev, dG, view(io.dU, H, GH, GH));  // dU = H_prev^T dG
+    at_b(H_prev, dG, view(io.dU, Ho, GH, GH));  // dU = H_prev^T dG
   if (io.db) Eigen::Map<RowVec<T>>(io.db, GH) = dG.colwise().sum();
 
   // dX = dG W^T, split over rows.

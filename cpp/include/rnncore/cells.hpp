@@ -50,7 +50,7 @@ using States = std::array<Rows<T>, N>;
 // hT = h^T). W is the input kernel, for the forward pass's input projection.
 template <class T>
 struct PackedU {
-  PackedMatrix<T> all, h, allT, hT, W;
+  PackedMatrix<T> all, h, allT, hT, W, proj, projT;  // proj: an LSTM's W_hr (projection)
 };
 
 // X (+)= rows * P, the per-step recurrent product; rows and X are strided row blocks.
@@ -75,6 +75,7 @@ struct SimpleRNNCell {
   const PackedU<T>* P;  // U (forward) or U^T (backward), packed
   Activation act;
 
+  Index state_cols(int) const { return H; }
   Index aux_cols() const { return 0; }
 
   void step(Index n, View<T> gates, const States<const T, 1>& prev, const States<T, 1>& next,
@@ -104,26 +105,51 @@ struct SimpleRNNCell {
 };
 
 // ---------------------------------------------------------------------------------------
-// LSTM (Keras gate order i, f, c, o):
-//   [i f g o] = x_t W + b + h_{t-1} U
-//   i, f, o <- rec_act(.)      g <- act(.)
-//   c_t = f * c_{t-1} + i * g
-//   h_t = o * act(c_t)
+// LSTM (Keras gate order i, f, c, o), with the variants PyTorch and ONNX can express.
+//   [a_i a_f a_g a_o] = x_t W + b + h_{t-1} U
+//   z_i = a_i + p_i * c_{t-1}      z_f = a_f + p_f * c_{t-1}      z_g = a_g   (peepholes: ONNX P)
+//   i = rec_act(clip(z_i))    f = rec_act(clip(z_f)), or 1 - i (ONNX input_forget)
+//   g = act(clip(z_g))        c_t = f * c_{t-1} + i * g
+//   z_o = a_o + p_o * c_t     o = rec_act(clip(z_o))
+//   m_t = o * out_act(c_t)
+//   h_t = m_t W_hr (projection, PyTorch proj_size: h is Hp wide, U is (Hp, 4H)), else m_t
+// clip(z) = min(max(z, -clip), clip) when clip > 0: ONNX `clip` as onnxruntime applies it,
+// to the gates' pre-activations only (measured: clipping c_t too differs from it by 0.03).
+// Keras's LSTM is the case without peepholes, clip, input_forget or projection, with
+// out_act = act.
 template <class T>
 struct LSTMCell {
   static constexpr int G = 4;
-  static constexpr int n_states = 2;                  // h, c
-  static constexpr bool own_recurrent_grads = false;  // dU = H_prev^T dG (backward.hpp)
-  Index H;
-  const PackedU<T>* P;  // U (forward) or U^T (backward), packed
-  Activation act, rec_act;
+  static constexpr int n_states = 2;                 // h (Hp wide), c (H wide)
+  static constexpr bool own_recurrent_grads = true;  // dU, peephole and projection gradients
+  Index H;                                           // cell units
+  Index Hp;                                          // width of h: the projection's units, or H
+  const PackedU<T>* P;  // U (forward) or U^T (backward), W_hr or W_hr^T, packed
+  Activation act, rec_act, out_act;
+  const T* peephole;  // (3, H): rows p_i, p_f, p_o; or nullptr
+  T clip;             // > 0: clip the activations' inputs to [-clip, clip]
+  bool input_forget;
+  bool projection;
 
-  Index aux_cols() const { return 0; }
+  Index state_cols(int k) const { return k == 0 ? Hp : H; }
+  // aux: [m (H) with a projection | the pre-clip z_i z_f z_g z_o (4H) with clip]
+  Index z_col() const { return projection ? H : 0; }
+  Index aux_cols() const { return z_col() + (clip > 0 ? 4 * H : 0); }
+
+  auto p_row(int k) const { return ConstRowVecView<T>(peephole + k * H, H).array(); }
+  template <class Block>
+  void clamp(Block&& z) const {
+    z.array() = z.array().max(-clip).min(clip);
+  }
+  // The clip's derivative: dz <- dz where |z| <= clip, else 0.
+  template <class DBlock, class ZBlock>
+  void clamp_backward(DBlock&& dz, const ZBlock& z) const {
+    dz.array() = (z.array().abs() <= clip).select(dz.array(), T(0));
+  }
 
   void step(Index n, View<T> gates, const States<const T, 2>& prev, const States<T, 2>& next,
-            View<T> /*aux*/) const {
+            View<T> aux) const {
     auto c_prev = cview(prev[1].data, n, H, prev[1].stride);
-    auto h = view(next[0].data, n, H, next[0].stride);
     auto c = view(next[1].data, n, H, next[1].stride);
 
     times_packed(n, prev[0].data, prev[0].stride, P->all, gates, true);  // += h_{t-1} U
@@ -131,62 +157,133 @@ struct LSTMCell {
     auto f = gates.middleCols(H, H);
     auto g = gates.middleCols(2 * H, H);
     auto o = gates.rightCols(H);
+    auto z = aux.middleCols(z_col(), clip > 0 ? 4 * H : 0);
+    if (peephole) {
+      i.array() += c_prev.array().rowwise() * p_row(0);
+      f.array() += c_prev.array().rowwise() * p_row(1);
+    }
+    if (clip > 0) {
+      z.leftCols(3 * H) = gates.leftCols(3 * H);  // the backward pass needs the clip's mask
+      clamp(gates.leftCols(3 * H));
+    }
     activate(rec_act, i);
-    activate(rec_act, f);
+    if (input_forget)
+      f.array() = T(1) - i.array();
+    else
+      activate(rec_act, f);
     activate(act, g);
-    activate(rec_act, o);
 
     c.array() = f.array() * c_prev.array() + i.array() * g.array();
-    h = c;
-    activate(act, h);
-    h.array() *= o.array();
+    if (peephole) o.array() += c.array().rowwise() * p_row(2);
+    if (clip > 0) {
+      z.rightCols(H) = o;
+      clamp(o);
+    }
+    activate(rec_act, o);
+
+    // m = o * out_act(c): h itself, or kept in aux and projected.
+    auto m = projection ? view(aux.data(), n, H, aux.outerStride())
+                        : view(next[0].data, n, H, next[0].stride);
+    m = c;
+    activate(out_act, m);
+    m.array() *= o.array();
+    if (projection)
+      packed_gemm(m.data(), m.outerStride(), n, P->proj, next[0].data, next[0].stride,
+                  detail::Start::Zero);  // h = m W_hr
   }
 
-  // Backward. With a_c = act(c_t) and dc the gradient reaching c_t from later steps:
-  //   do = dh * a_c                                   dz_o = do * rec_act'(o)
-  //   dC = dc + dh * o * act'(a_c)                    (total gradient of c_t)
-  //   dz_i = dC * g * rec_act'(i)    dz_f = dC * c_{t-1} * rec_act'(f)    dz_g = dC * i * act'(g)
-  //   dh_{t-1} = dZ U^T              dc_{t-1} = dC * f
-  // scratch: [a_c | dC], each n x H.
-  Index scratch_cols() const { return 2 * H; }
-  Index grad_aux_cols() const { return 0; }
+  // Backward. dh (Hp wide) and dc reach h_t and c_t from later steps. With a_c = out_act(c_t)
+  // and [.] the clip's mask (1 where the gate's input was within [-clip, clip]):
+  //   dm = dh W_hr^T (projection) or dh                  (dW_hr = sum m^T dh, after the loop)
+  //   dz_o = dm * a_c * rec_act'(o) * [z_o]
+  //   dC = dc + dm * o * out_act'(a_c) + dz_o * p_o                  (total gradient of c_t)
+  //   dz_i = (dC * g - [input_forget] dC * c_{t-1}) * rec_act'(i) * [z_i]
+  //   dz_f = dC * c_{t-1} * rec_act'(f) * [z_f]       (0 with input_forget: f = 1 - i)
+  //   dz_g = dC * i * act'(g) * [z_g]
+  //   dh_{t-1} = dZ U^T          dc_{t-1} = dC * f + dz_i * p_i + dz_f * p_f
+  //   dp_i = sum dz_i * c_{t-1}   dp_f = sum dz_f * c_{t-1}   dp_o = sum dz_o * c_t
+  // scratch: [a_c | dC | dm (projection)], each n x H. dA (the grad aux, summed after the
+  // loop): [dz_i c_{t-1} | dz_f c_{t-1} | dz_o c_t (peepholes) | dh (projection)].
+  Index scratch_cols() const { return (projection ? 3 : 2) * H; }
+  Index dh_col() const { return peephole ? 3 * H : 0; }
+  Index grad_aux_cols() const { return dh_col() + (projection ? Hp : 0); }
 
   void gate_grads(Index n, ConstView<T> gates, const States<const T, 2>& prev,
-                  const States<const T, 2>& next, ConstView<T>, const States<const T, 2>& dS,
-                  View<T> dG, View<T>, View<T> scratch) const {
+                  const States<const T, 2>& next, ConstView<T> aux, const States<const T, 2>& dS,
+                  View<T> dG, View<T> dA, View<T> scratch) const {
     const auto c_prev = cview(prev[1].data, n, H, prev[1].stride);
     const auto c = cview(next[1].data, n, H, next[1].stride);
-    const auto dh = cview(dS[0].data, n, H, dS[0].stride);
     const auto dc = cview(dS[1].data, n, H, dS[1].stride);
     const auto i = gates.leftCols(H), f = gates.middleCols(H, H), g = gates.middleCols(2 * H, H),
                o = gates.rightCols(H);
+    const auto z = aux.middleCols(z_col(), clip > 0 ? 4 * H : 0);
     auto a_c = scratch.leftCols(H);
-    auto dC = scratch.rightCols(H);
+    auto dC = scratch.middleCols(H, H);
+    auto dm = scratch.middleCols(2 * H, projection ? H : 0);
+    if (projection) {
+      times_packed(n, dS[0].data, dS[0].stride, P->projT, dm, false);  // dh W_hr^T
+      dA.middleCols(dh_col(), Hp) = cview(dS[0].data, n, Hp, dS[0].stride);
+    }
+    const auto dmv = projection ? cview(dm.data(), n, H, dm.outerStride())
+                                : cview(dS[0].data, n, H, dS[0].stride);
     a_c = c;
-    activate(act, a_c);
+    activate(out_act, a_c);
 
     auto dz_i = dG.leftCols(H), dz_f = dG.middleCols(H, H), dz_g = dG.middleCols(2 * H, H),
          dz_o = dG.rightCols(H);
-    dz_o.array() = dh.array() * a_c.array();
+    dz_o.array() = dmv.array() * a_c.array();
     activate_backward(rec_act, dz_o, o);
-    dC.array() = dh.array() * o.array();
-    activate_backward(act, dC, a_c);
+    dC.array() = dmv.array() * o.array();
+    activate_backward(out_act, dC, a_c);
+    if (clip > 0) clamp_backward(dz_o, z.rightCols(H));
+    if (peephole) dC.array() += dz_o.array().rowwise() * p_row(2);
     dC += dc;
     dz_i.array() = dC.array() * g.array();
+    if (input_forget) {
+      dz_i.array() -= dC.array() * c_prev.array();
+      dz_f.setZero();
+    } else {
+      dz_f.array() = dC.array() * c_prev.array();
+      activate_backward(rec_act, dz_f, f);
+    }
     activate_backward(rec_act, dz_i, i);
-    dz_f.array() = dC.array() * c_prev.array();
-    activate_backward(rec_act, dz_f, f);
     dz_g.array() = dC.array() * i.array();
     activate_backward(act, dz_g, g);
+    if (clip > 0) {
+      clamp_backward(dz_i, z.leftCols(H));
+      if (!input_forget) clamp_backward(dz_f, z.middleCols(H, H));
+      clamp_backward(dz_g, z.middleCols(2 * H, H));
+    }
+    if (peephole) {
+      dA.leftCols(H).array() = dz_i.array() * c_prev.array();
+      dA.middleCols(H, H).array() = dz_f.array() * c_prev.array();
+      dA.middleCols(2 * H, H).array() = dz_o.array() * c.array();
+    }
   }
 
   void prev_grads(Index n, ConstView<T> gates, const States<const T, 2>&, ConstView<T>,
                   const States<const T, 2>&, ConstView<T> dG, ConstView<T>,
                   const States<T, 2>& dprev, View<T> scratch) const {
-    auto dh_prev = view(dprev[0].data, n, H, dprev[0].stride);
+    auto dh_prev = view(dprev[0].data, n, Hp, dprev[0].stride);
     auto dc_prev = view(dprev[1].data, n, H, dprev[1].stride);
     times_packed(n, dG.data(), dG.outerStride(), P->allT, dh_prev, false);  // dG U^T
-    dc_prev.array() = scratch.rightCols(H).array() * gates.middleCols(H, H).array();
+    dc_prev.array() = scratch.middleCols(H, H).array() * gates.middleCols(H, H).array();
+    if (peephole) {
+      dc_prev.array() += dG.leftCols(H).array().rowwise() * p_row(0);
+      dc_prev.array() += dG.middleCols(H, H).array().rowwise() * p_row(1);
+    }
+  }
+
+  // After the loop, over all batch*time rows: dU = H_prev^T dG; the peepholes' gradient
+  // (3, H) = column sums of dA's peephole part; dW_hr = M^T dh (M: the m kept in aux).
+  template <class IO, class Gemm>
+  void recurrent_grads(ConstView<T> H_prev, ConstView<T> A, ConstView<T> dG, ConstView<T> dA,
+                       View<T> dU, const IO& io, Gemm&& at_b) const {
+    at_b(H_prev, dG, dU);
+    if (peephole && io.d_peephole)
+      Eigen::Map<RowVec<T>>(io.d_peephole, 3 * H) = dA.leftCols(3 * H).colwise().sum();
+    if (projection && io.d_projection)
+      at_b(A.leftCols(H), dA.middleCols(dh_col(), Hp), view(io.d_projection, H, Hp, Hp));
   }
 };
 
@@ -217,6 +314,7 @@ struct GRUCell {
   bool reset_after;
   const T* b_hh_h;  // reset_after only: recurrent bias of the candidate (H,), or nullptr
 
+  Index state_cols(int) const { return H; }
   Index aux_cols() const { return H; }
 
   void step(Index n, View<T> gates, const States<const T, 1>& prev, const States<T, 1>& next,
@@ -292,10 +390,11 @@ struct GRUCell {
     times_packed(n, dG.data(), dG.outerStride(), P->allT, dh_prev, true);  // += dG_zr U_zr^T
   }
 
-  // db_rec: the recurrent bias row (reset_after with a bias), else nullptr.
-  template <class Gemm>
+  // io.db_rec: the recurrent bias row (reset_after with a bias), else nullptr.
+  template <class IO, class Gemm>
   void recurrent_grads(ConstView<T> H_prev, ConstView<T> A, ConstView<T> dG, ConstView<T> dA,
-                       View<T> dU, T* db_rec, Gemm&& at_b) const {
+                       View<T> dU, const IO& io, Gemm&& at_b) const {
+    T* db_rec = io.db_rec;
     at_b(H_prev, dG.leftCols(2 * H), dU.leftCols(2 * H));
     if (reset_after) {
       at_b(H_prev, dA, dU.rightCols(H));

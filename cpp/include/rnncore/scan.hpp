@@ -42,28 +42,31 @@ struct ScanIO {
   const T* W = nullptr;                // (D, G*H)
   const T* b_in = nullptr;             // (G*H) or nullptr: the bias added to the input projection
   const std::uint8_t* mask = nullptr;  // (B, T), nonzero = step is used; or nullptr
-  std::array<const T*, max_states> initial{};  // each (B, H), or nullptr for zeros
+  std::array<const T*, max_states> initial{};  // each (B, width of the state), or nullptr
   bool go_backwards = false;
   bool return_sequences = false;
 
   // Outputs.
+  // H below is the width of h: the cell's units, or an LSTM's projection units.
   T* y = nullptr;                            // (B, T, H) if return_sequences else (B, H)
-  std::array<T*, max_states> final_state{};  // each (B, H)
+  std::array<T*, max_states> final_state{};  // each (B, width of the state)
 
   // Training workspace, all nullptr for inference (then the scan keeps nothing extra).
-  // gates: (B, T, G*H) post-activation gates; states[k]: (B, T, H) state k after the step
+  // gates: (B, T, G*H) post-activation gates; states[k]: (B, T, width) state k after the step
   // at input time t; aux: (B, T, aux_cols) the cell's extra values.
   T* ws_gates = nullptr;
   std::array<T*, max_states> ws_states{};
   T* ws_aux = nullptr;
 };
 
-// Per-shard step buffers of n rows: ping-pong states (2 * N * n * H), the last outputs
-// (n * H), aux (n * aux) and, in inference, one time chunk of gates and of gathered inputs
-// (n * chunk_cols). Linear in n, so shard s starts at shard_buffer_size(r0).
-template <int N>
-Index shard_buffer_size(Index n, Index H, Index aux, Index chunk_cols) {
-  return (2 * N + 1) * n * H + n * aux + n * chunk_cols;
+// Per-shard step buffers, per row: ping-pong states (2 * the states' widths), the last
+// outputs (Ho), aux and, in inference, one time chunk of gates and of gathered inputs
+// (chunk_cols). Linear in the rows, so shard s starts at r0 * this.
+template <class Cell>
+Index shard_row_size(const Cell& cell, Index chunk_cols) {
+  Index size = cell.state_cols(0) + cell.aux_cols() + chunk_cols;
+  for (int k = 0; k < Cell::n_states; ++k) size += 2 * cell.state_cols(k);
+  return size;
 }
 
 // Inference projects the input one time chunk at a time, about this many rows per GEMM:
@@ -94,11 +97,13 @@ void initial_rows(T* dst, const T* initial, Index r0, Index n, Index H) {
 template <class Cell, class T>
 void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
   constexpr int N = Cell::n_states;
-  const Index B = io.B, Tn = io.T_, D = io.D, H = cell.H, GH = Cell::G * cell.H;
-  const Index A = cell.aux_cols();
+  const Index B = io.B, Tn = io.T_, D = io.D, GH = Cell::G * cell.H;
+  const Index A = cell.aux_cols(), Ho = cell.state_cols(0);  // Ho: the output's width
+  std::array<Index, N> Hs{};                                 // the states' widths
+  for (int k = 0; k < N; ++k) Hs[k] = cell.state_cols(k);
   const bool training = io.ws_gates != nullptr;
 
-  const auto shards = split_rows(B, num_threads, /*work_per_row=*/Tn * GH * (D + H));
+  const auto shards = split_rows(B, num_threads, /*work_per_row=*/Tn * GH * (D + Ho));
   const Index ns = static_cast<Index>(shards.size()) - 1;
   Index widest = 1;
   for (Index s = 0; s < ns; ++s) widest = std::max(widest, shards[s + 1] - shards[s]);
@@ -107,7 +112,8 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
       training ? Tn : std::clamp<Index>(chunk_rows / widest, 1, std::max<Index>(Tn, 1));
   const Index chunk_cols = training ? 0 : Tc * (GH + D);
   // Reused by the thread's next call when small (see forward() in api.hpp: page faults).
-  const size_t shard_size = static_cast<size_t>(shard_buffer_size<N>(B, H, A, chunk_cols));
+  const Index row_size = shard_row_size(cell, chunk_cols);
+  const size_t shard_size = static_cast<size_t>(B * row_size);
   thread_local Buffer<T> reused;
   Buffer<T> local;
   Buffer<T>& shard_mem = shard_size * sizeof(T) <= reuse_bytes ? reused : local;
@@ -117,14 +123,15 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
     const Index r0 = shards[s_idx], n = shards[s_idx + 1] - r0;
     if (n == 0) return;
     // This shard's slice of the per-thread buffers.
-    T* mem = shard_mem.data() + shard_buffer_size<N>(r0, H, A, chunk_cols);
+    T* mem = shard_mem.data() + r0 * row_size;
     std::array<T*, N> ping{}, pong{};
     for (int k = 0; k < N; ++k) {
-      ping[k] = mem + (2 * k) * n * H;
-      pong[k] = mem + (2 * k + 1) * n * H;
+      ping[k] = mem;
+      pong[k] = mem + n * Hs[k];
+      mem += 2 * n * Hs[k];
     }
-    T* y_last = mem + 2 * N * n * H;  // Keras's "previous output", zero until a step is used
-    T* aux_buf = y_last + n * H;
+    T* y_last = mem;  // Keras's "previous output", zero until a step is used
+    T* aux_buf = y_last + n * Ho;
     T* chunk_gates = aux_buf + n * A;        // (Tc, n, G*H), time-major
     T* chunk_x = chunk_gates + Tc * n * GH;  // (Tc, n, D), time-major
     const PackedMatrix<T>& W = cell.P->W;    // io.W, packed
@@ -137,11 +144,11 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
     }
 
     // Initial states into ping.
-    for (int k = 0; k < N; ++k) initial_rows(ping[k], io.initial[k], r0, n, H);
-    view(y_last, n, H, H).setZero();
+    for (int k = 0; k < N; ++k) initial_rows(ping[k], io.initial[k], r0, n, Hs[k]);
+    view(y_last, n, Ho, Ho).setZero();
 
     States<const T, N> prev;
-    for (int k = 0; k < N; ++k) prev[k] = {ping[k], H};
+    for (int k = 0; k < N; ++k) prev[k] = {ping[k], Hs[k]};
 
     for (Index s = 0; s < Tn; ++s) {
       const Index t = time_at(s);
@@ -156,9 +163,9 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
       States<T, N> next;
       for (int k = 0; k < N; ++k) {
         if (training)
-          next[k] = {io.ws_states[k] + (r0 * Tn + t) * H, Tn * H};
+          next[k] = {io.ws_states[k] + (r0 * Tn + t) * Hs[k], Tn * Hs[k]};
         else
-          next[k] = {(s % 2 == 0) ? pong[k] : ping[k], H};
+          next[k] = {(s % 2 == 0) ? pong[k] : ping[k], Hs[k]};
       }
       auto gates_t = training ? view(io.ws_gates + (r0 * Tn + t) * GH, n, GH, Tn * GH)
                               : view(chunk_gates + (s % Tc) * n * GH, n, GH, GH);
@@ -185,20 +192,23 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
       for (Index i = 0; i < n; ++i) {
         const bool used = !io.mask || io.mask[(r0 + i) * Tn + t];
         if (used) {
-          std::copy_n(next[0].data + i * next[0].stride, H, y_last + i * H);
+          std::copy_n(next[0].data + i * next[0].stride, Ho, y_last + i * Ho);
         } else {
           for (int k = 0; k < N; ++k)
-            std::copy_n(prev[k].data + i * prev[k].stride, H, next[k].data + i * next[k].stride);
+            std::copy_n(prev[k].data + i * prev[k].stride, Hs[k],
+                        next[k].data + i * next[k].stride);
         }
       }
-      if (io.return_sequences) view(io.y + (r0 * Tn + s) * H, n, H, Tn * H) = view(y_last, n, H, H);
+      if (io.return_sequences)
+        view(io.y + (r0 * Tn + s) * Ho, n, Ho, Tn * Ho) = view(y_last, n, Ho, Ho);
 
       for (int k = 0; k < N; ++k) prev[k] = {next[k].data, next[k].stride};
     }
 
     for (int k = 0; k < N; ++k)
-      view(io.final_state[k] + r0 * H, n, H, H) = cview(prev[k].data, n, H, prev[k].stride);
-    if (!io.return_sequences) view(io.y + r0 * H, n, H, H) = view(y_last, n, H, H);
+      view(io.final_state[k] + r0 * Hs[k], n, Hs[k], Hs[k]) =
+          cview(prev[k].data, n, Hs[k], prev[k].stride);
+    if (!io.return_sequences) view(io.y + r0 * Ho, n, Ho, Ho) = view(y_last, n, Ho, Ho);
   });
 }
 
