@@ -23,18 +23,24 @@ def get_num_threads() -> int: ...
 def set_num_threads(n: SupportsIndex) -> None: ...
 
 # rnn_forward returns (output, final states, workspace or None); rnn_backward returns
-# (dx, dkernel, drecurrent_kernel, dbias or None, d initial states)
+# (dx, dkernel, drecurrent_kernel, dbias or None, d initial states, dpeephole or None,
+# dprojection or None). peephole ... output_activation: the LSTM variants (functional.lstm).
 def rnn_forward(cell: str, x: _Array, kernel: _Array, recurrent_kernel: _Array,
                 bias: _Array | None, initial_state: _Arrays, mask: _Mask, activation: str,
                 recurrent_activation: str, reset_after: bool, go_backwards: bool,
-                return_sequences: bool, training: bool
+                return_sequences: bool, training: bool, peephole: _Array | None = None,
+                projection: _Array | None = None, cell_clip: float = 0.0,
+                input_forget: bool = False, output_activation: str = ""
                 ) -> tuple[_Array, list[_Array], list[_Array] | None]: ...  # fmt: skip
 def rnn_backward(cell: str, x: _Array, kernel: _Array, recurrent_kernel: _Array,
                  bias: _Array | None, initial_state: _Arrays, mask: _Mask, activation: str,
                  recurrent_activation: str, reset_after: bool, go_backwards: bool,
                  return_sequences: bool, workspace: _Arrays, d_output: _Array,
-                 d_final_state: _Arrays
-                 ) -> tuple[_Array, _Array, _Array, _Array | None, list[_Array]]: ...  # fmt: skip
+                 d_final_state: _Arrays, peephole: _Array | None = None,
+                 projection: _Array | None = None, cell_clip: float = 0.0,
+                 input_forget: bool = False, output_activation: str = ""
+                 ) -> tuple[_Array, _Array, _Array, _Array | None, list[_Array],
+                            _Array | None, _Array | None]: ...  # fmt: skip
 def dense_forward(x: _Array, kernel: _Array, bias: _Array | None, activation: str) -> _Array: ...
 def dense_backward(
     x: _Array, kernel: _Array, use_bias: bool, activation: str, y: _Array, dy: _Array
@@ -60,4 +66,7 @@ class _Stream:
 
 def make_stream(cell: str, kernel: _Array, recurrent_kernel: _Array, bias: _Array | None,
                 batch_size: int | None, activation: str, recurrent_activation: str,
-                reset_after: bool, go_backwards: bool) -> _Stream: ...  # fmt: skip
+                reset_after: bool, go_backwards: bool, peephole: _Array | None = None,
+                projection: _Array | None = None, cell_clip: float = 0.0,
+                input_forget: bool = False, output_activation: str = ""
+                ) -> _Stream: ...  # fmt: skip

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import ModelFileError, UnsupportedArgumentError
 from ..formats.archive import ARCHIVE_ERRORS, load_npy, read_member
+from ..formats.onnx.export import to_onnx
 from ..formats.saved_model import write_archive
 from ..layers._base import DropsTransientOnPickle
 from ..training import Trainer
@@ -153,6 +154,11 @@ class ModelBase(DropsTransientOnPickle, Trainer):
         return list(grads) if grads is not None else [None] * len(self.weights)
 
     # ---- files --------------------------------------------------------------------------
+
+    def to_onnx(self, path=None, **kwargs):
+        """Export to ONNX (a Sequential or a functional Model; see
+        :func:`rnncore.formats.onnx.export.to_onnx`); onnxruntime runs it with the same outputs."""
+        return to_onnx(self, path, **kwargs)
 
     def to_json(self, **kwargs) -> str:
         """The model's config as JSON (architecture only), as ``keras.Model.to_json``."""

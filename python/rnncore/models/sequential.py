@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..formats.onnx.export import to_onnx
 from ..layers import InputLayer, InputTensor, Layer, deserialize_layer, serialize_layer
 from ..layers._base import attach_mask, build_chain, require_default, shape_tuple, unique_name
 from ..layers._symbolic import is_symbolic, symbolic_call
@@ -359,11 +358,6 @@ class Sequential(ModelBase):
     def from_config(cls, config: dict):
         layers = [deserialize_layer(spec) for spec in config.get("layers", [])]
         return cls(layers, trainable=config.get("trainable", True), name=config.get("name"))
-
-    def to_onnx(self, path=None, **kwargs):
-        """Export to ONNX (see :func:`rnncore.formats.onnx.export.to_onnx`); onnxruntime runs it
-        with the same outputs."""
-        return to_onnx(self, path, **kwargs)
 
     def __repr__(self):
         return f"<Sequential name={self.name}, built={self.built}, layers={len(self._layers)}>"
