@@ -77,6 +77,9 @@ class RNN(Layer):
     _functional = None
     #: the cell's options, as keywords of _functional and of functional.stream
     _cell_options: tuple = ("activation",)
+    #: optional weights after the bias (attributes, None when unused), each named as its
+    #: keyword of _functional / functional.stream and its field of functional.Gradients
+    _variant_weights: tuple = ()
 
     activation = _stream_option("activation")
     go_backwards = _stream_option("go_backwards")
@@ -133,6 +136,7 @@ class RNN(Layer):
 
     @property
     def state_size(self) -> list[int]:
+        """The width of each state; the first (h) is also the output's."""
         return [self.units] * len(self._state_names)
 
     @property
@@ -146,6 +150,23 @@ class RNN(Layer):
     def _bias_initializer(self):
         return self.bias_initializer
 
+    def _weight_specs(self, input_dim) -> list[tuple]:
+        """``(name, shape, initializer)`` of each weight, in ``get_weights`` order."""
+        gh = self._gates * self.units
+        specs = [
+            ("kernel", (input_dim, gh), self.kernel_initializer),
+            ("recurrent_kernel", (self.state_size[0], gh), self.recurrent_initializer),
+        ]
+        if self.use_bias:
+            specs.append(("bias", self._bias_shape(), self._bias_initializer()))
+        return specs
+
+    def _cell_keywords(self) -> dict:
+        """The cell's options and optional weights, as keywords of _functional / stream."""
+        variants = {n: getattr(self, n) for n in self._variant_weights}
+        options = {name: getattr(self, name) for name in self._cell_options}
+        return options | {n: v.value for n, v in variants.items() if v is not None}
+
     # ---- building and weights -----------------------------------------------------------
 
     def build(self, input_shape):
@@ -155,23 +176,16 @@ class RNN(Layer):
                 f"{type(self).__name__} {self.name!r}: input shape must be "
                 f"(batch, timesteps, input_dim) with a known input_dim, got {input_shape}"
             )
-        gh = self._gates * self.units
+        specs = self._weight_specs(input_shape[-1])
         check_allocation(  # all the weights, before allocating any
             f"{type(self).__name__} {self.name!r} (units={self.units})",
-            [(input_shape[-1], gh), (self.units, gh), self._bias_shape()],
+            [shape for _, shape, _ in specs],
             self._np_dtype,
         )
         rng = np.random.default_rng(utils.draw_seed(self._seed_entropy))
         self._variables = []
-        self.kernel = self.add_weight("kernel", (input_shape[-1], gh), self.kernel_initializer, rng)
-        self.recurrent_kernel = self.add_weight(
-            "recurrent_kernel", (self.units, gh), self.recurrent_initializer, rng
-        )
-        self.bias = (
-            self.add_weight("bias", self._bias_shape(), self._bias_initializer(), rng)
-            if self.use_bias
-            else None
-        )
+        for name, shape, init in specs:  # drawn in this order: a seed gives the same weights
+            setattr(self, name, self.add_weight(name, shape, init, rng))
         super().build(input_shape)
         self._stream = None  # over the new weights, at zero states
         self._batch_size = input_shape[0]
@@ -213,7 +227,7 @@ class RNN(Layer):
                     None if self.bias is None else self.bias.value,
                     batch_size=self._batch_size if self.stateful else None,
                     go_backwards=self.go_backwards,
-                    **{name: getattr(self, name) for name in self._cell_options},
+                    **self._cell_keywords(),
                 )
                 if stream is not None and None not in (stream.batch_size, new.batch_size):
                     new.set_states(stream.get_states())  # an option changed: states go on
@@ -295,18 +309,18 @@ class RNN(Layer):
         return shape
 
     def _check_state_shapes(self, shapes, batch) -> None:
-        """Symbolic initial states: one ``(batch, units)`` per state of the cell."""
+        """Symbolic initial states: one ``(batch, width)`` per state of the cell."""
         names = self._state_names
         if len(shapes) != len(names):
             raise ValueError(
                 f"initial_state must be {len(names)} tensor(s) ({', '.join(names)}), "
                 f"got {len(shapes)}"
             )
-        for name, shape in zip(names, shapes):
+        for name, shape, width in zip(names, shapes, self.state_size):
             b = shape[0] if shape else None
-            if len(shape) != 2 or shape[1] != self.units or None not in (b, batch) and b != batch:
+            if len(shape) != 2 or shape[1] != width or None not in (b, batch) and b != batch:
                 raise ValueError(
-                    f"initial state {name!r} must have shape {(batch, self.units)}, got {shape}"
+                    f"initial state {name!r} must have shape {(batch, width)}, got {shape}"
                 )
 
     def _call(self, inputs, mask, training, initial_state=None):
@@ -344,7 +358,7 @@ class RNN(Layer):
     def _checked(self, x, mask, initial_state):
         """The call's arguments, checked once: ``x`` C-contiguous ``(batch, timesteps,
         input_dim)``, the mask ``(batch, timesteps)`` bool or None, the initial states
-        ``(batch, units)`` in the layer's dtype or None."""
+        ``(batch, width)`` (:attr:`state_size`) in the layer's dtype or None."""
         d = self.kernel.value.shape[0]
         if x.ndim != 3 or x.shape[2] != d:
             raise ValueError(
@@ -369,9 +383,9 @@ class RNN(Layer):
         return np.ascontiguousarray(x), mask, initial_state
 
     def _checked_states(self, states, batch, what, owner) -> list[np.ndarray]:
-        shape = (batch, self.units)
         out = []
-        for name, s in zip(self._state_names, states):
+        for name, s, width in zip(self._state_names, states, self.state_size):
+            shape = (batch, width)
             s = np.ascontiguousarray(as_float_array(s, self._np_dtype, f"{owner}: {what} {name!r}"))
             if s.shape != shape:
                 raise ValueError(f"{owner}: {what} {name!r} must have shape {shape}, got {s.shape}")
@@ -403,7 +417,7 @@ class RNN(Layer):
             keep = 1.0 - rate
             return (self._noise_rng(rng).random((count, batch, n)) < keep) / keep
 
-        return draw(self.dropout, input_dim), draw(self.recurrent_dropout, self.units)
+        return draw(self.dropout, input_dim), draw(self.recurrent_dropout, self.state_size[0])
 
     def forward_train(self, inputs, mask=None, rng=None, initial_state=None):
         """``(output, output_mask)`` of a training call (``(output, *states)`` with
@@ -441,7 +455,7 @@ class RNN(Layer):
             go_backwards=self.go_backwards,
             return_sequences=self.return_sequences,
             training=True,
-            **{name: getattr(self, name) for name in self._cell_options},
+            **self._cell_keywords(),
         )
         if rec_masks is None and (in_masks is None or len(in_masks) == 1):
             noise = None if in_masks is None else in_masks[0]
@@ -503,19 +517,23 @@ class RNN(Layer):
             dy = np.ascontiguousarray(dy, dtype=self._np_dtype)
         if d_states is not None:
             d_states = [
-                np.zeros((dy.shape[0], self.units), self._np_dtype) if d is None
-                else np.ascontiguousarray(d, dtype=self._np_dtype) for d in d_states
+                np.zeros((dy.shape[0], width), self._np_dtype) if d is None
+                else np.ascontiguousarray(d, dtype=self._np_dtype)
+                for d, width in zip(d_states, self.state_size)
             ]  # fmt: skip
+        variants = [n for n in self._variant_weights if getattr(self, n) is not None]
         if cache[0] == "batch":
             _, workspace, noise, _, _ = cache
             g = functional.backward(workspace, dy, d_states)
             self._grads = [g.kernel, g.recurrent_kernel] + ([g.bias] if self.use_bias else [])
+            self._grads += [getattr(g, n) for n in variants]
             self._state_grads = list(g.initial_state) if given else None
             return g.x if noise is None else g.x * noise[:, None, :]
         _, workspaces, in_masks, rec_masks, _, _ = cache
         dW = np.zeros_like(self.kernel.value)
         dU = np.zeros_like(self.recurrent_kernel.value)
         db = None if self.bias is None else np.zeros_like(self.bias.value)
+        d_variants = [np.zeros_like(getattr(self, n).value) for n in variants]
         dx, d_init = [], []
         for b, ws in enumerate(workspaces):
             ds_b = None if d_states is None else [d[b : b + 1] for d in d_states]
@@ -532,7 +550,9 @@ class RNN(Layer):
             )
             if db is not None:
                 db += g.bias
-        self._grads = [dW, dU] + ([db] if self.use_bias else [])
+            for total, n in zip(d_variants, variants):  # not masked: no dropout acts on them
+                total += getattr(g, n)
+        self._grads = [dW, dU] + ([db] if self.use_bias else []) + d_variants
         self._state_grads = [np.concatenate(parts) for parts in zip(*d_init)] if given else None
         return np.concatenate(dx)
 
@@ -546,9 +566,10 @@ class RNN(Layer):
 
     def compute_output_shape(self, input_shape):
         batch, steps = tuple(input_shape)[:2]
-        out = (batch, steps, self.units) if self.return_sequences else (batch, self.units)
+        width = self.state_size[0]
+        out = (batch, steps, width) if self.return_sequences else (batch, width)
         if self.return_state:
-            return (out,) + tuple((batch, self.units) for _ in self._state_names)
+            return (out,) + tuple((batch, w) for w in self.state_size)
         return out
 
     def compute_mask(self, inputs, mask=None):
