@@ -22,6 +22,8 @@ from ..formats.onnx.export import to_onnx
 from ..formats.saved_model import write_archive
 from ..layers._base import DropsTransientOnPickle
 from ..training import Trainer
+from .ragged import predict_ragged
+from .stream_pool import StreamPool
 
 __all__ = ["ModelBase", "strip_masks", "unique_weights"]
 
@@ -70,6 +72,11 @@ class ModelBase(DropsTransientOnPickle, Trainer):
         is read at a time), or an iterable of batches (a generator; ``steps`` limits how
         many are drawn). The result is preallocated once, so the only full-size arrays are
         the outputs. ``verbose`` only affects progress printing, which rnncore does not do.
+
+        A Sequential also takes a ragged batch: a list of NumPy arrays, each one sample with
+        one axis fewer than the model's input (``(length, input_dim)`` for a 3-D input), of
+        any lengths; it returns a list of outputs, each as if predicted alone (see
+        :mod:`rnncore.models.ragged`). A list of nested Python lists is one array, as before.
         """
         if callbacks:
             raise UnsupportedArgumentError("predict: callbacks are not supported by rnncore")
@@ -78,6 +85,11 @@ class ModelBase(DropsTransientOnPickle, Trainer):
         if int(batch_size) != batch_size or batch_size <= 0:
             raise ValueError(f"predict: batch_size must be a positive integer, got {batch_size!r}")
         batch_size = int(batch_size)
+        samples = self._ragged_samples(x)
+        if samples is not None:
+            if steps is not None:
+                raise ValueError(f"{self.name}: predict on a list of samples takes no steps")
+            return predict_ragged(self, samples, batch_size)
         if not hasattr(x, "shape") and not isinstance(x, (list, tuple, dict)):
             return self._predict_batches(x, steps)
         xs = self._input_list(x)
@@ -113,8 +125,19 @@ class ModelBase(DropsTransientOnPickle, Trainer):
             raise ValueError(f"{self.name}: predict got no batches")
         return self._pack_outputs([np.concatenate(parts) for parts in zip(*outs)])
 
+    def _ragged_samples(self, x):
+        """The samples of a ragged batch given to ``predict``, or None (a Sequential's)."""
+        return None
+
     def predict_on_batch(self, x):
         return self._pack_outputs(self._run_batch(self._input_list(x)))
+
+    def stream_pool(self, capacity):
+        """A pool of up to ``capacity`` independent streams over this model, stepped
+        together (:class:`rnncore.models.stream_pool.StreamPool`: ``open``, ``step``,
+        ``reset``, ``close``, ``get_state``, ``set_state``). Refuses a model with a layer
+        that is not per-timestep and causal, naming it."""
+        return StreamPool(self, capacity)
 
     def stateful_layers(self) -> list:
         """The layers that carry states between calls, those of nested models included."""

@@ -146,6 +146,17 @@ class Sequential(ModelBase):
             raise TypeError(f"{self.name}: a Sequential model takes one input array, got a dict")
         return [np.asarray(x) if isinstance(x, (list, tuple)) else x]
 
+    def _ragged_samples(self, x):
+        """A list or tuple of NumPy arrays each with one axis fewer than the built model's
+        input is a ragged batch (one sample each), whatever their lengths; anything else
+        keeps its meaning (a list of nested lists is one array)."""
+        if not isinstance(x, (list, tuple)) or not x or not self.built:
+            return None
+        rank = len(self.input_shape) - 1
+        if all(type(a) is np.ndarray and a.ndim == rank for a in x):
+            return list(x)
+        return None
+
     def _run_batch(self, xs) -> list:
         y = strip_masks(self(xs[0], training=False))
         return list(y) if isinstance(y, tuple) else [y]

@@ -1,0 +1,428 @@
+"""A model as a causal, per-timestep program: what :class:`~rnncore.models.stream_pool.StreamPool`
+steps and what ragged ``predict`` runs.
+
+:class:`StreamPlan` reads a Sequential or a single-input, single-output functional model
+once and lists its layer calls (ops) in the order the model runs them. Each op is one of:
+
+* ``recurrent``: a SimpleRNN / LSTM / GRU, run through a non-carrying core stream
+  (:func:`rnncore.functional.stream` with ``initial_state`` and ``return_state``), so the
+  states are the caller's: gathered into a batch before the call and handed back after it.
+  The core computes every row with the same FMA chain whatever the batch around it and
+  however the rows are split between threads, so a row's bits do not depend on the others.
+* ``rows``: a layer computed position by position with NumPy element-wise or per-row
+  operations (Activation, Dropout and the noise layers at inference, Masking, Embedding,
+  Layer/BatchNormalization over feature axes, the element-wise merges, Concatenate on the
+  feature axis): run once on the whole batch, each row's result is that of the row alone.
+* ``each``: a layer whose numbers depend on how many rows a call has (Dense and
+  TimeDistributed go through Eigen's matrix product, which picks a different kernel, and
+  so a different rounding, for one row than for several; Softmax's mask broadcasting
+  depends on the batch shape): called once per sample with exactly the rows the sample
+  alone would give it, so the bits are those of the sample alone.
+
+Layers that need later timesteps or context across timesteps (Bidirectional, Conv1D,
+pooling, Flatten and the other reshaping layers, Attention, Dot, a recurrent layer with
+``go_backwards`` or ``return_state``, nested models) are refused by name with the reason,
+as is a layer that needs a time axis after a recurrent layer with ``return_sequences=False``.
+
+The ops are plain data (layer, kind, input and output slots), so a native plan can take
+over :meth:`StreamPlan.run_steps` without changing the pool around it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import functional
+from ..errors import UnsupportedModelError
+from ..layers import (
+    RNN,
+    Activation,
+    Add,
+    Average,
+    BatchNormalization,
+    Concatenate,
+    Dense,
+    Dropout,
+    Embedding,
+    GaussianNoise,
+    Layer,
+    LayerNormalization,
+    Masking,
+    Maximum,
+    Minimum,
+    Multiply,
+    Softmax,
+    Subtract,
+    TimeDistributed,
+)
+from ..layers._symbolic import KerasTensor, flatten
+from .graph import _masks_of, several_outputs
+
+__all__ = ["StreamPlan", "Op"]
+
+#: element-wise or per-position layers: one call on the batch gives each row its own bits
+_ROW_LAYERS = (Activation, Dropout, GaussianNoise, Masking, Embedding, Add, Subtract, Multiply,
+               Average, Maximum, Minimum)  # fmt: skip
+#: per-timestep layers whose rounding depends on the row count of the call
+_EACH_LAYERS = (Dense, TimeDistributed, Softmax)
+_CELLS = ("simple_rnn", "lstm", "gru")
+
+
+class Op(NamedTuple):
+    """One layer call: ``kind`` (``recurrent``, ``rows`` or ``each``), the layer, the
+    slot(s) it reads (an int, or a list for a merge) and the slot it writes."""
+
+    kind: str
+    layer: object
+    args: object
+    out: int
+    key: str  # the name of its states in a pool's saved state (recurrent ops)
+    timed: bool  # whether its input has a time axis
+
+
+class _Value(NamedTuple):
+    shape: tuple  # the symbolic shape, batch first
+    has_time: bool  # axis 1 is time
+
+
+def _refuse(layer, why: str):
+    return UnsupportedModelError(
+        f"stream_pool / ragged predict: layer {layer.name!r} ({type(layer).__name__}) {why}"
+    )
+
+
+def _resolved_axes(axes, rank: int) -> list:
+    axes = list(axes) if isinstance(axes, (list, tuple)) else [axes]
+    return [int(a) % rank for a in axes]
+
+
+def _cell_keywords(layer) -> dict:
+    """The options and variant weights the layer builds its own core stream with."""
+    own = getattr(layer, "_cell_keywords", None)
+    if own is not None:
+        return own()
+    return {name: getattr(layer, name) for name in layer._cell_options}
+
+
+def _check_recurrent(layer, value: _Value) -> bool:
+    """Refuse what the pool cannot carry; returns whether the output keeps the time axis."""
+    if getattr(layer, "_cell", None) not in _CELLS:
+        raise _refuse(layer, "is a recurrent layer of a cell the pool does not know")
+    if not value.has_time:
+        raise _refuse(layer, "needs a time axis, which an earlier layer removed")
+    if layer.go_backwards:
+        raise _refuse(layer, "has go_backwards=True: it reads each sequence from its end")
+    if layer.return_state:
+        raise _refuse(layer, "has return_state=True: the pool carries the states itself")
+    passed = {id(layer.kernel), id(layer.recurrent_kernel), id(layer.bias)}
+    passed |= {id(getattr(layer, n, None)) for n in getattr(layer, "_variant_weights", ())}
+    extra = [v.name for v in layer.weights if id(v) not in passed]
+    if extra:  # a variant whose weights its stream keywords do not carry: not reproduced
+        raise _refuse(layer, f"has weights {extra} that the pool does not pass to the core")
+    return layer.return_sequences
+
+
+def _check_rows(layer, values: list) -> bool:
+    has_time = values[0].has_time
+    if any(v.has_time != has_time for v in values):
+        raise _refuse(layer, "merges a sequence with a tensor without a time axis")
+    rank = len(values[0].shape)
+    first_feature = 2 if has_time else 1
+    if isinstance(layer, (LayerNormalization, BatchNormalization, Concatenate)):
+        if min(_resolved_axes(layer.axis, rank)) < first_feature:
+            raise _refuse(
+                layer, f"works on axis {layer.axis!r}, across samples or timesteps (rank {rank})"
+            )
+    return has_time
+
+
+def _classify(layer, values: list):
+    """``(kind, output has a time axis)`` of a call on ``values``, or an error saying why
+    the layer cannot be streamed."""
+    if not isinstance(layer, Layer):
+        raise UnsupportedModelError(
+            f"stream_pool / ragged predict: {layer.name!r} is a nested model; build the model "
+            f"from its layers directly"
+        )
+    if isinstance(layer, RNN):
+        return "recurrent", _check_recurrent(layer, values[0])
+    if isinstance(layer, _ROW_LAYERS + (LayerNormalization, BatchNormalization, Concatenate)):
+        return "rows", _check_rows(layer, values)
+    if isinstance(layer, _EACH_LAYERS):
+        if isinstance(layer, TimeDistributed) and not values[0].has_time:
+            raise _refuse(layer, "needs a time axis, which an earlier layer removed")
+        if isinstance(layer, Softmax) and min(_resolved_axes(layer.axis, len(values[0].shape))) < (
+            2 if values[0].has_time else 1
+        ):
+            raise _refuse(layer, f"works on axis {layer.axis!r}, across timesteps")
+        return "each", values[0].has_time
+    why = {
+        "Bidirectional": "reads each sequence backwards too: its outputs need the future",
+        "Conv1D": "convolves a window of timesteps (a causal window carried between steps is "
+        "not implemented)",
+        "Attention": "attends across timesteps",
+        "AdditiveAttention": "attends across timesteps",
+        "Dot": "takes products across timesteps",
+    }.get(type(layer).__name__, "is not a per-timestep layer (it pools, reshapes or moves "
+          "the time axis)")  # fmt: skip
+    raise _refuse(layer, why)
+
+
+class StreamPlan:
+    """The ops of ``model`` (see the module's help); raises UnsupportedModelError naming the
+    first layer that cannot be streamed."""
+
+    def __init__(self, model):
+        self.model_name = model.name
+        graph = getattr(model, "_graph", None)
+        if graph is None:
+            self._from_sequential(model)
+        else:
+            self._from_graph(model, graph)
+        self.recurrent = [op for op in self.ops if op.kind == "recurrent"]
+        keys = [op.key for op in self.recurrent]
+        self.state_spec = {
+            op.key: [(n, w) for n, w in zip(op.layer._state_names, op.layer.state_size)]
+            for op in self.recurrent
+        }
+        self.state_dtypes = {op.key: op.layer._np_dtype for op in self.recurrent}
+        assert len(set(keys)) == len(keys)
+        self._streams: dict = {}
+        self._lock = threading.Lock()
+
+    # ---- building ---------------------------------------------------------------------------
+
+    def _input(self, shape, dtype, owner):
+        shape = tuple(shape)
+        if len(shape) < 2:
+            raise UnsupportedModelError(
+                f"stream_pool / ragged predict: {owner}'s input {shape} has no time axis"
+            )
+        self.input_shape = shape
+        self.step_shape = shape[2:]  # one timestep of one sample
+        self.input_dtype = np.dtype(dtype)
+        self.ops: list[Op] = []
+        return [_Value(shape, True)]
+
+    def _add(self, layer, values, args, out, counts) -> _Value:
+        kind, has_time = _classify(layer, values)
+        n = counts.get(layer.name, 0)
+        counts[layer.name] = n + 1
+        key = layer.name if n == 0 else f"{layer.name}#{n}"
+        self.ops.append(Op(kind, layer, args, out, key, values[0].has_time))
+        return has_time
+
+    def _from_sequential(self, model):
+        if not model.built or not model.layers:
+            raise ValueError(
+                f"{model.name}: stream_pool needs a built model with layers (start it with an "
+                f"Input, or call it once)"
+            )
+        layers = model.layers
+        first = layers[0]
+        if model._input_layer is not None:
+            dtype = model._input_layer.dtype
+        else:
+            dtype = np.int64 if isinstance(first, Embedding) else first.dtype
+        values = self._input(model.input_shape, dtype, model.name)
+        counts: dict = {}
+        for k, layer in enumerate(layers):
+            has_time = self._add(layer, [values[k]], k, k + 1, counts)
+            values.append(_Value(tuple(model._output_shapes[k]), has_time))
+        self._finish(values[-1])
+
+    def _from_graph(self, model, graph):
+        if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+            raise UnsupportedModelError(
+                f"stream_pool / ragged predict: model {model.name!r} has {len(graph.inputs)} "
+                f"inputs and {len(graph.outputs)} outputs; only one of each is supported"
+            )
+        t_in = graph.inputs[0]
+        slots = {id(t_in): 0}
+        values = self._input(t_in.shape, t_in.dtype, model.name)
+        counts: dict = {}
+        for node in graph.order:
+            if node.is_input:
+                continue
+            layer = node.operation
+            extra = [k for k in node.kwargs if k != "training"]
+            if extra or several_outputs(node) or len(node.outputs) != 1:
+                raise _refuse(
+                    layer,
+                    f"is called with {extra or 'several outputs'}; the pool runs single-output "
+                    f"calls on their inputs only",
+                )
+            inputs = node.args[0]
+            tensors = flatten(inputs)
+            if not all(isinstance(t, KerasTensor) for t in tensors):
+                raise _refuse(layer, "is called on something other than tensors")
+            args = [slots[id(t)] for t in tensors]
+            args = args if isinstance(inputs, (list, tuple)) else args[0]
+            out = len(values)
+            ins = [values[a] for a in (args if isinstance(args, list) else [args])]
+            has_time = self._add(layer, ins, args, out, counts)
+            values.append(_Value(tuple(node.outputs[0].shape), has_time))
+            slots[id(node.outputs[0])] = out
+        self._finish(values[slots[id(graph.outputs[0])]])
+        self.output_slot = slots[id(graph.outputs[0])]
+
+    def _finish(self, value: _Value):
+        self.output_has_time = value.has_time
+        self.output_slot = len(self.ops)
+
+    # ---- running ------------------------------------------------------------------------
+
+    def _stream(self, op):
+        """The op's non-carrying core stream, built again when the layer's weight arrays or
+        options change (assign and set_weights write in place, so they need no rebuild)."""
+        layer = op.layer
+        keywords = _cell_keywords(layer)
+        key = tuple(id(v.value) for v in layer.weights) + tuple(
+            (k, id(v) if isinstance(v, np.ndarray) else v) for k, v in sorted(keywords.items())
+        )
+        cached = self._streams.get(op.key)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        stream = functional.stream(
+            layer._cell,
+            layer.kernel.value,
+            layer.recurrent_kernel.value,
+            None if layer.bias is None else layer.bias.value,
+            **keywords,
+        )
+        with self._lock:
+            self._streams[op.key] = (key, stream)
+        return stream
+
+    def _recurrent(self, op, x, mask, states):
+        """``(output, output mask, final states)`` from ``states`` (one array per state)."""
+        layer = op.layer
+        x = np.ascontiguousarray(layer._convert(x))
+        if mask is not None:
+            mask = np.ascontiguousarray(mask, dtype=np.bool_)
+        out = self._stream(op).run(x, mask, layer.return_sequences, states, True)
+        y, finals = out[0], list(out[1:])
+        if mask is not None and layer.zero_output_for_mask and layer.return_sequences:
+            y[~mask] = 0  # as the layer's own call
+        return y, layer.compute_mask(x, mask), finals
+
+    @staticmethod
+    def _each(layer, x, mask, rows):
+        """The layer called on each sample's rows alone: ``rows[i]`` slices sample ``i``."""
+        parts = [layer._call(x[r], None if mask is None else mask[r], False) for r in rows]
+        return parts
+
+    def _inputs(self, op, values):
+        if isinstance(op.args, list):
+            xs = [values[a][0] for a in op.args]
+            return xs, _masks_of([values[a][1] for a in op.args])
+        return values[op.args]
+
+    def run_steps(self, x, states: dict):
+        """One call for a batch of samples of equal length: ``x`` ``(B, T, *step_shape)``
+        in the input dtype; ``states`` maps each recurrent op's key to its ``(B, width)``
+        arrays. Returns ``(output, final states)`` (as ``states``)."""
+        values = [(x, None)] + [None] * len(self.ops)
+        finals = {}
+        rows = [slice(i, i + 1) for i in range(x.shape[0])]
+        for op in self.ops:
+            xin, mask = self._inputs(op, values)
+            if op.kind == "recurrent":
+                y, m, finals[op.key] = self._recurrent(op, xin, mask, states[op.key])
+            elif op.kind == "rows":
+                y, m = op.layer._call(xin, mask, False)
+            else:
+                parts = self._each(op.layer, xin, mask, rows)
+                y = np.concatenate([p[0] for p in parts])
+                m = None if parts[0][1] is None else np.concatenate([p[1] for p in parts])
+            values[op.out] = (np.asarray(y), m)
+        return values[self.output_slot][0], finals
+
+    def run_ragged(self, x, lengths):
+        """Outputs of samples of different lengths, each as if predicted alone.
+
+        ``x`` ``(B, T_max, *step_shape)`` holds the samples right-padded, sorted by length,
+        longest first; ``lengths`` (descending) their lengths. Layer by layer: a recurrent
+        layer runs the time spans between successive lengths, each over the rows still
+        running (those that ended drop out); an ``each`` layer gets each sample's own
+        ``lengths[i]`` steps; a ``rows`` layer runs once over the padded batch (its padded
+        positions are never read). Returns the per-sample outputs (sliced to their
+        lengths when the output is a sequence)."""
+        values = [(x, None)] + [None] * len(self.ops)
+        for op in self.ops:
+            xin, mask = self._inputs(op, values)
+            if op.kind == "recurrent":
+                y, m = self._recurrent_ragged(op, xin, mask, lengths)
+            elif op.kind == "rows":
+                y, m = op.layer._call(xin, mask, False)
+            else:
+                y, m = self._each_ragged(op, xin, mask, lengths)
+            values[op.out] = (np.asarray(y), m)
+        y = values[self.output_slot][0]
+        if self.output_has_time:
+            return [y[i, :n] for i, n in enumerate(lengths)]
+        return list(y)
+
+    def _each_ragged(self, op, x, mask, lengths):
+        """An ``each`` layer on each sample's own steps; padded positions stay zero."""
+        if op.timed:
+            rows = [(slice(i, i + 1), slice(0, n)) for i, n in enumerate(lengths)]
+        else:
+            rows = [slice(i, i + 1) for i in range(len(lengths))]
+        parts = self._each(op.layer, x, mask, rows)
+        y0 = parts[0][0]
+        shape = (x.shape[0],) + ((x.shape[1],) + y0.shape[2:] if op.timed else y0.shape[1:])
+        y = np.zeros(shape, y0.dtype)
+        m = None if parts[0][1] is None else np.zeros(shape[: 1 + op.timed], np.bool_)
+        for r, (yi, mi) in zip(rows, parts):
+            y[r] = yi
+            if m is not None:
+                m[r] = mi
+        return y, m
+
+    def _recurrent_ragged(self, op, x, mask, lengths):
+        """The layer over each sample's own steps (see :meth:`run_ragged`), from zeros."""
+        layer = op.layer
+        x = np.ascontiguousarray(layer._convert(x))
+        B, T = x.shape[:2]
+        stream = self._stream(op)
+        states = [np.zeros((B, w), layer._np_dtype) for w in layer.state_size]
+        seq = layer.return_sequences
+        y = None
+        if mask is not None:
+            mask = np.ascontiguousarray(mask, dtype=np.bool_)
+        t0 = 0
+        for t1 in sorted(set(int(n) for n in lengths)):
+            n = int(np.count_nonzero(np.asarray(lengths) >= t1))  # rows still running
+            seg = np.ascontiguousarray(x[:n, t0:t1])
+            m = None if mask is None else np.ascontiguousarray(mask[:n, t0:t1])
+            out = stream.run(seg, m, seq, [s[:n].copy() for s in states], True)
+            for s, f in zip(states, out[1:]):
+                s[:n] = f
+            if seq:
+                if y is None:
+                    y = np.zeros((B, T) + out[0].shape[2:], out[0].dtype)
+                y[:n, t0:t1] = out[0]
+            t0 = t1
+        if not seq:
+            # the last output is h after the last used step: the final h (zeros if none)
+            return states[0], None
+        if mask is not None:
+            _fill_masked(y, mask)
+            if layer.zero_output_for_mask:
+                y[~mask] = 0
+        return y, layer.compute_mask(x, mask)
+
+
+def _fill_masked(y, mask) -> None:
+    """Keras's rule for a masked step, across the spans run separately: it repeats the
+    output of the last used step before it (zeros when there is none). Each span's core
+    call restarts that "previous output" at zero, so the masked steps at a span's start
+    are filled here from the steps before it (copies: the bits are those of one call)."""
+    T = mask.shape[1]
+    last = np.maximum.accumulate(np.where(mask, np.arange(T), -1), axis=1)
+    rows, cols = np.nonzero(~mask & (last >= 0))
+    y[rows, cols] = y[rows, last[rows, cols]]

@@ -1,0 +1,287 @@
+"""A pool of independent streams over one model: ``pool = model.stream_pool(capacity)``.
+
+Servers often run one model over many independent streams (one per user or device), each
+fed a timestep or a chunk of timesteps at a time. The pool keeps every open stream's
+recurrent states and steps any subset of them together, one batched call per layer::
+
+    pool = model.stream_pool(64)
+    a, b = pool.open(), pool.open()
+    out = pool.step({a: x_a, b: x_b})          # {a: y_a, b: y_b}
+    out = pool.step([a, b], np.stack([x_a, x_b]))
+    saved = pool.get_state(a)                  # plain dict of NumPy arrays: picklable
+    pool.reset(a); pool.set_state(b, saved); pool.close(a)
+
+* ``open()`` returns a new stream id (an int, never reused) at zero states; beyond
+  ``capacity`` open streams it raises :class:`PoolFullError`.
+* ``step({sid: x, ...})`` or ``step(ids, stacked)`` runs each given stream's next step(s).
+  ``x`` is one timestep, shaped as one step of one sample (``(input_dim,)``; a scalar id
+  for a model starting with an Embedding), or a chunk ``(timesteps, input_dim)``. Streams
+  whose chunks have different lengths in one call are grouped by length: one batched call
+  per layer and length. The result maps each id to its output, shaped as the model's
+  output for one sample: ``(units,)`` for a model without a time axis in its output; for
+  a ``return_sequences`` model ``(timesteps, units)`` for a chunk and ``(units,)`` for one
+  step (the step's output, without a time axis).
+* ``reset(sid)`` zeros a stream's states, ``close(sid)`` frees its slot;
+  ``get_state(sid)`` / ``set_state(sid, state)`` read and write its states as
+  ``{"model": name, "states": {layer key: [array per state]}}`` (a recurrent layer's key
+  is its name; ``name#k`` for its ``k``-th further call in a functional model). Shapes and
+  layer keys are checked on ``set_state``.
+
+What a stream computes: exactly what a stateful copy of the model with batch size 1
+computes when fed the same steps or chunks (each call continues from the states of the
+last), bit for bit, whatever other streams share the step and with any thread count
+(:class:`~rnncore.models.stream_plan.StreamPlan` says why). The streams start from zeros;
+the model's own stateful layers keep their states, the pool never reads or changes them.
+Masks (a Masking layer, ``Embedding(mask_zero=True)``) follow the stateful model too:
+inside a call a masked step repeats the previous output, and at the start of a call
+Keras's "previous output" is zeros.
+
+Threads: several threads may step different streams at once; the batched layer calls run
+outside the pool's lock (the core releases the GIL). A stream stepped, reset, closed or
+read from two threads at once is handled one call after the other. Bad input (an unknown
+or closed id, a wrong shape or dtype, a state of another model) raises before any state
+changes, so every stream stays as it was.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+import threading
+
+import numpy as np
+
+from ..layers._args import as_float_array
+from .stream_plan import StreamPlan
+
+__all__ = ["StreamPool", "PoolFullError"]
+
+
+class PoolFullError(RuntimeError):
+    """``open()`` on a pool whose ``capacity`` streams are all open."""
+
+
+class StreamPool:
+    """Independent streams over one model (see the module's help)."""
+
+    def __init__(self, model, capacity):
+        if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)):
+            raise TypeError(f"stream_pool: capacity must be an integer, got {capacity!r}")
+        if capacity < 1:
+            raise ValueError(f"stream_pool: capacity must be at least 1, got {capacity}")
+        self.capacity = int(capacity)
+        self._plan = StreamPlan(model)
+        self._model_name = model.name
+        # one (capacity, width) array per state of each recurrent call: a stream's states
+        # are the rows of its slot, gathered into a batch for each step
+        self._states = {
+            key: [np.zeros((self.capacity, w), self._plan.state_dtypes[key]) for _, w in spec]
+            for key, spec in self._plan.state_spec.items()
+        }
+        self._slots: dict[int, int] = {}  # open id -> slot
+        self._free = list(range(self.capacity - 1, -1, -1))
+        self._ids = itertools.count()
+        self._busy: set = set()  # ids in a running step
+        self._cond = threading.Condition()
+
+    def __len__(self) -> int:
+        """The number of open streams."""
+        return len(self._slots)
+
+    def __repr__(self):
+        return (
+            f"<StreamPool model={self._model_name!r} open={len(self._slots)} "
+            f"capacity={self.capacity}>"
+        )
+
+    # ---- ids ------------------------------------------------------------------------------
+
+    def open(self) -> int:
+        """A new stream at zero states; its id."""
+        with self._cond:
+            if not self._free:
+                raise PoolFullError(
+                    f"stream_pool: all {self.capacity} streams are open; close one, or make a "
+                    f"pool with a larger capacity"
+                )
+            sid = next(self._ids)
+            slot = self._free.pop()
+            for arrays in self._states.values():
+                for a in arrays:
+                    a[slot] = 0
+            self._slots[sid] = slot
+            return sid
+
+    def _id(self, sid) -> int:
+        try:
+            return operator.index(sid)
+        except TypeError:
+            raise TypeError(f"stream_pool: a stream id is an int, got {sid!r}") from None
+
+    def _slot(self, sid) -> int:
+        """The slot of an open stream (the condition's lock held)."""
+        slot = self._slots.get(sid)
+        if slot is None:
+            raise KeyError(f"stream_pool: stream {sid!r} is not open (never opened, or closed)")
+        return slot
+
+    def _idle(self, sid) -> int:
+        """Wait until no step runs ``sid``; its slot (the lock held)."""
+        self._cond.wait_for(lambda: sid not in self._busy)
+        return self._slot(sid)
+
+    def close(self, sid) -> None:
+        """Free the stream's slot; its id is not used again."""
+        sid = self._id(sid)
+        with self._cond:
+            self._free.append(self._idle(sid))
+            del self._slots[sid]
+
+    def reset(self, sid) -> None:
+        """Zero the stream's states."""
+        sid = self._id(sid)
+        with self._cond:
+            slot = self._idle(sid)
+            for arrays in self._states.values():
+                for a in arrays:
+                    a[slot] = 0
+
+    def get_state(self, sid) -> dict:
+        """The stream's states (copies): ``{"model": name, "states": {key: [arrays]}}``."""
+        sid = self._id(sid)
+        with self._cond:
+            slot = self._idle(sid)
+            states = {k: [a[slot].copy() for a in arrays] for k, arrays in self._states.items()}
+        return {"model": self._model_name, "states": states}
+
+    def set_state(self, sid, state) -> None:
+        """Set the stream's states from :meth:`get_state`'s form (checked first)."""
+        sid = self._id(sid)
+        checked = self._checked_state(state)
+        with self._cond:
+            slot = self._idle(sid)
+            for key, arrays in self._states.items():
+                for a, s in zip(arrays, checked[key]):
+                    a[slot] = s
+
+    def _checked_state(self, state) -> dict:
+        states = state.get("states") if isinstance(state, dict) else None
+        if not isinstance(states, dict):
+            raise TypeError(
+                "stream_pool.set_state: state must be a dict {'model': name, 'states': {layer "
+                f"key: [arrays]}}}} as get_state returns, got {type(state).__name__}"
+            )
+        spec = self._plan.state_spec
+        if set(states) != set(spec):
+            raise ValueError(
+                f"stream_pool.set_state: the state is for recurrent layers {sorted(states)}, "
+                f"this pool's model {self._model_name!r} has {sorted(spec)} (a state of "
+                f"another model?)"
+            )
+        out = {}
+        for key, names in spec.items():
+            given = states[key]
+            if not isinstance(given, (list, tuple)) or len(given) != len(names):
+                raise ValueError(
+                    f"stream_pool.set_state: layer {key!r} has {len(names)} state(s) "
+                    f"{[n for n, _ in names]}, got {given!r:.80}"
+                )
+            out[key] = []
+            for (name, width), s in zip(names, given):
+                what = f"stream_pool.set_state: state {name!r} of layer {key!r}"
+                a = as_float_array(s, self._plan.state_dtypes[key], what)
+                if a.shape != (width,):
+                    raise ValueError(f"{what}: expected shape {(width,)}, got {a.shape}")
+                out[key].append(a)
+        return out
+
+    # ---- stepping -------------------------------------------------------------------------
+
+    def _checked_input(self, sid, x):
+        """``(x as (T, *step_shape) in the input dtype, whether it was one step)``."""
+        plan = self._plan
+        step = plan.step_shape
+        what = f"stream_pool.step: input of stream {sid}"
+        if plan.input_dtype.kind in "biu":
+            a = np.asarray(x)
+            if a.dtype.kind not in "biu":
+                raise TypeError(f"{what}: expected integer ids, got dtype {a.dtype}")
+        else:
+            a = as_float_array(x, plan.input_dtype, what)
+        if a.shape == step:
+            return a[None], True
+        if a.ndim == len(step) + 1 and a.shape[1:] == step and a.shape[0] >= 1:
+            return a, False
+        raise ValueError(
+            f"{what}: expected shape {step} (one step) or (timesteps,) + {step} (a chunk), "
+            f"got {a.shape}"
+        )
+
+    def _requests(self, streams, x):
+        if x is None:
+            if not isinstance(streams, dict):
+                raise TypeError(
+                    "stream_pool.step: give {id: x, ...}, or a list of ids and a stacked array"
+                )
+            items = list(streams.items())
+        else:
+            ids = list(streams)
+            xs = np.asarray(x) if not isinstance(x, np.ndarray) else x
+            if xs.ndim == 0 or xs.shape[0] != len(ids):
+                raise ValueError(
+                    f"stream_pool.step: {len(ids)} ids need an array of {len(ids)} rows, got "
+                    f"shape {xs.shape}"
+                )
+            items = list(zip(ids, xs))
+        requests = {}
+        for sid, xi in items:
+            sid = self._id(sid)
+            if sid in requests:
+                raise ValueError(f"stream_pool.step: stream {sid} is given twice")
+            requests[sid] = self._checked_input(sid, xi)
+        return requests
+
+    def step(self, streams, x=None) -> dict:
+        """Run the given streams' next step or chunk: ``step({id: x, ...})`` or
+        ``step(ids, stacked)``; returns ``{id: output}`` (see the module's help)."""
+        requests = self._requests(streams, x)
+        if not requests:
+            return {}
+        groups: dict[int, list] = {}  # chunk length -> ids, one batched call each
+        for sid, (a, _) in requests.items():
+            groups.setdefault(a.shape[0], []).append(sid)
+        with self._cond:
+            for sid in requests:
+                self._slot(sid)
+            self._cond.wait_for(lambda: self._busy.isdisjoint(requests))
+            slots = {sid: self._slot(sid) for sid in requests}  # closed while waiting?
+            self._busy.update(requests)
+            gathered = {
+                length: {
+                    key: [a[[slots[s] for s in ids]] for a in arrays]
+                    for key, arrays in self._states.items()
+                }
+                for length, ids in groups.items()
+            }
+        try:
+            results, finals = {}, {}
+            for length, ids in groups.items():
+                xs = np.stack([requests[s][0] for s in ids])
+                y, finals[length] = self._plan.run_steps(xs, gathered[length])
+                for k, sid in enumerate(ids):
+                    one = requests[sid][1] and self._plan.output_has_time
+                    results[sid] = y[k, 0] if one else y[k]
+        except BaseException:
+            with self._cond:
+                self._busy.difference_update(requests)
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            for length, ids in groups.items():
+                rows = [slots[s] for s in ids]
+                for key, arrays in self._states.items():
+                    for a, f in zip(arrays, finals[length][key]):
+                        a[rows] = f
+            self._busy.difference_update(requests)
+            self._cond.notify_all()
+        return {sid: results[sid] for sid in requests}
