@@ -168,13 +168,7 @@ def test_state_dict_of_tensors():
 # Refusals and inconsistent state dicts
 
 
-def test_proj_size_refused():
-    m = torch.nn.LSTM(3, 5, proj_size=2)
-    with pytest.raises(UnsupportedModelError, match="proj_size=2"):
-        from_torch(m)
-    sd = {k: v.numpy() for k, v in m.state_dict().items()}
-    with pytest.raises(UnsupportedModelError, match="weight_hr_l0"):
-        from_torch(sd, mode="LSTM", input_size=3, hidden_size=5)
+# proj_size converts now: tests/test_interop_torch_proj.py
 
 
 def test_every_layer_converted_or_error():

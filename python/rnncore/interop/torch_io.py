@@ -1,7 +1,7 @@
 """PyTorch recurrent modules converted to rnncore: :func:`from_torch`.
 
-``torch.nn.RNN`` (``tanh`` / ``relu``), ``nn.LSTM`` and ``nn.GRU`` with any ``num_layers``,
-``bidirectional``, ``batch_first`` and ``bias``, given as the module or as its
+``torch.nn.RNN`` (``tanh`` / ``relu``), ``nn.LSTM`` (``proj_size`` too) and ``nn.GRU`` with any
+``num_layers``, ``bidirectional``, ``batch_first`` and ``bias``, given as the module or as its
 ``state_dict`` plus the constructor arguments. Torch is never imported here: a module is
 read through its attributes and ``state_dict()``, and a state dict may hold NumPy arrays
 (e.g. saved with ``{k: v.numpy() for k, v in sd.items()}``), so the conversion runs where
@@ -15,11 +15,16 @@ Weight mapping (torch -> Keras layouts, which rnncore uses):
 * GRU: torch's ``r, z, n`` become Keras's ``z, r, h``; torch's GRU is Keras's
   ``reset_after=True`` with ``bias = [bias_ih; bias_hh]`` of shape ``(2, 3H)``;
 * RNN: ``bias = bias_ih + bias_hh``; ``nonlinearity`` is the activation.
+* LSTM with ``proj_size = P > 0`` (LSTMP): ``h_t = (o * tanh(c_t)) W_hr^T``, so
+  ``projection = weight_hr.T`` (H, P) (:func:`rnncore.functional.lstm`'s ``projection``)
+  and ``recurrent_kernel = weight_hh.T`` (P, 4H); the output and ``h`` are ``P`` wide (a
+  layer above the first takes ``num_directions * P`` inputs), ``c`` stays ``H`` wide:
+  ``h_0`` / ``h_n`` are ``(num_layers * num_directions, B, P)``, ``c_0`` / ``c_n``
+  ``(.., B, H)``.
 
 The converted model computes what the module computes in ``eval()`` mode (dropout between
-layers is a training feature). ``proj_size > 0`` (an LSTM with an output projection) has no
-rnncore equivalent and raises :class:`UnsupportedModelError`. Every layer of the module is
-converted; a state dict with fewer or more layers than ``num_layers`` is an error.
+layers is a training feature). Every layer of the module is converted; a state dict with
+fewer or more layers than ``num_layers`` is an error.
 The cells ``nn.RNNCell`` / ``nn.LSTMCell`` / ``nn.GRUCell`` convert with the same mapping
 (their weights are layer 0's) to a one-step :class:`TorchCell`; ``lengths=`` and
 ``PackedSequence`` inputs run under a mask (see :mod:`.torch_cells`).
@@ -121,17 +126,13 @@ def from_torch(
             f"state_dict, got {type(module_or_state_dict).__name__}"
         )
     mode = _mode(mode, nonlinearity)
-    if proj_size:
-        raise UnsupportedModelError(
-            f"from_torch: LSTM with proj_size={proj_size} is not supported: rnncore's LSTM has "
-            f"no output projection (weight_hr)"
-        )
     for name, value in (
         ("input_size", input_size),
         ("hidden_size", hidden_size),
         ("num_layers", num_layers),
     ):
         _check_positive(name, value)
+    proj_size = _check_proj_size(proj_size, mode, hidden_size)
     weights, dtype = _convert(
         state_dict,
         mode,
@@ -140,6 +141,7 @@ def from_torch(
         int(num_layers),
         bool(bias),
         bool(bidirectional),
+        proj_size,
     )
     model = TorchRNN(
         mode,
@@ -152,8 +154,22 @@ def from_torch(
         weights,
         dtype,
         return_state=bool(return_state),
+        proj_size=proj_size,
     )
     return verify_loaded(model, verify, verify_tol, who="from_torch")
+
+
+def _check_proj_size(proj_size, mode, hidden_size) -> int:
+    """torch's rules: ``0 <= proj_size < hidden_size``, and only for an LSTM."""
+    if not isinstance(proj_size, (int, np.integer)) or isinstance(proj_size, bool) or proj_size < 0:
+        raise ValueError(f"from_torch: proj_size must be an integer >= 0, got {proj_size!r}")
+    if proj_size and mode != "LSTM":
+        raise ValueError(f"from_torch: proj_size={proj_size} is for an LSTM only, not {mode}")
+    if proj_size >= hidden_size:
+        raise ValueError(
+            f"from_torch: proj_size={proj_size} must be smaller than hidden_size={hidden_size}"
+        )
+    return int(proj_size)
 
 
 def _refuse_given(mode, input_size, hidden_size):
@@ -204,7 +220,8 @@ def _from_cell(obj, cell, mode, input_size, hidden_size, bias, nonlinearity) -> 
         False,
     )
     activation = _MODES[layer_mode][1]
-    return TorchCell(cell, int(input_size), int(hidden_size), activation, weights[0][0], dtype)
+    W, U, b, _ = weights[0][0]
+    return TorchCell(cell, int(input_size), int(hidden_size), activation, (W, U, b), dtype)
 
 
 def _check_positive(name, value):
@@ -251,22 +268,26 @@ def _numpy(value, key: str) -> np.ndarray:
     return a
 
 
-def _convert(state_dict, mode, input_size, hidden_size, num_layers, bias, bidirectional):
-    """Per layer, per direction: ``(kernel, recurrent_kernel, bias)`` in Keras layouts."""
+def _convert(state_dict, mode, input_size, hidden_size, num_layers, bias, bidirectional,
+             proj_size=0):  # fmt: skip
+    """Per layer, per direction: ``(kernel, recurrent_kernel, bias, projection)`` in Keras
+    layouts (``bias`` None without one, ``projection`` None without ``proj_size``)."""
     cell, _, gates = _MODES[mode]
     GH = gates * hidden_size
+    out_size = proj_size or hidden_size  # the width of h and of each direction's output
     directions = ("", "_reverse") if bidirectional else ("",)
     keys = [k for k in state_dict]
     proj = [k for k in keys if k.startswith("weight_hr_l")]
-    if proj:
-        raise UnsupportedModelError(
-            f"from_torch: the state_dict has {proj[0]}: an LSTM with proj_size > 0 is not "
-            f"supported (rnncore's LSTM has no output projection)"
+    if proj and not proj_size:
+        raise ValueError(
+            f"from_torch: the state_dict has {proj[0]}, the projection of an LSTM with "
+            f"proj_size > 0: pass the module's proj_size"
         )
     expected = []
     for layer in range(num_layers):
         for sfx in directions:
             names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if bias else [])
+            names += ["weight_hr"] if proj_size else []
             expected += [f"{n}_l{layer}{sfx}" for n in names]
     missing = [k for k in expected if k not in state_dict]
     extra = [k for k in keys if k not in expected]
@@ -274,7 +295,7 @@ def _convert(state_dict, mode, input_size, hidden_size, num_layers, bias, bidire
         raise ValueError(
             f"from_torch: the state_dict lacks {', '.join(missing)} (expected for "
             f"mode={mode}, num_layers={num_layers}, bias={bias}, "
-            f"bidirectional={bidirectional})"
+            f"bidirectional={bidirectional}, proj_size={proj_size})"
         )
     if extra:
         raise ValueError(
@@ -290,25 +311,27 @@ def _convert(state_dict, mode, input_size, hidden_size, num_layers, bias, bidire
     dtype = dtypes.pop()
     weights = []
     for layer in range(num_layers):
-        in_size = input_size if layer == 0 else hidden_size * len(directions)
+        in_size = input_size if layer == 0 else out_size * len(directions)
         per_dir = []
         for sfx in directions:
             w = {
                 n: arrays.get(f"{n}_l{layer}{sfx}")
-                for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
             }
             want = {
                 "weight_ih": (GH, in_size),
-                "weight_hh": (GH, hidden_size),
+                "weight_hh": (GH, out_size),
                 "bias_ih": (GH,),
                 "bias_hh": (GH,),
+                "weight_hr": (proj_size, hidden_size),
             }
             for n, shape in want.items():
                 if w[n] is not None and w[n].shape != shape:
                     raise ValueError(
                         f"from_torch: {n}_l{layer}{sfx} has shape {w[n].shape}, expected "
                         f"{shape} for mode={mode}, input_size={input_size}, "
-                        f"hidden_size={hidden_size}, bidirectional={bidirectional}"
+                        f"hidden_size={hidden_size}, bidirectional={bidirectional}, "
+                        f"proj_size={proj_size}"
                     )
             W, U, b_ih, b_hh = w["weight_ih"], w["weight_hh"], w["bias_ih"], w["bias_hh"]
             if cell == "gru":
@@ -320,12 +343,10 @@ def _convert(state_dict, mode, input_size, hidden_size, num_layers, bias, bidire
                 )
             else:
                 b = None if not bias else b_ih + b_hh
+            R = w["weight_hr"]  # h = (o * tanh(c)) weight_hr^T: projection = weight_hr.T
             per_dir.append(
-                (
-                    np.ascontiguousarray(W.T),
-                    np.ascontiguousarray(U.T),
-                    None if b is None else np.ascontiguousarray(b),
-                )
+                tuple(None if a is None else np.ascontiguousarray(a) for a in (W.T, U.T, b))
+                + (None if R is None else np.ascontiguousarray(R.T),)
             )
         weights.append(per_dir)
     return weights, dtype
@@ -344,7 +365,9 @@ class TorchRNN:
     ``(T, input_size)``; ``hx`` is ``h_0`` (``(h_0, c_0)`` for LSTM) of shape
     ``(num_layers * num_directions, B, hidden_size)``, zeros when ``None``. It returns torch's
     ``output`` (``(..., num_directions * hidden_size)``, the backward direction in input time
-    order), or with ``return_state`` ``(output, h_n)`` / ``(output, (h_n, c_n))``.
+    order), or with ``return_state`` ``(output, h_n)`` / ``(output, (h_n, c_n))``. With
+    ``proj_size = P > 0``, ``proj_size`` replaces ``hidden_size`` in the shapes of
+    ``output``, ``h_0`` and ``h_n`` (not of ``c_0``, ``c_n``), as torch.
 
     Variable lengths, as torch: ``model(x, lengths=n)`` with a right-padded batch and ``n``
     the ``B`` true lengths returns ``output`` with zeros past each length (what
@@ -371,6 +394,7 @@ class TorchRNN:
         weights,
         dtype,
         return_state=False,
+        proj_size=0,
     ):
         self.mode = mode
         self.input_size = input_size
@@ -382,6 +406,7 @@ class TorchRNN:
         self.weights = weights
         self.dtype = np.dtype(dtype)
         self.return_state = return_state
+        self.proj_size = proj_size
         self._cell, self._activation, _ = _MODES[mode]
 
     @property
@@ -420,7 +445,7 @@ class TorchRNN:
         h_n, c_n = [], []
         for layer, per_dir in enumerate(self.weights):
             outs = []
-            for d, (W, U, b) in enumerate(per_dir):
+            for d, (W, U, b, R) in enumerate(per_dir):
                 init = None if states is None else [s[layer * D + d] for s in states]
                 kw = dict(
                     initial_state=init,
@@ -431,6 +456,8 @@ class TorchRNN:
                 )
                 if self._cell == "gru":
                     kw["reset_after"] = True
+                if R is not None:
+                    kw["projection"] = R
                 y, *finals = getattr(functional, self._cell)(x, W, U, b, **kw)
                 outs.append(y[:, ::-1] if d == 1 else y)
                 h_n.append(finals[0])
@@ -464,9 +491,10 @@ class TorchRNN:
         if len(parts) != n:
             raise ValueError(f"TorchRNN: hx must be (h_0, c_0) for LSTM, got {len(parts)} array(s)")
         LD = self.num_layers * self.num_directions
-        want = (LD, self.hidden_size) if unbatched else (LD, batch, self.hidden_size)
         out = []
-        for name, s in zip(("h_0", "c_0"), parts):
+        for name, s, width in zip(("h_0", "c_0"), parts, (self.proj_size or self.hidden_size,
+                                                          self.hidden_size)):  # fmt: skip
+            want = (LD, width) if unbatched else (LD, batch, width)
             s = np.asarray(s, dtype=self.dtype)
             if s.shape != want:
                 raise ValueError(f"TorchRNN: {name} must have shape {want}, got {s.shape}")
@@ -477,7 +505,9 @@ class TorchRNN:
         """The network as an :class:`rnncore.Sequential` of rnncore layers (batch-major).
 
         Input ``(batch, timesteps, input_size)``; output ``(batch, timesteps,
-        num_directions * hidden_size)``, equal to torch's ``output`` with ``batch_first``.
+        num_directions * hidden_size)`` (``proj_size`` for ``hidden_size`` with a projection:
+        LSTM layers with ``projection_units``), equal to torch's ``output`` with
+        ``batch_first``.
         """
         cls = {"simple_rnn": SimpleRNN, "lstm": LSTM, "gru": GRU}[self._cell]
         dtype = str(self.dtype)
@@ -495,6 +525,8 @@ class TorchRNN:
             )
             if self._cell == "gru":
                 kw["reset_after"] = True
+            if self.proj_size:
+                kw["projection_units"] = self.proj_size
             return cls(**kw)
 
         for per_dir in self.weights:
@@ -506,8 +538,8 @@ class TorchRNN:
                 )
             else:
                 layers.append(make(False))
-            for W, U, b in per_dir:
-                weights += [W, U] + ([] if b is None else [b])
+            for W, U, b, R in per_dir:  # get_weights order: projection after the bias
+                weights += [a for a in (W, U, b, R) if a is not None]
         model = Sequential(layers)
         model.set_weights(weights)
         return model
@@ -516,6 +548,7 @@ class TorchRNN:
         return (
             f"<TorchRNN mode={self.mode}, input_size={self.input_size}, "
             f"hidden_size={self.hidden_size}, num_layers={self.num_layers}, "
+            f"{f'proj_size={self.proj_size}, ' if self.proj_size else ''}"
             f"bidirectional={self.bidirectional}, batch_first={self.batch_first}, "
             f"dtype={self.dtype}>"
         )
