@@ -20,6 +20,13 @@ steps are those of the node run on the used steps alone, moved to the front:
 
 Right padding makes ``order`` the identity; holes and left padding are exact as well.
 
+LSTM variants. ``use_peepholes``: the node's input ``P`` (``num_directions, 3*units``) in
+ONNX's order ``p_i, p_o, p_f`` (the layer's rows are ``p_i, p_f, p_o``); ``cell_clip``: the
+attribute ``clip`` (onnxruntime clips the gates' pre-activations, as the core does);
+``input_forget``: ``input_forget=1`` (``f = 1 - i``); ``output_activation``: the third (``h``)
+of the direction's ``activations``. ``projection_units`` is refused: ONNX's LSTM has no
+output projection (its recurrence would have to run on the projected ``h``).
+
 Stateful layers. Each stateful (sub-)layer ``L`` gets graph inputs ``L_initial_h`` (and
 ``L_initial_c`` for LSTM), ``(batch, units)``, and outputs ``L_Y_h`` (``L_Y_c``): the
 states after the call, to feed as the next call's initial states (zeros to start, as
@@ -41,7 +48,10 @@ __all__ = ["export_recurrent", "RECURRENT"]
 RECURRENT = (SimpleRNN, LSTM, GRU, Bidirectional)
 _OPS = {"simple_rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 #: the cell options the export writes; a layer with another option is refused by its name
-_KNOWN_OPTIONS = {"activation", "recurrent_activation", "reset_after"}
+_KNOWN_OPTIONS = {"activation", "recurrent_activation", "reset_after", "cell_clip",
+                  "input_forget", "output_activation"}  # fmt: skip
+#: the options ONNX sets once per node (attributes), so both directions must agree on them
+_NODE_OPTIONS = ("reset_after", "cell_clip", "input_forget", "use_peepholes", "projection_units")
 _INT64, _INT32 = 7, 6  # onnx.TensorProto element types
 
 
@@ -58,7 +68,7 @@ def export_recurrent(ex: Exporter, layer, x: str, mask: str | None, initial=None
     else:
         subs = [layer]
         direction = "reverse" if layer.go_backwards else "forward"
-    op, weights, attrs = _node_parts(ex, subs)
+    op, weights, attrs, peephole = _node_parts(ex, subs)
     name = layer.name
     lens = None
     if mask is not None:
@@ -67,10 +77,12 @@ def export_recurrent(ex: Exporter, layer, x: str, mask: str | None, initial=None
         lens = plan["lens"]
     xt = ex.node("Transpose", [x], base=f"{name}/x_time_major", perm=[1, 0, 2])
     initial = _initial_states(ex, subs, initial)
-    node_in = [xt] + weights + [lens or ""] + [_stack(ex, s, name) for s in initial]
+    n_states = len(subs[0]._state_names)
+    node_in = [xt] + weights + [lens or ""]
+    node_in += [_stack(ex, s, name) for s in initial] or [""] * n_states
+    node_in.append(peephole)  # LSTM's input P comes after initial_h and initial_c
     while node_in[-1] == "":
         node_in.pop()
-    n_states = len(subs[0]._state_names)
     Y, *finals = ex.node(
         op, node_in, n_outputs=1 + n_states, base=name, direction=direction, **attrs
     )
@@ -104,20 +116,23 @@ def _check_pair(layer, fwd, bwd):
             f"to_onnx: layer {layer.name!r}: only a forward layer "
             f"with a go_backwards backward layer can be exported"
         )
-    if (
-        type(fwd) is not type(bwd)
-        or fwd.units != bwd.units
-        or (getattr(fwd, "reset_after", None) != getattr(bwd, "reset_after", None))
-    ):
+    if type(fwd) is not type(bwd) or fwd.units != bwd.units:
         raise UnsupportedModelError(
             f"to_onnx: layer {layer.name!r}: the forward and "
             f"backward layers must be of the same kind and size"
         )
+    for option in _NODE_OPTIONS:  # one ONNX attribute (or P input) for both directions
+        if getattr(fwd, option, None) != getattr(bwd, option, None):
+            raise UnsupportedModelError(
+                f"to_onnx: layer {layer.name!r}: the forward and backward layers differ in "
+                f"{option} ({getattr(fwd, option, None)!r} and {getattr(bwd, option, None)!r}), "
+                f"which ONNX sets once for both directions"
+            )
 
 
 def _node_parts(ex: Exporter, layers: list):
-    """The node's op, its W, R, B inputs (ONNX layouts, one row per direction) and its
-    attributes."""
+    """The node's op, its W, R, B inputs (ONNX layouts, one row per direction), its
+    attributes and its peephole input P (LSTM; ``""`` when none)."""
     first = layers[0]
     unknown = set(first._cell_options) - _KNOWN_OPTIONS
     if first._cell not in _OPS or unknown:
@@ -125,6 +140,12 @@ def _node_parts(ex: Exporter, layers: list):
         raise UnsupportedModelError(
             f"to_onnx: layer {first.name!r} ({type(first).__name__}): the {what} "
             f"cannot be exported (no ONNX RNN/LSTM/GRU attribute for it)"
+        )
+    if getattr(first, "projection_units", None) is not None:
+        raise UnsupportedModelError(
+            f"to_onnx: layer {first.name!r} (LSTM): projection_units="
+            f"{first.projection_units} cannot be exported: ONNX's LSTM has no output "
+            f"projection (PyTorch's proj_size)"
         )
     op = _OPS[first._cell]
     G = GATES[op]
@@ -143,8 +164,11 @@ def _node_parts(ex: Exporter, layers: list):
             Bs.append(np.concatenate([reorder(b, G, order), np.zeros_like(b)]))
         if op == "RNN":
             names = [layer.activation]
-        else:  # f, g (and h for LSTM)
-            names = [layer.recurrent_activation] + [layer.activation] * (G == 4 and 2 or 1)
+        elif op == "GRU":  # f, g
+            names = [layer.recurrent_activation, layer.activation]
+        else:  # f, g, h: h is the activation of c_t in h_t
+            h = layer.output_activation or layer.activation
+            names = [layer.recurrent_activation, layer.activation, h]
         for n in names:
             onnx_name, params = ONNX_ACTIVATIONS[n]
             acts.append(onnx_name)
@@ -157,6 +181,10 @@ def _node_parts(ex: Exporter, layers: list):
         attrs["activation_beta"] = betas
     if op == "GRU":
         attrs["linear_before_reset"] = int(first.reset_after)
+    if op == "LSTM" and first.cell_clip is not None:
+        attrs["clip"] = float(first.cell_clip)
+    if op == "LSTM" and first.input_forget:
+        attrs["input_forget"] = 1
     W = np.stack(Ws)
     inputs = [ex.const(f"{first.name}/W", W), ex.const(f"{first.name}/R", np.stack(Rs))]
     if any(b is not None for b in Bs):
@@ -164,7 +192,11 @@ def _node_parts(ex: Exporter, layers: list):
         inputs.append(ex.const(f"{first.name}/B", np.stack(Bs)))
     else:
         inputs.append("")
-    return op, inputs, attrs
+    peephole = ""
+    if op == "LSTM" and first.use_peepholes:  # rows p_i, p_f, p_o -> ONNX's p_i, p_o, p_f
+        P = np.stack([layer.peephole.value[[0, 2, 1]].reshape(-1) for layer in layers])
+        peephole = ex.const(f"{first.name}/P", P)
+    return op, inputs, attrs, peephole
 
 
 def _initial_states(ex: Exporter, subs, given) -> list:
