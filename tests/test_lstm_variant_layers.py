@@ -163,12 +163,13 @@ def test_bidirectional(merge_mode):
     bi.set_weights([rng.normal(0, 0.5, w.shape) for w in bi.get_weights()])
     x = rng.normal(size=(B, T, D)).astype(np.float32)
     mask = _mask(rng)
-    out = bi(x, mask=mask)
+    init = [rng.normal(size=(B, w)).astype(np.float32) for w in (3, H, 3, H)]
+    out = bi(x, mask=mask, initial_state=init)
     n_out = 2 if merge_mode is None else 1
     outs, states = out[:n_out], out[n_out:]
     assert [s.shape for s in states] == [(B, 3), (B, H)] * 2
-    fwd = _reference(bi.forward_layer, x, mask)
-    bwd = _reference(bi.backward_layer, x, mask)
+    fwd = _reference(bi.forward_layer, x, mask, init[:2])
+    bwd = _reference(bi.backward_layer, x, mask, init[2:])
     yf, yb = fwd[0] * mask[..., None], (bwd[0] * mask[:, ::-1, None])[:, ::-1]
     if merge_mode == "concat":
         _record("bidirectional concat", outs[0], np.concatenate([yf, yb], axis=-1))
@@ -260,6 +261,35 @@ def test_gradients_by_finite_differences(variant, dropout):
             # f = 1 - i: the forget gate's columns are unused, their gradient is zero
             assert np.all(np.take(g, range(H, 2 * H), axis=-1) == 0), v.name
         _record(f"fd {variant} dropout={dropout} {v.name}", g, num, tol=1e-6)
+
+
+def test_initial_state_gradients_with_projection():
+    """A functional model's states (h P wide, c H wide) get their gradients, float64."""
+    layer = _layer("all", dtype="float64", seed=13, return_sequences=True, return_state=True)
+    rng = np.random.default_rng(14)
+    x = rng.normal(size=(2, 4, D))
+    init = [rng.normal(size=(2, 3)), rng.normal(size=(2, H))]
+    r = np.random.default_rng(15)
+    wy, wh = r.normal(size=(2, 4, 3)), r.normal(size=(2, 3))
+
+    def loss(states):
+        (y, h, _), _ = layer.forward_train(x, initial_state=states)
+        return float(np.sum(wy * y) + np.sum(wh * h))
+
+    loss(init)
+    layer.backward([wy, wh, None])
+    grads = layer.state_gradients
+    assert [g.shape for g in grads] == [(2, 3), (2, H)]
+    eps = 1e-6
+    for k, g in enumerate(grads):
+        num = np.zeros_like(g)
+        for idx in np.ndindex(*g.shape):
+            up = [s.copy() for s in init]
+            down = [s.copy() for s in init]
+            up[k][idx] += eps
+            down[k][idx] -= eps
+            num[idx] = (loss(up) - loss(down)) / (2 * eps)
+        _record(f"fd initial state {'hc'[k]}", g, num, tol=1e-6)
 
 
 def test_fit_trains_the_new_weights():
