@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import rnncore  # noqa: E402
+from rnncore.errors import UnsupportedModelError  # noqa: E402
 from rnncore.layers import (  # noqa: E402
     GRU,
     LSTM,
@@ -136,6 +137,9 @@ def test_bad_samples_are_refused_by_index(rng):
         model.predict([good, np.zeros((3, D), complex)])
     with pytest.raises(ValueError, match="takes no steps"):
         model.predict([good, good], steps=1)
+    stateful = rnncore.Sequential([Input((None, D), batch_size=1), LSTM(4, stateful=True)])
+    with pytest.raises(UnsupportedModelError, match=r"stateful layers \['lstm"):
+        stateful.predict([good, good])
 
 
 # Keras 3.15's torch-backend Variable.__array__ lacks NumPy 2's copy= keyword (Keras's issue)

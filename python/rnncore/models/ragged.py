@@ -18,6 +18,8 @@ How: the samples are sorted by length (longest first) and taken ``batch_size`` a
   sample alone, layers computed by a general matrix product (Dense) may differ from it in
   the last bits (Eigen picks its kernel by the row count).
 
+A model with stateful layers is refused (its carried states tie the samples together).
+
 When you pad a batch yourself and mask the padding instead (a Masking layer, or
 ``Embedding(mask_zero=True)``), Keras's rule for the padded (masked) positions applies: a
 recurrent layer keeps its states there and outputs the output of the last used step (zeros
@@ -55,6 +57,12 @@ def predict_ragged(model, samples: list, batch_size: int) -> list:
     """One output per sample of ``samples`` (see the module's help)."""
     if not samples:
         raise ValueError(f"{model.name}: predict got an empty list of samples")
+    stateful = [layer.name for layer in model.stateful_layers()]
+    if stateful:  # each predict call would continue from the states the last one left
+        raise UnsupportedModelError(
+            f"{model.name}: predict on a list of samples is not supported for a model with "
+            f"stateful layers {stateful}: their carried states tie the samples together"
+        )
     try:
         plan = StreamPlan(model)
     except UnsupportedModelError:

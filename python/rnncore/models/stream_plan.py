@@ -183,13 +183,11 @@ class StreamPlan:
         else:
             self._from_graph(model, graph)
         self.recurrent = [op for op in self.ops if op.kind == "recurrent"]
-        keys = [op.key for op in self.recurrent]
         self.state_spec = {
             op.key: [(n, w) for n, w in zip(op.layer._state_names, op.layer.state_size)]
             for op in self.recurrent
         }
         self.state_dtypes = {op.key: op.layer._np_dtype for op in self.recurrent}
-        assert len(set(keys)) == len(keys)
         self._streams: dict = {}
         self._lock = threading.Lock()
 
