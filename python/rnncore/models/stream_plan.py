@@ -274,26 +274,32 @@ class StreamPlan:
     # ---- running ------------------------------------------------------------------------
 
     def _stream(self, op):
-        """The op's non-carrying core stream, built again when the layer's weight arrays or
-        options change (assign and set_weights write in place, so they need no rebuild)."""
+        """The op's non-carrying core stream: built again when the layer's weight arrays or
+        options change, told to pack its weights again when their versions changed (assign,
+        set_weights and the optimizers count them, as for the layer's own stream)."""
         layer = op.layer
         keywords = _cell_keywords(layer)
         key = tuple(id(v.value) for v in layer.weights) + tuple(
             (k, id(v) if isinstance(v, np.ndarray) else v) for k, v in sorted(keywords.items())
         )
-        cached = self._streams.get(op.key)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        stream = functional.stream(
-            layer._cell,
-            layer.kernel.value,
-            layer.recurrent_kernel.value,
-            None if layer.bias is None else layer.bias.value,
-            **keywords,
-        )
+        versions = tuple(v.version for v in layer.weights)
         with self._lock:
-            self._streams[op.key] = (key, stream)
-        return stream
+            cached = self._streams.get(op.key)
+            if cached is not None and cached[0] == key:
+                stream = cached[1]
+                if cached[2] != versions:
+                    stream.repack()
+                    self._streams[op.key] = (key, stream, versions)
+                return stream
+            stream = functional.stream(
+                layer._cell,
+                layer.kernel.value,
+                layer.recurrent_kernel.value,
+                None if layer.bias is None else layer.bias.value,
+                **keywords,
+            )
+            self._streams[op.key] = (key, stream, versions)
+            return stream
 
     def _recurrent(self, op, x, mask, states):
         """``(output, output mask, final states)`` from ``states`` (one array per state)."""
