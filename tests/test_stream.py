@@ -191,7 +191,8 @@ def test_run_with_initial_state_and_return_state(cell, go_backwards, rng):
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_stream_without_batch_size_carries_nothing(cell, dtype, rng):
     """batch_size=None: any batch size, every run from its initial_state or zeros, the
-    weights read afresh at every run; the result is the functional call's, bit for bit."""
+    weights packed once (repack() after changing them in place); the result is the
+    functional call's, bit for bit."""
     D, H = 3, 4
     W, U, b = weights(cell, rng, D, H, dtype)
     s = F.stream(cell, W, U, b, go_backwards=True)
@@ -203,8 +204,11 @@ def test_stream_without_batch_size_carries_nothing(cell, dtype, rng):
         for a, e in zip(out, want):
             np.testing.assert_array_equal(a, e)
         np.testing.assert_array_equal(s.run(x, None, True), want[0])  # no state was kept
-    U *= 0.5  # in place: read by the next run
     x = rng.standard_normal((2, 3, D)).astype(dtype)
+    before = s.run(x)
+    U *= 0.5  # in place: the packed weights stay until repack()
+    np.testing.assert_array_equal(s.run(x), before)
+    s.repack()
     np.testing.assert_array_equal(s.run(x), getattr(F, cell)(x, W, U, b, go_backwards=True)[0])
     with pytest.raises(ValueError, match=r"set_states: this stream carries no states"):
         s.set_states([])

@@ -8,4 +8,5 @@ PYBIND11_MODULE(RNNCORE_MODULE, m) {
   rnncore::bind::register_rnn(m);
   rnncore::bind::register_dense(m);
   rnncore::bind::register_stream(m);
+  rnncore::bind::register_chain(m);
 }

@@ -12,7 +12,7 @@ eigen_version: str
 # the list of _core.py, whose names these are
 __all__ = ["isa", "has_openmp", "simd", "eigen_version", "cpu_supports", "get_num_threads",
            "set_num_threads", "rnn_forward", "rnn_backward", "dense_forward", "dense_backward",
-           "make_stream"]  # fmt: skip
+           "make_stream", "make_chain"]  # fmt: skip
 
 _Array = NDArray[np.floating]
 _Arrays = Sequence[NDArray[np.floating]]
@@ -70,3 +70,10 @@ def make_stream(cell: str, kernel: _Array, recurrent_kernel: _Array, bias: _Arra
                 projection: _Array | None = None, cell_clip: float = 0.0,
                 input_forget: bool = False, output_activation: str = ""
                 ) -> _Stream: ...  # fmt: skip
+# What make_chain returns (the compiled classes Chain32 / Chain64, not exported).
+class _Chain:
+    def run(self, x: _Array, mask: _Mask = None) -> tuple[_Array, NDArray[np.bool_] | None]: ...
+
+# ops: ("masking", mask_value) | ("recurrent", stream, return_sequences, zero_output_for_mask)
+# | ("dense", kernel, bias or None, activation)
+def make_chain(ops: list[tuple], float64: bool) -> _Chain: ...

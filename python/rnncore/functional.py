@@ -333,12 +333,14 @@ def stream(cell, kernel, recurrent_kernel, bias=None, *, batch_size=None, activa
     With ``batch_size=B`` the stream carries states of ``B`` rows, zeros at first: each run
     (``T`` may be 1) starts from them and leaves its final states there;
     ``s.get_states()`` / ``s.set_states([...])`` read and set them (``[]`` resets to
-    zeros). Its weights are packed once for all its calls: after modifying them in place,
-    call ``s.repack()``. Calls on one stream from several threads are serialised by a lock.
+    zeros). Calls on one stream from several threads are serialised by a lock.
 
     With ``batch_size=None`` nothing is carried: every run starts from its
-    ``initial_state`` (or zeros), takes any batch size and reads the weights afresh, and
-    runs from several threads proceed in parallel.
+    ``initial_state`` (or zeros) and takes any batch size, and runs from several threads
+    proceed in parallel.
+
+    Either way the weights are packed on the first run and kept for all the stream's runs:
+    after modifying them in place, call ``s.repack()``.
     """
     a = _arrays({"recurrent_kernel": recurrent_kernel, "kernel": kernel, "bias": bias})
     variants = _variants(peephole, projection, cell_clip, input_forget, output_activation,

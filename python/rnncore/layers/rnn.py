@@ -210,11 +210,10 @@ class RNN(Layer):
             self._batch_size = batch
         stream = self._stream
         if stream is not None and not self._respec:
-            if self.stateful:  # its carrying stream packed the weights once
-                versions = self._weight_versions()
-                if versions != self._packed_versions:  # assign, set_weights or an optimizer
-                    self._packed_versions = versions
-                    stream.repack()
+            versions = self._weight_versions()  # the stream packed the weights once
+            if versions != self._packed_versions:  # assign, set_weights or an optimizer
+                self._packed_versions = versions
+                stream.repack()
             return stream
         with self._lock:
             stream = self._stream

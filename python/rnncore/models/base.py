@@ -218,4 +218,9 @@ class ModelBase(DropsTransientOnPickle, Trainer):
 
     #: dropped by pickling: training state (compile again to train further) and the calls
     #: of the model as a layer of another (the outer model's graph records them)
-    _transient = Trainer._training_state + ("_train_cache", "_grads", "_inbound_nodes")
+    _transient = Trainer._training_state + (
+        "_train_cache",
+        "_grads",
+        "_inbound_nodes",
+        "_chain_cache",
+    )

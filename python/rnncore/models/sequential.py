@@ -7,6 +7,7 @@ import numpy as np
 from ..layers import InputLayer, InputTensor, Layer, deserialize_layer, serialize_layer
 from ..layers._base import attach_mask, build_chain, require_default, shape_tuple, unique_name
 from ..layers._symbolic import is_symbolic, symbolic_call
+from . import native_chain
 from .base import ModelBase, strip_masks, unique_weights
 from .summary import format_shape, summary_table
 
@@ -127,7 +128,7 @@ class Sequential(ModelBase):
         if not self.built:
             self.build(np.shape(inputs))
         x, previous = inputs, None
-        for layer in self._layers:
+        for layer in self._chain_plan():  # layers, and runs of them in one core call
             if type(x) is tuple:
                 raise ValueError(
                     f"{self.name}: layer {previous.name!r} returned several outputs, which "
@@ -138,6 +139,15 @@ class Sequential(ModelBase):
                 mask = mask[0]
             previous = layer
         return x, mask
+
+    def _chain_plan(self) -> list:
+        """The layers with runs the core chains together (native_chain.plan), kept until the
+        layers or their built state change."""
+        key = tuple((id(layer), layer.built) for layer in self._layers)
+        cached = self.__dict__.get("_chain_cache")
+        if cached is None or cached[0] != key:
+            cached = self._chain_cache = (key, native_chain.plan(self._layers))
+        return cached[1]
 
     # ---- what predict, the trainer and a functional model read ----------------------------
 
