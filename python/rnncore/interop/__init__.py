@@ -8,12 +8,14 @@
 * :func:`load_onnx`: an ONNX graph of ``RNN`` / ``LSTM`` / ``GRU`` nodes as an
   :class:`OnnxModel` computing with rnncore's core, with ONNX's output conventions.
 * :func:`to_onnx`: an :class:`rnncore.Sequential` written as an ONNX model.
+* :mod:`onnx_backend`: rnncore as an ONNX backend (``onnx.backend.base.Backend``).
 
 ``h5py`` and ``onnx`` are optional (``pip install "rnncore[keras]"``, ``"rnncore[onnx]"``);
 they are imported when first needed. Loading never runs code from a file.
 """
 
 from ..errors import ModelFileError, UnsupportedModelError
+from . import onnx_backend
 from .keras_io import load_keras
 from .onnx_io import OnnxModel, load_onnx, to_onnx
 from .torch_io import TorchCell, TorchRNN, from_torch
@@ -26,6 +28,7 @@ __all__ = [
     "load_onnx",
     "OnnxModel",
     "to_onnx",
+    "onnx_backend",
     "ModelFileError",
     "UnsupportedModelError",
 ]
