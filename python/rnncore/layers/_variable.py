@@ -25,8 +25,9 @@ class Variable:
 
     ``np.asarray(v)`` and ``v.numpy()`` give its value (the latter a copy); ``v.value`` is
     the live array itself. ``version`` counts the updates made through :meth:`assign` and
-    by the optimizers, so that what packs a copy of the weights (a stateful layer's core
-    stream) knows when to pack them again; writing into ``v.value`` directly is not counted.
+    by the optimizers, so that what packs a copy of the weights (a recurrent layer's core
+    stream, stateful or not) knows when to pack them again; writing into ``v.value``
+    directly is not counted: follow such a write with ``v.assign(v.value)``.
     """
 
     __slots__ = ("name", "path", "trainable", "value", "version")
