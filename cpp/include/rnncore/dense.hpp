@@ -3,21 +3,31 @@
 #pragma once
 
 #include "rnncore/activations.hpp"
+#include "rnncore/packed_gemm.hpp"
+#include "rnncore/scan.hpp"
 #include "rnncore/threads.hpp"
 #include "rnncore/types.hpp"
 
 namespace rnncore {
 
+// The product runs on the packed kernel (packed_gemm.hpp), whose result for a row is the
+// same FMA chain whatever the other rows of the call: a sample's output does not depend on
+// the batch it is in (a pool of streams batches them; a model stepped one timestep at a time
+// gives its whole-sequence numbers), nor on the thread count. W is packed once per call, in
+// a buffer the thread keeps for its next call when small (reuse_bytes, scan.hpp).
 template <class T>
 void dense_forward(const T* x, Index N, Index D, const T* W, Index U, const T* b, Activation act,
                    T* y, int threads) {
+  thread_local PackedMatrix<T> reused;
+  PackedMatrix<T> local;
+  PackedMatrix<T>& P = static_cast<size_t>(D * U) * sizeof(T) <= reuse_bytes ? reused : local;
+  P.pack(W, D, U, U);
   const auto shards = split_rows(N, threads, D * U);
   parallel_for(static_cast<Index>(shards.size()) - 1, threads, [&](Index s) {
     const Index r0 = shards[s], n = shards[s + 1] - r0;
-    auto Y = view(y + r0 * U, n, U, U);
-    Y.noalias() = cview(x + r0 * D, n, D, D) * cview(W, D, U, U);
-    if (b) Y.rowwise() += ConstRowVecView<T>(b, U);
-    activate(act, Y);
+    packed_gemm(x + r0 * D, D, n, P, y + r0 * U, U, b ? detail::Start::Bias : detail::Start::Zero,
+                b);  // x W + b
+    activate(act, view(y + r0 * U, n, U, U));
   });
 }
 

@@ -13,11 +13,12 @@ once and lists its layer calls (ops) in the order the model runs them. Each op i
   operations (Activation, Dropout and the noise layers at inference, Masking, Embedding,
   Layer/BatchNormalization over feature axes, the element-wise merges, Concatenate on the
   feature axis): run once on the whole batch, each row's result is that of the row alone.
-* ``each``: a layer whose numbers depend on how many rows a call has (Dense and
-  TimeDistributed go through Eigen's matrix product, which picks a different kernel, and
-  so a different rounding, for one row than for several; Softmax's mask broadcasting
-  depends on the batch shape): called once per sample with exactly the rows the sample
-  alone would give it, so the bits are those of the sample alone.
+  Dense and TimeDistributed(Dense) are ``rows`` too: the core's packed product computes each
+  row with the same FMA chain however many rows the call has (dense.hpp).
+* ``each``: a layer whose numbers depend on how many rows a call has (Softmax's mask
+  broadcasting depends on the batch shape; TimeDistributed of another layer): called once
+  per sample with exactly the rows the sample alone would give it, so the bits are those
+  of the sample alone.
 
 Layers that need later timesteps or context across timesteps (Bidirectional, Conv1D,
 pooling, Flatten and the other reshaping layers, Attention, Dot, a recurrent layer with
@@ -158,6 +159,9 @@ def _classify(layer, values: list):
             2 if values[0].has_time else 1
         ):
             raise _refuse(layer, f"works on axis {layer.axis!r}, across timesteps")
+        inner = layer.layer if isinstance(layer, TimeDistributed) else layer
+        if type(inner) is Dense:  # the core's packed product: each row's own FMA chain
+            return "rows", values[0].has_time
         return "each", values[0].has_time
     why = {
         "Bidirectional": "reads each sequence backwards too: its outputs need the future",
