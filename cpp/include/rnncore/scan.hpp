@@ -119,6 +119,31 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
   Buffer<T>& shard_mem = shard_size * sizeof(T) <= reuse_bytes ? reused : local;
   shard_mem.reserve_resize(shard_size);
 
+  // Trailing padding (inference): when every row's mask, in processing order, is its first
+  // len_b steps used and the rest not (a right-padded batch; left-padded with
+  // go_backwards), a row does no work once its sequence has ended. Each shard then keeps its
+  // rows in order of decreasing length, so that the rows still going at step s are the
+  // first active(s) of its buffers: the projection and the step run on those alone. Other
+  // masks (holes, left padding going forwards) compute every row and keep the states of the
+  // masked ones (Keras's rule), as does training, whose workspace is in batch order.
+  std::vector<Index> lengths;  // per row, when the mask is trailing padding; else empty
+  auto time_at = [&](Index s) { return io.go_backwards ? Tn - 1 - s : s; };
+  if (io.mask && !training) {
+    lengths.assign(static_cast<size_t>(B), 0);
+    for (Index b = 0; b < B && !lengths.empty(); ++b) {
+      const std::uint8_t* m = io.mask + b * Tn;
+      Index len = 0;
+      while (len < Tn && m[time_at(len)]) ++len;
+      for (Index s = len; s < Tn; ++s)
+        if (m[time_at(s)]) {
+          lengths.clear();  // a used step after a masked one: not trailing padding
+          break;
+        }
+      if (!lengths.empty()) lengths[static_cast<size_t>(b)] = len;
+    }
+  }
+  const bool ragged = !lengths.empty();
+
   parallel_for(ns, num_threads, [&](Index s_idx) {
     const Index r0 = shards[s_idx], n = shards[s_idx + 1] - r0;
     if (n == 0) return;
@@ -132,11 +157,22 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
     }
     T* y_last = mem;  // Keras's "previous output", zero until a step is used
     T* aux_buf = y_last + n * Ho;
-    T* chunk_gates = aux_buf + n * A;        // (Tc, n, G*H), time-major
-    T* chunk_x = chunk_gates + Tc * n * GH;  // (Tc, n, D), time-major
+    T* chunk_gates = aux_buf + n * A;        // (Tc, rows, G*H), time-major
+    T* chunk_x = chunk_gates + Tc * n * GH;  // (Tc, rows, D), time-major
     const PackedMatrix<T>& W = cell.P->W;    // io.W, packed
     const auto start = io.b_in ? detail::Start::Bias : detail::Start::Zero;
-    auto time_at = [&](Index s) { return io.go_backwards ? Tn - 1 - s : s; };
+
+    // Buffer row i holds batch row r0 + rows[i]: the batch order, or by decreasing length.
+    std::vector<Index> rows(static_cast<size_t>(n));
+    for (Index i = 0; i < n; ++i) rows[i] = i;
+    auto len_of = [&](Index i) { return ragged ? lengths[r0 + rows[i]] : Tn; };
+    if (ragged)
+      std::stable_sort(rows.begin(), rows.end(),
+                       [&](Index a, Index b) { return lengths[r0 + a] > lengths[r0 + b]; });
+    Index active = n;  // rows still going: len_of(i) > s for i < active
+    auto shrink = [&](Index s) {
+      while (active > 0 && len_of(active - 1) <= s) --active;
+    };
 
     if (training) {
       // Input projection for all of this shard's n*T rows at once: gates = x W + b_in.
@@ -144,21 +180,40 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
     }
 
     // Initial states into ping.
-    for (int k = 0; k < N; ++k) initial_rows(ping[k], io.initial[k], r0, n, Hs[k]);
+    for (int k = 0; k < N; ++k)
+      for (Index i = 0; i < n; ++i) {
+        T* dst = ping[k] + i * Hs[k];
+        if (io.initial[k])
+          std::copy_n(io.initial[k] + (r0 + rows[i]) * Hs[k], Hs[k], dst);
+        else
+          std::fill_n(dst, Hs[k], T(0));
+      }
     view(y_last, n, Ho, Ho).setZero();
 
     States<const T, N> prev;
     for (int k = 0; k < N; ++k) prev[k] = {ping[k], Hs[k]};
+    // A row whose sequence has ended: its states are final (Keras: masked steps keep them).
+    auto finish = [&](Index i) {
+      for (int k = 0; k < N; ++k)
+        std::copy_n(prev[k].data + i * prev[k].stride, Hs[k],
+                    io.final_state[k] + (r0 + rows[i]) * Hs[k]);
+    };
 
+    Index nc = n;  // rows of the current chunk's projection (those going at its start)
     for (Index s = 0; s < Tn; ++s) {
       const Index t = time_at(s);
+      const Index was = active;
+      shrink(s);
+      for (Index i = active; i < was; ++i) finish(i);
       if (!training && s % Tc == 0) {
-        // Project the next chunk of steps: gather their inputs time-major, one GEMM.
+        // Project the next chunk of steps: gather the going rows' inputs time-major, one GEMM.
         const Index len = std::min(Tc, Tn - s);
+        nc = active;
         for (Index j = 0; j < len; ++j)
-          view(chunk_x + j * n * D, n, D, D) =
-              cview(io.x + (r0 * Tn + time_at(s + j)) * D, n, D, Tn * D);
-        packed_gemm(chunk_x, D, len * n, W, chunk_gates, GH, start, io.b_in);
+          for (Index i = 0; i < nc; ++i)
+            std::copy_n(io.x + ((r0 + rows[i]) * Tn + time_at(s + j)) * D, D,
+                        chunk_x + (j * nc + i) * D);
+        packed_gemm(chunk_x, D, len * nc, W, chunk_gates, GH, start, io.b_in);
       }
       States<T, N> next;
       for (int k = 0; k < N; ++k) {
@@ -168,14 +223,14 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
           next[k] = {(s % 2 == 0) ? pong[k] : ping[k], Hs[k]};
       }
       auto gates_t = training ? view(io.ws_gates + (r0 * Tn + t) * GH, n, GH, Tn * GH)
-                              : view(chunk_gates + (s % Tc) * n * GH, n, GH, GH);
+                              : view(chunk_gates + (s % Tc) * nc * GH, nc, GH, GH);
       auto aux_t =
           training ? view(io.ws_aux + (r0 * Tn + t) * A, n, A, Tn * A) : view(aux_buf, n, A, A);
       // Rows are independent within a step: take them a block at a time, so that a block's
       // gates (rows x G*H, 1 MiB per step at B=128, H=512 LSTM) are still in L2 when the
       // cell's element-wise passes read them after the product.
-      for (Index i0 = 0; i0 < n; i0 += step_rows) {
-        const Index m = std::min(step_rows, n - i0);
+      for (Index i0 = 0; i0 < active; i0 += step_rows) {
+        const Index m = std::min(step_rows, active - i0);
         States<const T, N> prev_b;
         States<T, N> next_b;
         for (int k = 0; k < N; ++k) {
@@ -189,8 +244,8 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
       }
 
       // Masked rows: keep the previous states; used rows: the output is the new h.
-      for (Index i = 0; i < n; ++i) {
-        const bool used = !io.mask || io.mask[(r0 + i) * Tn + t];
+      for (Index i = 0; i < active; ++i) {
+        const bool used = !io.mask || io.mask[(r0 + rows[i]) * Tn + t];
         if (used) {
           std::copy_n(next[0].data + i * next[0].stride, Ho, y_last + i * Ho);
         } else {
@@ -199,16 +254,16 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
                         next[k].data + i * next[k].stride);
         }
       }
-      if (io.return_sequences)
-        view(io.y + (r0 * Tn + s) * Ho, n, Ho, Tn * Ho) = view(y_last, n, Ho, Ho);
+      if (io.return_sequences)  // ended rows repeat their last output
+        for (Index i = 0; i < n; ++i)
+          std::copy_n(y_last + i * Ho, Ho, io.y + ((r0 + rows[i]) * Tn + s) * Ho);
 
       for (int k = 0; k < N; ++k) prev[k] = {next[k].data, next[k].stride};
     }
 
-    for (int k = 0; k < N; ++k)
-      view(io.final_state[k] + r0 * Hs[k], n, Hs[k], Hs[k]) =
-          cview(prev[k].data, n, Hs[k], prev[k].stride);
-    if (!io.return_sequences) view(io.y + r0 * Ho, n, Ho, Ho) = view(y_last, n, Ho, Ho);
+    for (Index i = 0; i < active; ++i) finish(i);
+    if (!io.return_sequences)
+      for (Index i = 0; i < n; ++i) std::copy_n(y_last + i * Ho, Ho, io.y + (r0 + rows[i]) * Ho);
   });
 }
 
