@@ -11,12 +11,15 @@
 // at a masked step repeats the previous output, so the output gradient accumulates in dy_last
 // until it reaches the last used step, where it joins dh.
 //
-// Threads: the reverse loop runs per batch shard with no synchronisation, like the forward;
-// the products after the loop split dW, dU over columns and dX over rows.
+// Threads: the reverse loop runs per batch shard with no synchronisation, like the forward.
+// The products after the loop run on packed_gemm with the threads splitting their outputs
+// (rows of dW, dU and dX), never the sum over k, so every gradient is the same FMA chain
+// in the same order whatever the thread count: bit-identical results for 1 or N threads.
 #pragma once
 
 #include <algorithm>
 #include <array>
+#include <functional>
 #include <vector>
 
 #include "rnncore/scan.hpp"
@@ -40,14 +43,42 @@ struct BackwardIO {
   std::array<T*, max_states> d_initial{};  // each (B, H)
 };
 
-// C = A^T B, split over the columns of C (each thread writes its own columns).
-template <class MA, class MB, class MC>
-void at_b_parallel(const MA& A, const MB& Bm, MC&& C, int threads) {
-  const auto cols = split_rows(C.cols(), threads, A.rows() * A.cols());
-  parallel_for(static_cast<Index>(cols.size()) - 1, threads, [&](Index s) {
-    const Index c0 = cols[s], m = cols[s + 1] - c0;
-    C.middleCols(c0, m).noalias() = A.transpose() * Bm.middleCols(c0, m);
+// Output rows [0, rows) split between threads at multiples of MR (full register blocks).
+template <class T>
+std::vector<Index> split_output_rows(Index rows, int threads, Index work_per_row) {
+  auto bounds = split_rows(rows, threads, work_per_row);
+  constexpr Index MR = Kernel<T>::MR;
+  for (size_t s = 1; s + 1 < bounds.size(); ++s) bounds[s] = std::min(rows, bounds[s] / MR * MR);
+  return bounds;
+}
+
+// Packs B (K x N, rows ld apart) into P, the threads taking whole panels.
+template <class T>
+void pack_parallel(PackedMatrix<T>& P, const T* B, Index K, Index N, Index rs, Index cs,
+                   int threads) {
+  P.resize(K, N);
+  const auto parts = split_rows(P.panels, threads, K * Kernel<T>::NR);
+  parallel_for(static_cast<Index>(parts.size()) - 1, threads,
+               [&](Index s) { P.pack_panels(B, rs, cs, parts[s], parts[s + 1]); });
+}
+
+// C (R x N, rows ldc apart) = A^T B for A (K x R, rows lda apart) and B packed (K x N): A is
+// read transposed by packed_gemm, the threads split C's rows.
+template <class T>
+void at_b_packed(const T* A, Index lda, Index R, const Panels<T>& B, T* C, Index ldc, int threads) {
+  const auto rows = split_output_rows<T>(R, threads, B.K * B.N);
+  parallel_for(static_cast<Index>(rows.size()) - 1, threads, [&](Index s) {
+    packed_gemm(A + rows[s], lda, rows[s + 1] - rows[s], B, C + rows[s] * ldc, ldc,
+                detail::Start::Zero, static_cast<const T*>(nullptr), /*a_transposed=*/true);
   });
+}
+
+// sum over the rows of G (M x N, rows ld apart), in row order.
+template <class T>
+void column_sums(const T* G, Index M, Index N, Index ld, T* out) {
+  std::fill_n(out, N, T(0));
+  for (Index m = 0; m < M; ++m)
+    for (Index j = 0; j < N; ++j) out[j] += G[m * ld + j];
 }
 
 template <class Cell, class T>
@@ -147,27 +178,42 @@ void backward_scan(const Cell& cell, const BackwardIO<T>& io, int num_threads) {
     for (int k = 0; k < N; ++k) view(io.d_initial[k] + r0 * H, n, H, H) = view(dS[k], n, H, H);
   });
 
-  // Weight gradients: products over all batch*time rows at once.
+  // Weight gradients: products over all batch*time rows at once, dG packed once for all
+  // of them (dW, dU; the GRU's dU_zr takes its first 2H columns when they start a panel).
+  PackedMatrix<T> dG_packed;
+  pack_parallel(dG_packed, dG_all.data(), M, GH, GH, 1, num_threads);
+  auto at_b = [&](const auto& Am, const auto& Bm, auto&& C) {
+    const std::less<const T*> before;
+    const bool in_dG = !before(Bm.data(), dG_all.data()) && before(Bm.data(), dG_all.data() + GH);
+    const Index c0 = in_dG ? Bm.data() - dG_all.data() : -1;
+    if (in_dG && Bm.outerStride() == GH && Bm.rows() == M && c0 % Kernel<T>::NR == 0) {
+      at_b_packed(Am.data(), Am.outerStride(), Am.cols(), dG_packed.cols(c0, Bm.cols()), C.data(),
+                  C.outerStride(), num_threads);
+      return;
+    }
+    PackedMatrix<T> Bp;
+    pack_parallel(Bp, Bm.data(), Bm.rows(), Bm.cols(), Bm.outerStride(), 1, num_threads);
+    at_b_packed(Am.data(), Am.outerStride(), Am.cols(), Bp.all(), C.data(), C.outerStride(),
+                num_threads);
+  };
   const auto X = cview(f.x, M, D, D);
   const auto dG = cview(dG_all.data(), M, GH, GH);
-  auto at_b = [&](const auto& Am, const auto& Bm, auto&& C) {
-    at_b_parallel(Am, Bm, C, num_threads);
-  };
-  at_b(X, dG, view(io.dW, D, GH, GH));
+  at_b(X, dG, view(io.dW, D, GH, GH));  // dW = X^T dG
   const auto H_prev = cview(H_prev_all.data(), M, H, H);
   if constexpr (Cell::own_recurrent_grads)  // declared by each cell (cells.hpp)
     cell.recurrent_grads(H_prev, cview(f.ws_aux, M, A, A), dG, cview(dA_all.data(), M, DA, DA),
                          view(io.dU, H, GH, GH), io.db_rec, at_b);
   else
     at_b(H_prev, dG, view(io.dU, H, GH, GH));  // dU = H_prev^T dG
-  if (io.db) Eigen::Map<RowVec<T>>(io.db, GH) = dG.colwise().sum();
+  if (io.db) column_sums(dG_all.data(), M, GH, GH, io.db);
 
-  // dX = dG W^T, split over rows.
-  const auto rows = split_rows(M, num_threads, GH * D);
+  // dX = dG W^T, W^T packed once per call, the threads splitting dX's rows.
+  PackedMatrix<T> Wt;
+  pack_parallel(Wt, f.W, GH, D, 1, GH, num_threads);
+  const auto rows = split_output_rows<T>(M, num_threads, GH * D);
   parallel_for(static_cast<Index>(rows.size()) - 1, num_threads, [&](Index s) {
-    const Index r0 = rows[s], m = rows[s + 1] - r0;
-    view(io.dx + r0 * D, m, D, D).noalias() =
-        cview(dG_all.data() + r0 * GH, m, GH, GH) * cview(f.W, D, GH, GH).transpose();
+    packed_gemm(dG_all.data() + rows[s] * GH, GH, rows[s + 1] - rows[s], Wt.all(),
+                io.dx + rows[s] * D, D, detail::Start::Zero);
   });
 }
 
