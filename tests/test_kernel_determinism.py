@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import rnncore
+from rnncore import _core
 from rnncore import functional as F
 from test_backward import core_forward, make_case
 
@@ -52,25 +53,38 @@ def _forward_backward(kind, case, options, threads, seed):
 @pytest.mark.parametrize("go_backwards", [False, True], ids=["fwd", "bwd"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_one_and_two_threads_bit_identical(kind, dtype, go_backwards, mask, rng, threads_restored):
+def test_one_and_more_threads_bit_identical(kind, dtype, go_backwards, mask, rng, threads_restored):
     # D = 45, H = 37: not multiples of MR (6) nor of any panel width (8 .. 32 values).
     case = make_case(kind, rng, B=24, T=30, D=45, H=37, mask=mask, dtype=dtype)
     options = {"go_backwards": go_backwards, "return_sequences": True}
     one = _forward_backward(kind, case, options, 1, seed=7)
-    two = _forward_backward(kind, case, options, 2, seed=7)
-    for name, a in one.items():
-        b = two[name]
-        assert a.dtype == b.dtype == dtype, name
-        assert np.array_equal(a, b), f"{name}: max |1 thread - 2 threads| = {np.abs(a - b).max()}"
+    for threads in (2, 3):  # 3: uneven shards (more threads than cores is allowed)
+        other = _forward_backward(kind, case, options, threads, seed=7)
+        for name, a in one.items():
+            b = other[name]
+            assert a.dtype == b.dtype == dtype, name
+            assert np.array_equal(a, b), (
+                f"{name}: max |1 thread - {threads} threads| = {np.abs(a - b).max()}"
+            )
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_panel_aligned_units_bit_identical(kind, rng, threads_restored):
-    """H = 64: the GRU's dU_zr reuses dG's packed panels (2H starts a panel), the LSTM's dW
-    and dU share one packing of dG."""
+@pytest.mark.parametrize("kc", [0, 64], ids=["derived_kc", "kc64"])
+def test_panel_aligned_units_bit_identical(kind, kc, rng, threads_restored):
+    """H = 64, D = 32: whole panels and register blocks, B*T = 320 rows of dG packed in
+    several KC-row chunks when KC is small (set_blocking), the chunks' partial sums carried
+    in the weight gradients exactly."""
     case = make_case(kind, rng, B=16, T=20, D=32, H=64, mask="holes", dtype=np.float32)
     options = {"return_sequences": True}
-    one = _forward_backward(kind, case, options, 1, seed=3)
-    two = _forward_backward(kind, case, options, 2, seed=3)
-    for name, a in one.items():
-        assert np.array_equal(a, two[name]), name
+    results = {}
+    try:
+        for k in (0, kc):  # the derived blocking, then (kc64) 64-row chunks
+            _core.set_blocking("float32", k, 0)
+            for threads in (1, 2):
+                results[k, threads] = _forward_backward(kind, case, options, threads, seed=3)
+    finally:
+        _core.set_blocking("float32", 0, 0)
+    first = results[0, 1]
+    for key, other in results.items():
+        for name, a in first.items():
+            assert np.array_equal(a, other[name]), (key, name)

@@ -19,7 +19,6 @@
 
 #include <algorithm>
 #include <array>
-#include <functional>
 #include <vector>
 
 #include "rnncore/scan.hpp"
@@ -62,15 +61,43 @@ void pack_parallel(PackedMatrix<T>& P, const T* B, Index K, Index N, Index rs, I
                [&](Index s) { P.pack_panels(B, rs, cs, parts[s], parts[s + 1]); });
 }
 
-// C (R x N, rows ldc apart) = A^T B for A (K x R, rows lda apart) and B packed (K x N): A is
-// read transposed by packed_gemm, the threads split C's rows.
+// One product C = A^T B of at_b_packed: A (K x R, rows lda apart), C (R x N, rows ldc apart).
 template <class T>
-void at_b_packed(const T* A, Index lda, Index R, const Panels<T>& B, T* C, Index ldc, int threads) {
-  const auto rows = split_output_rows<T>(R, threads, B.K * B.N);
-  parallel_for(static_cast<Index>(rows.size()) - 1, threads, [&](Index s) {
-    packed_gemm(A + rows[s], lda, rows[s + 1] - rows[s], B, C + rows[s] * ldc, ldc,
-                detail::Start::Zero, static_cast<const T*>(nullptr), /*a_transposed=*/true);
-  });
+struct AtB {
+  const T* A;
+  Index lda, R;
+  T* C;
+  Index ldc;
+};
+
+// C = A^T B for each term, all with the same B (K x N, rows ldb apart). B is packed KC rows
+// at a time into a buffer the thread keeps for its next call (up to reuse_bytes: packing all
+// of a tall B into fresh memory cost 6 ms of page faults in a 42 ms S3 LSTM backward), and
+// every term's product runs over that chunk before the next: its partial sums stay in C
+// exactly (packed_gemm's Start::C), so each output is one FMA chain over k in order. A is
+// read transposed by packed_gemm; the threads split each C's rows.
+template <class T, size_t n_terms>
+void at_b_packed(const std::array<AtB<T>, n_terms>& terms, const T* B, Index ldb, Index K, Index N,
+                 int threads) {
+  constexpr Index NR = Kernel<T>::NR;
+  const Index KC = blocking<T>().KC;
+  thread_local PackedMatrix<T> reused;
+  PackedMatrix<T> local;
+  const size_t bytes = static_cast<size_t>(std::min(KC, K) * ((N + NR - 1) / NR * NR)) * sizeof(T);
+  PackedMatrix<T>& chunk = bytes <= reuse_bytes ? reused : local;
+  for (Index k0 = 0; k0 < K || k0 == 0; k0 += KC) {
+    const Index kc = std::min(KC, K - k0);
+    pack_parallel(chunk, B + k0 * ldb, kc, N, ldb, 1, threads);
+    const auto start = k0 == 0 ? detail::Start::Zero : detail::Start::C;
+    for (const AtB<T>& t : terms) {
+      const auto rows = split_output_rows<T>(t.R, threads, kc * N);
+      parallel_for(static_cast<Index>(rows.size()) - 1, threads, [&](Index s) {
+        packed_gemm(t.A + k0 * t.lda + rows[s], t.lda, rows[s + 1] - rows[s], chunk.all(),
+                    t.C + rows[s] * t.ldc, t.ldc, start, static_cast<const T*>(nullptr),
+                    /*a_transposed=*/true);
+      });
+    }
+  }
 }
 
 // sum over the rows of G (M x N, rows ld apart), in row order.
@@ -178,33 +205,22 @@ void backward_scan(const Cell& cell, const BackwardIO<T>& io, int num_threads) {
     for (int k = 0; k < N; ++k) view(io.d_initial[k] + r0 * H, n, H, H) = view(dS[k], n, H, H);
   });
 
-  // Weight gradients: products over all batch*time rows at once, dG packed once for all
-  // of them (dW, dU; the GRU's dU_zr takes its first 2H columns when they start a panel).
-  PackedMatrix<T> dG_packed;
-  pack_parallel(dG_packed, dG_all.data(), M, GH, GH, 1, num_threads);
+  // Weight gradients: products over all batch*time rows at once.
   auto at_b = [&](const auto& Am, const auto& Bm, auto&& C) {
-    const std::less<const T*> before;
-    const bool in_dG = !before(Bm.data(), dG_all.data()) && before(Bm.data(), dG_all.data() + GH);
-    const Index c0 = in_dG ? Bm.data() - dG_all.data() : -1;
-    if (in_dG && Bm.outerStride() == GH && Bm.rows() == M && c0 % Kernel<T>::NR == 0) {
-      at_b_packed(Am.data(), Am.outerStride(), Am.cols(), dG_packed.cols(c0, Bm.cols()), C.data(),
-                  C.outerStride(), num_threads);
-      return;
-    }
-    PackedMatrix<T> Bp;
-    pack_parallel(Bp, Bm.data(), Bm.rows(), Bm.cols(), Bm.outerStride(), 1, num_threads);
-    at_b_packed(Am.data(), Am.outerStride(), Am.cols(), Bp.all(), C.data(), C.outerStride(),
-                num_threads);
+    at_b_packed<T, 1>({{{Am.data(), Am.outerStride(), Am.cols(), C.data(), C.outerStride()}}},
+                      Bm.data(), Bm.outerStride(), Bm.rows(), Bm.cols(), num_threads);
   };
   const auto X = cview(f.x, M, D, D);
   const auto dG = cview(dG_all.data(), M, GH, GH);
-  at_b(X, dG, view(io.dW, D, GH, GH));  // dW = X^T dG
   const auto H_prev = cview(H_prev_all.data(), M, H, H);
-  if constexpr (Cell::own_recurrent_grads)  // declared by each cell (cells.hpp)
+  if constexpr (Cell::own_recurrent_grads) {  // declared by each cell (cells.hpp)
+    at_b(X, dG, view(io.dW, D, GH, GH));      // dW = X^T dG
     cell.recurrent_grads(H_prev, cview(f.ws_aux, M, A, A), dG, cview(dA_all.data(), M, DA, DA),
                          view(io.dU, H, GH, GH), io.db_rec, at_b);
-  else
-    at_b(H_prev, dG, view(io.dU, H, GH, GH));  // dU = H_prev^T dG
+  } else {  // dW = X^T dG and dU = H_prev^T dG over one packing of dG
+    at_b_packed<T, 2>({{{f.x, D, D, io.dW, GH}, {H_prev_all.data(), H, H, io.dU, GH}}},
+                      dG_all.data(), GH, M, GH, num_threads);
+  }
   if (io.db) column_sums(dG_all.data(), M, GH, GH, io.db);
 
   // dX = dG W^T, W^T packed once per call, the threads splitting dX's rows.

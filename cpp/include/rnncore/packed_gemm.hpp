@@ -37,12 +37,15 @@ struct Kernel {
   static constexpr int lanes = vector_bytes / static_cast<int>(sizeof(T));
   typedef T vec __attribute__((vector_size(vector_bytes)));
   static constexpr int NR = 2 * lanes;  // columns per panel: two vectors
-  static constexpr int MR = 6;          // rows per register block: 12 accumulators
+#ifdef RNNCORE_MR  // experiments only (a standalone driver's -D); the modules never set it
+  static constexpr int MR = RNNCORE_MR;
+#else
+  static constexpr int MR = 6;  // rows per register block: 12 accumulators
+#endif
 };
 
 // A packed matrix as the kernel reads it: `panels` column panels of NR values, panel p being
 // K rows of NR contiguous values (p*NR + j is column j of panel p), zero past column N.
-// A Panels can also be a range of another's panels (PackedMatrix::cols).
 template <class T>
 struct Panels {
   const T* data = nullptr;
@@ -66,16 +69,20 @@ struct PackedMatrix {
   // Disjoint panel ranges can be packed by different threads.
   void pack_panels(const T* U, Index rs, Index cs, Index p0, Index p1) {
     constexpr int NR = Kernel<T>::NR;
+    if (cs == 1) {  // row by row: U is read in order (panel by panel, a tall U's rows are
+                    // 4 KiB or more apart and each row of a panel a TLB miss: 4x slower)
+      for (Index k = 0; k < K; ++k)
+        for (Index p = p0; p < p1; ++p) {
+          const Index c0 = p * NR, w = std::min<Index>(NR, N - c0);
+          T* dst = data.data() + (p * K + k) * NR;
+          std::copy_n(U + k * rs + c0, w, dst);
+          std::fill(dst + w, dst + NR, T(0));
+        }
+      return;
+    }
     for (Index p = p0; p < p1; ++p) {
       const Index c0 = p * NR, w = std::min<Index>(NR, N - c0);
       T* dst = data.data() + p * K * NR;
-      if (cs == 1) {
-        for (Index k = 0; k < K; ++k) {
-          std::copy_n(U + k * rs + c0, w, dst + k * NR);
-          std::fill(dst + k * NR + w, dst + (k + 1) * NR, T(0));
-        }
-        continue;
-      }
       for (Index j = 0; j < w; ++j) {  // one source column at a time: contiguous when rs = 1
         const T* src = U + (c0 + j) * cs;
         for (Index k = 0; k < K; ++k) dst[k * NR + j] = src[k * rs];
@@ -91,12 +98,6 @@ struct PackedMatrix {
   }
 
   Panels<T> all() const { return {data.data(), K, N, panels}; }
-  // Columns [c0, c0 + n) as a Panels of their own; c0 must start a panel (c0 % NR == 0).
-  // A last panel shared with later columns is fine: the kernel stores only n columns.
-  Panels<T> cols(Index c0, Index n) const {
-    constexpr int NR = Kernel<T>::NR;
-    return {data.data() + c0 / NR * K * NR, K, n, (n + NR - 1) / NR};
-  }
 };
 
 // ---------------------------------------------------------------------------------------
