@@ -189,6 +189,25 @@ def _ratio(peer, rn):
     return f"{peer['ms'] / rn['ms']:.2f}×"
 
 
+def _pct(x, of) -> str:
+    return f"{x / of:.0%}" if x and of else "–"
+
+
+def _kernel_md(k) -> str:
+    """Cache sizes and the matrix kernel's blocking (rnncore.build_info()['kernel'])."""
+    if not k:
+        return "| caches, blocking | ? (this rnncore does not report them) |"
+    kib = lambda n: f"{n // 1024} KiB" if n < 1 << 20 else f"{n / (1 << 20):g} MiB"  # noqa: E731
+    f32, f64 = k["float32"], k["float64"]
+    return (
+        f"| caches, blocking | L1d {kib(k['l1d_bytes'])}, L2 {kib(k['l2_bytes'])}, L3 "
+        f"{kib(k['l3_bytes']) if k['l3_bytes'] else '?'} (from {k['cache_source']}); "
+        f"{8 * k['vector_bytes']}-bit vectors; float32 MR×NR {f32['MR']}×{f32['NR']}, "
+        f"KC {f32['KC']}, MC {f32['MC']}; float64 {f64['MR']}×{f64['NR']}, KC {f64['KC']}, "
+        f"MC {f64['MC']} |"
+    )
+
+
 def _machine_md(res) -> list[str]:
     m, meta = res["machine"], res["meta"]
     v = m["versions"]
@@ -204,6 +223,7 @@ def _machine_md(res) -> list[str]:
         f"| rnncore | {v['rnncore']}, build: isa {b.get('isa')}, simd {b.get('simd')}, "
         f"OpenMP {b.get('openmp')}, Eigen {b.get('eigen')}; imported from "
         f"`{m.get('rnncore_from', '?')}`; checkout {m.get('git', '?')} |",
+        _kernel_md(b.get("kernel")),
         f"| versions | Python {v['python']}, NumPy {v['numpy']}, PyTorch {v['torch']}, "
         f"onnxruntime {v['onnxruntime']}, onnx {v['onnx']}, threadpoolctl "
         f"{v['threadpoolctl']} |",
@@ -305,16 +325,24 @@ def markdown(res) -> str:
         L += ["## FAILURES", ""] + [f"- {f}" for f in res["failures"]] + [""]
     L += ["## Machine", ""] + _machine_md(res) + [""]
     L += [
-        "## Roofline: float32 2048×2048 @ 2048×2048",
+        "## Roofline: float32 2048×2048 @ 2048×2048, and the FMA peak",
         "",
-        "| threads | NumPy GFLOP/s | PyTorch GFLOP/s | roofline (best) |",
-        "|---|---|---|---|",
+        "FMA peak: rnncore's register-only loop of independent FMAs in the imported module's "
+        f"vector width (isa {res['machine']['rnncore_build'].get('isa')}), no memory "
+        "traffic, each thread's rate over its own CPU time: the physical limit every other "
+        "figure is read against.",
+        "",
+        "| threads | NumPy GFLOP/s | PyTorch GFLOP/s | roofline (best) | FMA peak GFLOP/s "
+        "| roofline / peak |",
+        "|---|---|---|---|---|---|",
     ]
     for t, r in res["roofline"].items():
+        peak = r.get("fma_peak_gflops")
         L.append(
             f"| {t} | {_f(r['numpy']['gflops'], 3)} | "
             f"{_f(r['torch']['gflops'], 3) if 'torch' in r else '–'} | "
-            f"**{_f(r['gflops'], 3)}** ({r['best']}) |"
+            f"**{_f(r['gflops'], 3)}** ({r['best']}) | {_f(peak, 3) if peak else '–'} | "
+            f"{_pct(r['gflops'], peak)} |"
         )
     L += [
         "",

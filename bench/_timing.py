@@ -100,4 +100,15 @@ def measure_roofline(threads: int, repeats: int, use_torch: bool, size: int = 20
     best = max(calls, key=lambda k: out[k]["gflops"])
     out["best"] = best
     out["gflops"] = out[best]["gflops"]
+    out["fma_peak_gflops"] = fma_peak_gflops(threads)
     return out
+
+
+def fma_peak_gflops(threads: int, dtype: str = "float32") -> float | None:
+    """The physical limit: rnncore's register-only FMA loop in the imported ISA module's
+    vector width, each thread's rate over its own CPU time, summed (None for a core
+    without it)."""
+    from rnncore import _core
+
+    peak = getattr(_core, "peak_flops", None)
+    return None if peak is None else peak(threads, dtype) / 1e9

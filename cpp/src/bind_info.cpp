@@ -5,6 +5,8 @@
 #include <string>
 
 #include "bindings.hpp"
+#include "rnncore/packed_gemm.hpp"
+#include "rnncore/peak.hpp"
 #include "rnncore/threads.hpp"
 
 namespace rnncore::bind {
@@ -72,6 +74,61 @@ void register_info(py::module_& m) {
   m.def("cpu_supports", &cpu_supports, py::arg("level"),
         "Whether this CPU runs code compiled for an instruction-set level "
         "('baseline', 'x86_64_v3', 'x86_64_v4').");
+  m.def(
+      "kernel_info",
+      []() {
+        const rnncore::CacheSizes& c = rnncore::cache_sizes();
+        py::dict d;
+        d["l1d_bytes"] = c.l1d;
+        d["l2_bytes"] = c.l2;
+        d["l3_bytes"] = c.l3;
+        d["cache_source"] = c.source;
+        d["vector_bytes"] = rnncore::vector_bytes;
+        auto add = [&d](const char* name, auto blocking, int mr, int nr) {
+          py::dict b;
+          b["MR"] = mr, b["NR"] = nr, b["KC"] = blocking.KC, b["MC"] = blocking.MC;
+          d[name] = b;
+        };
+        add("float32", rnncore::blocking<float>(), rnncore::Kernel<float>::MR,
+            rnncore::Kernel<float>::NR);
+        add("float64", rnncore::blocking<double>(), rnncore::Kernel<double>::MR,
+            rnncore::Kernel<double>::NR);
+        return d;
+      },
+      "The matrix kernel's blocking: cache sizes the OS reports (bytes, and where they were "
+      "read: sysconf, sysfs, or default when neither reported them), the vector width, and per "
+      "dtype the register block MR x NR, the panel chunk KC and the A block MC.");
+  m.def(
+      "set_blocking",
+      [](const std::string& dtype, rnncore::Index kc, rnncore::Index mc) {
+        if (kc < 0 || mc < 0 || kc > 1 << 16 || mc > 1 << 16)
+          throw py::value_error("set_blocking: expected 0 <= kc, mc <= 65536, got kc=" +
+                                std::to_string(kc) + ", mc=" + std::to_string(mc));
+        if (dtype == "float32")
+          rnncore::set_blocking<float>(kc, mc);
+        else if (dtype == "float64")
+          rnncore::set_blocking<double>(kc, mc);
+        else
+          throw py::value_error("set_blocking: expected dtype 'float32' or 'float64', got '" +
+                                dtype + "'");
+      },
+      py::arg("dtype"), py::arg("kc"), py::arg("mc"),
+      "For tuning: the matrix kernel's KC and MC (MC rounded up to a multiple of MR) for one "
+      "dtype; 0 restores the value derived from the cache sizes. Results do not change.");
+  m.def(
+      "peak_flops",
+      [](int threads, const std::string& dtype) {
+        if (threads < 1) throw py::value_error("peak_flops: expected threads >= 1");
+        py::gil_scoped_release release;
+        if (dtype == "float32") return rnncore::peak_flops<float>(threads);
+        if (dtype == "float64") return rnncore::peak_flops<double>(threads);
+        py::gil_scoped_acquire acquire;
+        throw py::value_error("peak_flops: expected dtype 'float32' or 'float64', got '" + dtype +
+                              "'");
+      },
+      py::arg("threads") = 1, py::arg("dtype") = "float32",
+      "Measured peak FLOP/s (2 per FMA lane) of a register-only FMA loop in this module's "
+      "vector width, on `threads` threads at once (about 0.2 s).");
   m.def("get_num_threads", &rnncore::get_num_threads,
         "Threads the kernels use (set_num_threads, else OMP_NUM_THREADS, else all cores).");
   m.def(

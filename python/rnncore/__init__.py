@@ -42,6 +42,7 @@ def build_info() -> dict:
         "openmp": _core.has_openmp,
         "eigen": _core.eigen_version,
         "threads": _core.get_num_threads(),
+        "kernel": _core.kernel_info(),  # cache sizes and the matrix kernel's blocking
     }
 
 

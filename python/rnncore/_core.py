@@ -16,7 +16,8 @@ from importlib.util import find_spec
 
 __all__ = ["isa", "has_openmp", "simd", "eigen_version", "cpu_supports", "get_num_threads",
            "set_num_threads", "rnn_forward", "rnn_backward", "dense_forward", "dense_backward",
-           "make_stream", "make_chain"]  # fmt: skip
+           "make_stream", "make_chain", "kernel_info", "set_blocking",
+           "peak_flops"]  # fmt: skip
 
 _PREFERENCE = ("x86_64_v4", "x86_64_v3")
 
@@ -63,3 +64,6 @@ dense_forward = _module.dense_forward
 dense_backward = _module.dense_backward
 make_stream = _module.make_stream
 make_chain = _module.make_chain
+kernel_info = _module.kernel_info
+set_blocking = _module.set_blocking
+peak_flops = _module.peak_flops

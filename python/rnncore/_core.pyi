@@ -12,7 +12,8 @@ eigen_version: str
 # the list of _core.py, whose names these are
 __all__ = ["isa", "has_openmp", "simd", "eigen_version", "cpu_supports", "get_num_threads",
            "set_num_threads", "rnn_forward", "rnn_backward", "dense_forward", "dense_backward",
-           "make_stream", "make_chain"]  # fmt: skip
+           "make_stream", "make_chain", "kernel_info", "set_blocking",
+           "peak_flops"]  # fmt: skip
 
 _Array = NDArray[np.floating]
 _Arrays = Sequence[NDArray[np.floating]]
@@ -21,6 +22,9 @@ _Mask = NDArray[np.bool_] | None
 def cpu_supports(level: str) -> bool: ...
 def get_num_threads() -> int: ...
 def set_num_threads(n: SupportsIndex) -> None: ...
+def kernel_info() -> dict[str, object]: ...
+def set_blocking(dtype: str, kc: SupportsIndex, mc: SupportsIndex) -> None: ...
+def peak_flops(threads: SupportsIndex = 1, dtype: str = "float32") -> float: ...
 
 # rnn_forward returns (output, final states, workspace or None); rnn_backward returns
 # (dx, dkernel, drecurrent_kernel, dbias or None, d initial states, dpeephole or None,

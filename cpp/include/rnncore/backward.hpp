@@ -11,8 +11,10 @@
 // at a masked step repeats the previous output, so the output gradient accumulates in dy_last
 // until it reaches the last used step, where it joins dh.
 //
-// Threads: the reverse loop runs per batch shard with no synchronisation, like the forward;
-// the products after the loop split dW, dU over columns and dX over rows.
+// Threads: the reverse loop runs per batch shard with no synchronisation, like the forward.
+// The products after the loop run on packed_gemm with the threads splitting their outputs
+// (rows of dW, dU and dX), never the sum over k, so every gradient is the same FMA chain
+// in the same order whatever the thread count: bit-identical results for 1 or N threads.
 #pragma once
 
 #include <algorithm>
@@ -42,14 +44,70 @@ struct BackwardIO {
   std::array<T*, max_states> d_initial{};  // each (B, width of the state)
 };
 
-// C = A^T B, split over the columns of C (each thread writes its own columns).
-template <class MA, class MB, class MC>
-void at_b_parallel(const MA& A, const MB& Bm, MC&& C, int threads) {
-  const auto cols = split_rows(C.cols(), threads, A.rows() * A.cols());
-  parallel_for(static_cast<Index>(cols.size()) - 1, threads, [&](Index s) {
-    const Index c0 = cols[s], m = cols[s + 1] - c0;
-    C.middleCols(c0, m).noalias() = A.transpose() * Bm.middleCols(c0, m);
-  });
+// Output rows [0, rows) split between threads at multiples of MR (full register blocks).
+template <class T>
+std::vector<Index> split_output_rows(Index rows, int threads, Index work_per_row) {
+  auto bounds = split_rows(rows, threads, work_per_row);
+  constexpr Index MR = Kernel<T>::MR;
+  for (size_t s = 1; s + 1 < bounds.size(); ++s) bounds[s] = std::min(rows, bounds[s] / MR * MR);
+  return bounds;
+}
+
+// Packs B (K x N, rows ld apart) into P, the threads taking whole panels.
+template <class T>
+void pack_parallel(PackedMatrix<T>& P, const T* B, Index K, Index N, Index rs, Index cs,
+                   int threads) {
+  P.resize(K, N);
+  const auto parts = split_rows(P.panels, threads, K * Kernel<T>::NR);
+  parallel_for(static_cast<Index>(parts.size()) - 1, threads,
+               [&](Index s) { P.pack_panels(B, rs, cs, parts[s], parts[s + 1]); });
+}
+
+// One product C = A^T B of at_b_packed: A (K x R, rows lda apart), C (R x N, rows ldc apart).
+template <class T>
+struct AtB {
+  const T* A;
+  Index lda, R;
+  T* C;
+  Index ldc;
+};
+
+// C = A^T B for each term, all with the same B (K x N, rows ldb apart). B is packed KC rows
+// at a time into a buffer the thread keeps for its next call (up to reuse_bytes: packing all
+// of a tall B into fresh memory cost 6 ms of page faults in a 42 ms S3 LSTM backward), and
+// every term's product runs over that chunk before the next: its partial sums stay in C
+// exactly (packed_gemm's Start::C), so each output is one FMA chain over k in order. A is
+// read transposed by packed_gemm; the threads split each C's rows.
+template <class T, size_t n_terms>
+void at_b_packed(const std::array<AtB<T>, n_terms>& terms, const T* B, Index ldb, Index K, Index N,
+                 int threads) {
+  constexpr Index NR = Kernel<T>::NR;
+  const Index KC = blocking<T>().KC;
+  thread_local PackedMatrix<T> reused;
+  PackedMatrix<T> local;
+  const size_t bytes = static_cast<size_t>(std::min(KC, K) * ((N + NR - 1) / NR * NR)) * sizeof(T);
+  PackedMatrix<T>& chunk = bytes <= reuse_bytes ? reused : local;
+  for (Index k0 = 0; k0 < K || k0 == 0; k0 += KC) {
+    const Index kc = std::min(KC, K - k0);
+    pack_parallel(chunk, B + k0 * ldb, kc, N, ldb, 1, threads);
+    const auto start = k0 == 0 ? detail::Start::Zero : detail::Start::C;
+    for (const AtB<T>& t : terms) {
+      const auto rows = split_output_rows<T>(t.R, threads, kc * N);
+      parallel_for(static_cast<Index>(rows.size()) - 1, threads, [&](Index s) {
+        packed_gemm(t.A + k0 * t.lda + rows[s], t.lda, rows[s + 1] - rows[s], chunk.all(),
+                    t.C + rows[s] * t.ldc, t.ldc, start, static_cast<const T*>(nullptr),
+                    /*a_transposed=*/true);
+      });
+    }
+  }
+}
+
+// sum over the rows of G (M x N, rows ld apart), in row order.
+template <class T>
+void column_sums(const T* G, Index M, Index N, Index ld, T* out) {
+  std::fill_n(out, N, T(0));
+  for (Index m = 0; m < M; ++m)
+    for (Index j = 0; j < N; ++j) out[j] += G[m * ld + j];
 }
 
 template <class Cell, class T>
@@ -157,26 +215,33 @@ void backward_scan(const Cell& cell, const BackwardIO<T>& io, int num_threads) {
   });
 
   // Weight gradients: products over all batch*time rows at once.
+  auto at_b = [&](const auto& Am, const auto& Bm, auto&& C) {
+    at_b_packed<T, 1>({{{Am.data(), Am.outerStride(), Am.cols(), C.data(), C.outerStride()}}},
+                      Bm.data(), Bm.outerStride(), Bm.rows(), Bm.cols(), num_threads);
+  };
   const auto X = cview(f.x, M, D, D);
   const auto dG = cview(dG_all.data(), M, GH, GH);
-  auto at_b = [&](const auto& Am, const auto& Bm, auto&& C) {
-    at_b_parallel(Am, Bm, C, num_threads);
-  };
-  at_b(X, dG, view(io.dW, D, GH, GH));
   const auto H_prev = cview(H_prev_all.data(), M, Ho, Ho);
-  if constexpr (Cell::own_recurrent_grads)  // declared by each cell (cells.hpp)
-    cell.recurrent_grads(H_prev, cview(f.ws_aux, M, A, A), dG, cview(dA_all.data(), M, DA, DA),
-                         view(io.dU, Ho, GH, GH), io, at_b);
-  else
-    at_b(H_prev, dG, view(io.dU, Ho, GH, GH));  // dU = H_prev^T dG
-  if (io.db) Eigen::Map<RowVec<T>>(io.db, GH) = dG.colwise().sum();
+  bool own = false;  // the cell computes dU itself (cells.hpp: GRU, the LSTM variants)
+  if constexpr (Cell::own_recurrent_grads) own = !cell.plain_recurrent_grads();
+  if (own) {
+    at_b(X, dG, view(io.dW, D, GH, GH));  // dW = X^T dG
+    if constexpr (Cell::own_recurrent_grads)
+      cell.recurrent_grads(H_prev, cview(f.ws_aux, M, A, A), dG, cview(dA_all.data(), M, DA, DA),
+                           view(io.dU, Ho, GH, GH), io, at_b);
+  } else {  // dW = X^T dG and dU = H_prev^T dG over one packing of dG
+    at_b_packed<T, 2>({{{f.x, D, D, io.dW, GH}, {H_prev_all.data(), Ho, Ho, io.dU, GH}}},
+                      dG_all.data(), GH, M, GH, num_threads);
+  }
+  if (io.db) column_sums(dG_all.data(), M, GH, GH, io.db);
 
-  // dX = dG W^T, split over rows.
-  const auto rows = split_rows(M, num_threads, GH * D);
+  // dX = dG W^T, W^T packed once per call, the threads splitting dX's rows.
+  PackedMatrix<T> Wt;
+  pack_parallel(Wt, f.W, GH, D, 1, GH, num_threads);
+  const auto rows = split_output_rows<T>(M, num_threads, GH * D);
   parallel_for(static_cast<Index>(rows.size()) - 1, num_threads, [&](Index s) {
-    const Index r0 = rows[s], m = rows[s + 1] - r0;
-    view(io.dx + r0 * D, m, D, D).noalias() =
-        cview(dG_all.data() + r0 * GH, m, GH, GH) * cview(f.W, D, GH, GH).transpose();
+    packed_gemm(dG_all.data() + rows[s] * GH, GH, rows[s + 1] - rows[s], Wt.all(),
+                io.dx + rows[s] * D, D, detail::Start::Zero);
   });
 }
 

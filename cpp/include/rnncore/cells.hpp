@@ -274,6 +274,10 @@ struct LSTMCell {
     }
   }
 
+  // Without peepholes or projection dU = H_prev^T dG is all (backward.hpp then computes it
+  // with dW over one packing of dG).
+  bool plain_recurrent_grads() const { return !peephole && !projection; }
+
   // After the loop, over all batch*time rows: dU = H_prev^T dG; the peepholes' gradient
   // (3, H) = column sums of dA's peephole part; dW_hr = M^T dh (M: the m kept in aux).
   template <class IO, class Gemm>
@@ -389,6 +393,8 @@ struct GRUCell {
     }
     times_packed(n, dG.data(), dG.outerStride(), P->allT, dh_prev, true);  // += dG_zr U_zr^T
   }
+
+  bool plain_recurrent_grads() const { return false; }  // dU_h is not H_prev^T dG_h
 
   // io.db_rec: the recurrent bias row (reset_after with a bias), else nullptr.
   template <class IO, class Gemm>

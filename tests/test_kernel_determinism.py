@@ -1,0 +1,90 @@
+"""Bit-identical results whatever the thread count: forward and backward, every cell.
+
+The core splits work between threads by output (batch shards in the time loops, output rows
+in the products after the backward loop), never by the sum over k, so each value is the same
+chain of FMAs for 1 or 2 threads. The shapes are large enough that the thread split happens
+(split_rows in threads.hpp asks for about 2^19 multiply-adds a shard): B*T*G*H*(D+H) is
+several million per call, and H, D are not multiples of the register block or panel widths,
+so edge blocks and the partial last panel are split too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import rnncore
+from rnncore import _core
+from rnncore import functional as F
+from test_backward import core_forward, make_case
+
+KINDS = ["simple_rnn", "lstm", "gru", "gru_v1"]
+
+
+@pytest.fixture
+def threads_restored():
+    before = rnncore.get_num_threads()
+    yield
+    rnncore.set_num_threads(before)
+
+
+def _forward_backward(kind, case, options, threads, seed):
+    rnncore.set_num_threads(threads)
+    *outputs, ws = core_forward(kind, case, options, training=True)
+    rng = np.random.default_rng(seed)
+    dtype = case["x"].dtype
+    d_out = rng.standard_normal(outputs[0].shape).astype(dtype)
+    d_states = [rng.standard_normal(s.shape).astype(dtype) for s in outputs[1:]]
+    g = F.backward(ws, d_out, d_states)
+    inference = core_forward(kind, case, options)
+    return {
+        "output": outputs[0],
+        **{f"state{k}": s for k, s in enumerate(outputs[1:])},
+        "inference_output": inference[0],
+        "dx": g.x,
+        "dW": g.kernel,
+        "dU": g.recurrent_kernel,
+        "db": g.bias,
+        **{f"d_initial{k}": s for k, s in enumerate(g.initial_state)},
+    }
+
+
+@pytest.mark.parametrize("mask", [None, "holes"])
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["fwd", "bwd"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_and_more_threads_bit_identical(kind, dtype, go_backwards, mask, rng, threads_restored):
+    # D = 45, H = 37: not multiples of MR (6) nor of any panel width (8 .. 32 values).
+    case = make_case(kind, rng, B=24, T=30, D=45, H=37, mask=mask, dtype=dtype)
+    options = {"go_backwards": go_backwards, "return_sequences": True}
+    one = _forward_backward(kind, case, options, 1, seed=7)
+    for threads in (2, 3):  # 3: uneven shards (more threads than cores is allowed)
+        other = _forward_backward(kind, case, options, threads, seed=7)
+        for name, a in one.items():
+            b = other[name]
+            assert a.dtype == b.dtype == dtype, name
+            assert np.array_equal(a, b), (
+                f"{name}: max |1 thread - {threads} threads| = {np.abs(a - b).max()}"
+            )
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("kc", [0, 64], ids=["derived_kc", "kc64"])
+def test_panel_aligned_units_bit_identical(kind, kc, rng, threads_restored):
+    """H = 64, D = 32: whole panels and register blocks, B*T = 320 rows of dG packed in
+    several KC-row chunks when KC is small (set_blocking), the chunks' partial sums carried
+    in the weight gradients exactly."""
+    case = make_case(kind, rng, B=16, T=20, D=32, H=64, mask="holes", dtype=np.float32)
+    options = {"return_sequences": True}
+    results = {}
+    try:
+        for k in (0, kc):  # the derived blocking, then (kc64) 64-row chunks
+            _core.set_blocking("float32", k, 0)
+            for threads in (1, 2):
+                results[k, threads] = _forward_backward(kind, case, options, threads, seed=3)
+    finally:
+        _core.set_blocking("float32", 0, 0)
+    first = results[0, 1]
+    for key, other in results.items():
+        for name, a in first.items():
+            assert np.array_equal(a, other[name]), (key, name)
