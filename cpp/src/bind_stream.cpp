@@ -24,21 +24,37 @@ constexpr const char* kWeights = "the layer's weights";
 template <class T>
 class Stream {
  public:
+  // With quantize (float32 only) kernel and recurrent_kernel hold low-precision weights
+  // (rnn_args.hpp: lowp_input), packed here once for all calls.
   Stream(const CellSpec& spec, py::array kernel, py::array recurrent_kernel,
          std::optional<py::array> bias, std::optional<Index> batch, bool go_backwards,
-         Variants variants)
+         Variants variants, Precision precision = Precision::F32,
+         std::optional<py::array> kernel_scale = std::nullopt,
+         std::optional<py::array> recurrent_scale = std::nullopt)
       : spec_(spec),
         kernel_(std::move(kernel)),
         recurrent_(std::move(recurrent_kernel)),
         bias_(std::move(bias)),
         variants_(std::move(variants)),
+        kernel_scale_(std::move(kernel_scale)),
+        recurrent_scale_(std::move(recurrent_scale)),
         go_backwards_(go_backwards) {
     H_ = units_of(spec, recurrent_, variants_.projection);
     Ho_ = spec.out_cols(H_);
     check_ndim(kernel_, "kernel", 2, "(input_dim, gates*units)");
     D_ = kernel_.shape(0);
-    W_ = float_input<T>(kernel_, "kernel", {D_, spec.gates() * H_}, "recurrent_kernel");
-    rec_ = recurrent_weights<T>(spec, recurrent_, bias_, H_, "recurrent_kernel", variants_);
+    const Index GH = spec.gates() * H_;
+    if (precision == Precision::F32) {
+      W_ = float_input<T>(kernel_, "kernel", {D_, GH}, "recurrent_kernel");
+    } else {
+      W_low_ = lowp_input(precision, kernel_, kernel_scale_, "kernel", {D_, GH});
+    }
+    rec_ = recurrent_weights<T>(spec, recurrent_, bias_, H_, "recurrent_kernel", variants_,
+                                precision, recurrent_scale_);
+    if (lowp()) {
+      pack();
+      stale_ = false;
+    }
     if (batch) {
       if (*batch < 0)
         throw py::value_error("batch_size: expected >= 0 or None, got " + std::to_string(*batch));
@@ -105,7 +121,11 @@ class Stream {
           for (int k = 0; k < N; ++k) std::copy_n(state(k), B * width(k), finals[k]);
       } else {
         io.final_state = finals;
-        forward(spec_, rec_, io, get_num_threads());
+        if (lowp() && stale_) {
+          std::lock_guard<std::mutex> lock(mutex_);
+          if (stale_.exchange(false)) pack();
+        }
+        forward(spec_, rec_, io, get_num_threads(), lowp() ? &packed_ : nullptr);
       }
     }
     if (!return_state) return std::move(y);
@@ -145,20 +165,26 @@ class Stream {
 
   py::object batch_size() const { return carries() ? py::object(py::int_(B_)) : py::none(); }
   bool go_backwards() const { return go_backwards_; }
+  bool lowp() const { return W_low_.precision != Precision::F32; }
+  std::string quantize() const {
+    return W_low_.precision == Precision::BF16 ? "bf16" : lowp() ? "int8" : "";
+  }
 
  private:
   void pack() {
     pack_recurrent(spec_, rec_, packed_);
-    pack_kernel(spec_, rec_, W_, D_, packed_);
+    pack_kernel(spec_, rec_, W_, D_, packed_, W_low_);
   }
 
   CellSpec spec_;
   py::array kernel_, recurrent_;  // kept alive: the core reads them in place
   std::optional<py::array> bias_;
   Variants variants_;  // an LSTM's peepholes and projection, kept alive like the weights
+  std::optional<py::array> kernel_scale_, recurrent_scale_;  // int8's scales, kept alive
   bool go_backwards_;
   Recurrent<T> rec_;
   const T* W_ = nullptr;
+  LowpSource W_low_;                        // the kernel in low precision (then W_ is nullptr)
   Index B_ = -1, D_ = 0, H_ = 0, Ho_ = 0;   // B_ < 0: no carried states; Ho_: width of h
   std::array<Index, max_states> offset_{};  // where state k starts in states_
   Buffer<T> states_;
@@ -185,7 +211,9 @@ void bind_stream(py::module_& m, const char* name) {
            "Read the weights again before the next call (after modifying them in place).")
       .def_property_readonly("batch_size", &Stream<T>::batch_size,
                              "Rows of the carried states, or None when nothing is carried.")
-      .def_property_readonly("go_backwards", &Stream<T>::go_backwards);
+      .def_property_readonly("go_backwards", &Stream<T>::go_backwards)
+      .def_property_readonly("quantize", &Stream<T>::quantize,
+                             "The weights' low precision: 'bf16', 'int8', or '' (none).");
 }
 
 }  // namespace
@@ -199,10 +227,18 @@ void register_stream(py::module_& m) {
          std::optional<py::array> bias, std::optional<py::ssize_t> batch_size,
          const std::string& activation, const std::string& recurrent_activation, bool reset_after,
          bool go_backwards, std::optional<py::array> peephole, std::optional<py::array> projection,
-         double cell_clip, bool input_forget, const std::string& output_activation) -> py::object {
+         double cell_clip, bool input_forget, const std::string& output_activation,
+         const std::string& quantize, std::optional<py::array> kernel_scale,
+         std::optional<py::array> recurrent_scale) -> py::object {
         Variants v{std::move(peephole), std::move(projection), cell_clip, input_forget,
                    output_activation};
         const CellSpec spec = make_spec(cell, activation, recurrent_activation, reset_after, v);
+        const Precision precision = precision_from_name(quantize);
+        if (precision != Precision::F32)  // float32 models only
+          return py::cast(new Stream<float>(spec, kernel, recurrent_kernel, std::move(bias),
+                                            batch_size, go_backwards, std::move(v), precision,
+                                            std::move(kernel_scale), std::move(recurrent_scale)),
+                          py::return_value_policy::take_ownership);
         if (is_float64(recurrent_kernel, "recurrent_kernel"))
           return py::cast(new Stream<double>(spec, kernel, recurrent_kernel, std::move(bias),
                                              batch_size, go_backwards, std::move(v)),
@@ -215,10 +251,13 @@ void register_stream(py::module_& m) {
       py::arg("batch_size"), py::arg("activation"), py::arg("recurrent_activation"),
       py::arg("reset_after"), py::arg("go_backwards"), py::arg("peephole") = py::none(),
       py::arg("projection") = py::none(), py::arg("cell_clip") = 0.0,
-      py::arg("input_forget") = false, py::arg("output_activation") = "",
+      py::arg("input_forget") = false, py::arg("output_activation") = "", py::arg("quantize") = "",
+      py::arg("kernel_scale") = py::none(), py::arg("recurrent_scale") = py::none(),
       "A stream over one layer's weights (kept by reference; after modifying them in place "
       "call repack()) carrying states of batch_size rows between calls, or nothing when "
-      "batch_size is None.");
+      "batch_size is None. With quantize='bf16' kernel and recurrent_kernel are uint16 "
+      "(bfloat16 bits), with 'int8' int8 with float32 kernel_scale and recurrent_scale "
+      "(one per column); float32 inference only.");
 }
 
 }  // namespace rnncore::bind

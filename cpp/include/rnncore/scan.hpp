@@ -134,7 +134,7 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
     T* aux_buf = y_last + n * Ho;
     T* chunk_gates = aux_buf + n * A;        // (Tc, n, G*H), time-major
     T* chunk_x = chunk_gates + Tc * n * GH;  // (Tc, n, D), time-major
-    const PackedMatrix<T>& W = cell.P->W;    // io.W, packed
+    const auto& W = cell.P->W;               // io.W, packed
     const auto start = io.b_in ? detail::Start::Bias : detail::Start::Zero;
     auto time_at = [&](Index s) { return io.go_backwards ? Tn - 1 - s : s; };
 
