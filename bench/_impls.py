@@ -318,8 +318,10 @@ def ort_session(model, threads: int):
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def ort_forward(w: Weights, x: np.ndarray, threads: int) -> Runner:
-    sess = ort_session(onnx_model(w, stream=False), threads)
+def ort_forward(w: Weights, x: np.ndarray, threads: int, model=None) -> Runner:
+    """``model``: another graph of the same inputs and outputs (e.g. quantized), else
+    :func:`onnx_model`'s."""
+    sess = ort_session(model or onnx_model(w, stream=False), threads)
     feed = {"X": x}
     names = ["Y"]
 
@@ -521,8 +523,9 @@ def torch_stream(w: Weights, X: np.ndarray, threads: int) -> Runner:
     )
 
 
-def ort_stream(w: Weights, X: np.ndarray, threads: int) -> Runner:
-    sess = ort_session(onnx_model(w, stream=True), threads)
+def ort_stream(w: Weights, X: np.ndarray, threads: int, model=None) -> Runner:
+    """``model``: as in :func:`ort_forward`."""
+    sess = ort_session(model or onnx_model(w, stream=True), threads)
     steps = X.shape[1]
     xs = [np.ascontiguousarray(X[:, t : t + 1]) for t in range(steps)]
     lstm = w.cell == "lstm"

@@ -19,7 +19,7 @@ SOURCE_DIR = Path(__file__).resolve().parents[1] / "python" / "rnncore"
 # Lowest first. A module may import modules of its own level (without a circle) or lower.
 LEVELS = [
     ("foundations", ["rnncore._version", "rnncore.errors", "rnncore._memory", "rnncore._core"]),
-    ("math", ["rnncore.activations", "rnncore.utils"]),
+    ("math", ["rnncore.activations", "rnncore.utils", "rnncore.quantization"]),
     ("kernels", ["rnncore.functional", "rnncore.reference"]),
     ("layers", ["rnncore.layers"]),
     ("training", ["rnncore.losses", "rnncore.metrics", "rnncore.optimizers"]),

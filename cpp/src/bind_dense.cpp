@@ -3,6 +3,7 @@
 
 #include "bindings.hpp"
 #include "checks.hpp"
+#include "rnn_args.hpp"
 #include "rnncore/dense.hpp"
 
 namespace rnncore::bind {
@@ -22,14 +23,22 @@ Rows2D rows_of(const py::array& x) {
   return {N, D};
 }
 
+// With a precision other than F32 (T = float only) the kernel is low precision (rnn_args.hpp:
+// lowp_input), packed for this call.
 template <class T>
 py::array dense_forward_t(const py::array& x, const py::array& kernel,
-                          const std::optional<py::array>& bias, Activation act) {
+                          const std::optional<py::array>& bias, Activation act,
+                          Precision precision = Precision::F32,
+                          const std::optional<py::array>& kernel_scale = std::nullopt) {
   const auto [N, D] = rows_of(x);
   check_ndim(kernel, "kernel", 2, "(input_dim, units)");
   const Index U = kernel.shape(1);
   check_contiguous(x, "x");
-  const T* W = float_input<T>(kernel, "kernel", {D, U});
+  const bool lowp = precision != Precision::F32;
+  if (lowp) check_dtype<T>(x, "x", "the quantized layer (float32)");
+  const T* W = lowp ? nullptr : float_input<T>(kernel, "kernel", {D, U});
+  const LowpSource W_low =
+      lowp ? lowp_input(precision, kernel, kernel_scale, "kernel", {D, U}) : LowpSource{};
   const T* b = bias ? float_input<T>(*bias, "bias", {U}) : nullptr;
   checked_elements({N, U}, "output");
   std::vector<Index> shape = shape_of(x);
@@ -39,7 +48,13 @@ py::array dense_forward_t(const py::array& x, const py::array& kernel,
   const T* xp = static_cast<const T*>(x.data());
   {
     py::gil_scoped_release release;
-    dense_forward(xp, N, D, W, U, b, act, yp, get_num_threads());
+    if (lowp) {
+      PackedWeights<T> packed;
+      packed.pack(nullptr, W_low, D, U, U);
+      dense_forward(xp, N, packed, b, act, yp, get_num_threads());
+    } else {
+      dense_forward(xp, N, D, W, U, b, act, yp, get_num_threads());
+    }
   }
   return y;
 }
@@ -84,13 +99,20 @@ void register_dense(py::module_& m) {
   m.def(
       "dense_forward",
       [](const py::array& x, const py::array& kernel, std::optional<py::array> bias,
-         const std::string& activation) -> py::array {
+         const std::string& activation, const std::string& quantize,
+         std::optional<py::array> kernel_scale) -> py::array {
         const Activation act = activation_from_name(activation);
+        const Precision precision = precision_from_name(quantize);
+        if (precision != Precision::F32)  // float32 only
+          return dense_forward_t<float>(x, kernel, bias, act, precision, kernel_scale);
         return is_float64(x, "x") ? dense_forward_t<double>(x, kernel, bias, act)
                                   : dense_forward_t<float>(x, kernel, bias, act);
       },
       py::arg("x"), py::arg("kernel"), py::arg("bias"), py::arg("activation"),
-      "y = act(x kernel + bias) on the last axis of x (..., input_dim) -> (..., units).");
+      py::arg("quantize") = "", py::arg("kernel_scale") = py::none(),
+      "y = act(x kernel + bias) on the last axis of x (..., input_dim) -> (..., units). With "
+      "quantize='bf16' the kernel is uint16 (bfloat16 bits), with 'int8' int8 with float32 "
+      "kernel_scale (units,); x and bias float32.");
   m.def(
       "dense_backward",
       [](const py::array& x, const py::array& kernel, bool use_bias, const std::string& activation,

@@ -62,6 +62,22 @@ std::string simd_in_use() {
   return s.empty() ? "none" : s;
 }
 
+// The CPU's low-precision instructions, for build_info (only the portable path uses any of
+// them today: none of these; they are reported so a user can tell what a faster path would
+// find). GCC 12 / Clang 16 names.
+py::dict lowp_cpu_features() {
+  py::dict d;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  d["avx512_bf16"] = __builtin_cpu_supports("avx512bf16") != 0;
+  d["avx512_vnni"] = __builtin_cpu_supports("avx512vnni") != 0;
+  d["avx_vnni"] = __builtin_cpu_supports("avxvnni") != 0;
+  d["amx_bf16"] = __builtin_cpu_supports("amx-bf16") != 0;
+  d["amx_int8"] = __builtin_cpu_supports("amx-int8") != 0;
+#endif
+  return d;
+}
+
 }  // namespace
 
 void register_info(py::module_& m) {
@@ -71,6 +87,12 @@ void register_info(py::module_& m) {
   m.attr("eigen_version") = std::to_string(EIGEN_WORLD_VERSION) + "." +
                             std::to_string(EIGEN_MAJOR_VERSION) + "." +
                             std::to_string(EIGEN_MINOR_VERSION);
+  // The low-precision kernels built in (lowp.hpp): weights widened to float32 in registers
+  // at this module's vector width.
+  m.attr("lowp_paths") = py::make_tuple("portable");
+  m.def("lowp_cpu_features", &lowp_cpu_features,
+        "The CPU's bf16/int8 instructions (avx512_bf16, avx512_vnni, avx_vnni, amx_bf16, "
+        "amx_int8): what this CPU has, not what rnncore uses.");
   m.def("cpu_supports", &cpu_supports, py::arg("level"),
         "Whether this CPU runs code compiled for an instruction-set level "
         "('baseline', 'x86_64_v3', 'x86_64_v4').");

@@ -27,7 +27,9 @@ void bind_stream(py::module_& m, const char* name) {
            "Read the weights again before the next call (after modifying them in place).")
       .def_property_readonly("batch_size", &Stream<T>::batch_size,
                              "Rows of the carried states, or None when nothing is carried.")
-      .def_property_readonly("go_backwards", &Stream<T>::go_backwards);
+      .def_property_readonly("go_backwards", &Stream<T>::go_backwards)
+      .def_property_readonly("quantize", &Stream<T>::quantize,
+                             "The weights' low precision: 'bf16', 'int8', or '' (none).");
 }
 
 }  // namespace
@@ -41,10 +43,18 @@ void register_stream(py::module_& m) {
          std::optional<py::array> bias, std::optional<py::ssize_t> batch_size,
          const std::string& activation, const std::string& recurrent_activation, bool reset_after,
          bool go_backwards, std::optional<py::array> peephole, std::optional<py::array> projection,
-         double cell_clip, bool input_forget, const std::string& output_activation) -> py::object {
+         double cell_clip, bool input_forget, const std::string& output_activation,
+         const std::string& quantize, std::optional<py::array> kernel_scale,
+         std::optional<py::array> recurrent_scale) -> py::object {
         Variants v{std::move(peephole), std::move(projection), cell_clip, input_forget,
                    output_activation};
         const CellSpec spec = make_spec(cell, activation, recurrent_activation, reset_after, v);
+        const Precision precision = precision_from_name(quantize);
+        if (precision != Precision::F32)  // float32 models only
+          return py::cast(new Stream<float>(spec, kernel, recurrent_kernel, std::move(bias),
+                                            batch_size, go_backwards, std::move(v), precision,
+                                            std::move(kernel_scale), std::move(recurrent_scale)),
+                          py::return_value_policy::take_ownership);
         if (is_float64(recurrent_kernel, "recurrent_kernel"))
           return py::cast(new Stream<double>(spec, kernel, recurrent_kernel, std::move(bias),
                                              batch_size, go_backwards, std::move(v)),
@@ -57,10 +67,13 @@ void register_stream(py::module_& m) {
       py::arg("batch_size"), py::arg("activation"), py::arg("recurrent_activation"),
       py::arg("reset_after"), py::arg("go_backwards"), py::arg("peephole") = py::none(),
       py::arg("projection") = py::none(), py::arg("cell_clip") = 0.0,
-      py::arg("input_forget") = false, py::arg("output_activation") = "",
+      py::arg("input_forget") = false, py::arg("output_activation") = "", py::arg("quantize") = "",
+      py::arg("kernel_scale") = py::none(), py::arg("recurrent_scale") = py::none(),
       "A stream over one layer's weights (kept by reference; after modifying them in place "
       "call repack()) carrying states of batch_size rows between calls, or nothing when "
-      "batch_size is None.");
+      "batch_size is None. With quantize='bf16' kernel and recurrent_kernel are uint16 "
+      "(bfloat16 bits), with 'int8' int8 with float32 kernel_scale and recurrent_scale "
+      "(one per column); float32 inference only.");
 }
 
 }  // namespace rnncore::bind

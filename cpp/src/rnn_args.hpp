@@ -89,17 +89,56 @@ inline Index units_of(const CellSpec& spec, const py::array& recurrent_kernel,
   return H;
 }
 
+// Low-precision weights (lowp.hpp), for float32 inference: quantize "" (none), "bf16" (the
+// values are uint16: each weight's bfloat16 bits) or "int8" (int8 values and one float32
+// scale per column, w = scale * q).
+inline Precision precision_from_name(const std::string& quantize) {
+  if (quantize.empty()) return Precision::F32;
+  if (quantize == "bf16") return Precision::BF16;
+  if (quantize == "int8") return Precision::Int8;
+  throw py::value_error("quantize: expected 'bf16', 'int8' or none, got '" + quantize + "'");
+}
+
+inline LowpSource lowp_input(Precision p, const py::array& values,
+                             const std::optional<py::array>& scale, const std::string& name,
+                             const std::vector<Index>& shape) {
+  const bool int8 = p == Precision::Int8;
+  const bool ok = int8 ? has_dtype<std::int8_t>(values) : has_dtype<std::uint16_t>(values);
+  if (!ok)
+    throw py::type_error(name + ": expected dtype " + (int8 ? "int8" : "uint16 (bfloat16 bits)") +
+                         " for quantize='" + (int8 ? "int8" : "bf16") + "', got " +
+                         dtype_str(values));
+  check_shape(values, name.c_str(), shape);
+  check_contiguous(values, name.c_str());
+  const std::string scale_name = name + "_scale";
+  if (!int8) {
+    if (scale) throw py::value_error(scale_name + ": expected none for quantize='bf16'");
+    return {p, values.data(), nullptr};
+  }
+  if (!scale)
+    throw py::value_error(scale_name + ": expected float32 scales of shape " +
+                          shape_str({shape[1]}) + " for quantize='int8', got none");
+  return {p, values.data(),
+          float_input<float>(*scale, scale_name.c_str(), {shape[1]}, name.c_str())};
+}
+
 // U and the bias in Keras's layout: (G*H,), or (2, 3H) for GRU reset_after. dtype T, the
 // dtype of `ref`.
+// With a precision other than F32, U is low precision (lowp_input) and the rest float32.
 template <class T>
 Recurrent<T> recurrent_weights(const CellSpec& spec, const py::array& recurrent_kernel,
                                const std::optional<py::array>& bias, Index H, const char* ref,
-                               const Variants& v = {}) {
+                               const Variants& v = {}, Precision precision = Precision::F32,
+                               const std::optional<py::array>& recurrent_scale = std::nullopt) {
   const Index GH = spec.gates() * H, Hp = spec.out_cols(H);
   Recurrent<T> rec;
   rec.H = H;
   rec.Hp = Hp;
-  rec.U = float_input<T>(recurrent_kernel, "recurrent_kernel", {Hp, GH}, ref);
+  if (precision == Precision::F32)
+    rec.U = float_input<T>(recurrent_kernel, "recurrent_kernel", {Hp, GH}, ref);
+  else
+    rec.U_low =
+        lowp_input(precision, recurrent_kernel, recurrent_scale, "recurrent_kernel", {Hp, GH});
   if (v.peephole) rec.peephole = float_input<T>(*v.peephole, "peephole", {3, H}, ref);
   if (v.projection) rec.projection = float_input<T>(*v.projection, "projection", {H, Hp}, ref);
   if (bias)

@@ -32,21 +32,32 @@ constexpr const char* kWeights = "the layer's weights";
 template <class T>
 class Stream {
  public:
+  // With a precision other than F32 (float32 only) kernel and recurrent_kernel hold
+  // low-precision weights (rnn_args.hpp: lowp_input), packed like the float ones.
   Stream(const CellSpec& spec, py::array kernel, py::array recurrent_kernel,
          std::optional<py::array> bias, std::optional<Index> batch, bool go_backwards,
-         Variants variants)
+         Variants variants, Precision precision = Precision::F32,
+         std::optional<py::array> kernel_scale = std::nullopt,
+         std::optional<py::array> recurrent_scale = std::nullopt)
       : spec_(spec),
         kernel_(std::move(kernel)),
         recurrent_(std::move(recurrent_kernel)),
         bias_(std::move(bias)),
         variants_(std::move(variants)),
+        kernel_scale_(std::move(kernel_scale)),
+        recurrent_scale_(std::move(recurrent_scale)),
         go_backwards_(go_backwards) {
     H_ = units_of(spec, recurrent_, variants_.projection);
     Ho_ = spec.out_cols(H_);
     check_ndim(kernel_, "kernel", 2, "(input_dim, gates*units)");
     D_ = kernel_.shape(0);
-    W_ = float_input<T>(kernel_, "kernel", {D_, spec.gates() * H_}, "recurrent_kernel");
-    rec_ = recurrent_weights<T>(spec, recurrent_, bias_, H_, "recurrent_kernel", variants_);
+    const Index GH = spec.gates() * H_;
+    if (precision == Precision::F32)
+      W_ = float_input<T>(kernel_, "kernel", {D_, GH}, "recurrent_kernel");
+    else
+      W_low_ = lowp_input(precision, kernel_, kernel_scale_, "kernel", {D_, GH});
+    rec_ = recurrent_weights<T>(spec, recurrent_, bias_, H_, "recurrent_kernel", variants_,
+                                precision, recurrent_scale_);
     if (batch) {
       if (*batch < 0)
         throw py::value_error("batch_size: expected >= 0 or None, got " + std::to_string(*batch));
@@ -199,20 +210,26 @@ class Stream {
 
   py::object batch_size() const { return carries() ? py::object(py::int_(B_)) : py::none(); }
   bool go_backwards() const { return go_backwards_; }
+  bool lowp() const { return W_low_.precision != Precision::F32; }
+  std::string quantize() const {
+    return W_low_.precision == Precision::BF16 ? "bf16" : lowp() ? "int8" : "";
+  }
 
  private:
   void pack() {
     pack_recurrent(spec_, rec_, packed_);
-    pack_kernel(spec_, rec_, W_, D_, packed_);
+    pack_kernel(spec_, rec_, W_, D_, packed_, W_low_);
   }
 
   CellSpec spec_;
   py::array kernel_, recurrent_;  // kept alive: the core reads them in place
   std::optional<py::array> bias_;
   Variants variants_;  // an LSTM's peepholes and projection, kept alive like the weights
+  std::optional<py::array> kernel_scale_, recurrent_scale_;  // int8's scales, kept alive
   bool go_backwards_;
   Recurrent<T> rec_;
   const T* W_ = nullptr;
+  LowpSource W_low_;                        // the kernel in low precision (then W_ is nullptr)
   Index B_ = -1, D_ = 0, H_ = 0, Ho_ = 0;   // B_ < 0: no carried states; Ho_: width of h
   std::array<Index, max_states> offset_{};  // where state k starts in states_
   Buffer<T> states_;

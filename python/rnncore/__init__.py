@@ -43,6 +43,11 @@ def build_info() -> dict:
         "eigen": _core.eigen_version,
         "threads": _core.get_num_threads(),
         "kernel": _core.kernel_info(),  # cache sizes and the matrix kernel's blocking
+        # quantize="bf16"/"int8": the kernels' path, those built, and the CPU's own bf16/int8
+        # instructions (which the portable path does not use)
+        "lowp_path": f"{_core.lowp_path} ({_core.isa}: weights widened to float32, FMA)",
+        "lowp_paths": list(_core.lowp_paths),
+        "lowp_cpu": _core.lowp_cpu_features(),
     }
 
 

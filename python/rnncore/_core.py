@@ -6,6 +6,12 @@ The extension is built once per instruction-set level (``_core_baseline`` for an
 CPU, is asked which levels the CPU supports; the best one present is imported. Set the
 environment variable ``RNNCORE_ISA`` (``baseline``, ``x86_64_v3``, ``x86_64_v4``) to force a
 level, e.g. to compare them.
+
+Low precision (``quantize``): ``lowp_path`` is the path the bf16/int8 kernels take. One is
+built: ``"portable"`` (weights widened to float32 in registers, float32 FMA, at the
+module's vector width). ``RNNCORE_LOWP_PATH`` forces a path by name, so that a lower path
+can be tested on a machine with a higher one; a path not built here is refused at import.
+(The AVX512-BF16, VNNI and AMX paths of issue 17 are not built.)
 """
 
 from __future__ import annotations
@@ -16,8 +22,8 @@ from importlib.util import find_spec
 
 __all__ = ["isa", "has_openmp", "simd", "eigen_version", "cpu_supports", "get_num_threads",
            "set_num_threads", "rnn_forward", "rnn_backward", "dense_forward", "dense_backward",
-           "make_stream", "make_chain", "kernel_info", "set_blocking",
-           "peak_flops"]  # fmt: skip
+           "make_stream", "make_chain", "kernel_info", "set_blocking", "peak_flops",
+           "lowp_path", "lowp_paths", "lowp_cpu_features"]  # fmt: skip
 
 _PREFERENCE = ("x86_64_v4", "x86_64_v3")
 
@@ -67,3 +73,18 @@ make_chain = _module.make_chain
 kernel_info = _module.kernel_info
 set_blocking = _module.set_blocking
 peak_flops = _module.peak_flops
+lowp_paths: tuple = tuple(_module.lowp_paths)
+lowp_cpu_features = _module.lowp_cpu_features
+
+
+def _lowp_path() -> str:
+    forced = os.environ.get("RNNCORE_LOWP_PATH", "").strip()
+    if forced and forced not in lowp_paths:
+        raise ImportError(
+            f"RNNCORE_LOWP_PATH={forced!r}: expected one of {lowp_paths} (the low-precision "
+            f"paths this build has)"
+        )
+    return forced or lowp_paths[-1]
+
+
+lowp_path: str = _lowp_path()

@@ -12,14 +12,18 @@ eigen_version: str
 # the list of _core.py, whose names these are
 __all__ = ["isa", "has_openmp", "simd", "eigen_version", "cpu_supports", "get_num_threads",
            "set_num_threads", "rnn_forward", "rnn_backward", "dense_forward", "dense_backward",
-           "make_stream", "make_chain", "kernel_info", "set_blocking",
-           "peak_flops"]  # fmt: skip
+           "make_stream", "make_chain", "kernel_info", "set_blocking", "peak_flops",
+           "lowp_path", "lowp_paths", "lowp_cpu_features"]  # fmt: skip
+
+lowp_path: str
+lowp_paths: tuple[str, ...]
 
 _Array = NDArray[np.floating]
 _Arrays = Sequence[NDArray[np.floating]]
 _Mask = NDArray[np.bool_] | None
 
 def cpu_supports(level: str) -> bool: ...
+def lowp_cpu_features() -> dict[str, bool]: ...
 def get_num_threads() -> int: ...
 def set_num_threads(n: SupportsIndex) -> None: ...
 def kernel_info() -> dict[str, object]: ...
@@ -45,7 +49,11 @@ def rnn_backward(cell: str, x: _Array, kernel: _Array, recurrent_kernel: _Array,
                  input_forget: bool = False, output_activation: str = ""
                  ) -> tuple[_Array, _Array, _Array, _Array | None, list[_Array],
                             _Array | None, _Array | None]: ...  # fmt: skip
-def dense_forward(x: _Array, kernel: _Array, bias: _Array | None, activation: str) -> _Array: ...
+
+# quantize "bf16": kernel uint16 (bfloat16 bits); "int8": kernel int8 and kernel_scale
+def dense_forward(x: _Array, kernel: NDArray, bias: _Array | None, activation: str,
+                  quantize: str = "", kernel_scale: _Array | None = None
+                  ) -> _Array: ...  # fmt: skip
 def dense_backward(
     x: _Array, kernel: _Array, use_bias: bool, activation: str, y: _Array, dy: _Array
 ) -> tuple[_Array, _Array, _Array | None]: ...
@@ -56,6 +64,8 @@ class _Stream:
     def batch_size(self) -> int | None: ...
     @property
     def go_backwards(self) -> bool: ...
+    @property
+    def quantize(self) -> str: ...
     def run(
         self,
         x: _Array,
@@ -72,8 +82,10 @@ def make_stream(cell: str, kernel: _Array, recurrent_kernel: _Array, bias: _Arra
                 batch_size: int | None, activation: str, recurrent_activation: str,
                 reset_after: bool, go_backwards: bool, peephole: _Array | None = None,
                 projection: _Array | None = None, cell_clip: float = 0.0,
-                input_forget: bool = False, output_activation: str = ""
-                ) -> _Stream: ...  # fmt: skip
+                input_forget: bool = False, output_activation: str = "",
+                quantize: str = "", kernel_scale: _Array | None = None,
+                recurrent_scale: _Array | None = None) -> _Stream: ...  # fmt: skip
+
 # What make_chain returns (the compiled classes Chain32 / Chain64, not exported).
 class _Chain:
     def run(self, x: _Array, mask: _Mask = None) -> tuple[_Array, NDArray[np.bool_] | None]: ...

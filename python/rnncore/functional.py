@@ -21,6 +21,13 @@ results; nothing is converted silently. A Python list (or any non-array) is conv
 NumPy, which makes floats float64: given with float32 arrays, it is refused with a message
 saying so. Non-contiguous inputs are accepted (copied once). Inputs are never modified. The
 GIL is released while the core computes.
+
+``quantize="bf16"`` or ``"int8"`` (:func:`simple_rnn`, :func:`lstm`, :func:`gru`,
+:func:`dense`, :func:`stream`; inference only, float32 only) runs with the kernel and the
+recurrent kernel in low precision (:mod:`rnncore.quantization`): given as float32 arrays they
+are quantized for the call (round to nearest even bf16; int8 with one scale per column), or
+given already quantized as :class:`rnncore.quantization.Quantized`. Biases, an LSTM's
+peepholes and projection, states, activations and the accumulation stay float32.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _core, activations
+from .quantization import Quantized, check_mode
+from .quantization import quantize as _quantize
 
 __all__ = [
     "simple_rnn",
@@ -171,9 +180,27 @@ def _variants(peephole, projection, cell_clip, input_forget, output_activation, 
     return out
 
 
+def _lowp(w, mode: str, name: str) -> Quantized:
+    """A weight for ``quantize=mode``: given quantized (of that mode), or quantized here."""
+    if isinstance(w, Quantized):
+        if w.mode != mode:
+            raise ValueError(f"{name}: quantized as {w.mode!r}, but quantize={mode!r}")
+        return w
+    return _quantize(_array(w, name), mode, name)
+
+
 def _run(cell, x, kernel, recurrent_kernel, bias, initial_state, mask, n_states, *, activation,
          recurrent_activation="sigmoid", reset_after=True, go_backwards=False,
-         return_sequences=False, training=False, variants=None):  # fmt: skip
+         return_sequences=False, training=False, variants=None, quantize=None):  # fmt: skip
+    if quantize is not None:  # the quantized kernels: one run of a stream carrying nothing
+        if training:
+            raise ValueError("quantize: inference only, got training=True")
+        s = _make_stream(cell, kernel, recurrent_kernel, bias, None, activation,
+                         recurrent_activation, reset_after, go_backwards, variants or {},
+                         quantize)  # fmt: skip
+        given = _states(initial_state, n_states, cell)
+        states = [_array(a, name) for name, a in given.items()]
+        return tuple(s.run(_array(x, "x"), _mask(mask), return_sequences, states, True))
     states = _states(initial_state, n_states, cell)
     a = _arrays(
         {"x": x, "kernel": kernel, "recurrent_kernel": recurrent_kernel, "bias": bias, **states}
@@ -235,20 +262,22 @@ def backward(workspace: Workspace, d_output, d_state=None) -> Gradients:
 
 
 def simple_rnn(x, kernel, recurrent_kernel, bias=None, *, activation="tanh", initial_state=None,
-               mask=None, go_backwards=False, return_sequences=False, training=False):  # fmt: skip
+               mask=None, go_backwards=False, return_sequences=False, training=False,
+               quantize=None):  # fmt: skip
     """SimpleRNN: ``h_t = act(x_t W + h_{t-1} U + b)``. Returns ``(output, h)``.
 
     With ``training=True`` a :class:`Workspace` for :func:`backward` is appended.
+    ``quantize``: ``"bf16"`` or ``"int8"`` weights (see the module's docstring).
     """
     return _run("simple_rnn", x, kernel, recurrent_kernel, bias, initial_state, mask, 1,
                 activation=activation, go_backwards=go_backwards, return_sequences=return_sequences,
-                training=training)  # fmt: skip
+                training=training, quantize=quantize)  # fmt: skip
 
 
 def lstm(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
          recurrent_activation="sigmoid", initial_state=None, mask=None, go_backwards=False,
          return_sequences=False, training=False, peephole=None, projection=None, cell_clip=None,
-         input_forget=False, output_activation=None):  # fmt: skip
+         input_forget=False, output_activation=None, quantize=None):  # fmt: skip
     """LSTM, gates ``i, f, c, o``. Returns ``(output, h, c)``.
 
     ``i, f, o = rec_act(.)``, ``g = act(.)``, ``c_t = f c_{t-1} + i g``,
@@ -270,38 +299,46 @@ def lstm(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
       ``activation``.
 
     With ``training=True``, :func:`backward` also returns the gradients of ``peephole`` and
-    ``projection``.
+    ``projection``. ``quantize``: ``"bf16"`` or ``"int8"`` weights (see the module's
+    docstring; the peepholes and the projection stay float32).
     """
     variants = _variants(peephole, projection, cell_clip, input_forget, output_activation, x)
     return _run("lstm", x, kernel, recurrent_kernel, bias, initial_state, mask, 2,
                 activation=activation, recurrent_activation=recurrent_activation,
                 go_backwards=go_backwards, return_sequences=return_sequences,
-                training=training, variants=variants)  # fmt: skip
+                training=training, variants=variants, quantize=quantize)  # fmt: skip
 
 
 def gru(x, kernel, recurrent_kernel, bias=None, *, activation="tanh",
         recurrent_activation="sigmoid", reset_after=True, initial_state=None, mask=None,
-        go_backwards=False, return_sequences=False, training=False):  # fmt: skip
+        go_backwards=False, return_sequences=False, training=False, quantize=None):  # fmt: skip
     """GRU, gates ``z, r, h``. Returns ``(output, h)``.
 
     ``reset_after=True`` (Keras 3 / PyTorch / cuDNN): ``hh = act(x W_h + b_xh + r (h U_h + b_hh))``
     with ``bias`` of shape ``(2, 3H)``; ``reset_after=False`` (2014 form):
     ``hh = act(x W_h + b_h + (r h) U_h)`` with ``bias`` of shape ``(3H,)``. Then
     ``h_t = z h_{t-1} + (1 - z) hh``. With ``training=True`` a :class:`Workspace` for
-    :func:`backward` is appended.
+    :func:`backward` is appended. ``quantize``: ``"bf16"`` or ``"int8"`` weights (see the
+    module's docstring).
     """
     return _run("gru", x, kernel, recurrent_kernel, bias, initial_state, mask, 1,
                 activation=activation, recurrent_activation=recurrent_activation,
                 reset_after=reset_after, go_backwards=go_backwards,
-                return_sequences=return_sequences, training=training)  # fmt: skip
+                return_sequences=return_sequences, training=training,
+                quantize=quantize)  # fmt: skip
 
 
-def dense(x, kernel, bias=None, activation="linear"):
+def dense(x, kernel, bias=None, activation="linear", *, quantize=None):
     """Dense on the last axis: ``y = act(x W + b)``; ``x (..., D)``, ``kernel (D, U)``.
 
     On a sequence ``(B, T, D)`` it applies to every timestep (Keras's Dense on 3-D input).
-    ``activation`` may also be ``softmax`` (over the last axis).
+    ``activation`` may also be ``softmax`` (over the last axis). ``quantize``: ``"bf16"`` or
+    ``"int8"`` kernel (see the module's docstring).
     """
+    if quantize is not None:
+        w = _lowp(kernel, check_mode(quantize), "kernel")
+        a = _arrays({"x": x, "bias": bias})
+        return _core.dense_forward(a["x"], w.values, a["bias"], activation, quantize, w.scale)
     a = _arrays({"x": x, "kernel": kernel, "bias": bias})
     return _core.dense_forward(a["x"], a["kernel"], a["bias"], activation)
 
@@ -317,8 +354,8 @@ def dense_backward(x, kernel, y, dy, *, use_bias=True, activation="linear"):
 
 def stream(cell, kernel, recurrent_kernel, bias=None, *, batch_size=None, activation="tanh",
            recurrent_activation="sigmoid", reset_after=True, go_backwards=False, peephole=None,
-           projection=None, cell_clip=None, input_forget=False,
-           output_activation=None):  # fmt: skip
+           projection=None, cell_clip=None, input_forget=False, output_activation=None,
+           quantize=None):  # fmt: skip
     """One recurrent layer bound to its weights: what the layers call, and a carried state
     for streaming (Keras's ``stateful=True``).
 
@@ -341,11 +378,31 @@ def stream(cell, kernel, recurrent_kernel, bias=None, *, batch_size=None, activa
 
     Either way the weights are packed on the first run and kept for all the stream's runs:
     after modifying them in place, call ``s.repack()``.
+
+    ``quantize="bf16"`` or ``"int8"``: the kernels in low precision (see the module's
+    docstring); ``s.quantize`` tells which.
     """
-    a = _arrays({"recurrent_kernel": recurrent_kernel, "kernel": kernel, "bias": bias})
-    variants = _variants(peephole, projection, cell_clip, input_forget, output_activation,
-                         a["recurrent_kernel"])  # fmt: skip
-    return _core.make_stream(cell, a["kernel"], a["recurrent_kernel"], a["bias"],
-                             None if batch_size is None else int(batch_size), activation,
-                             recurrent_activation, bool(reset_after),
-                             bool(go_backwards), **variants)  # fmt: skip
+    ref = np.empty(0, np.float32)
+    if quantize is None:
+        ref = _arrays({"recurrent_kernel": recurrent_kernel})["recurrent_kernel"]
+    variants = _variants(peephole, projection, cell_clip, input_forget, output_activation, ref)
+    return _make_stream(cell, kernel, recurrent_kernel, bias, batch_size, activation,
+                        recurrent_activation, reset_after, go_backwards, variants,
+                        quantize)  # fmt: skip
+
+
+def _make_stream(cell, kernel, recurrent_kernel, bias, batch_size, activation,
+                 recurrent_activation, reset_after, go_backwards, variants, quantize):  # fmt: skip
+    batch_size = None if batch_size is None else int(batch_size)
+    options = (activation, recurrent_activation, bool(reset_after), bool(go_backwards))
+    if quantize is None:
+        a = _arrays({"recurrent_kernel": recurrent_kernel, "kernel": kernel, "bias": bias})
+        return _core.make_stream(cell, a["kernel"], a["recurrent_kernel"], a["bias"], batch_size,
+                                 *options, **variants)  # fmt: skip
+    check_mode(quantize)
+    W = _lowp(kernel, quantize, "kernel")
+    U = _lowp(recurrent_kernel, quantize, "recurrent_kernel")
+    b = None if bias is None else _array(bias, "bias")
+    return _core.make_stream(cell, W.values, U.values, b, batch_size, *options, **variants,
+                             quantize=quantize, kernel_scale=W.scale,
+                             recurrent_scale=U.scale)  # fmt: skip

@@ -280,6 +280,11 @@ class Trainer:
         ``verbose``: 0 silent, 1 (``"auto"``) a progress bar per epoch, 2 one line per epoch.
         """
         self._require_compiled("fit")
+        if getattr(self, "quantization_mode", None):
+            raise RuntimeError(
+                f"fit: the model is quantized ({self.quantization_mode}); training quantized "
+                f"weights is not supported (train in float32, then quantize)"
+            )
         require_default("fit", steps_per_epoch=(steps_per_epoch, None),
                         validation_steps=(validation_steps, None),
                         validation_freq=(validation_freq, 1))  # fmt: skip

@@ -54,10 +54,12 @@ inline CellKind cell_from_name(const std::string& name) {
 // The recurrent weights of one layer, Keras layout: U (Hp, G*H), Hp the width of h (H, or
 // an LSTM's projection units); bias (G*H) or (2, G*H) or nullptr; an LSTM's peepholes
 // (3, H) and projection W_hr (H, Hp), or nullptr. The input kernel W travels in ScanIO.
+// U_low: U in low precision instead (lowp.hpp; float32 inference only, U is then nullptr).
 template <class T>
 struct Recurrent {
   Index H = 0, Hp = 0;
   const T* U = nullptr;
+  LowpSource U_low;
   const T* bias = nullptr;
   const T* peephole = nullptr;
   const T* projection = nullptr;
@@ -70,8 +72,9 @@ void pack_recurrent(const CellSpec& spec, const Recurrent<T>& rec, PackedU<T>& P
   const Index H = rec.H, Hp = rec.Hp, GH = spec.gates() * H;
   const Index split = spec.kind == CellKind::GRU ? 2 * H : GH;  // columns in `all`
   if (!transposed) {
-    P.all.pack(rec.U, Hp, split, GH);
-    if (split < GH) P.h.pack(rec.U + split, Hp, GH - split, GH);
+    P.all.pack(rec.U, rec.U_low, Hp, split, GH);
+    if (split < GH)
+      P.h.pack(rec.U ? rec.U + split : nullptr, rec.U_low.from_col(split), Hp, GH - split, GH);
     if (rec.projection) P.proj.pack(rec.projection, H, Hp, Hp);
     return;
   }
@@ -112,12 +115,13 @@ void with_cell(const CellSpec& spec, const Recurrent<T>& rec, const PackedU<T>* 
   }
 }
 
-// Packs the input kernel W (D, G*H) for the forward projection.
+// Packs the input kernel W (D, G*H) for the forward projection, or W_low (lowp.hpp) when
+// it holds low-precision weights.
 template <class T>
-void pack_kernel(const CellSpec& spec, const Recurrent<T>& rec, const T* W, Index D,
-                 PackedU<T>& P) {
+void pack_kernel(const CellSpec& spec, const Recurrent<T>& rec, const T* W, Index D, PackedU<T>& P,
+                 const LowpSource& W_low = {}) {
   const Index GH = spec.gates() * rec.H;
-  P.W.pack(W, D, GH, GH);
+  P.W.pack(W, W_low, D, GH, GH);
 }
 
 // The forward pass. `packed` holds U and io.W already packed by pack_recurrent and

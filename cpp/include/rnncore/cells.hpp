@@ -29,7 +29,7 @@
 #include <array>
 
 #include "rnncore/activations.hpp"
-#include "rnncore/packed_gemm.hpp"
+#include "rnncore/lowp.hpp"
 #include "rnncore/types.hpp"
 
 namespace rnncore {
@@ -47,15 +47,16 @@ using States = std::array<Rows<T>, N>;
 // The weights packed for packed_gemm: U for the per-step products, `all` columns for
 // SimpleRNN and LSTM; for GRU `all` holds the z, r columns and `h` the candidate's, which are
 // multiplied apart. The forward step uses U (all, h), the backward step U^T (allT = all^T,
-// hT = h^T). W is the input kernel, for the forward pass's input projection.
+// hT = h^T). W is the input kernel, for the forward pass's input projection. U and W may be
+// low precision (lowp.hpp: bf16 or int8 weights, inference only); the rest is float.
 template <class T>
 struct PackedU {
-  PackedMatrix<T> all, h, allT, hT, W, proj, projT;  // proj: an LSTM's W_hr (projection)
+  PackedWeights<T> all, h, allT, hT, W, proj, projT;  // proj: an LSTM's W_hr (projection)
 };
 
 // X (+)= rows * P, the per-step recurrent product; rows and X are strided row blocks.
 template <class T, class Dst>
-void times_packed(Index n, const T* rows, Index stride, const PackedMatrix<T>& P, Dst&& X,
+void times_packed(Index n, const T* rows, Index stride, const PackedWeights<T>& P, Dst&& X,
                   bool accumulate) {
   packed_gemm(rows, stride, n, P, X.data(), X.outerStride(), accumulate);
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "rnncore/activations.hpp"
+#include "rnncore/lowp.hpp"
 #include "rnncore/packed_gemm.hpp"
 #include "rnncore/scan.hpp"
 #include "rnncore/threads.hpp"
@@ -27,6 +28,20 @@ void dense_forward(const T* x, Index N, Index D, const T* W, Index U, const T* b
     const Index r0 = shards[s], n = shards[s + 1] - r0;
     packed_gemm(x + r0 * D, D, n, P, y + r0 * U, U, b ? detail::Start::Bias : detail::Start::Zero,
                 b);  // x W + b
+    activate(act, view(y + r0 * U, n, U, U));
+  });
+}
+
+// The same with W packed (PackedWeights: float, or bf16/int8 for float32 inference).
+template <class T>
+void dense_forward(const T* x, Index N, const PackedWeights<T>& W, const T* b, Activation act, T* y,
+                   int threads) {
+  const Index D = W.lowp() ? W.q.K : W.f.K, U = W.lowp() ? W.q.N : W.f.N;
+  const auto shards = split_rows(N, threads, D * U);
+  parallel_for(static_cast<Index>(shards.size()) - 1, threads, [&](Index s) {
+    const Index r0 = shards[s], n = shards[s + 1] - r0;
+    packed_gemm(x + r0 * D, D, n, W, y + r0 * U, U, b ? detail::Start::Bias : detail::Start::Zero,
+                b);
     activate(act, view(y + r0 * U, n, U, U));
   });
 }

@@ -159,7 +159,7 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
     T* aux_buf = y_last + n * Ho;
     T* chunk_gates = aux_buf + n * A;        // (Tc, rows, G*H), time-major
     T* chunk_x = chunk_gates + Tc * n * GH;  // (Tc, rows, D), time-major
-    const PackedMatrix<T>& W = cell.P->W;    // io.W, packed
+    const auto& W = cell.P->W;               // io.W, packed (float, or bf16/int8 weights)
     const auto start = io.b_in ? detail::Start::Bias : detail::Start::Zero;
 
     // Buffer row i holds batch row r0 + rows[i]: the batch order, or by decreasing length.

@@ -95,9 +95,9 @@ def read_member(zf: zipfile.ZipFile, name: str, what: str, limit: int | None = N
         ) from None
 
 
-def load_npy(data: bytes, what: str) -> np.ndarray:
-    """A weight stored as ``.npy`` bytes: header checked (a float dtype, a size that fits)
-    before the array is allocated; never unpickles."""
+def load_npy(data: bytes, what: str, dtypes=None) -> np.ndarray:
+    """A weight stored as ``.npy`` bytes: header checked (a float dtype, or one of
+    ``dtypes``; a size that fits) before the array is allocated; never unpickles."""
     f = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(f)
@@ -109,9 +109,10 @@ def load_npy(data: bytes, what: str) -> np.ndarray:
             raise ValueError(f"unsupported .npy format version {version}")
     except (ValueError, EOFError, OSError, TypeError, SyntaxError) as e:
         raise ModelFileError(f"{what} is not a valid .npy array ({e})") from None
-    if dtype not in WEIGHT_DTYPES:
+    if dtype not in (WEIGHT_DTYPES if dtypes is None else dtypes):
+        expected = "floating-point" if dtypes is None else " or ".join(map(str, dtypes))
         raise ModelFileError(
-            f"{what} is not a valid .npy weight: expected floating-point values, got dtype {dtype}"
+            f"{what} is not a valid .npy weight: expected {expected} values, got dtype {dtype}"
         )
     check_declared_size(what, [shape], dtype)
     try:

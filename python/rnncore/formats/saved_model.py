@@ -29,6 +29,13 @@ A functional model (:class:`rnncore.Model`) is ``{"class_name": "Functional", "c
                    "shape": [8, 64], "dtype": "float32"}, ...]
     }
 
+A weight held in low precision (``model.quantize``, :mod:`rnncore.quantization`) is stored
+as it is held, not as float32: its entry (``dtype`` float32, the dtype ``get_weights``
+gives) adds ``"quantized": {"mode": "int8", "scale": "weights/0004.npy"}`` (``"bf16"``:
+``"scale": null``), its ``file`` holding the int8 values (bf16: the uint16 bits) and
+``scale`` the float32 scales, one per column. Such a file is ``format_version`` 2 (an older
+rnncore refuses it as newer); a file without quantized weights stays version 1.
+
 Layer configs are the layers' ``get_config()`` (Keras's argument names and values).
 Loading reads only these files, instantiates only rnncore's own layer classes by name, and
 reads weights with ``numpy.load(allow_pickle=False)``: a file can never make the loader run
@@ -52,7 +59,7 @@ from .._version import __version__
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "write_archive"]
 
 FORMAT = "rnncore.model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: quantized weights; files without them are written as 1
 MANIFEST = "rnncore_model.json"
 
 
@@ -68,16 +75,29 @@ def write_archive(model, filepath, overwrite=True) -> None:
     except TypeError as e:
         raise ValueError(f"save: the model's config cannot be written as JSON ({e})") from None
     entries, files = [], []
-    for v in model.weights:  # get_weights() order, each shared weight once
+
+    def add(array) -> str:
         name = f"weights/{len(files):04d}.npy"
         buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(v.value), allow_pickle=False)
+        np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
         files.append((name, buf.getvalue()))
-        entries.append({"path": v.path, "file": name, "shape": list(v.shape), "dtype": v.dtype})
+        return name
+
+    quantized = model.quantized_variables()
+    for v in model.weights:  # get_weights() order, each shared weight once
+        q = quantized.get(id(v))
+        entry = {"path": v.path, "file": add(v.value if q is None else q.values),
+                 "shape": list(v.shape), "dtype": v.dtype}  # fmt: skip
+        if q is not None:
+            entry["quantized"] = {
+                "mode": q.mode,
+                "scale": None if q.scale is None else add(q.scale),
+            }
+        entries.append(entry)
     build_shape = getattr(model, "_build_input_shape", None)
     manifest = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if quantized else 1,
         "rnncore_version": __version__,
         "model": {"class_name": model._class_name, "config": json.loads(json_config)},
         "build_input_shape": None if build_shape is None else list(build_shape),

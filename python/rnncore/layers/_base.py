@@ -405,6 +405,12 @@ class Layer(DropsTransientOnPickle):
             self._dropout_rng = np.random.default_rng(entropy + [0x5EED])
         return self._dropout_rng
 
+    def inner_layers(self) -> list:
+        """The layers this one wraps (Bidirectional's two directions, TimeDistributed's
+        layer), which model-wide operations (``model.quantize``) reach; none for a plain
+        layer."""
+        return []
+
     # ---- pickling -----------------------------------------------------------------------
     #
     # A pickled layer is its attributes: config values and weights (NumPy arrays), never

@@ -16,6 +16,7 @@ from ._base import (
     shape_tuple,
     standardize_dtype,
 )
+from ._quantized import Quantizable
 from ._symbolic import Node, nodes_of
 
 __all__ = [
@@ -30,8 +31,11 @@ __all__ = [
 ]
 
 
-def _dense(x, kernel, bias, activation):
-    """``act(x W + b)`` on the last axis: the one place Dense computes (the core's kernel)."""
+def _dense(x, kernel, bias, activation, quantized=None):
+    """``act(x W + b)`` on the last axis: the one place Dense computes (the core's kernel);
+    with ``quantized`` (a :class:`rnncore.quantization.Quantized` kernel) in low precision."""
+    if quantized is not None:
+        return functional.dense(x, quantized, bias, activation, quantize=quantized.mode)
     return functional.dense(x, kernel, bias, activation)
 
 
@@ -44,7 +48,7 @@ def set_kernel_options(layer, activation, use_bias, kernel_initializer, bias_ini
     layer.seed = seed
 
 
-class Dense(Layer):
+class Dense(Quantizable, Layer):
     """``output = activation(inputs @ kernel + bias)`` on the last axis (any rank >= 2).
 
     On a sequence ``(batch, timesteps, features)`` it applies to every timestep, like
@@ -99,14 +103,17 @@ class Dense(Layer):
                 f"Dense {self.name!r}: expected input of shape (batch, ..., {d}), "
                 f"got {inputs.shape}"
             )
+        low = self.quantized_weights()
         return _dense(
             inputs,
             self.kernel.value,
             None if self.bias is None else self.bias.value,
             self.activation,
+            None if low is None else low["kernel"],
         )
 
     def call_train(self, x, mask, rng):
+        self._refuse_training()
         y = self.call(x)
         self._train_cache = (np.ascontiguousarray(x), y)
         return y

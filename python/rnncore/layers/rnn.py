@@ -34,6 +34,7 @@ from ._base import (
     require_default,
     shape_tuple,
 )
+from ._quantized import Quantizable
 from ._symbolic import is_symbolic, symbolic_call
 
 __all__ = ["RNN"]
@@ -52,7 +53,7 @@ def _stream_option(name: str) -> property:
     return property(operator.attrgetter(slot), set_option)
 
 
-class RNN(Layer):
+class RNN(Quantizable, Layer):
     """Shared mechanics of the recurrent layers (not used directly: see the subclasses).
 
     Call: ``layer(inputs, initial_state=None, mask=None, training=None)`` with ``inputs``
@@ -80,6 +81,7 @@ class RNN(Layer):
     #: optional weights after the bias (attributes, None when unused), each named as its
     #: keyword of _functional / functional.stream and its field of functional.Gradients
     _variant_weights: tuple = ()
+    _quantized_weights = ("kernel", "recurrent_kernel")  # quantize(mode): see _quantized.py
 
     activation = _stream_option("activation")
     go_backwards = _stream_option("go_backwards")
@@ -209,6 +211,8 @@ class RNN(Layer):
                 )
             self._batch_size = batch
         stream = self._stream
+        if self._quant is not None:  # quantized again first if the weights changed
+            self.quantized_weights()
         if stream is not None and not self._respec:
             versions = self._weight_versions()  # the stream packed the weights once
             if versions != self._packed_versions:  # assign, set_weights or an optimizer
@@ -219,13 +223,15 @@ class RNN(Layer):
             stream = self._stream
             if stream is None or self._respec:
                 self._respec = False
+                low = self.quantized_weights()
                 new = functional.stream(
                     self._cell,
-                    self.kernel.value,
-                    self.recurrent_kernel.value,
+                    self.kernel.value if low is None else low["kernel"],
+                    self.recurrent_kernel.value if low is None else low["recurrent_kernel"],
                     None if self.bias is None else self.bias.value,
                     batch_size=self._batch_size if self.stateful else None,
                     go_backwards=self.go_backwards,
+                    quantize=self.quantization_mode,
                     **self._cell_keywords(),
                 )
                 if stream is not None and None not in (stream.batch_size, new.batch_size):
@@ -428,6 +434,7 @@ class RNN(Layer):
         return self.call_train(x, mask, rng, initial_state), self.compute_mask(x, mask)
 
     def call_train(self, x, mask, rng, initial_state=None):
+        self._refuse_training()
         x, mask, initial_state = self._checked(x, mask, initial_state)
         if not self.stateful:
             y, finals = self._train_forward(x, mask, initial_state, rng)

@@ -140,6 +140,9 @@ class Bidirectional(Layer):
     def weights(self):
         return self.forward_layer.weights + self.backward_layer.weights
 
+    def inner_layers(self) -> list:
+        return [self.forward_layer, self.backward_layer]
+
     @property
     def states(self):
         f, b = self.forward_layer.states, self.backward_layer.states
@@ -360,6 +363,9 @@ class TimeDistributed(Layer):
     @property
     def weights(self):
         return self.layer.weights
+
+    def inner_layers(self) -> list:
+        return [self.layer]
 
     def build(self, input_shape):
         input_shape = shape_tuple(input_shape, f"{self.name}: build")

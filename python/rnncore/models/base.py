@@ -21,6 +21,7 @@ from ..formats.archive import ARCHIVE_ERRORS, load_npy, read_member
 from ..formats.onnx.export import to_onnx
 from ..formats.saved_model import write_archive
 from ..layers._base import DropsTransientOnPickle
+from ..quantization import check_mode
 from ..training import Trainer
 from .ragged import predict_ragged
 from .stream_pool import StreamPool
@@ -148,6 +149,68 @@ class ModelBase(DropsTransientOnPickle, Trainer):
             elif getattr(layer, "stateful", False):
                 out.append(layer)
         return out
+
+    # ---- low precision (rnncore.quantization) ---------------------------------------------
+
+    def leaf_layers(self) -> list:
+        """Every layer that computes, through nested models and wrappers (Bidirectional's
+        two directions, TimeDistributed's layer)."""
+        out = []
+
+        def walk(layer):
+            inner = layer.layers if isinstance(layer, ModelBase) else layer.inner_layers()
+            if not inner:
+                out.append(layer)
+            for sub in inner:
+                walk(sub)
+
+        for layer in self.layers:
+            walk(layer)
+        return out
+
+    def _quantizable(self) -> list:
+        return [layer for layer in self.leaf_layers() if hasattr(layer, "set_quantized")]
+
+    def quantize(self, mode: str) -> None:
+        """Hold the weights of every layer with a low-precision kernel in ``mode``
+        (``"bf16"`` or ``"int8"``, :mod:`rnncore.quantization`), Keras 3's method name:
+        every recurrent layer (both directions of a Bidirectional) and Dense (also in
+        TimeDistributed); other layers stay float32. The model must be built and float32.
+
+        Afterwards predict, calls and stateful streaming compute with the quantized
+        weights, ``save`` writes them as they are (``load_model`` restores them exactly),
+        ``get_weights`` returns their dequantized float32 values, and ``fit`` is refused.
+        """
+        check_mode(mode, f"{self.name}: quantize")
+        if not self.built:
+            raise ValueError(f"{self.name}: quantize needs a built model (build or call it first)")
+        for layer in self._quantizable():
+            layer.quantize(mode)
+
+    @property
+    def quantization_mode(self) -> str | None:
+        """The mode of the model's quantized layers (``"bf16"``, ``"int8"``), or None."""
+        modes = {layer.quantization_mode for layer in self._quantizable()} - {None}
+        return modes.pop() if len(modes) == 1 else (None if not modes else "mixed")
+
+    def quantized_variables(self) -> dict:
+        """``{id(variable): Quantized}`` for every weight held in low precision."""
+        out = {}
+        for layer in self._quantizable():
+            for name, q in (layer.quantized_weights() or {}).items():
+                out[id(getattr(layer, name))] = q
+        return out
+
+    def restore_quantized(self, by_variable: dict) -> None:
+        """Hold the quantized weights of a saved file, ``{id(variable): Quantized}`` (every
+        quantized weight of a layer, or none)."""
+        for layer in self._quantizable():
+            names = layer._quantized_weights
+            found = {n: by_variable[id(getattr(layer, n))] for n in names
+                     if id(getattr(layer, n)) in by_variable}  # fmt: skip
+            if found:
+                modes = {q.mode for q in found.values()}
+                layer.set_quantized(modes.pop() if len(modes) == 1 else "mixed", found)
 
     def reset_states(self) -> None:
         """Zero the carried states of every stateful layer."""

@@ -46,10 +46,12 @@ def _native(layer) -> bool:
     kind = type(layer)
     if kind in _RECURRENT:
         return layer.built and not layer.return_state
+    # a quantized Dense runs its own low-precision product (layers/core.py), not the chain's
     if kind is Dense:
-        return layer.built
+        return layer.built and layer.quantization_mode is None
     if kind is TimeDistributed:
-        return type(layer.layer) is Dense and layer.layer.built
+        inner = layer.layer
+        return type(inner) is Dense and inner.built and inner.quantization_mode is None
     if kind is Masking:
         return isinstance(layer.mask_value, (int, float)) and not isinstance(layer.mask_value, bool)
     return kind in _IDENTITY

@@ -9,12 +9,15 @@ import os
 import zipfile
 import zlib
 
+import numpy as np
+
 from ..errors import ModelFileError, UnsupportedArgumentError
 from ..formats.archive import load_npy, read_json, read_member
 from ..formats.keras import is_keras_file, read_keras
 from ..formats.keras_config import KerasModelSpec
 from ..formats.saved_model import FORMAT, FORMAT_VERSION, MANIFEST, write_archive
 from ..formats.verify import verify_loaded
+from ..quantization import MODES, Quantized, check_quantized, dequantize
 from . import functional_config
 from .base import ModelBase
 from .functional import Model, deserialize
@@ -161,18 +164,21 @@ def _read_archive(zf: zipfile.ZipFile, filepath: str) -> Sequential:
             raise ModelFileError(
                 f"{filepath}: the model in the file cannot be rebuilt: {e}"
             ) from None
-        arrays = []
+        arrays, quantized = [], []
         for entry in entries:
-            if entry["file"] not in names:
-                raise ModelFileError(f"{filepath}: missing weight file {entry['file']!r}")
-            data = read_member(zf, entry["file"], filepath)
-            a = load_npy(data, f"{filepath}: weight {entry['path']!r}")
+            q = entry.get("quantized")
+            what = f"{filepath}: weight {entry['path']!r}"
+            a = _read_weight(zf, names, entry["file"], what, None if q is None else LOWP_DTYPES)
+            if q is not None:
+                q = _quantized_weight(zf, names, entry, a, q, filepath)
+                a = dequantize(q)
             if list(a.shape) != list(entry["shape"]) or str(a.dtype) != entry["dtype"]:
                 raise ModelFileError(
                     f"{filepath}: weight {entry['path']!r} has shape {a.shape} and dtype "
                     f"{a.dtype}, the manifest says {tuple(entry['shape'])} {entry['dtype']}"
                 )
             arrays.append(a)
+            quantized.append(q)
     except ModelFileError:
         raise
     except (KeyError, TypeError, AttributeError) as e:
@@ -184,6 +190,35 @@ def _read_archive(zf: zipfile.ZipFile, filepath: str) -> Sequential:
             raise ModelFileError(f"{filepath}: the file has weights but no build shape")
         try:
             model.set_weights(arrays)
-        except ValueError as e:
+            model.restore_quantized(
+                {id(v): q for v, q in zip(model.weights, quantized) if q is not None}
+            )
+        except (ValueError, TypeError) as e:
             raise ModelFileError(f"{filepath}: the weights do not fit the model ({e})") from None
     return model
+
+
+#: the dtypes a quantized weight's values may have (bf16 bits, int8)
+LOWP_DTYPES = (np.dtype(np.uint16), np.dtype(np.int8))
+
+
+def _read_weight(zf, names, file, what: str, dtypes=None):
+    filepath = what.split(": ")[0]
+    if file not in names:
+        raise ModelFileError(f"{filepath}: missing weight file {file!r}")
+    return load_npy(read_member(zf, file, filepath), what, dtypes)
+
+
+def _quantized_weight(zf, names, entry, values, spec, filepath) -> Quantized:
+    """A quantized weight's entry: its values and scales checked (mode, dtypes, shapes)."""
+    what = f"{filepath}: weight {entry['path']!r}"
+    if not isinstance(spec, dict) or spec.get("mode") not in MODES:
+        raise ModelFileError(f"{what}: 'quantized' must name a mode in {MODES}, got {spec!r}")
+    scale = None
+    if spec.get("scale") is not None:
+        scale = _read_weight(zf, names, spec["scale"], f"{what} (scale)")
+    try:
+        return check_quantized(Quantized(spec["mode"], values, scale), spec["mode"],
+                               tuple(entry["shape"]), what)  # fmt: skip
+    except (ValueError, TypeError) as e:
+        raise ModelFileError(str(e)) from None

@@ -1,0 +1,91 @@
+"""``quantize(mode)`` for the layers with a low-precision kernel in the core (the recurrent
+layers and Dense): their kernels held as bfloat16 or int8 (:mod:`rnncore.quantization`).
+
+After ``layer.quantize(mode)`` the layer computes with the quantized weights (inference:
+call, predict, streaming); its float32 variables hold the dequantized values, which
+``get_weights`` returns. Setting new weights (``set_weights``, ``assign``) quantizes them
+again with the same mode at the next call. Training a quantized layer is refused.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..quantization import check_mode, check_quantized, dequantize, quantize
+
+__all__ = ["Quantizable"]
+
+
+class Quantizable:
+    """Mixin of a :class:`~rnncore.layers.Layer` whose weights named in
+    ``_quantized_weights`` have a low-precision kernel in the core."""
+
+    #: the weights held in low precision (the others, biases, stay float32)
+    _quantized_weights: tuple = ("kernel",)
+    #: (mode, {name: Quantized}, the weights' versions when quantized), or None
+    _quant = None
+
+    @property
+    def quantization_mode(self) -> str | None:
+        """``"bf16"``, ``"int8"``, or None for float weights."""
+        return None if self._quant is None else self._quant[0]
+
+    def quantize(self, mode: str) -> None:
+        """Hold the kernels in low precision (``"bf16"`` or ``"int8"``); float32 layers only."""
+        owner = f"{type(self).__name__} {self.name!r}"
+        check_mode(mode, f"{owner}: quantize")
+        if not self.built:
+            raise ValueError(f"{owner}: quantize needs a built layer (call or build it first)")
+        if self._np_dtype != np.float32:
+            raise TypeError(
+                f"{owner}: quantize takes float32 layers only, got dtype {self._np_dtype.name}"
+            )
+        self.set_quantized(
+            mode,
+            {
+                n: quantize(getattr(self, n).value, mode, f"{owner}: {n}")
+                for n in self._quantized_weights
+            },
+        )
+
+    def set_quantized(self, mode: str, weights: dict) -> None:
+        """Hold exactly these quantized weights (``{name: Quantized}``, as a saved file
+        holds them: checked like one) and their dequantized values in the variables."""
+        owner = f"{type(self).__name__} {self.name!r}"
+        check_mode(mode, f"{owner}: quantized weights")
+        if set(weights) != set(self._quantized_weights):
+            raise ValueError(
+                f"{owner}: expected quantized weights {list(self._quantized_weights)}, "
+                f"got {sorted(weights)}"
+            )
+        checked = {}
+        for name in self._quantized_weights:
+            var = getattr(self, name)
+            checked[name] = check_quantized(
+                weights[name], mode, var.value.shape, f"{owner}: {name}"
+            )
+            var.assign(dequantize(checked[name]))
+        self._quant = (mode, checked, self._lowp_versions())
+        self._respec = True
+
+    def quantized_weights(self) -> dict | None:
+        """``{name: Quantized}`` of the current weights (quantized again if they changed
+        since), or None for a float layer."""
+        if self._quant is None:
+            return None
+        mode, weights, versions = self._quant
+        if versions != self._lowp_versions():
+            self.quantize(mode)
+            weights = self._quant[1]
+        return weights
+
+    def _lowp_versions(self) -> tuple:
+        return tuple(getattr(self, n).version for n in self._quantized_weights)
+
+    def _refuse_training(self) -> None:
+        if self._quant is not None:
+            raise RuntimeError(
+                f"{type(self).__name__} {self.name!r}: the layer is quantized "
+                f"({self._quant[0]}); training it is not supported (train in float32, then "
+                f"quantize)"
+            )
