@@ -247,7 +247,7 @@ def _case_table(res, shape, mode, threads_list, idx) -> list[str]:
     dims = f"B={sh['B']}, T={sh['T'] if mode != 'stream' else 1}, D={sh['D']}, H={sh['H']}"
     extra = f", {meta['stream_steps']} steps per sample" if mode == "stream" else ""
     out = [f"### {shape} {sh['label']} — {dims} — {MODE_LABEL[mode]}{extra}", ""]
-    head = ["cell", "thr", f"rnncore {unit}", "GFLOP/s", "% roof", "spread"]
+    head = ["cell", "thr", f"rnncore {unit}", "GFLOP/s", "% roof", "% peak", "spread"]
     for p in present_peers:
         head.append(f"{IMPL_LABELS[p]} {unit}")
     for p in present_peers:
@@ -267,6 +267,7 @@ def _case_table(res, shape, mode, threads_list, idx) -> list[str]:
                 _f(rn["ms"]),
                 _f(rn["gflops"], 3),
                 f"{rn['roofline_frac']:.0%}" if rn.get("roofline_frac") else "–",
+                _pct(rn["gflops"], res["roofline"].get(str(t), {}).get("fma_peak_gflops")),
                 f"±{rn['iqr_pct'] / 2:.0f}%" if rn.get("iqr_pct") is not None else "–",
             ]
             cells += [_f(peers[p]["ms"]) if p in peers else "–" for p in present_peers]
@@ -350,7 +351,8 @@ def markdown(res) -> str:
         "",
         "Median of the timed rounds. GFLOP/s use the forward count 2·T·B·G·H·(D+H) "
         "(G = 1/4/3; T = 1 per streaming step); % roof = rnncore GFLOP/s / roofline at the "
-        "same thread count; spread = half the inter-quartile range of rnncore's samples. "
+        "same thread count; % peak = rnncore GFLOP/s / FMA peak at the same thread count; "
+        "spread = half the inter-quartile range of rnncore's samples. "
         "**× peer = peer time / rnncore time** (> 1: rnncore is faster); best peer = the "
         "fastest of the other implementations.",
         "",
