@@ -74,17 +74,44 @@ def test_bit_identical_to_layer_by_layer(name, dtype, threads):
         assert model(x).dtype == dtype
 
 
-def test_mask_from_a_python_layer_enters_the_chain():
-    """An Embedding(mask_zero) runs in Python; its mask goes into the chain."""
+def test_embedding_starts_a_chain():
+    """An Embedding (mask_zero) runs in the chain on integer ids; its mask goes on."""
     rng = np.random.default_rng(1)
     model = rnncore.Sequential([
         rnncore.Input((9,), dtype="int32"), L.Embedding(20, 4, mask_zero=True),
         L.LSTM(5, return_sequences=True), L.Dense(3), L.GRU(4)])  # fmt: skip
-    plan = model._chain_plan()
-    assert isinstance(plan[0], L.Embedding) and isinstance(plan[1], Segment)
+    assert len(model._chain_plan()) == 1 and len(segments(model)) == 1
     ids = rng.integers(1, 20, (4, 9))
     ids[0, -3:] = 0
     ids[2, :2] = 0
+    for a in (ids, ids.astype(np.int32)):
+        np.testing.assert_array_equal(model.predict(a), layer_by_layer(model, a))
+    for bad in (20, -1):  # the layer's own error, from its own call
+        with pytest.raises(ValueError, match=f"token id {bad} at index"):
+            model.predict(np.full((2, 9), bad))
+
+
+@pytest.mark.parametrize("merge_mode", ["concat", "sum", "ave", "mul"])
+def test_bidirectional_in_the_chain(merge_mode):
+    rng = np.random.default_rng(7)
+    model = rnncore.Sequential([
+        rnncore.Input((8, 5)), L.Masking(0.0),
+        L.Bidirectional(L.LSTM(6, return_sequences=True), merge_mode=merge_mode),
+        L.Bidirectional(L.GRU(4), merge_mode=merge_mode), L.Dense(2)])  # fmt: skip
+    assert len(segments(model)) == 1 and len(model._chain_plan()) == 1
+    x = padded(rng, (6, 8, 5))
+    np.testing.assert_array_equal(model.predict(x), layer_by_layer(model, x))
+
+
+def test_text_classifier_runs_as_one_chain():
+    """The issue's pattern: Embedding -> Bidirectional(LSTM) -> Dense, one native call."""
+    rng = np.random.default_rng(8)
+    model = rnncore.Sequential([
+        rnncore.Input((30,), dtype="int32"), L.Embedding(100, 16, mask_zero=True),
+        L.Bidirectional(L.LSTM(8)), L.Dense(1, activation="sigmoid")])  # fmt: skip
+    assert len(model._chain_plan()) == 1
+    ids = rng.integers(1, 100, (5, 30))
+    ids[1, 20:] = 0
     np.testing.assert_array_equal(model.predict(ids), layer_by_layer(model, ids))
 
 
@@ -96,8 +123,7 @@ def test_unsupported_layers_split_the_chain():
         L.Bidirectional(L.GRU(3, return_sequences=True)),
         L.SimpleRNN(5, return_sequences=True), L.Dense(2)])  # fmt: skip
     plan = model._chain_plan()
-    assert [type(item).__name__ for item in plan] == [
-        "Segment", "Activation", "Bidirectional", "Segment"]  # fmt: skip
+    assert [type(item).__name__ for item in plan] == ["Segment", "Activation", "Segment"]
     x = rng.standard_normal((3, 6, 3)).astype(np.float32)
     np.testing.assert_array_equal(model.predict(x), layer_by_layer(model, x))
 

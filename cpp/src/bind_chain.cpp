@@ -10,10 +10,19 @@
 //              zero_output_for_mask, y[b, s] = 0 where the step it came from is masked (step
 //              T-1-s when going backwards); the mask goes on with return_sequences, else none
 //   Dense:     act(x W + b) on the last axis (dense.hpp); the mask goes on unchanged
+//   Embedding: y[b, t] = E[id] for integer ids in [0, V); the mask becomes ids != 0 with
+//              mask_zero, else none
+//   Bidirectional: the forward and the backward (go_backwards) streams on the same input
+//              and mask, each zeroing its masked outputs by its zero_output_for_mask, the
+//              backward sequence flipped back to input order, then merged: concat, sum,
+//              ave ((a + b) / 2) or mul; the mask goes on with return_sequences
 // so the chain gives the layer-by-layer results bit for bit (tests/test_native_chain.py).
 //
 // An op is a tuple: ("masking", mask_value), ("recurrent", stream, return_sequences,
-// zero_output_for_mask) or ("dense", kernel, bias or None, activation). Python builds a chain
+// zero_output_for_mask), ("dense", kernel, bias or None, activation), ("embedding",
+// embeddings, mask_zero) (first op only: the chain's input is then integer ids) or
+// ("bidirectional", forward stream, backward stream, return_sequences, forward
+// zero_output_for_mask, backward zero_output_for_mask, merge_mode). Python builds a chain
 // from the layers' streams and weights (rnncore/models/native_chain.py) and builds it again
 // when one of them changes; the streams repack their weights when those are updated.
 #include <pybind11/stl.h>
@@ -28,7 +37,8 @@
 namespace rnncore::bind {
 namespace {
 
-enum class OpKind { Masking, Recurrent, Dense };
+enum class OpKind { Masking, Recurrent, Dense, Embedding, Bidirectional };
+enum class Merge { Concat, Sum, Ave, Mul };
 
 template <class T>
 struct Op {
@@ -36,12 +46,34 @@ struct Op {
   std::string name;  // for messages: ops[i] (kind)
   T mask_value = 0;
   Stream<T>* stream = nullptr;
-  bool return_sequences = false, zero_output_for_mask = false;
-  const T* W = nullptr;
+  Stream<T>* backward = nullptr;  // Bidirectional: the go_backwards stream
+  bool return_sequences = false, zero_output_for_mask = false, zero_backward = false;
+  bool mask_zero = false;
+  Merge merge = Merge::Concat;
+  const T* W = nullptr;  // Dense: the kernel; Embedding: the embeddings (V, width_out)
   const T* b = nullptr;
+  Index vocab = 0;
   Activation act = Activation::Linear;
   Index width_in = 0, width_out = 0;  // Dense: the kernel's; recurrent: the output's
 };
+
+template <class T>
+Stream<T>* stream_arg(const py::handle& h, const std::string& name) {
+  try {
+    return h.cast<Stream<T>*>();
+  } catch (const py::cast_error&) {
+    throw py::type_error(name + ": expected a stream of the chain's dtype, got " +
+                         py::str(py::type::of(h)).cast<std::string>());
+  }
+}
+
+// Zeroes y (B, T, H)'s outputs at masked steps; go_backwards: output s is step T-1-s.
+template <class T>
+void zero_masked(T* y, const std::uint8_t* m, Index B, Index Tn, Index H, bool go_backwards) {
+  for (Index b = 0; b < B; ++b)
+    for (Index s = 0; s < Tn; ++s)
+      if (!m[b * Tn + (go_backwards ? Tn - 1 - s : s)]) std::fill_n(y + (b * Tn + s) * H, H, T(0));
+}
 
 // A chain of ops over fixed streams and weights, parsed once (the ops keep them alive) and
 // run for any batch: each run sizes its buffers and checks its input, then releases the GIL.
@@ -61,15 +93,40 @@ class Chain {
         op.mask_value = static_cast<T>(t[1].cast<double>());
       } else if (kind == "recurrent") {
         op.kind = OpKind::Recurrent;
-        try {
-          op.stream = t[1].cast<Stream<T>*>();
-        } catch (const py::cast_error&) {
-          throw py::type_error(name + ": expected a stream of the chain's dtype, got " +
-                               py::str(py::type::of(t[1])).cast<std::string>());
-        }
+        op.stream = stream_arg<T>(t[1], name);
         op.return_sequences = t[2].cast<bool>();
         op.zero_output_for_mask = t[3].cast<bool>();
         op.width_out = op.stream->out_width();
+      } else if (kind == "bidirectional") {
+        op.kind = OpKind::Bidirectional;
+        op.stream = stream_arg<T>(t[1], name);
+        op.backward = stream_arg<T>(t[2], name);
+        op.return_sequences = t[3].cast<bool>();
+        op.zero_output_for_mask = t[4].cast<bool>();
+        op.zero_backward = t[5].cast<bool>();
+        const std::string merge = t[6].cast<std::string>();
+        const Index hf = op.stream->out_width(), hb = op.backward->out_width();
+        if (merge == "concat")
+          op.merge = Merge::Concat, op.width_out = hf + hb;
+        else if (merge == "sum" || merge == "ave" || merge == "mul")
+          op.merge = merge == "sum"   ? Merge::Sum
+                     : merge == "ave" ? Merge::Ave
+                                      : Merge::Mul,
+          op.width_out = hf;
+        else
+          throw py::value_error(name + ": unknown merge_mode '" + merge + "'");
+        if (op.merge != Merge::Concat && hf != hb)
+          throw py::value_error(name + ": merge_mode " + merge + " needs equal widths");
+        if (op.stream->input_dim() != op.backward->input_dim())
+          throw py::value_error(name + ": the two streams differ in input features");
+      } else if (kind == "embedding") {
+        op.kind = OpKind::Embedding;
+        if (i != 0) throw py::value_error(name + ": only as the first op");
+        const auto E = t[1].cast<py::array>();
+        check_ndim(E, "embeddings", 2, "(input_dim, output_dim)");
+        op.vocab = E.shape(0), op.width_out = E.shape(1);
+        op.W = float_input<T>(E, (name + " embeddings").c_str(), {op.vocab, op.width_out});
+        op.mask_zero = t[2].cast<bool>();
       } else if (kind == "dense") {
         op.kind = OpKind::Dense;
         const auto kernel = t[1].cast<py::array>();
@@ -89,59 +146,77 @@ class Chain {
   }
 
   py::tuple run(const py::array& x, const std::optional<py::array>& mask) {
-    if (x.ndim() != 2 && x.ndim() != 3)
-      throw py::value_error("x: expected (batch, timesteps, features) or (batch, features), got " +
-                            shape_str(shape_of(x)));
-    const T* x_data = float_input<T>(x, "x", shape_of(x));
-    const Index B = x.shape(0), Tn = x.ndim() == 3 ? x.shape(1) : 1;
-    if (mask && x.ndim() != 3) throw py::value_error("mask: only for 3-D inputs");
-    const std::uint8_t* mask_data = x.ndim() == 3 ? mask_input(mask, B, Tn) : nullptr;
+    const bool ids = ops_.front().kind == OpKind::Embedding;
+    if (ids ? x.ndim() != 2 : (x.ndim() != 2 && x.ndim() != 3))
+      throw py::value_error(
+          std::string("x: expected ") +
+          (ids ? "(batch, timesteps) ids" : "(batch, timesteps, features) or (batch, features)") +
+          ", got " + shape_str(shape_of(x)));
+    const Index B = x.shape(0), Tn = ids || x.ndim() == 3 ? x.shape(1) : 1;
+    const T* x_data = nullptr;
+    std::vector<Index> id_data;  // Embedding: the ids, checked
+    if (ids) {
+      id_data = checked_ids(x, ops_.front().vocab);
+    } else {
+      x_data = float_input<T>(x, "x", shape_of(x));
+    }
+    if (mask && (ids || x.ndim() != 3)) throw py::value_error("mask: only for 3-D float inputs");
+    const std::uint8_t* mask_data = !ids && x.ndim() == 3 ? mask_input(mask, B, Tn) : nullptr;
 
     // Size every buffer and check every shape with the GIL held.
     const size_t n = ops_.size();
     std::vector<py::array> outs(n);
     std::vector<T*> ys(n);
-    std::vector<std::uint8_t*> masks(n, nullptr);  // what each op hands on
+    std::vector<std::uint8_t*> masks(n, nullptr);  // a mask an op computes
     std::vector<int> ranks(n + 1);
     std::vector<Index> widths(n + 1);
-    ranks[0] = static_cast<int>(x.ndim()), widths[0] = x.shape(x.ndim() - 1);
+    ranks[0] = ids ? 3 : static_cast<int>(x.ndim()), widths[0] = ids ? 0 : x.shape(x.ndim() - 1);
     py::object out_mask = mask ? py::object(*mask) : py::object(py::none());
     py::array computed_mask;
+    Buffer<T> backward_out;  // Bidirectional: the backward stream's output
+    Index backward_size = 0;
     for (size_t i = 0; i < n; ++i) {
       const Op<T>& op = ops_[i];
       int rank = ranks[i];
       Index width = widths[i];
       if (op.kind != OpKind::Dense && rank != 3)
         throw py::value_error(op.name + ": expected a 3-D input (batch, timesteps, features)");
-      if (op.kind == OpKind::Masking) {
+      if (op.kind == OpKind::Masking || (op.kind == OpKind::Embedding && op.mask_zero)) {
         computed_mask = new_array<bool>({B, Tn});
         masks[i] = static_cast<std::uint8_t*>(computed_mask.mutable_data());
         out_mask = computed_mask;
-      } else if (op.kind == OpKind::Recurrent) {
-        if (op.stream->input_dim() != width)
-          throw py::value_error(op.name + ": expected " + std::to_string(op.stream->input_dim()) +
-                                " input features, got " + std::to_string(width));
-        if (op.stream->fixed_batch() >= 0 && op.stream->fixed_batch() != B)
-          throw py::value_error(op.name + ": the layer is stateful with batch size " +
-                                std::to_string(op.stream->fixed_batch()) +
-                                "; got input batch size " + std::to_string(B));
+      } else if (op.kind == OpKind::Embedding) {
+        out_mask = py::none();
+      } else if (op.kind == OpKind::Recurrent || op.kind == OpKind::Bidirectional) {
+        for (Stream<T>* st : {op.stream, op.backward}) {
+          if (!st) continue;
+          if (st->input_dim() != width)
+            throw py::value_error(op.name + ": expected " + std::to_string(st->input_dim()) +
+                                  " input features, got " + std::to_string(width));
+          if (st->fixed_batch() >= 0 && st->fixed_batch() != B)
+            throw py::value_error(op.name + ": the layer is stateful with batch size " +
+                                  std::to_string(st->fixed_batch()) + "; got input batch size " +
+                                  std::to_string(B));
+        }
+        if (op.backward)
+          backward_size = std::max(backward_size,
+                                   checked_elements({B, Tn, op.backward->out_width()}, "output"));
         if (!op.return_sequences) {
           rank = 2;
           out_mask = py::none();
         }
-        width = op.width_out;
-      } else {
-        if (op.width_in != width)
-          throw py::value_error(op.name + ": expected " + std::to_string(op.width_in) +
-                                " input features, got " + std::to_string(width));
-        width = op.width_out;
+      } else if (op.width_in != width) {
+        throw py::value_error(op.name + ": expected " + std::to_string(op.width_in) +
+                              " input features, got " + std::to_string(width));
       }
+      if (op.kind != OpKind::Masking) width = op.width_out;
       checked_elements({B, Tn, width}, "output");
       auto out = rank == 3 ? new_array<T>({B, Tn, width}) : new_array<T>({B, width});
       ys[i] = out.mutable_data();
       outs[i] = std::move(out);
       ranks[i + 1] = rank, widths[i + 1] = width;
     }
+    backward_out.reserve_resize(static_cast<size_t>(backward_size));
 
     {
       py::gil_scoped_release release;
@@ -167,19 +242,25 @@ class Chain {
             m = mm;
             break;
           }
+          case OpKind::Embedding: {
+            const Index E = op.width_out;
+            for (Index r = 0; r < B * Tn; ++r) std::copy_n(op.W + id_data[r] * E, E, y + r * E);
+            if (masks[i])
+              for (Index r = 0; r < B * Tn; ++r) masks[i][r] = id_data[r] != 0;
+            m = masks[i];
+            break;
+          }
           case OpKind::Recurrent: {
             op.stream->compute(in, B, Tn, m, op.return_sequences, {}, y, {});
-            if (m && op.return_sequences && op.zero_output_for_mask) {
-              const bool back = op.stream->go_backwards();
-              const Index H = op.width_out;
-              for (Index b = 0; b < B; ++b)
-                for (Index s = 0; s < Tn; ++s)
-                  if (!m[b * Tn + (back ? Tn - 1 - s : s)])
-                    std::fill_n(y + (b * Tn + s) * H, H, T(0));
-            }
+            if (m && op.return_sequences && op.zero_output_for_mask)
+              zero_masked(y, m, B, Tn, op.width_out, op.stream->go_backwards());
             if (!op.return_sequences) m = nullptr;
             break;
           }
+          case OpKind::Bidirectional:
+            bidirectional(op, in, B, Tn, m, y, backward_out.data());
+            if (!op.return_sequences) m = nullptr;
+            break;
           case OpKind::Dense:
             dense_forward(in, rows, D, op.W, op.width_out, op.b, op.act, y, get_num_threads());
             break;
@@ -191,6 +272,72 @@ class Chain {
   }
 
  private:
+  // The ids of an Embedding's input (B, T), int32 or int64; one outside [0, V) is an error
+  // (the layer's own call then raises, naming where it is).
+  static std::vector<Index> checked_ids(const py::array& x, Index vocab) {
+    const Index count = x.shape(0) * x.shape(1);
+    std::vector<Index> out(static_cast<size_t>(count));
+    auto read = [&](auto* p) {
+      for (Index r = 0; r < count; ++r) {
+        const Index id = static_cast<Index>(p[r]);
+        if (id < 0 || id >= vocab)
+          throw py::value_error("x: id " + std::to_string(p[r]) + " is out of range for " +
+                                std::to_string(vocab) + " embeddings");
+        out[static_cast<size_t>(r)] = id;
+      }
+    };
+    check_contiguous(x, "x");
+    if (has_dtype<std::int64_t>(x))
+      read(static_cast<const std::int64_t*>(x.data()));
+    else if (has_dtype<std::int32_t>(x))
+      read(static_cast<const std::int32_t*>(x.data()));
+    else
+      throw py::type_error("x: expected int32 or int64 ids, got " + dtype_str(x));
+    return out;
+  }
+
+  // y = merge(forward(x), flip(backward(x))) on (B, T, .) or (B, .); `yb` holds the
+  // backward stream's output.
+  static void bidirectional(const Op<T>& op, const T* x, Index B, Index Tn, const std::uint8_t* m,
+                            T* y, T* yb) {
+    const Index hf = op.stream->out_width(), hb = op.backward->out_width(), W = op.width_out;
+    const bool seq = op.return_sequences;
+    T* yf = op.merge == Merge::Concat ? nullptr : y;  // concat: interleave below
+    Buffer<T> fwd;
+    if (!yf) {
+      fwd.reserve_resize(static_cast<size_t>(B * (seq ? Tn : 1) * hf));
+      yf = fwd.data();
+    }
+    op.stream->compute(x, B, Tn, m, seq, {}, yf, {});
+    op.backward->compute(x, B, Tn, m, seq, {}, yb, {});
+    if (m && seq) {
+      if (op.zero_output_for_mask) zero_masked(yf, m, B, Tn, hf, op.stream->go_backwards());
+      if (op.zero_backward) zero_masked(yb, m, B, Tn, hb, op.backward->go_backwards());
+    }
+    const Index steps = seq ? Tn : 1;
+    for (Index b = 0; b < B; ++b)
+      for (Index s = 0; s < steps; ++s) {
+        const T* f = yf + (b * steps + s) * hf;
+        const T* r = yb + (b * steps + (seq ? steps - 1 - s : s)) * hb;  // flipped back
+        T* o = y + (b * steps + s) * W;
+        switch (op.merge) {
+          case Merge::Concat:
+            std::copy_n(f, hf, o);
+            std::copy_n(r, hb, o + hf);
+            break;
+          case Merge::Sum:
+            for (Index j = 0; j < W; ++j) o[j] = f[j] + r[j];
+            break;
+          case Merge::Ave:
+            for (Index j = 0; j < W; ++j) o[j] = (f[j] + r[j]) / T(2);
+            break;
+          case Merge::Mul:
+            for (Index j = 0; j < W; ++j) o[j] = f[j] * r[j];
+            break;
+        }
+      }
+  }
+
   std::vector<Op<T>> ops_;
   py::list refs_;
 };
@@ -218,8 +365,10 @@ void register_chain(py::module_& m) {
       py::arg("ops"), py::arg("float64"),
       "A chain of layers run in one call (chain.run(x, mask=None) -> (output, mask or None)): "
       "ops is a list of ('masking', mask_value), ('recurrent', stream, return_sequences, "
-      "zero_output_for_mask) and ('dense', kernel, bias or None, activation), in float64 or "
-      "float32. The GIL is released once per run.");
+      "zero_output_for_mask), ('dense', kernel, bias or None, activation), ('embedding', "
+      "embeddings, mask_zero) (first only; x is then int ids) and ('bidirectional', "
+      "forward stream, backward stream, return_sequences, zero_forward, zero_backward, "
+      "merge_mode), in float64 or float32. The GIL is released once per run.");
 }
 
 }  // namespace rnncore::bind

@@ -3,7 +3,8 @@
 At inference, consecutive layers the core runs natively — ``Masking``, ``SimpleRNN`` /
 ``LSTM`` / ``GRU`` (through their streams: weights packed once, a stateful layer's states
 carried in the core), ``Dense`` and ``TimeDistributed(Dense)``, and the layers that are the
-identity at inference (``Dropout``, ``SpatialDropout1D``, ``GaussianNoise``) — form a
+identity at inference (``Dropout``, ``SpatialDropout1D``, ``GaussianNoise``), and
+``Bidirectional`` over those recurrent layers and an ``Embedding`` that starts a run — form a
 :class:`Segment` that runs as one call of a core chain (``_core.make_chain``): one GIL
 release and no Python between the layers; the chain is kept until a stream or weight array
 of its layers changes. A stateful model fed one timestep at a time therefore steps all its
@@ -24,8 +25,10 @@ from .. import _core
 from ..layers import (
     GRU,
     LSTM,
+    Bidirectional,
     Dense,
     Dropout,
+    Embedding,
     GaussianNoise,
     InputLayer,
     Masking,
@@ -46,6 +49,11 @@ def _native(layer) -> bool:
     kind = type(layer)
     if kind in _RECURRENT:
         return layer.built and not layer.return_state
+    if kind is Bidirectional:
+        return (layer.built and not layer.return_state and layer.merge_mode is not None
+                and all(type(sub) in _RECURRENT for sub in _directions(layer)))  # fmt: skip
+    if kind is Embedding:  # the first op of a chain only (plan starts a segment with it)
+        return layer.built
     # a quantized Dense runs its own low-precision product (layers/core.py), not the chain's
     if kind is Dense:
         return layer.built and layer.quantization_mode is None
@@ -57,12 +65,23 @@ def _native(layer) -> bool:
     return kind in _IDENTITY
 
 
+def _directions(bi):
+    return bi.forward_layer, bi.backward_layer
+
+
 def _op(layer, batch):
     """The chain's op for ``layer`` with its current stream and weights (None: identity)."""
     kind = type(layer)
     if kind in _RECURRENT:
         stream = layer._stream_for(batch)  # builds or repacks it as the layer's call would
         return ("recurrent", stream, layer.return_sequences, layer.zero_output_for_mask)
+    if kind is Bidirectional:
+        fwd, bwd = _directions(layer)
+        return ("bidirectional", fwd._stream_for(batch), bwd._stream_for(batch),
+                layer.return_sequences, fwd.zero_output_for_mask, bwd.zero_output_for_mask,
+                layer.merge_mode)  # fmt: skip
+    if kind is Embedding:
+        return ("embedding", layer.embeddings.value, bool(layer.mask_zero))
     if kind is Masking:
         return ("masking", float(layer.mask_value))
     dense = layer.layer if kind is TimeDistributed else layer
@@ -78,6 +97,11 @@ def _key(layer):
     if kind in _RECURRENT:
         return (id(layer._stream), layer._respec, layer._weight_versions(),
                 layer.return_sequences, layer.zero_output_for_mask)  # fmt: skip
+    if kind is Bidirectional:
+        return (tuple(_key(sub) for sub in _directions(layer)), layer.return_sequences,
+                layer.merge_mode)  # fmt: skip
+    if kind is Embedding:
+        return (id(layer.embeddings.value), layer.mask_zero)
     if kind is Masking:
         return layer.mask_value
     if kind in (Dense, TimeDistributed):
@@ -120,7 +144,7 @@ class Segment:
         cached_key, chain = self._cached
         if key != cached_key:
             ops = [op for op in (_op(layer, x.shape[0]) for layer in self.layers) if op]
-            chain = _core.make_chain(ops, x.dtype == np.float64)
+            chain = _core.make_chain(ops, self.layers[0]._np_dtype == np.float64)
             # read again: _op may have built or repacked a stream (the chain keeps the ops
             # alive, so no id in the key is reused while it is cached)
             self._cached = ((x.dtype, tuple(_key(layer) for layer in self.layers)), chain)
@@ -132,9 +156,15 @@ class Segment:
         if mask is not None and (type(mask) is not np.ndarray or mask.dtype != np.bool_
                                  or mask.shape != x.shape[:2] or x.ndim != 3):  # fmt: skip
             return False
-        if x.dtype not in (np.float32, np.float64):
+        dtype = self.layers[0]._np_dtype
+        if dtype not in (np.float32, np.float64):
             return False
-        return all(_native(layer) and layer._np_dtype == x.dtype for layer in self.layers)
+        if type(self.layers[0]) is Embedding:  # integer ids (B, T); the layer drops a mask
+            if x.dtype not in (np.int32, np.int64) or x.ndim != 2:
+                return False
+        elif x.dtype != dtype:
+            return False
+        return all(_native(layer) and layer._np_dtype == dtype for layer in self.layers)
 
 
 def plan(layers) -> list:
@@ -150,6 +180,8 @@ def plan(layers) -> list:
         run.clear()
 
     for layer in layers:
+        if type(layer) is Embedding:
+            flush()  # an Embedding starts a chain: its input is the chain's ids
         if _native(layer):
             run.append(layer)
         else:
