@@ -335,7 +335,7 @@ class StreamPlan:
         arrays. Returns ``(output, final states)`` (as ``states``)."""
         values = [(x, None)] + [None] * len(self.ops)
         finals = {}
-        rows = [slice(i, i + 1) for i in range(x.shape[0])]
+        rows = None  # one slice per sample, for the ``each`` ops
         for op in self.ops:
             xin, mask = self._inputs(op, values)
             if op.kind == "recurrent":
@@ -343,6 +343,7 @@ class StreamPlan:
             elif op.kind == "rows":
                 y, m = op.layer._call(xin, mask, False)
             else:
+                rows = rows or [slice(i, i + 1) for i in range(x.shape[0])]
                 parts = self._each(op.layer, xin, mask, rows)
                 y = np.concatenate([p[0] for p in parts])
                 m = None if parts[0][1] is None else np.concatenate([p[1] for p in parts])

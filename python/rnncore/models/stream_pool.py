@@ -125,6 +125,16 @@ class StreamPool:
             raise KeyError(f"stream_pool: stream {sid!r} is not open (never opened, or closed)")
         return slot
 
+    def _open_slots(self, ids) -> dict:
+        """``{id: slot}`` of open streams (the lock held); KeyError naming the first that
+        is not open."""
+        try:
+            return {sid: self._slots[sid] for sid in ids}
+        except KeyError:
+            for sid in ids:
+                self._slot(sid)
+            raise
+
     def _idle(self, sid) -> int:
         """Wait until no step runs ``sid``; its slot (the lock held)."""
         self._cond.wait_for(lambda: sid not in self._busy)
@@ -218,20 +228,33 @@ class StreamPool:
         )
 
     def _requests(self, streams, x):
+        """``(ids, groups, single)``: the ids in call order; ``groups`` a list of ``(ids,
+        inputs (n, T, *step_shape))``, one per chunk length; ``single`` the ids given one
+        timestep (their outputs lose the time axis)."""
         if x is None:
             if not isinstance(streams, dict):
                 raise TypeError(
                     "stream_pool.step: give {id: x, ...}, or a list of ids and a stacked array"
                 )
             items = list(streams.items())
+            whole = self._same_arrays(streams)
+            if whole is not None:
+                return whole
         else:
-            ids = list(streams)
+            streams = list(streams)
+            try:
+                ids = list(map(operator.index, streams))
+            except TypeError:
+                ids = [self._id(s) for s in streams]  # the error names the id
             xs = np.asarray(x) if not isinstance(x, np.ndarray) else x
             if xs.ndim == 0 or xs.shape[0] != len(ids):
                 raise ValueError(
                     f"stream_pool.step: {len(ids)} ids need an array of {len(ids)} rows, got "
                     f"shape {xs.shape}"
                 )
+            whole = self._checked_stack(ids, xs)
+            if whole is not None:
+                return whole
             items = list(zip(ids, xs))
         requests = {}
         for sid, xi in items:
@@ -239,49 +262,89 @@ class StreamPool:
             if sid in requests:
                 raise ValueError(f"stream_pool.step: stream {sid} is given twice")
             requests[sid] = self._checked_input(sid, xi)
-        return requests
+        by_length: dict[int, list] = {}  # chunk length -> ids, one batched call each
+        for sid, (a, _) in requests.items():
+            by_length.setdefault(a.shape[0], []).append(sid)
+        groups = [(ids, np.stack([requests[s][0] for s in ids])) for ids in by_length.values()]
+        return list(requests), groups, {sid for sid, (_, one) in requests.items() if one}
+
+    def _same_arrays(self, streams: dict):
+        """The dict form as one stacked array when every value is a NumPy array of one
+        dtype and shape (the common case, checked once as in :meth:`_checked_stack`);
+        else None (the per-row checks)."""
+        values = list(streams.values())
+        if not values or type(values[0]) is not np.ndarray:
+            return None
+        dtype, shape = values[0].dtype, values[0].shape
+        if not all(type(v) is np.ndarray and v.dtype == dtype and v.shape == shape
+                   for v in values):  # fmt: skip
+            return None
+        try:
+            ids = list(map(operator.index, streams))
+        except TypeError:
+            return None
+        return self._checked_stack(ids, np.stack(values))
+
+    def _checked_stack(self, ids, xs):
+        """The stacked form checked as a whole, without splitting it into rows (the common
+        case); None when it needs the per-row checks, whose errors name the stream at fault.
+        The rows are those the per-row checks would stack: the same values, the same bits."""
+        if not ids or len(set(ids)) != len(ids):
+            return None
+        plan = self._plan
+        if plan.input_dtype.kind in "biu":
+            if xs.dtype.kind not in "biu":
+                return None
+            a = xs
+        else:
+            try:
+                a = as_float_array(xs, plan.input_dtype, "stream_pool.step")
+            except TypeError:
+                return None
+        step = plan.step_shape
+        if a.shape[1:] == step:
+            return ids, [(ids, a[:, None])], set(ids)
+        if a.ndim == len(step) + 2 and a.shape[2:] == step and a.shape[1] >= 1:
+            return ids, [(ids, a)], set()
+        return None
 
     def step(self, streams, x=None) -> dict:
         """Run the given streams' next step or chunk: ``step({id: x, ...})`` or
         ``step(ids, stacked)``; returns ``{id: output}`` (see the module's help)."""
-        requests = self._requests(streams, x)
-        if not requests:
+        ids, groups, single = self._requests(streams, x)
+        if not ids:
             return {}
-        groups: dict[int, list] = {}  # chunk length -> ids, one batched call each
-        for sid, (a, _) in requests.items():
-            groups.setdefault(a.shape[0], []).append(sid)
         with self._cond:
-            for sid in requests:
-                self._slot(sid)
-            self._cond.wait_for(lambda: self._busy.isdisjoint(requests))
-            slots = {sid: self._slot(sid) for sid in requests}  # closed while waiting?
-            self._busy.update(requests)
-            gathered = {
-                length: {
-                    key: [a[[slots[s] for s in ids]] for a in arrays]
-                    for key, arrays in self._states.items()
-                }
-                for length, ids in groups.items()
-            }
+            self._open_slots(ids)
+            self._cond.wait_for(lambda: self._busy.isdisjoint(ids))
+            slots = self._open_slots(ids)  # closed while waiting?
+            self._busy.update(ids)
+            rows = [np.array([slots[s] for s in g], np.intp) for g, _ in groups]
+            gathered = [
+                {key: [a.take(r, axis=0) for a in arrays] for key, arrays in self._states.items()}
+                for r in rows
+            ]
         try:
-            results, finals = {}, {}
-            for length, ids in groups.items():
-                xs = np.stack([requests[s][0] for s in ids])
-                y, finals[length] = self._plan.run_steps(xs, gathered[length])
-                for k, sid in enumerate(ids):
-                    one = requests[sid][1] and self._plan.output_has_time
-                    results[sid] = y[k, 0] if one else y[k]
+            results, finals = {}, []
+            cut = self._plan.output_has_time
+            for (g, xs), states in zip(groups, gathered):
+                y, f = self._plan.run_steps(xs, states)
+                finals.append(f)
+                if cut and single:
+                    for k, sid in enumerate(g):
+                        results[sid] = y[k, 0] if sid in single else y[k]
+                else:
+                    results.update(zip(g, y))
         except BaseException:
             with self._cond:
-                self._busy.difference_update(requests)
+                self._busy.difference_update(ids)
                 self._cond.notify_all()
             raise
         with self._cond:
-            for length, ids in groups.items():
-                rows = [slots[s] for s in ids]
+            for r, f in zip(rows, finals):
                 for key, arrays in self._states.items():
-                    for a, f in zip(arrays, finals[length][key]):
-                        a[rows] = f
-            self._busy.difference_update(requests)
+                    for a, s in zip(arrays, f[key]):
+                        a[r] = s
+            self._busy.difference_update(ids)
             self._cond.notify_all()
-        return {sid: results[sid] for sid in requests}
+        return results if len(groups) == 1 else {sid: results[sid] for sid in ids}
