@@ -28,21 +28,25 @@ def weights(cell, rng, dtype):
     return W, U, b
 
 
-def trailing_mask(rng, go_backwards):
+def trailing_mask(rng, go_backwards, leading=False):
+    """Used steps first in processing order (or last, with ``leading``)."""
     lengths = rng.integers(0, T + 1, B)
     lengths[0], lengths[1] = T, 0  # a full row and an empty one
     used = np.arange(T)[None, :] < lengths[:, None]
-    return (used[:, ::-1] if go_backwards else used).copy(), lengths
+    return (used[:, ::-1] if go_backwards != leading else used).copy(), lengths
 
 
-@pytest.mark.parametrize("go_backwards", [False, True], ids=["right_pad", "left_pad_backwards"])
+@pytest.mark.parametrize("leading", [False, True], ids=["trailing", "leading"])
+@pytest.mark.parametrize("go_backwards", [False, True], ids=["fwd", "bwd"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("cell", list(GATES))
-def test_matches_reference_and_each_row_alone(cell, dtype, go_backwards, threads):
+def test_matches_reference_and_each_row_alone(cell, dtype, go_backwards, leading, threads):
+    """trailing: right padding forwards, left padding backwards; leading: left padding
+    forwards, right padding backwards (a Bidirectional's backward layer)."""
     rng = np.random.default_rng(3)
     W, U, b = weights(cell, rng, dtype)
     x = rng.standard_normal((B, T, D)).astype(dtype)
-    mask, lengths = trailing_mask(rng, go_backwards)
+    mask, lengths = trailing_mask(rng, go_backwards, leading)
     s0 = [rng.standard_normal((B, H)).astype(dtype) for _ in range(2 if cell == "lstm" else 1)]
     kw = {"mask": mask, "go_backwards": go_backwards, "initial_state": s0}
     results = []
@@ -67,12 +71,16 @@ def test_matches_reference_and_each_row_alone(cell, dtype, go_backwards, threads
             for f, s in zip(finals, s0, strict=True):
                 np.testing.assert_array_equal(f[k], s[k])
             continue
-        steps = slice(T - n, T) if go_backwards else slice(0, n)
+        steps = slice(T - n, T) if go_backwards != leading else slice(0, n)
         alone = getattr(F, cell)(np.ascontiguousarray(x[k : k + 1, steps]), W, U, b,
                                  return_sequences=True, go_backwards=go_backwards,
                                  initial_state=[s[k : k + 1] for s in s0])  # fmt: skip
-        np.testing.assert_array_equal(y[k, :n], alone[0][0])
-        np.testing.assert_array_equal(y[k, n:], np.broadcast_to(alone[0][0, -1], (T - n, H)))
+        run = slice(T - n, T) if leading else slice(0, n)  # the run, in processing order
+        np.testing.assert_array_equal(y[k, run], alone[0][0])
+        if leading:
+            np.testing.assert_array_equal(y[k, : T - n], 0)
+        else:
+            np.testing.assert_array_equal(y[k, n:], np.broadcast_to(alone[0][0, -1], (T - n, H)))
         for f, a in zip(finals, alone[1:], strict=True):
             np.testing.assert_array_equal(f[k], a[0])
 

@@ -119,30 +119,41 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
   Buffer<T>& shard_mem = shard_size * sizeof(T) <= reuse_bytes ? reused : local;
   shard_mem.reserve_resize(shard_size);
 
-  // Trailing padding (inference): when every row's mask, in processing order, is its first
-  // len_b steps used and the rest not (a right-padded batch; left-padded with
-  // go_backwards), a row does no work once its sequence has ended. Each shard then keeps its
-  // rows in order of decreasing length, so that the rows still going at step s are the
-  // first active(s) of its buffers: the projection and the step run on those alone. Other
-  // masks (holes, left padding going forwards) compute every row and keep the states of the
-  // masked ones (Keras's rule), as does training, whose workspace is in batch order.
-  std::vector<Index> lengths;  // per row, when the mask is trailing padding; else empty
+  // Padding (inference). When every row's mask, in processing order, is one run of used
+  // steps that either starts every row (trailing padding: a right-padded batch, or a
+  // left-padded one going backwards) or ends every row (leading padding: a right-padded
+  // batch going backwards, as a Bidirectional's backward layer runs it), a row does no work
+  // outside its run: before it the states stay the initial ones and the output is zero,
+  // after it the states stay final and the output repeats (Keras's rule for masked steps).
+  // Each shard then keeps its rows ordered so that the rows in their run at step s are the
+  // first active(s) of its buffers (by decreasing length, or increasing start), and the
+  // projection and the step run on those alone. Other masks (holes, padding on both sides)
+  // compute every row and keep the states of the masked ones, as does training, whose
+  // workspace is in batch order.
   auto time_at = [&](Index s) { return io.go_backwards ? Tn - 1 - s : s; };
+  std::vector<Index> first, end;  // per row, its run [first, end) in processing order
+  bool trailing = false, leading = false;
   if (io.mask && !training) {
-    lengths.assign(static_cast<size_t>(B), 0);
-    for (Index b = 0; b < B && !lengths.empty(); ++b) {
+    first.resize(static_cast<size_t>(B)), end.resize(static_cast<size_t>(B));
+    trailing = leading = true;
+    for (Index b = 0; b < B && (trailing || leading); ++b) {
       const std::uint8_t* m = io.mask + b * Tn;
-      Index len = 0;
-      while (len < Tn && m[time_at(len)]) ++len;
-      for (Index s = len; s < Tn; ++s)
-        if (m[time_at(s)]) {
-          lengths.clear();  // a used step after a masked one: not trailing padding
-          break;
-        }
-      if (!lengths.empty()) lengths[static_cast<size_t>(b)] = len;
+      Index f = 0;
+      while (f < Tn && !m[time_at(f)]) ++f;
+      Index e = f;
+      while (e < Tn && m[time_at(e)]) ++e;
+      for (Index s = e; s < Tn && (trailing || leading); ++s)
+        if (m[time_at(s)]) trailing = leading = false;  // a second run: holes
+      if (e == f) f = e = 0;                            // no used step: an empty run, at the start
+      trailing = trailing && f == 0;
+      leading = leading && (e == Tn || e == f);
+      first[b] = f, end[b] = e;
     }
+    if (leading && !trailing)  // empty runs at the end, where leading rows never start
+      for (Index b = 0; b < B; ++b)
+        if (first[b] == end[b]) first[b] = end[b] = Tn;
   }
-  const bool ragged = !lengths.empty();
+  const bool ragged = trailing || leading;
 
   parallel_for(ns, num_threads, [&](Index s_idx) {
     const Index r0 = shards[s_idx], n = shards[s_idx + 1] - r0;
@@ -165,14 +176,26 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
     // Buffer row i holds batch row r0 + rows[i]: the batch order, or by decreasing length.
     std::vector<Index> rows(static_cast<size_t>(n));
     for (Index i = 0; i < n; ++i) rows[i] = i;
-    auto len_of = [&](Index i) { return ragged ? lengths[r0 + rows[i]] : Tn; };
+    // The rows in their run at step s are the first active_at(s): trailing padding orders
+    // them by decreasing end (they leave), leading padding by increasing first (they join).
+    auto key = [&](Index i) { return trailing ? -end[r0 + rows[i]] : first[r0 + rows[i]]; };
     if (ragged)
-      std::stable_sort(rows.begin(), rows.end(),
-                       [&](Index a, Index b) { return lengths[r0 + a] > lengths[r0 + b]; });
-    Index active = n;  // rows still going: len_of(i) > s for i < active
-    auto shrink = [&](Index s) {
-      while (active > 0 && len_of(active - 1) <= s) --active;
+      std::stable_sort(rows.begin(), rows.end(), [&](Index a, Index b) {
+        return trailing ? end[r0 + a] > end[r0 + b] : first[r0 + a] < first[r0 + b];
+      });
+    auto active_at = [&](Index s) {
+      if (!ragged) return n;
+      Index lo = 0, hi = n;  // the first row not in its run at step s (binary search)
+      while (lo < hi) {
+        const Index mid = (lo + hi) / 2;
+        if (trailing ? -key(mid) > s : key(mid) <= s)
+          lo = mid + 1;
+        else
+          hi = mid;
+      }
+      return lo;
     };
+    Index active = leading && !trailing ? 0 : n;
 
     if (training) {
       // Input projection for all of this shard's n*T rows at once: gates = x W + b_in.
@@ -192,23 +215,31 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
 
     States<const T, N> prev;
     for (int k = 0; k < N; ++k) prev[k] = {ping[k], Hs[k]};
-    // A row whose sequence has ended: its states are final (Keras: masked steps keep them).
+    // A row whose run has ended: its states are final (Keras: masked steps keep them).
     auto finish = [&](Index i) {
       for (int k = 0; k < N; ++k)
         std::copy_n(prev[k].data + i * prev[k].stride, Hs[k],
                     io.final_state[k] + (r0 + rows[i]) * Hs[k]);
     };
+    // A row joining at step s (leading padding) starts from its initial states, which ping
+    // holds; prev is pong every other step.
+    auto join = [&](Index i) {
+      for (int k = 0; k < N; ++k)
+        if (prev[k].data != ping[k])
+          std::copy_n(ping[k] + i * Hs[k], Hs[k], const_cast<T*>(prev[k].data) + i * Hs[k]);
+    };
 
-    Index nc = n;  // rows of the current chunk's projection (those going at its start)
+    Index nc = n;  // rows of the current chunk's projection (those in their run in it)
     for (Index s = 0; s < Tn; ++s) {
       const Index t = time_at(s);
       const Index was = active;
-      shrink(s);
+      active = active_at(s);
       for (Index i = active; i < was; ++i) finish(i);
+      for (Index i = was; i < active; ++i) join(i);
       if (!training && s % Tc == 0) {
-        // Project the next chunk of steps: gather the going rows' inputs time-major, one GEMM.
+        // Project the next chunk of steps: gather the rows' inputs time-major, one GEMM.
         const Index len = std::min(Tc, Tn - s);
-        nc = active;
+        nc = trailing ? active : active_at(s + len - 1);
         for (Index j = 0; j < len; ++j)
           for (Index i = 0; i < nc; ++i)
             std::copy_n(io.x + ((r0 + rows[i]) * Tn + time_at(s + j)) * D, D,
@@ -261,7 +292,8 @@ void forward_scan(const Cell& cell, const ScanIO<T>& io, int num_threads) {
       for (int k = 0; k < N; ++k) prev[k] = {next[k].data, next[k].stride};
     }
 
-    for (Index i = 0; i < active; ++i) finish(i);
+    for (Index i = active; i < n; ++i) join(i);  // rows that never joined: initial states
+    for (Index i = 0; i < (leading && !trailing ? n : active); ++i) finish(i);
     if (!io.return_sequences)
       for (Index i = 0; i < n; ++i) std::copy_n(y_last + i * Ho, Ho, io.y + (r0 + rows[i]) * Ho);
   });
