@@ -1,9 +1,12 @@
 """Low-precision inference benchmark (issue 17): rnncore float32 / bf16 / int8 against
 PyTorch float32, bf16 (autocast and a bf16 module), quantize_dynamic int8, and onnxruntime
-float32 and quantize_dynamic int8, side by side in one run.
+float32 and quantize_dynamic int8, side by side in one run; rnncore bf16 and int8 once per
+low-precision path this build and CPU run (portable, and avx512_bf16 / avx512_vnni /
+avx_vnni where present).
 
     python3 bench/lowp.py                        # S1 S2, LSTM and GRU, 1 and 2 threads
     python3 bench/lowp.py --shapes S1 S2 S3 S4
+    python3 bench/lowp.py --no-peers             # rnncore's rows only
     RNNCORE_ISA=x86_64_v3 python3 bench/lowp.py  # the AVX2 build on an AVX-512 machine
 
 Writes ``bench/results/lowp-<isa>.md`` and ``.json``. Every row says what ran (rnncore's ISA
@@ -38,16 +41,23 @@ STEPS = 200  # S1: streamed steps per sample
 
 
 def _rnncore_rows(w, x, stream: bool) -> dict:
+    """rnncore float32, and bf16 / int8 on each low-precision path this build and CPU run
+    (the stream packs its weights for the path capped when it is made)."""
     import rnncore
+    from rnncore import _core
     from rnncore import functional as F
 
-    info = rnncore.build_info()
+    isa = rnncore.build_info()["isa"]
+    cases = [(None, None)] + [(mode, path) for mode in ("bf16", "int8")
+                              for path in _core.lowp_paths if _serves(path, mode)]  # fmt: skip
     rows = {}
-    for mode in (None, "bf16", "int8"):
-        label = f"rnncore {mode or 'float32'}"
-        path = f"rnncore {info['isa']}" + (f", lowp {info['lowp_path']}" if mode else "")
+    for mode, lowp in cases:
+        label = f"rnncore {mode or 'float32'}" + (f" {lowp}" if lowp else "")
+        path = f"rnncore {isa}" + (f", lowp {lowp}" if lowp else "")
+        _core.set_lowp_path(lowp or "portable")
         s = F.stream(w.cell, w.kernel, w.recurrent_kernel, w.bias, quantize=mode,
                      batch_size=1 if stream else None)  # fmt: skip
+        assert not mode or _core.lowp_path_for(mode) == lowp
         if stream:
             xs = [np.ascontiguousarray(x[:, t : t + 1]) for t in range(x.shape[1])]
             rows[label] = impls._stream_runner(
@@ -57,7 +67,12 @@ def _rnncore_rows(w, x, stream: bool) -> dict:
         else:
             call = lambda s=s: s.run(x, None, True)  # noqa: E731
             rows[label] = impls.Runner(label, w.cell, "forward", call, call, path=path)
+    _core.set_lowp_path(os.environ.get("RNNCORE_LOWP_PATH") or _core.lowp_paths[-1])
     return rows
+
+
+def _serves(path: str, mode: str) -> bool:
+    return path == "portable" or (path == "avx512_bf16") == (mode == "bf16")
 
 
 def _torch_rows(w, x, stream: bool) -> dict:
@@ -138,19 +153,20 @@ def _ort_rows(w, x, stream: bool, threads: int, tmp: Path) -> dict:
     return rows
 
 
-def measure(shape, cell, threads, repeats, tmp) -> list[dict]:
-    import torch
-
+def measure(shape, cell, threads, repeats, tmp, peers=True) -> list[dict]:
     import rnncore
 
     rnncore.set_num_threads(threads)
-    torch.set_num_threads(threads)
     s = SHAPES[shape]
     stream = shape == "S1"
     w = impls.make_weights(cell, s.D, s.H)
     x = impls.make_input(s.B, STEPS if stream else s.T, s.D)
-    runners = {**_rnncore_rows(w, x, stream), **_torch_rows(w, x, stream),
-               **_ort_rows(w, x, stream, threads, tmp)}  # fmt: skip
+    runners = _rnncore_rows(w, x, stream)
+    if peers:
+        import torch
+
+        torch.set_num_threads(threads)
+        runners |= {**_torch_rows(w, x, stream), **_ort_rows(w, x, stream, threads, tmp)}
     ref = np.asarray(runners["rnncore float32"].collect(), np.float64)
     errs = {}
     for label, r in runners.items():
@@ -175,6 +191,7 @@ def main(argv=None) -> int:
     p.add_argument("--cells", nargs="+", default=["lstm", "gru"], choices=["lstm", "gru"])
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--no-peers", action="store_true", help="rnncore's rows only")
     args = p.parse_args(argv)
     import rnncore
 
@@ -184,7 +201,8 @@ def main(argv=None) -> int:
         for shape in args.shapes:
             for threads in args.threads:
                 for cell in args.cells:
-                    rows += measure(shape, cell, threads, args.repeats, Path(tmp))
+                    peers = not args.no_peers
+                    rows += measure(shape, cell, threads, args.repeats, Path(tmp), peers)
                     loads.append(loadavg())
                     print(f"{shape} {cell} {threads}t done (load {loads[-1]})", flush=True)
     results = Path(__file__).resolve().parent / "results"

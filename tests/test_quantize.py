@@ -13,6 +13,10 @@ step ``h = tanh(x W + h0 U + b)`` (tanh is 1-Lipschitz) by at most
 gate products) the tests compare instead against a float32 run of the dequantized weights,
 which the kernels match exactly for bf16 (the widening is exact and the FMA chain is
 packed_gemm's) and to float32 rounding for int8 (the scale is applied once per output).
+
+These are properties of the portable path (weights widened, activations float32), which every
+test here pins; the hardware paths (AVX512-BF16, VNNI), which also round the activations, are
+held against it in tests/test_lowp_paths.py.
 """
 
 from __future__ import annotations
@@ -32,6 +36,14 @@ from rnncore.quantization import Quantized, dequantize, quantize
 
 MODES = ("bf16", "int8")
 EPS32 = np.finfo(np.float32).eps
+
+
+@pytest.fixture(autouse=True)
+def portable_path():
+    """The portable path for the test; then the cap the process had (RNNCORE_LOWP_PATH)."""
+    rnncore._core.set_lowp_path("portable")
+    yield
+    rnncore._core.set_lowp_path(os.environ.get("RNNCORE_LOWP_PATH") or rnncore._core.lowp_paths[-1])
 
 
 def weight_error(w, mode):
@@ -349,15 +361,16 @@ def test_quantize_refusals(rng):
 
 def test_build_info_names_the_path():
     info = rnncore.build_info()
-    assert info["lowp_paths"] == ["portable"]
-    assert info["lowp_path"].startswith("portable")
+    assert info["lowp_paths"][0] == "portable"
+    assert info["lowp_path"] == {"bf16": "portable", "int8": "portable"}  # pinned here
     assert set(info["lowp_cpu"]) >= {"avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8"}
     env = dict(os.environ, RNNCORE_LOWP_PATH="amx")
     r = subprocess.run([sys.executable, "-c", "import rnncore"], env=env, capture_output=True,
                        text=True)  # fmt: skip
-    assert (
-        r.returncode != 0 and "RNNCORE_LOWP_PATH='amx': expected one of ('portable',)" in r.stderr
-    )
+    assert r.returncode != 0
+    assert f"RNNCORE_LOWP_PATH='amx': expected one of {rnncore._core.lowp_paths}" in r.stderr
     env["RNNCORE_LOWP_PATH"] = "portable"
-    r = subprocess.run([sys.executable, "-c", "import rnncore"], env=env, capture_output=True)
+    r = subprocess.run([sys.executable, "-c", "import rnncore; print(rnncore.build_info())"],
+                       env=env, capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 0
+    assert "'lowp_path': {'bf16': 'portable', 'int8': 'portable'}" in r.stdout

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "bindings.hpp"
+#include "rnncore/lowp.hpp"
 #include "rnncore/packed_gemm.hpp"
 #include "rnncore/peak.hpp"
 #include "rnncore/threads.hpp"
@@ -62,9 +63,9 @@ std::string simd_in_use() {
   return s.empty() ? "none" : s;
 }
 
-// The CPU's low-precision instructions, for build_info (only the portable path uses any of
-// them today: none of these; they are reported so a user can tell what a faster path would
-// find). GCC 12 / Clang 16 names.
+// The CPU's low-precision instructions, for build_info (lowp_x86.hpp uses avx512_bf16,
+// avx512_vnni and avx_vnni where its module has the kernel; AMX is not used). GCC 12 /
+// Clang 16 names.
 py::dict lowp_cpu_features() {
   py::dict d;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -87,9 +88,42 @@ void register_info(py::module_& m) {
   m.attr("eigen_version") = std::to_string(EIGEN_WORLD_VERSION) + "." +
                             std::to_string(EIGEN_MAJOR_VERSION) + "." +
                             std::to_string(EIGEN_MINOR_VERSION);
-  // The low-precision kernels built in (lowp.hpp): weights widened to float32 in registers
-  // at this module's vector width.
-  m.attr("lowp_paths") = py::make_tuple("portable");
+  // The low-precision kernels (lowp.hpp, lowp_x86.hpp) this module has and this CPU runs,
+  // lowest first; set_lowp_path caps the one weights packed from then on take.
+  py::list paths;
+  for (rnncore::LowpPath p : rnncore::lowp_all_paths)
+    if (rnncore::lowp_path_runs(p)) paths.append(rnncore::lowp_path_name(p));
+  m.attr("lowp_paths") = py::tuple(paths);
+  m.def(
+      "set_lowp_path",
+      [](const std::string& name) {
+        std::string known;
+        for (rnncore::LowpPath p : rnncore::lowp_all_paths) {
+          if (!rnncore::lowp_path_runs(p)) continue;
+          if (name == rnncore::lowp_path_name(p)) {
+            rnncore::lowp_path_cap() = static_cast<int>(p);
+            return;
+          }
+          known += std::string(known.empty() ? "" : ", ") + "'" + rnncore::lowp_path_name(p) + "'";
+        }
+        throw py::value_error("set_lowp_path: expected name one of " + known +
+                              " (the paths this module and CPU run), got '" + name + "'");
+      },
+      py::arg("name"),
+      "Cap the low-precision path: weights quantized and packed from now on take, per mode, "
+      "the best path at or below `name` that serves the mode ('portable' serves both, "
+      "'avx512_bf16' bf16, 'avx512_vnni' and 'avx_vnni' int8). Weights already packed (a "
+      "stream, a model's chain) keep theirs.");
+  m.def(
+      "lowp_path_for",
+      [](const std::string& mode) {
+        if (mode != "bf16" && mode != "int8")
+          throw py::value_error("lowp_path_for: expected mode 'bf16' or 'int8', got '" + mode +
+                                "'");
+        return std::string(rnncore::lowp_path_name(rnncore::lowp_path_for(
+            mode == "bf16" ? rnncore::Precision::BF16 : rnncore::Precision::Int8)));
+      },
+      py::arg("mode"), "The path weights of `mode` ('bf16' or 'int8') packed now take.");
   m.def("lowp_cpu_features", &lowp_cpu_features,
         "The CPU's bf16/int8 instructions (avx512_bf16, avx512_vnni, avx_vnni, amx_bf16, "
         "amx_int8): what this CPU has, not what rnncore uses.");

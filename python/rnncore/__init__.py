@@ -43,9 +43,9 @@ def build_info() -> dict:
         "eigen": _core.eigen_version,
         "threads": _core.get_num_threads(),
         "kernel": _core.kernel_info(),  # cache sizes and the matrix kernel's blocking
-        # quantize="bf16"/"int8": the kernels' path, those built, and the CPU's own bf16/int8
-        # instructions (which the portable path does not use)
-        "lowp_path": f"{_core.lowp_path} ({_core.isa}: weights widened to float32, FMA)",
+        # quantize="bf16"/"int8": the path each mode takes now, the paths this module and CPU
+        # run (lowest first; RNNCORE_LOWP_PATH caps them), and the CPU's bf16/int8 instructions
+        "lowp_path": {mode: _core.lowp_path_for(mode) for mode in ("bf16", "int8")},
         "lowp_paths": list(_core.lowp_paths),
         "lowp_cpu": _core.lowp_cpu_features(),
     }

@@ -7,11 +7,15 @@ CPU, is asked which levels the CPU supports; the best one present is imported. S
 environment variable ``RNNCORE_ISA`` (``baseline``, ``x86_64_v3``, ``x86_64_v4``) to force a
 level, e.g. to compare them.
 
-Low precision (``quantize``): ``lowp_path`` is the path the bf16/int8 kernels take. One is
-built: ``"portable"`` (weights widened to float32 in registers, float32 FMA, at the
-module's vector width). ``RNNCORE_LOWP_PATH`` forces a path by name, so that a lower path
-can be tested on a machine with a higher one; a path not built here is refused at import.
-(The AVX512-BF16, VNNI and AMX paths of issue 17 are not built.)
+Low precision (``quantize``): ``lowp_paths`` are the bf16/int8 kernels this module has and
+this CPU runs, lowest first: ``"portable"`` (weights widened to float32 in registers, float32
+FMA, at the module's vector width) everywhere; ``"avx_vnni"`` (x86_64_v3 module) and
+``"avx512_vnni"`` (x86_64_v4) for int8, ``"avx512_bf16"`` (x86_64_v4) for bf16, where the
+CPU has the instructions. Each mode takes the best path that serves it
+(``lowp_path_for(mode)``). ``RNNCORE_LOWP_PATH`` (or ``set_lowp_path``) caps the path by
+name, so that a lower path can be tested on a machine with a higher one: ``portable`` forces
+the portable path for both modes; ``avx512_vnni`` keeps VNNI for int8 and bf16 portable. A
+name this module or CPU does not run is refused at import. (AMX is not used.)
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from importlib.util import find_spec
 __all__ = ["isa", "has_openmp", "simd", "eigen_version", "cpu_supports", "get_num_threads",
            "set_num_threads", "rnn_forward", "rnn_backward", "dense_forward", "dense_backward",
            "make_stream", "make_chain", "kernel_info", "set_blocking", "peak_flops",
-           "lowp_path", "lowp_paths", "lowp_cpu_features"]  # fmt: skip
+           "lowp_paths", "lowp_path_for", "set_lowp_path", "lowp_cpu_features"]  # fmt: skip
 
 _PREFERENCE = ("x86_64_v4", "x86_64_v3")
 
@@ -74,17 +78,21 @@ kernel_info = _module.kernel_info
 set_blocking = _module.set_blocking
 peak_flops = _module.peak_flops
 lowp_paths: tuple = tuple(_module.lowp_paths)
+lowp_path_for = _module.lowp_path_for
+set_lowp_path = _module.set_lowp_path
 lowp_cpu_features = _module.lowp_cpu_features
 
 
-def _lowp_path() -> str:
+def _cap_lowp_path() -> None:
     forced = os.environ.get("RNNCORE_LOWP_PATH", "").strip()
-    if forced and forced not in lowp_paths:
+    if not forced:
+        return
+    if forced not in lowp_paths:
         raise ImportError(
             f"RNNCORE_LOWP_PATH={forced!r}: expected one of {lowp_paths} (the low-precision "
-            f"paths this build has)"
+            f"paths this build and CPU run)"
         )
-    return forced or lowp_paths[-1]
+    set_lowp_path(forced)
 
 
-lowp_path: str = _lowp_path()
+_cap_lowp_path()

@@ -23,7 +23,9 @@
 // batch is split between threads.
 //
 // Portable: GCC/Clang vector extensions compiled at each module's ISA level, with one
-// intrinsic pair for the int8 widening on AVX2 (see widen).
+// intrinsic pair for the int8 widening on AVX2 (see widen). Where the CPU has AVX512-BF16 or
+// (AVX512-/AVX-)VNNI, LowpMatrix packs for and lowp_gemm runs lowp_x86.hpp's kernels instead,
+// which also round the activations (the path is chosen when the weights are packed).
 #pragma once
 
 #include <cstdint>
@@ -34,11 +36,10 @@
 #include <immintrin.h>
 #endif
 
+#include "rnncore/lowp_x86.hpp"
 #include "rnncore/packed_gemm.hpp"
 
 namespace rnncore {
-
-enum class Precision { F32, BF16, Int8 };
 
 // Low-precision weights as the caller holds them, K x N in Keras's layout (rows `ld`
 // apart): bf16 bits (uint16) or int8 values with N scales. F32: none (the float weights).
@@ -46,25 +47,34 @@ struct LowpSource {
   Precision precision = Precision::F32;
   const void* values = nullptr;
   const float* scale = nullptr;  // int8: one per column
+  // The path cap (lowp_x86.hpp) when the weights were given: a stream or a model's chain
+  // packs them at its first call, on the path capped when it was made.
+  int cap = lowp_path_cap().load(std::memory_order_relaxed);
 
   size_t value_bytes() const { return precision == Precision::Int8 ? 1 : 2; }
   // The same weights from column c on.
   LowpSource from_col(Index c) const {
     if (precision == Precision::F32) return *this;
-    return {precision, static_cast<const char*>(values) + c * value_bytes(),
-            scale ? scale + c : nullptr};
+    LowpSource s = *this;
+    s.values = static_cast<const char*>(values) + c * value_bytes();
+    s.scale = scale ? scale + c : nullptr;
+    return s;
   }
 };
 
 // The weights packed for lowp_gemm: panel p holds K rows of NR values (columns p*NR ..),
-// zero past column N; scale (int8) is panels*NR floats, zero past N.
+// zero past column N, in the layout of `path` (the portable one below, or lowp_x86.hpp's
+// groups of k); scale (int8) is panels*NR floats, zero past N, and corr (int8 on a VNNI
+// path) the offset's column sums.
 struct LowpMatrix {
   static constexpr int NR = Kernel<float>::NR;
   Precision precision = Precision::F32;  // F32: nothing packed here
+  LowpPath path = LowpPath::Portable;    // chosen when packed (lowp_path_for)
   Index K = 0, N = 0, panels = 0;
   Buffer<std::uint16_t> bf16;
   Buffer<std::int8_t> int8;
   Buffer<float> scale;
+  Buffer<std::int32_t> corr;
 
   // Panel p, row k: NR values of columns p*NR.., zero past N. bf16 is stored interleaved:
   // the 32-bit word i of a row holds column i in its low half and column L + i in its high
@@ -88,11 +98,23 @@ struct LowpMatrix {
 
   void pack(const LowpSource& src, Index K_, Index N_, Index ld) {
     precision = src.precision, K = K_, N = N_, panels = (N + NR - 1) / NR;
+    path = lowp_path_for(precision, K, src.cap);
+    const bool hw = path != LowpPath::Portable;
     if (precision == Precision::BF16) {
-      pack_panels(static_cast<const std::uint16_t*>(src.values), K, N, ld, panels, bf16);
+      const auto* values = static_cast<const std::uint16_t*>(src.values);
+      if (hw)
+        lowp_hw::pack_groups<2>(values, K, N, ld, panels, bf16);
+      else
+        pack_panels(values, K, N, ld, panels, bf16);
       return;
     }
-    pack_panels(static_cast<const std::int8_t*>(src.values), K, N, ld, panels, int8);
+    const auto* values = static_cast<const std::int8_t*>(src.values);
+    if (hw) {
+      lowp_hw::pack_groups<4>(values, K, N, ld, panels, int8);
+      lowp_hw::offset_sums(values, K, N, ld, panels * NR, corr);
+    } else {
+      pack_panels(values, K, N, ld, panels, int8);
+    }
     scale.reserve_resize(static_cast<size_t>(panels * NR));
     std::fill_n(scale.data(), panels * NR, 0.0f);
     std::copy_n(src.scale, N, scale.data());
@@ -263,6 +285,17 @@ void gemm(const float* A, Index lda, Index M, const Q* panels, const LowpMatrix&
 // C (M x P.N) = start + A (M x P.K) P, P's weights widened to float32 in the kernel.
 inline void lowp_gemm(const float* A, Index lda, Index M, const LowpMatrix& P, float* C, Index ldc,
                       detail::Start start, const float* bias = nullptr) {
+#if defined(RNNCORE_LOWP_HW)
+  if (P.path != LowpPath::Portable) {
+#if RNNCORE_LOWP_HW == 512
+    if (P.precision == Precision::BF16)
+      return lowp_hw::gemm<lowp_hw::V>(A, lda, M, P.bf16.data(), P.K, P.N, P.panels, nullptr,
+                                       nullptr, C, ldc, start, bias);
+#endif
+    return lowp_hw::gemm<lowp_hw::IV>(A, lda, M, P.int8.data(), P.K, P.N, P.panels, P.scale.data(),
+                                      P.corr.data(), C, ldc, start, bias);
+  }
+#endif
   if (P.precision == Precision::BF16)
     lowp::gemm(A, lda, M, P.bf16.data(), P, C, ldc, start, bias);
   else
