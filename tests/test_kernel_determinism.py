@@ -88,3 +88,26 @@ def test_panel_aligned_units_bit_identical(kind, kc, rng, threads_restored):
     for key, other in results.items():
         for name, a in first.items():
             assert np.array_equal(a, other[name]), (key, name)
+
+
+@pytest.mark.parametrize("H", [37, 48], ids=["H37_tail", "H48_whole_vectors"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_backward_each_row_alone_bit_identical(kind, H, rng, threads_restored):
+    """A row's output, dx and d_initial do not depend on the rows sharing the call nor on
+    its position: the fused element-wise passes (cells.hpp) give every unit the same vector
+    code (H = 37 ends each row in a zero-padded partial vector), whatever the row's address."""
+    case = make_case(kind, rng, B=9, T=6, D=13, H=H, mask="holes", dtype=np.float32)
+    options = {"return_sequences": True}
+    d_out = rng.standard_normal((9, 6, H)).astype(np.float32)
+    rnncore.set_num_threads(2)
+    *outputs, ws = core_forward(kind, case, options, training=True)
+    batch = F.backward(ws, d_out)
+    for r in (0, 4, 8):
+        row = {k: (v[r : r + 1] if k in ("x", "mask") else v) for k, v in case.items()}
+        row["initial_state"] = [s[r : r + 1] for s in case["initial_state"]]
+        *alone, ws_r = core_forward(kind, row, options, training=True)
+        g = F.backward(ws_r, d_out[r : r + 1])
+        assert np.array_equal(alone[0][0], outputs[0][r]), r
+        assert np.array_equal(g.x[0], batch.x[r]), r
+        for k, s in enumerate(g.initial_state):
+            assert np.array_equal(s[0], batch.initial_state[k][r]), (r, k)

@@ -11,6 +11,7 @@
 // NaN propagates through every one of them, as in the NumPy reference.
 #pragma once
 
+#include <algorithm>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -111,5 +112,125 @@ void activate_backward(Activation act, DBlock&& dz, const YBlock& y_) {
       break;
   }
 }
+
+// ---------------------------------------------------------------------------------------
+// Fused passes (float): the cells' element-wise work done in one pass per row, a SIMD
+// vector of units at a time, with the activations as functor types chosen once per call.
+// Each functor computes exactly what activate / activate_backward compute above for float,
+// with the same Eigen packet math (ptanh, Eigen's logistic), so that both paths agree.
+
+namespace fused {
+
+using Eigen::internal::pcmp_lt;
+using Eigen::internal::pmul;
+using Eigen::internal::pselect;
+using Eigen::internal::pset1;
+using Eigen::internal::psub;
+using Packet = Eigen::internal::packet_traits<float>::type;  // the module's vector width
+inline constexpr Index lanes = Eigen::internal::packet_traits<float>::size;
+
+// y = act(z)  and  d * act'(z) written through y (see activate_backward).
+struct Tanh {
+  static Packet f(const Packet& z) { return Eigen::internal::ptanh(z); }
+  static Packet df(const Packet& d, const Packet& y) {
+    return pmul(d, psub(pset1<Packet>(1.f), pmul(y, y)));
+  }
+};
+struct Sigmoid {
+  static Packet f(const Packet& z) {
+    const Packet y = Eigen::internal::scalar_logistic_op<float>().packetOp(z);
+    const Packet zero = pset1<Packet>(0.f);
+    return pselect(pcmp_lt(y, pset1<Packet>(std::numeric_limits<float>::min())), zero, y);
+  }
+  static Packet df(const Packet& d, const Packet& y) {
+    return pmul(d, pmul(y, psub(pset1<Packet>(1.f), y)));
+  }
+};
+struct Relu {
+  static Packet f(const Packet& z) {
+    const Packet zero = pset1<Packet>(0.f);
+    return pselect(pcmp_lt(z, zero), zero, z);
+  }
+  static Packet df(const Packet& d, const Packet& y) {
+    const Packet zero = pset1<Packet>(0.f);
+    return pselect(pcmp_lt(zero, y), d, zero);
+  }
+};
+struct HardSigmoid {
+  static Packet f(const Packet& z) {
+    const Packet zero = pset1<Packet>(0.f), one = pset1<Packet>(1.f);
+    Packet a = Eigen::internal::padd(pmul(z, pset1<Packet>(float(1.0 / 6.0))), pset1<Packet>(0.5f));
+    a = pselect(pcmp_lt(a, zero), zero, a);
+    return pselect(pcmp_lt(one, a), one, a);
+  }
+  static Packet df(const Packet& d, const Packet& y) {
+    const Packet zero = pset1<Packet>(0.f), one = pset1<Packet>(1.f);
+    const Packet inside = Eigen::internal::pand(pcmp_lt(zero, y), pcmp_lt(y, one));
+    return pselect(inside, pmul(d, pset1<Packet>(float(1.0 / 6.0))), zero);
+  }
+};
+struct Linear {
+  static Packet f(const Packet& z) { return z; }
+  static Packet df(const Packet& d, const Packet&) { return d; }
+};
+
+// Calls fn(Functor{}) for an element-wise activation and returns true; false for softmax,
+// which couples a row's units and stays on the block path.
+template <class Fn>
+bool with_activation(Activation act, Fn&& fn) {
+  switch (act) {
+    case Activation::Tanh:
+      fn(Tanh{});
+      return true;
+    case Activation::Sigmoid:
+      fn(Sigmoid{});
+      return true;
+    case Activation::Relu:
+      fn(Relu{});
+      return true;
+    case Activation::HardSigmoid:
+      fn(HardSigmoid{});
+      return true;
+    case Activation::Linear:
+      fn(Linear{});
+      return true;
+    case Activation::Softmax:
+      return false;
+  }
+  return false;
+}
+
+// Units [j, j + lanes) of a row: plain unaligned loads and stores.
+struct Full {
+  Index j;
+  Packet load(const float* row) const { return Eigen::internal::ploadu<Packet>(row + j); }
+  void store(float* row, const Packet& v) const { Eigen::internal::pstoreu(row + j, v); }
+};
+// The last n < lanes units of a row, through a zero-padded vector: every unit takes the same
+// vector code whatever its row or its address, so results do not depend on either.
+struct Tail {
+  Index j, n;
+  Packet load(const float* row) const {
+    alignas(64) float t[lanes] = {};
+    std::copy_n(row + j, n, t);
+    return Eigen::internal::pload<Packet>(t);
+  }
+  void store(float* row, const Packet& v) const {
+    alignas(64) float t[lanes];
+    Eigen::internal::pstore(t, v);
+    std::copy_n(t, n, row + j);
+  }
+};
+
+// body(cols) for each vector of units of a row of H: cols.load(p) / cols.store(p, v) read
+// and write units of any row p that is laid out like the units (a gate's slice, a state).
+template <class Body>
+void over_units(Index H, Body&& body) {
+  Index j = 0;
+  for (; j + lanes <= H; j += lanes) body(Full{j});
+  if (j < H) body(Tail{j, H - j});
+}
+
+}  // namespace fused
 
 }  // namespace rnncore

@@ -153,7 +153,12 @@ void forward(const CellSpec& spec, const Recurrent<T>& rec, ScanIO<T> io, int th
 // gradient in the bias's own layout ((2, 3H) for GRU reset_after).
 template <class T>
 void backward(const CellSpec& spec, const Recurrent<T>& rec, BackwardIO<T> io, int threads) {
-  PackedU<T> packed;
+  // U^T packed, reused by the thread's next call up to reuse_bytes (as in forward()).
+  thread_local PackedU<T> reused;
+  PackedU<T> local;
+  const size_t bytes =
+      static_cast<size_t>(rec.Hp * spec.gates() * rec.H + rec.H * rec.Hp) * sizeof(T);
+  PackedU<T>& packed = bytes <= reuse_bytes ? reused : local;
   pack_recurrent(spec, rec, packed, /*transposed=*/true);
   with_cell(spec, rec, &packed, [&](const auto& cell, const T*) {
     io.db_rec = (io.db && spec.bias_two_rows()) ? io.db + spec.gates() * rec.H : nullptr;

@@ -18,8 +18,10 @@
 // and for the backward pass (backward.hpp), given dS = dL/d(states after the step):
 //   scratch_cols()         per-row scratch the backward step needs
 //   gate_grads(...)        dG = dL/d(gate pre-activations), input side (n, G*H), and dA,
-//                          the gradient of the recurrent-side value a (GRU reset_after)
-//   prev_grads(...)        dL/d(states before the step) from dS, dG, dA
+//                          the gradient of the recurrent-side value a (GRU reset_after);
+//                          also the element-wise part of dL/d(states before the step), in
+//                          the same pass (dc_{t-1}; the GRU's dh * z)
+//   prev_grads(...)        the products that complete dL/d(states before the step)
 //   own_recurrent_grads    whether it provides recurrent_grads(...): after the loop, dU and
 //                          the recurrent bias gradient, as products over all batch*time rows
 //                          at once; a cell whose recurrent side is h_{t-1} U alone (SimpleRNN,
@@ -27,6 +29,7 @@
 #pragma once
 
 #include <array>
+#include <type_traits>
 
 #include "rnncore/activations.hpp"
 #include "rnncore/lowp.hpp"
@@ -61,6 +64,26 @@ void times_packed(Index n, const T* rows, Index stride, const PackedWeights<T>& 
   packed_gemm(rows, stride, n, P, X.data(), X.outerStride(), accumulate);
 }
 
+// Fused element-wise passes (float; activations.hpp, namespace fused): calls
+// fn(Fa{}, Fb{}) with the functors of two element-wise activations and returns true, or
+// returns false (and calls nothing) when either is softmax or T is not float; the cell then
+// takes its block path, one Eigen pass per gate and operation. double keeps the block path:
+// it is the precision of the checks, not of speed.
+template <class T, class Fn>
+bool fused_pair(Activation a, Activation b, Fn&& fn) {
+  bool done = false;
+  if constexpr (std::is_same_v<T, float>)
+    fused::with_activation(
+        a, [&](auto A) { done = fused::with_activation(b, [&](auto B) { fn(A, B); }); });
+  return done;
+}
+
+// Row r of a strided block.
+template <class T>
+T* row_of(const Rows<T>& s, Index r) {
+  return s.data + r * s.stride;
+}
+
 // Each cell declares its own constants and members (G, n_states, own_recurrent_grads, H,
 // P, activations): cells are plain aggregates that api.hpp builds with braces, which a shared
 // base would take away.
@@ -83,6 +106,19 @@ struct SimpleRNNCell {
             View<T> /*aux*/) const {
     auto h = view(next[0].data, n, H, next[0].stride);
     times_packed(n, prev[0].data, prev[0].stride, P->all, gates, true);  // += h_{t-1} U
+    if (fused_pair<T>(act, act, [&](auto A, auto) {
+          using namespace fused;
+          for (Index r = 0; r < n; ++r) {
+            T* g = gates.data() + r * gates.outerStride();
+            T* hr = row_of(next[0], r);
+            over_units(H, [&](const auto& u) {
+              const Packet y = decltype(A)::f(u.load(g));
+              u.store(g, y);
+              u.store(hr, y);
+            });
+          }
+        }))
+      return;
     activate(act, gates);
     h = gates;
   }
@@ -92,7 +128,19 @@ struct SimpleRNNCell {
   Index grad_aux_cols() const { return 0; }
 
   void gate_grads(Index n, ConstView<T> gates, const States<const T, 1>&, const States<const T, 1>&,
-                  ConstView<T>, const States<const T, 1>& dS, View<T> dG, View<T>, View<T>) const {
+                  ConstView<T>, const States<const T, 1>& dS, View<T> dG, View<T>,
+                  const States<T, 1>&, View<T>) const {
+    if (fused_pair<T>(act, act, [&](auto A, auto) {
+          using namespace fused;
+          for (Index r = 0; r < n; ++r) {
+            const T* y = gates.data() + r * gates.outerStride();
+            const T* dh = row_of(dS[0], r);
+            T* dz = dG.data() + r * dG.outerStride();
+            over_units(H,
+                       [&](const auto& u) { u.store(dz, decltype(A)::df(u.load(dh), u.load(y))); });
+          }
+        }))
+      return;
     dG = cview(dS[0].data, n, H, dS[0].stride);
     activate_backward(act, dG, gates);
   }
@@ -150,10 +198,79 @@ struct LSTMCell {
 
   void step(Index n, View<T> gates, const States<const T, 2>& prev, const States<T, 2>& next,
             View<T> aux) const {
+    times_packed(n, prev[0].data, prev[0].stride, P->all, gates, true);  // += h_{t-1} U
+    if (out_act != act || !fused_pair<T>(rec_act, act, [&](auto R, auto A) {
+          step_fused(R, A, n, gates, prev, next, aux);
+        })) {
+      step_blocks(n, gates, prev, next, aux);
+    }
+    if (projection)
+      packed_gemm(aux.data(), aux.outerStride(), n, P->proj, next[0].data, next[0].stride,
+                  detail::Start::Zero);  // h = m W_hr
+  }
+
+  // The step's element-wise work in one pass per row, a vector of units at a time, in the
+  // order of the equations above. m goes to h, or to aux (projection).
+  template <class R, class A>
+  void step_fused(R, A, Index n, View<T> gates, const States<const T, 2>& prev,
+                  const States<T, 2>& next, View<T> aux) const {
+    using namespace fused;
+    using Eigen::internal::padd;
+    using Eigen::internal::pmax;
+    using Eigen::internal::pmin;
+    const T* p_i = peephole;
+    const T* p_f = peephole ? peephole + H : nullptr;
+    const T* p_o = peephole ? peephole + 2 * H : nullptr;
+    const Packet lo = pset1<Packet>(-clip), hi = pset1<Packet>(clip), one = pset1<Packet>(1.f);
+    for (Index r = 0; r < n; ++r) {
+      T* gi = gates.data() + r * gates.outerStride();
+      T *gf = gi + H, *gg = gi + 2 * H, *go = gi + 3 * H;
+      const T* c_prev = row_of(prev[1], r);
+      T* c = row_of(next[1], r);
+      T* ar = aux.data() + r * aux.outerStride();
+      T* m = projection ? ar : row_of(next[0], r);
+      T* z = ar + z_col();  // the pre-clip z_i z_f z_g z_o (clip only)
+      over_units(H, [&](const auto& u) {
+        const Packet cp = u.load(c_prev);
+        Packet zi = u.load(gi), zf = u.load(gf), zg = u.load(gg);
+        if (peephole) {
+          zi = padd(zi, pmul(cp, u.load(p_i)));
+          zf = padd(zf, pmul(cp, u.load(p_f)));
+        }
+        if (clip > 0) {
+          u.store(z, zi);
+          u.store(z + H, zf);
+          u.store(z + 2 * H, zg);
+          zi = pmin(pmax(zi, lo), hi);
+          zf = pmin(pmax(zf, lo), hi);
+          zg = pmin(pmax(zg, lo), hi);
+        }
+        const Packet i = R::f(zi);
+        const Packet f = input_forget ? psub(one, i) : R::f(zf);
+        const Packet g = A::f(zg);
+        const Packet cn = padd(pmul(f, cp), pmul(i, g));  // c_t = f c_{t-1} + i g
+        Packet zo = u.load(go);
+        if (peephole) zo = padd(zo, pmul(cn, u.load(p_o)));
+        if (clip > 0) {
+          u.store(z + 3 * H, zo);
+          zo = pmin(pmax(zo, lo), hi);
+        }
+        const Packet o = R::f(zo);
+        u.store(gi, i);
+        u.store(gf, f);
+        u.store(gg, g);
+        u.store(go, o);
+        u.store(c, cn);
+        u.store(m, pmul(A::f(cn), o));  // m = o * act(c_t)
+      });
+    }
+  }
+
+  // The same step, one Eigen pass per gate and operation: double, softmax, or out_act != act.
+  void step_blocks(Index n, View<T> gates, const States<const T, 2>& prev, const States<T, 2>& next,
+                   View<T> aux) const {
     auto c_prev = cview(prev[1].data, n, H, prev[1].stride);
     auto c = view(next[1].data, n, H, next[1].stride);
-
-    times_packed(n, prev[0].data, prev[0].stride, P->all, gates, true);  // += h_{t-1} U
     auto i = gates.leftCols(H);
     auto f = gates.middleCols(H, H);
     auto g = gates.middleCols(2 * H, H);
@@ -188,9 +305,6 @@ struct LSTMCell {
     m = c;
     activate(out_act, m);
     m.array() *= o.array();
-    if (projection)
-      packed_gemm(m.data(), m.outerStride(), n, P->proj, next[0].data, next[0].stride,
-                  detail::Start::Zero);  // h = m W_hr
   }
 
   // Backward. dh (Hp wide) and dc reach h_t and c_t from later steps. With a_c = out_act(c_t)
@@ -203,30 +317,107 @@ struct LSTMCell {
   //   dz_g = dC * i * act'(g) * [z_g]
   //   dh_{t-1} = dZ U^T          dc_{t-1} = dC * f + dz_i * p_i + dz_f * p_f
   //   dp_i = sum dz_i * c_{t-1}   dp_f = sum dz_f * c_{t-1}   dp_o = sum dz_o * c_t
-  // scratch: [a_c | dC | dm (projection)], each n x H. dA (the grad aux, summed after the
-  // loop): [dz_i c_{t-1} | dz_f c_{t-1} | dz_o c_t (peepholes) | dh (projection)].
+  // scratch: [a_c | dC | dm (projection)], each n x H (the fused pass uses dm only). dA (the grad
+  // aux, summed after the loop): [dz_i c_{t-1} | dz_f c_{t-1} | dz_o c_t (peepholes) | dh
+  // (projection)].
   Index scratch_cols() const { return (projection ? 3 : 2) * H; }
   Index dh_col() const { return peephole ? 3 * H : 0; }
   Index grad_aux_cols() const { return dh_col() + (projection ? Hp : 0); }
 
+  // Also dc_{t-1} into dprev[1]; prev_grads adds dh_{t-1}.
   void gate_grads(Index n, ConstView<T> gates, const States<const T, 2>& prev,
                   const States<const T, 2>& next, ConstView<T> aux, const States<const T, 2>& dS,
-                  View<T> dG, View<T> dA, View<T> scratch) const {
-    const auto c_prev = cview(prev[1].data, n, H, prev[1].stride);
-    const auto c = cview(next[1].data, n, H, next[1].stride);
-    const auto dc = cview(dS[1].data, n, H, dS[1].stride);
-    const auto i = gates.leftCols(H), f = gates.middleCols(H, H), g = gates.middleCols(2 * H, H),
-               o = gates.rightCols(H);
-    const auto z = aux.middleCols(z_col(), clip > 0 ? 4 * H : 0);
-    auto a_c = scratch.leftCols(H);
-    auto dC = scratch.middleCols(H, H);
+                  View<T> dG, View<T> dA, const States<T, 2>& dprev, View<T> scratch) const {
     auto dm = scratch.middleCols(2 * H, projection ? H : 0);
     if (projection) {
       times_packed(n, dS[0].data, dS[0].stride, P->projT, dm, false);  // dh W_hr^T
       dA.middleCols(dh_col(), Hp) = cview(dS[0].data, n, Hp, dS[0].stride);
     }
-    const auto dmv = projection ? cview(dm.data(), n, H, dm.outerStride())
-                                : cview(dS[0].data, n, H, dS[0].stride);
+    const Rows<const T> dmr = projection ? Rows<const T>{dm.data(), dm.outerStride()} : dS[0];
+    if (out_act == act && fused_pair<T>(rec_act, act, [&](auto R, auto A) {
+          grads_fused(R, A, n, gates, prev, next, aux, dmr, dS[1], dG, dA, dprev[1]);
+        }))
+      return;
+    grads_blocks(n, gates, prev, next, aux, dmr, dS[1], dG, dA, dprev[1], scratch);
+  }
+
+  // gate_grads in one pass per row, a vector of units at a time.
+  template <class R, class A>
+  void grads_fused(R, A, Index n, ConstView<T> gates, const States<const T, 2>& prev,
+                   const States<const T, 2>& next, ConstView<T> aux, Rows<const T> dmr,
+                   Rows<const T> dcr, View<T> dG, View<T> dA, Rows<T> dc_prev) const {
+    using namespace fused;
+    using Eigen::internal::pabs;
+    using Eigen::internal::padd;
+    using Eigen::internal::pcmp_le;
+    const T* p_i = peephole;
+    const T* p_f = peephole ? peephole + H : nullptr;
+    const T* p_o = peephole ? peephole + 2 * H : nullptr;
+    const Packet zero = pset1<Packet>(0.f), limit = pset1<Packet>(clip);
+    auto clipped = [&](const Packet& d, const Packet& zv) {  // d * [|z| <= clip]
+      return pselect(pcmp_le(pabs(zv), limit), d, zero);
+    };
+    for (Index r = 0; r < n; ++r) {
+      const T* gi = gates.data() + r * gates.outerStride();
+      const T *gf = gi + H, *gg = gi + 2 * H, *go = gi + 3 * H;
+      const T* z = aux.data() + r * aux.outerStride() + z_col();
+      const T *cpr = row_of(prev[1], r), *cr = row_of(next[1], r);
+      const T *dmv = row_of(dmr, r), *dcv = row_of(dcr, r);
+      T* di = dG.data() + r * dG.outerStride();
+      T *df = di + H, *dg = di + 2 * H, *dO = di + 3 * H;
+      T* da = dA.data() + r * dA.outerStride();
+      T* dcp = row_of(dc_prev, r);
+      over_units(H, [&](const auto& u) {
+        const Packet cp = u.load(cpr), cn = u.load(cr), dmp = u.load(dmv);
+        const Packet i = u.load(gi), f = u.load(gf), g = u.load(gg), o = u.load(go);
+        const Packet a_c = A::f(cn);
+        Packet dz_o = R::df(pmul(dmp, a_c), o);
+        Packet dC = A::df(pmul(dmp, o), a_c);
+        if (clip > 0) dz_o = clipped(dz_o, u.load(z + 3 * H));
+        if (peephole) dC = padd(dC, pmul(dz_o, u.load(p_o)));
+        dC = padd(dC, u.load(dcv));
+        Packet dz_i = pmul(dC, g), dz_f = zero;
+        if (input_forget)
+          dz_i = psub(dz_i, pmul(dC, cp));
+        else
+          dz_f = R::df(pmul(dC, cp), f);
+        dz_i = R::df(dz_i, i);
+        Packet dz_g = A::df(pmul(dC, i), g);
+        if (clip > 0) {
+          dz_i = clipped(dz_i, u.load(z));
+          if (!input_forget) dz_f = clipped(dz_f, u.load(z + H));
+          dz_g = clipped(dz_g, u.load(z + 2 * H));
+        }
+        Packet dcn = pmul(dC, f);  // dc_{t-1}
+        if (peephole) {
+          u.store(da, pmul(dz_i, cp));
+          u.store(da + H, pmul(dz_f, cp));
+          u.store(da + 2 * H, pmul(dz_o, cn));
+          dcn = padd(padd(dcn, pmul(dz_i, u.load(p_i))), pmul(dz_f, u.load(p_f)));
+        }
+        u.store(di, dz_i);
+        u.store(df, dz_f);
+        u.store(dg, dz_g);
+        u.store(dO, dz_o);
+        u.store(dcp, dcn);
+      });
+    }
+  }
+
+  // The same, one Eigen pass per gate and operation: double, softmax, or out_act != act.
+  void grads_blocks(Index n, ConstView<T> gates, const States<const T, 2>& prev,
+                    const States<const T, 2>& next, ConstView<T> aux, Rows<const T> dmr,
+                    Rows<const T> dcr, View<T> dG, View<T> dA, Rows<T> dc_prev_r,
+                    View<T> scratch) const {
+    const auto c_prev = cview(prev[1].data, n, H, prev[1].stride);
+    const auto c = cview(next[1].data, n, H, next[1].stride);
+    const auto dc = cview(dcr.data, n, H, dcr.stride);
+    const auto i = gates.leftCols(H), f = gates.middleCols(H, H), g = gates.middleCols(2 * H, H),
+               o = gates.rightCols(H);
+    const auto z = aux.middleCols(z_col(), clip > 0 ? 4 * H : 0);
+    auto a_c = scratch.leftCols(H);
+    auto dC = scratch.middleCols(H, H);
+    const auto dmv = cview(dmr.data, n, H, dmr.stride);
     a_c = c;
     activate(out_act, a_c);
 
@@ -260,19 +451,19 @@ struct LSTMCell {
       dA.middleCols(H, H).array() = dz_f.array() * c_prev.array();
       dA.middleCols(2 * H, H).array() = dz_o.array() * c.array();
     }
+    auto dc_prev = view(dc_prev_r.data, n, H, dc_prev_r.stride);
+    dc_prev.array() = dC.array() * f.array();
+    if (peephole) {
+      dc_prev.array() += dz_i.array().rowwise() * p_row(0);
+      dc_prev.array() += dz_f.array().rowwise() * p_row(1);
+    }
   }
 
-  void prev_grads(Index n, ConstView<T> gates, const States<const T, 2>&, ConstView<T>,
+  void prev_grads(Index n, ConstView<T>, const States<const T, 2>&, ConstView<T>,
                   const States<const T, 2>&, ConstView<T> dG, ConstView<T>,
-                  const States<T, 2>& dprev, View<T> scratch) const {
+                  const States<T, 2>& dprev, View<T>) const {
     auto dh_prev = view(dprev[0].data, n, Hp, dprev[0].stride);
-    auto dc_prev = view(dprev[1].data, n, H, dprev[1].stride);
     times_packed(n, dG.data(), dG.outerStride(), P->allT, dh_prev, false);  // dG U^T
-    dc_prev.array() = scratch.middleCols(H, H).array() * gates.middleCols(H, H).array();
-    if (peephole) {
-      dc_prev.array() += dG.leftCols(H).array().rowwise() * p_row(0);
-      dc_prev.array() += dG.middleCols(H, H).array().rowwise() * p_row(1);
-    }
   }
 
   // Without peepholes or projection dU = H_prev^T dG is all (backward.hpp then computes it
@@ -332,6 +523,9 @@ struct GRUCell {
     auto hh = gates.rightCols(H);
 
     times_packed(n, prev[0].data, prev[0].stride, P->all, zr, true);  // += h_{t-1} U_zr
+    if (fused_pair<T>(rec_act, act,
+                      [&](auto R, auto A) { step_fused(R, A, n, gates, prev, next, a); }))
+      return;
     activate(rec_act, z);
     activate(rec_act, r);
     if (reset_after) {
@@ -348,6 +542,53 @@ struct GRUCell {
     h.array() = z.array() * h_prev.array() + (T(1) - z.array()) * hh.array();
   }
 
+  // The step's element-wise work in one pass per row (reset_after), or one pass before the
+  // candidate's product (r, a = r h_{t-1}) and one after it (z, hh, h).
+  template <class R, class A>
+  void step_fused(R, A, Index n, View<T> gates, const States<const T, 1>& prev,
+                  const States<T, 1>& next, View<T> a) const {
+    using namespace fused;
+    using Eigen::internal::padd;
+    const Packet one = pset1<Packet>(1.f);
+    auto row = [&](Index r) { return gates.data() + r * gates.outerStride(); };
+    auto a_row = [&](Index r) { return a.data() + r * a.outerStride(); };
+    if (reset_after) {
+      packed_gemm(prev[0].data, prev[0].stride, n, P->h, a.data(), a.outerStride(),
+                  b_hh_h ? detail::Start::Bias : detail::Start::Zero, b_hh_h);  // h U_h + b_hh_h
+    } else {
+      for (Index r = 0; r < n; ++r) {
+        T* gr = row(r) + H;
+        const T* hp = row_of(prev[0], r);
+        T* ar = a_row(r);
+        over_units(H, [&](const auto& u) {
+          const Packet rv = R::f(u.load(gr));
+          u.store(gr, rv);
+          u.store(ar, pmul(rv, u.load(hp)));  // a = r h_{t-1}
+        });
+      }
+      times_packed(n, a.data(), a.outerStride(), P->h, gates.rightCols(H), true);  // += a U_h
+    }
+    for (Index r = 0; r < n; ++r) {
+      T *gz = row(r), *gr = gz + H, *gh = gz + 2 * H;
+      const T* hp = row_of(prev[0], r);
+      const T* ar = a_row(r);
+      T* h = row_of(next[0], r);
+      over_units(H, [&](const auto& u) {
+        const Packet z = R::f(u.load(gz));
+        Packet zh = u.load(gh);
+        if (reset_after) {
+          const Packet rv = R::f(u.load(gr));
+          u.store(gr, rv);
+          zh = padd(zh, pmul(rv, u.load(ar)));
+        }
+        const Packet hh = A::f(zh);
+        u.store(gz, z);
+        u.store(gh, hh);
+        u.store(h, padd(pmul(z, u.load(hp)), pmul(psub(one, z), hh)));
+      });
+    }
+  }
+
   // Backward, both forms:
   //   dz_z = dh * (h_{t-1} - hh) * rec_act'(z)        dz_h = dh * (1 - z) * act'(hh)
   // reset_after:   dz_r = dz_h * a * rec_act'(r)        dA = dz_h * r   (gradient of a)
@@ -359,9 +600,14 @@ struct GRUCell {
   Index scratch_cols() const { return reset_after ? 0 : H; }
   Index grad_aux_cols() const { return reset_after ? H : 0; }
 
+  // Also dh * z (+ da * r) into dprev; prev_grads adds the products.
   void gate_grads(Index n, ConstView<T> gates, const States<const T, 1>& prev,
                   const States<const T, 1>&, ConstView<T> a, const States<const T, 1>& dS,
-                  View<T> dG, View<T> dA, View<T> scratch) const {
+                  View<T> dG, View<T> dA, const States<T, 1>& dprev, View<T> scratch) const {
+    if (fused_pair<T>(rec_act, act, [&](auto R, auto A) {
+          grads_fused(R, A, n, gates, prev, a, dS, dG, dA, dprev, scratch);
+        }))
+      return;
     const auto h_prev = cview(prev[0].data, n, H, prev[0].stride);
     const auto dh = cview(dS[0].data, n, H, dS[0].stride);
     const auto z = gates.leftCols(H), r = gates.middleCols(H, H), hh = gates.rightCols(H);
@@ -378,20 +624,62 @@ struct GRUCell {
       dz_r.array() = scratch.array() * h_prev.array();
     }
     activate_backward(rec_act, dz_r, r);
-  }
-
-  void prev_grads(Index n, ConstView<T> gates, const States<const T, 1>&, ConstView<T>,
-                  const States<const T, 1>& dS, ConstView<T> dG, ConstView<T> dA,
-                  const States<T, 1>& dprev, View<T> scratch) const {
-    const auto dh = cview(dS[0].data, n, H, dS[0].stride);
-    const auto z = gates.leftCols(H), r = gates.middleCols(H, H);
     auto dh_prev = view(dprev[0].data, n, H, dprev[0].stride);
     dh_prev.array() = dh.array() * z.array();
-    if (reset_after) {
-      times_packed(n, dA.data(), dA.outerStride(), P->hT, dh_prev, true);  // += dA U_h^T
-    } else {
-      dh_prev.array() += scratch.array() * r.array();
+    if (!reset_after) dh_prev.array() += scratch.array() * r.array();
+  }
+
+  // gate_grads in one pass per row (reset_after), or one pass before da = dz_h U_h^T and
+  // one after it.
+  template <class R, class A>
+  void grads_fused(R, A, Index n, ConstView<T> gates, const States<const T, 1>& prev,
+                   ConstView<T> a, const States<const T, 1>& dS, View<T> dG, View<T> dA,
+                   const States<T, 1>& dprev, View<T> scratch) const {
+    using namespace fused;
+    using Eigen::internal::padd;
+    const Packet one = pset1<Packet>(1.f);
+    for (Index r = 0; r < n; ++r) {
+      const T *gz = gates.data() + r * gates.outerStride(), *gr = gz + H, *gh = gz + 2 * H;
+      const T *hp = row_of(prev[0], r), *dh = row_of(dS[0], r);
+      T *dz = dG.data() + r * dG.outerStride(), *dr = dz + H, *dhh = dz + 2 * H;
+      const T* ar = a.data() + r * a.outerStride();
+      T* da = dA.data() + r * dA.outerStride();
+      T* dhp = row_of(dprev[0], r);
+      over_units(H, [&](const auto& u) {
+        const Packet z = u.load(gz), hh = u.load(gh), d = u.load(dh);
+        u.store(dz, R::df(pmul(d, psub(u.load(hp), hh)), z));
+        const Packet dz_h = A::df(pmul(d, psub(one, z)), hh);
+        u.store(dhh, dz_h);
+        if (reset_after) {
+          const Packet rv = u.load(gr);
+          u.store(dr, R::df(pmul(dz_h, u.load(ar)), rv));
+          u.store(da, pmul(dz_h, rv));
+        }
+        u.store(dhp, pmul(d, z));  // dh z: the direct part of dh_{t-1}
+      });
     }
+    if (reset_after) return;
+    times_packed(n, dG.data() + 2 * H, dG.outerStride(), P->hT, scratch, false);  // dz_h U_h^T
+    for (Index r = 0; r < n; ++r) {
+      const T* gr = gates.data() + r * gates.outerStride() + H;
+      const T* hp = row_of(prev[0], r);
+      const T* dap = scratch.data() + r * scratch.outerStride();
+      T* dr = dG.data() + r * dG.outerStride() + H;
+      T* dhp = row_of(dprev[0], r);
+      over_units(H, [&](const auto& u) {
+        const Packet rv = u.load(gr), dav = u.load(dap);
+        u.store(dr, R::df(pmul(dav, u.load(hp)), rv));
+        u.store(dhp, padd(u.load(dhp), pmul(dav, rv)));  // + da r
+      });
+    }
+  }
+
+  void prev_grads(Index n, ConstView<T>, const States<const T, 1>&, ConstView<T>,
+                  const States<const T, 1>&, ConstView<T> dG, ConstView<T> dA,
+                  const States<T, 1>& dprev, View<T>) const {
+    auto dh_prev = view(dprev[0].data, n, H, dprev[0].stride);
+    if (reset_after)
+      times_packed(n, dA.data(), dA.outerStride(), P->hT, dh_prev, true);  // += dA U_h^T
     times_packed(n, dG.data(), dG.outerStride(), P->allT, dh_prev, true);  // += dG_zr U_zr^T
   }
 
