@@ -283,8 +283,16 @@ class StreamPlan:
         set_weights and the optimizers count them, as for the layer's own stream)."""
         layer = op.layer
         keywords = _cell_keywords(layer)
-        key = tuple(id(v.value) for v in layer.weights) + tuple(
-            (k, id(v) if isinstance(v, np.ndarray) else v) for k, v in sorted(keywords.items())
+        # a quantized layer runs its low-precision weights, as its own calls do (rnn.py)
+        low = layer.quantized_weights()
+        if low is not None:
+            keywords["quantize"] = layer.quantization_mode
+        key = (
+            tuple(id(v.value) for v in layer.weights)
+            + tuple(
+                (k, id(v) if isinstance(v, np.ndarray) else v) for k, v in sorted(keywords.items())
+            )
+            + (None if low is None else tuple(id(w) for w in low.values()),)
         )
         versions = tuple(v.version for v in layer.weights)
         with self._lock:
@@ -297,8 +305,8 @@ class StreamPlan:
                 return stream
             stream = functional.stream(
                 layer._cell,
-                layer.kernel.value,
-                layer.recurrent_kernel.value,
+                layer.kernel.value if low is None else low["kernel"],
+                layer.recurrent_kernel.value if low is None else low["recurrent_kernel"],
                 None if layer.bias is None else layer.bias.value,
                 **keywords,
             )
