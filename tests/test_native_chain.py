@@ -135,9 +135,13 @@ def test_return_state_and_lists_fall_back():
     x = rng.standard_normal((2, 5, 3)).astype(np.float32)
     np.testing.assert_array_equal(model(x.tolist()), layer_by_layer(model, x))  # converted
     np.testing.assert_array_equal(model(np.asfortranarray(x)), layer_by_layer(model, x))
+    (segment,) = segments(model)
+    assert segment._runs_natively(x, None)
+    assert not segment._runs_natively(x.tolist(), None)  # the layers convert it instead
+    assert not segment._runs_natively(np.asfortranarray(x), None)
     lstm.return_state = True  # the chain does not return states: the layers run instead
-    out = model.layers[0]._call(x, None, False)[0]
-    assert isinstance(out, tuple)
+    assert not segment._runs_natively(x, None)
+    assert isinstance(model.layers[0]._call(x, None, False)[0], tuple)
 
 
 def test_follows_weight_updates():

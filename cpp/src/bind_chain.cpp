@@ -173,8 +173,8 @@ class Chain {
     ranks[0] = ids ? 3 : static_cast<int>(x.ndim()), widths[0] = ids ? 0 : x.shape(x.ndim() - 1);
     py::object out_mask = mask ? py::object(*mask) : py::object(py::none());
     py::array computed_mask;
-    Buffer<T> backward_out;  // Bidirectional: the backward stream's output
-    Index backward_size = 0;
+    Buffer<T> directions;  // Bidirectional: the two streams' outputs, sized once per run
+    Index directions_size = 0;
     for (size_t i = 0; i < n; ++i) {
       const Op<T>& op = ops_[i];
       int rank = ranks[i];
@@ -199,8 +199,10 @@ class Chain {
                                   std::to_string(B));
         }
         if (op.backward)
-          backward_size = std::max(backward_size,
-                                   checked_elements({B, Tn, op.backward->out_width()}, "output"));
+          directions_size =
+              std::max(directions_size,
+                       checked_elements({B, Tn, op.stream->out_width() + op.backward->out_width()},
+                                        "output"));
         if (!op.return_sequences) {
           rank = 2;
           out_mask = py::none();
@@ -216,7 +218,7 @@ class Chain {
       outs[i] = std::move(out);
       ranks[i + 1] = rank, widths[i + 1] = width;
     }
-    backward_out.reserve_resize(static_cast<size_t>(backward_size));
+    directions.reserve_resize(static_cast<size_t>(directions_size));
 
     {
       py::gil_scoped_release release;
@@ -258,7 +260,7 @@ class Chain {
             break;
           }
           case OpKind::Bidirectional:
-            bidirectional(op, in, B, Tn, m, y, backward_out.data());
+            bidirectional(op, in, B, Tn, m, y, directions.data());
             if (!op.return_sequences) m = nullptr;
             break;
           case OpKind::Dense:
@@ -296,18 +298,15 @@ class Chain {
     return out;
   }
 
-  // y = merge(forward(x), flip(backward(x))) on (B, T, .) or (B, .); `yb` holds the
-  // backward stream's output.
+  // y = merge(forward(x), flip(backward(x))) on (B, T, .) or (B, .); `scratch` (B, T,
+  // hf + hb) holds the backward stream's output, and the forward one's for concat (the other
+  // merges write it into y and merge in place).
   static void bidirectional(const Op<T>& op, const T* x, Index B, Index Tn, const std::uint8_t* m,
-                            T* y, T* yb) {
+                            T* y, T* scratch) {
     const Index hf = op.stream->out_width(), hb = op.backward->out_width(), W = op.width_out;
     const bool seq = op.return_sequences;
-    T* yf = op.merge == Merge::Concat ? nullptr : y;  // concat: interleave below
-    Buffer<T> fwd;
-    if (!yf) {
-      fwd.reserve_resize(static_cast<size_t>(B * (seq ? Tn : 1) * hf));
-      yf = fwd.data();
-    }
+    T* yb = scratch;
+    T* yf = op.merge == Merge::Concat ? scratch + B * (seq ? Tn : 1) * hb : y;
     op.stream->compute(x, B, Tn, m, seq, {}, yf, {});
     op.backward->compute(x, B, Tn, m, seq, {}, yb, {});
     if (m && seq) {

@@ -112,8 +112,9 @@ class Stream {
         if (finals[k]) std::copy_n(state(k), B * width(k), finals[k]);
       return;
     }
-    // The scan writes the final states: where the caller wants none, to scratch.
-    Buffer<T> scratch;
+    // The scan writes the final states: where the caller wants none, to scratch the thread
+    // keeps for its next call (a chain or a pool calls this every step).
+    thread_local Buffer<T> scratch;
     Index need = 0;
     for (int k = 0; k < N; ++k) need += finals[k] ? 0 : B * width(k);
     scratch.reserve_resize(static_cast<size_t>(need));

@@ -185,7 +185,9 @@ struct LSTMCell {
   Index z_col() const { return projection ? H : 0; }
   Index aux_cols() const { return z_col() + (clip > 0 ? 4 * H : 0); }
 
-  auto p_row(int k) const { return ConstRowVecView<T>(peephole + k * H, H).array(); }
+  // Peephole row k (p_i, p_f, p_o), or nullptr without peepholes.
+  const T* p(int k) const { return peephole ? peephole + k * H : nullptr; }
+  auto p_row(int k) const { return ConstRowVecView<T>(p(k), H).array(); }
   template <class Block>
   void clamp(Block&& z) const {
     z.array() = z.array().max(-clip).min(clip);
@@ -218,9 +220,7 @@ struct LSTMCell {
     using Eigen::internal::padd;
     using Eigen::internal::pmax;
     using Eigen::internal::pmin;
-    const T* p_i = peephole;
-    const T* p_f = peephole ? peephole + H : nullptr;
-    const T* p_o = peephole ? peephole + 2 * H : nullptr;
+    const T *p_i = p(0), *p_f = p(1), *p_o = p(2);
     const Packet lo = pset1<Packet>(-clip), hi = pset1<Packet>(clip), one = pset1<Packet>(1.f);
     for (Index r = 0; r < n; ++r) {
       T* gi = gates.data() + r * gates.outerStride();
@@ -350,9 +350,7 @@ struct LSTMCell {
     using Eigen::internal::pabs;
     using Eigen::internal::padd;
     using Eigen::internal::pcmp_le;
-    const T* p_i = peephole;
-    const T* p_f = peephole ? peephole + H : nullptr;
-    const T* p_o = peephole ? peephole + 2 * H : nullptr;
+    const T *p_i = p(0), *p_f = p(1), *p_o = p(2);
     const Packet zero = pset1<Packet>(0.f), limit = pset1<Packet>(clip);
     auto clipped = [&](const Packet& d, const Packet& zv) {  // d * [|z| <= clip]
       return pselect(pcmp_le(pabs(zv), limit), d, zero);

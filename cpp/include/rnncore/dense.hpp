@@ -11,28 +11,11 @@
 
 namespace rnncore {
 
-// The product runs on the packed kernel (packed_gemm.hpp), whose result for a row is the
-// same FMA chain whatever the other rows of the call: a sample's output does not depend on
-// the batch it is in (a pool of streams batches them; a model stepped one timestep at a time
-// gives its whole-sequence numbers), nor on the thread count. W is packed once per call, in
-// a buffer the thread keeps for its next call when small (reuse_bytes, scan.hpp).
-template <class T>
-void dense_forward(const T* x, Index N, Index D, const T* W, Index U, const T* b, Activation act,
-                   T* y, int threads) {
-  thread_local PackedMatrix<T> reused;
-  PackedMatrix<T> local;
-  PackedMatrix<T>& P = static_cast<size_t>(D * U) * sizeof(T) <= reuse_bytes ? reused : local;
-  P.pack(W, D, U, U);
-  const auto shards = split_rows(N, threads, D * U);
-  parallel_for(static_cast<Index>(shards.size()) - 1, threads, [&](Index s) {
-    const Index r0 = shards[s], n = shards[s + 1] - r0;
-    packed_gemm(x + r0 * D, D, n, P, y + r0 * U, U, b ? detail::Start::Bias : detail::Start::Zero,
-                b);  // x W + b
-    activate(act, view(y + r0 * U, n, U, U));
-  });
-}
-
-// The same with W packed (PackedWeights: float, or bf16/int8 for float32 inference).
+// With W packed (PackedWeights: float, or bf16/int8 for float32 inference). The product
+// runs on the packed kernel (packed_gemm.hpp), whose result for a row is the same FMA chain
+// whatever the other rows of the call: a sample's output does not depend on the batch it is
+// in (a pool of streams batches them; a model stepped one timestep at a time gives its
+// whole-sequence numbers), nor on the thread count.
 template <class T>
 void dense_forward(const T* x, Index N, const PackedWeights<T>& W, const T* b, Activation act, T* y,
                    int threads) {
@@ -41,9 +24,21 @@ void dense_forward(const T* x, Index N, const PackedWeights<T>& W, const T* b, A
   parallel_for(static_cast<Index>(shards.size()) - 1, threads, [&](Index s) {
     const Index r0 = shards[s], n = shards[s + 1] - r0;
     packed_gemm(x + r0 * D, D, n, W, y + r0 * U, U, b ? detail::Start::Bias : detail::Start::Zero,
-                b);
+                b);  // x W + b
     activate(act, view(y + r0 * U, n, U, U));
   });
+}
+
+// The same from the float kernel W (D, U): packed once per call, in a buffer the thread
+// keeps for its next call when small (reuse_bytes, scan.hpp).
+template <class T>
+void dense_forward(const T* x, Index N, Index D, const T* W, Index U, const T* b, Activation act,
+                   T* y, int threads) {
+  thread_local PackedWeights<T> reused;
+  PackedWeights<T> local;
+  PackedWeights<T>& P = static_cast<size_t>(D * U) * sizeof(T) <= reuse_bytes ? reused : local;
+  P.pack(W, D, U, U);
+  dense_forward(x, N, P, b, act, y, threads);
 }
 
 // Given dL/dy, with y the forward output:
