@@ -81,6 +81,9 @@ def test_initial_weights_config_and_input_length(rng):
         (V, "token id 11 at index .* out of range"),
         (2.5, "whole numbers, got 2.5"),
         (np.nan, "whole numbers"),
+        # beyond int64: refused before any conversion (which would warn and vary by CPU)
+        (1e30, "token id 1e\\+30 at index .* out of range"),
+        (-1e30, "token id -1e\\+30 at index .* out of range"),
     ],
 )
 def test_bad_ids_named(bad, match, rng):

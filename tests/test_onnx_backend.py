@@ -39,14 +39,6 @@ from onnx.backend.test.loader import load_model_tests  # noqa: E402
 RECURRENT = re.compile(r"^test_(rnn|simple_rnn|lstm|gru)_")
 #: node cases of supported operators that the backend does not pass, and why
 KNOWN_FAILING = {
-    **{
-        f"test_cast{like}_{src}_to_{dst}{exp}": "float8 casts (saturation) are not ONNX's"
-        for like, exp in (("", ""), ("like", "_expanded"))
-        for src in ("FLOAT", "FLOAT16")
-        for dst in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ")
-    },
-    "test_cast_e8m0_FLOAT_to_FLOAT8E8M0": "float8 e8m0 rounding",
-    "test_cast_e8m0_FLOAT16_to_FLOAT8E8M0": "float8 e8m0 rounding",
     "test_identity_sequence": "a sequence input (not a tensor) is refused",
     "test_identity_opt": "an optional input (not a tensor) is refused",
 }
@@ -126,7 +118,7 @@ def _array(v):
 
 def test_known_failing_cases_exist_and_fail():
     assert set(KNOWN_FAILING) <= set(OTHER_CASES)
-    for name in ("test_identity_sequence", "test_cast_FLOAT_to_FLOAT8E4M3FN"):
+    for name in ("test_identity_sequence",):
         case = CASES[name]
         inputs, expected = ([_array(v) for v in vs] for vs in case.data_sets[0])
         with pytest.raises((AssertionError, UnsupportedModelError)):

@@ -30,19 +30,21 @@ def as_ids(value, input_dim: int, what: str) -> np.ndarray:
                 f"{what}: token ids must be whole numbers, got {a[bad].item()!r} at index {bad} "
                 f"(dtype {a.dtype})"
             )
-        a = a.astype(np.int64)
     elif kind not in "biu":
         raise TypeError(f"{what}: expected integer token ids, got dtype {a.dtype}")
+    # the range is checked before a float array is converted: a whole float beyond int64's
+    # range (1e30) has no defined integer, and NumPy's conversion of it varies by CPU
     if a.size:
         low, high = a.min(), a.max()
         if low < 0 or high >= input_dim:
             bad_id = low if low < 0 else high
             where = tuple(int(i) for i in np.argwhere(a == bad_id)[0])
+            shown = int(bad_id) if kind != "f" else f"{bad_id.item():g}"
             raise ValueError(
-                f"{what}: token id {int(bad_id)} at index {where} is out of range for "
+                f"{what}: token id {shown} at index {where} is out of range for "
                 f"input_dim={input_dim} (ids must be in [0, {input_dim - 1}])"
             )
-    return a
+    return a.astype(np.int64) if kind == "f" else a
 
 
 class Embedding(Layer):

@@ -16,7 +16,7 @@ import numpy as np
 from ... import activations
 from ...errors import UnsupportedModelError
 
-__all__ = ["OPS", "np_dtype"]
+__all__ = ["OPS", "cast", "np_dtype"]
 
 
 def np_dtype(onnx, elem_type: int, what: str):
@@ -91,8 +91,123 @@ def _op_constant_of_shape(plan, shape):
     )
 
 
+def _int_range(dtype: np.dtype):
+    """``(min, max)`` of an integer dtype (NumPy's, or ml_dtypes' int4/uint4/int2/uint2,
+    which NumPy sees as void kinds), or None for any other dtype."""
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+    elif dtype.kind == "V" and dtype.itemsize == 1:
+        import ml_dtypes  # comes with onnx: its sub-byte and float8 types are onnx's
+
+        try:
+            info = ml_dtypes.iinfo(dtype)
+        except ValueError:
+            return None
+    else:
+        return None
+    return int(info.min), int(info.max)
+
+
+def _is_float(dtype: np.dtype) -> bool:
+    """NumPy's floats and ml_dtypes' (bfloat16, float8, float4: some of them void kinds to
+    NumPy)."""
+    if dtype.kind == "f" or np.issubdtype(dtype, np.floating):
+        return True
+    if dtype.kind != "V":
+        return False
+    import ml_dtypes
+
+    try:
+        ml_dtypes.finfo(dtype)
+    except ValueError:
+        return False
+    return True
+
+
+def _to_e8m0(x: np.ndarray, to: np.dtype, saturate: bool, round_mode: str) -> np.ndarray:
+    """float -> FLOAT8E8M0 (a bare exponent: 2**(e - 127); 0xFF is NaN), as the spec's
+    table and onnx's reference compute it: the float32 exponent, rounded on the dropped
+    mantissa by ``round_mode`` ("up": any mantissa bit set; "nearest": the guard bit, and
+    any lower bit or a non-zero exponent; "down": never), never past 0xFE with
+    ``saturate``; NaN and +-Inf give 0xFF. The sign is dropped (the spec leaves negative
+    values undefined)."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    e = ((bits >> 23) & 0xFF).astype(np.uint16)
+    mantissa = bits & 0x7FFFFF
+    special = e == 0xFF
+    if round_mode == "up":
+        up = mantissa > 0
+    elif round_mode == "nearest":
+        up = ((mantissa & 0x400000) > 0) & (((mantissa & 0x3FFFFF) > 0) | (e > 0))
+    elif round_mode == "down":
+        up = np.zeros(bits.shape, bool)
+    else:
+        raise UnsupportedModelError(
+            f"Cast: round_mode must be 'up', 'nearest' or 'down', got {round_mode!r}"
+        )
+    up &= ~special
+    if saturate:
+        up &= e != 0xFE
+    e = np.where(special, 0xFF, e + up)
+    return (e & 0xFF).astype(np.uint8).view(to)
+
+
+def cast(x: np.ndarray, to: np.dtype, saturate: bool = True, round_mode: str = "up") -> np.ndarray:
+    """ONNX ``Cast`` of ``x`` to ``to``, computed explicitly where NumPy's own conversion
+    depends on the CPU (and warns on some CPUs but not others).
+
+    * float -> integer: truncation toward zero; a value the type holds converts exactly.
+      ONNX leaves the rest undefined ("fixed point: undefined if OOR"), and NumPy's result
+      (and its ``invalid value`` warning) differs between its AVX2 and AVX-512 loops and
+      between x86 and ARM. rnncore fixes it, the same bits on every CPU, and warns never:
+      for the 4- and 2-bit types, onnx's reference implementation (ml_dtypes): NaN, +-Inf
+      and out-of-range values become 0; for the 8- to 64-bit types, NaN becomes 0 and
+      +-Inf and out-of-range values saturate to the type's min / max (as ARM and Java do).
+    * float -> narrower float: out of range gives +-Inf (the spec), without a warning;
+      float8 types with ``saturate`` (the default) clamp to +-the type's largest finite
+      value instead, NaN staying NaN (the spec's table); without it, ml_dtypes' conversion.
+    * float -> FLOAT8E8M0: :func:`_to_e8m0` (``round_mode``).
+    * integer -> integer: the low bits, two's complement (the spec; NumPy's wrap-around).
+    """
+    to = np.dtype(to)
+    bounds = _int_range(to)
+    if _is_float(x.dtype) and bounds is not None:
+        lo, hi = bounds
+        # float64 holds every float32/16/bf16/float8 value and every bound below exactly
+        t = np.trunc(x.astype(np.float64))
+        fits = (t >= lo) & (t <= hi)  # False for NaN and +-Inf: comparisons never warn
+        out = np.zeros(x.shape, to)
+        out[fits] = t[fits].astype(to)
+        if hi - lo >= 255:  # 8 bits or more; the sub-byte types keep 0 (onnx's reference)
+            out[t > hi] = hi
+            out[t < lo] = lo
+        return out
+    if _is_float(x.dtype) and to.name == "float8_e8m0fnu":
+        return _to_e8m0(x, to, saturate, round_mode)
+    if _is_float(x.dtype) and _is_float(to):
+        if saturate and to.itemsize == 1:  # the float8 types
+            import ml_dtypes
+
+            top = float(ml_dtypes.finfo(to).max)
+            x = np.clip(x.astype(np.float64), -top, top)  # NaN passes through clip
+        with np.errstate(over="ignore"):
+            return x.astype(to)
+    return x.astype(to)
+
+
+def _cast_options(plan) -> dict:
+    mode = plan.attrs.get("round_mode", "up")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    return dict(saturate=bool(plan.attrs.get("saturate", 1)), round_mode=mode)
+
+
 def _op_cast(plan, x):
-    return (x.astype(np_dtype(plan.model._onnx, plan.attrs["to"], plan.label)),)
+    to = np_dtype(plan.model._onnx, plan.attrs["to"], plan.label)
+    return (cast(x, to, **_cast_options(plan)),)
+
+
+def _op_cast_like(plan, x, like):
+    return (cast(x, like.dtype, **_cast_options(plan)),)
 
 
 def _op_gemm(plan, a, b, c=None):
@@ -152,6 +267,7 @@ OPS = {
     "Gather": lambda p, x, i: (np.take(x, i, axis=p.attrs.get("axis", 0)),),
     "ConstantOfShape": _op_constant_of_shape,
     "Cast": _op_cast,
+    "CastLike": _op_cast_like,
     "Expand": lambda p, x, s: (
         np.array(np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(int(v) for v in s)))),
     ),
