@@ -28,7 +28,7 @@ from rnncore.formats.onnx import export, recurrent
 PACKAGE = pathlib.Path(rnncore.__file__).parent
 #: what modules under formats/ may import from rnncore (everything else is above them)
 BELOW_FORMATS = {"errors", "_memory", "_version", "activations", "functional", "reference"}
-OPTIONAL = {"h5py", "onnx", "google", "torch"}
+OPTIONAL = {"h5py", "onnx", "google", "ml_dtypes", "torch"}  # google, ml_dtypes: onnx's
 
 
 def _imports(path: pathlib.Path):

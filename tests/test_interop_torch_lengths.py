@@ -109,6 +109,9 @@ def test_lengths_checked():
     x = np.zeros((4, 2, 3), np.float32)
     with pytest.raises(ValueError, match="lengths must be a 1-D array of 2"):
         r(x, lengths=[1, 2, 3])
+    for bad in ([np.inf, 2.0], [np.nan, 2.0], [2.5, 2.0]):  # refused, without a NumPy warning
+        with pytest.raises(ValueError, match="lengths must be a 1-D array of 2"):
+            r(x, lengths=np.array(bad))
     with pytest.raises(ValueError, match=r"lengths must lie in \[1, 4\]"):
         r(x, lengths=[0, 4])
     with pytest.raises(ValueError, match=r"lengths must lie in \[1, 4\]"):

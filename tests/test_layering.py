@@ -31,8 +31,19 @@ LEVELS = [
     ("entry points", ["rnncore", "rnncore.__main__"]),
 ]
 
-#: may be imported inside a function: optional dependencies only (google: onnx's protobuf)
-OPTIONAL = {"h5py", "onnx", "google", "onnxruntime", "torch", "dask", "distributed", "statsmodels"}
+#: may be imported inside a function: optional dependencies only (google: onnx's protobuf;
+#: ml_dtypes: onnx's sub-byte and float8 types)
+OPTIONAL = {
+    "h5py",
+    "onnx",
+    "google",
+    "ml_dtypes",
+    "onnxruntime",
+    "torch",
+    "dask",
+    "distributed",
+    "statsmodels",
+}
 
 
 def _modules() -> dict[str, Path]:

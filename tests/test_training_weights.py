@@ -339,3 +339,9 @@ def test_bad_weights_are_refused_before_any_update(rng):
     seq.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     with pytest.raises(ValueError, match="one class per sample"):
         seq.fit(x, rng.integers(0, 3, (B, T)), class_weight={0: 2.0}, verbose=0)
+    y_nan = y.astype(np.float64)
+    y_nan[0] = np.nan  # no class: refused (a NaN converted to an integer varies by CPU)
+    with pytest.raises(ValueError, match="integer class labels"):
+        ours.fit(x, y_nan, class_weight={0: 2.0}, verbose=0)
+    with pytest.raises(ValueError, match="NaN or inf, which name no class"):
+        losses.class_weight_to_sample_weights(y_nan, {0: 2.0})

@@ -212,6 +212,8 @@ def class_weight_to_sample_weights(y, class_weight) -> np.ndarray:
             f"class_weight needs one class per sample; targets of shape {np.shape(y)} have "
             f"several (a sequence output): give sample_weight of shape (samples, timesteps)"
         )
+    if np.issubdtype(y.dtype, np.floating) and not np.all(np.isfinite(y)):
+        raise ValueError("class_weight: the targets hold NaN or inf, which name no class")
     classes, index = np.unique(np.round(y).astype(np.int64), return_inverse=True)
     per_class = [float(class_weight.get(int(c), 1.0)) for c in classes]
     return as_weights(per_class, "class_weight values")[index.reshape(-1)]

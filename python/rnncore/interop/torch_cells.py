@@ -96,7 +96,10 @@ def lengths_mask(lengths, batch: int, steps: int) -> np.ndarray:
     a = np.asarray(lengths)
     if hasattr(lengths, "detach"):  # a torch tensor
         a = lengths.detach().cpu().numpy()
-    if a.shape != (batch,) or not (np.issubdtype(a.dtype, np.integer) or np.all(np.mod(a, 1) == 0)):
+    whole = np.issubdtype(a.dtype, np.integer) or (
+        np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(np.mod(a, 1) == 0)
+    )
+    if a.shape != (batch,) or not whole:
         raise ValueError(
             f"TorchRNN: lengths must be a 1-D array of {batch} integers (one per sequence), "
             f"got shape {a.shape} dtype {a.dtype}"
