@@ -31,8 +31,8 @@ from rnncore.layers import (
     GRU,
     LSTM,
     Activation,
-    AdditiveAttention,
     Add,
+    AdditiveAttention,
     Attention,
     Average,
     AveragePooling1D,
@@ -192,6 +192,11 @@ CASES = {
                                  same(SpatialDropout1D, 0.2))),
     "gaussian_noise": Case(_seq(same(GaussianNoise, 1.0), lstm(), same(GaussianNoise, 0.5))),
     "masking": Case(_seq(same(Masking, 0.0), lstm(), gru(5), same(Dense, 3)), holes=True),
+    "masking_td": Case(_seq(same(Masking, 0.0), same(lambda: TimeDistributed(
+        LayerNormalization())), gru(), same(lambda: TimeDistributed(Softmax())), lstm(5)),
+                       holes=True),
+    "masking_zero_out_seq": Case(_seq(same(Masking, 0.0), lstm(zero_output_for_mask=True),
+                                      same(Dense, 3)), holes=True),
     "masking_zero_out": Case(_seq(same(Masking, 0.0), rnn(zero_output_for_mask=True),
                                   lstm(5, seq=False), same(Softmax)), holes=True),
     # (Softmax refuses the (batch, time) mask of a sequence, as Keras's: Activation instead)
@@ -278,17 +283,21 @@ def _models(case, rng, batch=None):
     return model, twin
 
 
-def _sequence(case, rng, shape, chunk_starts=()):
-    """Inputs of ``shape`` (batch, time); zero steps (masked) at isolated positions that do
-    not start a chunk: Keras restarts a chunk's "previous output" at zeros, so a masked step
-    at a chunk's start differs from the whole sequence by design."""
+def _sequence(case, rng, shape, chunk_starts=None):
+    """Inputs of ``shape`` (batch, time). With ``case.holes``, zero (masked) steps: anywhere,
+    runs of them too; with ``chunk_starts``, only isolated ones that do not start a chunk
+    (Keras restarts a chunk's "previous output" at zeros, so a masked step at a chunk's start
+    differs from the whole sequence by design)."""
     if case.tokens:
         x = rng.integers(1, VOCAB, shape).astype(np.int32)
     else:
         x = rng.standard_normal(shape + (D,)).astype(np.float32)
     if case.holes:
-        t = np.arange(shape[-1])
-        x[(t % 3 == 2) & ~np.isin(t, chunk_starts) & (rng.random(shape) < 0.7)] = 0
+        hole = rng.random(shape) < 0.4
+        if chunk_starts is not None:
+            t = np.arange(shape[-1])
+            hole &= (t % 3 == 2) & ~np.isin(t, chunk_starts)
+        x[hole] = 0
     return x
 
 
@@ -357,7 +366,7 @@ def test_stream_pool(name, rng):
     ids = [pool.open() for _ in range(4)]
     feeds = {s: [] for s in ids}
     got = {s: [] for s in ids}
-    for k in range(6):
+    for _ in range(6):
         chosen = [s for s in ids if rng.random() < 0.75] or ids[:1]
         step = {}
         for s in chosen:

@@ -362,7 +362,7 @@ def _functional_refusal(kind):
     [
         ([Bidirectional(LSTM(3, return_sequences=True))], "'bidirectional.*need the future"),
         ([Conv1D(3, 2)], "convolves a window"),
-        ([LSTM(3), GlobalAveragePooling1D()], "pools, reshapes"),
+        ([LSTM(3, return_sequences=True), GlobalAveragePooling1D()], "pools, reshapes"),
         ([Flatten()], "pools, reshapes"),
         ([LSTM(3, go_backwards=True)], "go_backwards"),
         ([LSTM(3, return_state=True)], "return_state"),
