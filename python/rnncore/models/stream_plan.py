@@ -85,7 +85,7 @@ class Op(NamedTuple):
     layer: object
     args: object
     out: int
-    key: str  # the name of its states in a pool's saved state (recurrent ops)
+    key: str  # its states' key in a pool's saved state: "position:kind" (see _add)
     timed: bool  # whether its input has a time axis
 
 
@@ -219,11 +219,12 @@ class StreamPlan:
         self.ops: list[Op] = []
         return [_Value(shape, True)]
 
-    def _add(self, layer, values, args, out, counts) -> _Value:
+    def _add(self, layer, values, args, out) -> _Value:
         kind, has_time = _classify(layer, values)
-        n = counts.get(layer.name, 0)
-        counts[layer.name] = n + 1
-        key = layer.name if n == 0 else f"{layer.name}#{n}"
+        # The call's position among the model's layer calls and the layer's class, not its
+        # name: generated names ("lstm_3") depend on what the process built before, so the
+        # same model built in code in another process would not find its states.
+        key = f"{len(self.ops)}:{type(layer).__name__}"
         self.ops.append(Op(kind, layer, args, out, key, values[0].has_time))
         return has_time
 
@@ -240,9 +241,8 @@ class StreamPlan:
         else:
             dtype = np.int64 if isinstance(first, Embedding) else first.dtype
         values = self._input(model.input_shape, dtype, model.name)
-        counts: dict = {}
         for k, layer in enumerate(layers):
-            has_time = self._add(layer, [values[k]], k, k + 1, counts)
+            has_time = self._add(layer, [values[k]], k, k + 1)
             values.append(_Value(tuple(model._output_shapes[k]), has_time))
         self._finish(values[-1])
 
@@ -255,7 +255,6 @@ class StreamPlan:
         t_in = graph.inputs[0]
         slots = {id(t_in): 0}
         values = self._input(t_in.shape, t_in.dtype, model.name)
-        counts: dict = {}
         for node in graph.order:
             if node.is_input:
                 continue
@@ -275,7 +274,7 @@ class StreamPlan:
             args = args if isinstance(inputs, (list, tuple)) else args[0]
             out = len(values)
             ins = [values[a] for a in (args if isinstance(args, list) else [args])]
-            has_time = self._add(layer, ins, args, out, counts)
+            has_time = self._add(layer, ins, args, out)
             values.append(_Value(tuple(node.outputs[0].shape), has_time))
             slots[id(node.outputs[0])] = out
         self._finish(values[slots[id(graph.outputs[0])]])
