@@ -171,7 +171,8 @@ ATTENDS = "refused:attends across timesteps"
 
 # ``close`` for ragged: a model the layer-by-layer plan refuses runs the samples of each length
 # together (ragged.py), and Dense / Conv1D compute through Eigen's matrix product, whose
-# kernel (so its rounding) depends on the rows of the call.
+# kernel (so its rounding) may depend on the rows of the call (bit-identical where this was
+# written, not promised).
 CASES = {
     # ---- per-timestep layers: each executor bit for bit --------------------------------
     "lstm_softmax": Case(_seq(lstm(), same(Softmax))),
