@@ -3,7 +3,10 @@ copy of the model with batch size 1 computes on the same steps and chunks."""
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -190,7 +193,7 @@ def test_chunks_of_a_recurrent_stack_equal_the_whole_sequence(dtype, rng):
             parts[s].append(out[s])
     for k, s in enumerate(ids):
         np.testing.assert_array_equal(np.concatenate(parts[s]), want[k])
-        assert pool.get_state(s)["states"][model.layers[-1].name][0].dtype == np.dtype(dtype)
+        assert pool.get_state(s)["states"]["1:GRU"][0].dtype == np.dtype(dtype)
 
 
 def test_stacked_form_equals_dict_form_and_output_shapes(rng):
@@ -287,18 +290,83 @@ def test_state_moves_through_pickle_to_another_pool(rng):
     for x, w in zip(xs[1:], want):
         np.testing.assert_array_equal(other.step({t: x})[t], w)
     state = pickle.loads(saved)
-    lstm = model.layers[0].name
+    lstm = "0:LSTM"  # position and kind, not the generated name
     assert [a.shape for a in state["states"][lstm]] == [(5,), (8,)]  # projected h, c
     state["states"][lstm][1] = np.zeros(7)
-    with pytest.raises(ValueError, match=r"state 'c' of layer 'lstm.*': expected shape \(8,\)"):
+    with pytest.raises(
+        ValueError, match=r"state 'c' of the layer at '0:LSTM': expected shape \(8,\)"
+    ):
         other.set_state(t, state)
-    foreign = _pair("stack", rng)[0].stream_pool(1)
+    foreign = _pair("stack", rng)[0].stream_pool(1)  # an LSTM and a GRU too, other widths
     f = foreign.open()
-    with pytest.raises(ValueError, match="a state of another model"):
+    with pytest.raises(ValueError, match=r"'h' of the layer at '0:LSTM': expected shape \(8,\)"):
         foreign.set_state(f, pickle.loads(saved))
     with pytest.raises(TypeError, match="state must be a dict"):
         foreign.set_state(f, [np.zeros(3)])
     np.testing.assert_array_equal(other.step({t: xs[0]})[t], pool.step({s: xs[0]})[s])
+
+
+_SAVER = """
+import pickle, sys
+import numpy as np
+import rnncore
+from rnncore.layers import GRU, LSTM, Input
+sys.path.insert(0, {tests!r})
+from test_stream_pool import _keyed_model
+# a first model takes the names 'lstm', 'gru': the next model's layers get others
+rnncore.Sequential([Input((None, 3)), LSTM(2, return_sequences=True), GRU(2)])
+model = _keyed_model()
+pool = model.stream_pool(1)
+s = pool.open()
+x = np.random.default_rng(1).standard_normal((2, 4, {d})).astype(np.float32)
+pool.step({{s: x[0]}})
+state = pool.get_state(s)
+out = {{"state": state, "next": pool.step({{s: x[1]}})[s], "x": x,
+       "names": [layer.name for layer in model.layers]}}
+sys.stdout.buffer.write(pickle.dumps(out))
+"""
+
+
+def _keyed_model(last=GRU):
+    model = rnncore.Sequential(
+        [Input((None, D)), LSTM(6, return_sequences=True), Dense(4), last(5, return_sequences=True)]
+    )
+    weights = np.random.default_rng(7).standard_normal(sum(w.size for w in model.get_weights()))
+    sizes = np.cumsum([w.size for w in model.get_weights()])[:-1]
+    shaped = [
+        p.reshape(w.shape) * 0.5 for p, w in zip(np.split(weights, sizes), model.get_weights())
+    ]
+    model.set_weights(shaped)
+    return model
+
+
+def test_a_state_saved_in_another_process_is_keyed_by_position_and_kind():
+    # Another process that built another model first: its layers' generated names differ
+    # from this process's, the states' keys (position and kind) do not.
+    code = _SAVER.format(tests=os.path.dirname(os.path.abspath(__file__)), d=D)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    saved = pickle.loads(done.stdout)
+    rnncore.Sequential([Input((None, D)), GRU(2), Dense(2)])  # other names here too
+    model = _keyed_model()
+    assert [layer.name for layer in model.layers] != saved["names"]
+    assert list(saved["state"]["states"]) == ["0:LSTM", "2:GRU"]
+    pool = model.stream_pool(2)
+    s = pool.open()
+    pool.set_state(s, saved["state"])
+    np.testing.assert_array_equal(pool.step({s: saved["x"][1]})[s], saved["next"])
+    # a genuinely different model: refused, naming what differs
+    other = _keyed_model(last=SimpleRNN).stream_pool(1)
+    with pytest.raises(ValueError, match="position 2 is GRU in the state, SimpleRNN in the model"):
+        other.set_state(other.open(), saved["state"])
+    shallow = rnncore.Sequential([Input((None, D)), LSTM(6, return_sequences=True)]).stream_pool(1)
+    with pytest.raises(ValueError, match=r"the model has no recurrent layer at \['2:GRU'\]"):
+        shallow.set_state(shallow.open(), saved["state"])
+    wider = rnncore.Sequential(
+        [Input((None, D)), LSTM(7, return_sequences=True), Dense(4), GRU(5)]
+    ).stream_pool(1)
+    with pytest.raises(ValueError, match=r"'h' of the layer at '0:LSTM': expected shape \(7,\)"):
+        wider.set_state(wider.open(), saved["state"])
 
 
 def test_threads_step_different_streams_at_once(rng):
@@ -362,7 +430,7 @@ def _functional_refusal(kind):
     [
         ([Bidirectional(LSTM(3, return_sequences=True))], "'bidirectional.*need the future"),
         ([Conv1D(3, 2)], "convolves a window"),
-        ([LSTM(3), GlobalAveragePooling1D()], "pools, reshapes"),
+        ([LSTM(3, return_sequences=True), GlobalAveragePooling1D()], "pools, reshapes"),
         ([Flatten()], "pools, reshapes"),
         ([LSTM(3, go_backwards=True)], "go_backwards"),
         ([LSTM(3, return_state=True)], "return_state"),

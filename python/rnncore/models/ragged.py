@@ -38,7 +38,8 @@ from .stream_plan import StreamPlan
 __all__ = ["predict_ragged"]
 
 
-def _checked(model, samples, step_shape, dtype) -> list:
+def _checked(model, samples, shape, dtype) -> list:
+    step_shape, fixed = tuple(shape[2:]), shape[1]
     out = []
     for k, s in enumerate(samples):
         what = f"{model.name}: predict sample {k}"
@@ -48,6 +49,11 @@ def _checked(model, samples, step_shape, dtype) -> list:
         if a.ndim != len(step_shape) + 1 or a.shape[1:] != step_shape or a.shape[0] == 0:
             raise ValueError(
                 f"{what}: expected shape (length,) + {step_shape} with length >= 1, got {a.shape}"
+            )
+        if fixed is not None and a.shape[0] != fixed:  # its layers would see another length
+            raise ValueError(
+                f"{what}: expected shape {(fixed,) + step_shape} (the model's input has "
+                f"{fixed} timesteps), got {a.shape}"
             )
         out.append(a)
     return out
@@ -70,7 +76,7 @@ def predict_ragged(model, samples: list, batch_size: int) -> list:
     shape = tuple(model.input_shape)
     step_shape = tuple(shape[2:])
     dtype = None if plan is None or plan.input_dtype.kind != "f" else plan.input_dtype
-    arrays = _checked(model, samples, step_shape, dtype)
+    arrays = _checked(model, samples, shape, dtype)
     lengths = np.array([a.shape[0] for a in arrays])
     order = np.argsort(-lengths, kind="stable")
     out: list = [None] * len(arrays)

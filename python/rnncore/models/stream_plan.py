@@ -20,7 +20,12 @@ once and lists its layer calls (ops) in the order the model runs them. Each op i
   per sample with exactly the rows the sample alone would give it, so the bits are those
   of the sample alone.
 
-Layers that need later timesteps or context across timesteps (Bidirectional, Conv1D,
+  Any layer after the time axis is gone (after a recurrent layer with
+  ``return_sequences=False``: Flatten, Reshape, Dot, RepeatVector, pooling of those
+  values...) is ``each`` too: a step's output is a function of the sample's own values.
+
+On the time axis, layers that need later timesteps or context across timesteps
+(Bidirectional, Conv1D,
 pooling, Flatten and the other reshaping layers, Attention, Dot, a recurrent layer with
 ``go_backwards`` or ``return_state``, nested models) are refused by name with the reason,
 as is a layer that needs a time axis after a recurrent layer with ``return_sequences=False``.
@@ -80,7 +85,7 @@ class Op(NamedTuple):
     layer: object
     args: object
     out: int
-    key: str  # the name of its states in a pool's saved state (recurrent ops)
+    key: str  # its states' key in a pool's saved state: "position:kind" (see _add)
     timed: bool  # whether its input has a time axis
 
 
@@ -163,6 +168,11 @@ def _classify(layer, values: list):
         if type(inner) is Dense:  # the core's packed product: each row's own FMA chain
             return "rows", values[0].has_time
         return "each", values[0].has_time
+    if not any(v.has_time for v in values):
+        # the stream's time axis is gone (a recurrent layer without return_sequences): each
+        # step's output is a function of the sample's own values, so any layer (Flatten,
+        # Reshape, Dot, RepeatVector, pooling over its own axes...) runs on each sample alone
+        return "each", False
     why = {
         "Bidirectional": "reads each sequence backwards too: its outputs need the future",
         "Conv1D": "convolves a window of timesteps (a causal window carried between steps is "
@@ -209,11 +219,12 @@ class StreamPlan:
         self.ops: list[Op] = []
         return [_Value(shape, True)]
 
-    def _add(self, layer, values, args, out, counts) -> _Value:
+    def _add(self, layer, values, args, out) -> _Value:
         kind, has_time = _classify(layer, values)
-        n = counts.get(layer.name, 0)
-        counts[layer.name] = n + 1
-        key = layer.name if n == 0 else f"{layer.name}#{n}"
+        # The call's position among the model's layer calls and the layer's class, not its
+        # name: generated names ("lstm_3") depend on what the process built before, so the
+        # same model built in code in another process would not find its states.
+        key = f"{len(self.ops)}:{type(layer).__name__}"
         self.ops.append(Op(kind, layer, args, out, key, values[0].has_time))
         return has_time
 
@@ -230,9 +241,8 @@ class StreamPlan:
         else:
             dtype = np.int64 if isinstance(first, Embedding) else first.dtype
         values = self._input(model.input_shape, dtype, model.name)
-        counts: dict = {}
         for k, layer in enumerate(layers):
-            has_time = self._add(layer, [values[k]], k, k + 1, counts)
+            has_time = self._add(layer, [values[k]], k, k + 1)
             values.append(_Value(tuple(model._output_shapes[k]), has_time))
         self._finish(values[-1])
 
@@ -245,7 +255,6 @@ class StreamPlan:
         t_in = graph.inputs[0]
         slots = {id(t_in): 0}
         values = self._input(t_in.shape, t_in.dtype, model.name)
-        counts: dict = {}
         for node in graph.order:
             if node.is_input:
                 continue
@@ -265,7 +274,7 @@ class StreamPlan:
             args = args if isinstance(inputs, (list, tuple)) else args[0]
             out = len(values)
             ins = [values[a] for a in (args if isinstance(args, list) else [args])]
-            has_time = self._add(layer, ins, args, out, counts)
+            has_time = self._add(layer, ins, args, out)
             values.append(_Value(tuple(node.outputs[0].shape), has_time))
             slots[id(node.outputs[0])] = out
         self._finish(values[slots[id(graph.outputs[0])]])
@@ -327,9 +336,15 @@ class StreamPlan:
 
     @staticmethod
     def _each(layer, x, mask, rows):
-        """The layer called on each sample's rows alone: ``rows[i]`` slices sample ``i``."""
-        parts = [layer._call(x[r], None if mask is None else mask[r], False) for r in rows]
-        return parts
+        """The layer called on each sample's rows alone: ``rows[i]`` slices sample ``i`` (of
+        each input and mask, for a layer of several inputs)."""
+
+        def part(a, r):
+            if isinstance(a, list):
+                return [None if m is None else m[r] for m in a]
+            return None if a is None else a[r]
+
+        return [layer._call(part(x, r), part(mask, r), False) for r in rows]
 
     def _inputs(self, op, values):
         if isinstance(op.args, list):
@@ -390,8 +405,8 @@ class StreamPlan:
         else:
             rows = [slice(i, i + 1) for i in range(len(lengths))]
         parts = self._each(op.layer, x, mask, rows)
-        y0 = parts[0][0]
-        shape = (x.shape[0],) + ((x.shape[1],) + y0.shape[2:] if op.timed else y0.shape[1:])
+        y0, x0 = parts[0][0], (x[0] if isinstance(x, list) else x)
+        shape = (x0.shape[0],) + ((x0.shape[1],) + y0.shape[2:] if op.timed else y0.shape[1:])
         y = np.zeros(shape, y0.dtype)
         m = None if parts[0][1] is None else np.zeros(shape[: 1 + op.timed], np.bool_)
         for r, (yi, mi) in zip(rows, parts):

@@ -23,9 +23,12 @@ recurrent states and steps any subset of them together, one batched call per lay
   step (the step's output, without a time axis).
 * ``reset(sid)`` zeros a stream's states, ``close(sid)`` frees its slot;
   ``get_state(sid)`` / ``set_state(sid, state)`` read and write its states as
-  ``{"model": name, "states": {layer key: [array per state]}}`` (a recurrent layer's key
-  is its name; ``name#k`` for its ``k``-th further call in a functional model). Shapes and
-  layer keys are checked on ``set_state``.
+  ``{"model": name, "states": {layer key: [array per state]}}``. A recurrent layer call's
+  key is ``"position:kind"``, e.g. ``"0:LSTM"``: its position among the model's layer calls
+  (a Sequential's layers in order, a functional model's calls in the order it runs them)
+  and the layer's class, not its generated name, so the same model built in code in another
+  process takes the state. ``set_state`` checks the keys and the states' shapes, naming the
+  position, kind or shape that differs.
 
 What a stream computes: exactly what a stateful copy of the model with batch size 1
 computes when fed the same steps or chunks (each call continues from the states of the
@@ -184,21 +187,21 @@ class StreamPool:
         spec = self._plan.state_spec
         if set(states) != set(spec):
             raise ValueError(
-                f"stream_pool.set_state: the state is for recurrent layers {sorted(states)}, "
-                f"this pool's model {self._model_name!r} has {sorted(spec)} (a state of "
-                f"another model?)"
+                f"stream_pool.set_state: the state is for recurrent layers (position:kind) "
+                f"{list(states)}, this pool's model {self._model_name!r} has {list(spec)}: "
+                f"{_difference(list(states), list(spec))} (a state of another model?)"
             )
         out = {}
         for key, names in spec.items():
             given = states[key]
             if not isinstance(given, (list, tuple)) or len(given) != len(names):
                 raise ValueError(
-                    f"stream_pool.set_state: layer {key!r} has {len(names)} state(s) "
+                    f"stream_pool.set_state: the layer at {key!r} has {len(names)} state(s) "
                     f"{[n for n, _ in names]}, got {given!r:.80}"
                 )
             out[key] = []
             for (name, width), s in zip(names, given):
-                what = f"stream_pool.set_state: state {name!r} of layer {key!r}"
+                what = f"stream_pool.set_state: state {name!r} of the layer at {key!r}"
                 a = as_float_array(s, self._plan.state_dtypes[key], what)
                 if a.shape != (width,):
                     raise ValueError(f"{what}: expected shape {(width,)}, got {a.shape}")
@@ -348,3 +351,15 @@ class StreamPool:
             self._busy.difference_update(ids)
             self._cond.notify_all()
         return results if len(groups) == 1 else {sid: results[sid] for sid in ids}
+
+
+def _difference(given: list, want: list) -> str:
+    """The first position whose kind differs, or the positions only one side has."""
+    kinds = [dict(str(k).partition(":")[::2] for k in keys) for keys in (given, want)]
+    for pos in sorted(kinds[0].keys() & kinds[1].keys(), key=str):
+        if kinds[0][pos] != kinds[1][pos]:
+            return f"position {pos} is {kinds[0][pos]} in the state, {kinds[1][pos]} in the model"
+    extra = [k for k in given if k not in want]
+    if extra:
+        return f"the model has no recurrent layer at {extra}"
+    return f"the state has none for {[k for k in want if k not in given]}"
