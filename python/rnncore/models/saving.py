@@ -15,6 +15,7 @@ from ..errors import ModelFileError, UnsupportedArgumentError
 from ..formats.archive import load_npy, read_json, read_member
 from ..formats.keras import is_keras_file, read_keras
 from ..formats.keras_config import KerasModelSpec
+from ..formats.keras_save import write_keras, write_keras_h5
 from ..formats.saved_model import FORMAT, FORMAT_VERSION, MANIFEST, write_archive
 from ..formats.verify import verify_loaded
 from ..quantization import MODES, Quantized, check_quantized, dequantize
@@ -30,14 +31,30 @@ __all__ = ["save_model", "load_model", "load_keras", "model_from_json"]
 _MODEL_CLASSES = {"Sequential": Sequential, "Functional": Model}
 
 
+#: file suffixes written as Keras files (anything else is rnncore's own format)
+KERAS_SUFFIXES = {".keras": write_keras, ".h5": write_keras_h5, ".hdf5": write_keras_h5}
+
+
 def save_model(model: ModelBase, filepath, overwrite=True, **kwargs) -> None:
-    """Write ``model`` to ``filepath`` in rnncore's saved-model format
-    (:mod:`rnncore.formats.saved_model`)."""
+    """Write ``model`` to ``filepath``, in the format its suffix names:
+
+    * ``.keras``: a Keras 3 ``.keras`` archive, which ``keras.saving.load_model`` opens;
+    * ``.h5`` / ``.hdf5``: Keras's legacy HDF5 format (``keras.saving.load_model`` too);
+    * anything else (e.g. ``model.rnncore``): rnncore's own format
+      (:mod:`rnncore.formats.saved_model`), which also holds what Keras files cannot:
+      quantized weights and the LSTM variants (``use_peepholes``, ``projection_units``, ...).
+
+    A model a Keras file cannot hold raises :class:`rnncore.errors.UnsupportedModelError`
+    naming the layer (see :mod:`rnncore.formats.keras_save`). :func:`load_model` reads all
+    three back.
+    """
     if kwargs:
         raise TypeError(f"save: unexpected keyword argument(s) {', '.join(map(repr, kwargs))}")
     if not isinstance(model, ModelBase):
         raise TypeError(f"save_model: expected an rnncore Sequential or Model, got {model!r}")
-    write_archive(model, filepath, overwrite=overwrite)
+    suffix = os.path.splitext(os.fspath(filepath))[1].lower()
+    write = KERAS_SUFFIXES.get(suffix, write_archive)
+    write(model, filepath, overwrite=overwrite)
 
 
 def model_from_json(json_string: str) -> ModelBase:
