@@ -57,6 +57,14 @@ _CELL_NAMES = {"SimpleRNN": "simple_rnn_cell", "LSTM": "lstm_cell", "GRU": "gru_
 
 _MODEL_CLASSES = ("Sequential", "Functional")
 
+#: the functions of ``keras.layers``: Keras's legacy ``.h5`` reader replaces a layer option
+#: whose string value names one of them by that function (``Attention``'s
+#: ``score_mode='dot'`` becomes ``keras.layers.dot``), then the layer refuses it; Keras
+#: cannot read such a file back, its own included, so it is not written
+_LEGACY_H5_SHADOWED = frozenset(
+    ("add", "average", "concatenate", "dot", "maximum", "minimum", "multiply", "subtract")
+)
+
 
 def _is_model(obj) -> bool:
     return getattr(obj, "_class_name", None) in _MODEL_CLASSES
@@ -120,6 +128,19 @@ class _Serializer:
             )
         # a Keras 3 layer takes no batch_input_shape: the model's InputLayer gives it
         config.pop("batch_input_shape", None)
+        if self.legacy and not tagged:
+            shadowed = [
+                k
+                for k, v in config.items()
+                if k != "name" and isinstance(v, str) and v in _LEGACY_H5_SHADOWED
+            ]
+            if shadowed:
+                key = shadowed[0]
+                raise UnsupportedModelError(
+                    f"save: {where}: Keras cannot read {key}={config[key]!r} back from a "
+                    f"legacy .h5 file (its legacy reader turns the string into the function "
+                    f"keras.layers.{config[key]}): save as .keras"
+                )
         for key, value in config.items():
             if key in ("layer", "backward_layer") and isinstance(value, dict):
                 config[key] = self.layer_spec(value)
