@@ -9,6 +9,7 @@ cannot hold is refused by name.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
@@ -295,8 +296,6 @@ def test_keras_archive_layout(tmp_path):
     assert bidi["module"] == "keras.layers" and bidi["config"]["layer"]["module"] == "keras.layers"
     init = bidi["config"]["layer"]["config"]["kernel_initializer"]
     assert init["module"] == "keras.initializers" and init["class_name"] == "GlorotUniform"
-    import io
-
     with h5py.File(io.BytesIO(weights), "r") as h5:
         assert h5["vars"].attrs["name"] == "recurrent_stack"
         assert h5["layers/bidirectional/forward_layer/cell/vars/0"].shape == (D, 16)

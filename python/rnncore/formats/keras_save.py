@@ -38,7 +38,6 @@ import zipfile
 import numpy as np
 
 from ..errors import UnsupportedModelError
-from ..layers import InputLayer
 from ..layers._args import to_snake_case
 from ..layers.recurrent import LSTM_VARIANTS
 from .archive import optional_import
@@ -155,9 +154,16 @@ class _Serializer:
     def model(self, model) -> dict:
         if model._class_name == "Sequential":
             return self._sequential(model)
-        from ..models import functional_config  # the models live above the formats
-
-        config = functional_config.get_config(model, self.layer)
+        # the model's own functional config (its calls), each layer's entry in Keras's form
+        config = model.get_config()
+        layers = {layer.name: layer for layer in model.layers}
+        config["layers"] = [
+            {
+                **self.layer(layers[entry["name"]]),
+                **{k: entry[k] for k in ("name", "inbound_nodes")},
+            }
+            for entry in config["layers"]
+        ]
         if self.legacy:
             return {"class_name": "Functional", "config": config}
         return {
@@ -342,7 +348,7 @@ def write_keras_h5(model, filepath, overwrite=True) -> None:
             group = f.create_group("model_weights")
             layers = model.layers
             _h5_names(group, "layer_names", [layer.name for layer in layers])
-            group.attrs["backend"] = "numpy".encode("utf8")
+            group.attrs["backend"] = b"numpy"
             group.attrs["keras_version"] = KERAS_FORMAT_VERSION.encode("utf8")
             # Keras creates the groups sorted by name (no name a prefix of a later one)
             for layer in sorted(layers, key=lambda x: x.name):
