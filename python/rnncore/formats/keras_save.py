@@ -42,8 +42,9 @@ from ..layers._args import to_snake_case
 from ..layers.recurrent import LSTM_VARIANTS
 from .archive import optional_import
 from .keras_graph import RNN_CLASSES
+from .saved_model import write_archive
 
-__all__ = ["write_keras", "write_keras_h5", "KERAS_FORMAT_VERSION"]
+__all__ = ["write_model", "write_keras", "write_keras_h5", "KERAS_FORMAT_VERSION"]
 
 #: the Keras release whose file layout these writers follow (``keras_version`` in the files)
 KERAS_FORMAT_VERSION = "3.15.1"
@@ -360,3 +361,18 @@ def write_keras_h5(model, filepath, overwrite=True) -> None:
             _h5_names(group.create_group("top_level_model_weights"), "weight_names", [])
 
     _atomic_write(filepath, overwrite, write)
+
+
+# ---------------------------------------------------------------------------------------
+# the suffix picks the writer
+# ---------------------------------------------------------------------------------------
+
+#: file suffixes written as Keras files (any other: rnncore's own format)
+KERAS_SUFFIXES = {".keras": write_keras, ".h5": write_keras_h5, ".hdf5": write_keras_h5}
+
+
+def write_model(model, filepath, overwrite=True) -> None:
+    """``model.save``: a Keras file for ``.keras``/``.h5``/``.hdf5`` (any case), else
+    rnncore's own format (:func:`.saved_model.write_archive`)."""
+    suffix = os.path.splitext(os.fspath(filepath))[1].lower()
+    KERAS_SUFFIXES.get(suffix, write_archive)(model, filepath, overwrite=overwrite)

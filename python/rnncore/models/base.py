@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import ModelFileError, UnsupportedArgumentError
 from ..formats.archive import ARCHIVE_ERRORS, load_npy, read_member
+from ..formats.keras_save import write_model
 from ..formats.onnx.export import to_onnx
 from ..layers._base import DropsTransientOnPickle
 from ..quantization import check_mode
@@ -253,9 +254,9 @@ class ModelBase(DropsTransientOnPickle, Trainer):
         """Save config and weights to one file, in the format the suffix names: ``.keras``
         (Keras 3), ``.h5`` (Keras's legacy HDF5), else rnncore's own (e.g.
         ``model.rnncore``); see :func:`rnncore.models.save_model`."""
-        from .saving import save_model  # saving builds on this module
-
-        save_model(self, filepath, overwrite=overwrite, **kwargs)
+        if kwargs:
+            raise TypeError(f"save: unexpected keyword argument(s) {', '.join(map(repr, kwargs))}")
+        write_model(self, filepath, overwrite=overwrite)
 
     def save_weights(self, filepath, overwrite=True) -> None:
         """The weights alone, as a NumPy ``.npz`` (arrays ``w0000``, ``w0001``, ...)."""

@@ -15,8 +15,8 @@ from ..errors import ModelFileError, UnsupportedArgumentError
 from ..formats.archive import load_npy, read_json, read_member
 from ..formats.keras import is_keras_file, read_keras
 from ..formats.keras_config import KerasModelSpec
-from ..formats.keras_save import write_keras, write_keras_h5
-from ..formats.saved_model import FORMAT, FORMAT_VERSION, MANIFEST, write_archive
+from ..formats.keras_save import write_model
+from ..formats.saved_model import FORMAT, FORMAT_VERSION, MANIFEST
 from ..formats.verify import verify_loaded
 from ..quantization import MODES, Quantized, check_quantized, dequantize
 from . import functional_config
@@ -29,10 +29,6 @@ __all__ = ["save_model", "load_model", "load_keras", "model_from_json"]
 
 #: the model classes a saved file may name
 _MODEL_CLASSES = {"Sequential": Sequential, "Functional": Model}
-
-
-#: file suffixes written as Keras files (anything else is rnncore's own format)
-KERAS_SUFFIXES = {".keras": write_keras, ".h5": write_keras_h5, ".hdf5": write_keras_h5}
 
 
 def save_model(model: ModelBase, filepath, overwrite=True, **kwargs) -> None:
@@ -52,9 +48,7 @@ def save_model(model: ModelBase, filepath, overwrite=True, **kwargs) -> None:
         raise TypeError(f"save: unexpected keyword argument(s) {', '.join(map(repr, kwargs))}")
     if not isinstance(model, ModelBase):
         raise TypeError(f"save_model: expected an rnncore Sequential or Model, got {model!r}")
-    suffix = os.path.splitext(os.fspath(filepath))[1].lower()
-    write = KERAS_SUFFIXES.get(suffix, write_archive)
-    write(model, filepath, overwrite=overwrite)
+    write_model(model, filepath, overwrite=overwrite)
 
 
 def model_from_json(json_string: str) -> ModelBase:
