@@ -459,6 +459,52 @@ def test_not_a_model_file(tmp_path):
         load_model(keras_like)
 
 
+def test_load_model_names_onnx_files(tmp_path):
+    pytest.importorskip("onnx")
+    model = Sequential([Input((4, 3)), LSTM(2)])
+    model.to_onnx(tmp_path / "m.onnx")
+    # by the suffix, and by the content under another name
+    (tmp_path / "m.bin").write_bytes((tmp_path / "m.onnx").read_bytes())
+    for name in ("m.onnx", "m.bin"):
+        with pytest.raises(ModelFileError, match=r"is an ONNX model.*rnncore\.load_onnx\("):
+            load_model(tmp_path / name)
+    # what load_onnx then reads
+    rnncore.load_onnx(tmp_path / "m.bin")
+
+
+@pytest.mark.parametrize("suffix,what", [(".keras", "Keras .keras file"), (".h5", "Keras .h5")])
+def test_load_model_describes_an_empty_or_truncated_keras_file(suffix, what, tmp_path):
+    model = Sequential([Input((4, 3)), LSTM(2)])
+    path = tmp_path / f"m{suffix}"
+    model.save(path)
+    data = path.read_bytes()
+    for n, detail in ((0, "empty"), (4, "corrupted or truncated"), (len(data) // 2, "truncated")):
+        bad = tmp_path / f"bad{n}{suffix}"
+        bad.write_bytes(data[:n])
+        with pytest.raises(ModelFileError) as info:
+            load_model(bad)
+        message = str(info.value)
+        assert what in message and detail in message and "rnncore model" not in message
+    # rnncore's own files keep their description
+    (tmp_path / "empty.rnncore").write_bytes(b"")
+    with pytest.raises(ModelFileError, match=r"empty \(0 bytes\): not a readable rnncore model"):
+        load_model(tmp_path / "empty.rnncore")
+
+
+def test_load_model_keras_suffix_zip_without_config(tmp_path):
+    path = tmp_path / "m.keras"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("other.txt", "x")
+    with pytest.raises(ModelFileError, match=r"not a Keras \.keras file.*without config\.json"):
+        load_model(path)
+
+
+def test_load_model_help_names_the_formats():
+    doc = load_model.__doc__
+    for words in (".keras", ".h5", "Keras", "load_onnx", "rnncore"):
+        assert words in doc
+
+
 @pytest.mark.parametrize(
     "change,message",
     [

@@ -30,7 +30,7 @@ from .errors import (
 )
 from .interop import from_torch, load_keras, load_onnx
 from .layers import Input, KerasTensor
-from .models import Model, Sequential, load_model
+from .models import Model, Sequential, load_model, save_model
 from .utils import set_random_seed
 
 
@@ -64,6 +64,7 @@ __all__ = [
     "Input",
     "KerasTensor",
     "load_model",
+    "save_model",
     "from_torch",
     "load_keras",
     "load_onnx",

@@ -148,7 +148,8 @@ class ModelCheckpoint(Callback):
 
     ``filepath`` may contain ``{epoch}`` (1-based) and log names, e.g.
     ``"ckpt-{epoch:02d}-{val_loss:.3f}.rnncore"``. The whole model goes through
-    ``model.save`` (rnncore's format); ``save_weights_only`` writes ``model.save_weights``.
+    ``model.save`` (the suffix picks the format: ``.keras``/``.h5`` Keras's, else rnncore's
+    own); ``save_weights_only`` writes ``model.save_weights``.
     """
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,

@@ -187,7 +187,7 @@ def _read_h5(filepath: str, h5py, assemble):
         f = h5py.File(filepath, "r")
     except OSError as e:
         raise ModelFileError(
-            f"{filepath}: not a readable HDF5 file (corrupted or truncated?): {e}"
+            f"{filepath}: not a readable Keras .h5 (HDF5) file (corrupted or truncated?): {e}"
         ) from None
     with f:
         try:

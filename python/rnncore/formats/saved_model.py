@@ -1,9 +1,10 @@
 """rnncore's own saved-model format, written by ``model.save`` (:func:`write_archive`) and
 read by :func:`rnncore.load_model`.
 
-Saved-model format (``model.save(path)``; any file name, e.g. ``model.rnncore``)
----------------------------------------------------------------------------------
-A ZIP archive readable with standard tools::
+Saved-model format (``model.save(path)``, e.g. ``model.rnncore``)
+-----------------------------------------------------------------
+Any file name but ``.keras``, ``.h5`` and ``.hdf5``, which ``model.save`` writes as Keras
+files (:mod:`.keras_save`). A ZIP archive readable with standard tools::
 
     rnncore_model.json     what the model is (UTF-8 JSON, below)
     weights/0000.npy       one NumPy .npy file per weight, in get_weights() order

@@ -1,6 +1,7 @@
 """Models: :class:`Sequential`, :class:`Model` (Keras's functional API), and saving and
-loading them (:func:`save_model`, :func:`load_model`; the file format is described in
-:mod:`rnncore.formats.saved_model`)."""
+loading them (:func:`save_model`, :func:`load_model`; rnncore's own file format is described
+in :mod:`rnncore.formats.saved_model`, the Keras files written in
+:mod:`rnncore.formats.keras_save`)."""
 
 from __future__ import annotations
 

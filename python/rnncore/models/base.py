@@ -18,8 +18,8 @@ import numpy as np
 
 from ..errors import ModelFileError, UnsupportedArgumentError
 from ..formats.archive import ARCHIVE_ERRORS, load_npy, read_member
+from ..formats.keras_save import write_model
 from ..formats.onnx.export import to_onnx
-from ..formats.saved_model import write_archive
 from ..layers._base import DropsTransientOnPickle
 from ..quantization import check_mode
 from ..training import Trainer
@@ -251,10 +251,12 @@ class ModelBase(DropsTransientOnPickle, Trainer):
         return json.dumps({"class_name": self._class_name, "config": self.get_config()}, **kwargs)
 
     def save(self, filepath, overwrite=True, **kwargs) -> None:
-        """Save config and weights to one file (format: see :mod:`rnncore.models`)."""
+        """Save config and weights to one file, in the format the suffix names: ``.keras``
+        (Keras 3), ``.h5`` (Keras's legacy HDF5), else rnncore's own (e.g.
+        ``model.rnncore``); see :func:`rnncore.models.save_model`."""
         if kwargs:
             raise TypeError(f"save: unexpected keyword argument(s) {', '.join(map(repr, kwargs))}")
-        write_archive(self, filepath, overwrite=overwrite)
+        write_model(self, filepath, overwrite=overwrite)
 
     def save_weights(self, filepath, overwrite=True) -> None:
         """The weights alone, as a NumPy ``.npz`` (arrays ``w0000``, ``w0001``, ...)."""

@@ -15,7 +15,8 @@ from ..errors import ModelFileError, UnsupportedArgumentError
 from ..formats.archive import load_npy, read_json, read_member
 from ..formats.keras import is_keras_file, read_keras
 from ..formats.keras_config import KerasModelSpec
-from ..formats.saved_model import FORMAT, FORMAT_VERSION, MANIFEST, write_archive
+from ..formats.keras_save import write_model
+from ..formats.saved_model import FORMAT, FORMAT_VERSION, MANIFEST
 from ..formats.verify import verify_loaded
 from ..quantization import MODES, Quantized, check_quantized, dequantize
 from . import functional_config
@@ -31,13 +32,23 @@ _MODEL_CLASSES = {"Sequential": Sequential, "Functional": Model}
 
 
 def save_model(model: ModelBase, filepath, overwrite=True, **kwargs) -> None:
-    """Write ``model`` to ``filepath`` in rnncore's saved-model format
-    (:mod:`rnncore.formats.saved_model`)."""
+    """Write ``model`` to ``filepath``, in the format its suffix names:
+
+    * ``.keras``: a Keras 3 ``.keras`` archive, which ``keras.saving.load_model`` opens;
+    * ``.h5`` / ``.hdf5``: Keras's legacy HDF5 format (``keras.saving.load_model`` too);
+    * anything else (e.g. ``model.rnncore``): rnncore's own format
+      (:mod:`rnncore.formats.saved_model`), which also holds what Keras files cannot:
+      quantized weights and the LSTM variants (``use_peepholes``, ``projection_units``, ...).
+
+    A model a Keras file cannot hold raises :class:`rnncore.errors.UnsupportedModelError`
+    naming the layer (see :mod:`rnncore.formats.keras_save`). :func:`load_model` reads all
+    three back.
+    """
     if kwargs:
         raise TypeError(f"save: unexpected keyword argument(s) {', '.join(map(repr, kwargs))}")
     if not isinstance(model, ModelBase):
         raise TypeError(f"save_model: expected an rnncore Sequential or Model, got {model!r}")
-    write_archive(model, filepath, overwrite=overwrite)
+    write_model(model, filepath, overwrite=overwrite)
 
 
 def model_from_json(json_string: str) -> ModelBase:
@@ -93,11 +104,18 @@ def _assemble(spec: KerasModelSpec) -> ModelBase:
 
 
 def load_model(filepath, custom_objects=None, compile=True, safe_mode=True) -> ModelBase:
-    """Read a model written by ``model.save`` / :func:`save_model`.
+    """Read a model file: rnncore's own (written by ``model.save("m.rnncore")`` /
+    :func:`save_model`) or a Keras model file, a Keras 3 ``.keras`` archive or a legacy
+    Keras ``.h5`` (HDF5) file, whether Keras or rnncore wrote it (as :func:`load_keras`;
+    see :mod:`rnncore.formats.keras` for the Keras layers and models read).
+
+    The format is recognised from the file's content. ONNX models are read by
+    :func:`rnncore.load_onnx`, PyTorch modules converted by :func:`rnncore.from_torch`.
 
     Never executes code from the file: only rnncore layer classes are instantiated and
     arrays are read with ``allow_pickle=False``. Raises :class:`ModelFileError` for a file
-    that is not an rnncore model, or is corrupted or truncated.
+    that is none of these, or is empty, corrupted or truncated (naming the format its
+    suffix promises).
     """
     if custom_objects:
         raise UnsupportedArgumentError(
@@ -106,37 +124,80 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True) -> M
     filepath = os.fspath(filepath)
     if is_keras_file(filepath):
         return load_keras(filepath)
+    what = _promised_format(filepath)
     try:
         zf = zipfile.ZipFile(filepath)
     except (zipfile.BadZipFile, NotImplementedError) as e:
-        raise ModelFileError(
-            f"{filepath}: not a readable rnncore model file (corrupted or truncated?): {e}"
-        ) from None
+        raise _unreadable(filepath, what, e) from None
     try:
         with zf:
             return _read_archive(zf, filepath)
     except zipfile.BadZipFile as e:
-        raise ModelFileError(
-            f"{filepath}: not a readable rnncore model file (corrupted or truncated?): {e}"
-        ) from None
+        raise _unreadable(filepath, what, e) from None
     except (zlib.error, EOFError) as e:
         raise ModelFileError(
-            f"{filepath}: the model file is corrupted or truncated ({type(e).__name__}: {e})"
+            f"{filepath}: the {what} is corrupted or truncated ({type(e).__name__}: {e})"
         ) from None
+
+
+#: what a file suffix promises (any other suffix: rnncore's own format)
+_SUFFIX_FORMATS = {
+    ".keras": "Keras .keras file",
+    ".h5": "Keras .h5 (HDF5) file",
+    ".hdf5": "Keras .hdf5 (HDF5) file",
+}
+
+
+def _promised_format(filepath: str) -> str:
+    suffix = os.path.splitext(filepath)[1].lower()
+    return _SUFFIX_FORMATS.get(suffix, "rnncore model file")
+
+
+def _unreadable(filepath: str, what: str, error) -> ModelFileError:
+    """The error for a file no reader recognises: an ONNX model named as such, an empty
+    file as empty, else the format its suffix promises, as corrupted or truncated."""
+    if _looks_like_onnx(filepath):
+        return ModelFileError(
+            f"{filepath}: this is an ONNX model, which load_model does not read: load it "
+            f"with rnncore.load_onnx({filepath!r})"
+        )
+    if os.path.getsize(filepath) == 0:
+        return ModelFileError(
+            f"{filepath}: the file is empty (0 bytes): not a readable {what} "
+            f"(corrupted or truncated?)"
+        )
+    if "HDF5" in what:  # what zipfile says of it is beside the point
+        with open(filepath, "rb") as f:
+            head = f.read(8)
+        error = f"it does not start with HDF5's signature (its first bytes: {head!r})"
+    return ModelFileError(f"{filepath}: not a readable {what} (corrupted or truncated?): {error}")
+
+
+#: ModelProto's field tags after ``ir_version`` (field 1): producer_name / version, domain,
+#: model_version, doc_string, graph, opset_import, metadata_props, training_info, functions
+_ONNX_TAGS = frozenset((0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0x7A, 0x82))
+
+
+def _looks_like_onnx(filepath: str) -> bool:
+    """An ``.onnx`` name, or an ONNX ModelProto's first bytes: ``ir_version`` (field 1, a
+    small varint), then another of ModelProto's fields."""
+    if os.path.splitext(filepath)[1].lower() == ".onnx":
+        return True
+    with open(filepath, "rb") as f:
+        head = f.read(3)
+    return len(head) == 3 and head[0] == 0x08 and 1 <= head[1] < 0x40 and head[2] in _ONNX_TAGS
 
 
 def _read_archive(zf: zipfile.ZipFile, filepath: str) -> Sequential:
     names = set(zf.namelist())
-    if MANIFEST not in names:
-        hint = (
-            (
-                " (this looks like a Keras .keras file: load it with Keras and copy the "
-                "weights with get_weights/set_weights)"
+    if MANIFEST not in names:  # (a ZIP with config.json is a Keras file: read before)
+        what = _promised_format(filepath)
+        if what != "rnncore model file":
+            raise ModelFileError(
+                f"{filepath}: not a {what}: a ZIP archive without config.json (nor "
+                f"rnncore's {MANIFEST})"
             )
-            if "config.json" in names
-            else ""
-        )
-        raise ModelFileError(f"{filepath}: not an rnncore model file: no {MANIFEST}{hint}")
+        raise ModelFileError(f"{filepath}: not an rnncore model file: no {MANIFEST}")
     manifest = read_json(read_member(zf, MANIFEST, filepath), f"{filepath}: {MANIFEST}")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ModelFileError(
