@@ -283,6 +283,9 @@ class ModelBase(DropsTransientOnPickle, Trainer):
         every recurrent layer (both directions of a Bidirectional) and Dense (also in
         TimeDistributed); other layers stay float32. The model must be built and float32.
 
+        Quantizing again in the same mode changes nothing; another mode is refused, naming
+        the layers (their float32 weights are not kept, as in Keras: quantize a float32 copy).
+
         Afterwards predict, calls and stateful streaming compute with the quantized
         weights, ``save`` writes them as they are (``load_model`` restores them exactly),
         ``get_weights`` returns their dequantized float32 values, and ``fit`` is refused.
@@ -290,7 +293,13 @@ class ModelBase(DropsTransientOnPickle, Trainer):
         check_mode(mode, f"{self.name}: quantize")
         if not self.built:
             raise ValueError(f"{self.name}: quantize needs a built model (build or call it first)")
-        for layer in self._quantizable():
+        layers = self._quantizable()
+        # refused before any layer changes: a model is never left half in one mode
+        refusals = [r for r in (layer._requantize_refusal(mode) for layer in layers) if r]
+        if refusals:
+            more = f" (and {len(refusals) - 1} more layer(s))" if len(refusals) > 1 else ""
+            raise ValueError(f"{self.name}: {refusals[0]}{more}")
+        for layer in layers:
             layer.quantize(mode)
 
     @property
