@@ -97,6 +97,7 @@ def set_num_threads(n) -> None:
             stacklevel=2,
         )
 
+
 rnn_forward = _module.rnn_forward
 rnn_backward = _module.rnn_backward
 dense_forward = _module.dense_forward

@@ -9,7 +9,7 @@ from ..layers._base import attach_mask, build_chain, require_default, shape_tupl
 from ..layers._symbolic import is_symbolic, symbolic_call
 from . import native_chain
 from .base import ModelBase, strip_masks, unique_weights
-from .summary import format_shape, summary_table
+from .summary import format_shape, layer_label, summary_table
 
 __all__ = ["Sequential"]
 
@@ -350,13 +350,14 @@ class Sequential(ModelBase):
                 params = f"{layer.count_params():,}"
             else:
                 shape, params = "?", "0 (unbuilt)"
-            rows.append((f"{layer.name} ({type(layer).__name__})", shape, params))
+            rows.append((layer_label(layer, type(layer).__name__), shape, params))
         text = summary_table(
             f'Model: "{self.name}"',
             rows,
             weights=(self.weights, self.trainable_weights, self.non_trainable_weights),
             line_length=line_length,
             positions=positions,
+            quantized=self.quantized_variables(),
         )
         (print_fn or print)(text)
 
