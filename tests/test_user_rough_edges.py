@@ -157,23 +157,47 @@ def test_keras_reads_the_same_lists(rng):
 # ---- 2. declared shapes, threads, quantize twice, summary ------------------------------------
 
 
-@pytest.mark.parametrize(
-    "make, error, message",
-    [
-        (lambda: Input((D,), batch_size=-2), ValueError, "batch_size must be a positive integer, got -2"),
-        (lambda: Input((D,), batch_size=0), ValueError, "batch_size must be a positive integer, got 0"),
-        (lambda: Input((D,), batch_size=2.5), ValueError, "batch_size must be a positive integer, got 2.5"),
-        (lambda: Input(batch_shape=(0, D)), ValueError, r"batch_shape: the batch size \(first dimension\) must be a positive integer, got 0"),
-        (lambda: Input((-2, D)), ValueError, r"shape: dimensions must be >= 0 .* got -2 in \(-2, 3\)"),
-        (lambda: Input((3.5,)), TypeError, r"shape: each dimension must be a whole number or None, got 3.5"),
-        (lambda: L.Dense(2, batch_input_shape=(-1, D)), ValueError, r"Dense: batch_input_shape: the batch size .* got -1"),
-        (lambda: L.LSTM(2, input_shape=(None, D), batch_size=0), ValueError, "LSTM: batch_size must be a positive integer, got 0"),
-        (lambda: L.LSTM(2, input_shape=(None, -D)), ValueError, r"LSTM: input_shape: dimensions must be >= 0"),
-    ],
-    ids=["batch -2", "batch 0", "batch 2.5", "batch_shape 0", "shape -2", "shape 3.5",
-         "batch_input_shape -1", "layer batch_size 0", "layer input_shape -3"],
-)  # fmt: skip
-def test_declared_shapes_are_checked_where_given(make, error, message):
+POSITIVE = "must be a positive integer, got"
+DECLARED = {
+    "batch -2": (lambda: Input((D,), batch_size=-2), ValueError, f"batch_size {POSITIVE} -2"),
+    "batch 0": (lambda: Input((D,), batch_size=0), ValueError, f"batch_size {POSITIVE} 0"),
+    "batch 2.5": (lambda: Input((D,), batch_size=2.5), ValueError, f"batch_size {POSITIVE} 2.5"),
+    "batch_shape 0": (
+        lambda: Input(batch_shape=(0, D)),
+        ValueError,
+        rf"batch_shape: the batch size \(first dimension\) {POSITIVE} 0",
+    ),
+    "shape -2": (
+        lambda: Input((-2, D)),
+        ValueError,
+        r"shape: dimensions must be >= 0 .* got -2 in \(-2, 3\)",
+    ),
+    "shape 3.5": (
+        lambda: Input((3.5,)),
+        TypeError,
+        "shape: each dimension must be a whole number or None, got 3.5",
+    ),
+    "batch_input_shape -1": (
+        lambda: L.Dense(2, batch_input_shape=(-1, D)),
+        ValueError,
+        r"Dense: batch_input_shape: the batch size .* got -1",
+    ),
+    "layer batch_size 0": (
+        lambda: L.LSTM(2, input_shape=(None, D), batch_size=0),
+        ValueError,
+        f"LSTM: batch_size {POSITIVE} 0",
+    ),
+    "layer input_shape -3": (
+        lambda: L.LSTM(2, input_shape=(None, -D)),
+        ValueError,
+        "LSTM: input_shape: dimensions must be >= 0",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(DECLARED))
+def test_declared_shapes_are_checked_where_given(case):
+    make, error, message = DECLARED[case]
     with pytest.raises(error, match=message):
         make()
 
