@@ -109,8 +109,12 @@ def test_model_is_one_task(client):
 
 
 def test_match_worker_threads(client):
-    threads = rdask.match_worker_threads(client, nthreads=3)
-    assert set(threads.values()) == {3}
+    # the workers run on this machine's CPUs: more threads than those are capped to them
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = rdask.match_worker_threads(client, nthreads=min(3, cpus))
+    assert set(threads.values()) == {min(3, cpus)}
+    threads = rdask.match_worker_threads(client, nthreads=cpus + 5)
+    assert set(threads.values()) == {cpus}
     threads = rdask.match_worker_threads(client)
     assert set(threads.values()) == {1}
 

@@ -200,7 +200,7 @@ def test_call_checks():
     with pytest.raises(ValueError, match="input"):
         r(np.zeros((6, 2, 4), np.float32))
     with pytest.raises(ValueError, match="h_0 must have shape"):
-        r(np.zeros((6, 2, 3), np.float32), (np.zeros((1, 2, 5)), np.zeros((2, 2, 5))))
+        r(np.zeros((6, 2, 3), np.float32), (np.zeros((1, 2, 5), np.float32),) * 2)
 
 
 # ---------------------------------------------------------------------------------------

@@ -126,7 +126,9 @@ def test_cell_errors():
     with pytest.raises(ValueError, match=r"hx h must have shape \(2, 5\)"):
         c(np.zeros((2, 3), np.float32), np.zeros((3, 5), np.float32))
     with pytest.raises(ValueError, match=r"hx must be \(h, c\)"):
-        from_torch(torch.nn.LSTMCell(3, 5))(np.zeros((2, 3)), np.zeros((2, 5)))
+        from_torch(torch.nn.LSTMCell(3, 5))(
+            np.zeros((2, 3), np.float32), np.zeros((2, 5), np.float32)
+        )
     with pytest.raises(TypeError, match="takes none of"):
         from_torch(m, num_layers=2)
     with pytest.raises(TypeError, match="read from the module"):

@@ -29,7 +29,9 @@ def threads_restored():
 
 
 def _forward_backward(kind, case, options, threads, seed):
-    rnncore.set_num_threads(threads)
+    # the core's own setter: rnncore.set_num_threads caps n at the CPUs (with a warning),
+    # and more threads than cores are the point here (uneven shards on a 2-core machine)
+    rnncore._core._module.set_num_threads(threads)
     *outputs, ws = core_forward(kind, case, options, training=True)
     rng = np.random.default_rng(seed)
     dtype = case["x"].dtype

@@ -20,7 +20,9 @@ name this module or CPU does not run is refused at import. (AMX is not used.)
 
 from __future__ import annotations
 
+import operator
 import os
+import warnings
 from importlib import import_module
 from importlib.util import find_spec
 
@@ -67,7 +69,35 @@ simd: str = _module.simd
 eigen_version: str = _module.eigen_version
 cpu_supports = _module.cpu_supports
 get_num_threads = _module.get_num_threads
-set_num_threads = _module.set_num_threads
+
+
+def _available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one, which a
+    container's or taskset's limit narrows), else the machine's count."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def set_num_threads(n) -> None:
+    """The OpenMP threads of rnncore's calls; 0 restores the default (``OMP_NUM_THREADS``,
+    else all cores). More threads than the CPUs this process may run on only take turns on the same
+    cores (each parallel region waits for its slowest thread), so such an ``n`` is capped
+    at that count with a ``UserWarning``."""
+    _module.set_num_threads(n)  # checks n (type and range) and names it
+    cpus = _available_cpus()
+    if operator.index(n) > cpus:
+        # the cap first, so that a warning turned into an error leaves no oversubscription
+        _module.set_num_threads(cpus)
+        warnings.warn(
+            f"set_num_threads: n={operator.index(n)} is more than the {cpus} CPU(s) this "
+            f"process may run on; using {cpus} threads (more would only slow every call)",
+            UserWarning,
+            stacklevel=2,
+        )
+
+
 rnn_forward = _module.rnn_forward
 rnn_backward = _module.rnn_backward
 dense_forward = _module.dense_forward

@@ -284,7 +284,9 @@ def _compare(name, got, want, tol):
     dtypes = str(got.dtype) if got.dtype == want.dtype else f"{got.dtype} vs {want.dtype}"
     source = "" if tol is not None else f" (the default for {dtypes})"
     return (
+        # str, not repr: a NumPy scalar's repr is np.float32(0.6459271); its str is the
+        # shortest text that reads back as the same value in its own dtype
         f"{name}: max |actual - expected| = {diff[at]:.6g} at index {where} (actual "
-        f"{got[at]!r}, expected {want[at]!r}); {int(bad.sum())} of {bad.size} element(s) "
+        f"{got[at]}, expected {want[at]}); {int(bad.sum())} of {bad.size} element(s) "
         f"exceed the tolerance atol {atol:g} + rtol {rtol:g} * |expected|{source}"
     )

@@ -54,7 +54,7 @@ class TorchCell:
         return self.weights[2] is not None
 
     def __call__(self, input, hx=None):
-        x = np.asarray(input, dtype=self.dtype)
+        x = module_array(input, self.dtype, f"{self.kind}: input")
         if x.ndim not in (1, 2) or x.shape[-1] != self.input_size:
             raise ValueError(
                 f"{self.kind}: input must have shape (B, {self.input_size}) or "
@@ -71,7 +71,7 @@ class TorchCell:
             want = (self.hidden_size,) if unbatched else (x.shape[0], self.hidden_size)
             init = []
             for name, s in zip(("h", "c"), parts):
-                s = np.asarray(s, dtype=self.dtype)
+                s = module_array(s, self.dtype, f"{self.kind}: hx {name}")
                 if s.shape != want:
                     raise ValueError(
                         f"{self.kind}: hx {name} must have shape {want}, got {s.shape}"
@@ -89,6 +89,24 @@ class TorchCell:
             f"<TorchCell {self.kind}, input_size={self.input_size}, "
             f"hidden_size={self.hidden_size}, bias={self.bias}, dtype={self.dtype}>"
         )
+
+
+def module_array(value, dtype: np.dtype, what: str) -> np.ndarray:
+    """``value`` as an array of the converted module's ``dtype``. An array or tensor of
+    another dtype is refused, as torch refuses it ("RNN input dtype (torch.float32) does
+    not match weight dtype (torch.float64)"): cast, a float64 module would silently turn
+    float32 input into float64 output. Python numbers and lists (no dtype) take the
+    module's."""
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    a = np.asarray(value)
+    if hasattr(value, "dtype") and a.dtype != dtype:
+        raise ValueError(
+            f"{what} dtype ({a.dtype}) does not match the weights' dtype ({dtype}), as torch "
+            f"refuses it: convert the input (.astype(np.{dtype})), or the module before "
+            f"from_torch (module.float() / module.double())"
+        )
+    return np.asarray(a, dtype=dtype)
 
 
 def lengths_mask(lengths, batch: int, steps: int) -> np.ndarray:
@@ -132,7 +150,7 @@ def unpack(packed, dtype):
 
     ``x`` is ``(B, T, D)`` in sorted (descending length) order, zeros past each length.
     """
-    data = np.asarray(packed.data.detach().cpu().numpy(), dtype=dtype)
+    data = module_array(packed.data, dtype, "TorchRNN: PackedSequence data")
     sizes = packed.batch_sizes.detach().cpu().numpy().astype(np.int64)
     if data.ndim != 2 or data.shape[0] != sizes.sum():
         raise ValueError(

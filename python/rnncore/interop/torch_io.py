@@ -41,7 +41,15 @@ from ..errors import UnsupportedModelError
 from ..formats.verify import verify_loaded
 from ..layers import GRU, LSTM, Bidirectional, Input, SimpleRNN
 from ..models import Sequential
-from .torch_cells import CELLS, TorchCell, is_packed, lengths_mask, pack, unpack
+from .torch_cells import (
+    CELLS,
+    TorchCell,
+    is_packed,
+    lengths_mask,
+    module_array,
+    pack,
+    unpack,
+)
 
 __all__ = ["from_torch", "TorchRNN", "TorchCell"]
 
@@ -421,7 +429,7 @@ class TorchRNN:
             if lengths is not None:
                 raise ValueError("TorchRNN: a PackedSequence carries its lengths; drop lengths=")
             x, lengths, order, unorder = unpack(packed, self.dtype)  # batch-major, sorted
-        x = np.asarray(x, dtype=self.dtype)
+        x = module_array(x, self.dtype, "TorchRNN: input")
         if x.ndim not in (2, 3) or x.shape[-1] != self.input_size:
             raise ValueError(
                 f"TorchRNN: expected input of shape (T, B, {self.input_size})"
@@ -495,7 +503,7 @@ class TorchRNN:
         for name, s, width in zip(("h_0", "c_0"), parts, (self.proj_size or self.hidden_size,
                                                           self.hidden_size)):  # fmt: skip
             want = (LD, width) if unbatched else (LD, batch, width)
-            s = np.asarray(s, dtype=self.dtype)
+            s = module_array(s, self.dtype, f"TorchRNN: {name}")
             if s.shape != want:
                 raise ValueError(f"TorchRNN: {name} must have shape {want}, got {s.shape}")
             out.append(s[:, None] if unbatched else s)

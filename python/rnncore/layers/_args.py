@@ -21,6 +21,8 @@ __all__ = [
     "reject_kwargs",
     "positive_int",
     "shape_tuple",
+    "declared_shape",
+    "batch_size_arg",
 ]
 
 
@@ -178,3 +180,42 @@ def shape_tuple(shape, what: str) -> tuple:
         return tuple(None if d is None else int(d) for d in shape)
     except TypeError:
         raise TypeError(f"{what}: expected a shape tuple, got {shape!r}") from None
+
+
+def batch_size_arg(value, what: str):
+    """A declared batch size: None or a positive integer. Refused here, where it is given,
+    rather than when the first array meets the model (0 or -2 would fail much later)."""
+    if value is None:
+        return None
+    return positive_int(value, what)
+
+
+def declared_shape(shape, what: str, batch_axis: bool = False) -> tuple:
+    """A shape the user declares (Input's ``shape`` / ``batch_shape``, a layer's
+    ``input_shape`` / ``batch_input_shape``): each dimension None or a whole number >= 0 (as
+    Keras), and with ``batch_axis`` the first one a batch size (None or >= 1)."""
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise TypeError(f"{what}: expected a shape tuple, got {shape!r}")
+    shape = tuple(shape)
+    dims = []
+    for k, d in enumerate(shape):
+        if batch_axis and k == 0:
+            dims.append(batch_size_arg(d, f"{what}: the batch size (first dimension)"))
+            continue
+        if d is None:
+            dims.append(None)
+            continue
+        whole = isinstance(d, (int, np.integer)) or (
+            isinstance(d, (float, np.floating)) and math.isfinite(d) and int(d) == d
+        )
+        if not whole or isinstance(d, (bool, np.bool_)):
+            raise TypeError(
+                f"{what}: each dimension must be a whole number or None, got {d!r} in {shape!r}"
+            )
+        if d < 0:
+            raise ValueError(
+                f"{what}: dimensions must be >= 0 (or None for any size), got {int(d)} in "
+                f"{tuple(None if e is None else e for e in shape)!r}"
+            )
+        dims.append(int(d))
+    return tuple(dims)

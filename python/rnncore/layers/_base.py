@@ -14,7 +14,9 @@ from ..errors import UnsupportedArgumentError
 from . import initializers
 from ._args import (
     as_float_array,
+    batch_size_arg,
     check_allocation,
+    declared_shape,
     positive_int,
     reject_kwargs,
     require_default,
@@ -132,7 +134,9 @@ class Layer(DropsTransientOnPickle):
         if batch_input_shape is not None:
             if input_shape is not None or input_dim is not None:
                 raise ValueError(f"{owner}: give batch_input_shape or input_shape/input_dim")
-            return shape_tuple(batch_input_shape, f"{owner}: batch_input_shape")
+            if batch_size is not None:
+                raise ValueError(f"{owner}: give batch_input_shape or batch_size, not both")
+            return declared_shape(batch_input_shape, f"{owner}: batch_input_shape", True)
         if input_dim is not None:
             if input_shape is not None:
                 raise ValueError(f"{owner}: give input_shape or input_dim, not both")
@@ -150,7 +154,8 @@ class Layer(DropsTransientOnPickle):
             if batch_size is not None:
                 raise ValueError(f"{owner}: batch_size needs input_shape or input_dim")
             return None
-        return (batch_size,) + shape_tuple(input_shape, f"{owner}: input_shape")
+        batch_size = batch_size_arg(batch_size, f"{owner}: batch_size")
+        return (batch_size,) + declared_shape(input_shape, f"{owner}: input_shape")
 
     # ---- properties ----------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ layers and Dense): their kernels held as bfloat16 or int8 (:mod:`rnncore.quantiz
 After ``layer.quantize(mode)`` the layer computes with the quantized weights (inference:
 call, predict, streaming); its float32 variables hold the dequantized values, which
 ``get_weights`` returns. Setting new weights (``set_weights``, ``assign``) quantizes them
-again with the same mode at the next call. Training a quantized layer is refused.
+again with the same mode at the next call. Training a quantized layer is refused. Quantizing
+again in the same mode changes nothing; in another mode it is refused (the float32 weights
+are not kept, so it would round rounded weights: quantize a float32 copy instead).
 """
 
 from __future__ import annotations
@@ -40,12 +42,36 @@ class Quantizable:
             raise TypeError(
                 f"{owner}: quantize takes float32 layers only, got dtype {self._np_dtype.name}"
             )
+        refusal = self._requantize_refusal(mode)
+        if refusal:
+            raise ValueError(refusal)
+        if self._holds_quantized():  # the same mode again: nothing to round
+            return
         self.set_quantized(
             mode,
             {
                 n: quantize(getattr(self, n).value, mode, f"{owner}: {n}")
                 for n in self._quantized_weights
             },
+        )
+
+    def _holds_quantized(self) -> bool:
+        """Whether the variables hold the dequantized weights of the last quantize (no
+        weights were set since: those would be float weights, quantized again)."""
+        return self._quant is not None and self._quant[2] == self._lowp_versions()
+
+    def _requantize_refusal(self, mode: str) -> str | None:
+        """Why ``quantize(mode)`` is refused, or None. A layer quantized in one mode holds
+        only that mode's rounded weights (the float32 ones are not kept, as in Keras): a
+        second mode would round the rounded values again, a different result from quantizing
+        the float weights, so it is refused (Keras refuses any second quantize)."""
+        if not self._holds_quantized() or mode == self._quant[0]:
+            return None
+        return (
+            f"{type(self).__name__} {self.name!r}: already quantized ({self._quant[0]}); "
+            f"quantize({mode!r}) would round its {self._quant[0]}-rounded weights again, and "
+            f"the float32 weights are not kept: quantize a float32 copy of the model instead "
+            f"(copy.deepcopy before the first quantize, or load the float model again)"
         )
 
     def set_quantized(self, mode: str, weights: dict) -> None:

@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import activations, functional, utils
 from . import initializers
+from ._args import batch_size_arg, declared_shape
 from ._base import (
     InputTensor,
     Layer,
@@ -304,9 +305,10 @@ class InputLayer(Layer):
         if batch_shape is not None:
             if shape is not None or batch_size is not None:
                 raise ValueError("InputLayer: give batch_shape, or shape (and batch_size)")
-            batch_shape = shape_tuple(batch_shape, "InputLayer: batch_shape")
+            batch_shape = declared_shape(batch_shape, "InputLayer: batch_shape", True)
         elif shape is not None:
-            batch_shape = (batch_size,) + shape_tuple(shape, "InputLayer: shape")
+            batch_size = batch_size_arg(batch_size, "InputLayer: batch_size")
+            batch_shape = (batch_size,) + declared_shape(shape, "InputLayer: shape")
         else:
             raise ValueError("InputLayer: a shape (or batch_shape) is required")
         self.batch_shape = batch_shape

@@ -2,10 +2,19 @@
 ``predict_on_batch``, the weights as lists, ``save`` / ``save_weights`` / ``load_weights`` /
 ``to_json``, ``reset_states`` and pickling without training state.
 
-A model provides ``_input_list(x)`` (its inputs as a list of array-likes, one per model
-input), ``_run_batch(xs)`` (the outputs of one batch as a flat list of arrays) and
-``_pack_outputs(list)`` (the outputs as the model returns them: one array, a tuple or list,
-or a dict).
+A model provides ``_input_specs()`` (``[(name, batch shape or None)]``, one per model
+input), ``_input_dict(x)`` (a dict of inputs as a list, or a refusal), ``_run_batch(xs)`` (the
+outputs of one batch as a flat list of arrays) and ``_pack_outputs(list)`` (the outputs as
+the model returns them: one array, a tuple or list, or a dict).
+
+How ``x`` is read, by every model kind alike (:meth:`ModelBase._read_x`): one array-like
+for a model with one input; a list or tuple with one entry per input, or a dict keyed by
+input name, for several (Keras). For a model with one input a list of arrays each with one
+axis fewer than the input (``(timesteps, features)`` for ``(batch, timesteps, features)``)
+is a ragged batch, one sample each, which ``predict`` and ``predict_on_batch`` return one
+output for each; a list of one array of the input's rank is that input (Keras); nested
+Python lists that form one regular array are that array; anything else is refused naming
+``x`` and the shapes expected and given.
 """
 
 from __future__ import annotations
@@ -50,6 +59,18 @@ def unique_weights(layers, attribute="weights") -> list:
     return out
 
 
+def _shape_text(shape) -> str:
+    """``(None, 5, 3)``: plain ints (never ``np.int64(5)``), for messages."""
+    return str(tuple(None if d is None else int(d) for d in shape))
+
+
+def _list_text(arrays) -> str:
+    """``a list of 2 arrays of shapes [(5, 3), (7, 3)]``, for messages."""
+    shapes = ", ".join(_shape_text(a.shape) for a in arrays[:4])
+    more = ", ..." if len(arrays) > 4 else ""
+    return f"a list of {len(arrays)} arrays of shapes [{shapes}{more}]"
+
+
 def _rows_of(a) -> int:
     shape = getattr(a, "shape", None)
     if shape is None or len(shape) == 0:
@@ -74,10 +95,11 @@ class ModelBase(DropsTransientOnPickle, Trainer):
         many are drawn). The result is preallocated once, so the only full-size arrays are
         the outputs. ``verbose`` only affects progress printing, which rnncore does not do.
 
-        A Sequential also takes a ragged batch: a list of NumPy arrays, each one sample with
-        one axis fewer than the model's input (``(length, input_dim)`` for a 3-D input), of
-        any lengths; it returns a list of outputs, each as if predicted alone (see
-        :mod:`rnncore.models.ragged`). A list of nested Python lists is one array, as before.
+        A model with one input also takes a ragged batch: a list of NumPy arrays, each one
+        sample with one axis fewer than the model's input (``(length, input_dim)`` for a 3-D
+        input), of any lengths; it returns a list of outputs, each as if predicted alone (see
+        :mod:`rnncore.models.ragged`). Nested Python lists that form one regular array are
+        that array. How ``x`` is read: see :mod:`rnncore.models.base`.
         """
         if callbacks:
             raise UnsupportedArgumentError("predict: callbacks are not supported by rnncore")
@@ -86,14 +108,22 @@ class ModelBase(DropsTransientOnPickle, Trainer):
         if int(batch_size) != batch_size or batch_size <= 0:
             raise ValueError(f"predict: batch_size must be a positive integer, got {batch_size!r}")
         batch_size = int(batch_size)
-        samples = self._ragged_samples(x)
+        if (
+            x is not None
+            and not hasattr(x, "shape")
+            and not isinstance(x, (list, tuple, dict, str, bytes))
+        ):
+            if not hasattr(x, "__iter__"):
+                raise TypeError(
+                    f"{self.name}: predict: x must be {self._x_forms()} or an iterable of "
+                    f"batches, got {type(x).__name__}"
+                )
+            return self._predict_batches(x, steps)
+        xs, samples = self._read_x(x, "predict")
         if samples is not None:
             if steps is not None:
                 raise ValueError(f"{self.name}: predict on a list of samples takes no steps")
             return predict_ragged(self, samples, batch_size)
-        if not hasattr(x, "shape") and not isinstance(x, (list, tuple, dict)):
-            return self._predict_batches(x, steps)
-        xs = self._input_list(x)
         counts = [_rows_of(a) for a in xs]
         if len(set(counts)) > 1:
             raise ValueError(
@@ -121,17 +151,93 @@ class ModelBase(DropsTransientOnPickle, Trainer):
                 break
             if isinstance(batch, tuple):  # (x, y) or (x, y, sample_weight) like Keras
                 batch = batch[0]
-            outs.append(self._run_batch([np.asarray(a) for a in self._input_list(batch)]))
+            xs = self._input_list(batch, "predict")
+            outs.append(self._run_batch([np.asarray(a) for a in xs]))
         if not outs:
             raise ValueError(f"{self.name}: predict got no batches")
         return self._pack_outputs([np.concatenate(parts) for parts in zip(*outs)])
 
-    def _ragged_samples(self, x):
-        """The samples of a ragged batch given to ``predict``, or None (a Sequential's)."""
-        return None
+    # ---- reading x ---------------------------------------------------------------------
+
+    def _x_forms(self) -> str:
+        """What ``x`` may be, for messages."""
+        specs = self._input_specs()
+        if len(specs) > 1:
+            names = [name for name, _ in specs]
+            return f"a list with one array per input {names} or a dict keyed by input name"
+        shape = specs[0][1]
+        if shape is None:
+            return "one array (batch, ...)"
+        text = f"one array of shape {_shape_text(shape)} (a batch)"
+        if len(shape) >= 2:
+            text += f" or a list of arrays of shape {_shape_text(shape[1:])} (a ragged batch)"
+        return text
+
+    def _read_x(self, x, what: str):
+        """``(inputs, None)`` with one entry per model input, or ``(None, samples)`` for a
+        ragged batch (the rule is in the module's help); refuses anything else naming ``x``."""
+        specs = self._input_specs()
+        if x is None or isinstance(x, (str, bytes)):
+            got = "None" if x is None else type(x).__name__
+            raise TypeError(f"{self.name}: {what}: x must be {self._x_forms()}, got {got}")
+        if isinstance(x, dict):
+            return self._input_dict(x), None
+        if len(specs) > 1:
+            names = [name for name, _ in specs]
+            if not isinstance(x, (list, tuple)):
+                raise ValueError(
+                    f"{self.name}: {what}: the model has {len(specs)} inputs {names}: give a "
+                    f"list in the order of model.inputs or a dict keyed by input name as x, "
+                    f"got {type(x).__name__}"
+                )
+            if len(x) != len(specs):
+                raise ValueError(
+                    f"{self.name}: {what}: the model has {len(specs)} input(s) {names}, got "
+                    f"a list of {len(x)} for x"
+                )
+            return list(x), None
+        if not isinstance(x, (list, tuple)):
+            return [x], None
+        shape = specs[0][1]
+        if x and shape is not None and all(hasattr(a, "shape") for a in x):
+            ranks = [len(a.shape) for a in x]
+            if len(x) == 1 and ranks[0] == len(shape):  # one entry per input, as Keras
+                return [x[0]], None
+            if len(shape) >= 2 and all(r == len(shape) - 1 for r in ranks):
+                return None, list(x)
+            raise ValueError(
+                f"{self.name}: {what}: x is {_list_text(x)} for a model with one input of "
+                f"shape {_shape_text(shape)}: x must be {self._x_forms()}"
+            )
+        # nested Python lists (or a model whose input is not known yet): one array, as Keras
+        try:
+            return [np.asarray(x)], None
+        except ValueError:
+            raise ValueError(
+                f"{self.name}: {what}: x is a list that is not one regular array (its entries "
+                f"differ in shape); x must be {self._x_forms()}"
+                + (", each a NumPy array" if shape is not None and len(shape) >= 2 else "")
+            ) from None
+
+    def _input_list(self, x, what: str = "__call__") -> list:
+        """``x`` as one entry per model input; a ragged batch is refused (only ``predict``
+        and ``predict_on_batch`` take one)."""
+        xs, samples = self._read_x(x, what)
+        if samples is not None:
+            shape = self._input_specs()[0][1]
+            raise ValueError(
+                f"{self.name}: {what}: x is {_list_text(samples)}, a ragged batch, which "
+                f"predict and predict_on_batch take (one output per sample); here x must be "
+                f"one array of shape {_shape_text(shape)}"
+            )
+        return xs
 
     def predict_on_batch(self, x):
-        return self._pack_outputs(self._run_batch(self._input_list(x)))
+        """The outputs for one batch ``x`` (one array, or a ragged batch: a list of outputs)."""
+        xs, samples = self._read_x(x, "predict_on_batch")
+        if samples is not None:
+            return predict_ragged(self, samples, max(len(samples), 1))
+        return self._pack_outputs(self._run_batch(xs))
 
     def stream_pool(self, capacity):
         """A pool of up to ``capacity`` independent streams over this model, stepped
@@ -177,6 +283,9 @@ class ModelBase(DropsTransientOnPickle, Trainer):
         every recurrent layer (both directions of a Bidirectional) and Dense (also in
         TimeDistributed); other layers stay float32. The model must be built and float32.
 
+        Quantizing again in the same mode changes nothing; another mode is refused, naming
+        the layers (their float32 weights are not kept, as in Keras: quantize a float32 copy).
+
         Afterwards predict, calls and stateful streaming compute with the quantized
         weights, ``save`` writes them as they are (``load_model`` restores them exactly),
         ``get_weights`` returns their dequantized float32 values, and ``fit`` is refused.
@@ -184,7 +293,13 @@ class ModelBase(DropsTransientOnPickle, Trainer):
         check_mode(mode, f"{self.name}: quantize")
         if not self.built:
             raise ValueError(f"{self.name}: quantize needs a built model (build or call it first)")
-        for layer in self._quantizable():
+        layers = self._quantizable()
+        # refused before any layer changes: a model is never left half in one mode
+        refusals = [r for r in (layer._requantize_refusal(mode) for layer in layers) if r]
+        if refusals:
+            more = f" (and {len(refusals) - 1} more layer(s))" if len(refusals) > 1 else ""
+            raise ValueError(f"{self.name}: {refusals[0]}{more}")
+        for layer in layers:
             layer.quantize(mode)
 
     @property

@@ -189,31 +189,18 @@ class Model(ModelBase):
 
     # ---- inputs and outputs -------------------------------------------------------------
 
-    def _input_list(self, x) -> list:
-        """``x`` as one entry per input: one array, a list in ``model.inputs`` order, or a
-        dict keyed by input name (keys of a dict of inputs)."""
-        n, names = len(self._inputs), self._input_keys()
-        if isinstance(x, dict):
-            missing = [k for k in names if k not in x]
-            if missing:
-                raise ValueError(
-                    f"{self.name}: no data for input(s) {missing}; the model's inputs are {names}"
-                )
-            return [x[k] for k in names]
-        if isinstance(x, (list, tuple)):
-            if n == 1 and not (len(x) == 1 and hasattr(x[0], "shape")):
-                return [np.asarray(x)]
-            if len(x) != n:
-                raise ValueError(
-                    f"{self.name}: the model has {n} input(s) {names}, got a list of {len(x)}"
-                )
-            return list(x)
-        if n > 1:
+    def _input_specs(self) -> list:
+        return [(k, tuple(t.shape)) for k, t in zip(self._input_keys(), self._inputs)]
+
+    def _input_dict(self, x) -> list:
+        """A dict of inputs keyed by input name (keys of a dict of inputs) as a list."""
+        names = self._input_keys()
+        missing = [k for k in names if k not in x]
+        if missing:
             raise ValueError(
-                f"{self.name}: the model has {n} inputs {names}: give a list in the order of "
-                f"model.inputs or a dict keyed by input name"
+                f"{self.name}: no data for input(s) {missing}; the model's inputs are {names}"
             )
-        return [x]
+        return [x[k] for k in names]
 
     def _input_keys(self) -> list:
         if isinstance(self._inputs_struct, dict):
@@ -323,7 +310,7 @@ class Model(ModelBase):
 
     def _training_inputs(self, x, what) -> list:
         names = self._input_keys()
-        xs = self._input_list(x)
+        xs = self._input_list(x, what)
         label = "x" if len(xs) == 1 else "x[{!r}]"
         return self._prepare(
             [self._data_array(a, label.format(n), what) for a, n in zip(xs, names)]

@@ -9,7 +9,7 @@ from ..layers._base import attach_mask, build_chain, require_default, shape_tupl
 from ..layers._symbolic import is_symbolic, symbolic_call
 from . import native_chain
 from .base import ModelBase, strip_masks, unique_weights
-from .summary import format_shape, summary_table
+from .summary import format_shape, layer_label, summary_table
 
 __all__ = ["Sequential"]
 
@@ -117,6 +117,8 @@ class Sequential(ModelBase):
         """Run the layers on ``inputs``; masks propagate as in Keras."""
         if not isinstance(inputs, np.ndarray) and is_symbolic(inputs, mask):
             return symbolic_call(self, inputs, {"mask": mask, "training": training})
+        if not isinstance(inputs, np.ndarray):  # a list, None, ...: read as predict reads x
+            inputs = self._input_list(inputs)[0]
         if mask is None:
             mask = getattr(inputs, "_keras_mask", None)
         return attach_mask(*self._call(inputs, mask, training))
@@ -151,21 +153,12 @@ class Sequential(ModelBase):
 
     # ---- what predict, the trainer and a functional model read ----------------------------
 
-    def _input_list(self, x) -> list:
-        if isinstance(x, dict):
-            raise TypeError(f"{self.name}: a Sequential model takes one input array, got a dict")
-        return [np.asarray(x) if isinstance(x, (list, tuple)) else x]
+    def _input_specs(self) -> list:
+        # an unbuilt model's input shape is not known yet: x is then read as one array
+        return [("input", tuple(self.input_shape) if self.built else None)]
 
-    def _ragged_samples(self, x):
-        """A list or tuple of NumPy arrays each with one axis fewer than the built model's
-        input is a ragged batch (one sample each), whatever their lengths; anything else
-        keeps its meaning (a list of nested lists is one array)."""
-        if not isinstance(x, (list, tuple)) or not x or not self.built:
-            return None
-        rank = len(self.input_shape) - 1
-        if all(type(a) is np.ndarray and a.ndim == rank for a in x):
-            return list(x)
-        return None
+    def _input_dict(self, x) -> list:
+        raise TypeError(f"{self.name}: a Sequential model takes one input array, got a dict")
 
     def _run_batch(self, xs) -> list:
         y = strip_masks(self(xs[0], training=False))
@@ -357,13 +350,14 @@ class Sequential(ModelBase):
                 params = f"{layer.count_params():,}"
             else:
                 shape, params = "?", "0 (unbuilt)"
-            rows.append((f"{layer.name} ({type(layer).__name__})", shape, params))
+            rows.append((layer_label(layer, type(layer).__name__), shape, params))
         text = summary_table(
             f'Model: "{self.name}"',
             rows,
             weights=(self.weights, self.trainable_weights, self.non_trainable_weights),
             line_length=line_length,
             positions=positions,
+            quantized=self.quantized_variables(),
         )
         (print_fn or print)(text)
 

@@ -4,7 +4,35 @@ from __future__ import annotations
 
 import shutil
 
-__all__ = ["summary_table", "format_shape", "functional_summary"]
+__all__ = ["summary_table", "format_shape", "functional_summary", "layer_label"]
+
+
+def _quantization_mode(layer) -> str | None:
+    """The low-precision mode of a layer's weights: its own, its wrapped layers' (both
+    directions of a Bidirectional) or a nested model's; ``"mixed"`` for several."""
+    modes = {getattr(layer, "quantization_mode", None)} - {None}
+    inner = layer.inner_layers() if hasattr(layer, "inner_layers") else []
+    modes |= {_quantization_mode(sub) for sub in inner} - {None}
+    return modes.pop() if len(modes) == 1 else ("mixed" if modes else None)
+
+
+def layer_label(layer, class_name: str) -> str:
+    """``lstm (LSTM)``; ``lstm (LSTM, int8)`` for a layer whose weights are quantized."""
+    mode = _quantization_mode(layer)
+    return f"{layer.name} ({class_name}{', ' + mode if mode else ''})"
+
+
+def _nbytes(variables, quantized: dict) -> int:
+    """What the weights take as the model holds them for computing: a quantized weight's
+    low-precision values and scales, any other its own array."""
+    total = 0
+    for v in variables:
+        q = quantized.get(id(v))
+        if q is None:
+            total += v.value.nbytes
+        else:
+            total += q.values.nbytes + (0 if q.scale is None else q.scale.nbytes)
+    return total
 
 
 def format_shape(shape) -> str:
@@ -37,12 +65,15 @@ def _ratio_reduce(total: int, widths: list) -> list:
 
 
 def summary_table(title, rows, weights, line_length=None, positions=None, header=None,
-                  default_length=88) -> str:  # fmt: skip
+                  default_length=88, quantized=None) -> str:  # fmt: skip
     """The summary's text: ``title``, one box row per ``(name (type), shape, params[,
     connected to])`` in ``rows``, then the parameter totals of ``weights = (all, trainable,
-    non_trainable)`` (lists of variables). ``line_length`` and ``positions`` as in
-    ``keras.Model.summary``; ``header`` the column titles (Keras's three by default).
+    non_trainable)`` (lists of variables), their sizes as held (``quantized``: the model's
+    ``quantized_variables()``, whose low-precision bytes count, as Keras counts an int8
+    kernel's). ``line_length`` and ``positions`` as in ``keras.Model.summary``; ``header``
+    the column titles (Keras's three by default).
     """
+    quantized = quantized or {}
     header = header or ["Layer (type)", "Output Shape", "Param #"]
     if line_length is None:
         line_length = min(default_length, shutil.get_terminal_size().columns - 4)
@@ -95,7 +126,7 @@ def summary_table(title, rows, weights, line_length=None, positions=None, header
     all_weights, trainable, non_trainable = weights
 
     def total(vs):
-        return (sum(v.value.size for v in vs), sum(v.value.nbytes for v in vs))
+        return (sum(v.value.size for v in vs), _nbytes(vs, quantized))
 
     for label, (count, size) in (
         ("Total", total(all_weights)),
@@ -139,7 +170,7 @@ def functional_summary(model, line_length=None, positions=None) -> str:
     rows = []
     for layer in graph.operations:
         fields = [
-            f"{layer.name} ({_class_name(layer)})",
+            layer_label(layer, _class_name(layer)),
             _output_shape_text(layer),
             f"{layer.count_params():,}",
         ]
@@ -161,4 +192,5 @@ def functional_summary(model, line_length=None, positions=None) -> str:
         positions=positions,
         header=None if chain else ["Layer (type)", "Output Shape", "Param #", "Connected to"],
         default_length=88 if chain else 108,
+        quantized=model.quantized_variables(),
     )
