@@ -125,8 +125,11 @@ def block_runs(request, tmp_path_factory):
 def test_readme_block_runs(line, code, block_runs):
     run = block_runs[line].result()
     if run.returncode != 0:
+        # the failing line in README.md: the block's code starts on the line after its fence
+        where = re.findall(r'block\.py", line (\d+)', run.stderr)
+        at = f" (README.md:{line + int(where[-1])})" if where else ""
         pytest.fail(
-            f"README.md:{line}: the ```python block exits with {run.returncode}:\n"
+            f"README.md:{line}: the ```python block exits with {run.returncode}{at}:\n"
             f"{run.stdout[-2000:]}\n{run.stderr[-4000:]}",
             pytrace=False,
         )
