@@ -3,6 +3,8 @@ and a failing job that says why."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 import rnncore
@@ -67,3 +69,34 @@ def test_version_is_written_once():
     from importlib.metadata import version
 
     assert rnncore.__version__ == version("rnncore")
+
+
+def test_demo_help_names_the_checkout_install(capsys):
+    # the README installs extras from the checkout (`pip install ".[demo]"`): rnncore is not on
+    # PyPI, so `pip install "rnncore[demo]"` would fetch another package
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+    assert 'pip install ".[demo]" in the rnncore source checkout' in help_text
+    assert "rnncore[" not in help_text
+
+
+@pytest.mark.parametrize("module, extra", [("h5py", "keras"), ("onnx", "onnx")])
+def test_missing_optional_package_names_the_checkout_install(monkeypatch, module, extra):
+    from rnncore.formats.archive import optional_import
+
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ImportError) as exc:
+        optional_import(module, "reading this file")
+    message = str(exc.value)
+    assert f'pip install ".[{extra}]" in the rnncore source checkout' in message
+    assert f"or pip install {module}" in message
+    assert "rnncore[" not in message
+
+
+def test_missing_dask_names_the_checkout_install(monkeypatch):
+    import rnncore.dask
+
+    monkeypatch.setitem(sys.modules, "dask", None)
+    with pytest.raises(ImportError, match=r'pip install "\.\[dask\]" in the rnncore source'):
+        rnncore.dask._require_dask()

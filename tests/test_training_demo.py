@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,7 +55,14 @@ def test_sunspots_demo_reports_forecast_error_beside_naive(monkeypatch, capsys):
 
 
 def test_sunspots_demo_without_statsmodels_says_what_to_install(monkeypatch):
+    # rnncore is installed from its checkout, not from PyPI: the hint is the README's
+    # `pip install ".[demo]"`, never `pip install "rnncore[demo]"` (another package's name)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert 'pip install ".[demo]" && python -m rnncore demo --data sunspots' in readme
     monkeypatch.setitem(sys.modules, "statsmodels", None)
     monkeypatch.setitem(sys.modules, "statsmodels.datasets", None)
-    with pytest.raises(SystemExit, match=r"pip install \"rnncore\[demo\]\""):
+    with pytest.raises(SystemExit) as exc:
         main(["demo", "--data", "sunspots"])
+    message = str(exc.value.code)
+    assert 'pip install ".[demo]" in the rnncore source checkout' in message, message
+    assert "or pip install statsmodels" in message and "rnncore[" not in message, message

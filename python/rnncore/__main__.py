@@ -4,7 +4,7 @@
 ``compile``/``fit``) on a synthetic sequence task, the adding problem, and reports the
 learning progress, the held-out score and inference speed against the NumPy reference.
 ``python -m rnncore demo --data sunspots`` forecasts the yearly sunspot numbers that
-statsmodels ships (``pip install "rnncore[demo]"``), beside a naive forecast.
+statsmodels ships (``pip install ".[demo]"`` in the source checkout), beside a naive forecast.
 ``python -m rnncore check`` builds an LSTM, runs it through the compiled core, checks it
 against the NumPy reference and reports the build and the speed-up.
 """
@@ -19,6 +19,7 @@ import numpy as np
 import rnncore
 from rnncore import demo, functional, reference
 from rnncore.demo import _median_time
+from rnncore.errors import install_hint
 
 # The --help text: plain words (the module docstring above is reST, for the docs).
 _DESCRIPTION = """\
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
         choices=("adding", "sunspots"),
         default="adding",
         help="adding: a synthetic task built in (default); sunspots: the yearly "
-        "sunspot series shipped by statsmodels (pip install 'rnncore[demo]')",
+        f"sunspot series shipped by statsmodels ({install_hint('demo')})",
     )
     p.add_argument(
         "--epochs",

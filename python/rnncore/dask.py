@@ -1,6 +1,7 @@
 """Batch inference on Dask arrays: :func:`predict` scores a ``dask.array`` chunk by chunk.
 
-Needs the optional extra ``pip install "rnncore[dask]"`` (``dask[array]`` and ``distributed``).
+Needs the optional extra ``pip install ".[dask]"`` in the source checkout (``dask[array]`` and
+``distributed``).
 
 ``rnncore.dask.predict(model, x)`` takes a ``dask.array`` of shape ``(batch, timesteps,
 features)`` (a functional model with one input: that input's shape) chunked along the batch
@@ -35,6 +36,7 @@ import threading
 import numpy as np
 
 from ._core import get_num_threads, set_num_threads
+from .errors import install_hint
 from .models.base import ModelBase
 
 __all__ = ["predict", "WorkerThreads", "match_worker_threads"]
@@ -62,7 +64,7 @@ def _require_dask():
         import dask.array as da
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
-            'rnncore.dask needs Dask: pip install "rnncore[dask]" '
+            f"rnncore.dask needs Dask: {install_hint('dask')} "
             '(or pip install "dask[array]" distributed)'
         ) from e
     return da

@@ -8,7 +8,8 @@ remember them across the sequence. An LSTM(32) -> Dense(1) model is trained with
 predictor (the mean), and its inference timed against the NumPy reference implementation.
 
 ``python -m rnncore demo --data sunspots``: a real series, the yearly sunspot numbers
-1700-2008 that statsmodels ships (no download: ``pip install "rnncore[demo]"``). The model
+1700-2008 that statsmodels ships (no download; ``pip install ".[demo]"`` in the source
+checkout, or ``pip install statsmodels``). The model
 reads the previous 24 years and forecasts the next; it is trained on the years before 1959
 (early-stopped on a validation split) and scored on 1959-2008 by the mean absolute error,
 beside the naive forecast "same as last year".
@@ -24,6 +25,7 @@ import numpy as np
 from . import _core, callbacks, optimizers, reference
 from ._core import get_num_threads
 from ._version import __version__
+from .errors import install_hint
 from .layers import LSTM, Dense, Input
 from .models import Sequential
 from .utils import set_random_seed
@@ -49,7 +51,8 @@ def load_sunspots() -> tuple[np.ndarray, np.ndarray]:
     except ImportError:
         raise SystemExit(
             "rnncore demo --data sunspots: the sunspot series comes with statsmodels, which "
-            'is not installed; install the demo extra: pip install "rnncore[demo]"'
+            f"is not installed; install the demo extra: {install_hint('demo')} (or pip "
+            "install statsmodels)"
         ) from None
     data = sunspots.load_pandas().data
     return (

@@ -14,6 +14,16 @@ __all__ = [
 ]
 
 
+def install_hint(extra: str) -> str:
+    """How to install the optional extra ``extra``, for messages about a missing package.
+
+    rnncore is installed from its source checkout (``pip install .``), not from PyPI, so the
+    hint is the README's ``pip install ".[extra]"`` there: ``pip install "rnncore[extra]"``
+    would ask PyPI for a package of that name, which is not rnncore.
+    """
+    return f'pip install ".[{extra}]" in the rnncore source checkout'
+
+
 class UnsupportedArgumentError(NotImplementedError):
     """A Keras argument (or argument value) that rnncore does not implement.
 

@@ -17,7 +17,7 @@ import zlib
 import numpy as np
 
 from .._memory import check_allocation
-from ..errors import ModelFileError
+from ..errors import ModelFileError, install_hint
 
 __all__ = [
     "ARCHIVE_ERRORS",
@@ -121,7 +121,7 @@ def load_npy(data: bytes, what: str, dtypes=None) -> np.ndarray:
         raise ModelFileError(f"{what} is not a valid .npy array ({e})") from None
 
 
-#: the extra of ``pip install "rnncore[...]"`` that provides each optional module
+#: the extra of ``pip install ".[...]"`` that provides each optional module
 _EXTRAS = {"h5py": "keras", "onnx": "onnx"}
 
 
@@ -131,7 +131,7 @@ def optional_import(name: str, what: str):
         return importlib.import_module(name)
     except ImportError as e:
         extra = _EXTRAS.get(name)
-        hint = f'pip install "rnncore[{extra}]"' if extra else f"pip install {name}"
+        hint = f"{install_hint(extra)}, or pip install {name}" if extra else f"pip install {name}"
         raise ImportError(f"{what} needs the {name!r} package ({hint}): {e}") from None
 
 

@@ -71,7 +71,7 @@ def read_keras(filepath, assemble):
     functional ``Model``: the models live above this module), which builds the layers;
     then the file's weights are read into them and the model is returned.
     The format is recognised from the file's content, not its name. Needs
-    ``h5py`` (``pip install "rnncore[keras]"``); Keras and TensorFlow are not used. See
+    ``h5py`` (``pip install ".[keras]"``); Keras and TensorFlow are not used. See
     the module documentation for what is supported and how layers are matched to their
     weights.
     """

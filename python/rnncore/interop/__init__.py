@@ -10,8 +10,8 @@
 * :func:`to_onnx`: an :class:`rnncore.Sequential` written as an ONNX model.
 * :mod:`onnx_backend`: rnncore as an ONNX backend (``onnx.backend.base.Backend``).
 
-``h5py`` and ``onnx`` are optional (``pip install "rnncore[keras]"``, ``"rnncore[onnx]"``);
-they are imported when first needed. Loading never runs code from a file.
+``h5py`` and ``onnx`` are optional (``pip install ".[keras]"``, ``".[onnx]"`` in the source
+checkout); they are imported when first needed. Loading never runs code from a file.
 """
 
 from ..errors import ModelFileError, UnsupportedModelError

@@ -68,7 +68,7 @@ def load_keras(filepath, *, verify=None, verify_tol=None) -> ModelBase:
     functional one.
 
     The format is recognised from the file's content, not its name. Needs ``h5py``
-    (``pip install "rnncore[keras]"``); Keras and TensorFlow are not used. See
+    (``pip install ".[keras]"``); Keras and TensorFlow are not used. See
     :mod:`rnncore.formats.keras` for what is supported and how layers are matched to their
     weights.
 

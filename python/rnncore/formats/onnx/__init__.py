@@ -7,7 +7,7 @@
   facts the exporter shares);
 * :mod:`.export`: :func:`to_onnx`, a built model's layers written as an ONNX graph.
 
-``onnx`` is optional (``pip install "rnncore[onnx]"``), imported when first needed.
+``onnx`` is optional (``pip install ".[onnx]"``), imported when first needed.
 """
 
 from .export import to_onnx

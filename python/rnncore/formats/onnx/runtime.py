@@ -67,7 +67,7 @@ SUPPORTED_OPS = frozenset(OPS) | frozenset(RNN_OPS)
 def load_onnx(path_or_bytes, *, verify=None, verify_tol=None) -> OnnxModel:
     """Read an ONNX model (a path or the serialized bytes) as an :class:`OnnxModel`.
 
-    Needs the ``onnx`` package (``pip install "rnncore[onnx]"``); onnxruntime is not used.
+    Needs the ``onnx`` package (``pip install ".[onnx]"``); onnxruntime is not used.
     ``verify=(x, expected)`` (or a path to a ``.npz`` of samples) checks that the loaded
     model reproduces ``expected`` within ``verify_tol``, raising
     :class:`rnncore.errors.VerificationError` otherwise (:mod:`rnncore.formats.verify`).
