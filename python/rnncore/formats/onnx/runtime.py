@@ -330,7 +330,10 @@ class _NodePlan:
         try:
             if self.rnn is not None:
                 return self.rnn.run(args)
-            return OPS[self.op](self, *args)
+            # ONNX arithmetic is IEEE's: 0 / 0 is NaN, sqrt(-1) NaN, overflow inf -- results,
+            # not errors, so NumPy's warnings about them are not raised
+            with np.errstate(all="ignore"):
+                return OPS[self.op](self, *args)
         except (ModelFileError, UnsupportedModelError):
             raise
         except (ValueError, TypeError, IndexError) as e:
