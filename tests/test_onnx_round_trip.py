@@ -431,7 +431,7 @@ def _every_layer(model):
                 yield inner
 
 
-def test_int32_ids_are_refused_by_the_old_int64_input():
+def test_int32_ids_graph_takes_int32():
     """The int32 ids a model was built for are what the graph takes: onnxruntime refuses
     int64 for them, as it refuses any other dtype than the declared one."""
     model, xs = CASES["embedding_int32_mask_zero"](np.random.default_rng(1))
@@ -492,3 +492,62 @@ def test_load_onnx_verify_samples(tmp_path, case):
     np.savez(tmp_path / "wrong.npz", x=x, expected=expected + 0.01)
     with pytest.raises(VerificationError):
         rnncore.load_onnx(tmp_path / "m.onnx", verify=tmp_path / "wrong.npz")
+
+
+# ---- the window operators beyond what to_onnx writes, against onnxruntime ---------------
+
+
+def _window_configs():
+    """Random Conv / MaxPool / AveragePool attributes, 1-D and 2-D (fixed seed)."""
+    rng = np.random.default_rng(7)
+    configs = []
+    for k in range(36):
+        op = ("Conv", "MaxPool", "AveragePool")[k % 3]
+        nd = 1 + (k // 3) % 2
+        kernel = [int(v) for v in rng.integers(1, 4, nd)]
+        attrs = {"kernel_shape": kernel, "strides": [int(v) for v in rng.integers(1, 3, nd)]}
+        auto = ("NOTSET", "NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER")[k % 5]
+        if auto == "NOTSET":
+            attrs["pads"] = [int(min(v, kernel[i % nd] - 1)) for i, v in
+                             enumerate(rng.integers(0, 3, 2 * nd))]  # fmt: skip
+            attrs["dilations"] = [int(v) for v in rng.integers(1, 3, nd)]
+            if op != "Conv":
+                attrs["ceil_mode"] = int(k % 4 == 1)
+        else:  # onnxruntime refuses SAME_* with dilations
+            attrs["auto_pad"] = auto
+        if op == "AveragePool":
+            attrs["count_include_pad"] = int(k % 2)
+        if op == "Conv":
+            attrs["group"] = 1 + k % 2
+        configs.append((op, nd, attrs))
+    return configs
+
+
+_OUT_TYPES = {"y": onnx.TensorProto.FLOAT, "i": onnx.TensorProto.INT64}
+
+
+@pytest.mark.parametrize("op,nd,attrs", _window_configs())
+def test_window_operators_match_onnxruntime(op, nd, attrs):
+    rng = np.random.default_rng(8)
+    spatial = [7, 6][:nd]
+    x = rng.standard_normal([2, 4, *spatial]).astype(np.float32)
+    ins = [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(x.shape))]
+    feeds = {"x": x}
+    outs = ["y"]
+    if op == "Conv":
+        w = rng.standard_normal([6, 4 // attrs["group"], *attrs["kernel_shape"]])
+        feeds["w"], feeds["b"] = w.astype(np.float32), rng.standard_normal(6).astype(np.float32)
+        ins += [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in "wb"]
+    elif op == "MaxPool" and nd == 2:
+        outs.append("i")  # the argmax's flat indices
+    node = helper.make_node(op, list(feeds), outs, **attrs)
+    graph = helper.make_graph(
+        [node], "g", ins, [helper.make_tensor_value_info(n, _OUT_TYPES[n], None) for n in outs]
+    )
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    data.ir_version = 9
+    data = data.SerializeToString()
+    want = session(data).run(None, feeds)
+    got = rnncore.load_onnx(data).run(None, feeds)
+    for g, w in zip(got, want):
+        record(f"{op} vs onnxruntime", g, w)

@@ -3,8 +3,14 @@
 Each takes the node (its ``attrs``, its model's ``opset``) and its inputs, and returns a
 tuple of outputs. These are the small operators exporters put around recurrent nodes (e.g.
 ``torch.onnx.export`` of ``nn.LSTM``: ``Transpose``, ``Slice``, ``Concat``, ``Reshape``,
-``Shape``, ``Gather``, ...) and ``MatMul`` / ``Gemm`` / ``Add`` / activations for dense
-heads.
+``Shape``, ``Gather``, ...), ``MatMul`` / ``Gemm`` / ``Add`` / activations for dense
+heads, and every operator rnncore's own :func:`~.export.to_onnx` writes (masks:
+``Equal``, ``Not``, ``Or``, ``Where``, ``CumSum``, ``TopK``, ``GatherND``, ``Range``;
+``Conv``, ``MaxPool``, ``AveragePool``, ``Pad``, ``Tile``; the normalisations' ``Sqrt``;
+``ReduceMax``, ``Max``, ``Min``), so that every export reads back. They follow the ONNX
+spec in full (every attribute, broadcasting, the inputs that were attributes in older
+opsets, the input's dtype kept), checked by the ``onnx`` package's node test cases
+(tests/test_onnx_backend.py).
 """
 
 from __future__ import annotations
@@ -232,6 +238,14 @@ def _op_gather_nd(plan, data, indices):
     return (y.reshape(indices.shape[:-1] + data.shape[b + q :]),)
 
 
+def _op_tile(plan, x, repeats):
+    repeats = [int(v) for v in np.asarray(repeats).ravel()]
+    if len(repeats) != x.ndim or min(repeats, default=0) < 0:
+        # np.tile would pad a short list with ones; ONNX asks one count >= 0 per axis
+        raise ValueError(f"Tile: repeats {repeats} for an input of rank {x.ndim}")
+    return (np.tile(x, repeats),)
+
+
 def _op_pad(plan, x, pads=None, value=None, axes=None):
     if pads is None:  # opset < 11: attributes
         pads, value = plan.attrs["pads"], plan.attrs.get("value", 0.0)
@@ -322,7 +336,7 @@ def _op_conv(plan, x, w, b=None):
     n, nd = x.shape[0], len(kernel)
     win = win.reshape((n, group, cg) + win.shape[2:])
     # (N, g, *out, C/g, *kernel) -> rows of one output position, against the filters' rows
-    win = np.moveaxis(win, 2, 2 + nd).reshape(n, group, math.prod(out), -1)
+    win = np.moveaxis(win, 2, 2 + nd).reshape(n, group, math.prod(out), cg * math.prod(kernel))
     filters = w.reshape(group, m // group, -1).transpose(0, 2, 1)
     y = np.matmul(win, filters)  # (N, g, positions, M/g)
     y = y.transpose(0, 1, 3, 2).reshape([n, m, *out])
@@ -419,7 +433,7 @@ OPS = {
     "Range": _op_range,
     "TopK": _op_topk,
     "GatherND": _op_gather_nd,
-    "Tile": lambda p, x, r: (np.tile(x, [int(v) for v in np.asarray(r).ravel()]),),
+    "Tile": _op_tile,
     "Pad": _op_pad,
     "Conv": _op_conv,
     "MaxPool": _op_max_pool,
