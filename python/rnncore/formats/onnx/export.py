@@ -1,9 +1,10 @@
 """A built model's layers written as an ONNX model: :func:`to_onnx`.
 
 :func:`to_onnx` writes a built :class:`rnncore.Sequential` (read through its ``layers``,
-``input_shape``, ``dtype`` and ``name``; opset 17 by default, 14 at least), or a functional
-:class:`rnncore.Model` (:mod:`.export_functional`: its inputs and outputs keep the model's
-names; merges, shared layers, ``initial_state`` tensors). The graph's input
+``input_shape``, ``dtype``, ``name`` and its ``Input``'s dtype if any; opset 17 by
+default, 14 at least), or a functional :class:`rnncore.Model` (:mod:`.export_functional`:
+its inputs and outputs keep the model's names; merges, shared layers, ``initial_state``
+tensors). The graph's input
 is named ``input`` (``(batch, timesteps, features)``, or ``(batch, timesteps)`` ids for a
 model starting with ``Embedding``) and has the model's input dtype: an integer ``Input``'s
 own (int32 ids stay int32; cast inside the graph where an operator needs another), else
@@ -130,7 +131,9 @@ def _sequential(ex: Exporter, model, input_name: str):
     ex.batch = in_shape[0]
     placeholders = ["batch", "timesteps"] + [f"dim{i}" for i in range(2, len(in_shape))]
     dims = [p if d is None else d for p, d in zip(placeholders, in_shape)]
-    given = model._input_layer.dtype if model._input_layer is not None else ex.dtype
+    # the Input's dtype, when the model starts with one (a model read by duck typing may not)
+    input_layer = getattr(model, "_input_layer", None)
+    given = ex.dtype if input_layer is None else input_layer.dtype
     in_elem = ex.model_input(input_name, given, ids=isinstance(layers[0], Embedding))
     x, mask, results = input_name, None, None
     for layer in layers:
