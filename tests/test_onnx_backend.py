@@ -264,9 +264,11 @@ def test_refusals_name_what():
         onnx_backend.prepare(model, fast=True)
     with pytest.raises(TypeError, match=r"model: expected an onnx.ModelProto.*got int"):
         onnx_backend.prepare(3)
-    conv = helper.make_node("Conv", ["X", "W"], ["Y"])
+    conv = helper.make_node("ConvTranspose", ["X", "W"], ["Y"])
     xs = np.zeros((1, 1, 3, 3), np.float32)
-    with pytest.raises(UnsupportedModelError, match="the ONNX operator Conv is not supported"):
+    with pytest.raises(
+        UnsupportedModelError, match="the ONNX operator ConvTranspose is not supported"
+    ):
         onnx_backend.run_node(conv, [xs, xs])
     node = helper.make_node("Relu", ["X"], ["Y"])
     with pytest.raises(ValueError, match=r"inputs: node Relu takes 1 input\(s\) \(X\), got 2"):

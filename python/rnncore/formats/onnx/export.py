@@ -1,11 +1,15 @@
 """A built model's layers written as an ONNX model: :func:`to_onnx`.
 
 :func:`to_onnx` writes a built :class:`rnncore.Sequential` (read through its ``layers``,
-``input_shape``, ``dtype`` and ``name``; opset 17 by default, 14 at least), or a functional
-:class:`rnncore.Model` (:mod:`.export_functional`: its inputs and outputs keep the model's
-names; merges, shared layers, ``initial_state`` tensors). The graph's input
-is named ``input`` (``(batch, timesteps, features)``, or ``(batch, timesteps)`` int64 ids
-for a model starting with ``Embedding``); its outputs are ``output`` and, with
+``input_shape``, ``dtype``, ``name`` and its ``Input``'s dtype if any; opset 17 by
+default, 14 at least), or a functional :class:`rnncore.Model` (:mod:`.export_functional`:
+its inputs and outputs keep the model's names; merges, shared layers, ``initial_state``
+tensors). The graph's input
+is named ``input`` (``(batch, timesteps, features)``, or ``(batch, timesteps)`` ids for a
+model starting with ``Embedding``) and has the model's input dtype: an integer ``Input``'s
+own (int32 ids stay int32; cast inside the graph where an operator needs another), else
+int64 for ids and the model's dtype for the rest (:meth:`.Exporter.model_input`); its
+outputs are ``output`` and, with
 ``return_state`` on the last layer, the states (``h``, ``c``; ``h_forward``, ...;
 ``output_backward`` for ``Bidirectional(merge_mode=None)``). onnxruntime runs it with the
 same outputs as ``model.predict`` (its recurrent kernels are float32 only).
@@ -60,8 +64,10 @@ def to_onnx(model, path=None, *, opset: int = 17, input_name: str = "input"):
     :class:`rnncore.Model`) as an ONNX model; returns the ``ModelProto``.
 
     ``path`` (optional) is where to write it. The model must be built (its input shape
-    known). The graph's input is ``(batch, timesteps, features)`` (int64 ids ``(batch,
-    timesteps)`` before an ``Embedding``); dimensions unknown to the model stay symbolic.
+    known). The graph's input is ``(batch, timesteps, features)`` (ids ``(batch,
+    timesteps)`` before an ``Embedding``), of the model's input dtype (an integer ``Input``'s
+    own; else int64 ids or the model's dtype); dimensions unknown to the model stay
+    symbolic.
     Outputs: ``output``, plus the states of a last recurrent layer with ``return_state``,
     plus ``<layer>_Y_h`` (``_Y_c``) of each stateful layer, whose states come in as the
     inputs ``<layer>_initial_h`` (``_initial_c``). Needs the ``onnx`` package.
@@ -77,13 +83,12 @@ def to_onnx(model, path=None, *, opset: int = 17, input_name: str = "input"):
     dtype = np.dtype(model.dtype)
     ex = Exporter(onnx, dtype)
     ex.opset = opset
-    int_elem = onnx.TensorProto.INT64
     if hasattr(model, "_graph"):  # a functional model
         ex.reserve([t.name for t in model._graph.inputs] + list(model.output_names))
         ex.batch = model._graph.inputs[0].shape[0]
-        inputs, outputs = export_functional(ex, model, int_elem)
+        inputs, outputs = export_functional(ex, model)
     else:
-        inputs, outputs = _sequential(ex, model, input_name, int_elem)
+        inputs, outputs = _sequential(ex, model, input_name)
     outputs += ex.outputs
     graph_outputs = []
     for name, tensor, shape in outputs:
@@ -116,7 +121,7 @@ _OUTPUT_NAMES = ("output", "output_backward", "h", "c", "h_forward", "c_forward"
                  "c_backward")  # fmt: skip
 
 
-def _sequential(ex: Exporter, model, input_name: str, int_elem):
+def _sequential(ex: Exporter, model, input_name: str):
     """The layers of a Sequential one after the other: ``(graph inputs, outputs)``."""
     layers = model.layers
     if not layers:
@@ -126,7 +131,10 @@ def _sequential(ex: Exporter, model, input_name: str, int_elem):
     ex.batch = in_shape[0]
     placeholders = ["batch", "timesteps"] + [f"dim{i}" for i in range(2, len(in_shape))]
     dims = [p if d is None else d for p, d in zip(placeholders, in_shape)]
-    in_elem = int_elem if isinstance(layers[0], Embedding) else ex.elem
+    # the Input's dtype, when the model starts with one (a model read by duck typing may not)
+    input_layer = getattr(model, "_input_layer", None)
+    given = ex.dtype if input_layer is None else input_layer.dtype
+    in_elem = ex.model_input(input_name, given, ids=isinstance(layers[0], Embedding))
     x, mask, results = input_name, None, None
     for layer in layers:
         if len(results or ()) > 1:

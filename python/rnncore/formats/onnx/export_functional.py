@@ -27,8 +27,9 @@ _ELEMENTWISE = {Add: "Add", Subtract: "Sub", Average: "Add", Multiply: "Mul",
                 Maximum: "Max", Minimum: "Min"}  # fmt: skip
 
 
-def export_functional(ex: Exporter, model, int_elem):
-    """``(graph inputs as (name, element type, dims), outputs as (name, tensor, shape))``."""
+def export_functional(ex: Exporter, model):
+    """``(graph inputs as (name, element type, dims), outputs as (name, tensor, shape))``;
+    each input keeps its ``Input``'s dtype."""
     graph = model._graph
     values, masks, inputs = {}, {}, []
     consumers = [n for n in graph.order if not n.is_input]
@@ -36,7 +37,7 @@ def export_functional(ex: Exporter, model, int_elem):
         ids = any(isinstance(n.operation, Embedding) and t in n.input_tensors for n in consumers)
         rest = ["batch", f"{t.name}_steps"] + [f"{t.name}_dim{i}" for i in range(2, len(t.shape))]
         dims = [r if d is None else d for r, d in zip(rest, t.shape)]
-        inputs.append((t.name, int_elem if ids else ex.elem, dims))
+        inputs.append((t.name, ex.model_input(t.name, t.dtype, ids), dims))
         values[id(t)], masks[id(t)] = t.name, None
     for node in consumers:
         _call(ex, node, values, masks)
@@ -88,6 +89,7 @@ def _merge(ex, op, ts, xs, ms):
             f"to_onnx: layer {op.name!r} ({type(op).__name__}) is not supported by the ONNX export"
         )
     rank = max(len(t.shape) for t in ts)
+    xs = [ex.as_float(x) for x in xs]
     masked = [m for m in ms if m is not None]
     if isinstance(op, Concatenate):
         y = ex.node("Concat", xs, base=op.name, axis=op._axis(rank))

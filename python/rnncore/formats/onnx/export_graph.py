@@ -31,6 +31,8 @@ class Exporter:
         self.inputs: list[tuple[str, tuple]] = []
         self.outputs: list[tuple[str, str, tuple]] = []
         self.cache: dict = {}  # tensors derived once per mask (see export_recurrent)
+        #: the tensors not of the model's float dtype: the graph inputs of other dtypes
+        self.dtypes: dict[str, np.dtype] = {}
         self.batch = None  # the model's batch size, when fixed
         self.opset = 17
         self._names: dict[str, int] = {}
@@ -85,6 +87,42 @@ class Exporter:
         the symbolic ``batch``."""
         size = getattr(layer, "_batch_size", None) or self.batch
         return "batch" if size is None else size
+
+    def model_input(self, name: str, dtype, ids: bool) -> int:
+        """Declares a graph input of the model's input ``dtype`` (its ``Input``'s); returns
+        its ONNX element type. An integer or bool ``Input`` is kept as it is (int32 token
+        ids stay int32). A float ``Input``'s dtype is not one the model keeps to (predict
+        computes a float64 model's data in float64, token ids may come as floats): the
+        input is then int64 when an ``Embedding`` reads it (``ids``), else the model's
+        dtype. The layers reading an input convert it (:meth:`as_float`, :meth:`as_ids`)."""
+        dtype = np.dtype(dtype)
+        if dtype.kind == "f":
+            dtype = np.dtype(np.int64) if ids else self.dtype
+        self.dtypes[name] = dtype
+        return self.helper.np_dtype_to_tensor_dtype(dtype)
+
+    def as_float(self, x: str) -> str:
+        """``x`` in the model's float dtype: a Cast (made once) for an input of another
+        dtype, as the model's layers convert their inputs."""
+        if self.dtypes.get(x, self.dtype) == self.dtype:
+            return x
+        key = ("float", x)
+        if key not in self.cache:
+            self.cache[key] = self.node("Cast", [x], base=f"{x}/float", to=self.elem)
+        return self.cache[key]
+
+    def as_ids(self, x: str) -> tuple[str, np.dtype]:
+        """``(ids, dtype)``: ``x`` as Gather's indices, int32 or int64 as given; any other
+        dtype (float ids, smaller integers) cast to int64 once."""
+        dtype = self.dtypes.get(x, self.dtype)
+        if dtype in (np.dtype(np.int32), np.dtype(np.int64)):
+            return x, dtype
+        key = ("ids", x)
+        if key not in self.cache:
+            self.cache[key] = self.node(
+                "Cast", [x], base=f"{x}/ids", to=self.onnx.TensorProto.INT64
+            )
+        return self.cache[key], np.dtype(np.int64)
 
     def graph_input(self, name: str, shape) -> str:
         """A further graph input (a state a stateful layer starts from)."""

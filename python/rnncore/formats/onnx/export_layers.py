@@ -16,6 +16,7 @@ import numpy as np
 from ...errors import UnsupportedModelError
 from ...layers import reshaping
 from ...layers._base import Layer
+from ...layers._windows import pad_amounts
 from ...layers.convolutional import Conv1D
 from ...layers.core import Activation, Dense, Dropout, Masking, Softmax
 from ...layers.embedding import Embedding
@@ -42,6 +43,8 @@ def export_layer(ex: Exporter, layer, x: str, mask: str | None, initial=None):
         raise UnsupportedModelError(
             f"to_onnx: layer {layer.name!r} has dtype {layer.dtype}, the model {ex.dtype.name}"
         )
+    if not isinstance(layer, Embedding):  # an input of another dtype, converted as predict
+        x = ex.as_float(x)
     if isinstance(layer, RECURRENT):
         return export_recurrent(ex, layer, x, mask, initial)
     if isinstance(layer, Masking):
@@ -107,9 +110,10 @@ def _other_layer(ex: Exporter, layer, x: str, mask: str | None):
 
 
 def _embedding(ex, layer, ids, mask):
+    ids, dtype = ex.as_ids(ids)
     y = ex.node("Gather", [ex.const(f"{layer.name}/embeddings", layer.embeddings.value), ids])
     if layer.mask_zero:  # mask = ids != 0
-        zero = ex.const(f"{layer.name}/zero", np.asarray(0, np.int64))
+        zero = ex.const(f"{layer.name}/zero", np.asarray(0, dtype))
         mask = ex.node("Not", [ex.node("Equal", [ids, zero])], base=f"{layer.name}/mask")
     else:
         mask = None
@@ -124,13 +128,16 @@ def _channels_first(ex, x, fmt, base):
 
 
 def _window_attrs(layer, size, stride, dilation):
-    """ONNX Conv / pooling attributes of a Keras window: ``same`` is TensorFlow's split (the
-    odd step after: SAME_UPPER); ``causal`` pads ``dilation (size - 1)`` steps before."""
+    """ONNX Conv / pooling attributes of a Keras window: the pads Keras adds, written out
+    (``causal``: ``dilation (size - 1)`` steps before; ``same`` with stride 1: that many
+    split as TensorFlow splits them, the odd step after). ``same`` with a stride > 1 pads by
+    the input's length: SAME_UPPER, the same split (the dilation is then 1, as Keras
+    requires; onnxruntime refuses SAME_UPPER with a dilation)."""
     attrs = {"kernel_shape": [size], "strides": [stride]}
-    if layer.padding == "same":
+    if layer.padding == "same" and stride > 1:
         attrs["auto_pad"] = "SAME_UPPER"
-    elif layer.padding == "causal":
-        attrs["pads"] = [dilation * (size - 1), 0]
+    elif layer.padding != "valid":
+        attrs["pads"] = list(pad_amounts(1, size, 1, layer.padding, dilation))
     return attrs
 
 

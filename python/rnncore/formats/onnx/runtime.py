@@ -36,8 +36,10 @@
   and any operator not listed in :data:`SUPPORTED_OPS`. That list holds, besides the
   recurrent nodes, the small operators exporters put around them (e.g.
   ``torch.onnx.export`` of ``nn.LSTM``: ``Transpose``, ``Slice``, ``Concat``,
-  ``Reshape``, ``Shape``, ``Gather``, ...) and ``MatMul`` / ``Gemm`` / ``Add`` /
-  activations for dense heads; those run in NumPy.
+  ``Reshape``, ``Shape``, ``Gather``, ...), ``MatMul`` / ``Gemm`` / ``Add`` /
+  activations for dense heads, and every operator :func:`rnncore.interop.to_onnx` writes
+  (so each of its exports reads back: masks, ``Conv``, pooling, normalisations); those
+  run in NumPy (:mod:`.ops`).
 
 A file is parsed with the ``onnx`` package (protobuf; no code in the file ever runs) and
 checked: a corrupted or truncated file, tensors whose data do not match their declared
@@ -330,7 +332,10 @@ class _NodePlan:
         try:
             if self.rnn is not None:
                 return self.rnn.run(args)
-            return OPS[self.op](self, *args)
+            # ONNX arithmetic is IEEE's: 0 / 0 is NaN, sqrt(-1) NaN, overflow inf -- results,
+            # not errors, so NumPy's warnings about them are not raised
+            with np.errstate(all="ignore"):
+                return OPS[self.op](self, *args)
         except (ModelFileError, UnsupportedModelError):
             raise
         except (ValueError, TypeError, IndexError) as e:
