@@ -7,6 +7,8 @@ and masked outputs in :mod:`._variable`; they are re-exported here for the layer
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from .. import utils
@@ -26,7 +28,7 @@ from ._args import (
     unique_name,
 )
 from ._symbolic import KerasTensor, is_symbolic, symbolic_call
-from ._variable import MaskedOutput, Variable, as_mask, attach_mask
+from ._variable import MaskedOutput, Variable, as_mask, attach_mask, next_generation
 
 __all__ = [
     "LAYER_CLASSES",
@@ -38,6 +40,9 @@ __all__ = [
     "MaskedOutput",
     "UnsupportedArgumentError",
     "DropsTransientOnPickle",
+    "next_generation",
+    "covering_generation",
+    "option",
     # the pieces, for the layer modules
     "as_float_array",
     "as_mask",
@@ -79,6 +84,36 @@ class DropsTransientOnPickle:
         self.__dict__.update(state)
 
 
+def option(name: str) -> property:
+    """A layer option (what the layer computes depends on it): setting it gives the layer a
+    new generation, so that every cache built from the layer (its core stream, a model's
+    chain, a pool's plan) is built again before its next use. Read by attrgetter, in C."""
+    slot = "_opt_" + name
+
+    def set_option(self, value):
+        self.__dict__[slot] = value
+        self._spec_generation = self._generation = next_generation()
+
+    return property(operator.attrgetter(slot), set_option)
+
+
+def covering_generation(attr: str) -> property:
+    """A wrapper's ``generation`` / ``spec_generation``: the newest of its own and of the
+    layers it wraps (numbers are never reused, so any change of any of them changes it)."""
+    own = "_" + attr
+
+    def get(self):
+        return max(getattr(self, own), *(getattr(sub, attr) for sub in self.inner_layers()))
+
+    return property(get)
+
+
+#: the methods through which a layer computes its call: an executor that computes the layer
+#: by its own means (a core chain, a pool's streams) stands for these, so it may do so only
+#: when the layer's class has rnncore's own (Layer._native_ok)
+_EXECUTED = ("__call__", "_call", "call", "compute_mask")
+
+
 #: rnncore's layer classes by name: all a saved model may name (nothing else is ever
 #: instantiated when a file is read). Every concrete layer class of rnncore.layers adds itself
 #: (Layer.__init_subclass__); a base class sets ``_abstract = True`` and a private one starts
@@ -97,11 +132,34 @@ class Layer(DropsTransientOnPickle):
     #: Whether ``input_dim``/``input_length`` describe a sequence ``(timesteps, input_dim)``.
     _sequence_input = False
 
+    #: Generations (see rnncore.layers._variable): ``_generation`` moves on at every change
+    #: of what the layer computes (its weights' values, its options, quantize, build);
+    #: ``_spec_generation`` only at the changes a cache must be *built* again for (options,
+    #: quantize, build: new arrays), not merely repacked (new values in the same arrays).
+    _generation = 0
+    _spec_generation = 0
+    #: attributes that are options besides those of ``_config`` (each class its own)
+    _options: tuple = ()
+    #: whether the class computes its call with rnncore's own code (see _native_ok)
+    _rnncore_call = True
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         own = cls.__module__.startswith("rnncore.layers.")
         if own and not cls.__name__.startswith("_") and not cls.__dict__.get("_abstract"):
             LAYER_CLASSES[cls.__name__] = cls
+        # every config attribute (and declared option) is an option: setting it moves the
+        # generation on (attributes the class or a base already defines as descriptors, e.g.
+        # read-only properties, stay as they are)
+        for name in cls.__dict__.get("_config", ()) + cls.__dict__.get("_options", ()):
+            if not any(hasattr(c.__dict__.get(name), "__set__") for c in cls.__mro__):
+                setattr(cls, name, option(name))
+        # a class outside rnncore that overrides how a call is computed is run through its
+        # own code by every executor (the chain, the pool, ragged predict)
+        ref = next(c for c in cls.__mro__ if c.__module__.startswith("rnncore."))
+        cls._rnncore_call = ref._rnncore_call and all(
+            getattr(cls, m) is getattr(ref, m) for m in _EXECUTED
+        )
 
     def __init__(self, *, name=None, dtype=None, trainable=True, autocast=True, **kwargs):
         owner = type(self).__name__
@@ -194,6 +252,34 @@ class Layer(DropsTransientOnPickle):
     def supports_masking(self) -> bool:
         return True
 
+    #: the layer's generation (see rnncore.layers._variable): a wrapper's covers the layers
+    #: it wraps
+    generation = property(operator.attrgetter("_generation"))
+    spec_generation = property(operator.attrgetter("_spec_generation"))
+
+    def _native_ok(self) -> bool:
+        """Whether an executor may compute this layer by its own means (a core chain, a
+        pool's streams) instead of calling it: True for rnncore's classes and subclasses
+        that keep their calls; a subclass that overrides ``call`` (or ``_call``,
+        ``__call__``, ``compute_mask``) is run through its own ``call`` everywhere."""
+        return self._rnncore_call
+
+    # ---- the native chain (rnncore.models.native_chain) ----------------------------------
+
+    #: the kind of the chain's op for this layer, or None when the chain cannot run it:
+    #: "identity" (skipped), "masking", "embedding" (first in a chain only), "dense",
+    #: "recurrent", "bidirectional"
+    _chain_kind = None
+
+    def _chainable(self) -> bool:
+        """Whether the chain can run the layer at inference, with its current options."""
+        kind = self._chain_kind
+        return kind is not None and self._native_ok() and (self.built or kind == "identity")
+
+    def _chain_op(self, batch):
+        """The chain's op for the layer with its current weights (None: the identity)."""
+        return None
+
     # ---- weights ----------------------------------------------------------------------
 
     def add_weight(self, name: str, shape, initializer, rng, trainable=True) -> Variable:
@@ -202,8 +288,9 @@ class Layer(DropsTransientOnPickle):
             f"{type(self).__name__} {self.name!r}: weight {name!r}", [shape], self._np_dtype
         )
         value = initializers.materialize(init, tuple(shape), self._np_dtype, rng)
-        var = Variable(value, name, f"{self.name}/{name}", trainable)
+        var = Variable(value, name, f"{self.name}/{name}", trainable, owner=self)
         self._variables.append(var)
+        self._spec_generation = self._generation = next_generation()  # new arrays
         return var
 
     def get_weights(self) -> list[np.ndarray]:
@@ -274,6 +361,7 @@ class Layer(DropsTransientOnPickle):
     def build(self, input_shape) -> None:
         self._build_input_shape = shape_tuple(input_shape, f"{self.name}: build")
         self.built = True
+        self._spec_generation = self._generation = next_generation()
 
     def _convert(self, inputs) -> np.ndarray:
         """The input as a NumPy array of the layer's dtype (Keras converts inputs too)."""
@@ -424,6 +512,19 @@ class Layer(DropsTransientOnPickle):
 
     #: attributes dropped when pickling, restored as None (caches rebuilt on demand)
     _transient: tuple = ("_train_cache", "_grads", "_dropout_rng", "_inbound_nodes")
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        cls = type(self)
+        for key in list(state):  # an option pickled as a plain attribute (older files)
+            if isinstance(getattr(cls, key, None), property) and "_opt_" + key not in state:
+                if getattr(cls, key).fset is not None:
+                    state["_opt_" + key] = state.pop(key)
+        super().__setstate__(state)
+        for v in self.__dict__.get("_variables", ()):
+            v._owner = self
+        # a new generation: nothing cached for the pickled layer applies to this one
+        self._spec_generation = self._generation = next_generation()
 
     # ---- config -----------------------------------------------------------------------
 

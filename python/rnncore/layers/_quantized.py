@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..quantization import check_mode, check_quantized, dequantize, quantize
+from ._variable import next_generation
 
 __all__ = ["Quantizable"]
 
@@ -24,7 +25,7 @@ class Quantizable:
 
     #: the weights held in low precision (the others, biases, stay float32)
     _quantized_weights: tuple = ("kernel",)
-    #: (mode, {name: Quantized}, the weights' versions when quantized), or None
+    #: (mode, {name: Quantized}, the weights' generation when quantized), or None
     _quant = None
 
     @property
@@ -58,7 +59,7 @@ class Quantizable:
     def _holds_quantized(self) -> bool:
         """Whether the variables hold the dequantized weights of the last quantize (no
         weights were set since: those would be float weights, quantized again)."""
-        return self._quant is not None and self._quant[2] == self._lowp_versions()
+        return self._quant is not None and self._quant[2] == self._lowp_generation()
 
     def _requantize_refusal(self, mode: str) -> str | None:
         """Why ``quantize(mode)`` is refused, or None. A layer quantized in one mode holds
@@ -91,22 +92,39 @@ class Quantizable:
                 weights[name], mode, var.value.shape, f"{owner}: {name}"
             )
             var.assign(dequantize(checked[name]))
-        self._quant = (mode, checked, self._lowp_versions())
-        self._respec = True
+        self._quant = (mode, checked, self._lowp_generation())
+        # new low-precision arrays: every cache over the layer is built again (not repacked)
+        self._spec_generation = self._generation = next_generation()
 
     def quantized_weights(self) -> dict | None:
         """``{name: Quantized}`` of the current weights (quantized again if they changed
         since), or None for a float layer."""
         if self._quant is None:
             return None
-        mode, weights, versions = self._quant
-        if versions != self._lowp_versions():
+        mode, weights, generation = self._quant
+        if generation != self._lowp_generation():
             self.quantize(mode)
             weights = self._quant[1]
         return weights
 
-    def _lowp_versions(self) -> tuple:
-        return tuple(getattr(self, n).version for n in self._quantized_weights)
+    def __getstate__(self):
+        state = super().__getstate__()
+        if self._quant is not None:  # generations are the process's own: pickled as a flag
+            state["_quant"] = self._quant[:2] + (self._holds_quantized(),)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if self._quant is not None:
+            held = self._quant[2]
+            if isinstance(held, tuple):  # pickled before generations: the versions then
+                held = held == tuple(getattr(self, n).version for n in self._quantized_weights)
+            self._quant = self._quant[:2] + (self._lowp_generation() if held is True else -1,)
+
+    def _lowp_generation(self) -> int:
+        """The newest generation of the quantized weights' values (numbers are never reused,
+        so it changes at any update of any of them)."""
+        return max(getattr(self, n).generation for n in self._quantized_weights)
 
     def _refuse_training(self) -> None:
         if self._quant is not None:

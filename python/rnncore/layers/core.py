@@ -59,6 +59,15 @@ class Dense(Quantizable, Layer):
 
     _builds_from_kernel = True
     _config = ("units", "activation", "use_bias", "kernel_initializer", "bias_initializer")
+    _chain_kind = "dense"
+
+    def _chainable(self) -> bool:
+        # a quantized Dense runs its own low-precision product (call), not the chain's
+        return super()._chainable() and self.quantization_mode is None
+
+    def _chain_op(self, batch):
+        bias = None if self.bias is None else self.bias.value
+        return ("dense", self.kernel.value, bias, self.activation)
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
@@ -213,6 +222,7 @@ class Dropout(Layer):
     """
 
     _config = ("rate", "noise_shape", "seed")
+    _chain_kind = "identity"  # at inference
 
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         super().__init__(**kwargs)
@@ -259,6 +269,14 @@ class Masking(Layer):
     """
 
     _config = ("mask_value",)
+    _chain_kind = "masking"
+
+    def _chainable(self) -> bool:
+        value = self.mask_value
+        return self._native_ok() and isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    def _chain_op(self, batch):
+        return ("masking", float(self.mask_value))
 
     def __init__(self, mask_value=0.0, **kwargs):
         super().__init__(**kwargs)
@@ -284,6 +302,8 @@ class Masking(Layer):
 
 class InputLayer(Layer):
     """The input of a model: its batch shape and dtype (Keras's ``InputLayer``)."""
+
+    _chain_kind = "identity"
 
     def __init__(self, shape=None, batch_size=None, dtype=None, sparse=None, ragged=None,
                  batch_shape=None, input_tensor=None, optional=False, name=None,

@@ -59,6 +59,10 @@ class Embedding(Layer):
     """
 
     _config = ("input_dim", "output_dim", "embeddings_initializer", "mask_zero")
+    _chain_kind = "embedding"  # the first op of a chain only (its input is the chain's ids)
+
+    def _chain_op(self, batch):
+        return ("embedding", self.embeddings.value, bool(self.mask_zero))
 
     def __init__(self, input_dim, output_dim, embeddings_initializer="uniform",
                  embeddings_regularizer=None, embeddings_constraint=None, mask_zero=False,

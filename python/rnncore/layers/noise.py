@@ -34,6 +34,7 @@ class GaussianNoise(Layer):
     """Adds ``N(0, stddev^2)`` noise in training: ``y = x + stddev * eps``; ``dx = dy``."""
 
     _config = ("stddev", "seed")
+    _chain_kind = "identity"  # at inference
 
     def __init__(self, stddev, seed=None, **kwargs):
         super().__init__(**kwargs)

@@ -15,7 +15,7 @@ from .. import activations, functional
 from . import initializers
 from ._base import positive_int
 from ._recurrent_docs import document
-from .rnn import RNN, _stream_option
+from .rnn import RNN
 
 __all__ = ["RNN", "SimpleRNN", "LSTM", "GRU"]
 
@@ -47,8 +47,6 @@ class SimpleRNN(RNN):
 
 class _GatedRNN(RNN):
     """LSTM and GRU: a recurrent activation on the gates."""
-
-    recurrent_activation = _stream_option("recurrent_activation")
 
     def _init_gated(self, arguments: dict, option: str, *own: str):
         """The constructor of LSTM and GRU after their signature: ``arguments`` is its
@@ -91,9 +89,8 @@ class LSTM(_GatedRNN):
                      "output_activation")  # fmt: skip
     _variant_weights = ("peephole", "projection")
 
-    cell_clip = _stream_option("cell_clip")
-    input_forget = _stream_option("input_forget")
-    output_activation = _stream_option("output_activation")
+    _options = ("use_peepholes", "projection_units", "cell_clip", "input_forget",
+                "output_activation")  # fmt: skip
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
@@ -188,8 +185,6 @@ class GRU(_GatedRNN):
     _state_names = ("h",)
     _functional = staticmethod(functional.gru)
     _cell_options = ("activation", "recurrent_activation", "reset_after")
-
-    reset_after = _stream_option("reset_after")
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",

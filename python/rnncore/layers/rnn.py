@@ -17,7 +17,6 @@ functional, its bias shape and the options its cell takes (``_cell_options``).
 
 from __future__ import annotations
 
-import operator
 import threading
 
 import numpy as np
@@ -38,19 +37,6 @@ from ._quantized import Quantizable
 from ._symbolic import is_symbolic, symbolic_call
 
 __all__ = ["RNN"]
-
-
-def _stream_option(name: str) -> property:
-    """An option the layer's core stream is built with: setting it again makes the layer
-    build a new stream at its next call, carrying the states over. (Read by attrgetter, in
-    C: every call reads several.)"""
-    slot = "_opt_" + name
-
-    def set_option(self, value):
-        self.__dict__[slot] = value
-        self._respec = True
-
-    return property(operator.attrgetter(slot), set_option)
 
 
 class RNN(Quantizable, Layer):
@@ -83,9 +69,12 @@ class RNN(Quantizable, Layer):
     _variant_weights: tuple = ()
     _quantized_weights = ("kernel", "recurrent_kernel")  # quantize(mode): see _quantized.py
 
-    activation = _stream_option("activation")
-    go_backwards = _stream_option("go_backwards")
-    stateful = _stream_option("stateful")
+    # every name of _config is an option (Layer.__init_subclass__): setting one moves the
+    # layer's generation on, and the stream is built again at the next call (states go on)
+    _chain_kind = "recurrent"
+    #: the layer's core stream and the generation whose weights and options it packs,
+    #: published together (one tuple) once the stream is built or told to repack
+    _packed = (-1, None)
 
     def __init__(self, units, *, activation="tanh", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
@@ -108,7 +97,7 @@ class RNN(Quantizable, Layer):
         if use_cudnn not in ("auto", False):
             require_default(owner, use_cudnn=(use_cudnn, "auto"))
         self._stream = None  # the core stream: built on first use (see _stream_for)
-        self._respec = False  # whether a cell option changed since it was built
+        self._stream_spec = -1  # the spec generation it was built at
         self._lock = threading.RLock()
         super().__init__(**kwargs)
         self.units = positive_int(units, f"{owner}: units")
@@ -201,7 +190,8 @@ class RNN(Quantizable, Layer):
 
     def _stream_for(self, batch):
         """The layer's core stream for a call of ``batch`` rows, built on first use and
-        again after a cell option changed. A stateful layer's batch size is fixed by its
+        again after an option changed (a new spec generation), told to repack after the
+        weights changed (a new generation). A stateful layer's batch size is fixed by its
         build, its first call or its first states; another batch size is refused here."""
         if self.stateful and batch != self._batch_size:
             if self._batch_size is not None:
@@ -210,19 +200,17 @@ class RNN(Quantizable, Layer):
                     f"{self._batch_size}; got input batch size {batch}"
                 )
             self._batch_size = batch
-        stream = self._stream
         if self._quant is not None:  # quantized again first if the weights changed
             self.quantized_weights()
-        if stream is not None and not self._respec:
-            versions = self._weight_versions()  # the stream packed the weights once
-            if versions != self._packed_versions:  # assign, set_weights or an optimizer
-                self._packed_versions = versions
-                stream.repack()
+        generation, stream = self._packed
+        if generation == self._generation:
             return stream
         with self._lock:
+            # read before packing: a change made meanwhile gets a newer number, which the
+            # next call sees
+            generation, spec = self._generation, self._spec_generation
             stream = self._stream
-            if stream is None or self._respec:
-                self._respec = False
+            if stream is None or spec != self._stream_spec:
                 low = self.quantized_weights()
                 new = functional.stream(
                     self._cell,
@@ -236,12 +224,23 @@ class RNN(Quantizable, Layer):
                 )
                 if stream is not None and None not in (stream.batch_size, new.batch_size):
                     new.set_states(stream.get_states())  # an option changed: states go on
-                self._packed_versions = self._weight_versions()
-                self._stream = stream = new
+                self._stream, self._stream_spec = new, spec
+                stream = new
+            elif generation != self._packed[0]:
+                stream.repack()  # new values in the same arrays
+            # published only now: a concurrent call sees the old generation until the stream
+            # packs the new weights, and then waits on the lock above
+            self._packed = (generation, stream)
             return stream
 
-    def _weight_versions(self) -> tuple:
-        return tuple(v.version for v in self._variables)
+    # ---- the native chain (rnncore.models.native_chain) ----------------------------------
+
+    def _chainable(self) -> bool:
+        return self._native_ok() and self.built and not self.return_state
+
+    def _chain_op(self, batch):
+        stream = self._stream_for(batch)  # built or repacked as the layer's call would
+        return ("recurrent", stream, self.return_sequences, self.zero_output_for_mask)
 
     @property
     def states(self):
@@ -271,7 +270,7 @@ class RNN(Quantizable, Layer):
 
     reset_state = reset_states
 
-    _transient = Layer._transient + ("_stream", "_lock", "_state_grads")
+    _transient = Layer._transient + ("_stream", "_lock", "_state_grads", "_packed")
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -286,7 +285,7 @@ class RNN(Quantizable, Layer):
         states = state.pop("_states", [])
         super().__setstate__(state)
         self._lock = threading.RLock()
-        self._stream, self._respec = None, False
+        self._stream, self._stream_spec, self._packed = None, -1, (-1, None)
         if states and self.stateful:
             self._stream_for(states[0].shape[0]).set_states(states)
 

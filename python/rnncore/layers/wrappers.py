@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._base import LAYER_CLASSES, Layer, as_mask, shape_tuple
+from ._base import LAYER_CLASSES, Layer, as_mask, covering_generation, shape_tuple
 from .recurrent import RNN
 
 __all__ = [
@@ -75,6 +75,22 @@ class Bidirectional(Layer):
     _sequence_input = True
     _builds_from_kernel = True
     _transient = Layer._transient + ("_state_grads",)
+    _options = ("merge_mode", "stateful", "return_sequences", "return_state")
+    generation = covering_generation("generation")
+    spec_generation = covering_generation("spec_generation")
+    _chain_kind = "bidirectional"
+
+    def _chainable(self) -> bool:
+        return (self._native_ok() and self.built and not self.return_state
+                and self.merge_mode is not None
+                and all(sub._chain_kind == "recurrent" and sub._chainable()
+                        for sub in self.inner_layers()))  # fmt: skip
+
+    def _chain_op(self, batch):
+        fwd, bwd = self.forward_layer, self.backward_layer
+        return ("bidirectional", fwd._stream_for(batch), bwd._stream_for(batch),
+                self.return_sequences, fwd.zero_output_for_mask, bwd.zero_output_for_mask,
+                self.merge_mode)  # fmt: skip
 
     def __init__(self, layer, merge_mode="concat", weights=None, backward_layer=None, **kwargs):
         if not isinstance(layer, RNN):
@@ -352,6 +368,18 @@ class TimeDistributed(Layer):
     """
 
     _sequence_input = True
+    _options = ("layer",)
+    generation = covering_generation("generation")
+    spec_generation = covering_generation("spec_generation")
+    _chain_kind = "dense"  # over a Dense: the chain's product takes every timestep's rows
+
+    def _chainable(self) -> bool:
+        inner = self.layer
+        return (self._native_ok() and self.built and inner._chain_kind == "dense"
+                and not inner.inner_layers() and inner._chainable())  # fmt: skip
+
+    def _chain_op(self, batch):
+        return self.layer._chain_op(batch)
 
     def __init__(self, layer, **kwargs):
         if not isinstance(layer, Layer):

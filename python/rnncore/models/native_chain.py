@@ -6,186 +6,143 @@ carried in the core), ``Dense`` and ``TimeDistributed(Dense)``, and the layers t
 identity at inference (``Dropout``, ``SpatialDropout1D``, ``GaussianNoise``), and
 ``Bidirectional`` over those recurrent layers and an ``Embedding`` that starts a run — form a
 :class:`Segment` that runs as one call of a core chain (``_core.make_chain``): one GIL
-release and no Python between the layers; the chain is kept until a stream or weight array
-of its layers changes. A stateful model fed one timestep at a time therefore steps all its
+release and no Python between the layers; the chain is kept while the layers' generation
+(rnncore.layers._variable) stays the same, and built again after any change (weights,
+options, quantize). A stateful model fed one timestep at a time therefore steps all its
 layers in one native call per timestep.
 
 The chain runs the same kernels on buffers allocated the same way as the layers' own calls,
 so its results are the layer-by-layer results bit for bit (``tests/test_native_chain.py``).
-Whatever it does not cover runs as before: other layers, training calls, recurrent layers
-with ``return_state``, and inputs that are not already a C-contiguous array of the layers'
-dtype (the layers' own conversion and checks then apply, with their messages).
+Each layer declares whether and how the chain runs it (``Layer._chain_kind``,
+``_chainable``, ``_chain_op``); a subclass that overrides ``call`` is not chained (its own
+call runs). Whatever it does not cover runs as before: other layers, training calls,
+recurrent layers with ``return_state``, and inputs the chain would refuse (another rank,
+width, dtype, stateful batch size, token ids out of range: checked here first, so the
+layers' own checks raise with their messages). Any error the chain raises on an input it
+was checked to accept is a real error and is raised, never hidden by a fallback.
 """
 
 from __future__ import annotations
 
+import operator
+import threading
+
 import numpy as np
 
 from .. import _core
-from ..layers import (
-    GRU,
-    LSTM,
-    Bidirectional,
-    Dense,
-    Dropout,
-    Embedding,
-    GaussianNoise,
-    InputLayer,
-    Masking,
-    SimpleRNN,
-    SpatialDropout1D,
-    TimeDistributed,
-)
 
 __all__ = ["Segment", "plan"]
 
-_RECURRENT = (SimpleRNN, LSTM, GRU)
-#: the identity at inference: skipped by the chain (their masks pass through unchanged)
-_IDENTITY = (Dropout, SpatialDropout1D, GaussianNoise, InputLayer)
-
-
-def _native(layer) -> bool:
-    """Whether the chain can run ``layer`` at inference (its current options)."""
-    kind = type(layer)
-    if kind in _RECURRENT:
-        return layer.built and not layer.return_state
-    if kind is Bidirectional:
-        return (layer.built and not layer.return_state and layer.merge_mode is not None
-                and all(type(sub) in _RECURRENT for sub in _directions(layer)))  # fmt: skip
-    if kind is Embedding:  # the first op of a chain only (plan starts a segment with it)
-        return layer.built
-    # a quantized Dense runs its own low-precision product (layers/core.py), not the chain's
-    if kind is Dense:
-        return layer.built and layer.quantization_mode is None
-    if kind is TimeDistributed:
-        inner = layer.layer
-        return type(inner) is Dense and inner.built and inner.quantization_mode is None
-    if kind is Masking:
-        return isinstance(layer.mask_value, (int, float)) and not isinstance(layer.mask_value, bool)
-    return kind in _IDENTITY
-
-
-def _directions(bi):
-    return bi.forward_layer, bi.backward_layer
-
-
-def _op(layer, batch):
-    """The chain's op for ``layer`` with its current stream and weights (None: identity)."""
-    kind = type(layer)
-    if kind in _RECURRENT:
-        stream = layer._stream_for(batch)  # builds or repacks it as the layer's call would
-        return ("recurrent", stream, layer.return_sequences, layer.zero_output_for_mask)
-    if kind is Bidirectional:
-        fwd, bwd = _directions(layer)
-        return ("bidirectional", fwd._stream_for(batch), bwd._stream_for(batch),
-                layer.return_sequences, fwd.zero_output_for_mask, bwd.zero_output_for_mask,
-                layer.merge_mode)  # fmt: skip
-    if kind is Embedding:
-        return ("embedding", layer.embeddings.value, bool(layer.mask_zero))
-    if kind is Masking:
-        return ("masking", float(layer.mask_value))
-    dense = layer.layer if kind is TimeDistributed else layer
-    if kind in (Dense, TimeDistributed):
-        bias = None if dense.bias is None else dense.bias.value
-        return ("dense", dense.kernel.value, bias, dense.activation)
-    return None
-
-
-def _key(layer):
-    """What ``layer``'s op depends on (see Segment._chain)."""
-    kind = type(layer)
-    if kind in _RECURRENT:
-        return (id(layer._stream), layer._respec, layer._weight_versions(),
-                layer.return_sequences, layer.zero_output_for_mask)  # fmt: skip
-    if kind is Bidirectional:
-        return (tuple(_key(sub) for sub in _directions(layer)), layer.return_sequences,
-                layer.merge_mode)  # fmt: skip
-    if kind is Embedding:
-        return (id(layer.embeddings.value), layer.mask_zero)
-    if kind is Masking:
-        return layer.mask_value
-    if kind in (Dense, TimeDistributed):
-        dense = layer.layer if kind is TimeDistributed else layer
-        return (id(dense.kernel.value), None if dense.bias is None else id(dense.bias.value),
-                dense.activation)  # fmt: skip
-    return None
+_generation = operator.attrgetter("generation")
 
 
 class Segment:
     """Consecutive layers run as one core call; called like a layer (``_call``).
 
-    It keeps the core's chain over the layers' current streams and weight arrays, and
-    builds it again when one of those (or an option) changes: the ops are gathered on every
-    call (``_stream_for`` also repacks a stream whose weights were updated) and compared by
-    identity. Calls from several threads may run at once."""
+    It keeps the core's chain over the layers' current streams and weight arrays with the
+    layers' generation when it was built, and builds it again (under its lock, publishing
+    the new chain with its generation only once built) when that generation moved on.
+    Calls from several threads may run at once."""
 
     def __init__(self, layers):
         self.layers = list(layers)
         self.name = self.layers[-1].name  # named in errors like the last layer it runs
-        self._cached = (None, None)  # (key, chain)
+        self._dtype = self.layers[0]._np_dtype
+        kinds = [layer._chain_kind for layer in self.layers]
+        self._ids = kinds[0] == "embedding"
+        # a 2-D input (batch, features) only through Dense layers (the other ops need time)
+        self._flat_ok = all(k in ("dense", "identity") for k in kinds)
+        self._cached = (-1, None, None)  # (generation, chain, what the chain accepts)
+        self._lock = threading.Lock()
 
     def _call(self, x, mask, training):
-        if not training and self._runs_natively(x, mask):
-            try:
-                return self._chain(x).run(x, mask)
-            except (ValueError, TypeError):
-                # The chain checks every shape before it computes anything: nothing ran, and
-                # the layers' own calls raise with their own messages.
-                pass
-        for layer in self.layers:  # today's path, layer by layer
+        if not training and self._takes(x, mask):
+            chain, accepts = self._chain(x)
+            if self._fits(accepts, x):
+                return chain.run(x, mask)  # an error here is a real one: raised as it is
+        for layer in self.layers:  # layer by layer: the layers' own checks and messages
             x, mask = layer._call(x, mask, training)
         return x, mask
 
     def _chain(self, x):
-        # What the chain depends on, read cheaply every call: each recurrent layer's stream
-        # and weight versions (a changed version makes _stream_for repack it), each array's
-        # identity, and the options. Equal to the last call's: the kept chain runs as is.
-        key = (x.dtype, tuple(_key(layer) for layer in self.layers))
-        cached_key, chain = self._cached
-        if key != cached_key:
-            ops = [op for op in (_op(layer, x.shape[0]) for layer in self.layers) if op]
-            chain = _core.make_chain(ops, self.layers[0]._np_dtype == np.float64)
-            # read again: _op may have built or repacked a stream (the chain keeps the ops
-            # alive, so no id in the key is reused while it is cached)
-            self._cached = ((x.dtype, tuple(_key(layer) for layer in self.layers)), chain)
-        return chain
+        generation = max(map(_generation, self.layers))
+        cached = self._cached
+        if cached[0] == generation:
+            return cached[1], cached[2]
+        with self._lock:
+            generation = max(map(_generation, self.layers))  # before anything is packed
+            cached = self._cached
+            if cached[0] != generation:
+                ops = [op for op in (layer._chain_op(x.shape[0]) for layer in self.layers) if op]
+                chain = _core.make_chain(ops, self._dtype == np.float64)
+                cached = self._cached = (generation, chain, self._accepted())
+            return cached[1], cached[2]
 
-    def _runs_natively(self, x, mask) -> bool:
-        if type(x) is not np.ndarray or not x.flags.c_contiguous or x.ndim not in (2, 3):
+    def _accepted(self):
+        """``(input width or None, fixed batch or None, vocabulary or None)``: what the
+        chain's checks accept, read off the layers it was built over."""
+        first = self.layers[0]
+        if self._ids:
+            return None, self._fixed_batch(), first.input_dim
+        widths = [layer._build_input_shape for layer in self.layers if layer.built]
+        width = widths[0][-1] if widths and widths[0] else None
+        return width, self._fixed_batch(), None
+
+    def _fixed_batch(self):
+        """The batch size a stateful recurrent layer of the segment is fixed to, or None."""
+        for layer in self.layers:
+            for sub in [layer] + layer.inner_layers():
+                if sub._chain_kind == "recurrent" and sub.stateful:
+                    return sub._batch_size
+        return None
+
+    # What the chain checks before it computes anything, checked here first (explicitly,
+    # so that an input it refuses runs layer by layer and fails there with the layer's
+    # message, and any error the chain still raises is a real one).
+
+    def _takes(self, x, mask) -> bool:
+        """The input's type, layout, rank, dtype and mask."""
+        if type(x) is not np.ndarray or not x.flags.c_contiguous:
             return False
         if mask is not None and (type(mask) is not np.ndarray or mask.dtype != np.bool_
-                                 or mask.shape != x.shape[:2] or x.ndim != 3):  # fmt: skip
+                                 or x.ndim != 3 or mask.shape != x.shape[:2]):  # fmt: skip
             return False
-        dtype = self.layers[0]._np_dtype
-        if dtype not in (np.float32, np.float64):
+        if self._ids:  # integer ids (B, T); the Embedding drops a mask
+            return x.dtype in (np.int32, np.int64) and x.ndim == 2 and x.size > 0
+        return x.dtype == self._dtype and (x.ndim == 3 or x.ndim == 2 and self._flat_ok)
+
+    @staticmethod
+    def _fits(accepts, x) -> bool:
+        """The input's width, stateful batch size and token ids, against the layers."""
+        width, batch, vocab = accepts
+        if batch is not None and x.shape[0] != batch:
             return False
-        if type(self.layers[0]) is Embedding:  # integer ids (B, T); the layer drops a mask
-            if x.dtype not in (np.int32, np.int64) or x.ndim != 2:
-                return False
-        elif x.dtype != dtype:
-            return False
-        return all(_native(layer) and layer._np_dtype == dtype for layer in self.layers)
+        if vocab is not None:
+            return bool(x.min() >= 0 and x.max() < vocab)
+        return width is None or x.shape[-1] == width
 
 
 def plan(layers) -> list:
-    """``layers`` with every run of two or more natively supported layers (one of them not
-    an identity) replaced by one :class:`Segment`."""
+    """``layers`` with every run of two or more layers the chain can run (one of them not
+    an identity, all of one dtype) replaced by one :class:`Segment`."""
     out, run = [], []
 
     def flush():
-        if len(run) >= 2 and any(type(layer) not in _IDENTITY for layer in run):
+        if len(run) >= 2 and any(layer._chain_kind != "identity" for layer in run):
             out.append(Segment(run))
         else:
             out.extend(run)
         run.clear()
 
     for layer in layers:
-        if type(layer) is Embedding:
+        if layer._chain_kind == "embedding":
             flush()  # an Embedding starts a chain: its input is the chain's ids
-        if _native(layer):
-            run.append(layer)
-        else:
+        if not layer._chainable() or layer._np_dtype not in (np.float32, np.float64):
             flush()
             out.append(layer)
+            continue
+        if run and layer._np_dtype != run[0]._np_dtype:
+            flush()
+        run.append(layer)
     flush()
     return out

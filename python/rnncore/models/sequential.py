@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from ..layers import InputLayer, InputTensor, Layer, deserialize_layer, serialize_layer
@@ -12,6 +14,8 @@ from .base import ModelBase, strip_masks, unique_weights
 from .summary import format_shape, layer_label, summary_table
 
 __all__ = ["Sequential"]
+
+_spec_generation = operator.attrgetter("spec_generation")
 
 
 class Sequential(ModelBase):
@@ -66,6 +70,7 @@ class Sequential(ModelBase):
             )
         else:
             raise TypeError(f"{self.name}: can only add rnncore layers, got {layer!r}")
+        self._chain_cache = None  # planned again over the new list
         if rebuild:
             self._maybe_build()
 
@@ -73,6 +78,7 @@ class Sequential(ModelBase):
         if not self._layers:
             raise IndexError(f"{self.name}: there are no layers to remove")
         layer = self._layers.pop()
+        self._chain_cache = None
         self.built = False
         self._maybe_build()
         return layer
@@ -143,12 +149,13 @@ class Sequential(ModelBase):
         return x, mask
 
     def _chain_plan(self) -> list:
-        """The layers with runs the core chains together (native_chain.plan), kept until the
-        layers or their built state change."""
-        key = tuple((id(layer), layer.built) for layer in self._layers)
+        """The layers with runs the core chains together (native_chain.plan), kept while
+        the layers' spec generation stays the same (a layer built, quantized or given
+        another option plans again; add and pop drop the plan)."""
+        spec = max(map(_spec_generation, self._layers))
         cached = self.__dict__.get("_chain_cache")
-        if cached is None or cached[0] != key:
-            cached = self._chain_cache = (key, native_chain.plan(self._layers))
+        if cached is None or cached[0] != spec:
+            cached = self._chain_cache = (spec, native_chain.plan(self._layers))
         return cached[1]
 
     # ---- what predict, the trainer and a functional model read ----------------------------

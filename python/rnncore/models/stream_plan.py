@@ -15,6 +15,9 @@ once and lists its layer calls (ops) in the order the model runs them. Each op i
   feature axis): run once on the whole batch, each row's result is that of the row alone.
   Dense and TimeDistributed(Dense) are ``rows`` too: the core's packed product computes each
   row with the same FMA chain however many rows the call has (dense.hpp).
+* ``call``: a recurrent layer whose class overrides ``call`` (Layer._native_ok): ragged
+  predict calls it on each sample's own steps; the pool refuses it (it carries the states
+  between steps itself, and an overridden call does not hand them over).
 * ``each``: a layer whose numbers depend on how many rows a call has (Softmax's mask
   broadcasting depends on the batch shape; TimeDistributed of another layer): called once
   per sample with exactly the rows the sample alone would give it, so the bits are those
@@ -36,6 +39,7 @@ over :meth:`StreamPlan.run_steps` without changing the pool around it.
 
 from __future__ import annotations
 
+import operator
 import threading
 from typing import NamedTuple
 
@@ -75,6 +79,7 @@ _ROW_LAYERS = (Activation, Dropout, GaussianNoise, Masking, Embedding, Add, Subt
 #: per-timestep layers whose rounding depends on the row count of the call
 _EACH_LAYERS = (Dense, TimeDistributed, Softmax)
 _CELLS = ("simple_rnn", "lstm", "gru")
+_spec_generation = operator.attrgetter("spec_generation")
 
 
 class Op(NamedTuple):
@@ -131,6 +136,16 @@ def _check_recurrent(layer, value: _Value) -> bool:
     return layer.return_sequences
 
 
+def _check_own_call(layer, value: _Value) -> bool:
+    """A recurrent layer whose class overrides ``call``: run through that call (ragged
+    predict: on each sample's own steps, from zero states); the pool refuses it."""
+    if not value.has_time:
+        raise _refuse(layer, "needs a time axis, which an earlier layer removed")
+    if layer.return_state:
+        raise _refuse(layer, "has return_state=True: the pool carries the states itself")
+    return layer.return_sequences
+
+
 def _check_rows(layer, values: list) -> bool:
     has_time = values[0].has_time
     if any(v.has_time != has_time for v in values):
@@ -154,7 +169,12 @@ def _classify(layer, values: list):
             f"from its layers directly"
         )
     if isinstance(layer, RNN):
+        if not layer._native_ok():
+            return "call", _check_own_call(layer, values[0])
         return "recurrent", _check_recurrent(layer, values[0])
+    if not layer._native_ok():
+        # a subclass's own call: nothing says its rows are independent of each other
+        return "each", values[0].has_time
     if isinstance(layer, _ROW_LAYERS + (LayerNormalization, BatchNormalization, Concatenate)):
         return "rows", _check_rows(layer, values)
     if isinstance(layer, _EACH_LAYERS):
@@ -202,8 +222,17 @@ class StreamPlan:
             for op in self.recurrent
         }
         self.state_dtypes = {op.key: op.layer._np_dtype for op in self.recurrent}
+        self.own_calls = [op for op in self.ops if op.kind == "call"]
         self._streams: dict = {}
         self._lock = threading.Lock()
+        # the layers' options when planned: a later change (go_backwards, return_sequences,
+        # quantize, ...) makes the plan stale (see stale), so its users plan again
+        self._layers = [op.layer for op in self.ops]
+        self.spec_generation = max(map(_spec_generation, self._layers), default=0)
+
+    def stale(self) -> bool:
+        """Whether an option of one of the model's layers changed since the plan was made."""
+        return max(map(_spec_generation, self._layers), default=0) != self.spec_generation
 
     # ---- building ---------------------------------------------------------------------------
 
@@ -287,39 +316,40 @@ class StreamPlan:
     # ---- running ------------------------------------------------------------------------
 
     def _stream(self, op):
-        """The op's non-carrying core stream: built again when the layer's weight arrays or
-        options change, told to pack its weights again when their versions changed (assign,
-        set_weights and the optimizers count them, as for the layer's own stream)."""
+        """The op's non-carrying core stream, kept with the layer's generation it packs:
+        built again after a change of the layer's options, arrays or quantized weights (a
+        new spec generation), told to repack after new values in the same arrays (a new
+        generation). Repacked under the plan's lock and published with its generation
+        only then, so a concurrent run gets the old stream or the repacked one."""
         layer = op.layer
-        keywords = _cell_keywords(layer)
-        # a quantized layer runs its low-precision weights, as its own calls do (rnn.py)
-        low = layer.quantized_weights()
-        if low is not None:
-            keywords["quantize"] = layer.quantization_mode
-        key = (
-            tuple(id(v.value) for v in layer.weights)
-            + tuple(
-                (k, id(v) if isinstance(v, np.ndarray) else v) for k, v in sorted(keywords.items())
-            )
-            + (None if low is None else tuple(id(w) for w in low.values()),)
-        )
-        versions = tuple(v.version for v in layer.weights)
+        if layer.quantization_mode is not None:
+            layer.quantized_weights()  # quantized again first if the weights changed
+        cached = self._streams.get(op.key)
+        if cached is not None and cached[0] == layer._generation:
+            return cached[2]
         with self._lock:
+            # read before packing: a change made meanwhile gets a newer number
+            generation, spec = layer._generation, layer._spec_generation
             cached = self._streams.get(op.key)
-            if cached is not None and cached[0] == key:
-                stream = cached[1]
-                if cached[2] != versions:
-                    stream.repack()
-                    self._streams[op.key] = (key, stream, versions)
-                return stream
-            stream = functional.stream(
-                layer._cell,
-                layer.kernel.value if low is None else low["kernel"],
-                layer.recurrent_kernel.value if low is None else low["recurrent_kernel"],
-                None if layer.bias is None else layer.bias.value,
-                **keywords,
-            )
-            self._streams[op.key] = (key, stream, versions)
+            if cached is not None and cached[0] == generation:
+                return cached[2]
+            if cached is not None and cached[1] == spec:
+                stream = cached[2]
+                stream.repack()  # new values in the arrays the stream reads
+            else:
+                keywords = _cell_keywords(layer)
+                # a quantized layer runs its low-precision weights, as its own calls do
+                low = layer.quantized_weights()
+                if low is not None:
+                    keywords["quantize"] = layer.quantization_mode
+                stream = functional.stream(
+                    layer._cell,
+                    layer.kernel.value if low is None else low["kernel"],
+                    layer.recurrent_kernel.value if low is None else low["recurrent_kernel"],
+                    None if layer.bias is None else layer.bias.value,
+                    **keywords,
+                )
+            self._streams[op.key] = (generation, spec, stream)
             return stream
 
     def _recurrent(self, op, x, mask, states):
@@ -388,6 +418,8 @@ class StreamPlan:
             xin, mask = self._inputs(op, values)
             if op.kind == "recurrent":
                 y, m = self._recurrent_ragged(op, xin, mask, lengths)
+            elif op.kind == "call":
+                y, m = self._call_ragged(op, xin, mask, lengths)
             elif op.kind == "rows":
                 y, m = op.layer._call(xin, mask, False)
             else:
@@ -413,6 +445,24 @@ class StreamPlan:
             y[r] = yi
             if m is not None:
                 m[r] = mi
+        return y, m
+
+    def _call_ragged(self, op, x, mask, lengths):
+        """A recurrent layer's own call on each sample's own steps (from zero states, as
+        predicting the sample alone); padded positions stay zero."""
+        parts = [
+            op.layer._call(x[i : i + 1, :n], None if mask is None else mask[i : i + 1, :n], False)
+            for i, n in enumerate(lengths)
+        ]
+        if not op.layer.return_sequences:
+            return np.concatenate([np.asarray(p[0]) for p in parts]), None
+        y0 = np.asarray(parts[0][0])
+        y = np.zeros((x.shape[0], x.shape[1]) + y0.shape[2:], y0.dtype)
+        m = None if parts[0][1] is None else np.zeros(x.shape[:2], np.bool_)
+        for i, (n, (yi, mi)) in enumerate(zip(lengths, parts)):
+            y[i, :n] = yi[0]
+            if m is not None:
+                m[i, :n] = mi[0]
         return y, m
 
     def _recurrent_ragged(self, op, x, mask, lengths):

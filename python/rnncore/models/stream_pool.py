@@ -54,6 +54,7 @@ import threading
 
 import numpy as np
 
+from ..errors import UnsupportedModelError
 from ..layers._args import as_float_array
 from .stream_plan import StreamPlan
 
@@ -73,7 +74,8 @@ class StreamPool:
         if capacity < 1:
             raise ValueError(f"stream_pool: capacity must be at least 1, got {capacity}")
         self.capacity = int(capacity)
-        self._plan = StreamPlan(model)
+        self._model = model
+        self._plan = self._planned(model)
         self._model_name = model.name
         # one (capacity, width) array per state of each recurrent call: a stream's states
         # are the rows of its slot, gathered into a batch for each step
@@ -86,6 +88,38 @@ class StreamPool:
         self._ids = itertools.count()
         self._busy: set = set()  # ids in a running step
         self._cond = threading.Condition()
+
+    @staticmethod
+    def _planned(model) -> StreamPlan:
+        plan = StreamPlan(model)
+        if plan.own_calls:
+            layer = plan.own_calls[0].layer
+            raise UnsupportedModelError(
+                f"stream_pool: layer {layer.name!r} ({type(layer).__name__}) overrides call: "
+                f"the pool carries a recurrent layer's states between steps itself and an "
+                f"overridden call does not hand them over; step a stateful model instead "
+                f"(its calls run the override), or predict"
+            )
+        return plan
+
+    def _current_plan(self) -> StreamPlan:
+        """The plan, made again when a layer's option changed since (go_backwards, return_
+        sequences, quantize...): refused if the model no longer streams, or if its states
+        changed shape (the open streams' states would not fit)."""
+        plan = self._plan
+        if not plan.stale():
+            return plan
+        with self._cond:
+            if self._plan is plan:
+                new = self._planned(self._model)
+                if new.state_spec != plan.state_spec:
+                    raise UnsupportedModelError(
+                        f"stream_pool: the states of model {self._model_name!r} changed since "
+                        f"the pool was made ({plan.state_spec} -> {new.state_spec}); make a "
+                        f"new pool"
+                    )
+                self._plan = new
+            return self._plan
 
     def __len__(self) -> int:
         """The number of open streams."""
@@ -314,6 +348,7 @@ class StreamPool:
     def step(self, streams, x=None) -> dict:
         """Run the given streams' next step or chunk: ``step({id: x, ...})`` or
         ``step(ids, stacked)``; returns ``{id: output}`` (see the module's help)."""
+        plan = self._current_plan()
         ids, groups, single = self._requests(streams, x)
         if not ids:
             return {}
@@ -329,9 +364,9 @@ class StreamPool:
             ]
         try:
             results, finals = {}, []
-            cut = self._plan.output_has_time
+            cut = plan.output_has_time
             for (g, xs), states in zip(groups, gathered):
-                y, f = self._plan.run_steps(xs, states)
+                y, f = plan.run_steps(xs, states)
                 finals.append(f)
                 if cut and single:
                     for k, sid in enumerate(g):

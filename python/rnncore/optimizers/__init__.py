@@ -156,7 +156,7 @@ class Optimizer:
             updates.append((v, new_value.astype(v.value.dtype, copy=False), new_slots))
         for v, value, slots in updates:
             np.copyto(v.value, value)
-            v.version += 1  # a stateful layer packs its weights again (Variable.version)
+            v.changed()  # the layer's caches pack the weights again (a new generation)
             self._slots[id(v)] = slots
             self._owners[id(v)] = v
         self.iterations = step
