@@ -50,11 +50,10 @@ import numpy as np
 
 from ..._version import __version__
 from ...errors import UnsupportedModelError
-from ...layers.embedding import Embedding
 from ..archive import optional_import
-from .export_functional import export_functional
+from .export_functional import export_functional, graph_output_names
 from .export_graph import Exporter
-from .export_layers import export_layer
+from .export_layers import export_layer, reads_ids
 
 __all__ = ["to_onnx"]
 
@@ -84,7 +83,7 @@ def to_onnx(model, path=None, *, opset: int = 17, input_name: str = "input"):
     ex = Exporter(onnx, dtype)
     ex.opset = opset
     if hasattr(model, "_graph"):  # a functional model
-        ex.reserve([t.name for t in model._graph.inputs] + list(model.output_names))
+        ex.reserve([t.name for t in model._graph.inputs] + graph_output_names(model))
         ex.batch = model._graph.inputs[0].shape[0]
         inputs, outputs = export_functional(ex, model)
     else:
@@ -134,7 +133,7 @@ def _sequential(ex: Exporter, model, input_name: str):
     # the Input's dtype, when the model starts with one (a model read by duck typing may not)
     input_layer = getattr(model, "_input_layer", None)
     given = ex.dtype if input_layer is None else input_layer.dtype
-    in_elem = ex.model_input(input_name, given, ids=isinstance(layers[0], Embedding))
+    in_elem = ex.model_input(input_name, given, ids=reads_ids(layers[0]))
     x, mask, results = input_name, None, None
     for layer in layers:
         if len(results or ()) > 1:

@@ -7,22 +7,27 @@ whose only tensors are its inputs gets their masks; a recurrent call given
 its input's mask). Merges: ``Add``, ``Subtract``, ``Average`` (the OR of the masks when
 every input has one), ``Multiply``, ``Maximum``, ``Minimum`` (refused when masks would
 change their values: inputs of one rank with masks), ``Concatenate`` (on the last axis, or
-on the steps axis of 3-D inputs, when masks come). Refused by name: ``Dot``, ``Attention``,
-``AdditiveAttention``, nested models, explicit ``mask=`` arguments.
+on the steps axis of 3-D inputs, when masks come). ``Attention`` and ``AdditiveAttention``
+(:mod:`.export_attention`) with their inputs' masks (query, value; a key's is not used, as
+Keras), ``use_causal_mask`` and ``return_attention_scores``. Refused by name: ``Dot``,
+nested models, explicit ``mask=`` arguments.
 """
 
 from __future__ import annotations
 
 from ...errors import UnsupportedModelError
 from ...layers._symbolic import KerasTensor, flatten
-from ...layers.embedding import Embedding
+from ...layers.attention import Attention
 from ...layers.merging import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from ...layers.wrappers import Bidirectional
+from .export_attention import export_attention
 from .export_graph import Exporter
-from .export_layers import export_layer
+from .export_layers import export_layer, reads_ids
 
-__all__ = ["export_functional"]
+__all__ = ["export_functional", "graph_output_names"]
 
+#: Attention's call arguments and :func:`export_attention`'s names for them
+_ATTENTION_OPTIONS = {"return_attention_scores": "return_scores", "use_causal_mask": "causal"}
 _ELEMENTWISE = {Add: "Add", Subtract: "Sub", Average: "Add", Multiply: "Mul",
                 Maximum: "Max", Minimum: "Min"}  # fmt: skip
 
@@ -34,16 +39,32 @@ def export_functional(ex: Exporter, model):
     values, masks, inputs = {}, {}, []
     consumers = [n for n in graph.order if not n.is_input]
     for t in graph.inputs:
-        ids = any(isinstance(n.operation, Embedding) and t in n.input_tensors for n in consumers)
+        ids = any(reads_ids(n.operation) and t in n.input_tensors for n in consumers)
         rest = ["batch", f"{t.name}_steps"] + [f"{t.name}_dim{i}" for i in range(2, len(t.shape))]
         dims = [r if d is None else d for r, d in zip(rest, t.shape)]
         inputs.append((t.name, ex.model_input(t.name, t.dtype, ids), dims))
         values[id(t)], masks[id(t)] = t.name, None
     for node in consumers:
         _call(ex, node, values, masks)
-    names = list(model.output_names)
+    names = graph_output_names(model)
     outputs = [(nm, values[id(t)], t.shape) for nm, t in zip(names, graph.outputs)]
     return inputs, outputs
+
+
+def graph_output_names(model) -> list[str]:
+    """The model's ``output_names`` made unique (ONNX names each output once): a layer's
+    second and later outputs (Keras names them all after the layer) get ``_1``, ``_2``, ...
+    after a name no input or earlier output takes."""
+    taken = {t.name for t in model._graph.inputs}
+    names = []
+    for name in model.output_names:
+        unique, n = name, 0
+        while unique in taken:
+            n += 1
+            unique = f"{name}_{n}"
+        taken.add(unique)
+        names.append(unique)
+    return names
 
 
 def _call(ex, node, values, masks):
@@ -58,6 +79,8 @@ def _call(ex, node, values, masks):
     arg = node.args[0]
     extra = {k: v for k, v in node.kwargs.items() if k != "training"}
     initial = extra.pop("initial_state", None)
+    if isinstance(op, Attention):  # its call arguments are options, not tensors
+        options = {nm: bool(extra.pop(k, False)) for k, nm in _ATTENTION_OPTIONS.items()}
     if extra:
         raise UnsupportedModelError(
             f"to_onnx: layer {op.name!r} is called with {sorted(extra)}, not exported"
@@ -71,6 +94,11 @@ def _call(ex, node, values, masks):
             out_mask = previous  # the layer's rule on its input's mask
         second_mask = out_mask if isinstance(op, Bidirectional) and op.merge_mode is None else None
         out_masks = [out_mask] + [second_mask] + [None] * len(results)
+    elif isinstance(op, Attention):
+        xs = list(arg)
+        results, out_masks = export_attention(
+            ex, op, [values[id(t)] for t in xs], [masks[id(t)] for t in xs], **options
+        )
     else:
         xs = list(arg)
         y, out_mask = _merge(ex, op, xs, [values[id(t)] for t in xs], [masks[id(t)] for t in xs])

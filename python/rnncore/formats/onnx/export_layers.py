@@ -33,7 +33,7 @@ from ...layers.wrappers import TimeDistributed
 from .export_graph import FAR, Exporter
 from .export_recurrent import RECURRENT, export_recurrent
 
-__all__ = ["export_layer"]
+__all__ = ["export_layer", "reads_ids"]
 
 
 def export_layer(ex: Exporter, layer, x: str, mask: str | None, initial=None):
@@ -43,7 +43,7 @@ def export_layer(ex: Exporter, layer, x: str, mask: str | None, initial=None):
         raise UnsupportedModelError(
             f"to_onnx: layer {layer.name!r} has dtype {layer.dtype}, the model {ex.dtype.name}"
         )
-    if not isinstance(layer, Embedding):  # an input of another dtype, converted as predict
+    if not reads_ids(layer):  # an input of another dtype, converted as predict
         x = ex.as_float(x)
     if isinstance(layer, RECURRENT):
         return export_recurrent(ex, layer, x, mask, initial)
@@ -57,11 +57,8 @@ def export_layer(ex: Exporter, layer, x: str, mask: str | None, initial=None):
         keep = ex.unsqueeze(mask, [-1], base=f"{layer.name}/keep")
         return [("output", ex.zeros_where_not(keep, x, base=layer.name))], mask
     inner = layer.layer if isinstance(layer, TimeDistributed) else layer
-    if isinstance(layer, TimeDistributed) and not isinstance(inner, (Dense, Activation, Dropout)):
-        raise UnsupportedModelError(
-            f"to_onnx: layer {layer.name!r}: TimeDistributed({type(inner).__name__}) "
-            f"is not supported (TimeDistributed of Dense, Activation, Dropout)"
-        )
+    if isinstance(layer, TimeDistributed) and not isinstance(inner, _LAST_AXIS):
+        return _time_distributed(ex, layer, x, mask)
     if isinstance(inner, (Dropout, GaussianNoise)):  # identities at inference
         y = x
     elif isinstance(inner, Dense):  # MatMul acts on the last axis of any rank, as Dense
@@ -78,6 +75,42 @@ def export_layer(ex: Exporter, layer, x: str, mask: str | None, initial=None):
     if type(layer).compute_mask is not Layer.compute_mask:
         raise AssertionError(f"to_onnx: {type(layer).__name__} has its own mask rule")
     return [("output", y)], mask
+
+
+def reads_ids(layer) -> bool:
+    """Whether the layer takes token ids (an ``Embedding``, or one TimeDistributed)."""
+    while isinstance(layer, TimeDistributed):
+        layer = layer.layer
+    return isinstance(layer, Embedding)
+
+
+#: the layers that act on the last axis alone: TimeDistributed of them is the layer itself
+#: on the whole input (MatMul takes any rank, as Dense)
+_LAST_AXIS = (Dense, Activation, Dropout, GaussianNoise)
+
+
+def _time_distributed(ex: Exporter, layer, x: str, mask):
+    """The wrapped layer on ``(batch * steps, ...)``, without a mask (as the layer's call),
+    its output reshaped to ``(batch, steps, ...)``; the input mask passes through."""
+    inner = layer.layer
+    if getattr(inner, "stateful", False):
+        raise UnsupportedModelError(
+            f"to_onnx: layer {layer.name!r}: TimeDistributed of a stateful layer "
+            f"({inner.name!r}) is not exported (its states would be per step and sample)"
+        )
+    shape = ex.node("Shape", [x], base=f"{layer.name}/shape")
+    rest = ex.slice(shape, 2, FAR, 0)
+    flat = ex.node("Reshape", [x, ex.node("Concat", [ex.ints("minus_one", [-1]), rest], axis=0)])
+    results, _ = export_layer(ex, inner, flat, None)
+    if len(results) != 1:
+        raise UnsupportedModelError(
+            f"to_onnx: layer {layer.name!r}: TimeDistributed of a layer with several outputs "
+            f"({inner.name!r}) is not exported"
+        )
+    y = results[0][1]
+    tail = ex.slice(ex.node("Shape", [y]), 1, FAR, 0)
+    target = ex.node("Concat", [ex.slice(shape, 0, 2, 0), tail], axis=0)
+    return [("output", ex.node("Reshape", [y, target], base=layer.name))], mask
 
 
 def _softmax(ex: Exporter, layer, x: str, mask) -> str:

@@ -544,6 +544,7 @@ OPS = {
     "Less": _op_compare(np.less),
     "Not": lambda p, x: (np.logical_not(x),),
     "Or": lambda p, a, b: (np.logical_or(a, b),),
+    "And": lambda p, a, b: (np.logical_and(a, b),),
     "Where": _op_where,
     "CumSum": _op_cumsum,
     "Range": _op_range,
