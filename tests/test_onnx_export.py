@@ -406,13 +406,28 @@ def test_layers(rng, case, opset):
 @pytest.mark.parametrize(
     "layers,match",
     [
-        (lambda: [L.TimeDistributed(L.Masking())], "TimeDistributed"),
         (lambda: [L.Masking(), L.LSTM(3, return_sequences=True), L.Softmax()], "Softmax"),
         (lambda: [L.Softmax(axis=(1, 2))], "several axes"),
     ],
 )
 def test_refusals(layers, match):
     model = rnncore.Sequential([rnncore.Input(shape=(4, 5), batch_size=2)] + layers())
+    with pytest.raises(UnsupportedModelError, match=match):
+        to_onnx(model)
+
+
+@pytest.mark.parametrize(
+    "inner,match",
+    [
+        (lambda: L.LSTM(2, stateful=True), "TimeDistributed of a stateful layer"),
+        (lambda: L.LSTM(2, return_state=True), "TimeDistributed of a layer with several"),
+    ],
+)
+def test_time_distributed_refusals(inner, match):
+    """TimeDistributed of a layer whose export is not one tensor per sample: refused."""
+    model = rnncore.Sequential(
+        [rnncore.Input(shape=(4, 5, 3), batch_size=2), L.TimeDistributed(inner())]
+    )
     with pytest.raises(UnsupportedModelError, match=match):
         to_onnx(model)
 
@@ -461,9 +476,15 @@ def test_functional_unmasked_merges(rng):
     _functional_run(model, feeds, "functional, unmasked")
 
 
-def _attention_model():
+def _dot_model():
     q, v = rnncore.Input((5, 4)), rnncore.Input((6, 4))
-    return rnncore.Model([q, v], L.Attention()([q, v]))
+    return rnncore.Model([q, v], L.Dot(axes=2)([q, v]))
+
+
+def _explicit_mask_attention_model():
+    q, v = rnncore.Input((5, 4)), rnncore.Input((6, 4))
+    qk, vk = rnncore.Input((5,), dtype="bool"), rnncore.Input((6,), dtype="bool")
+    return rnncore.Model([q, v, qk, vk], L.Attention()([q, v], mask=[qk, vk]))
 
 
 def _masked_multiply_model():
@@ -481,7 +502,8 @@ def _nested_model():
 @pytest.mark.parametrize(
     "make,match",
     [
-        (_attention_model, "Attention"),
+        (_dot_model, "Dot"),
+        (_explicit_mask_attention_model, "mask="),
         (_masked_multiply_model, "Multiply.*masks"),
         (_nested_model, "nested model"),
     ],

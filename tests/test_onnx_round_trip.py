@@ -68,7 +68,7 @@ def randomize(model, rng):
             for w in model.get_weights()
         ]
     )
-    for layer in model.layers:
+    for layer in _every_layer(model):  # a wrapped one too
         if isinstance(layer, L.BatchNormalization):
             var = layer.moving_variance
             layer.set_weights(
@@ -360,6 +360,89 @@ def _ids_and_features(r):
     return rnncore.Model([tok, feat], y), [ids(r, np.int32), floats(r)]
 
 
+def _attention_encoder(r):
+    """The issue's attention encoder: Embedding(mask_zero) -> LSTM(seq) -> Attention([h, h])
+    -> masked mean -> Dense; padding at the end, a hole and a fully masked row."""
+    tok = rnncore.Input((T,), dtype="int32", name="tok")
+    h = L.LSTM(4, return_sequences=True)(L.Embedding(VOCAB, 4, mask_zero=True)(tok))
+    y = L.GlobalAveragePooling1D()(L.Attention()([h, h]))
+    return rnncore.Model(tok, L.Dense(1)(y)), [ids(r, np.int32)]
+
+
+def _causal_self_attention(r):
+    """Causal self-attention, scaled, on a masked input (the value mask AND the causal
+    one); dropout is the identity at inference."""
+    x = rnncore.Input((T, F), name="x")
+    m = L.Masking()(x)
+    y = L.Attention(use_scale=True, dropout=0.4)([m, m], use_causal_mask=True)
+    return rnncore.Model(x, L.LSTM(3)(y)), [masked(r)]
+
+
+def _concat_attention_three_inputs(r):
+    """score_mode="concat" with a scale, query / value / key of their own lengths; the
+    query and the value masked, the key not (Keras reads no key mask)."""
+    q, v, k = (rnncore.Input((n, F), name=nm) for nm, n in (("q", 5), ("v", T), ("k", T)))
+    y = L.Attention(use_scale=True, score_mode="concat")([L.Masking()(q), L.Masking()(v), k])
+    return rnncore.Model([q, v, k], y), [masked(r, shape=(B, 5, F)), masked(r), floats(r)]
+
+
+def _additive_attention_masks(r):
+    """AdditiveAttention (scale per feature, and none) with query and value masks; the
+    second causal with an unmasked query, so that rows whose keys are all hidden (a fully
+    masked value row; query step 0 of a left-padded value) show in the output: the
+    softmax of the scores less 1e9, as the layer, not NaN."""
+    q, v = rnncore.Input((5, F), name="q"), rnncore.Input((T, F), name="v")
+    mq, mv = L.Masking()(q), L.Masking()(v)
+    a = L.AdditiveAttention()([mq, mv])
+    b = L.AdditiveAttention(use_scale=False)([q, mv, L.Dense(F)(v)], use_causal_mask=True)
+    return rnncore.Model([q, v], [a, b]), [masked(r, shape=(B, 5, F)), masked(r)]
+
+
+def _attention_scores_two_outputs(r):
+    """return_attention_scores: the output (masked by the query mask, which the GRU
+    consumes) and the weights, two outputs of the model (their names made unique)."""
+    x = rnncore.Input((T, F), name="x")
+    h = L.GRU(4, return_sequences=True)(L.Masking()(x))
+    out, scores = L.Attention()([h, h], return_attention_scores=True, use_causal_mask=True)
+    return rnncore.Model(x, [L.GRU(2)(out), scores]), [masked(r)]
+
+
+def _time_distributed_layers(r):
+    """TimeDistributed of layers beyond Dense: Conv1D, MaxPooling1D, LayerNormalization,
+    a GRU and Flatten on (batch, steps, sub-steps, features); the mask passes through."""
+    x = rnncore.Input((4, 5, F), name="x")
+    y = L.TimeDistributed(L.Conv1D(4, 2, padding="causal", activation="relu"))(x)
+    y = L.TimeDistributed(L.MaxPooling1D(2))(y)
+    y = L.TimeDistributed(L.LayerNormalization())(y)
+    z = L.TimeDistributed(L.GRU(3, go_backwards=True))(y)
+    w = L.TimeDistributed(L.Flatten())(y)
+    return rnncore.Model(x, [L.concatenate([z, w]), L.TimeDistributed(L.Softmax())(z)]), [
+        floats(r, (B, 4, 5, F))
+    ]
+
+
+def _time_distributed_embedding(r):
+    """TimeDistributed(Embedding) reads int32 ids (batch, words, chars); a masked
+    TimeDistributed(LayerNormalization) and TimeDistributed(BatchNormalization) before an
+    LSTM."""
+    chars = rnncore.Input((T, 4), dtype="int32", name="chars")
+    e = L.TimeDistributed(L.Embedding(VOCAB, 3))(chars)
+    y = L.TimeDistributed(L.Flatten())(e)
+    x = rnncore.Input((T, F), name="x")
+    m = L.TimeDistributed(L.LayerNormalization())(L.Masking()(x))
+    m = L.TimeDistributed(L.BatchNormalization())(m)
+    z = L.LSTM(3)(L.concatenate([m, L.Dense(F)(y)]))
+    ids_ = r.integers(0, VOCAB, size=(B, T, 4)).astype(np.int32)
+    return rnncore.Model([chars, x], z), [ids_, masked(r)]
+
+
+CASES["attention_encoder"] = _attention_encoder
+CASES["attention_causal_self"] = _causal_self_attention
+CASES["attention_concat_three_inputs"] = _concat_attention_three_inputs
+CASES["additive_attention_masks"] = _additive_attention_masks
+CASES["attention_scores_two_outputs"] = _attention_scores_two_outputs
+CASES["time_distributed_layers"] = _time_distributed_layers
+CASES["time_distributed_embedding"] = _time_distributed_embedding
 CASES["functional_merges"] = _merges
 CASES["functional_masked_merges_initial_state"] = _masked_merges_initial_state
 CASES["functional_int32_ids_and_floats"] = _ids_and_features
@@ -411,7 +494,7 @@ def test_cases_cover_every_layer_the_exporters_name():
         classes.update(cls if isinstance(cls, tuple) else (cls,))
     classes.update(export_recurrent.RECURRENT)
     classes.update({L.Masking, L.Dense, L.Activation, L.Softmax, L.Dropout, L.GaussianNoise,
-                    L.TimeDistributed})  # fmt: skip
+                    L.TimeDistributed, L.Attention, L.AdditiveAttention})  # fmt: skip
     seen = set()
     rng = np.random.default_rng(0)
     for make in CASES.values():
