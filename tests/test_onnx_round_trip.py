@@ -634,3 +634,67 @@ def test_window_operators_match_onnxruntime(op, nd, attrs):
     got = rnncore.load_onnx(data).run(None, feeds)
     for g, w in zip(got, want):
         record(f"{op} vs onnxruntime", g, w)
+
+
+# ---- against real Keras ------------------------------------------------------------------
+
+
+def _keras_pair(kl, rl, keras_input, build):
+    """The same graph built twice, by Keras and by rnncore: ``build(layers, Input)``."""
+    return build(kl, keras_input), build(rl, rnncore.Input)
+
+
+def _encoder(layers, Input):
+    """The issue's attention encoder (Keras's own example of a text classifier)."""
+    tok = Input((T,), dtype="int32", name="tok")
+    h = layers.LSTM(4, return_sequences=True)(layers.Embedding(VOCAB, 4, mask_zero=True)(tok))
+    y = layers.GlobalAveragePooling1D()(layers.Attention()([h, h]))
+    return [tok], [layers.Dense(1)(y)]
+
+
+def _causal_scores(layers, Input):
+    """Scaled concat-score causal self-attention on a masked input, its scores a second
+    output; AdditiveAttention over it with the query masked; TimeDistributed(Conv1D)."""
+    x = Input((T, F), name="x")
+    m = layers.Masking()(x)
+    out, scores = layers.Attention(use_scale=True, score_mode="concat")(
+        [m, m], return_attention_scores=True, use_causal_mask=True
+    )
+    y = layers.AdditiveAttention()([out, m])
+    parts = Input((T, 5, F), name="parts")
+    z = layers.TimeDistributed(layers.Conv1D(2, 3, padding="same"))(parts)
+    return [x, parts], [y, scores, z]
+
+
+@pytest.mark.parametrize("build", [_encoder, _causal_scores])
+def test_export_matches_keras(build):
+    """Keras 3 (torch backend) builds the model; rnncore takes its weights, exports it, and
+    onnxruntime's outputs are Keras's predict (a fully masked row included: NaN where
+    Keras's masked mean divides 0 by 0, the shifted-score weights where all keys are
+    hidden)."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    torch = pytest.importorskip("torch")
+    k_in, k_out = build(keras.layers, lambda shape, **kw: keras.Input(shape, **kw))
+    r_in, r_out = build(L, lambda shape, **kw: rnncore.Input(shape, **kw))
+    theirs, ours = keras.Model(k_in, k_out), rnncore.Model(r_in, r_out)
+    rng = np.random.default_rng(11)
+    # away from the initial values (ones, zeros) so that every weight matters; read and
+    # run as torch tensors (Keras's NumPy conversions trip NumPy 2's copy= deprecation)
+    weights = [v.value.detach().numpy() for v in theirs.weights]
+    weights = [(w + rng.standard_normal(w.shape) * 0.3).astype(np.float32) for w in weights]
+    theirs.set_weights(weights)
+    ours.set_weights(weights)
+    xs = [
+        ids(rng, np.int32) if t.dtype == "int32" else masked(rng, shape=(B, *t.shape[1:]))
+        for t in r_in
+    ]
+    with torch.no_grad():
+        want = [w.numpy() for w in as_list(theirs([torch.from_numpy(x) for x in xs]))]
+    proto = to_onnx(ours)
+    got = session(proto.SerializeToString()).run(None, dict(zip([t.name for t in r_in], xs)))
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        record(f"onnxruntime vs keras: {build.__name__}", g, w)
