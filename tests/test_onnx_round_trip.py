@@ -5,7 +5,10 @@ One small model per layer and option the exporters accept: ``Masking`` (any mask
 ``Embedding`` on int32 / int64 / int16 / float ids with and without ``mask_zero``,
 ``Conv1D`` (valid, same, causal; dilations, strides, groups, channels_first), the pooling
 layers, the normalisations, ``Dense`` with every activation, ``Activation``, ``Softmax``,
-the identities at inference, ``TimeDistributed``, the shape layers, ``SimpleRNN`` / ``LSTM``
+the identities at inference, ``TimeDistributed`` (of Dense, and of Conv1D, pooling,
+normalisations, a GRU, Flatten, Embedding on ids), ``Attention`` / ``AdditiveAttention``
+(the issue's encoder, causal, concat scores with three inputs, masks on query and value,
+fully hidden rows, the scores as an output), the shape layers, ``SimpleRNN`` / ``LSTM``
 / ``GRU`` (``go_backwards``, ``return_sequences``, ``return_state``, both GRU bias layouts,
 masked), ``Bidirectional`` (every merge mode), functional merges and ``initial_state``, a
 stateful layer. For each: the graph's input dtypes are the model's (as onnxruntime and
@@ -13,6 +16,10 @@ stateful layer. For each: the graph's input dtypes are the model's (as onnxrunti
 ``to_onnx`` writes), 17 (its default) and 18 (reductions take their axes as an input).
 ``load_onnx(..., verify="samples.npz")`` (the README's example) accepts a masked model, a
 dilated ``same`` Conv1D and a LayerNormalization.
+
+Real Keras 3 (torch backend) builds the attention encoder and a causal / additive /
+TimeDistributed(Conv1D) model; the export of rnncore's copy, run by onnxruntime, gives
+Keras's outputs.
 
 float32 throughout (onnxruntime's recurrent kernels are float32 only); tolerance ``rtol
 1e-5``, ``atol 2e-6``; the largest differences are in ``MAX_ERR``.

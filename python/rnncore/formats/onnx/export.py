@@ -16,9 +16,15 @@ same outputs as ``model.predict`` (its recurrent kernels are float32 only).
 
 Exported: ``SimpleRNN``, ``LSTM``, ``GRU`` (every activation rnncore has, ``go_backwards``,
 ``return_sequences``, ``return_state``, ``zero_output_for_mask``), ``Bidirectional`` (every
-merge mode: concat, sum, mul, ave, None), ``Dense``, ``TimeDistributed`` (of Dense,
-Activation, Dropout), ``Activation``, ``Softmax``, ``Dropout``, ``SpatialDropout1D`` and
-``GaussianNoise`` (identities at inference), and the layers of :mod:`.export_layers`.
+merge mode: concat, sum, mul, ave, None), ``Dense``, ``TimeDistributed`` (of any layer
+exported here that returns one tensor and keeps no state: the layer on ``(batch * steps,
+...)``, reshaped back; Dense and the activations on the whole input), ``Activation``,
+``Softmax``, ``Dropout``, ``SpatialDropout1D`` and ``GaussianNoise`` (identities at
+inference), the layers of :mod:`.export_layers`, and in functional models ``Attention`` /
+``AdditiveAttention`` (:mod:`.export_attention`: every score mode, ``use_scale``, the query
+and value masks, ``use_causal_mask``, ``return_attention_scores``; dropout is the identity).
+A layer's second and later outputs in a functional model (Keras names them all after the
+layer) take the names ``<name>_1``, ...
 
 Masks (``Masking``, ``Embedding(mask_zero=True)``) are computed in the graph from the input
 (``any(x != mask_value, axis=-1)``; ``ids != 0``) and follow Keras's propagation: passed on
@@ -36,8 +42,9 @@ each call's outputs to the next call, as a stateful model carries them.
 
 Refused (:class:`~rnncore.errors.UnsupportedModelError`, naming the layer and why):
 ``Softmax`` receiving a mask, a layer returning several outputs before the last layer of a
-Sequential, layers of another dtype than the model's, ``TimeDistributed`` of other layers,
-``Attention`` / ``AdditiveAttention`` / ``Dot``, nested models, masked ``Multiply`` /
+Sequential, layers of another dtype than the model's, ``TimeDistributed`` of a stateful
+layer or of one returning several outputs, ``Dot``, explicit ``mask=`` arguments, nested
+models, masked ``Multiply`` /
 ``Maximum`` / ``Minimum`` (masks change their values), and layers not listed. A float64
 model is written as a float64 graph, which onnxruntime's recurrent kernels do not run.
 """
