@@ -16,6 +16,9 @@ refusal (``UnsupportedModelError`` whose message matches) where the layer cannot
 path by design. ``whole`` (stateful only): the layer reads a window of timesteps or the
 whole sequence, so a stateful model fed in chunks computes it per chunk (Keras's semantics,
 not refused); there the stateful copy fed the whole sequence in one call must equal predict.
+``sequence`` (pool only): the pool carries the layer's window between calls (a causal
+Conv1D), so each stream's outputs equal, bit for bit, ``predict`` on the whole sequence the
+stream was fed so far, where the stateful copy convolves each call's chunk alone.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ B = 3  # the stateful copy's batch size
 class Case(NamedTuple):
     build: object  # (stateful, batch_size) -> model: recurrent layers stateful when asked
     ragged: str = "exact"
-    pool: str = "exact"  # or "refused:<regex>"
+    pool: str = "exact"  # or "sequence", or "refused:<regex>"
     stateful: str = "exact"  # or "whole"
     tokens: bool = False  # integer ids in (an Embedding first)
     holes: bool = False  # zero steps in the input (for a Masking layer)
@@ -227,10 +230,23 @@ CASES = {
     "bidirectional_last": Case(_seq(lambda s: Bidirectional(GRU(5, stateful=s),
                                                             merge_mode="sum")),
                                pool=FUTURE, stateful="whole"),
+    # a causal Conv1D: the pool carries its window (bit for bit the whole sequence); a
+    # stateful model convolves each call's chunk alone (Keras's semantics)
     "conv1d_before": Case(_seq(same(Conv1D, 5, 3, padding="causal"), lstm(), same(Dense, 3)),
-                          ragged="close", pool=WINDOW, stateful="whole"),
+                          pool="sequence", stateful="whole"),
+    "conv1d_dilated_groups": Case(_seq(same(Conv1D, 6, 3, padding="causal", dilation_rate=2,
+                                            groups=2, activation="tanh"), gru(),
+                                       same(Conv1D, 4, 2, padding="causal", activation="relu",
+                                            use_bias=False)),
+                                  pool="sequence", stateful="whole"),
+    "conv1d_masking_last": Case(_seq(same(Masking, 0.0), same(Conv1D, 5, 4, padding="causal",
+                                                              activation="softmax"),
+                                     same(LayerNormalization), lstm(5, seq=False)),
+                                pool="sequence", stateful="whole", holes=True),
     "conv1d_after": Case(_seq(gru(), same(Conv1D, 4, 2, padding="same")),
-                         ragged="close", pool=WINDOW, stateful="whole"),
+                         ragged="close", pool=WINDOW + ".*padding='same'", stateful="whole"),
+    "conv1d_strided": Case(_seq(same(Conv1D, 4, 2, padding="causal", strides=2), gru()),
+                           ragged="close", pool=WINDOW + ".*strides=2", stateful="whole"),
     "max_pooling": Case(_seq(lstm(), same(MaxPooling1D, 2, padding="same")),
                         pool=MOVES, stateful="whole"),
     "average_pooling": Case(_seq(same(AveragePooling1D, 2, padding="same"), gru()),
@@ -380,6 +396,9 @@ def test_stream_pool(name, rng):
         for s in chosen:
             got[s].append(out[s])
     step_rank = 0 if case.tokens else 1
+    if case.pool == "sequence":
+        _check_sequences(model, feeds, got, step_rank)
+        return
     for s in ids:
         calls = [f[None, None] if f.ndim == step_rank else f[None] for f in feeds[s]]
         want = _stateful_calls(twin, calls)
@@ -388,6 +407,22 @@ def test_stream_pool(name, rng):
             if f.ndim == step_rank and model.output_shape[1:] != w.shape:
                 w = w[0]  # one step: no time axis
             _check(g, w, "exact")
+
+
+def _check_sequences(model, feeds, got, step_rank):
+    """Each stream's outputs: those of ``predict`` on all it was fed so far, bit for bit."""
+    for s in feeds:
+        x = np.concatenate([f[None] if f.ndim == step_rank else f for f in feeds[s]])
+        ends = np.cumsum([1 if f.ndim == step_rank else len(f) for f in feeds[s]])
+        whole = model.predict(x[None])[0]
+        for g, f, end in zip(got[s], feeds[s], ends, strict=True):
+            if len(model.output_shape) != 3:  # no time axis: the prefix's output
+                want = model.predict(x[None, :end])[0]
+            elif f.ndim == step_rank:  # one step: its output, without a time axis
+                want = whole[end - 1]
+            else:
+                want = whole[end - len(f) : end]
+            _check(g, want, "exact")
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -360,7 +360,7 @@ def test_a_state_saved_in_another_process_is_keyed_by_position_and_kind():
     with pytest.raises(ValueError, match="position 2 is GRU in the state, SimpleRNN in the model"):
         other.set_state(other.open(), saved["state"])
     shallow = rnncore.Sequential([Input((None, D)), LSTM(6, return_sequences=True)]).stream_pool(1)
-    with pytest.raises(ValueError, match=r"the model has no recurrent layer at \['2:GRU'\]"):
+    with pytest.raises(ValueError, match=r"the model has no layer with states at \['2:GRU'\]"):
         shallow.set_state(shallow.open(), saved["state"])
     wider = rnncore.Sequential(
         [Input((None, D)), LSTM(7, return_sequences=True), Dense(4), GRU(5)]

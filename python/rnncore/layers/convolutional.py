@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import activations, utils
+from .. import activations, functional, utils
 from ._base import check_allocation, positive_int, require_default, shape_tuple
-from ._windows import WindowLayer, check_format, int_tuple, padding_mode, to_channels_last
+from ._windows import (
+    WindowLayer,
+    check_format,
+    int_tuple,
+    padding_mode,
+    to_channels_last,
+)
 from .core import set_kernel_options
 
 __all__ = ["Conv1D"]
@@ -25,7 +31,13 @@ class Conv1D(WindowLayer):
 
     The windows are one strided view of the padded input; the forward is one (batched over
     groups) matrix product of those windows, unfolded to rows ``(batch*steps, kernel_size *
-    channels)``, with the kernel; the backward is two products (``dW = cols^T dz``, ``dcols =
+    channels)``, with the kernel. At inference that product is the core's packed Dense
+    product with the bias and activation fused (:meth:`_product`): it computes each row with
+    the same FMA chain however many rows the call has, so an output step's bits do not
+    depend on the batch or the sequence around it, which is what lets a stream carry the
+    causal window between calls (:meth:`causal_step`) and match the whole sequence bit for
+    bit. Training keeps the NumPy product (its unfolded windows are the backward's cache);
+    the backward is two products (``dW = cols^T dz``, ``dcols =
     dz W^T``) and an overlap-add of ``dcols`` with one slice per kernel tap.
     """
 
@@ -125,12 +137,16 @@ class Conv1D(WindowLayer):
 
     def _unfold(self, x):
         """``(cols (g, B*To, k*Cg), left, Tp)`` of a channels_last ``x (B, T, C)``."""
-        b, _, c = x.shape
-        g, k = self.groups, self.kernel_size[0]
         win, left, padded = self._padded_windows(x)  # (B, To, k, C), a view
-        # rows (group, sample*step), columns (tap, channel of the group): the one copy
-        cols = win.reshape(b, win.shape[1], k, g, c // g).transpose(3, 0, 1, 2, 4)
-        return cols.reshape(g, -1, k * (c // g)), left, padded
+        return self._cols(win), left, padded
+
+    def _cols(self, win):
+        """The windows ``(B, To, k, C)`` as rows (group, sample*step), columns (tap, channel
+        of the group): the one copy."""
+        b, steps, k, c = win.shape
+        g = self.groups
+        cols = win.reshape(b, steps, k, g, c // g).transpose(3, 0, 1, 2, 4)
+        return cols.reshape(g, -1, k * (c // g))
 
     def _grouped_kernel(self):
         """The kernel as ``(g, k*Cg, F/g)``: each group's columns as one matrix."""
@@ -149,9 +165,73 @@ class Conv1D(WindowLayer):
         y = activations.get(self.activation)(z).astype(x.dtype, copy=False)
         return y, (cols, x.shape, left, padded)
 
+    def _product(self, cols, batch):
+        """``act(cols W + b)`` as ``(batch, steps, filters)``, through the core's Dense
+        product: one call per group, bias and activation fused (softmax, which spans the
+        groups' filters, after them)."""
+        g = self.groups
+        kernel = self._grouped_kernel()
+        bias = self.bias.value if self.use_bias else None
+        if g == 1:
+            z = functional.dense(cols[0], kernel[0], bias, self.activation)
+        else:
+            per_group = "linear" if self.activation == "softmax" else self.activation
+            fg = self.filters // g
+            z = np.concatenate(
+                [
+                    functional.dense(
+                        cols[i],
+                        kernel[i],
+                        None if bias is None else bias[i * fg : (i + 1) * fg],
+                        per_group,
+                    )
+                    for i in range(g)
+                ],
+                axis=-1,
+            )
+            if per_group != self.activation:
+                z = activations.softmax(z)
+        return z.reshape(batch, -1, self.filters)
+
     def call(self, inputs, mask=None, training=None):
         self._check_input(inputs)
-        return to_channels_last(self._forward(inputs)[0], self.data_format)
+        x = to_channels_last(inputs, self.data_format)
+        y = self._product(self._unfold(x)[0], x.shape[0])
+        return to_channels_last(y, self.data_format)
+
+    def causal_width(self) -> int:
+        """The input steps a causal convolution carries between calls of a stream:
+        ``(kernel_size - 1) * dilation_rate``."""
+        return (self.kernel_size[0] - 1) * self.dilation_rate[0]
+
+    def causal_step(self, x, window):
+        """A causal convolution continued across calls: ``(y (B, T, filters), the next
+        window)`` from ``x (B, T, channels)`` (channels_last) and ``window (B,
+        causal_width(), channels)``, the inputs of the steps before it (zeros at a stream's
+        start: the causal padding). The outputs are, bit for bit, those of the same steps
+        in one call on the whole sequence (each row's product is independent of the rows
+        around it, see the class's help). Only for ``padding='causal'``, ``strides=1``,
+        ``channels_last``."""
+        if self.padding != "causal" or self.strides[0] != 1 or self.data_format != "channels_last":
+            raise ValueError(
+                f"Conv1D {self.name!r}: causal_step needs padding='causal', strides=1 and "
+                f"data_format='channels_last', got padding={self.padding!r}, strides="
+                f"{self.strides}, data_format={self.data_format!r}"
+            )
+        self._check_input(x)
+        width = self.causal_width()
+        if window.shape != (x.shape[0], width, x.shape[2]):
+            raise ValueError(
+                f"Conv1D {self.name!r}: causal_step's window must have shape "
+                f"{(x.shape[0], width, x.shape[2])}, got {window.shape}"
+            )
+        xp = np.concatenate([window, x], axis=1)
+        k, _, dilation = self._geometry()
+        # the windows gathered by one index (B, T, k, C): the values of :func:`windows`'
+        # view, without its per-call cost (a few steps is the common call here)
+        taps = np.arange(x.shape[1])[:, None] + dilation * np.arange(k)
+        y = self._product(self._cols(xp[:, taps]), x.shape[0])
+        return y, xp[:, xp.shape[1] - width :].copy()
 
     def call_train(self, x, mask, rng):
         self._check_input(x)

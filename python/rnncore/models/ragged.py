@@ -13,10 +13,10 @@ How: the samples are sorted by length (longest first) and taken ``batch_size`` a
   so the rows of sequences that ended drop out of the product (no work on padding); the
   layers whose rounding depends on the row count run on each sample's own steps. The
   outputs are bit for bit those of predicting each sample alone.
-* Any other model (Bidirectional, Conv1D, pooling, ...) runs the samples of each length
-  together, without padding: the recurrent layers' rows are bit for bit those of the
-  sample alone, layers computed by a general matrix product (Dense) may differ from it in
-  the last bits (Eigen picks its kernel by the row count).
+* Any other model (Bidirectional, a Conv1D that is not causal, pooling, ...) runs the
+  samples of each length together, without padding: the recurrent layers' rows are bit for
+  bit those of the sample alone, layers computed by a general matrix product (Dense) may
+  differ from it in the last bits (Eigen picks its kernel by the row count).
 
 A model with stateful layers is refused (its carried states tie the samples together).
 

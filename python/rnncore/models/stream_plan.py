@@ -15,6 +15,13 @@ once and lists its layer calls (ops) in the order the model runs them. Each op i
   feature axis): run once on the whole batch, each row's result is that of the row alone.
   Dense and TimeDistributed(Dense) are ``rows`` too: the core's packed product computes each
   row with the same FMA chain however many rows the call has (dense.hpp).
+* ``window``: a causal Conv1D (``padding='causal'``, ``strides=1``, channels_last), whose
+  step ``t`` reads the inputs of steps ``t - (kernel_size - 1)·dilation .. t``: its state is
+  the last ``(kernel_size - 1)·dilation`` inputs of each sample (zeros at the start: the
+  causal padding), carried between calls as a recurrent layer's states are, so a stream fed
+  chunk by chunk computes what the whole sequence computes (:meth:`Conv1D.causal_step`;
+  each output row's bits do not depend on the rows around it). In a ragged batch it runs
+  once on the right-padded batch: a causal window never reads the padding after a sample.
 * ``call``: a recurrent layer whose class overrides ``call`` (Layer._native_ok): ragged
   predict calls it on each sample's own steps; the pool refuses it (it carries the states
   between steps itself, and an overridden call does not hand them over).
@@ -28,7 +35,7 @@ once and lists its layer calls (ops) in the order the model runs them. Each op i
   values...) is ``each`` too: a step's output is a function of the sample's own values.
 
 On the time axis, layers that need later timesteps or context across timesteps
-(Bidirectional, Conv1D,
+(Bidirectional, a Conv1D that is not causal or has strides > 1,
 pooling, Flatten and the other reshaping layers, Attention, Dot, a recurrent layer with
 ``go_backwards`` or ``return_state``, nested models) are refused by name with the reason,
 as is a layer that needs a time axis after a recurrent layer with ``return_sequences=False``.
@@ -54,6 +61,7 @@ from ..layers import (
     Average,
     BatchNormalization,
     Concatenate,
+    Conv1D,
     Dense,
     Dropout,
     Embedding,
@@ -83,8 +91,9 @@ _spec_generation = operator.attrgetter("spec_generation")
 
 
 class Op(NamedTuple):
-    """One layer call: ``kind`` (``recurrent``, ``rows`` or ``each``), the layer, the
-    slot(s) it reads (an int, or a list for a merge) and the slot it writes."""
+    """One layer call: ``kind`` (``recurrent``, ``window``, ``rows``, ``call`` or ``each``),
+    the layer, the slot(s) it reads (an int, or a list for a merge) and the slot it
+    writes."""
 
     kind: str
     layer: object
@@ -134,6 +143,29 @@ def _check_recurrent(layer, value: _Value) -> bool:
     if extra:  # a variant whose weights its stream keywords do not carry: not reproduced
         raise _refuse(layer, f"has weights {extra} that the pool does not pass to the core")
     return layer.return_sequences
+
+
+def _check_conv(layer, value: _Value) -> bool:
+    """A Conv1D on a sequence: only a causal one with strides 1 streams."""
+    if layer.padding != "causal":
+        raise _refuse(
+            layer,
+            f"convolves a window of timesteps with padding={layer.padding!r}: its outputs need "
+            f"later steps (padding='causal' streams)",
+        )
+    if layer.strides[0] != 1:
+        raise _refuse(
+            layer,
+            f"convolves a window of timesteps with strides={layer.strides[0]}: one output per "
+            f"{layer.strides[0]} input steps, not one per step (strides=1 streams)",
+        )
+    if layer.data_format != "channels_last":
+        raise _refuse(
+            layer,
+            "convolves a window of timesteps with data_format='channels_first': the time axis "
+            "is not the second (channels_last streams)",
+        )
+    return True
 
 
 def _check_own_call(layer, value: _Value) -> bool:
@@ -193,16 +225,24 @@ def _classify(layer, values: list):
         # step's output is a function of the sample's own values, so any layer (Flatten,
         # Reshape, Dot, RepeatVector, pooling over its own axes...) runs on each sample alone
         return "each", False
+    if isinstance(layer, Conv1D):
+        return "window", _check_conv(layer, values[0])
     why = {
         "Bidirectional": "reads each sequence backwards too: its outputs need the future",
-        "Conv1D": "convolves a window of timesteps (a causal window carried between steps is "
-        "not implemented)",
         "Attention": "attends across timesteps",
         "AdditiveAttention": "attends across timesteps",
         "Dot": "takes products across timesteps",
     }.get(type(layer).__name__, "is not a per-timestep layer (it pools, reshapes or moves "
           "the time axis)")  # fmt: skip
     raise _refuse(layer, why)
+
+
+def _state_shapes(op) -> list:
+    """``[(name, shape for one sample)]`` of an op's carried states."""
+    layer = op.layer
+    if op.kind == "window":
+        return [("window", (layer.causal_width(), int(layer.kernel.shape[1]) * layer.groups))]
+    return [(n, (int(w),)) for n, w in zip(layer._state_names, layer.state_size)]
 
 
 class StreamPlan:
@@ -216,12 +256,12 @@ class StreamPlan:
             self._from_sequential(model)
         else:
             self._from_graph(model, graph)
-        self.recurrent = [op for op in self.ops if op.kind == "recurrent"]
-        self.state_spec = {
-            op.key: [(n, w) for n, w in zip(op.layer._state_names, op.layer.state_size)]
-            for op in self.recurrent
-        }
-        self.state_dtypes = {op.key: op.layer._np_dtype for op in self.recurrent}
+        # the ops with states carried between calls: each state's name and shape for one
+        # sample (a recurrent layer's (width,) vectors, a causal Conv1D's (steps, channels)
+        # window of past inputs)
+        self.carried = [op for op in self.ops if op.kind in ("recurrent", "window")]
+        self.state_spec = {op.key: _state_shapes(op) for op in self.carried}
+        self.state_dtypes = {op.key: op.layer._np_dtype for op in self.carried}
         self.own_calls = [op for op in self.ops if op.kind == "call"]
         self._streams: dict = {}
         self._lock = threading.Lock()
@@ -365,6 +405,14 @@ class StreamPlan:
         return y, layer.compute_mask(x, mask), finals
 
     @staticmethod
+    def _window(op, x, states):
+        """A causal Conv1D continued from ``states`` (its window): ``(output, [window])``;
+        the layer drops the mask, as its own call does."""
+        layer = op.layer
+        y, window = layer.causal_step(layer._convert(x), states[0])
+        return y, [window]
+
+    @staticmethod
     def _each(layer, x, mask, rows):
         """The layer called on each sample's rows alone: ``rows[i]`` slices sample ``i`` (of
         each input and mask, for a layer of several inputs)."""
@@ -384,8 +432,8 @@ class StreamPlan:
 
     def run_steps(self, x, states: dict):
         """One call for a batch of samples of equal length: ``x`` ``(B, T, *step_shape)``
-        in the input dtype; ``states`` maps each recurrent op's key to its ``(B, width)``
-        arrays. Returns ``(output, final states)`` (as ``states``)."""
+        in the input dtype; ``states`` maps each carried op's key to its arrays ``(B,
+        *shape)`` (:attr:`state_spec`). Returns ``(output, final states)`` (as ``states``)."""
         values = [(x, None)] + [None] * len(self.ops)
         finals = {}
         rows = None  # one slice per sample, for the ``each`` ops
@@ -393,6 +441,8 @@ class StreamPlan:
             xin, mask = self._inputs(op, values)
             if op.kind == "recurrent":
                 y, m, finals[op.key] = self._recurrent(op, xin, mask, states[op.key])
+            elif op.kind == "window":
+                (y, finals[op.key]), m = self._window(op, xin, states[op.key]), None
             elif op.kind == "rows":
                 y, m = op.layer._call(xin, mask, False)
             else:
@@ -410,8 +460,9 @@ class StreamPlan:
         longest first; ``lengths`` (descending) their lengths. Layer by layer: a recurrent
         layer runs the time spans between successive lengths, each over the rows still
         running (those that ended drop out); an ``each`` layer gets each sample's own
-        ``lengths[i]`` steps; a ``rows`` layer runs once over the padded batch (its padded
-        positions are never read). Returns the per-sample outputs (sliced to their
+        ``lengths[i]`` steps; a ``rows`` layer, and a causal ``window`` (which reads no
+        later step), runs once over the padded batch (its padded positions are never
+        read). Returns the per-sample outputs (sliced to their
         lengths when the output is a sequence)."""
         values = [(x, None)] + [None] * len(self.ops)
         for op in self.ops:
@@ -420,7 +471,7 @@ class StreamPlan:
                 y, m = self._recurrent_ragged(op, xin, mask, lengths)
             elif op.kind == "call":
                 y, m = self._call_ragged(op, xin, mask, lengths)
-            elif op.kind == "rows":
+            elif op.kind in ("rows", "window"):
                 y, m = op.layer._call(xin, mask, False)
             else:
                 y, m = self._each_ragged(op, xin, mask, lengths)

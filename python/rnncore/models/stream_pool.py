@@ -2,7 +2,8 @@
 
 Servers often run one model over many independent streams (one per user or device), each
 fed a timestep or a chunk of timesteps at a time. The pool keeps every open stream's
-recurrent states and steps any subset of them together, one batched call per layer::
+recurrent states (and a causal Conv1D's window of past inputs) and steps any subset of
+them together, one batched call per layer::
 
     pool = model.stream_pool(64)
     a, b = pool.open(), pool.open()
@@ -23,17 +24,26 @@ recurrent states and steps any subset of them together, one batched call per lay
   step (the step's output, without a time axis).
 * ``reset(sid)`` zeros a stream's states, ``close(sid)`` frees its slot;
   ``get_state(sid)`` / ``set_state(sid, state)`` read and write its states as
-  ``{"model": name, "states": {layer key: [array per state]}}``. A recurrent layer call's
-  key is ``"position:kind"``, e.g. ``"0:LSTM"``: its position among the model's layer calls
-  (a Sequential's layers in order, a functional model's calls in the order it runs them)
-  and the layer's class, not its generated name, so the same model built in code in another
-  process takes the state. ``set_state`` checks the keys and the states' shapes, naming the
-  position, kind or shape that differs.
+  ``{"model": name, "states": {layer key: [array per state]}}``. A recurrent layer's states
+  are its ``(units,)`` vectors (``h``, and ``c`` for an LSTM); a causal Conv1D's is
+  ``[window]``, its last ``(kernel_size - 1)·dilation_rate`` inputs ``(steps, channels)``,
+  oldest first (zeros at open and reset: the causal padding of a sequence's start). A
+  layer call's key is ``"position:kind"``, e.g. ``"0:LSTM"`` or ``"0:Conv1D"``: its
+  position among the model's layer calls (a Sequential's layers in order, a functional
+  model's calls in the order it runs them) and the layer's class, not its generated name,
+  so the same model built in code in another process takes the state. ``set_state``
+  checks the keys and the states' shapes, naming the position, kind or shape that differs.
 
 What a stream computes: exactly what a stateful copy of the model with batch size 1
 computes when fed the same steps or chunks (each call continues from the states of the
 last), bit for bit, whatever other streams share the step and with any thread count
-(:class:`~rnncore.models.stream_plan.StreamPlan` says why). The streams start from zeros;
+(:class:`~rnncore.models.stream_plan.StreamPlan` says why). One difference, by design: a
+``Conv1D(padding="causal")`` (strides 1, channels_last) carries its window of past inputs
+between calls, so its outputs are those of the whole sequence fed so far (``predict`` on it,
+bit for bit), where a stateful Keras model, which carries no window, convolves each call's
+chunk alone as if it started the sequence (rnncore's stateful models keep that, for parity).
+A Conv1D that is not causal, or has strides > 1, is refused: its outputs need later steps or
+come at another rate. The streams start from zeros;
 the model's own stateful layers keep their states, the pool never reads or changes them.
 Masks (a Masking layer, ``Embedding(mask_zero=True)``) follow the stateful model too:
 inside a call a masked step repeats the previous output, and at the start of a call
@@ -77,10 +87,13 @@ class StreamPool:
         self._model = model
         self._plan = self._planned(model)
         self._model_name = model.name
-        # one (capacity, width) array per state of each recurrent call: a stream's states
+        # one (capacity, *shape) array per state of each carried call: a stream's states
         # are the rows of its slot, gathered into a batch for each step
         self._states = {
-            key: [np.zeros((self.capacity, w), self._plan.state_dtypes[key]) for _, w in spec]
+            key: [
+                np.zeros((self.capacity,) + shape, self._plan.state_dtypes[key])
+                for _, shape in spec
+            ]
             for key, spec in self._plan.state_spec.items()
         }
         self._slots: dict[int, int] = {}  # open id -> slot
@@ -221,7 +234,7 @@ class StreamPool:
         spec = self._plan.state_spec
         if set(states) != set(spec):
             raise ValueError(
-                f"stream_pool.set_state: the state is for recurrent layers (position:kind) "
+                f"stream_pool.set_state: the state is for layers (position:kind) "
                 f"{list(states)}, this pool's model {self._model_name!r} has {list(spec)}: "
                 f"{_difference(list(states), list(spec))} (a state of another model?)"
             )
@@ -234,11 +247,11 @@ class StreamPool:
                     f"{[n for n, _ in names]}, got {given!r:.80}"
                 )
             out[key] = []
-            for (name, width), s in zip(names, given):
+            for (name, shape), s in zip(names, given):
                 what = f"stream_pool.set_state: state {name!r} of the layer at {key!r}"
                 a = as_float_array(s, self._plan.state_dtypes[key], what)
-                if a.shape != (width,):
-                    raise ValueError(f"{what}: expected shape {(width,)}, got {a.shape}")
+                if a.shape != shape:
+                    raise ValueError(f"{what}: expected shape {shape}, got {a.shape}")
                 out[key].append(a)
         return out
 
@@ -396,5 +409,5 @@ def _difference(given: list, want: list) -> str:
             return f"position {pos} is {kinds[0][pos]} in the state, {kinds[1][pos]} in the model"
     extra = [k for k in given if k not in want]
     if extra:
-        return f"the model has no recurrent layer at {extra}"
+        return f"the model has no layer with states at {extra}"
     return f"the state has none for {[k for k in want if k not in given]}"
