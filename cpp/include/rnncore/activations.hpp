@@ -12,6 +12,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -69,11 +70,19 @@ void activate(Activation act, Block&& z) {
     case Activation::Linear:
       break;
     case Activation::Softmax:
-      // Shift by the row maximum so that exp never overflows.
+      // Shift by the row maximum so that exp never overflows. One scalar pass per row, in
+      // column order: Eigen's packet exp and sum differ from their scalar forms in the last
+      // bit and take a row's unaligned head and tail apart from its packets, so a row's
+      // result depended on its address, i.e. on its place in the batch (seen with SSE2).
       for (Index r = 0; r < z.rows(); ++r) {
-        auto row = z.row(r).array();
-        row = (row - row.maxCoeff()).exp();
-        row /= row.sum();
+        T top = z(r, 0);
+        for (Index j = 1; j < z.cols(); ++j) top = std::max(top, z(r, j));
+        T sum = T(0);
+        for (Index j = 0; j < z.cols(); ++j) {
+          z(r, j) = std::exp(z(r, j) - top);
+          sum += z(r, j);
+        }
+        for (Index j = 0; j < z.cols(); ++j) z(r, j) /= sum;
       }
       break;
   }
