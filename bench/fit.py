@@ -85,6 +85,7 @@ class RnncoreRun:
     name = "rnncore"
 
     def __init__(self, workload, seed=0):
+        rnncore.utils.set_random_seed(seed)  # the same initial weights in every run
         layers, loss, self.x, self.y, self.batch = WORKLOADS[workload][1](
             np.random.default_rng(seed)
         )

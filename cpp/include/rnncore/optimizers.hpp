@@ -6,12 +6,16 @@
 // float64 (its alpha is a float64 scalar), and the scalars, which the caller computes in
 // float64 as NumPy does and which are rounded to T here as NumPy rounds a Python float
 // meeting a T array. This file is compiled with -ffp-contract=off: a * b + c must round twice,
-// as NumPy's separate multiply and add do. Each element's update reads only that element,
-// so the result does not depend on how threads split the elements.
+// as NumPy's separate multiply and add do (and GCC never vectorises a division or a square
+// root into an approximation without -ffast-math). Each element's update reads only that
+// element, so the result does not depend on how threads split the elements.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "rnncore/threads.hpp"
@@ -71,97 +75,135 @@ struct StepScalars {
         alpha(s.alpha) {}
 };
 
-// Elements [i0, i1) of one variable. Each loop body reads element i of every array before
-// writing it, so the loops vectorise and a gradient aliasing the weight is still read first.
+// The rules over n elements. g and w0 are the clipped gradient and the decayed weight
+// (block buffers), w and the slots the variable's own arrays, written in place; no two of
+// these overlap (__restrict), so that each loop vectorises without run-time alias checks.
+
+//   w <- w - lr g
+template <class T>
+void sgd(Index n, const StepScalars<T>& c, const T* __restrict g, const T* __restrict w0,
+         T* __restrict w) {
+  for (Index i = 0; i < n; ++i) w[i] = w0[i] - c.lr * g[i];
+}
+
+//   m <- momentum m - lr g;   w <- w + m    (Nesterov: w <- w + (momentum m - lr g))
+template <bool Nesterov, class T>
+void sgd_momentum(Index n, const StepScalars<T>& c, const T* __restrict g, const T* __restrict w0,
+                  T* __restrict w, T* __restrict m) {
+  for (Index i = 0; i < n; ++i) {
+    const T m1 = c.momentum * m[i] - c.lr * g[i];
+    m[i] = m1;
+    w[i] = Nesterov ? w0[i] + (c.momentum * m1 - c.lr * g[i]) : w0[i] + m1;
+  }
+}
+
+//   m <- m + (g - m)(1 - beta_1);   v <- v + (g^2 - v)(1 - beta_2)
+//   (AMSGrad: v_hat <- max(v_hat, v), used as v)
+//   w <- w - (m alpha) / (sqrt(v) + epsilon)         (in float64, then rounded to T)
+template <bool AMSGrad, class T>
+void adam(Index n, const StepScalars<T>& c, const T* __restrict g, const T* __restrict w0,
+          T* __restrict w, T* __restrict m, T* __restrict v, T* __restrict v_hat) {
+  for (Index i = 0; i < n; ++i) {
+    const T m1 = m[i] + (g[i] - m[i]) * c.c1;
+    T v1 = v[i] + (g[i] * g[i] - v[i]) * c.c2;
+    m[i] = m1;
+    v[i] = v1;
+    if (AMSGrad) {
+      v1 = v_hat[i] < v1 ? v1 : v_hat[i];  // np.maximum of finite values
+      v_hat[i] = v1;
+    }
+    const T denominator = std::sqrt(v1) + c.eps;
+    w[i] = static_cast<T>(static_cast<double>(w0[i]) -
+                          (static_cast<double>(m1) * c.alpha) / static_cast<double>(denominator));
+  }
+}
+
+//   v <- rho v + ((1 - rho) g) g
+//   (centered: a <- rho a + (1 - rho) g;  denominator = (v - a a) + epsilon)
+//   denominator = v + epsilon;   increment = (lr g) / sqrt(denominator)
+//   w <- w - increment     (momentum: m <- momentum m + increment;  w <- w - m)
+template <bool Centered, bool Momentum, class T>
+void rmsprop(Index n, const StepScalars<T>& c, const T* __restrict g, const T* __restrict w0,
+             T* __restrict w, T* __restrict v, T* __restrict m, T* __restrict a) {
+  for (Index i = 0; i < n; ++i) {
+    const T v1 = c.rho * v[i] + (c.c_rho * g[i]) * g[i];
+    v[i] = v1;
+    T denominator = v1 + c.eps;
+    if (Centered) {
+      const T a1 = c.rho * a[i] + c.c_rho * g[i];
+      a[i] = a1;
+      denominator = (v1 - a1 * a1) + c.eps;
+    }
+    const T increment = (c.lr * g[i]) / std::sqrt(denominator);
+    if (Momentum) {
+      const T m1 = c.momentum * m[i] + increment;
+      m[i] = m1;
+      w[i] = w0[i] - m1;
+    } else {
+      w[i] = w0[i] - increment;
+    }
+  }
+}
+
+// Elements [i0, i1) of one variable, a block at a time: the clipped gradient and the decayed
+// weight into buffers first (so a gradient that is the weight's own array is read before it
+// is written), then the rule.
 template <class T>
 void update_range(const OptimizerStep& s, const StepScalars<T>& c, const VariableUpdate<T>& u,
                   Index i0, Index i1) {
-  T* w = u.w;
-  const T* g_in = u.g;
-  const bool decay = u.has_decay, scale = u.has_clip_scale, clipv = s.clipvalue > 0;
-  const T decay_t = static_cast<T>(u.decay), scale_t = static_cast<T>(u.clip_scale);
-  // g as the clipping leaves it:  g scale (norm)  or  min(max(g, -clipvalue), clipvalue)
-  auto grad = [&](Index i) {
-    T g = g_in[i];
-    if (scale) g = g * scale_t;
-    if (clipv) g = std::min(std::max(g, c.clip_lo), c.clip_hi);
-    return g;
-  };
-  // w as the weight decay leaves it:  w (1 - weight_decay lr)
-  auto weight = [&](Index i) { return decay ? w[i] * decay_t : w[i]; };
-  switch (s.kind) {
-    case OptimizerKind::SGD: {
-      T* m = u.slot[0];
-      if (!m) {
-        //   w <- w - lr g
-        for (Index i = i0; i < i1; ++i) w[i] = weight(i) - c.lr * grad(i);
-      } else if (s.nesterov) {
-        //   m <- momentum m - lr g;   w <- w + (momentum m - lr g)
-        for (Index i = i0; i < i1; ++i) {
-          const T g = grad(i), wi = weight(i);
-          const T m1 = c.momentum * m[i] - c.lr * g;
-          m[i] = m1;
-          w[i] = wi + (c.momentum * m1 - c.lr * g);
-        }
-      } else {
-        //   m <- momentum m - lr g;   w <- w + m
-        for (Index i = i0; i < i1; ++i) {
-          const T g = grad(i), wi = weight(i);
-          const T m1 = c.momentum * m[i] - c.lr * g;
-          m[i] = m1;
-          w[i] = wi + m1;
-        }
+  constexpr Index block = 256;
+  alignas(64) T g[block], w0[block];
+  const T decay = static_cast<T>(u.decay), scale = static_cast<T>(u.clip_scale);
+  for (Index b = i0; b < i1; b += block) {
+    const Index n = std::min(block, i1 - b);
+    //   g <- g scale  (clipping by norm);   g <- min(max(g, -clipvalue), clipvalue)
+    std::copy_n(u.g + b, n, g);
+    if (u.has_clip_scale)
+      for (Index i = 0; i < n; ++i) g[i] = g[i] * scale;
+    if (s.clipvalue > 0)
+      for (Index i = 0; i < n; ++i) {
+        const T low = g[i] < c.clip_lo ? c.clip_lo : g[i];  // np.clip of finite values
+        g[i] = c.clip_hi < low ? c.clip_hi : low;
       }
-      break;
-    }
-    case OptimizerKind::Adam: {
-      T *m = u.slot[0], *v = u.slot[1], *v_hat = u.slot[2];
-      //   m <- m + (g - m)(1 - beta_1);   v <- v + (g^2 - v)(1 - beta_2)
-      //   (amsgrad: v_hat <- max(v_hat, v), used as v)
-      //   w <- w - (m alpha) / (sqrt(v) + epsilon)        (in float64, then rounded to T)
-      for (Index i = i0; i < i1; ++i) {
-        const T g = grad(i), wi = weight(i);
-        const T m1 = m[i] + (g - m[i]) * c.c1;
-        T v1 = v[i] + (g * g - v[i]) * c.c2;
-        m[i] = m1;
-        v[i] = v1;
-        if (v_hat) v1 = v_hat[i] = std::max(v_hat[i], v1);
-        const T denominator = std::sqrt(v1) + c.eps;
-        w[i] = static_cast<T>(static_cast<double>(wi) - (static_cast<double>(m1) * c.alpha) /
-                                                            static_cast<double>(denominator));
+    //   w <- w (1 - weight_decay lr)
+    T* w = u.w + b;
+    if (u.has_decay)
+      for (Index i = 0; i < n; ++i) w0[i] = w[i] * decay;
+    else
+      std::copy_n(w, n, w0);
+    T* s0 = u.slot[0] ? u.slot[0] + b : nullptr;
+    T* s1 = u.slot[1] ? u.slot[1] + b : nullptr;
+    T* s2 = u.slot[2] ? u.slot[2] + b : nullptr;
+    switch (s.kind) {
+      case OptimizerKind::SGD:
+        if (!s0)
+          sgd(n, c, g, w0, w);
+        else if (s.nesterov)
+          sgd_momentum<true>(n, c, g, w0, w, s0);
+        else
+          sgd_momentum<false>(n, c, g, w0, w, s0);
+        break;
+      case OptimizerKind::Adam:
+        if (s.amsgrad)
+          adam<true>(n, c, g, w0, w, s0, s1, s2);
+        else
+          adam<false>(n, c, g, w0, w, s0, s1, s2);
+        break;
+      case OptimizerKind::RMSprop: {
+        // slots: v, then m (momentum > 0), then a (centered)
+        const bool momentum = s.momentum > 0;
+        T* a = s.centered ? (momentum ? s2 : s1) : nullptr;
+        T* const none = nullptr;
+        if (s.centered && momentum)
+          rmsprop<true, true>(n, c, g, w0, w, s0, s1, a);
+        else if (s.centered)
+          rmsprop<true, false>(n, c, g, w0, w, s0, none, a);
+        else if (momentum)
+          rmsprop<false, true>(n, c, g, w0, w, s0, s1, none);
+        else
+          rmsprop<false, false>(n, c, g, w0, w, s0, none, none);
+        break;
       }
-      break;
-    }
-    case OptimizerKind::RMSprop: {
-      T* v = u.slot[0];
-      T* m = s.momentum > 0 ? u.slot[1] : nullptr;
-      T* a = s.centered ? u.slot[m ? 2 : 1] : nullptr;
-      //   v <- rho v + ((1 - rho) g) g
-      //   (centered: a <- rho a + (1 - rho) g;  denominator = (v - a a) + epsilon)
-      //   denominator = v + epsilon;   increment = (lr g) / sqrt(denominator)
-      //   w <- w - increment     (momentum: m <- momentum m + increment;  w <- w - m)
-      for (Index i = i0; i < i1; ++i) {
-        const T g = grad(i), wi = weight(i);
-        const T v1 = c.rho * v[i] + (c.c_rho * g) * g;
-        v[i] = v1;
-        T denominator;
-        if (a) {
-          const T a1 = c.rho * a[i] + c.c_rho * g;
-          a[i] = a1;
-          denominator = (v1 - a1 * a1) + c.eps;
-        } else {
-          denominator = v1 + c.eps;
-        }
-        const T increment = (c.lr * g) / std::sqrt(denominator);
-        if (m) {
-          const T m1 = c.momentum * m[i] + increment;
-          m[i] = m1;
-          w[i] = wi - m1;
-        } else {
-          w[i] = wi - increment;
-        }
-      }
-      break;
     }
   }
 }
@@ -197,14 +239,22 @@ Index first_non_finite(const std::vector<VariableUpdate<T>>& vars, int threads) 
   for (const auto& u : vars) sizes.push_back(u.n), total += u.n;
   const auto chunks = detail::chunks_of(sizes, detail::optimizer_chunk);
   std::vector<char> bad(chunks.size(), 0);
-  parallel_for(
-      static_cast<Index>(chunks.size()), detail::threads_for(total, threads), [&](Index k) {
-        const auto& ch = chunks[k];
-        const T* g = vars[ch.var].g;
-        bool ok = true;  // x - x is 0 for a finite x, NaN for NaN and infinities (vectorises)
-        for (Index i = ch.i0; i < ch.i1; ++i) ok &= (g[i] - g[i]) == T(0);
-        bad[k] = !ok;
-      });
+  parallel_for(static_cast<Index>(chunks.size()), detail::threads_for(total, threads),
+               [&](Index k) {
+                 const auto& ch = chunks[k];
+                 const T* g = vars[ch.var].g;
+                 // NaN and the infinities are the values whose exponent bits are all ones (an
+                 // integer test, which vectorises where a floating-point reduction would not)
+                 using U = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+                 constexpr U exponent = sizeof(T) == 4 ? U(0x7f800000u) : U(0x7ff0000000000000ull);
+                 U non_finite = 0;
+                 for (Index i = ch.i0; i < ch.i1; ++i) {
+                   U bits;
+                   std::memcpy(&bits, g + i, sizeof bits);
+                   non_finite |= (bits & exponent) == exponent;
+                 }
+                 bad[k] = non_finite != 0;
+               });
   for (size_t k = 0; k < chunks.size(); ++k)
     if (bad[k]) return chunks[k].var;
   return -1;
