@@ -2,7 +2,7 @@
 PyTorch loop, side by side in one process.
 
     python3 bench/fit.py [--workloads W1 W2 W3] [--threads 1 2] [--repeats 3]
-                         [--impls rnncore torch] [--profile W2]
+                         [--impls rnncore torch] [--profile W2] [--kernels]
 
 Workloads (the issue's), Adam (learning rate 1e-3, epsilon 1e-7 in both), no shuffling, the
 same data and the same initial weights in both (rnncore's, copied into the torch modules), so
@@ -21,7 +21,10 @@ count, each implementation first runs one warm-up epoch, then --repeats rounds e
 one more epoch of every implementation in turn (interleaved, the first one rotating), so that
 load from other processes hits all alike; the table gives the median and the losses of the
 last epoch (the mean over its batches). --profile W2 prints cProfile's view of one rnncore
-epoch of that workload (at the last thread count). Prints Markdown with the CPU and load.
+epoch of that workload (at the last thread count). --kernels times, instead, the training
+kernels W2 calls besides the recurrent ones: one optimizer step (Adam, RMSprop, SGD) of W2's
+variables and the embedding gradient of one batch, against NumPy (``rnncore.reference``'s
+optimizer step and ``np.add.at``). Prints Markdown with the CPU and load.
 """
 
 from __future__ import annotations
@@ -211,6 +214,47 @@ def profile(workload, top=25) -> str:
     return out.getvalue()
 
 
+def kernels(threads, repeats=30) -> None:
+    from rnncore import functional, reference
+    from rnncore.layers import Variable
+
+    rng = np.random.default_rng(0)
+    shapes = [(20000, 64), (64, 256), (64, 256), (256,), (64, 1), (1,)]  # W2's variables
+    start = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    ids = rng.integers(0, 20000, size=(64, 200))
+    dy = rng.standard_normal((64, 200, 64)).astype(np.float32)
+
+    def median_ms(fn):
+        fn()
+        samples = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+        return statistics.median(samples) * 1e3
+
+    def step(make, apply):
+        opt, vs = make(), [Variable(w.copy(), f"v{k}", f"v{k}") for k, w in enumerate(start)]
+        return lambda: apply(opt, list(zip(grads, vs)))
+
+    def add_at():
+        out = np.zeros((20000, 64), np.float32)
+        np.add.at(out, ids.reshape(-1), dy.reshape(-1, 64))
+
+    makers = {"Adam": lambda: optimizers.Adam(LR), "RMSprop": optimizers.RMSprop,
+              "SGD": optimizers.SGD}  # fmt: skip
+    print("| kernel (W2's shapes) | threads | NumPy ms | rnncore ms |\n|---|---|---|---|")
+    for n in threads:
+        set_threads(n)
+        for name, make in makers.items():
+            ours = median_ms(step(make, lambda o, p: o.apply_gradients(p)))
+            numpy = median_ms(step(make, reference.apply_gradients))
+            print(f"| {name} step | {n} | {numpy:.2f} | {ours:.2f} |")
+        ours = median_ms(lambda: functional.embedding_backward(ids, dy, 20000))
+        print(f"| embedding gradient | {n} | {median_ms(add_at):.2f} | {ours:.2f} |", flush=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
@@ -218,11 +262,15 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--impls", nargs="+", default=["rnncore", "torch"], choices=["rnncore", "torch"])
     p.add_argument("--profile", choices=list(WORKLOADS), default=None)
+    p.add_argument("--kernels", action="store_true", help="time the training kernels only")
     a = p.parse_args(argv)
     info = machine_info()
     print(f"CPU: {info['cpu']} ({', '.join(info['cpu_flags'])}), {info['usable_cpus']} usable; "
           f"rnncore from {info['rnncore_from']}; load average {loadavg()} at start")  # fmt: skip
     print()
+    if a.kernels:
+        kernels(a.threads)
+        return 0
     print("| workload | threads | " + " | ".join(f"{i} s (runs)" for i in a.impls)
           + " | ratio | " + " | ".join(f"{i} loss" for i in a.impls) + " |")  # fmt: skip
     print("|---|---|" + "---|" * (2 * len(a.impls) + 1))
