@@ -5,10 +5,11 @@
 // variable's elements is in its dtype T, except Adam's last line, which NumPy computes in
 // float64 (its alpha is a float64 scalar), and the scalars, which the caller computes in
 // float64 as NumPy does and which are rounded to T here as NumPy rounds a Python float
-// meeting a T array. This file is compiled with -ffp-contract=off: a * b + c must round twice,
-// as NumPy's separate multiply and add do (and GCC never vectorises a division or a square
-// root into an approximation without -ffast-math). Each element's update reads only that
-// element, so the result does not depend on how threads split the elements.
+// meeting a T array. It is included only by cpp/src/bind_train.cpp, which is compiled with
+// -ffp-contract=off (CMakeLists.txt): a * b + c must round twice, as NumPy's separate
+// multiply and add do (tests/test_optimizers_fused.py compares the bits) (and GCC never vectorises
+// a division or a square root into an approximation without -ffast-math). Each element's update
+// reads only that element, so the result does not depend on how threads split the elements.
 #pragma once
 
 #include <algorithm>
