@@ -7,9 +7,9 @@
 // float64 as NumPy does and which are rounded to T here as NumPy rounds a Python float
 // meeting a T array. It is included only by cpp/src/bind_train.cpp, which is compiled with
 // -ffp-contract=off (CMakeLists.txt): a * b + c must round twice, as NumPy's separate
-// multiply and add do (tests/test_optimizers_fused.py compares the bits) (and GCC never vectorises
-// a division or a square root into an approximation without -ffast-math). Each element's update
-// reads only that element, so the result does not depend on how threads split the elements.
+// multiply and add do; tests/test_optimizers_fused.py compares the bits. (GCC never turns a
+// division or a square root into an approximation without -ffast-math.) Each element's
+// update reads only that element, so the result does not depend on how threads split them.
 #pragma once
 
 #include <algorithm>
