@@ -61,6 +61,37 @@ def test_embeddings_gradient_by_finite_differences(rng):
     assert layer.backward(np.ones((B, T, D))) is None  # ids have no gradient
 
 
+@pytest.mark.parametrize("id_dtype", [np.int64, np.int32, np.uint16])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_embeddings_gradient_is_np_add_at_bit_for_bit(dtype, id_dtype, rng, threads):
+    # Many repeated ids (20000 positions into 1000 rows): the sums' order decides their bits.
+    # Large enough for two threads to split the rows.
+    V2, D2 = 1000, 64
+    ids = rng.integers(0, V2, size=(40, 50, 10)).astype(id_dtype)
+    ids[0, 0, :] = 7  # one id at many positions
+    dy = rng.standard_normal(ids.shape + (D2,)).astype(dtype)
+    expected = np.zeros((V2, D2), dtype)
+    np.add.at(expected, ids.reshape(-1).astype(np.int64), dy.reshape(-1, D2))
+    for n in (1, 2):
+        rnncore.set_num_threads(n)
+        got = rnncore.functional.embedding_backward(ids, dy, V2)
+        assert got.dtype == dtype and got.shape == (V2, D2)
+        assert np.array_equal(got, expected), f"{n} threads"
+        assert np.array_equal(np.signbit(got), np.signbit(expected))  # zeros' signs too
+
+
+def test_embeddings_gradient_refuses_bad_ids_and_shapes(rng):
+    dy = np.ones((2, 3, D))
+    with pytest.raises(ValueError, match=r"id 11 at position 4 is out of range for input_dim=11"):
+        rnncore.functional.embedding_backward(np.array([[0, 1, 2], [3, 11, 4]]), dy, V)
+    with pytest.raises(ValueError, match=r"id -1 at position 0"):
+        rnncore.functional.embedding_backward(np.full((2, 3), -1), dy, V)
+    with pytest.raises(ValueError, match=r"dy: expected shape \(2, 3\) \+ \(output_dim,\)"):
+        rnncore.functional.embedding_backward(np.zeros((2, 3), np.int64), np.ones((3, 2, D)), V)
+    with pytest.raises(TypeError, match="ids: expected integer ids, got dtype float64"):
+        rnncore.functional.embedding_backward(np.zeros((2, 3)), dy, V)
+
+
 def test_initial_weights_config_and_input_length(rng):
     w = rng.standard_normal((V, D)).astype(np.float32)
     layer = L.Embedding(V, D, weights=w)

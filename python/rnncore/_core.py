@@ -29,7 +29,8 @@ from importlib.util import find_spec
 __all__ = ["isa", "has_openmp", "simd", "eigen_version", "cpu_supports", "get_num_threads",
            "set_num_threads", "rnn_forward", "rnn_backward", "dense_forward", "dense_backward",
            "make_stream", "make_chain", "kernel_info", "set_blocking", "peak_flops",
-           "lowp_paths", "lowp_path_for", "set_lowp_path", "lowp_cpu_features"]  # fmt: skip
+           "lowp_paths", "lowp_path_for", "set_lowp_path", "lowp_cpu_features",
+           "embedding_backward", "optimizer_update"]  # fmt: skip
 
 _PREFERENCE = ("x86_64_v4", "x86_64_v3")
 
@@ -111,6 +112,8 @@ lowp_paths: tuple = tuple(_module.lowp_paths)
 lowp_path_for = _module.lowp_path_for
 set_lowp_path = _module.set_lowp_path
 lowp_cpu_features = _module.lowp_cpu_features
+embedding_backward = _module.embedding_backward
+optimizer_update = _module.optimizer_update
 
 
 def _cap_lowp_path() -> None:

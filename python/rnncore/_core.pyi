@@ -13,7 +13,8 @@ eigen_version: str
 __all__ = ["isa", "has_openmp", "simd", "eigen_version", "cpu_supports", "get_num_threads",
            "set_num_threads", "rnn_forward", "rnn_backward", "dense_forward", "dense_backward",
            "make_stream", "make_chain", "kernel_info", "set_blocking", "peak_flops",
-           "lowp_paths", "lowp_path_for", "set_lowp_path", "lowp_cpu_features"]  # fmt: skip
+           "lowp_paths", "lowp_path_for", "set_lowp_path", "lowp_cpu_features",
+           "embedding_backward", "optimizer_update"]  # fmt: skip
 
 lowp_paths: tuple[str, ...]
 
@@ -58,6 +59,20 @@ def dense_forward(x: _Array, kernel: NDArray, bias: _Array | None, activation: s
 def dense_backward(
     x: _Array, kernel: _Array, use_bias: bool, activation: str, y: _Array, dy: _Array
 ) -> tuple[_Array, _Array, _Array | None]: ...
+
+# np.add.at(zeros((input_dim, D)), ids, dy), bit for bit; ids int32 or int64 (N,), dy (N, D)
+def embedding_backward(ids: NDArray[np.integer], dy: _Array, input_dim: SupportsIndex
+                       ) -> _Array: ...  # fmt: skip
+
+# kind "sgd" | "adam" | "rmsprop"; in place; -1, or the first variable with a non-finite grad
+def optimizer_update(kind: str, variables: _Arrays, gradients: _Arrays,
+                     slots: Sequence[_Arrays], *, learning_rate: float,
+                     decay: Sequence[float | None], clip_scale: Sequence[float | None],
+                     clipvalue: float = 0.0, momentum: float = 0.0, nesterov: bool = False,
+                     one_minus_beta_1: float = 0.0, one_minus_beta_2: float = 0.0,
+                     alpha: float = 0.0, amsgrad: bool = False, epsilon: float = 0.0,
+                     rho: float = 0.0, one_minus_rho: float = 0.0, centered: bool = False
+                     ) -> int: ...  # fmt: skip
 
 # What make_stream returns (the compiled classes Stream32 / Stream64, not exported).
 class _Stream:

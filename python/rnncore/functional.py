@@ -47,6 +47,7 @@ __all__ = [
     "gru",
     "dense",
     "dense_backward",
+    "embedding_backward",
     "backward",
     "stream",
     "Workspace",
@@ -350,6 +351,28 @@ def dense_backward(x, kernel, y, dy, *, use_bias=True, activation="linear"):
     """
     a = _arrays({"x": x, "kernel": kernel, "y": y, "dy": dy})
     return _core.dense_backward(a["x"], a["kernel"], bool(use_bias), activation, a["y"], a["dy"])
+
+
+def embedding_backward(ids, dy, input_dim):
+    """The gradient ``(input_dim, D)`` of an embedding matrix read at ``ids (...)``, given
+    dL/d(output) ``dy (..., D)``: each row of ``dy`` summed into the row its id names.
+
+    The sums are np.add.at's, bit for bit (each id's rows added in position order, from
+    zero), whatever the thread count. ``ids`` must be integers in ``[0, input_dim)``.
+    """
+    ids = _array(ids, "ids")
+    shape = ids.shape
+    if ids.dtype not in (np.int32, np.int64):
+        if ids.dtype.kind not in "biu":
+            raise TypeError(f"ids: expected integer ids, got dtype {ids.dtype}")
+        ids = ids.astype(np.int64)
+    dy = _array(dy, "dy")
+    if dy.shape[:-1] != shape or dy.ndim != len(shape) + 1:
+        raise ValueError(
+            f"dy: expected shape {shape} + (output_dim,) (the ids' shape), got {dy.shape}"
+        )
+    n = ids.size
+    return _core.embedding_backward(ids.reshape(n), dy.reshape(n, dy.shape[-1]), int(input_dim))
 
 
 def stream(cell, kernel, recurrent_kernel, bias=None, *, batch_size=None, activation="tanh",

@@ -4,6 +4,9 @@ Same signatures, layouts and conventions as :mod:`rnncore.functional` (Keras's):
 time, one line per equation. Use it to check the core's results; it computes in the dtype
 of its inputs.
 
+:func:`apply_gradients` is the optimizers' step in NumPy, one expression per equation: the
+operation order (and so the rounding) that the core's fused step reproduces.
+
 Each cell is a pair of functions: ``step(p, x_t, states) -> (new_states, cache)`` and
 ``step_backward(p, cache, d_states) -> (dx_t, d_params, d_prev_states)``; ``_scan`` and
 ``_scan_backward`` own the time loop, direction and masks for all of them.
@@ -325,3 +328,101 @@ def dense_backward(x, kernel, y, dy, *, use_bias=True, activation="linear"):
     dz = _grad(activation, y, dy)
     x2, dz2 = x.reshape(-1, x.shape[-1]), dz.reshape(-1, dz.shape[-1])
     return dz @ kernel.T, x2.T @ dz2, (dz2.sum(0) if use_bias else None)
+
+
+# --------------------------------------------------------------------------------------------
+# Optimizers: rnncore.optimizers' rules, one NumPy expression each. An operation on a
+# variable's elements rounds to its dtype; a Python float meeting an array is rounded to the
+# array's dtype first; Adam's alpha is a float64 scalar, so its last line is float64.
+
+
+def _sgd(opt, w, g, slots, step, lr):
+    if not opt.momentum:
+        return w - lr * g, slots
+    m = opt.momentum * slots["m"] - lr * g
+    if opt.nesterov:
+        return w + (opt.momentum * m - lr * g), {"m": m}
+    return w + m, {"m": m}
+
+
+def _adam(opt, w, g, slots, step, lr):
+    b1, b2 = opt.beta_1, opt.beta_2
+    alpha = lr * np.sqrt(1 - b2**step) / (1 - b1**step)
+    m = slots["m"] + (g - slots["m"]) * (1 - b1)
+    v = slots["v"] + (g * g - slots["v"]) * (1 - b2)
+    new = {"m": m, "v": v}
+    if opt.amsgrad:
+        v = new["v_hat"] = np.maximum(slots["v_hat"], v)
+    return w - (m * alpha) / (np.sqrt(v) + opt.epsilon), new
+
+
+def _rmsprop(opt, w, g, slots, step, lr):
+    rho = opt.rho
+    v = rho * slots["v"] + (1 - rho) * g * g
+    new = {"v": v}
+    if opt.centered:
+        a = new["a"] = rho * slots["a"] + (1 - rho) * g
+        denominator = v - a * a + opt.epsilon
+    else:
+        denominator = v + opt.epsilon
+    increment = lr * g / np.sqrt(denominator)
+    if opt.momentum > 0:
+        m = new["m"] = opt.momentum * slots["m"] + increment
+        return w - m, new
+    return w - increment, new
+
+
+_OPTIMIZER_RULES = {"sgd": _sgd, "adam": _adam, "rmsprop": _rmsprop}
+
+
+def _clip(opt, grads):
+    # the scale is a Python float, so a clipped gradient keeps its dtype
+    if opt.clipnorm:
+        out = []
+        for g in grads:
+            norm = np.sqrt(np.sum(np.square(g, dtype=np.float64)))
+            out.append(g * float(opt.clipnorm / max(norm, opt.clipnorm)))
+        return out
+    if opt.global_clipnorm:
+        norm = np.sqrt(sum(np.sum(np.square(g, dtype=np.float64)) for g in grads))
+        scale = float(opt.global_clipnorm / max(norm, opt.global_clipnorm))
+        return [g * scale for g in grads]
+    if opt.clipvalue:
+        return [np.clip(g, -opt.clipvalue, opt.clipvalue) for g in grads]
+    return grads
+
+
+def apply_gradients(optimizer, grads_and_vars) -> None:
+    """``optimizer.apply_gradients(grads_and_vars)`` computed in NumPy: the same clipping,
+    weight decay and rule, updating the variables and the optimizer's state (slots,
+    iterations) as the optimizer does. Every new value is computed before the first write.
+    """
+    opt = optimizer
+    grads, variables = [], []
+    for g, v in grads_and_vars:
+        g = np.asarray(g)
+        if g.shape != v.shape:
+            raise ValueError(f"gradient of {v.path!r} has shape {g.shape}, the variable {v.shape}")
+        if not np.all(np.isfinite(g)):
+            raise FloatingPointError(f"the gradient of {v.path!r} is not finite")
+        grads.append(g.astype(v.value.dtype, copy=False))
+        variables.append(v)
+    grads = _clip(opt, grads)
+    step = opt.iterations + 1
+    lr = opt.learning_rate
+    rule = _OPTIMIZER_RULES[opt._kind]
+    updates = []
+    for g, v in zip(grads, variables):
+        slots = opt._slots.get(id(v))
+        if slots is None or opt._owners.get(id(v)) is not v:
+            slots = {k: np.zeros_like(v.value) for k in opt._slot_names}
+        w = v.value
+        if opt._use_weight_decay(v):
+            w = w * (1.0 - opt.weight_decay * lr)
+        new_value, new_slots = rule(opt, w, g, slots, step, lr)
+        updates.append((v, new_value.astype(v.value.dtype, copy=False), new_slots))
+    for v, value, slots in updates:
+        v.assign(value)
+        opt._slots[id(v)] = slots
+        opt._owners[id(v)] = v
+    opt.iterations = step

@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-from .. import utils
+from .. import functional, utils
 from . import initializers
 from ._base import InputTensor, Layer, positive_int, require_default, shape_tuple
 
@@ -124,11 +124,9 @@ class Embedding(Layer):
         return self.call(x)
 
     def backward(self, dy):
-        # d embeddings[v] = sum of dy over the positions whose id is v (np.add.at sums
-        # repeated ids, where ``dE[ids] += dy`` would keep only one of them)
+        # d embeddings[v] = sum of dy over the positions whose id is v, in the core: the
+        # sums np.add.at computes (repeated ids add up), bit for bit
         (ids,) = self._cached()
-        d_embeddings = np.zeros_like(self.embeddings.value)
-        dy = np.asarray(dy, dtype=d_embeddings.dtype).reshape(-1, self.output_dim)
-        np.add.at(d_embeddings, ids.reshape(-1), dy)
-        self._grads = [d_embeddings]
+        dy = np.asarray(dy, dtype=self.embeddings.value.dtype)
+        self._grads = [functional.embedding_backward(ids, dy, self.input_dim)]
         return None  # ids have no gradient

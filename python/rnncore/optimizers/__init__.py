@@ -1,26 +1,33 @@
 """Optimizers with Keras 3's names, defaults and update rules: SGD, Adam, AdamW, RMSprop.
 
 ``apply_gradients([(grad, variable), ...])`` updates the variables (:class:`Variable`). It
-is all or nothing: the gradients are checked (shapes, finite values) and every new value
-and slot is computed before the first weight changes, so an error never leaves a model
-half-updated. Gradient clipping is Keras's: ``clipnorm`` per gradient
-(``g * clipnorm / max(||g||, clipnorm)``), ``global_clipnorm`` over all gradients together,
-``clipvalue`` element-wise. The update rules (``g`` the clipped gradient, ``lr`` the
-learning rate, ``t`` the 1-based step) are written above each ``_update``.
+is all or nothing: every gradient is checked (shape, finite values) before the first weight
+changes, so an error never leaves a model half-updated. Gradient clipping is Keras's:
+``clipnorm`` per gradient (``g * clipnorm / max(||g||, clipnorm)``), ``global_clipnorm``
+over all gradients together, ``clipvalue`` element-wise. The update rules (``g`` the clipped
+gradient, ``lr`` the learning rate, ``t`` the 1-based step) are in each class's docstring.
 
 ``learning_rate`` may be a float, a schedule (:mod:`rnncore.optimizers.schedules`,
 evaluated at :attr:`Optimizer.iterations` before each update, 0 first) or a callable of no
 arguments, as Keras. ``weight_decay`` is Keras's decoupled decay, applied before the update
 with the same learning rate: ``w <- w - lr * weight_decay * w`` for every updated variable
 except those named by :meth:`Optimizer.exclude_from_weight_decay`.
+
+One step is one call into the core (``rnncore._core.optimizer_update``): it checks that every
+gradient is finite, then updates every variable and its slots in place, threads splitting the
+elements. It rounds as the NumPy formulas of :func:`rnncore.reference.apply_gradients` do,
+operation for operation (the same bits, whatever the thread count); the scalars of a step
+(learning rate, bias corrections, clipping norms) are computed here, in float64, as there.
 """
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
 
+from .. import _core
 from ..layers._base import require_default
 from . import schedules
 
@@ -104,67 +111,70 @@ class Optimizer:
 
     # ---- clipping ----------------------------------------------------------------------
 
-    def _clip(self, grads: list[np.ndarray]) -> list[np.ndarray]:
+    def _clip_scales(self, grads: list[np.ndarray]) -> list[float | None]:
+        """The factor each gradient is multiplied by (clipping by norm), or None each."""
         if self.clipnorm:
-            out = []
-            for g in grads:
-                norm = np.sqrt(np.sum(np.square(g, dtype=np.float64)))
-                out.append(g * (self.clipnorm / max(norm, self.clipnorm)))
-            return out
+            return [self.clipnorm / max(math.sqrt(_sum_squares(g)), self.clipnorm) for g in grads]
         if self.global_clipnorm:
-            norm = np.sqrt(sum(np.sum(np.square(g, dtype=np.float64)) for g in grads))
-            scale = self.global_clipnorm / max(norm, self.global_clipnorm)
-            return [g * scale for g in grads]
-        if self.clipvalue:
-            return [np.clip(g, -self.clipvalue, self.clipvalue) for g in grads]
-        return grads
+            norm = math.sqrt(sum(_sum_squares(g) for g in grads))
+            return [self.global_clipnorm / max(norm, self.global_clipnorm)] * len(grads)
+        return [None] * len(grads)
 
     # ---- applying ----------------------------------------------------------------------
 
+    #: the update rule's name in the core (``_core.optimizer_update``'s ``kind``)
+    _kind = ""
+
+    def _coefficients(self, step: int, lr: float) -> dict:
+        """The rule's scalars at 1-based step ``step`` and rate ``lr``, as keyword arguments
+        of ``_core.optimizer_update``, in float64 as the NumPy formulas compute them."""
+        raise NotImplementedError
+
     def apply_gradients(self, grads_and_vars) -> None:
         """One update of every variable from its gradient; nothing changes on an error."""
-        pairs = list(grads_and_vars)
-        grads, variables = [], []
-        for g, v in pairs:
+        grads, variables, seen = [], [], set()
+        for g, v in grads_and_vars:
             g = np.asarray(g)
             if g.shape != v.shape:
                 raise ValueError(
                     f"{self.name}: gradient of {v.path!r} has shape {g.shape}, "
                     f"the variable {v.shape}"
                 )
-            if not np.all(np.isfinite(g)):
-                raise FloatingPointError(
-                    f"{self.name}: the gradient of {v.path!r} is not finite (NaN or inf); "
-                    f"no weight was updated"
-                )
-            grads.append(g.astype(v.value.dtype, copy=False))
+            if id(v) in seen:  # two updates of one variable in one step: which would win?
+                raise ValueError(f"{self.name}: variable {v.path!r} is given twice")
+            seen.add(id(v))
+            grads.append(g.astype(v.value.dtype, order="C", copy=False))
             variables.append(v)
-        grads = self._clip(grads)
         step = self.iterations + 1
         lr = self.learning_rate  # the schedule at iterations, before the update (Keras)
-        updates = []  # computed entirely before anything is assigned
-        for g, v in zip(grads, variables):
-            slots = self._slots.get(id(v))
-            if slots is None or self._owners.get(id(v)) is not v:
-                slots = {k: np.zeros_like(v.value) for k in self._slot_names}
-            w = v.value
-            if self._use_weight_decay(v):
-                # decoupled, before the update: w - lr wd w, written as Keras's torch backend
-                # rounds it (one product by 1 - lr wd)
-                w = w * (1.0 - self.weight_decay * lr)
-            new_value, new_slots = self._update(w, g, slots, step, lr)
-            updates.append((v, new_value.astype(v.value.dtype, copy=False), new_slots))
-        for v, value, slots in updates:
-            np.copyto(v.value, value)
+        slots = []  # a new variable's slots are kept only once the step succeeded
+        for v in variables:
+            own = self._slots.get(id(v))
+            if own is None or self._owners.get(id(v)) is not v:
+                own = {k: np.zeros_like(v.value) for k in self._slot_names}
+            slots.append(own)
+        # decoupled weight decay, before the update: w (1 - lr wd), one product as Keras's
+        # torch backend rounds it
+        decay = [1.0 - self.weight_decay * lr if self._use_weight_decay(v) else None
+                 for v in variables]  # fmt: skip
+        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite one is refused below
+            clip_scale = self._clip_scales(grads)
+        bad = _core.optimizer_update(
+            self._kind, [v.value for v in variables], grads,
+            [[s[k] for k in self._slot_names] for s in slots], learning_rate=lr, decay=decay,
+            clip_scale=clip_scale, clipvalue=self.clipvalue or 0.0,
+            **self._coefficients(step, lr),
+        )  # fmt: skip
+        if bad >= 0:  # the core checked every gradient before writing anything
+            raise FloatingPointError(
+                f"{self.name}: the gradient of {variables[bad].path!r} is not finite "
+                f"(NaN or inf); no weight was updated"
+            )
+        for v, own in zip(variables, slots):
             v.changed()  # the layer's caches pack the weights again (a new generation)
-            self._slots[id(v)] = slots
+            self._slots[id(v)] = own
             self._owners[id(v)] = v
         self.iterations = step
-
-    def _update(self, w, g, slots, step, lr):
-        """``(new_value, new_slots)`` for one variable at learning rate ``lr``; must not
-        modify its arguments."""
-        raise NotImplementedError
 
     def get_slot(self, variable, name) -> np.ndarray:
         """The optimizer's state ``name`` (e.g. ``"m"``) for ``variable`` (a copy)."""
@@ -218,13 +228,10 @@ class SGD(Optimizer):
         self._set_hyper(momentum=momentum, nesterov=nesterov)
         self._slot_names = ("m",) if self.momentum else ()
 
-    def _update(self, w, g, slots, step, lr):
-        if not self.momentum:
-            return w - lr * g, slots
-        m = self.momentum * slots["m"] - lr * g
-        if self.nesterov:
-            return w + (self.momentum * m - lr * g), {"m": m}
-        return w + m, {"m": m}
+    _kind = "sgd"
+
+    def _coefficients(self, step, lr):
+        return {"momentum": self.momentum, "nesterov": self.nesterov}
 
 
 class Adam(Optimizer):
@@ -245,15 +252,17 @@ class Adam(Optimizer):
         self._set_hyper(beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, amsgrad=amsgrad)
         self._slot_names = ("m", "v", "v_hat") if self.amsgrad else ("m", "v")
 
-    def _update(self, w, g, slots, step, lr):
+    _kind = "adam"
+
+    def _coefficients(self, step, lr):
         b1, b2 = self.beta_1, self.beta_2
-        alpha = lr * np.sqrt(1 - b2**step) / (1 - b1**step)
-        m = slots["m"] + (g - slots["m"]) * (1 - b1)
-        v = slots["v"] + (g * g - slots["v"]) * (1 - b2)
-        new = {"m": m, "v": v}
-        if self.amsgrad:
-            v = new["v_hat"] = np.maximum(slots["v_hat"], v)
-        return w - (m * alpha) / (np.sqrt(v) + self.epsilon), new
+        return {
+            "one_minus_beta_1": 1 - b1,
+            "one_minus_beta_2": 1 - b2,
+            "alpha": lr * math.sqrt(1 - b2**step) / (1 - b1**step),
+            "epsilon": self.epsilon,
+            "amsgrad": self.amsgrad,
+        }
 
 
 class AdamW(Adam):
@@ -293,20 +302,21 @@ class RMSprop(Optimizer):
             ("v",) + (("m",) if self.momentum > 0 else ()) + (("a",) if self.centered else ())
         )
 
-    def _update(self, w, g, slots, step, lr):
-        rho = self.rho
-        v = rho * slots["v"] + (1 - rho) * g * g
-        new = {"v": v}
-        if self.centered:
-            a = new["a"] = rho * slots["a"] + (1 - rho) * g
-            denominator = v - a * a + self.epsilon
-        else:
-            denominator = v + self.epsilon
-        increment = lr * g / np.sqrt(denominator)
-        if self.momentum > 0:
-            m = new["m"] = self.momentum * slots["m"] + increment
-            return w - m, new
-        return w - increment, new
+    _kind = "rmsprop"
+
+    def _coefficients(self, step, lr):
+        return {
+            "rho": self.rho,
+            "one_minus_rho": 1 - self.rho,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "centered": self.centered,
+        }
+
+
+def _sum_squares(g: np.ndarray) -> float:
+    """The sum of ``g``'s squares, in float64 (the square of its Euclidean norm)."""
+    return float(np.sum(np.square(g, dtype=np.float64)))
 
 
 def _non_negative(owner, arg, value) -> float:
