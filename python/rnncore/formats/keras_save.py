@@ -33,10 +33,12 @@ import datetime
 import io
 import json
 import os
+import warnings
 import zipfile
 
 import numpy as np
 
+from .. import losses, metrics, optimizers
 from ..errors import UnsupportedModelError
 from ..layers._args import to_snake_case
 from ..layers.recurrent import LSTM_VARIANTS
@@ -170,7 +172,7 @@ class _Serializer:
         return {
             **self._tag("Functional", config, "keras.src.models.functional", "Functional"),
             "build_config": {"input_shape": None},
-            "compile_config": None,
+            "compile_config": None,  # set by keras_config for the top model
         }
 
     def _sequential(self, model) -> dict:
@@ -217,9 +219,139 @@ class _Serializer:
 
 def keras_config(model, legacy: bool = False) -> dict:
     """The Keras config of an rnncore model (``config.json``; ``legacy``: ``model_config``
-    of an ``.h5``); :class:`UnsupportedModelError` for what Keras cannot hold."""
+    of an ``.h5``); :class:`UnsupportedModelError` for what Keras cannot hold. The compile
+    settings are not part of it (:func:`compile_config`)."""
     _check_writable(model)
     return copy.deepcopy(_Serializer(legacy).model(model))
+
+
+# ---------------------------------------------------------------------------------------
+# compile_config (.keras) / training_config (.h5)
+# ---------------------------------------------------------------------------------------
+
+#: Keras's Optimizer arguments rnncore's optimizers require at their defaults (Keras's
+#: get_config lists them; written so the config is the one Keras writes)
+_OPTIMIZER_DEFAULTS = {
+    "use_ema": False,
+    "ema_momentum": 0.99,
+    "ema_overwrite_frequency": None,
+    "loss_scale_factor": None,
+    "gradient_accumulation_steps": None,
+}
+
+#: loss arguments rnncore's losses require at Keras's defaults, by class
+_LOSS_DEFAULTS = {
+    "MeanSquaredError": {},
+    "MeanAbsoluteError": {},
+    "BinaryCrossentropy": {"label_smoothing": 0.0, "axis": -1},
+    "CategoricalCrossentropy": {"label_smoothing": 0.0, "axis": -1},
+    "SparseCategoricalCrossentropy": {"ignore_class": None},
+}
+
+
+class _NotKeras(Exception):
+    """A compile setting Keras cannot rebuild (the message names it)."""
+
+
+def _tagged(class_name: str, config: dict, module: str) -> dict:
+    return {"module": module, "class_name": class_name, "config": config, "registered_name": None}
+
+
+def _optimizer_config(opt) -> dict:
+    cls = type(opt)
+    # exactly rnncore's classes: a subclass may change the update rule, which Keras lacks
+    if cls not in (optimizers.SGD, optimizers.Adam, optimizers.AdamW, optimizers.RMSprop):
+        raise _NotKeras(f"the optimizer {cls.__name__} (Keras has no such optimizer)")
+    lr = opt._learning_rate
+    if isinstance(lr, optimizers.schedules.LearningRateSchedule):
+        if type(lr) not in optimizers.schedules._CLASSES.values():
+            raise _NotKeras(f"the learning-rate schedule {type(lr).__name__}")
+    elif callable(lr):
+        raise _NotKeras(f"the learning rate {lr!r} (a callable: Keras can only hold a number)")
+    if opt.weight_decay is not None and (opt._decay_excluded or opt._decay_pattern):
+        # Keras's get_config does not hold exclude_from_weight_decay either: a Keras model
+        # saved and loaded would decay those weights too
+        raise _NotKeras(f"the optimizer {opt.name!r}'s exclude_from_weight_decay")
+    # "keras.optimizers" names the class whatever the backend (Keras itself writes its
+    # backend's subclass, keras.src.backend.torch.optimizers...; each backend maps the
+    # public class to its own)
+    return _tagged(cls.__name__, {**opt.get_config(), **_OPTIMIZER_DEFAULTS}, "keras.optimizers")
+
+
+def _loss_config(spec):
+    """One output's loss as Keras's compile config holds it: a name, or a tagged object."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        # Keras's names are rnncore's, lower case (rnncore also takes e.g. "Mse", Keras not)
+        return spec.lower()
+    loss = losses.get(spec)  # a class or an instance (rnncore's compile accepted it)
+    name = type(loss).__name__
+    if name not in _LOSS_DEFAULTS or type(loss) is not getattr(losses, name):
+        raise _NotKeras(f"the loss {name} (Keras has no such loss)")
+    return _tagged(name, {**loss.get_config(), **_LOSS_DEFAULTS[name]}, "keras.losses")
+
+
+def _metric_config(spec):
+    if isinstance(spec, metrics.Metric):
+        raise _NotKeras(f"the metric object {spec.name!r} (give metrics by name)")
+    # lower case: Keras reads "Accuracy" in a legacy .h5 as its Accuracy class (an exact
+    # match), not as compile's "accuracy"; the metric's log name loses its capitals
+    return spec.lower()
+
+
+def _nested(convert, spec):
+    """``convert`` over a compile argument: one value, a list or a dict of them (per
+    output; metrics: lists in those)."""
+    if spec is None:
+        return None
+    if isinstance(spec, dict):
+        return {k: _nested(convert, v) for k, v in spec.items()}
+    if isinstance(spec, (list, tuple)):
+        return [_nested(convert, v) for v in spec]
+    return convert(spec)
+
+
+def compile_config(model, legacy: bool = False):
+    """The compile settings of ``model`` as Keras 3 saves them (``compile_config`` in
+    ``config.json``; ``legacy``: the ``.h5``'s ``training_config``), or None for a model
+    that is not compiled.
+
+    Only what Keras rebuilds as rnncore has it is written. A setting Keras lacks (an
+    optimizer, schedule, loss or metric object of rnncore's own, a callable learning rate)
+    leaves the model saved uncompiled, with a warning naming it, rather than refused: a
+    Keras model loaded uncompiled is no different from what was saved, only incomplete,
+    while refusing would stop the weights from being saved at all. (Nothing is written that
+    Keras would load differently, so nothing needs refusing.)"""
+    given = getattr(model, "_compile_config", None)
+    if not model.compiled or given is None:
+        return None
+    try:
+        optimizer = _optimizer_config(model.optimizer)
+        config = {
+            "optimizer": optimizer,
+            "loss": _nested(_loss_config, given["loss"]),
+            "loss_weights": _nested(float, given["loss_weights"]),
+            "metrics": _nested(_metric_config, given["metrics"]),
+            "weighted_metrics": _nested(_metric_config, given["weighted_metrics"]),
+            # rnncore runs eagerly, one step at a time; Keras's torch backend writes False
+            "run_eagerly": False,
+            "steps_per_execution": 1,
+            "jit_compile": False,
+        }
+    except _NotKeras as e:
+        warnings.warn(
+            f"save: {model.name!r} is saved uncompiled: a Keras file cannot hold {e}; "
+            f"compile the loaded model again, or save to rnncore's own format "
+            f"(e.g. 'model.rnncore')",
+            UserWarning,
+            stacklevel=4,
+        )
+        return None
+    if legacy:  # Keras's legacy form: the optimizer untagged, under optimizer_config
+        del config["optimizer"]
+        config["optimizer_config"] = {k: optimizer[k] for k in ("class_name", "config")}
+    return copy.deepcopy(config)
 
 
 # ---------------------------------------------------------------------------------------
@@ -265,6 +397,39 @@ def _model_weights(h5, path: str, model) -> None:
         _layer_weights(h5, f"{prefix}/{key}", layer)
 
 
+#: each optimizer's per-variable slots in the order Keras's ``build`` creates them: one
+#: group after the other, within a group each trainable variable's slots in turn (rnncore's
+#: slot names; Keras's: momentum, velocity, velocity_hat, average_gradient)
+def _slot_groups(opt) -> list:
+    if isinstance(opt, optimizers.Adam):
+        return [("m", "v")] + ([("v_hat",)] if opt.amsgrad else [])
+    if isinstance(opt, optimizers.RMSprop):
+        return [("v",)] + [(k,) for k in ("m", "a") if k in opt._slot_names]
+    return [opt._slot_names] if opt._slot_names else []  # SGD
+
+
+def _optimizer_vars(h5, model) -> None:
+    """``optimizer/vars``: the optimizer's state as Keras's optimizer holds it (its step
+    count, its learning rate unless a schedule gives it, then the slots of each trainable
+    variable), so that Keras's loaded optimizer goes on from rnncore's; a slot rnncore has
+    not made yet (no step taken) is zeros, as Keras starts it. Keras builds the optimizer
+    of a loaded model that is built, and warns unless the file holds as many variables."""
+    opt = model.optimizer
+    values = [np.asarray(opt.iterations, dtype=np.int64)]
+    if not isinstance(opt._learning_rate, optimizers.schedules.LearningRateSchedule):
+        values.append(np.asarray(opt.learning_rate, dtype=np.float32))
+    trainable = model.trainable_weights
+    for group in _slot_groups(opt):
+        for v in trainable:
+            own = opt._slots.get(id(v)) if opt._owners.get(id(v)) is v else None
+            for k in group:
+                values.append(own[k] if own is not None else np.zeros_like(v.value))
+    group = h5.create_group("optimizer/vars")
+    group.attrs["name"] = opt.name
+    for k, value in enumerate(values):
+        group.create_dataset(str(k), data=value)
+
+
 def _unique(name: str, used: dict) -> str:
     """Keras's ``_get_unique_name``: ``name``, ``name_1``, ``name_2``, ..."""
     if name in used:
@@ -291,6 +456,9 @@ def write_keras(model, filepath, overwrite=True) -> None:
     filepath = os.fspath(filepath)
     h5py = optional_import("h5py", "save (.keras)")
     config = keras_config(model)
+    config["compile_config"] = compile_config(model)
+    # a built model's compiled optimizer has variables (an unbuilt one has none)
+    with_optimizer = config["compile_config"] is not None and bool(model.weights)
     metadata = {
         "keras_version": KERAS_FORMAT_VERSION,
         "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
@@ -298,6 +466,8 @@ def write_keras(model, filepath, overwrite=True) -> None:
     buf = io.BytesIO()
     with h5py.File(buf, "w") as h5:
         _model_weights(h5, "", model)
+        if with_optimizer:
+            _optimizer_vars(h5, model)
 
     def write(path):
         # Keras stores the members uncompressed, in this order
@@ -340,12 +510,15 @@ def write_keras_h5(model, filepath, overwrite=True) -> None:
     filepath = os.fspath(filepath)
     h5py = optional_import("h5py", "save (.h5)")
     config = keras_config(model, legacy=True)
+    training = compile_config(model, legacy=True)
 
     def write(path):
         with h5py.File(path, "w") as f:
             f.attrs["keras_version"] = KERAS_FORMAT_VERSION
             f.attrs["backend"] = "numpy"
             f.attrs["model_config"] = json.dumps(config).encode("utf8")
+            if training is not None:  # Keras's legacy loader compiles the model with it
+                f.attrs["training_config"] = json.dumps(training).encode("utf8")
             group = f.create_group("model_weights")
             layers = model.layers
             _h5_names(group, "layer_names", [layer.name for layer in layers])
