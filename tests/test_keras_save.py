@@ -360,3 +360,127 @@ def test_lstm_variant_refused_by_layer_name(variant, tmp_path):
     with pytest.raises(UnsupportedModelError, match=key):
         rnncore.save_model(model, tmp_path / "v.h5")
     assert not (tmp_path / "v.keras").exists() and not (tmp_path / "v.h5").exists()
+
+
+# ---- compile settings ------------------------------------------------------------------
+
+
+def _classifier(rng):
+    model = rnncore.Sequential(
+        [L.Input((T, D)), L.LSTM(5), L.Dense(3, activation="softmax")], name="clf"
+    )
+    _randomize(model, rng)
+    x = rng.standard_normal((8, T, D)).astype("float32")
+    return model, x, rng.integers(0, 3, 8)
+
+
+def _loss_name(loss):
+    return loss if isinstance(loss, str) else getattr(loss, "__name__", None) or loss.name
+
+
+COMPILES = {
+    "adam_sparse_cce": (
+        lambda: rnncore.optimizers.Adam(learning_rate=0.003, beta_1=0.8, amsgrad=True),
+        "sparse_categorical_crossentropy",
+        ["accuracy"],
+    ),
+    "sgd_schedule_mse": (
+        lambda: rnncore.optimizers.SGD(
+            learning_rate=rnncore.optimizers.schedules.ExponentialDecay(0.05, 10, 0.9),
+            momentum=0.5,
+        ),
+        "mse",
+        ["mae"],
+    ),
+}
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+@pytest.mark.parametrize("case", list(COMPILES))
+def test_compiled_model_loads_compiled_in_keras(case, fmt, tmp_path):
+    make_optimizer, loss, metrics = COMPILES[case]
+    model, x, labels = _classifier(np.random.default_rng(5))
+    y = labels if loss.startswith("sparse") else np.eye(3, dtype="float32")[labels]
+    model.compile(optimizer=make_optimizer(), loss=loss, metrics=metrics)
+    want = model.evaluate(x, y, verbose=0, return_dict=True)
+    path = tmp_path / f"c.{fmt}"
+    model.save(path)
+
+    kmodel = keras.saving.load_model(path)
+    assert kmodel.compiled
+    opt, kopt = model.optimizer, kmodel.optimizer
+    assert type(kopt).__name__ == type(opt).__name__
+    assert float(kopt.learning_rate) == pytest.approx(opt.learning_rate, rel=1e-7)
+    for key, value in opt.get_config().items():
+        if key not in ("name", "learning_rate"):
+            assert kopt.get_config()[key] == value, key
+    if case == "sgd_schedule_mse":
+        schedule = kopt._learning_rate  # Keras keeps the schedule there
+        assert type(schedule).__name__ == "ExponentialDecay"
+        assert schedule.get_config() == opt._learning_rate.get_config()
+    assert _loss_name(kmodel.loss) in (loss, "mean_squared_error")
+    got = kmodel.evaluate(x, y, verbose=0, return_dict=True)
+    # the same loss and metric, within float32 rounding (Keras's legacy reader names the
+    # metric "mae" by its class: mean_absolute_error, as for Keras's own .h5 files)
+    (metric,) = metrics
+    renamed = {"mae": "mean_absolute_error"}.get(metric, metric) if fmt == "h5" else metric
+    assert set(got) == {"loss", renamed}
+    assert got["loss"] == pytest.approx(want["loss"], rel=1e-5, abs=1e-6)
+    assert got[renamed] == pytest.approx(want[metric], rel=1e-5, abs=1e-6)
+
+
+def test_trained_optimizer_state_carries_to_keras(tmp_path):
+    """Keras's loaded optimizer goes on from rnncore's: its step count and Adam's moments
+    (Keras's variable order), so one more step in each gives the same weights."""
+    model, x, labels = _classifier(np.random.default_rng(6))
+    model.compile(optimizer=rnncore.optimizers.Adam(learning_rate=0.01), loss="mse")
+    y = np.eye(3, dtype="float32")[labels]
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False)
+    assert model.optimizer.iterations == 4
+    model.save(tmp_path / "t.keras")
+    kmodel = keras.saving.load_model(tmp_path / "t.keras")
+    assert int(kmodel.optimizer.iterations) == 4
+    model.train_on_batch(x, y)
+    kmodel.train_on_batch(x, y)
+    for k, w in zip(kmodel.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(k, w, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+def test_uncompiled_model_loads_uncompiled(fmt, tmp_path):
+    model, _, _ = _classifier(np.random.default_rng(7))
+    model.save(tmp_path / f"u.{fmt}")
+    assert not keras.saving.load_model(tmp_path / f"u.{fmt}").compiled
+    if fmt == "keras":
+        with zipfile.ZipFile(tmp_path / "u.keras") as zf:
+            assert json.loads(zf.read("config.json"))["compile_config"] is None
+            with h5py.File(io.BytesIO(zf.read("model.weights.h5"))) as h5:
+                assert "optimizer" not in h5
+    else:
+        with h5py.File(tmp_path / "u.h5") as f:
+            assert "training_config" not in f.attrs
+
+
+class _Halving(rnncore.optimizers.SGD):
+    """An optimizer of rnncore's own (Keras has no such class)."""
+
+
+@pytest.mark.parametrize(
+    "optimizer, what",
+    [
+        (lambda: _Halving(), "optimizer _Halving"),
+        (lambda: rnncore.optimizers.Adam(learning_rate=lambda: 0.01), "learning rate .*callable"),
+    ],
+)
+def test_rnncore_only_compile_saved_uncompiled(optimizer, what, tmp_path):
+    """What Keras cannot rebuild is left out with a warning naming it: Keras gets the model
+    uncompiled, never compiled differently."""
+    model, x, labels = _classifier(np.random.default_rng(8))
+    model.compile(optimizer=optimizer(), loss="sparse_categorical_crossentropy")
+    for fmt in ("keras", "h5"):
+        path = tmp_path / f"o.{fmt}"
+        with pytest.warns(UserWarning, match=rf"'clf' is saved uncompiled.*{what}"):
+            model.save(path)
+        assert not keras.saving.load_model(path).compiled
+    want = model.predict(x, verbose=0)  # the weights are saved all the same
+    np.testing.assert_array_equal(rnncore.load_model(tmp_path / "o.keras").predict(x), want)

@@ -278,13 +278,23 @@ def _optimizer_config(opt) -> dict:
     return _tagged(cls.__name__, {**opt.get_config(), **_OPTIMIZER_DEFAULTS}, "keras.optimizers")
 
 
-def _loss_config(spec):
+#: Keras's legacy .h5 reader looks a loss name up among Keras's metrics first, where these
+#: short names are classes, not losses, and fails (on Keras's own files too): the full names
+_LEGACY_LOSS_NAMES = {
+    "mse": "mean_squared_error",
+    "mae": "mean_absolute_error",
+    "bce": "binary_crossentropy",
+}
+
+
+def _loss_config(spec, legacy=False):
     """One output's loss as Keras's compile config holds it: a name, or a tagged object."""
     if spec is None:
         return None
     if isinstance(spec, str):
         # Keras's names are rnncore's, lower case (rnncore also takes e.g. "Mse", Keras not)
-        return spec.lower()
+        name = spec.lower()
+        return _LEGACY_LOSS_NAMES.get(name, name) if legacy else name
     loss = losses.get(spec)  # a class or an instance (rnncore's compile accepted it)
     name = type(loss).__name__
     if name not in _LOSS_DEFAULTS or type(loss) is not getattr(losses, name):
@@ -330,7 +340,7 @@ def compile_config(model, legacy: bool = False):
         optimizer = _optimizer_config(model.optimizer)
         config = {
             "optimizer": optimizer,
-            "loss": _nested(_loss_config, given["loss"]),
+            "loss": _nested(lambda spec: _loss_config(spec, legacy), given["loss"]),
             "loss_weights": _nested(float, given["loss_weights"]),
             "metrics": _nested(_metric_config, given["metrics"]),
             "weighted_metrics": _nested(_metric_config, given["weighted_metrics"]),
