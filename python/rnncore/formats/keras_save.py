@@ -19,6 +19,15 @@ reads:
   ``model_weights/<layer name>/<weight path>`` in the order of each layer group's
   ``weight_names`` attribute (a nested model's: its trainable weights, then the others).
 
+A compiled model's compile settings are written as Keras writes them (:func:`compile_config`):
+``compile_config`` in ``config.json`` (the optimizer, its learning rate or schedule, the
+loss, metrics, loss weights), with the optimizer's state in ``model.weights.h5``'s
+``optimizer/vars`` (step count, learning rate, each trainable variable's slots, in Keras's
+order), and ``training_config`` in an ``.h5``; ``keras.saving.load_model`` returns the model
+compiled. A setting Keras lacks leaves the model saved uncompiled, with a warning naming it.
+rnncore's own :func:`rnncore.load_model` does not read compile settings (compile the loaded
+model).
+
 Only what Keras can hold is written. A model with a weight held in low precision
 (``model.quantize``) or a layer option Keras lacks (the LSTM variants: ``use_peepholes``,
 ``projection_units``, ``cell_clip``, ``input_forget``, ``output_activation``) raises
@@ -355,7 +364,7 @@ def compile_config(model, legacy: bool = False):
             f"compile the loaded model again, or save to rnncore's own format "
             f"(e.g. 'model.rnncore')",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,  # model.save/save_model -> write_model -> writer -> here
         )
         return None
     if legacy:  # Keras's legacy form: the optimizer untagged, under optimizer_config
