@@ -440,6 +440,10 @@ def test_trained_optimizer_state_carries_to_keras(tmp_path):
     model.save(tmp_path / "t.keras")
     kmodel = keras.saving.load_model(tmp_path / "t.keras")
     assert int(kmodel.optimizer.iterations) == 4
+    # rnncore's reader skips the optimizer's state and compile settings (not read)
+    back = rnncore.load_model(tmp_path / "t.keras")
+    assert not back.compiled
+    np.testing.assert_array_equal(back.predict(x, verbose=0), model.predict(x, verbose=0))
     model.train_on_batch(x, y)
     kmodel.train_on_batch(x, y)
     for k, w in zip(kmodel.get_weights(), model.get_weights()):
@@ -484,3 +488,20 @@ def test_rnncore_only_compile_saved_uncompiled(optimizer, what, tmp_path):
         assert not keras.saving.load_model(path).compiled
     want = model.predict(x, verbose=0)  # the weights are saved all the same
     np.testing.assert_array_equal(rnncore.load_model(tmp_path / "o.keras").predict(x), want)
+
+
+def test_keras_classes_named_for_compile_exist_in_rnncore():
+    """The writer recognises rnncore's optimizers, losses and schedules by module and name
+    (formats import nothing above them): every one named exists there, Keras has it."""
+    import importlib
+
+    from rnncore.formats.keras_save import _KERAS_CLASSES
+
+    for module, names in _KERAS_CLASSES.items():
+        for name in names:
+            assert getattr(importlib.import_module(module), name).__module__ == module
+            kmodule = {"rnncore.optimizers": keras.optimizers, "rnncore.losses": keras.losses}
+            assert hasattr(kmodule.get(module, keras.optimizers.schedules), name)
+    from rnncore.optimizers import schedules
+
+    assert _KERAS_CLASSES["rnncore.optimizers.schedules"] == set(schedules._CLASSES)

@@ -47,7 +47,6 @@ import zipfile
 
 import numpy as np
 
-from .. import losses, metrics, optimizers
 from ..errors import UnsupportedModelError
 from ..layers._args import to_snake_case
 from ..layers.recurrent import LSTM_VARIANTS
@@ -266,14 +265,42 @@ def _tagged(class_name: str, config: dict, module: str) -> dict:
     return {"module": module, "class_name": class_name, "config": config, "registered_name": None}
 
 
+#: Keras's legacy .h5 reader looks a loss name up among Keras's metrics first, where these
+#: short names are classes, not losses, and fails (on Keras's own files too): the full names
+_LEGACY_LOSS_NAMES = {
+    "mse": "mean_squared_error",
+    "mae": "mean_absolute_error",
+    "bce": "binary_crossentropy",
+}
+
+#: rnncore's optimizers, losses and schedules Keras has, by module (the models above
+#: formats own them: they are recognised by class, not imported here)
+_KERAS_CLASSES = {
+    "rnncore.optimizers": {"SGD", "Adam", "AdamW", "RMSprop"},
+    "rnncore.losses": set(_LOSS_DEFAULTS),
+    "rnncore.optimizers.schedules": {
+        "ExponentialDecay",
+        "PiecewiseConstantDecay",
+        "PolynomialDecay",
+        "InverseTimeDecay",
+        "CosineDecay",
+    },
+}
+
+
+def _is_keras_class(obj) -> bool:
+    """Exactly one of rnncore's classes that Keras has (a subclass may change the rule)."""
+    cls = type(obj)
+    return cls.__name__ in _KERAS_CLASSES.get(cls.__module__, ())
+
+
 def _optimizer_config(opt) -> dict:
-    cls = type(opt)
-    # exactly rnncore's classes: a subclass may change the update rule, which Keras lacks
-    if cls not in (optimizers.SGD, optimizers.Adam, optimizers.AdamW, optimizers.RMSprop):
-        raise _NotKeras(f"the optimizer {cls.__name__} (Keras has no such optimizer)")
+    if not _is_keras_class(opt):
+        raise _NotKeras(f"the optimizer {type(opt).__name__} (Keras has no such optimizer)")
+    config = opt.get_config()
     lr = opt._learning_rate
-    if isinstance(lr, optimizers.schedules.LearningRateSchedule):
-        if type(lr) not in optimizers.schedules._CLASSES.values():
+    if isinstance(config["learning_rate"], dict):  # a schedule, serialized
+        if not _is_keras_class(lr):
             raise _NotKeras(f"the learning-rate schedule {type(lr).__name__}")
     elif callable(lr):
         raise _NotKeras(f"the learning rate {lr!r} (a callable: Keras can only hold a number)")
@@ -284,16 +311,7 @@ def _optimizer_config(opt) -> dict:
     # "keras.optimizers" names the class whatever the backend (Keras itself writes its
     # backend's subclass, keras.src.backend.torch.optimizers...; each backend maps the
     # public class to its own)
-    return _tagged(cls.__name__, {**opt.get_config(), **_OPTIMIZER_DEFAULTS}, "keras.optimizers")
-
-
-#: Keras's legacy .h5 reader looks a loss name up among Keras's metrics first, where these
-#: short names are classes, not losses, and fails (on Keras's own files too): the full names
-_LEGACY_LOSS_NAMES = {
-    "mse": "mean_squared_error",
-    "mae": "mean_absolute_error",
-    "bce": "binary_crossentropy",
-}
+    return _tagged(type(opt).__name__, {**config, **_OPTIMIZER_DEFAULTS}, "keras.optimizers")
 
 
 def _loss_config(spec, legacy=False):
@@ -304,16 +322,16 @@ def _loss_config(spec, legacy=False):
         # Keras's names are rnncore's, lower case (rnncore also takes e.g. "Mse", Keras not)
         name = spec.lower()
         return _LEGACY_LOSS_NAMES.get(name, name) if legacy else name
-    loss = losses.get(spec)  # a class or an instance (rnncore's compile accepted it)
+    loss = spec() if isinstance(spec, type) else spec  # (rnncore's compile accepted it)
     name = type(loss).__name__
-    if name not in _LOSS_DEFAULTS or type(loss) is not getattr(losses, name):
+    if not _is_keras_class(loss):
         raise _NotKeras(f"the loss {name} (Keras has no such loss)")
     return _tagged(name, {**loss.get_config(), **_LOSS_DEFAULTS[name]}, "keras.losses")
 
 
 def _metric_config(spec):
-    if isinstance(spec, metrics.Metric):
-        raise _NotKeras(f"the metric object {spec.name!r} (give metrics by name)")
+    if not isinstance(spec, str):
+        raise _NotKeras(f"the metric object {spec!r} (give metrics by name)")
     # lower case: Keras reads "Accuracy" in a legacy .h5 as its Accuracy class (an exact
     # match), not as compile's "accuracy"; the metric's log name loses its capitals
     return spec.lower()
@@ -420,9 +438,9 @@ def _model_weights(h5, path: str, model) -> None:
 #: group after the other, within a group each trainable variable's slots in turn (rnncore's
 #: slot names; Keras's: momentum, velocity, velocity_hat, average_gradient)
 def _slot_groups(opt) -> list:
-    if isinstance(opt, optimizers.Adam):
+    if type(opt).__name__ in ("Adam", "AdamW"):
         return [("m", "v")] + ([("v_hat",)] if opt.amsgrad else [])
-    if isinstance(opt, optimizers.RMSprop):
+    if type(opt).__name__ == "RMSprop":
         return [("v",)] + [(k,) for k in ("m", "a") if k in opt._slot_names]
     return [opt._slot_names] if opt._slot_names else []  # SGD
 
@@ -435,7 +453,7 @@ def _optimizer_vars(h5, model) -> None:
     of a loaded model that is built, and warns unless the file holds as many variables."""
     opt = model.optimizer
     values = [np.asarray(opt.iterations, dtype=np.int64)]
-    if not isinstance(opt._learning_rate, optimizers.schedules.LearningRateSchedule):
+    if not isinstance(opt.get_config()["learning_rate"], dict):  # not a schedule's
         values.append(np.asarray(opt.learning_rate, dtype=np.float32))
     trainable = model.trainable_weights
     for group in _slot_groups(opt):
