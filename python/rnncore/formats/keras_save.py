@@ -52,6 +52,7 @@ from ..layers._args import to_snake_case
 from ..layers.recurrent import LSTM_VARIANTS
 from .archive import optional_import
 from .keras_graph import RNN_CLASSES
+from .keras_weights import unique_name
 from .saved_model import write_archive
 
 __all__ = ["write_model", "write_keras", "write_keras_h5", "KERAS_FORMAT_VERSION"]
@@ -430,7 +431,7 @@ def _model_weights(h5, path: str, model) -> None:
     prefix = f"{path}/layers" if path else "layers"
     for layer in model.layers:
         class_name = layer._class_name if _is_model(layer) else type(layer).__name__
-        key = _unique(to_snake_case(class_name), used)
+        key = unique_name(to_snake_case(class_name), used)
         _layer_weights(h5, f"{prefix}/{key}", layer)
 
 
@@ -465,15 +466,6 @@ def _optimizer_vars(h5, model) -> None:
     group.attrs["name"] = opt.name
     for k, value in enumerate(values):
         group.create_dataset(str(k), data=value)
-
-
-def _unique(name: str, used: dict) -> str:
-    """Keras's ``_get_unique_name``: ``name``, ``name_1``, ``name_2``, ..."""
-    if name in used:
-        used[name] += 1
-        return f"{name}_{used[name]}"
-    used[name] = 0
-    return name
 
 
 def _atomic_write(filepath: str, overwrite: bool, write) -> None:

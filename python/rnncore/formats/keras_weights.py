@@ -13,7 +13,7 @@ from .hdf5_check import h5_text, string_attr
 from .keras_config import Entry, KerasPlan
 from .keras_graph import RNN_CLASSES
 
-__all__ = ["load_weights_v3", "load_weights_h5"]
+__all__ = ["load_weights_v3", "load_weights_h5", "unique_name"]
 
 
 def load_weights_v3(plan: KerasPlan, h5) -> None:
@@ -28,7 +28,7 @@ def _load_v3_layers(plan: KerasPlan, root, path: str) -> None:
     for entry in plan.entries:
         # Keras files a nested model under its class: functional, sequential
         class_name = "Functional" if entry.class_name == "Model" else entry.class_name
-        key = _unique(to_snake_case(class_name), used)
+        key = unique_name(to_snake_case(class_name), used)
         if not entry.has_weights():
             continue
         if root is None or key not in root:
@@ -165,7 +165,7 @@ def _assign(plan: KerasPlan, entry: Entry, datasets: list) -> None:
         raise plan.fail(f"{where}: the weights do not fit the layer ({e})") from None
 
 
-def _unique(name: str, used: dict) -> str:
+def unique_name(name: str, used: dict) -> str:
     """Keras's ``_get_unique_name``: ``name``, ``name_1``, ``name_2``, ..."""
     if name in used:
         used[name] += 1
