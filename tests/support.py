@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -18,6 +19,12 @@ LOSS_CASES = [(name, False) for name in ("mse", "mae")] + [
     )
     for logits in (False, True)
 ]
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on, counted here apart from rnncore's own count (which
+    ``set_num_threads`` caps at), so that tests check it against an independent value."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def seeded(seed=0):

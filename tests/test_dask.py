@@ -16,6 +16,7 @@ import rnncore
 import rnncore.dask
 import rnncore.dask as rdask
 from rnncore import layers as L
+from support import available_cpus
 
 # distributed's own start-up / shutdown chatter must not fail the suite (filterwarnings=error)
 pytestmark = [
@@ -110,7 +111,7 @@ def test_model_is_one_task(client):
 
 def test_match_worker_threads(client):
     # the workers run on this machine's CPUs: more threads than those are capped to them
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = available_cpus()
     threads = rdask.match_worker_threads(client, nthreads=min(3, cpus))
     assert set(threads.values()) == {min(3, cpus)}
     threads = rdask.match_worker_threads(client, nthreads=cpus + 5)

@@ -18,18 +18,7 @@ import rnncore
 from rnncore import layers as L
 from rnncore.errors import UnsupportedModelError
 from rnncore.models import native_chain, stream_plan
-from rnncore.models.native_chain import Segment
-
-
-def layer_by_layer(model, x):
-    mask = None
-    for layer in model.layers:
-        x, mask = layer._call(x, mask, False)
-    return x
-
-
-def segments(model):
-    return [item for item in model._chain_plan() if isinstance(item, Segment)]
+from test_native_chain import layer_by_layer, segments
 
 
 def pool_outputs(model, x):

@@ -258,20 +258,20 @@ def test_keras_loads_rnncore_saved_model(name, fmt, tmp_path):
     kmodel = keras.saving.load_model(path)
     got = _outputs(kmodel.predict(feed, verbose=0))
     assert len(got) == len(want)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert g.shape == w.shape
         assert g.dtype == w.dtype
         np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
     # the weights Keras holds are the model's, bit for bit
     kweights = kmodel.get_weights()
     assert len(kweights) == len(model.weights)
-    for k, w in zip(kweights, model.get_weights()):
+    for k, w in zip(kweights, model.get_weights(), strict=True):
         assert k.dtype == w.dtype
         np.testing.assert_array_equal(k, w)
 
     back = rnncore.load_model(path)
     assert type(back) is type(model) and back.name == model.name
-    for g, w in zip(_outputs(back.predict(feed, verbose=0)), want):
+    for g, w in zip(_outputs(back.predict(feed, verbose=0)), want, strict=True):
         np.testing.assert_array_equal(g, w)
 
 
@@ -336,7 +336,6 @@ def test_other_suffixes_stay_rnncore_format(tmp_path):
 
 
 def test_quantized_model_refused_by_layer_name(tmp_path):
-    model, _ = float64_model(np.random.default_rng(0))
     model = rnncore.Sequential([L.Input((T, D)), L.LSTM(4, name="enc"), L.Dense(2)])
     model.quantize("int8")
     for suffix in ("keras", "h5"):
@@ -446,7 +445,7 @@ def test_trained_optimizer_state_carries_to_keras(tmp_path):
     np.testing.assert_array_equal(back.predict(x, verbose=0), model.predict(x, verbose=0))
     model.train_on_batch(x, y)
     kmodel.train_on_batch(x, y)
-    for k, w in zip(kmodel.get_weights(), model.get_weights()):
+    for k, w in zip(kmodel.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_allclose(k, w, rtol=1e-4, atol=1e-5)
 
 

@@ -74,7 +74,7 @@ def _state(opt, variables):
 
 
 def _assert_same_bits(got, expected, what):
-    for k, (a, e) in enumerate(zip(got, expected)):
+    for k, (a, e) in enumerate(zip(got, expected, strict=True)):
         assert a.dtype == e.dtype, (what, k, a.dtype, e.dtype)
         if not np.array_equal(a, e):
             ulps = np.max(np.abs(a.view(f"i{a.itemsize}") - e.view(f"i{e.itemsize}")))

@@ -7,9 +7,6 @@ directory, so a block that reads a file must first write it itself. Blocks run w
 ``KERAS_BACKEND=torch`` (the backend tests/requirements.txt installs) and
 ``PYTHONPATH`` pointing at the rnncore this test imports. A failing block is reported
 by its line number in README.md with its output. ``bash`` and other blocks are not run.
-
-Blocks that fail because of a bug being fixed elsewhere are listed in ``XFAIL`` by their
-first line (strict: the mark must be removed once the bug is fixed).
 """
 
 from __future__ import annotations
@@ -27,9 +24,6 @@ import pytest
 import rnncore
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-
-#: the first code line of a block that is expected to fail -> why (xfail, strict)
-XFAIL: dict[str, str] = {}
 
 _FENCE = re.compile(r"^(\s*)```(\S*)\s*$")
 
@@ -65,19 +59,12 @@ BLOCKS = python_blocks(README.read_text(encoding="utf-8"))
 
 def _params():
     for line, code in BLOCKS:
-        first = code.strip().splitlines()[0]
-        marks = [pytest.mark.xfail(strict=True, reason=XFAIL[first])] if first in XFAIL else []
-        yield pytest.param(line, code, id=f"line{line}", marks=marks)
+        yield pytest.param(line, code, id=f"line{line}")
 
 
 def test_readme_has_python_blocks():
     # a change in the fence syntax must not silently leave nothing to run
     assert len(BLOCKS) >= 8, BLOCKS
-
-
-def test_xfail_marks_name_existing_blocks():
-    firsts = {code.strip().splitlines()[0] for _, code in BLOCKS}
-    assert set(XFAIL) <= firsts, set(XFAIL) - firsts
 
 
 def _run_block(code: str, workdir: Path) -> subprocess.CompletedProcess:

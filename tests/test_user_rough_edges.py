@@ -27,13 +27,9 @@ import pytest  # noqa: E402
 import rnncore  # noqa: E402
 from rnncore import Input, VerificationError, from_torch  # noqa: E402
 from rnncore import layers as L  # noqa: E402
+from support import available_cpus  # noqa: E402
 
 D = 3
-
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng(22)
 
 
 def _both_kinds(rng):
@@ -209,14 +205,10 @@ def test_declared_shapes_that_are_valid_still_work():
     assert m.input_shape == (1, None, D)
 
 
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
 def test_set_num_threads_is_capped_at_the_cpus(threads):
     if not rnncore.build_info()["openmp"]:
         pytest.skip("this core was built without OpenMP: it runs one thread whatever is set")
-    cpus = _cpus()
+    cpus = available_cpus()
     with pytest.warns(UserWarning, match=f"n={cpus + 998} is more than the {cpus} CPU"):
         rnncore.set_num_threads(cpus + 998)
     assert rnncore.get_num_threads() == cpus

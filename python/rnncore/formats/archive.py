@@ -11,6 +11,7 @@ import importlib
 import io
 import json
 import lzma
+import os
 import zipfile
 import zlib
 
@@ -20,6 +21,8 @@ from .._memory import check_allocation
 from ..errors import ModelFileError, install_hint
 
 __all__ = [
+    "check_overwrite",
+    "write_atomically",
     "ARCHIVE_ERRORS",
     "WEIGHT_DTYPES",
     "check_declared_size",
@@ -142,3 +145,20 @@ def float_array(value, what: str) -> np.ndarray:
     if a.dtype not in WEIGHT_DTYPES:
         raise ModelFileError(f"{what}: expected floating-point weights, got dtype {a.dtype}")
     return a
+
+
+def check_overwrite(filepath: str, overwrite: bool) -> None:
+    if not overwrite and os.path.exists(filepath):
+        raise FileExistsError(f"{filepath} exists and overwrite=False")
+
+
+def write_atomically(filepath: str, write) -> None:
+    """``write(tmp)`` into ``filepath + ".tmp"``, then renamed to ``filepath``: a failed
+    write never leaves a half-written file under the final name, nor the temporary one."""
+    tmp = filepath + ".tmp"
+    try:
+        write(tmp)
+        os.replace(tmp, filepath)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

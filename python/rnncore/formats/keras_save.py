@@ -50,7 +50,7 @@ import numpy as np
 from ..errors import UnsupportedModelError
 from ..layers._args import to_snake_case
 from ..layers.recurrent import LSTM_VARIANTS
-from .archive import optional_import
+from .archive import check_overwrite, optional_import, write_atomically
 from .keras_graph import RNN_CLASSES
 from .keras_weights import unique_name
 from .saved_model import write_archive
@@ -109,15 +109,6 @@ class _Serializer:
     def __init__(self, legacy: bool):
         self.legacy = legacy
 
-    @staticmethod
-    def _tag(class_name: str, config, module: str, registered=None) -> dict:
-        return {
-            "module": module,
-            "class_name": class_name,
-            "config": config,
-            "registered_name": registered,
-        }
-
     def layer(self, layer) -> dict:
         """A model's layer entry (a nested model's too)."""
         if _is_model(layer):
@@ -156,12 +147,12 @@ class _Serializer:
             if key in ("layer", "backward_layer") and isinstance(value, dict):
                 config[key] = self.layer_spec(value)
             elif key.endswith("_initializer") and isinstance(value, dict):
-                config[key] = self._tag(
+                config[key] = _tagged(
                     value["class_name"], value.get("config", {}), "keras.initializers"
                 )
         if not tagged:
             return {"class_name": class_name, "config": config}
-        return self._tag(class_name, config, "keras.layers")
+        return _tagged(class_name, config, "keras.layers")
 
     def model(self, model) -> dict:
         if model._class_name == "Sequential":
@@ -179,19 +170,14 @@ class _Serializer:
         if self.legacy:
             return {"class_name": "Functional", "config": config}
         return {
-            **self._tag("Functional", config, "keras.src.models.functional", "Functional"),
+            **_tagged("Functional", config, "keras.src.models.functional", "Functional"),
             "build_config": {"input_shape": None},
             "compile_config": None,  # set by keras_config for the top model
         }
 
     def _sequential(self, model) -> dict:
         layers = []
-        for layer in model.layers:
-            if _is_model(layer):  # rnncore's Sequential refuses these; kept defensive
-                raise UnsupportedModelError(
-                    f"save: the model {layer.name!r} nested in Sequential {model.name!r} "
-                    f"cannot be written"
-                )
+        for layer in model.layers:  # Sequential.add refuses a nested model
             layers.append(self.layer(layer))
         shape = getattr(model, "_build_input_shape", None)
         input_layer = getattr(model, "_input_layer", None)
@@ -220,7 +206,7 @@ class _Serializer:
             config["build_input_shape"] = list(shape)
         if self.legacy:
             return {"class_name": "Sequential", "config": config}
-        out = self._tag("Sequential", config, "keras")
+        out = _tagged("Sequential", config, "keras")
         out["build_config"] = {"input_shape": None if shape is None else list(shape)}
         out["compile_config"] = None
         return out
@@ -262,8 +248,14 @@ class _NotKeras(Exception):
     """A compile setting Keras cannot rebuild (the message names it)."""
 
 
-def _tagged(class_name: str, config: dict, module: str) -> dict:
-    return {"module": module, "class_name": class_name, "config": config, "registered_name": None}
+def _tagged(class_name: str, config, module: str, registered=None) -> dict:
+    """An object as ``keras.saving.serialize_keras_object`` writes it."""
+    return {
+        "module": module,
+        "class_name": class_name,
+        "config": config,
+        "registered_name": registered,
+    }
 
 
 #: Keras's legacy .h5 reader looks a loss name up among Keras's metrics first, where these
@@ -468,18 +460,6 @@ def _optimizer_vars(h5, model) -> None:
         group.create_dataset(str(k), data=value)
 
 
-def _atomic_write(filepath: str, overwrite: bool, write) -> None:
-    if not overwrite and os.path.exists(filepath):
-        raise FileExistsError(f"{filepath} exists and overwrite=False")
-    tmp = filepath + ".tmp"
-    try:
-        write(tmp)
-        os.replace(tmp, filepath)  # never leave a half-written file under the final name
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_keras(model, filepath, overwrite=True) -> None:
     """Write ``model`` as a Keras 3 ``.keras`` archive (see the module documentation)."""
     filepath = os.fspath(filepath)
@@ -505,22 +485,13 @@ def write_keras(model, filepath, overwrite=True) -> None:
             zf.writestr("config.json", json.dumps(config))
             zf.writestr("model.weights.h5", buf.getvalue())
 
-    _atomic_write(filepath, overwrite, write)
+    check_overwrite(filepath, overwrite)
+    write_atomically(filepath, write)
 
 
 # ---------------------------------------------------------------------------------------
 # legacy .h5
 # ---------------------------------------------------------------------------------------
-
-
-def _legacy_weights(layer) -> list:
-    """A layer's weights in the order Keras's legacy ``.h5`` saving lists them: its
-    trainable weights, then the others (for a nested model: over all its layers)."""
-    trainable = {id(v) for v in layer.trainable_weights}
-    weights = layer.weights
-    return [v for v in weights if id(v) in trainable] + [
-        v for v in weights if id(v) not in trainable
-    ]
 
 
 def _h5_names(group, name: str, names: list) -> None:
@@ -556,13 +527,15 @@ def write_keras_h5(model, filepath, overwrite=True) -> None:
             # Keras creates the groups sorted by name (no name a prefix of a later one)
             for layer in sorted(layers, key=lambda x: x.name):
                 layer_group = group.create_group(layer.name)
-                weights = _legacy_weights(layer)
+                # Keras's legacy order: the trainable weights, then the others
+                weights = layer.trainable_weights + layer.non_trainable_weights
                 _h5_names(layer_group, "weight_names", [v.path for v in weights])
                 for v in weights:
                     layer_group.create_dataset(v.path, data=np.asarray(v.value))
             _h5_names(group.create_group("top_level_model_weights"), "weight_names", [])
 
-    _atomic_write(filepath, overwrite, write)
+    check_overwrite(filepath, overwrite)
+    write_atomically(filepath, write)
 
 
 # ---------------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ import zipfile
 import numpy as np
 
 from .._version import __version__
+from .archive import check_overwrite, write_atomically
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "write_archive"]
 
@@ -68,8 +69,7 @@ def write_archive(model, filepath, overwrite=True) -> None:
     """Write a built or unbuilt model (its ``get_config``, ``weights`` and build shape) to
     ``filepath`` in the format above."""
     filepath = os.fspath(filepath)
-    if not overwrite and os.path.exists(filepath):
-        raise FileExistsError(f"{filepath} exists and overwrite=False")
+    check_overwrite(filepath, overwrite)
     try:
         config = model.get_config()
         json_config = json.dumps(config)
@@ -104,9 +104,11 @@ def write_archive(model, filepath, overwrite=True) -> None:
         "build_input_shape": None if build_shape is None else list(build_shape),
         "weights": entries,
     }
-    tmp = filepath + ".tmp"
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(MANIFEST, json.dumps(manifest, indent=1))
-        for name, data in files:
-            zf.writestr(name, data)
-    os.replace(tmp, filepath)  # never leave a half-written file under the final name
+
+    def write(tmp):
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(MANIFEST, json.dumps(manifest, indent=1))
+            for name, data in files:
+                zf.writestr(name, data)
+
+    write_atomically(filepath, write)

@@ -92,7 +92,7 @@ def option(name: str) -> property:
 
     def set_option(self, value):
         self.__dict__[slot] = value
-        self._spec_generation = self._generation = next_generation()
+        self._respec()
 
     return property(operator.attrgetter(slot), set_option)
 
@@ -257,6 +257,11 @@ class Layer(DropsTransientOnPickle):
     generation = property(operator.attrgetter("_generation"))
     spec_generation = property(operator.attrgetter("_spec_generation"))
 
+    def _respec(self) -> None:
+        """A change that needs the caches built again, not only repacked (an option, new
+        weight arrays, quantize): both generations move on."""
+        self._spec_generation = self._generation = next_generation()
+
     def _native_ok(self) -> bool:
         """Whether an executor may compute this layer by its own means (a core chain, a
         pool's streams) instead of calling it: True for rnncore's classes and subclasses
@@ -290,7 +295,7 @@ class Layer(DropsTransientOnPickle):
         value = initializers.materialize(init, tuple(shape), self._np_dtype, rng)
         var = Variable(value, name, f"{self.name}/{name}", trainable, owner=self)
         self._variables.append(var)
-        self._spec_generation = self._generation = next_generation()  # new arrays
+        self._respec()  # new arrays
         return var
 
     def get_weights(self) -> list[np.ndarray]:
@@ -361,7 +366,7 @@ class Layer(DropsTransientOnPickle):
     def build(self, input_shape) -> None:
         self._build_input_shape = shape_tuple(input_shape, f"{self.name}: build")
         self.built = True
-        self._spec_generation = self._generation = next_generation()
+        self._respec()
 
     def _convert(self, inputs) -> np.ndarray:
         """The input as a NumPy array of the layer's dtype (Keras converts inputs too)."""
@@ -524,7 +529,7 @@ class Layer(DropsTransientOnPickle):
         for v in self.__dict__.get("_variables", ()):
             v._owner = self
         # a new generation: nothing cached for the pickled layer applies to this one
-        self._spec_generation = self._generation = next_generation()
+        self._respec()
 
     # ---- config -----------------------------------------------------------------------
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..quantization import check_mode, check_quantized, dequantize, quantize
-from ._variable import next_generation
 
 __all__ = ["Quantizable"]
 
@@ -94,7 +93,7 @@ class Quantizable:
             var.assign(dequantize(checked[name]))
         self._quant = (mode, checked, self._lowp_generation())
         # new low-precision arrays: every cache over the layer is built again (not repacked)
-        self._spec_generation = self._generation = next_generation()
+        self._respec()
 
     def quantized_weights(self) -> dict | None:
         """``{name: Quantized}`` of the current weights (quantized again if they changed

@@ -89,8 +89,7 @@ class LSTM(_GatedRNN):
                      "output_activation")  # fmt: skip
     _variant_weights = ("peephole", "projection")
 
-    _options = ("use_peepholes", "projection_units", "cell_clip", "input_forget",
-                "output_activation")  # fmt: skip
+    _options = ("use_peepholes", "projection_units") + _cell_options[2:]
 
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
