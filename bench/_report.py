@@ -221,7 +221,7 @@ def _machine_md(res) -> list[str]:
         f"| memory | {m['memory_gib']:.1f} GiB |" if m["memory_gib"] else "| memory | ? |",
         f"| OS | {m['os']} |",
         f"| rnncore | {v['rnncore']}, build: isa {b.get('isa')}, simd {b.get('simd')}, "
-        f"OpenMP {b.get('openmp')}, Eigen {b.get('eigen')}; imported from "
+        f"threads {b.get('threads')}, Eigen {b.get('eigen')}; imported from "
         f"`{m.get('rnncore_from', '?')}`; checkout {m.get('git', '?')} |",
         _kernel_md(b.get("kernel")),
         f"| versions | Python {v['python']}, NumPy {v['numpy']}, PyTorch {v['torch']}, "

@@ -206,8 +206,6 @@ def test_declared_shapes_that_are_valid_still_work():
 
 
 def test_set_num_threads_is_capped_at_the_cpus(threads):
-    if not rnncore.build_info()["openmp"]:
-        pytest.skip("this core was built without OpenMP: it runs one thread whatever is set")
     cpus = available_cpus()
     with pytest.warns(UserWarning, match=f"n={cpus + 998} is more than the {cpus} CPU"):
         rnncore.set_num_threads(cpus + 998)

@@ -83,7 +83,6 @@ py::dict lowp_cpu_features() {
 
 void register_info(py::module_& m) {
   m.attr("isa") = RNNCORE_ISA;
-  m.attr("has_openmp") = rnncore::has_openmp();
   m.attr("simd") = simd_in_use();
   m.attr("eigen_version") = std::to_string(EIGEN_WORLD_VERSION) + "." +
                             std::to_string(EIGEN_MAJOR_VERSION) + "." +
@@ -186,7 +185,8 @@ void register_info(py::module_& m) {
       "Measured peak FLOP/s (2 per FMA lane) of a register-only FMA loop in this module's "
       "vector width, on `threads` threads at once (about 0.2 s).");
   m.def("get_num_threads", &rnncore::get_num_threads,
-        "Threads the kernels use (set_num_threads, else OMP_NUM_THREADS, else all cores).");
+        "Threads the kernels use (set_num_threads, else OMP_NUM_THREADS, else the CPUs this "
+        "process may run on).");
   m.def(
       "set_num_threads",
       [](const py::object& n) {

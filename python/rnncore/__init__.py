@@ -39,7 +39,6 @@ def build_info() -> dict:
     return {
         "isa": _core.isa,
         "simd": _core.simd,
-        "openmp": _core.has_openmp,
         "eigen": _core.eigen_version,
         "threads": _core.get_num_threads(),
         "kernel": _core.kernel_info(),  # cache sizes and the matrix kernel's blocking

@@ -50,7 +50,7 @@ def check(args) -> int:
     info = rnncore.build_info()
     print(
         f"rnncore {rnncore.__version__}: build {info['isa']} ({info['simd']}), "
-        f"OpenMP {'on' if info['openmp'] else 'off'}, {info['threads']} thread(s), "
+        f"{info['threads']} thread(s), "
         f"Eigen {info['eigen']}"
     )
     rng = np.random.default_rng(0)

@@ -26,20 +26,13 @@ import warnings
 from importlib import import_module
 from importlib.util import find_spec
 
-__all__ = ["isa", "has_openmp", "simd", "eigen_version", "cpu_supports", "get_num_threads",
+__all__ = ["isa", "simd", "eigen_version", "cpu_supports", "get_num_threads",
            "set_num_threads", "rnn_forward", "rnn_backward", "dense_forward", "dense_backward",
            "make_stream", "make_chain", "kernel_info", "set_blocking", "peak_flops",
            "lowp_paths", "lowp_path_for", "set_lowp_path", "lowp_cpu_features",
            "embedding_backward", "optimizer_update"]  # fmt: skip
 
 _PREFERENCE = ("x86_64_v4", "x86_64_v3")
-
-
-# OpenMP threads that spin-wait after a parallel region steal the cores from other thread
-# pools in the process (PyTorch's, onnxruntime's, NumPy's BLAS) on small machines. rnncore
-# opens one parallel region per call, never per step, so sleeping workers cost it nothing
-# measurable; the user's own setting wins. Must be set before libgomp is loaded.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _load():
@@ -65,7 +58,6 @@ def _load():
 _module = _load()
 
 isa: str = _module.isa
-has_openmp: bool = _module.has_openmp
 simd: str = _module.simd
 eigen_version: str = _module.eigen_version
 cpu_supports = _module.cpu_supports

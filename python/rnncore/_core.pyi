@@ -5,12 +5,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 isa: str
-has_openmp: bool
 simd: str
 eigen_version: str
 
 # the list of _core.py, whose names these are
-__all__ = ["isa", "has_openmp", "simd", "eigen_version", "cpu_supports", "get_num_threads",
+__all__ = ["isa", "simd", "eigen_version", "cpu_supports", "get_num_threads",
            "set_num_threads", "rnn_forward", "rnn_backward", "dense_forward", "dense_backward",
            "make_stream", "make_chain", "kernel_info", "set_blocking", "peak_flops",
            "lowp_paths", "lowp_path_for", "set_lowp_path", "lowp_cpu_features",
