@@ -10,4 +10,5 @@ PYBIND11_MODULE(RNNCORE_MODULE, m) {
   rnncore::bind::register_stream(m);
   rnncore::bind::register_chain(m);
   rnncore::bind::register_train(m);
+  rnncore::bind::register_windows(m);
 }

@@ -30,7 +30,8 @@ __all__ = ["isa", "simd", "eigen_version", "cpu_supports", "get_num_threads",
            "set_num_threads", "rnn_forward", "rnn_backward", "dense_forward", "dense_backward",
            "make_stream", "make_chain", "kernel_info", "set_blocking", "peak_flops",
            "lowp_paths", "lowp_path_for", "set_lowp_path", "lowp_cpu_features",
-           "embedding_backward", "optimizer_update"]  # fmt: skip
+           "embedding_backward", "optimizer_update", "conv1d_forward",
+           "pool1d_forward"]  # fmt: skip
 
 _PREFERENCE = ("x86_64_v4", "x86_64_v3")
 
@@ -106,6 +107,8 @@ set_lowp_path = _module.set_lowp_path
 lowp_cpu_features = _module.lowp_cpu_features
 embedding_backward = _module.embedding_backward
 optimizer_update = _module.optimizer_update
+conv1d_forward = _module.conv1d_forward
+pool1d_forward = _module.pool1d_forward
 
 
 def _cap_lowp_path() -> None:

@@ -13,7 +13,8 @@ __all__ = ["isa", "simd", "eigen_version", "cpu_supports", "get_num_threads",
            "set_num_threads", "rnn_forward", "rnn_backward", "dense_forward", "dense_backward",
            "make_stream", "make_chain", "kernel_info", "set_blocking", "peak_flops",
            "lowp_paths", "lowp_path_for", "set_lowp_path", "lowp_cpu_features",
-           "embedding_backward", "optimizer_update"]  # fmt: skip
+           "embedding_backward", "optimizer_update", "conv1d_forward",
+           "pool1d_forward"]  # fmt: skip
 
 lowp_paths: tuple[str, ...]
 
@@ -72,6 +73,17 @@ def optimizer_update(kind: str, variables: _Arrays, gradients: _Arrays,
                      alpha: float = 0.0, amsgrad: bool = False, epsilon: float = 0.0,
                      rho: float = 0.0, one_minus_rho: float = 0.0, centered: bool = False
                      ) -> int: ...  # fmt: skip
+
+# Conv1D at inference (channels_last x (B, T, C), kernel (k, C / groups, F)), zero padding
+# pad_before / pad_after steps: act(conv + bias) (B, To, F), one product per tap
+def conv1d_forward(x: _Array, kernel: _Array, bias: _Array | None, groups: SupportsIndex,
+                   strides: SupportsIndex, dilation: SupportsIndex, pad_before: SupportsIndex,
+                   pad_after: SupportsIndex, activation: str) -> _Array: ...  # fmt: skip
+
+# Max (average=False) or average pooling over the real steps of each window, channels_last
+def pool1d_forward(x: _Array, pool_size: SupportsIndex, strides: SupportsIndex,
+                   pad_before: SupportsIndex, pad_after: SupportsIndex, average: bool
+                   ) -> _Array: ...  # fmt: skip
 
 # What make_stream returns (the compiled classes Stream32 / Stream64, not exported).
 class _Stream:

@@ -344,6 +344,28 @@ def dense(x, kernel, bias=None, activation="linear", *, quantize=None):
     return _core.dense_forward(a["x"], a["kernel"], a["bias"], activation)
 
 
+def conv1d(x, kernel, bias=None, *, strides=1, padding=(0, 0), dilation=1, groups=1,
+           activation="linear"):  # fmt: skip
+    """Conv1D at inference over the steps of a channels_last ``x (B, T, C)``:
+    ``y[b, t, f] = act(bias[f] + sum_{j, c} xp[b, t*strides + j*dilation, c] kernel[j, c, f])``
+    with ``xp`` = ``x`` padded with ``padding = (before, after)`` zero steps; ``kernel
+    (kernel_size, C // groups, filters)`` (Keras's layout), channel group ``i`` feeding
+    filters ``[i*F/groups, (i+1)*F/groups)``. One product per tap, no unfolded copy; each
+    output is the FMA chain of the unfolded windows' product, bit for bit (windows.hpp)."""
+    a = _arrays({"x": x, "kernel": kernel, "bias": bias})
+    before, after = padding
+    return _core.conv1d_forward(a["x"], a["kernel"], a["bias"], groups, strides, dilation,
+                                before, after, activation)  # fmt: skip
+
+
+def pool1d(x, pool_size, *, strides, padding=(0, 0), average=False):
+    """Max (or average) pooling over the steps of a channels_last ``x (B, T, C)``, each
+    window of ``pool_size`` steps ``strides`` apart over its real steps only (the ``padding =
+    (before, after)`` steps take no part; the average divides by the real steps' count)."""
+    before, after = padding
+    return _core.pool1d_forward(_array(x, "x"), pool_size, strides, before, after, bool(average))
+
+
 def dense_backward(x, kernel, y, dy, *, use_bias=True, activation="linear"):
     """Gradients ``(dx, dkernel, dbias)`` of :func:`dense` given its output ``y`` and dL/dy.
 

@@ -170,13 +170,18 @@ class WindowLayer(DropsMask, Layer):
         out = (self._out_len(t, input_shape), c if channels is None else channels)
         return (b,) + (out[::-1] if first else out)
 
+    def _pads(self, steps) -> tuple[int, int]:
+        """The steps ``padding`` adds before and after ``steps`` input steps."""
+        size, stride, dilation = self._geometry()
+        return pad_amounts(steps, size, stride, self.padding, dilation)
+
     def _padded_windows(self, x, fill=0):
         """``(win (B, To, size, C), left, padded length)`` of a channels_last ``x``: a view
         of ``x`` padded with ``fill`` on the time axis."""
         size, stride, dilation = self._geometry()
         t = x.shape[1]
         out_len = self._out_len(t, x.shape)
-        left, right = pad_amounts(t, size, stride, self.padding, dilation)
+        left, right = self._pads(t)
         if left or right:
             x = np.pad(x, ((0, 0), (left, right), (0, 0)), constant_values=fill)
         return windows(x, size, stride, dilation, out_len), left, x.shape[1]

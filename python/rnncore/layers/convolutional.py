@@ -196,7 +196,18 @@ class Conv1D(WindowLayer):
     def call(self, inputs, mask=None, training=None):
         self._check_input(inputs)
         x = to_channels_last(inputs, self.data_format)
-        y = self._product(self._unfold(x)[0], x.shape[0])
+        self._out_len(x.shape[1], x.shape)  # no output step: an error naming the layer
+        _, stride, dilation = self._geometry()
+        y = functional.conv1d(
+            x,
+            self.kernel.value,
+            self.bias.value if self.use_bias else None,
+            strides=stride,
+            padding=self._pads(x.shape[1]),
+            dilation=dilation,
+            groups=self.groups,
+            activation=self.activation,
+        )
         return to_channels_last(y, self.data_format)
 
     def causal_width(self) -> int:

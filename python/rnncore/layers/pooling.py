@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import functional
 from ._base import Layer, as_mask, shape_tuple
 from ._windows import DropsMask, WindowLayer, check_3d, check_format, int_tuple, padding_mode
 from ._windows import to_channels_last as _last
@@ -41,14 +42,19 @@ class _Pooling1D(WindowLayer):
         return self._output_shape(input_shape, None)
 
     def call(self, inputs, mask=None, training=None):
-        return self.call_train(inputs, None, None, keep=False)
+        check_3d(self, inputs)
+        x = _last(inputs, self.data_format)
+        self._out_len(x.shape[1], x.shape)  # no output step: an error naming the layer
+        _, stride, _ = self._geometry()
+        y = functional.pool1d(x, self.pool_size[0], strides=stride, padding=self._pads(x.shape[1]),
+                              average=self._average)  # fmt: skip
+        return _last(y, self.data_format)
 
-    def call_train(self, x, mask, rng, keep=True):
+    def call_train(self, x, mask, rng):
         check_3d(self, x)
         x = _last(x, self.data_format)
         y, cache = self._reduce(x)
-        if keep:
-            self._train_cache = (x.shape[1],) + cache
+        self._train_cache = (x.shape[1],) + cache
         return _last(y, self.data_format)
 
     def backward(self, dy):
@@ -67,6 +73,8 @@ class MaxPooling1D(_Pooling1D):
     def __init__(self, pool_size=2, strides=None, padding="valid", data_format=None, name=None,
                  **kwargs):  # fmt: skip
         super().__init__(pool_size, strides, padding, data_format, name, **kwargs)
+
+    _average = False
 
     def _reduce(self, x):
         win, left, padded = self._padded_windows(x, -np.inf)
@@ -91,6 +99,8 @@ class AveragePooling1D(_Pooling1D):
     def __init__(self, pool_size, strides=None, padding="valid", data_format=None, name=None,
                  **kwargs):  # fmt: skip
         super().__init__(pool_size, strides, padding, data_format, name, **kwargs)
+
+    _average = True
 
     def _reduce(self, x):
         win, left, padded = self._padded_windows(x)
