@@ -221,23 +221,21 @@ def graph(g) -> Plan:
     reads = Counter(id(t) for node in calls for t in node.input_tensors)
     reads.update(id(t) for t in g.outputs)
     # the chains of fusable calls, each call after the one whose output it alone reads
-    chains, chain_of = [], {}
+    chains, chain_of, at = [], {}, {}
     for node in calls:
-        chain = None
-        if _single_input(node):
-            t = node.args[0]
-            op, index, _ = t._keras_history
-            chain = chain_of.get(op._inbound_nodes[index]) if reads[id(t)] == 1 else None
-            if chain is None:
-                chain = []
-                chains.append(chain)
-            chain.append(node)
-            chain_of[node] = chain
-        else:
-            chains.append([node])
+        if not _single_input(node):
+            at[node] = _Call(node, slot)
+            continue
+        t = node.args[0]
+        op, index, _ = t._keras_history
+        chain = chain_of.get(op._inbound_nodes[index]) if reads[id(t)] == 1 else None
+        if chain is None:
+            chain = []
+            chains.append(chain)
+        chain.append(node)
+        chain_of[node] = chain
     # each chain split into runs the core chains and single calls; a run stands at its
     # first call's place (everything it reads is computed by then)
-    at = {}
     for chain in chains:
         k = 0
         for group in runs([node.operation for node in chain]):
