@@ -91,8 +91,11 @@ class Model(ModelBase):
         self._graph = Graph(self._inputs, self._outputs, owner)
         # each input's dtype, rank and fixed axes: what a call's input is checked against
         self._input_checks = [
-            (np.dtype(t.dtype), len(t.shape), tuple((k, d) for k, d in enumerate(t.shape)
-                                                    if d is not None))  # fmt: skip
+            (
+                np.dtype(t.dtype),
+                len(t.shape),
+                tuple((k, d) for k, d in enumerate(t.shape) if d is not None),
+            )  # fmt: skip
             for t in self._inputs
         ]
         self.output_names = [t._keras_history.operation.name for t in self._outputs]
