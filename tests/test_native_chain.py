@@ -143,9 +143,9 @@ def test_return_state_and_lists_fall_back():
     np.testing.assert_array_equal(model(x.tolist()), layer_by_layer(model, x))  # converted
     np.testing.assert_array_equal(model(np.asfortranarray(x)), layer_by_layer(model, x))
     (segment,) = segments(model)
-    assert segment._takes(x, None)
-    assert not segment._takes(x.tolist(), None)  # the layers convert it instead
-    assert not segment._takes(np.asfortranarray(x), None)
+    assert segment._accepts(x, None)
+    assert not segment._accepts(x.tolist(), None)  # the layers convert it instead
+    assert not segment._accepts(np.asfortranarray(x), None)
     lstm.return_state = True  # the chain does not return states: the model plans again
     assert segments(model) == []  # and the LSTM runs through its own call
     assert isinstance(model.layers[0]._call(x, None, False)[0], tuple)

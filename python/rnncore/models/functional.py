@@ -267,13 +267,16 @@ class Model(ModelBase):
 
     def __call__(self, inputs, training=None, mask=None):
         """Run the graph on arrays (masks as Keras), or record a call on symbolic tensors."""
-        if type(inputs) is np.ndarray and len(self._inputs) == 1:
-            xs = [inputs]  # what _input_list reads it as (an exact ndarray is no symbol)
+        if type(inputs) is np.ndarray and len(self._inputs) == 1 and mask is None:
+            # what _input_list and _input_masks read it as: an exact ndarray is no symbol and
+            # carries no mask
+            xs, masks = [inputs], [None]
         elif is_symbolic(inputs, mask):
             return symbolic_call(self, inputs, {"mask": mask, "training": training})
         else:
             xs = self._input_list(inputs)
-        outs, out_masks = self._run(self._prepare(xs), self._input_masks(xs, mask), training)
+            masks = self._input_masks(xs, mask)
+        outs, out_masks = self._run(self._prepare(xs), masks, training)
         return self._pack_outputs([o if m is None else attach_mask(o, m)
                                    for o, m in zip(outs, out_masks)])  # fmt: skip
 

@@ -43,28 +43,34 @@ class Segment:
     at once. What the chain accepts is read off the layers then, so each call checks its
     input against plain attributes."""
 
-    __slots__ = ("layers", "name", "src", "dst", "_dtype", "_ids", "_flat_ok", "_chain",
-                 "_width", "_batch", "_vocab", "_lock")  # fmt: skip
+    __slots__ = ("layers", "name", "src", "dst", "_dtype", "_ids", "_flat_ok", "_width",
+                 "_vocab", "_batch", "_chain", "_lock")  # fmt: skip
 
     def __init__(self, layers, src=0, dst=1):
         self.layers = list(layers)
         self.name = self.layers[-1].name  # named in errors like the last layer it runs
         self.src, self.dst = src, dst
-        self._dtype = self.layers[0]._np_dtype
+        first = self.layers[0]
+        self._dtype = first._np_dtype
         kinds = [layer._chain_kind for layer in self.layers]
         self._ids = kinds[0] == "embedding"
         # a 2-D input (batch, features) only through Dense layers (the other ops need time)
         self._flat_ok = all(k in ("dense", "identity") for k in kinds)
+        # what the chain accepts, read off the layers (the plan is compiled again when one
+        # is built again or changes an option): the vocabulary of ids, else the input width
+        self._vocab = first.input_dim if self._ids else None
+        widths = [layer._build_input_shape for layer in self.layers if layer.built]
+        self._width = widths[0][-1] if widths and widths[0] and not self._ids else None
+        # a stateful layer's batch size: known once the chain is built (the layer's first
+        # call may fix it, and refuses another itself)
+        self._batch = None
         self._chain = None
-        self._width = self._batch = self._vocab = None  # what the chain accepts, once built
         self._lock = threading.Lock()
 
     def __call__(self, values, masks, training):
         x, mask = values[self.src], masks[self.src]
-        chain = self._chain
-        if chain is None and not training and self._takes(x, mask):
-            chain = self._build(x.shape[0])
-        if chain is not None and not training and self._takes(x, mask) and self._fits(x):
+        if not training and self._accepts(x, mask):
+            chain = self._chain or self._build(x.shape[0])
             y, mask = chain.run(x, mask)  # an error here is a real one: raised as it is
         else:  # layer by layer: the layers' own checks and messages
             y = x
@@ -77,12 +83,6 @@ class Segment:
             if self._chain is None:
                 ops = [op for op in (layer._chain_op(batch) for layer in self.layers) if op]
                 chain = _core.make_chain(ops, self._dtype == np.float64)
-                first = self.layers[0]
-                if self._ids:
-                    self._vocab = first.input_dim
-                else:
-                    widths = [layer._build_input_shape for layer in self.layers if layer.built]
-                    self._width = widths[0][-1] if widths and widths[0] else None
                 self._batch = self._fixed_batch()
                 self._chain = chain  # published last: a concurrent call reads it whole
             return self._chain
@@ -95,27 +95,23 @@ class Segment:
                     return sub._batch_size
         return None
 
-    # What the chain checks before it computes anything, checked here first (explicitly,
-    # so that an input it refuses runs layer by layer and fails there with the layer's
-    # message, and any error the chain still raises is a real one).
-
-    def _takes(self, x, mask) -> bool:
-        """The input's type, layout, rank, dtype and mask."""
+    def _accepts(self, x, mask) -> bool:
+        """Whether the chain takes ``x`` and ``mask``: what it checks before it computes
+        anything (type, layout, rank, dtype, mask, width, stateful batch size, token ids),
+        checked here first, so that an input it refuses runs layer by layer and fails there
+        with the layer's message, and any error the chain still raises is a real one."""
         if type(x) is not np.ndarray or not x.flags.c_contiguous:
             return False
         if mask is not None and (type(mask) is not np.ndarray or mask.dtype != np.bool_
                                  or x.ndim != 3 or mask.shape != x.shape[:2]):  # fmt: skip
             return False
-        if self._ids:  # integer ids (B, T); the Embedding drops a mask
-            return x.dtype in (np.int32, np.int64) and x.ndim == 2 and x.size > 0
-        return x.dtype == self._dtype and (x.ndim == 3 or x.ndim == 2 and self._flat_ok)
-
-    def _fits(self, x) -> bool:
-        """The input's width, stateful batch size and token ids, against the layers."""
         if self._batch is not None and x.shape[0] != self._batch:
             return False
-        if self._vocab is not None:
-            return bool(x.min() >= 0 and x.max() < self._vocab)
+        if self._ids:  # integer ids (B, T) in the vocabulary; the Embedding drops a mask
+            return (x.dtype in (np.int32, np.int64) and x.ndim == 2 and x.size > 0
+                    and bool(x.min() >= 0 and x.max() < self._vocab))  # fmt: skip
+        if x.dtype != self._dtype or not (x.ndim == 3 or x.ndim == 2 and self._flat_ok):
+            return False
         return self._width is None or x.shape[-1] == self._width
 
 
