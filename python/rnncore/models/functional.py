@@ -89,6 +89,8 @@ class Model(ModelBase):
         if not self._outputs:
             raise ValueError(f"{owner}: outputs must not be empty")
         self._graph = Graph(self._inputs, self._outputs, owner)
+        # one output, returned as one array (not a dict or tuple of one): _pack_outputs
+        self._one_output = len(self._outputs) == 1 and not isinstance(outputs, (dict, tuple))
         # each input's dtype, rank and fixed axes: what a call's input is checked against
         self._input_checks = [
             (
@@ -277,6 +279,8 @@ class Model(ModelBase):
             xs = self._input_list(inputs)
             masks = self._input_masks(xs, mask)
         outs, out_masks = self._run(self._prepare(xs), masks, training)
+        if self._one_output:  # what _pack_outputs gives for it
+            return outs[0] if out_masks[0] is None else attach_mask(outs[0], out_masks[0])
         return self._pack_outputs([o if m is None else attach_mask(o, m)
                                    for o, m in zip(outs, out_masks)])  # fmt: skip
 
@@ -293,7 +297,8 @@ class Model(ModelBase):
         if compiled.clock != _variable.latest:
             compiled = plan.current(self)
         values, value_masks = compiled.run(xs, masks, training)
-        return [values[s] for s in compiled.outputs], [value_masks[s] for s in compiled.outputs]
+        outputs = compiled.outputs
+        return [values[s] for s in outputs], [value_masks[s] for s in outputs]
 
     def _plan_layers(self) -> list:
         # nested models are calls of the plan that run their own plans

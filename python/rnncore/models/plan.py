@@ -56,7 +56,8 @@ class Plan:
         self._pad = [None] * (size - n_inputs)
 
     def run(self, inputs, masks, training):
-        """Every slot's value and mask after the ops ran on ``inputs`` and their masks."""
+        """Every slot's value and mask (two lists) after the ops ran on ``inputs`` and their
+        masks; the model's outputs are in the slots ``outputs``."""
         values = list(inputs)
         values += self._pad
         value_masks = list(masks)

@@ -138,7 +138,7 @@ class Sequential(ModelBase):
                 self.build(np.shape(inputs))
             compiled = plan.current(self)
         values, masks = compiled.run((inputs,), (mask,), training)
-        return values[-1], masks[-1]
+        return values[-1], masks[-1]  # the last slot: the last layer's output
 
     def _plan_layers(self) -> list:
         return self._layers
