@@ -327,3 +327,20 @@ def test_a_copy_compiles_its_own_plan():
         assert clone._plan is plan.STALE
         for g, w in zip(clone(x), want):
             np.testing.assert_array_equal(g, w)
+
+
+def test_a_training_call_runs_the_layers(monkeypatch):
+    """model(x, training=True) runs each fused layer's own call (Dropout active), never the
+    chain, which computes inference only."""
+    rng = np.random.default_rng(10)
+    model, reference, (x,), _ = linear("float32", rng)
+    want = reference(x)[0][0]
+    np.testing.assert_array_equal(model(x), want)  # the chain built and run once
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the chain ran a training call")
+
+    (segment,) = [op for op in plan.current(model).ops if isinstance(op, Segment)]
+    monkeypatch.setattr(segment, "_chain", type("Refusing", (), {"run": refused})())
+    trained = model(x, training=True)
+    assert trained.shape == want.shape and not np.array_equal(trained, want)
