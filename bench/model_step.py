@@ -6,7 +6,7 @@ side in one process.
 1. S1 whole model per step: Input(1, 64) -> LSTM(128) -> LSTM(128) -> Dense(8), stateful,
    batch 1, one timestep per call, the states carried:
    * rnncore ``model(x_t)``: the Sequential, its layers one core chain
-     (rnncore/models/native_chain.py);
+     (rnncore/models/plan.py, native_chain.py);
    * rnncore layer by layer: the same model with the chain turned off (each layer's call from
      Python, as before the chain);
    * PyTorch: nn.LSTM(num_layers=2) + nn.Linear under inference_mode, (h, c) carried;
@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 import rnncore  # noqa: E402
 from _machine import loadavg, machine_info  # noqa: E402
 from rnncore import layers as L  # noqa: E402
+from rnncore.models import plan  # noqa: E402
 
 
 def randomize(model, seed):
@@ -58,7 +59,8 @@ def stack(layers_units, D=64, out=8, stateful=True):
 
 
 def layer_by_layer(model):
-    model._chain_plan = lambda: list(model.layers)  # the chain off
+    model._compile_plan = lambda: plan.linear(model.layers, model, fuse=False)  # chain off
+    model._plan = plan.STALE
     return model
 
 

@@ -298,7 +298,7 @@ def test_graph_gradients_match_finite_differences(rng):
     mse = losses.get("mse")
 
     def loss_value(xs):
-        outs = model._graph.run(xs, [None, None], True)[0]
+        outs = model._run(xs, [None, None], True)[0]
         return mse(y[0], outs[0]) + 0.7 * mse(y[1], outs[1])
 
     outs, masks, records = model._graph.forward_train(x, [None, None], None)

@@ -248,7 +248,7 @@ def test_quantize_keeps_the_recurrent_layers_chained():
     assert [s.layers for s in segments(model)] == [[lstm, gru]]
     (segment,) = segments(model)
     np.testing.assert_array_equal(model(x), layer_by_layer(copy.deepcopy(model), x))
-    assert segment._cached[1] is not None  # the chain ran
+    assert segment._chain is not None  # the chain ran
 
 
 def test_generations_move_on_at_every_change():

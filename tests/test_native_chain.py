@@ -14,6 +14,7 @@ import pytest
 
 import rnncore
 from rnncore import layers as L
+from rnncore.models import plan
 from rnncore.models.native_chain import Segment
 
 
@@ -23,8 +24,13 @@ def layer_by_layer(model, x, mask=None):
     return x
 
 
+def plan_ops(model):
+    """The ops of the model's current plan (compiled if stale)."""
+    return plan.current(model).ops
+
+
 def segments(model):
-    return [item for item in model._chain_plan() if isinstance(item, Segment)]
+    return [op for op in plan_ops(model) if isinstance(op, Segment)]
 
 
 def padded(rng, shape, dtype=np.float32):
@@ -63,7 +69,7 @@ MODELS = {
 def test_bit_identical_to_layer_by_layer(name, dtype, threads):
     rng = np.random.default_rng(0)
     model = rnncore.Sequential([rnncore.Input((8, 5)), *MODELS[name](np.dtype(dtype).name)])
-    assert len(segments(model)) == 1 and len(model._chain_plan()) == 1
+    assert len(segments(model)) == 1 and len(plan_ops(model)) == 1
     x = padded(rng, (6, 8, 5), dtype)
     want = layer_by_layer(model, x)
     for n in (1, 2):
@@ -80,7 +86,7 @@ def test_embedding_starts_a_chain():
     model = rnncore.Sequential([
         rnncore.Input((9,), dtype="int32"), L.Embedding(20, 4, mask_zero=True),
         L.LSTM(5, return_sequences=True), L.Dense(3), L.GRU(4)])  # fmt: skip
-    assert len(model._chain_plan()) == 1 and len(segments(model)) == 1
+    assert len(plan_ops(model)) == 1 and len(segments(model)) == 1
     ids = rng.integers(1, 20, (4, 9))
     ids[0, -3:] = 0
     ids[2, :2] = 0
@@ -98,7 +104,7 @@ def test_bidirectional_in_the_chain(merge_mode):
         rnncore.Input((8, 5)), L.Masking(0.0),
         L.Bidirectional(L.LSTM(6, return_sequences=True), merge_mode=merge_mode),
         L.Bidirectional(L.GRU(4), merge_mode=merge_mode), L.Dense(2)])  # fmt: skip
-    assert len(segments(model)) == 1 and len(model._chain_plan()) == 1
+    assert len(segments(model)) == 1 and len(plan_ops(model)) == 1
     x = padded(rng, (6, 8, 5))
     np.testing.assert_array_equal(model.predict(x), layer_by_layer(model, x))
 
@@ -109,7 +115,7 @@ def test_text_classifier_runs_as_one_chain():
     model = rnncore.Sequential([
         rnncore.Input((30,), dtype="int32"), L.Embedding(100, 16, mask_zero=True),
         L.Bidirectional(L.LSTM(8)), L.Dense(1, activation="sigmoid")])  # fmt: skip
-    assert len(model._chain_plan()) == 1
+    assert len(plan_ops(model)) == 1
     ids = rng.integers(1, 100, (5, 30))
     ids[1, 20:] = 0
     np.testing.assert_array_equal(model.predict(ids), layer_by_layer(model, ids))
@@ -122,8 +128,9 @@ def test_unsupported_layers_split_the_chain():
         L.Activation("relu"),  # NumPy, not the core: ends the first run
         L.Bidirectional(L.GRU(3, return_sequences=True)),
         L.SimpleRNN(5, return_sequences=True), L.Dense(2)])  # fmt: skip
-    plan = model._chain_plan()
-    assert [type(item).__name__ for item in plan] == ["Segment", "Activation", "Segment"]
+    ops = plan_ops(model)
+    assert [type(op).__name__ for op in ops] == ["Segment", "_Step", "Segment"]
+    assert type(ops[1].layer).__name__ == "Activation"
     x = rng.standard_normal((3, 6, 3)).astype(np.float32)
     np.testing.assert_array_equal(model.predict(x), layer_by_layer(model, x))
 
@@ -136,9 +143,9 @@ def test_return_state_and_lists_fall_back():
     np.testing.assert_array_equal(model(x.tolist()), layer_by_layer(model, x))  # converted
     np.testing.assert_array_equal(model(np.asfortranarray(x)), layer_by_layer(model, x))
     (segment,) = segments(model)
-    assert segment._takes(x, None)
-    assert not segment._takes(x.tolist(), None)  # the layers convert it instead
-    assert not segment._takes(np.asfortranarray(x), None)
+    assert segment._accepts(x, None)
+    assert not segment._accepts(x.tolist(), None)  # the layers convert it instead
+    assert not segment._accepts(np.asfortranarray(x), None)
     lstm.return_state = True  # the chain does not return states: the model plans again
     assert segments(model) == []  # and the LSTM runs through its own call
     assert isinstance(model.layers[0]._call(x, None, False)[0], tuple)

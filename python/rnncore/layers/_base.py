@@ -28,7 +28,7 @@ from ._args import (
     unique_name,
 )
 from ._symbolic import KerasTensor, is_symbolic, symbolic_call
-from ._variable import MaskedOutput, Variable, as_mask, attach_mask, next_generation
+from ._variable import MaskedOutput, Variable, as_mask, attach_mask, next_generation, publish
 
 __all__ = [
     "LAYER_CLASSES",
@@ -260,7 +260,8 @@ class Layer(DropsTransientOnPickle):
     def _respec(self) -> None:
         """A change that needs the caches built again, not only repacked (an option, new
         weight arrays, quantize): both generations move on."""
-        self._spec_generation = self._generation = next_generation()
+        self._spec_generation = self._generation = g = next_generation()
+        publish(g)  # after the store: a model's plan that sees the number sees the change
 
     def _native_ok(self) -> bool:
         """Whether an executor may compute this layer by its own means (a core chain, a

@@ -11,6 +11,13 @@ never reused, so a cache (a core stream's packed weights, a model's chain, a poo
 that remembers the generation it was built at knows exactly when it is stale by comparing
 one integer: no ``id()`` (which CPython reuses once an object is freed) and no tuple of
 versions.
+
+A cache over many layers (a model's plan, rnncore.models.plan) needs one comparison per call
+however many layers it covers: every change also *publishes* its number as :data:`latest`
+once the change is stored (:func:`publish`). A cache that read ``latest`` before reading its
+layers' generations is valid while ``latest`` still holds that value: any later change sets
+``latest`` to a number drawn after it (several threads may publish out of order, but a number
+is published once and never comes back, so a moved value is always seen as moved).
 """
 
 from __future__ import annotations
@@ -21,11 +28,21 @@ import numpy as np
 
 from ._args import as_float_array
 
-__all__ = ["Variable", "MaskedOutput", "attach_mask", "as_mask", "next_generation"]
+__all__ = ["Variable", "MaskedOutput", "attach_mask", "as_mask", "next_generation", "publish"]
 
 #: the next generation number: monotonic and never reused in the process (itertools.count's
 #: __next__ is one C call, atomic under the GIL, so two threads never draw the same number)
 next_generation = itertools.count(1).__next__
+
+#: the generation of the latest change stored anywhere in the process (see the module's help)
+latest = 0
+
+
+def publish(generation: int) -> None:
+    """Publish ``generation``, drawn for a change that is now stored (after the store, so
+    that a cache that sees the new value also sees the change)."""
+    global latest
+    latest = generation
 
 
 # --------------------------------------------------------------------------------------
@@ -63,6 +80,7 @@ class Variable:
         owner = self._owner
         if owner is not None:
             owner._generation = g
+        publish(g)
 
     shape = property(lambda self: self.value.shape)
     dtype = property(lambda self: str(self.value.dtype))

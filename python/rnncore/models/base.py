@@ -32,6 +32,7 @@ from ..formats.onnx.export import to_onnx
 from ..layers._base import DropsTransientOnPickle
 from ..quantization import check_mode
 from ..training import Trainer
+from .plan import STALE
 from .ragged import predict_ragged
 from .stream_pool import StreamPool
 
@@ -402,5 +403,14 @@ class ModelBase(DropsTransientOnPickle, Trainer):
         "_train_cache",
         "_grads",
         "_inbound_nodes",
-        "_chain_cache",
     )
+
+    #: the model's plan (rnncore.models.plan): STALE until the first call compiles it
+    _plan = STALE
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        # the plan holds the process's core chains and generation numbers: never copied or
+        # pickled; the copy compiles its own on its first call (the class's STALE)
+        state.pop("_plan", None)
+        return state

@@ -29,7 +29,7 @@ import warnings
 
 import numpy as np
 
-from ..layers import InputLayer, deserialize_layer, serialize_layer
+from ..layers import InputLayer, Layer, _variable, deserialize_layer, serialize_layer
 from ..layers._base import as_float_array, attach_mask, require_default, unique_name
 from ..layers._symbolic import (
     KerasTensor,
@@ -39,7 +39,7 @@ from ..layers._symbolic import (
     symbolic_call,
     tensor_label,
 )
-from . import functional_config
+from . import functional_config, plan
 from .base import ModelBase, unique_weights
 from .graph import Graph
 from .sequential import Sequential
@@ -89,6 +89,17 @@ class Model(ModelBase):
         if not self._outputs:
             raise ValueError(f"{owner}: outputs must not be empty")
         self._graph = Graph(self._inputs, self._outputs, owner)
+        # one output, returned as one array (not a dict or tuple of one): _pack_outputs
+        self._one_output = len(self._outputs) == 1 and not isinstance(outputs, (dict, tuple))
+        # each input's dtype, rank and fixed axes: what a call's input is checked against
+        self._input_checks = [
+            (
+                np.dtype(t.dtype),
+                len(t.shape),
+                tuple((k, d) for k, d in enumerate(t.shape) if d is not None),
+            )  # fmt: skip
+            for t in self._inputs
+        ]
         self.output_names = [t._keras_history.operation.name for t in self._outputs]
         self.built = True
         self._inbound_nodes = []
@@ -211,12 +222,19 @@ class Model(ModelBase):
         """Each input as an array of its Input's dtype and shape (Keras squeezes or expands
         a trailing axis of size 1; any other difference is refused by name)."""
         out = []
-        for t, a in zip(self._inputs, xs):
+        for t, (dtype, ndim, fixed), a in zip(self._inputs, self._input_checks, xs):
+            if type(a) is np.ndarray and a.dtype == dtype and a.ndim == ndim:
+                shape = a.shape
+                for axis, size in fixed:
+                    if shape[axis] != size:
+                        break
+                else:  # what the checks below give back as it is (the usual call): one pass
+                    out.append(a)
+                    continue
+            ref = t.shape
             what = f"{self.name}: input {t.name!r}"
-            dtype = np.dtype(t.dtype)
             if dtype.kind == "f" or not isinstance(a, np.ndarray) or a.dtype != dtype:
                 a = _as_input_array(a, dtype, what)
-            ref = t.shape
             if a.ndim == len(ref) + 1 and a.shape[-1] == 1:
                 a = a[..., 0]
             elif a.ndim == len(ref) - 1 and ref[-1] == 1:
@@ -245,24 +263,49 @@ class Model(ModelBase):
         return values[0] if len(values) == 1 else list(values)
 
     def _run_batch(self, xs) -> list:
-        return self._graph.run(self._prepare(xs), [None] * len(xs), False)[0]
+        return self._run(self._prepare(xs), [None] * len(xs), False)[0]
 
     # ---- calling ------------------------------------------------------------------------
 
     def __call__(self, inputs, training=None, mask=None):
         """Run the graph on arrays (masks as Keras), or record a call on symbolic tensors."""
-        if is_symbolic(inputs, mask):
+        if type(inputs) is np.ndarray and len(self._inputs) == 1 and mask is None:
+            # what _input_list and _input_masks read it as: an exact ndarray is no symbol and
+            # carries no mask
+            xs, masks = [inputs], [None]
+        elif is_symbolic(inputs, mask):
             return symbolic_call(self, inputs, {"mask": mask, "training": training})
-        xs = self._input_list(inputs)
-        masks = self._input_masks(xs, mask)
-        outs, out_masks = self._graph.run(self._prepare(xs), masks, training)
-        return self._pack_outputs([attach_mask(o, m) for o, m in zip(outs, out_masks)])
+        else:
+            xs = self._input_list(inputs)
+            masks = self._input_masks(xs, mask)
+        outs, out_masks = self._run(self._prepare(xs), masks, training)
+        if self._one_output:  # what _pack_outputs gives for it
+            return outs[0] if out_masks[0] is None else attach_mask(outs[0], out_masks[0])
+        return self._pack_outputs([o if m is None else attach_mask(o, m)
+                                   for o, m in zip(outs, out_masks)])  # fmt: skip
 
     def _call(self, inputs, mask, training):
         """``(outputs, masks)`` (one, or lists): the model as a layer of another graph."""
         xs = self._input_list(inputs)
-        outs, masks = self._graph.run(self._prepare(xs), self._input_masks(xs, mask), training)
+        outs, masks = self._run(self._prepare(xs), self._input_masks(xs, mask), training)
         return (outs[0], masks[0]) if len(outs) == 1 else (outs, masks)
+
+    def _run(self, xs: list, masks: list, training):
+        """``(outputs, output masks)`` of the model's plan (rnncore.models.plan), looked up
+        by one comparison while valid, on prepared inputs."""
+        compiled = self._plan
+        if compiled.clock != _variable.latest:
+            compiled = plan.current(self)
+        values, value_masks = compiled.run(xs, masks, training)
+        outputs = compiled.outputs
+        return [values[s] for s in outputs], [value_masks[s] for s in outputs]
+
+    def _plan_layers(self) -> list:
+        # nested models are calls of the plan that run their own plans
+        return [op for op in self._graph.operations if isinstance(op, Layer)]
+
+    def _compile_plan(self):
+        return plan.graph(self._graph)
 
     def _shape_list(self, input_shape) -> list:
         """Input shapes (one, a list, or a dict keyed by input name) as a list."""
@@ -324,7 +367,7 @@ class Model(ModelBase):
         return outs, masks
 
     def _outputs_on_batch(self, xs):
-        return self._graph.run(xs, [None] * len(xs), False)
+        return self._run(xs, [None] * len(xs), False)
 
     def _backward_outputs(self, d_outputs) -> None:
         self._weight_grads = self._graph.backward(self._records, d_outputs)[1]

@@ -1,5 +1,6 @@
 """The graph of a functional model (:class:`rnncore.Model`): the layer calls between its
-inputs and outputs, in Keras 3's order, run for inference, for training and for shapes.
+inputs and outputs, in Keras 3's order, run for training and for shapes; inference runs the
+model's plan compiled from it (:mod:`rnncore.models.plan`, with the same mask rules).
 
 The order is Keras's (``keras/src/ops/function.py``, ``map_graph``): a depth-first walk back
 from the outputs gives each call a depth (the longest path to an output); calls run by
@@ -167,7 +168,7 @@ class Graph:
                 store[id(t)] = tuple(s)
         return [store[id(t)] for t in self.outputs]
 
-    # ---- running ------------------------------------------------------------------------
+    # ---- training (inference: rnncore.models.plan) -----------------------------------------
 
     def _arguments(self, node, values, masks):
         """``(inputs, mask given to the call, mask for compute_mask, other arguments)``."""
@@ -191,22 +192,6 @@ class Graph:
         for t, y, m in zip(node.outputs, outputs, out_masks):
             values[id(t)] = np.asarray(y) if not isinstance(y, np.ndarray) else y
             masks[id(t)] = m
-
-    def run(self, inputs: list, input_masks: list, training=None):
-        """Inference: ``(outputs, output_masks)`` for arrays ``inputs`` (one per input)."""
-        values = {id(t): x for t, x in zip(self.inputs, inputs)}
-        masks = {id(t): m for t, m in zip(self.inputs, input_masks)}
-        for node in self.order:
-            if node.is_input:
-                continue
-            op = node.operation
-            x, call_mask, previous, extra = self._arguments(node, values, masks)
-            t = training if training is not None else node.kwargs.get("training")
-            outputs, out_masks = op._call(x, call_mask, t, **extra)
-            if previous is not call_mask:
-                out_masks = op.compute_mask(x, previous)
-            self._store(node, outputs, out_masks, values, masks)
-        return [values[id(t)] for t in self.outputs], [masks[id(t)] for t in self.outputs]
 
     def forward_train(self, inputs: list, input_masks: list, rng):
         """Training forward: ``(outputs, output_masks, records)``; ``records`` (each call's

@@ -1,4 +1,4 @@
-"""Runs of a Sequential's layers as one core call (issue 16: a native plan for the model).
+"""Runs of layers as one core call (issue 16): the fused ops of a model's plan.
 
 At inference, consecutive layers the core runs natively — ``Masking``, ``SimpleRNN`` /
 ``LSTM`` / ``GRU`` (through their streams: weights packed once, a stateful layer's states
@@ -6,87 +6,86 @@ carried in the core), ``Dense`` and ``TimeDistributed(Dense)``, and the layers t
 identity at inference (``Dropout``, ``SpatialDropout1D``, ``GaussianNoise``), and
 ``Bidirectional`` over those recurrent layers and an ``Embedding`` that starts a run — form a
 :class:`Segment` that runs as one call of a core chain (``_core.make_chain``): one GIL
-release and no Python between the layers; the chain is kept while the layers' generation
-(rnncore.layers._variable) stays the same, and built again after any change (weights,
-options, quantize). A stateful model fed one timestep at a time therefore steps all its
-layers in one native call per timestep.
+release and no Python between the layers. :mod:`rnncore.models.plan` decides which calls of
+a model (a Sequential's layers, a functional model's graph) form a run, and builds its plan,
+hence its Segments, again whenever a layer's generation moves on (weights, options,
+quantize); a Segment therefore never checks generations itself. A stateful model fed one
+timestep at a time steps all its layers in one native call per timestep.
 
 The chain runs the same kernels on buffers allocated the same way as the layers' own calls,
-so its results are the layer-by-layer results bit for bit (``tests/test_native_chain.py``).
-Each layer declares whether and how the chain runs it (``Layer._chain_kind``,
-``_chainable``, ``_chain_op``); a subclass that overrides ``call`` is not chained (its own
-call runs). Whatever it does not cover runs as before: other layers, training calls,
-recurrent layers with ``return_state``, and inputs the chain would refuse (another rank,
-width, dtype, stateful batch size, token ids out of range: checked here first, so the
-layers' own checks raise with their messages). Any error the chain raises on an input it
-was checked to accept is a real error and is raised, never hidden by a fallback.
+so its results are the layer-by-layer results bit for bit (``tests/test_native_chain.py``,
+``tests/test_plan.py``). Each layer declares whether and how the chain runs it
+(``Layer._chain_kind``, ``_chainable``, ``_chain_op``); a subclass that overrides ``call`` is
+not chained (its own call runs). Whatever it does not cover runs as before: other layers,
+training calls, recurrent layers with ``return_state``, and inputs the chain would refuse
+(another rank, width, dtype, stateful batch size, token ids out of range: checked here first,
+so the layers' own checks raise with their messages). Any error the chain raises on an input
+it was checked to accept is a real error and is raised, never hidden by a fallback.
 """
 
 from __future__ import annotations
 
-import operator
 import threading
 
 import numpy as np
 
 from .. import _core
 
-__all__ = ["Segment", "plan"]
-
-_generation = operator.attrgetter("generation")
+__all__ = ["Segment", "runs"]
 
 
 class Segment:
-    """Consecutive layers run as one core call; called like a layer (``_call``).
+    """Consecutive layers run as one core call: an op of a model's plan, reading its input
+    and mask from value slot ``src`` and writing its output and mask to slot ``dst``.
 
-    It keeps the core's chain over the layers' current streams and weight arrays with the
-    layers' generation when it was built, and builds it again (under its lock, publishing
-    the new chain with its generation only once built) when that generation moved on.
-    Calls from several threads may run at once."""
+    The core chain is built on the first call (a stateful layer's stream needs the batch
+    size), under a lock, and published only once built; calls from several threads may run
+    at once. What the chain accepts is read off the layers then, so each call checks its
+    input against plain attributes."""
 
-    def __init__(self, layers):
+    __slots__ = ("layers", "name", "src", "dst", "_dtype", "_ids", "_flat_ok", "_width",
+                 "_vocab", "_batch", "_chain", "_lock")  # fmt: skip
+
+    def __init__(self, layers, src=0, dst=1):
         self.layers = list(layers)
         self.name = self.layers[-1].name  # named in errors like the last layer it runs
-        self._dtype = self.layers[0]._np_dtype
+        self.src, self.dst = src, dst
+        first = self.layers[0]
+        self._dtype = first._np_dtype
         kinds = [layer._chain_kind for layer in self.layers]
         self._ids = kinds[0] == "embedding"
         # a 2-D input (batch, features) only through Dense layers (the other ops need time)
         self._flat_ok = all(k in ("dense", "identity") for k in kinds)
-        self._cached = (-1, None, None)  # (generation, chain, what the chain accepts)
+        # what the chain accepts, read off the layers (the plan is compiled again when one
+        # is built again or changes an option): the vocabulary of ids, else the input width
+        self._vocab = first.input_dim if self._ids else None
+        widths = [layer._build_input_shape for layer in self.layers if layer.built]
+        self._width = widths[0][-1] if widths and widths[0] and not self._ids else None
+        # a stateful layer's batch size: known once the chain is built (the layer's first
+        # call may fix it, and refuses another itself)
+        self._batch = None
+        self._chain = None
         self._lock = threading.Lock()
 
-    def _call(self, x, mask, training):
-        if not training and self._takes(x, mask):
-            chain, accepts = self._chain(x)
-            if self._fits(accepts, x):
-                return chain.run(x, mask)  # an error here is a real one: raised as it is
-        for layer in self.layers:  # layer by layer: the layers' own checks and messages
-            x, mask = layer._call(x, mask, training)
-        return x, mask
+    def __call__(self, values, masks, training):
+        x, mask = values[self.src], masks[self.src]
+        if not training and self._accepts(x, mask):
+            chain = self._chain or self._build(x.shape[0])
+            y, mask = chain.run(x, mask)  # an error here is a real one: raised as it is
+        else:  # layer by layer: the layers' own checks and messages
+            y = x
+            for layer in self.layers:
+                y, mask = layer._call(y, mask, training)
+        values[self.dst], masks[self.dst] = y, mask
 
-    def _chain(self, x):
-        generation = max(map(_generation, self.layers))
-        cached = self._cached
-        if cached[0] == generation:
-            return cached[1], cached[2]
+    def _build(self, batch):
         with self._lock:
-            generation = max(map(_generation, self.layers))  # before anything is packed
-            cached = self._cached
-            if cached[0] != generation:
-                ops = [op for op in (layer._chain_op(x.shape[0]) for layer in self.layers) if op]
+            if self._chain is None:
+                ops = [op for op in (layer._chain_op(batch) for layer in self.layers) if op]
                 chain = _core.make_chain(ops, self._dtype == np.float64)
-                cached = self._cached = (generation, chain, self._accepted())
-            return cached[1], cached[2]
-
-    def _accepted(self):
-        """``(input width or None, fixed batch or None, vocabulary or None)``: what the
-        chain's checks accept, read off the layers it was built over."""
-        first = self.layers[0]
-        if self._ids:
-            return None, self._fixed_batch(), first.input_dim
-        widths = [layer._build_input_shape for layer in self.layers if layer.built]
-        width = widths[0][-1] if widths and widths[0] else None
-        return width, self._fixed_batch(), None
+                self._batch = self._fixed_batch()
+                self._chain = chain  # published last: a concurrent call reads it whole
+            return self._chain
 
     def _fixed_batch(self):
         """The batch size a stateful recurrent layer of the segment is fixed to, or None."""
@@ -96,50 +95,45 @@ class Segment:
                     return sub._batch_size
         return None
 
-    # What the chain checks before it computes anything, checked here first (explicitly,
-    # so that an input it refuses runs layer by layer and fails there with the layer's
-    # message, and any error the chain still raises is a real one).
-
-    def _takes(self, x, mask) -> bool:
-        """The input's type, layout, rank, dtype and mask."""
+    def _accepts(self, x, mask) -> bool:
+        """Whether the chain takes ``x`` and ``mask``: what it checks before it computes
+        anything (type, layout, rank, dtype, mask, width, stateful batch size, token ids),
+        checked here first, so that an input it refuses runs layer by layer and fails there
+        with the layer's message, and any error the chain still raises is a real one."""
         if type(x) is not np.ndarray or not x.flags.c_contiguous:
             return False
         if mask is not None and (type(mask) is not np.ndarray or mask.dtype != np.bool_
                                  or x.ndim != 3 or mask.shape != x.shape[:2]):  # fmt: skip
             return False
-        if self._ids:  # integer ids (B, T); the Embedding drops a mask
-            return x.dtype in (np.int32, np.int64) and x.ndim == 2 and x.size > 0
-        return x.dtype == self._dtype and (x.ndim == 3 or x.ndim == 2 and self._flat_ok)
-
-    @staticmethod
-    def _fits(accepts, x) -> bool:
-        """The input's width, stateful batch size and token ids, against the layers."""
-        width, batch, vocab = accepts
-        if batch is not None and x.shape[0] != batch:
+        if self._batch is not None and x.shape[0] != self._batch:
             return False
-        if vocab is not None:
-            return bool(x.min() >= 0 and x.max() < vocab)
-        return width is None or x.shape[-1] == width
+        if self._ids:  # integer ids (B, T) in the vocabulary; the Embedding drops a mask
+            return (x.dtype in (np.int32, np.int64) and x.ndim == 2 and x.size > 0
+                    and bool(x.min() >= 0 and x.max() < self._vocab))  # fmt: skip
+        if x.dtype != self._dtype or not (x.ndim == 3 or x.ndim == 2 and self._flat_ok):
+            return False
+        return self._width is None or x.shape[-1] == self._width
 
 
-def plan(layers) -> list:
-    """``layers`` with every run of two or more layers the chain can run (one of them not
-    an identity, all of one dtype) replaced by one :class:`Segment`."""
+def runs(layers) -> list:
+    """``layers`` split into runs: a list of lists, each either two or more consecutive
+    layers the chain can run (one of them not an identity, all of one float dtype, no layer
+    twice) or a single layer run by its own call."""
     out, run = [], []
 
     def flush():
         if len(run) >= 2 and any(layer._chain_kind != "identity" for layer in run):
-            out.append(Segment(run))
+            out.append(list(run))
         else:
-            out.extend(run)
+            out.extend([layer] for layer in run)
         run.clear()
 
     for layer in layers:
-        if layer._chain_kind == "embedding":
+        if layer._chain_kind == "embedding" or any(layer is other for other in run):
             flush()  # an Embedding starts a chain: its input is the chain's ids
         if not layer._chainable() or layer._np_dtype not in (np.float32, np.float64):
             flush()
-            out.append(layer)
+            out.append([layer])
             continue
         if run and layer._np_dtype != run[0]._np_dtype:
             flush()

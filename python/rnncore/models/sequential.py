@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import operator
-
 import numpy as np
 
-from ..layers import InputLayer, InputTensor, Layer, deserialize_layer, serialize_layer
+from ..layers import InputLayer, InputTensor, Layer, _variable, deserialize_layer, serialize_layer
 from ..layers._base import attach_mask, build_chain, require_default, shape_tuple, unique_name
 from ..layers._symbolic import is_symbolic, symbolic_call
-from . import native_chain
+from . import plan
 from .base import ModelBase, strip_masks, unique_weights
 from .summary import format_shape, layer_label, summary_table
 
 __all__ = ["Sequential"]
-
-_spec_generation = operator.attrgetter("spec_generation")
 
 
 class Sequential(ModelBase):
@@ -70,7 +66,7 @@ class Sequential(ModelBase):
             )
         else:
             raise TypeError(f"{self.name}: can only add rnncore layers, got {layer!r}")
-        self._chain_cache = None  # planned again over the new list
+        self._plan = plan.STALE  # compiled again over the new list
         if rebuild:
             self._maybe_build()
 
@@ -78,7 +74,7 @@ class Sequential(ModelBase):
         if not self._layers:
             raise IndexError(f"{self.name}: there are no layers to remove")
         layer = self._layers.pop()
-        self._chain_cache = None
+        self._plan = plan.STALE
         self.built = False
         self._maybe_build()
         return layer
@@ -121,42 +117,34 @@ class Sequential(ModelBase):
 
     def __call__(self, inputs, training=None, mask=None):
         """Run the layers on ``inputs``; masks propagate as in Keras."""
-        if not isinstance(inputs, np.ndarray) and is_symbolic(inputs, mask):
-            return symbolic_call(self, inputs, {"mask": mask, "training": training})
-        if not isinstance(inputs, np.ndarray):  # a list, None, ...: read as predict reads x
-            inputs = self._input_list(inputs)[0]
-        if mask is None:
-            mask = getattr(inputs, "_keras_mask", None)
-        return attach_mask(*self._call(inputs, mask, training))
+        if type(inputs) is not np.ndarray:  # an exact ndarray carries no mask and is no symbol
+            if is_symbolic(inputs, mask):
+                return symbolic_call(self, inputs, {"mask": mask, "training": training})
+            if not isinstance(inputs, np.ndarray):  # a list, None, ...: read as predict reads x
+                inputs = self._input_list(inputs)[0]
+            if mask is None:
+                mask = getattr(inputs, "_keras_mask", None)
+        y, mask = self._call(inputs, mask, training)
+        return y if mask is None else attach_mask(y, mask)
 
     def _call(self, inputs, mask, training):
-        """``(outputs, output mask)`` of the layers on ``inputs`` (a layer's ``_call``)."""
-        if not self._layers:
-            raise ValueError(f"{self.name}: the model has no layers")
-        if not self.built:
-            self.build(np.shape(inputs))
-        x, previous = inputs, None
-        for layer in self._chain_plan():  # layers, and runs of them in one core call
-            if type(x) is tuple:
-                raise ValueError(
-                    f"{self.name}: layer {previous.name!r} returned several outputs, which "
-                    f"only the last layer may"
-                )
-            x, mask = layer._call(x, mask, training)
-            if type(x) is not tuple and isinstance(mask, list):
-                mask = mask[0]
-            previous = layer
-        return x, mask
+        """``(outputs, output mask)`` of the layers on ``inputs`` (a layer's ``_call``): the
+        model's plan (rnncore.models.plan), looked up by one comparison while valid."""
+        compiled = self._plan
+        if compiled.clock != _variable.latest:
+            if not self._layers:
+                raise ValueError(f"{self.name}: the model has no layers")
+            if not self.built:
+                self.build(np.shape(inputs))
+            compiled = plan.current(self)
+        values, masks = compiled.run((inputs,), (mask,), training)
+        return values[-1], masks[-1]  # the last slot: the last layer's output
 
-    def _chain_plan(self) -> list:
-        """The layers with runs the core chains together (native_chain.plan), kept while
-        the layers' spec generation stays the same (a layer built, quantized or given
-        another option plans again; add and pop drop the plan)."""
-        spec = max(map(_spec_generation, self._layers))
-        cached = self.__dict__.get("_chain_cache")
-        if cached is None or cached[0] != spec:
-            cached = self._chain_cache = (spec, native_chain.plan(self._layers))
-        return cached[1]
+    def _plan_layers(self) -> list:
+        return self._layers
+
+    def _compile_plan(self):
+        return plan.linear(self._layers, self)
 
     # ---- what predict, the trainer and a functional model read ----------------------------
 
