@@ -40,8 +40,14 @@ pooling, Flatten and the other reshaping layers, Attention, Dot, a recurrent lay
 ``go_backwards`` or ``return_state``, nested models) are refused by name with the reason,
 as is a layer that needs a time axis after a recurrent layer with ``return_sequences=False``.
 
-The ops are plain data (layer, kind, input and output slots), so a native plan can take
-over :meth:`StreamPlan.run_steps` without changing the pool around it.
+The ops are plain data (layer, kind, input and output slots). When the core chain runs
+them all (:attr:`StreamPlan.native`), a pool's step is one core call
+(:meth:`StreamPlan.run_slots`) instead of :meth:`StreamPlan.run_steps`' op by op.
+
+A recurrent op runs the layer's stream that carries nothing (``RNN._free_stream``: the
+layer's own stream unless the layer is stateful), so its weights are packed once for the
+layer's calls, ragged predict and every pool, and follow every change of the layer through
+the one generation-keyed cache (``rnncore.layers.rnn.StreamCache``).
 """
 
 from __future__ import annotations

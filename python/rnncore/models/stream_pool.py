@@ -2,8 +2,8 @@
 
 Servers often run one model over many independent streams (one per user or device), each
 fed a timestep or a chunk of timesteps at a time. The pool keeps every open stream's
-recurrent states (and a causal Conv1D's window of past inputs) and steps any subset of
-them together, one batched call per layer::
+recurrent states (and a causal Conv1D's window of past inputs) in a table with one row
+(slot) per stream, and steps any subset of them together as one batch::
 
     pool = model.stream_pool(64)
     a, b = pool.open(), pool.open()
@@ -17,8 +17,8 @@ them together, one batched call per layer::
 * ``step({sid: x, ...})`` or ``step(ids, stacked)`` runs each given stream's next step(s).
   ``x`` is one timestep, shaped as one step of one sample (``(input_dim,)``; a scalar id
   for a model starting with an Embedding), or a chunk ``(timesteps, input_dim)``. Streams
-  whose chunks have different lengths in one call are grouped by length: one batched call
-  per layer and length. The result maps each id to its output, shaped as the model's
+  whose chunks have different lengths in one call are grouped by length: one batch per
+  length. The result maps each id to its output, shaped as the model's
   output for one sample: ``(units,)`` for a model without a time axis in its output; for
   a ``return_sequences`` model ``(timesteps, units)`` for a chunk and ``(units,)`` for one
   step (the step's output, without a time axis).
@@ -49,8 +49,17 @@ Masks (a Masking layer, ``Embedding(mask_zero=True)``) follow the stateful model
 inside a call a masked step repeats the previous output, and at the start of a call
 Keras's "previous output" is zeros.
 
-Threads: several threads may step different streams at once; the batched layer calls run
-outside the pool's lock (the core releases the GIL). A stream stepped, reset, closed or
+How a batch runs: when the core chain runs every layer of the model (recurrent layers going
+forwards, Dense and TimeDistributed(Dense), Masking, an Embedding first, the identity
+layers, one after the other in one float dtype), a step is one core call
+(:meth:`StreamPlan.run_slots <rnncore.models.stream_plan.StreamPlan.run_slots>`): it gathers
+the streams' rows of the state table, runs the layers and scatters the final states back,
+with the GIL released once. Other models (a causal Conv1D, layers computed with NumPy,
+layers run per sample) run layer by layer on the gathered states, which go back to the
+table once the batch has run. The results are the same bits either way.
+
+Threads: several threads may step different streams at once; the core calls run outside
+the pool's lock (the core releases the GIL). A stream stepped, reset, closed or
 read from two threads at once is handled one call after the other. Bad input (an unknown
 or closed id, a wrong shape or dtype, a state of another model) raises before any state
 changes, so every stream stays as it was.
