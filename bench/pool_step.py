@@ -7,6 +7,8 @@ timestep per round. Rows (microseconds per round):
 
 * ``pool.step(ids, X)`` with ``X`` ``(64, 64)`` (stacked);
 * ``pool.step({id: x})`` (the dict form);
+* core alone: the LSTM's ``stream.run`` (B=64, T=1, the states carried by hand) and the
+  Dense's ``functional.dense``: the floor of any pool step;
 * onnxruntime: one ``session.run`` of the batch-64 stateful twin's ``to_onnx()`` export, its
   states fed back (as bench/pool_ragged.py).
 
@@ -25,6 +27,7 @@ import time
 import numpy as np
 
 import rnncore
+from rnncore import functional
 from rnncore import layers as L
 
 STREAMS, D, H, OUT = 64, 64, 128, 8
@@ -82,6 +85,18 @@ def main():
         "pool.step(ids, X)": lambda: pool.step(ids, x),
         "pool.step({id: x})": lambda: pool.step(xd),
     }
+    # the floor: the two layers' core calls alone, the states carried by hand
+    lstm, dense = model.layers
+    core = functional.stream("lstm", *(v.value for v in lstm.weights))
+    carried = [[np.zeros((STREAMS, H), np.float32) for _ in range(2)]]
+    x3 = np.ascontiguousarray(x[:, None])
+
+    def core_step():
+        out = core.run(x3, None, False, carried[0], True)
+        carried[0] = list(out[1:])
+        return functional.dense(out[0], dense.kernel.value, dense.bias.value, "linear")
+
+    rows["core alone: stream.run + dense"] = core_step
     try:
         step = _ort(model, args.threads)
         rows["onnxruntime batch-64 call"] = lambda: step(x)
@@ -113,7 +128,7 @@ def main():
     med = {k: statistics.median(v) for k, v in samples.items()}
     for k, v in samples.items():
         q = statistics.quantiles(v, n=4)
-        print(f"{k:28s} median {med[k]:8.1f} us  (q1 {q[0]:.1f}, q3 {q[2]:.1f})")
+        print(f"{k:32s} median {med[k]:8.1f} us  (q1 {q[0]:.1f}, q3 {q[2]:.1f})")
     ort_key = "onnxruntime batch-64 call"
     if ort_key in med:
         for k in keys[:2]:
