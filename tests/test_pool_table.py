@@ -321,3 +321,28 @@ def test_one_stream_per_layer_and_one_cache_mechanism():
     stream = lstm._stream
     pool.step({sid: x})
     assert pool._plan._chain._held[1] is not chain and lstm._stream is stream  # repacked
+
+
+def test_run_slots_checks_its_arguments():
+    """The core call refuses a table or slots that do not fit, before touching the table."""
+    model = _model("stack", "float32")
+    pool = model.stream_pool(3)
+    pool.step({pool.open(): np.ones((1, D), np.float32)})
+    chain = pool._plan._chain._held[1]
+    table = pool._table  # LSTM h, c and GRU h
+    kept = [t.copy() for t in table]
+    x = np.ones((2, 1, D), np.float32)
+    slots = np.array([0, 1])
+    cases = [
+        (x, slots, table[:2], ValueError, r"table: expected 3 state arrays .*, got 2"),
+        (x, np.array([0, 3]), table, ValueError, r"slots: 3 is out of range or given twice"),
+        (x, np.array([1, 1]), table, ValueError, r"slots: 1 is out of range or given twice"),
+        (x, slots.astype(np.int32), table, ValueError, r"slots: expected 2 int64 slots"),
+        (x, slots, [t[:, :-1] for t in table], ValueError, r"table\[0\]"),
+        (x, slots, [t.astype(np.float64) for t in table], TypeError, r"table\[0\]"),
+    ]
+    for args in cases:
+        with pytest.raises(args[3], match=args[4]):
+            chain.run_slots(*args[:3])
+    for t, k in zip(table, kept, strict=True):
+        np.testing.assert_array_equal(t, k)
