@@ -16,49 +16,16 @@ versions.
 from __future__ import annotations
 
 import itertools
-import threading
 
 import numpy as np
 
 from ._args import as_float_array
 
-__all__ = ["Variable", "MaskedOutput", "attach_mask", "as_mask", "next_generation",
-           "GenerationCache"]  # fmt: skip
+__all__ = ["Variable", "MaskedOutput", "attach_mask", "as_mask", "next_generation"]
 
 #: the next generation number: monotonic and never reused in the process (itertools.count's
 #: __next__ is one C call, atomic under the GIL, so two threads never draw the same number)
 next_generation = itertools.count(1).__next__
-
-
-class GenerationCache:
-    """A value built over layers (a core stream, a chain), kept with the generation it was
-    built at: the one check-generation / lock / rebuild mechanism of the caches.
-
-    ``get(generation, build, *args)``: the caller reads the layers' current generation
-    *before* anything is built; when it is the one the value was built at, the value is
-    returned at once (one integer compared, no lock). Else, under the cache's lock,
-    ``build(previous value or None, *args)`` makes the new value (or updates the previous
-    one in place, e.g. a stream told to repack), published with the generation only once
-    built, so a concurrent call gets the old value or the new one. A value built while a
-    newer change was made is kept under the older number, so the next call builds again;
-    one already built at a newer generation than the caller read is returned as it is
-    (numbers only grow: it holds at least the caller's changes)."""
-
-    __slots__ = ("_held", "_lock")
-
-    def __init__(self):
-        self._held = (-1, None)  # (generation, value): published together
-        self._lock = threading.Lock()
-
-    def get(self, generation: int, build, *args):
-        held = self._held
-        if held[0] == generation:
-            return held[1]
-        with self._lock:
-            held = self._held
-            if held[0] < generation:
-                held = self._held = (generation, build(held[1], *args))
-            return held[1]
 
 
 # --------------------------------------------------------------------------------------

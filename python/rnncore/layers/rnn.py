@@ -33,8 +33,8 @@ from ._base import (
     require_default,
     shape_tuple,
 )
+from ._caches import StreamCache
 from ._quantized import Quantizable
-from ._stream_cache import StreamCache
 from ._symbolic import is_symbolic, symbolic_call
 
 __all__ = ["RNN"]

@@ -47,7 +47,7 @@ them all (:attr:`StreamPlan.native`), a pool's step is one core call
 A recurrent op runs the layer's stream that carries nothing (``RNN._free_stream``: the
 layer's own stream unless the layer is stateful), so its weights are packed once for the
 layer's calls, ragged predict and every pool, and follow every change of the layer through
-the one generation-keyed cache (``rnncore.layers._stream_cache.StreamCache``).
+the one generation-keyed cache (``rnncore.layers._caches.StreamCache``).
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ from ..layers import (
     Subtract,
     TimeDistributed,
 )
+from ..layers._caches import GenerationCache
 from ..layers._symbolic import KerasTensor, flatten
-from ..layers._variable import GenerationCache
 from .graph import _masks_of, several_outputs
 
 __all__ = ["StreamPlan", "Op"]
