@@ -17,6 +17,8 @@
 //              backward sequence flipped back to input order, then merged: concat, sum,
 //              ave ((a + b) / 2) or mul; the mask goes on with return_sequences
 // so the chain gives the layer-by-layer results bit for bit (tests/test_native_chain.py).
+// run_slots is a stream pool's step over the same ops: the recurrent ops' states come from
+// and go back to rows of the pool's state table, all in the one call.
 //
 // An op is a tuple: ("masking", mask_value), ("recurrent", stream, return_sequences,
 // zero_output_for_mask), ("dense", kernel, bias or None, activation), ("embedding",
@@ -146,6 +148,114 @@ class Chain {
   }
 
   py::tuple run(const py::array& x, const std::optional<py::array>& mask) {
+    Run r;
+    prepare(r, x, mask);
+    {
+      py::gil_scoped_release release;
+      execute(r, {});
+    }
+    return py::make_tuple(r.outs.back(), r.out_mask);
+  }
+
+  // A stream pool's step (rnncore/models/stream_pool.py): the recurrent ops start from the
+  // rows `slots` of the pool's state table and leave their final states there, all in one
+  // call. `table` holds one (capacity, width) array per state of each recurrent op, in op
+  // order (h, or h and c); row i of the batch x is the stream in slot slots[i] (distinct
+  // slots). The rows are gathered into scratch, the chain runs from them, and the final
+  // states are scattered back only after every op has run, with the GIL released once. The
+  // caller holds the slots for the step (no other call reads or writes them meanwhile).
+  // Returns the chain's output.
+  py::array run_slots(const py::array& x, const py::array& slots, const py::list& table) {
+    Run r;
+    prepare(r, x, std::nullopt);
+    const Index B = r.B;
+    // the table's arrays, checked against the recurrent ops' states
+    std::vector<T*> rows_of;  // each state's table
+    std::vector<Index> widths;
+    std::vector<std::pair<size_t, int>> owner;  // (op, state) of each table entry
+    for (size_t i = 0; i < ops_.size(); ++i) {
+      const Op<T>& op = ops_[i];
+      if (op.kind == OpKind::Bidirectional)
+        throw py::value_error(op.name + ": a pool runs recurrent layers going forwards only");
+      if (op.kind != OpKind::Recurrent) continue;
+      for (int k = 0; k < op.stream->n_states(); ++k) owner.emplace_back(i, k);
+    }
+    if (table.size() != owner.size())
+      throw py::value_error("table: expected " + std::to_string(owner.size()) +
+                            " state arrays (each recurrent op's states), got " +
+                            std::to_string(table.size()));
+    Index capacity = -1;
+    for (size_t j = 0; j < owner.size(); ++j) {
+      const std::string name = "table[" + std::to_string(j) + "]";
+      auto a = table[j].cast<py::array>();
+      check_ndim(a, name.c_str(), 2, "(capacity, width)");
+      if (capacity < 0) capacity = a.shape(0);
+      const Index w = ops_[owner[j].first].stream->width(owner[j].second);
+      float_input<T>(a, name.c_str(), {capacity, w});
+      if (!a.writeable()) throw py::value_error(name + ": expected a writeable array");
+      rows_of.push_back(static_cast<T*>(a.mutable_data()));
+      widths.push_back(w);
+    }
+    check_ndim(slots, "slots", 1, "(batch,)");
+    if (!has_dtype<std::int64_t>(slots) || slots.shape(0) != B)
+      throw py::value_error("slots: expected " + std::to_string(B) + " int64 slots, got " +
+                            dtype_str(slots) + " " + shape_str(shape_of(slots)));
+    check_contiguous(slots, "slots");
+    const auto* slot = static_cast<const std::int64_t*>(slots.data());
+    std::vector<bool> taken(static_cast<size_t>(std::max<Index>(capacity, 0)), false);
+    for (Index b = 0; b < B && capacity >= 0; ++b) {  // (no states: nothing to read)
+      if (slot[b] < 0 || slot[b] >= capacity || taken[static_cast<size_t>(slot[b])])
+        throw py::value_error("slots: " + std::to_string(slot[b]) +
+                              " is out of range or given twice (capacity " +
+                              std::to_string(capacity) + ")");
+      taken[static_cast<size_t>(slot[b])] = true;
+    }
+    // one scratch block per state, each starting 64-byte aligned as a Buffer of its own
+    constexpr Index align = 64 / sizeof(T);
+    std::vector<Index> offset(owner.size());
+    Index total = 0;
+    for (size_t j = 0; j < owner.size(); ++j) {
+      offset[j] = total;
+      total += (checked_elements({B, widths[j]}, "states") + align - 1) / align * align;
+    }
+    Buffer<T> scratch(static_cast<size_t>(total));
+    std::vector<std::array<T*, max_states>> states(ops_.size());
+    for (size_t j = 0; j < owner.size(); ++j)
+      states[owner[j].first][owner[j].second] = scratch.data() + offset[j];
+    {
+      py::gil_scoped_release release;
+      for (size_t j = 0; j < owner.size(); ++j)
+        for (Index b = 0; b < B; ++b)
+          std::copy_n(rows_of[j] + slot[b] * widths[j], widths[j],
+                      scratch.data() + offset[j] + b * widths[j]);
+      execute(r, states);
+      for (size_t j = 0; j < owner.size(); ++j)
+        for (Index b = 0; b < B; ++b)
+          std::copy_n(scratch.data() + offset[j] + b * widths[j], widths[j],
+                      rows_of[j] + slot[b] * widths[j]);
+    }
+    return r.outs.back();
+  }
+
+ private:
+  // A run's input and buffers, sized and checked with the GIL held (prepare), then computed
+  // without it (execute).
+  struct Run {
+    Index B = 0, Tn = 0;
+    const T* x = nullptr;
+    std::vector<Index> ids;  // Embedding: the ids, checked
+    const std::uint8_t* mask = nullptr;
+    std::vector<py::array> outs;
+    std::vector<T*> ys;
+    std::vector<std::uint8_t*> masks;  // a mask an op computes
+    std::vector<int> ranks;
+    std::vector<Index> widths;
+    py::object out_mask;
+    py::array computed_mask;
+    Buffer<T> directions;  // Bidirectional: the two streams' outputs, sized once per run
+  };
+
+  void prepare(Run& r, const py::array& x, const std::optional<py::array>& mask) const {
     const bool ids = ops_.front().kind == OpKind::Embedding;
     if (ids ? x.ndim() != 2 : (x.ndim() != 2 && x.ndim() != 3))
       throw py::value_error(
@@ -153,40 +263,38 @@ class Chain {
           (ids ? "(batch, timesteps) ids" : "(batch, timesteps, features) or (batch, features)") +
           ", got " + shape_str(shape_of(x)));
     const Index B = x.shape(0), Tn = ids || x.ndim() == 3 ? x.shape(1) : 1;
-    const T* x_data = nullptr;
-    std::vector<Index> id_data;  // Embedding: the ids, checked
+    r.B = B, r.Tn = Tn;
     if (ids) {
-      id_data = checked_ids(x, ops_.front().vocab);
+      r.ids = checked_ids(x, ops_.front().vocab);
     } else {
-      x_data = float_input<T>(x, "x", shape_of(x));
+      r.x = float_input<T>(x, "x", shape_of(x));
     }
     if (mask && (ids || x.ndim() != 3)) throw py::value_error("mask: only for 3-D float inputs");
-    const std::uint8_t* mask_data = !ids && x.ndim() == 3 ? mask_input(mask, B, Tn) : nullptr;
+    r.mask = !ids && x.ndim() == 3 ? mask_input(mask, B, Tn) : nullptr;
 
     // Size every buffer and check every shape with the GIL held.
     const size_t n = ops_.size();
-    std::vector<py::array> outs(n);
-    std::vector<T*> ys(n);
-    std::vector<std::uint8_t*> masks(n, nullptr);  // a mask an op computes
-    std::vector<int> ranks(n + 1);
-    std::vector<Index> widths(n + 1);
-    ranks[0] = ids ? 3 : static_cast<int>(x.ndim()), widths[0] = ids ? 0 : x.shape(x.ndim() - 1);
-    py::object out_mask = mask ? py::object(*mask) : py::object(py::none());
-    py::array computed_mask;
-    Buffer<T> directions;  // Bidirectional: the two streams' outputs, sized once per run
+    r.outs.resize(n);
+    r.ys.resize(n);
+    r.masks.assign(n, nullptr);
+    r.ranks.resize(n + 1);
+    r.widths.resize(n + 1);
+    r.ranks[0] = ids ? 3 : static_cast<int>(x.ndim());
+    r.widths[0] = ids ? 0 : x.shape(x.ndim() - 1);
+    r.out_mask = mask ? py::object(*mask) : py::object(py::none());
     Index directions_size = 0;
     for (size_t i = 0; i < n; ++i) {
       const Op<T>& op = ops_[i];
-      int rank = ranks[i];
-      Index width = widths[i];
+      int rank = r.ranks[i];
+      Index width = r.widths[i];
       if (op.kind != OpKind::Dense && rank != 3)
         throw py::value_error(op.name + ": expected a 3-D input (batch, timesteps, features)");
       if (op.kind == OpKind::Masking || (op.kind == OpKind::Embedding && op.mask_zero)) {
-        computed_mask = new_array<bool>({B, Tn});
-        masks[i] = static_cast<std::uint8_t*>(computed_mask.mutable_data());
-        out_mask = computed_mask;
+        r.computed_mask = new_array<bool>({B, Tn});
+        r.masks[i] = static_cast<std::uint8_t*>(r.computed_mask.mutable_data());
+        r.out_mask = r.computed_mask;
       } else if (op.kind == OpKind::Embedding) {
-        out_mask = py::none();
+        r.out_mask = py::none();
       } else if (op.kind == OpKind::Recurrent || op.kind == OpKind::Bidirectional) {
         for (Stream<T>* st : {op.stream, op.backward}) {
           if (!st) continue;
@@ -205,7 +313,7 @@ class Chain {
                                         "output"));
         if (!op.return_sequences) {
           rank = 2;
-          out_mask = py::none();
+          r.out_mask = py::none();
         }
       } else if (op.width_in != width) {
         throw py::value_error(op.name + ": expected " + std::to_string(op.width_in) +
@@ -214,66 +322,72 @@ class Chain {
       if (op.kind != OpKind::Masking) width = op.width_out;
       checked_elements({B, Tn, width}, "output");
       auto out = rank == 3 ? new_array<T>({B, Tn, width}) : new_array<T>({B, width});
-      ys[i] = out.mutable_data();
-      outs[i] = std::move(out);
-      ranks[i + 1] = rank, widths[i + 1] = width;
+      r.ys[i] = out.mutable_data();
+      r.outs[i] = std::move(out);
+      r.ranks[i + 1] = rank, r.widths[i + 1] = width;
     }
-    directions.reserve_resize(static_cast<size_t>(directions_size));
-
-    {
-      py::gil_scoped_release release;
-      const T* in = x_data;
-      const std::uint8_t* m = mask_data;
-      for (size_t i = 0; i < n; ++i) {
-        const Op<T>& op = ops_[i];
-        T* y = ys[i];
-        const Index rows = ranks[i] == 3 ? B * Tn : B, D = widths[i];
-        switch (op.kind) {
-          case OpKind::Masking: {
-            std::uint8_t* mm = masks[i];
-            for (Index r = 0; r < rows; ++r) {
-              const T* src = in + r * D;
-              bool keep = false;  // NaN != v, as in NumPy
-              for (Index k = 0; k < D && !keep; ++k) keep = !(src[k] == op.mask_value);
-              mm[r] = keep;
-              if (keep)
-                std::copy_n(src, D, y + r * D);
-              else
-                std::fill_n(y + r * D, D, T(0));
-            }
-            m = mm;
-            break;
-          }
-          case OpKind::Embedding: {
-            const Index E = op.width_out;
-            for (Index r = 0; r < B * Tn; ++r) std::copy_n(op.W + id_data[r] * E, E, y + r * E);
-            if (masks[i])
-              for (Index r = 0; r < B * Tn; ++r) masks[i][r] = id_data[r] != 0;
-            m = masks[i];
-            break;
-          }
-          case OpKind::Recurrent: {
-            op.stream->compute(in, B, Tn, m, op.return_sequences, {}, y, {});
-            if (m && op.return_sequences && op.zero_output_for_mask)
-              zero_masked(y, m, B, Tn, op.width_out, op.stream->go_backwards());
-            if (!op.return_sequences) m = nullptr;
-            break;
-          }
-          case OpKind::Bidirectional:
-            bidirectional(op, in, B, Tn, m, y, directions.data());
-            if (!op.return_sequences) m = nullptr;
-            break;
-          case OpKind::Dense:
-            dense_forward(in, rows, D, op.W, op.width_out, op.b, op.act, y, get_num_threads());
-            break;
-        }
-        in = y;
-      }
-    }
-    return py::make_tuple(outs.back(), out_mask);
+    r.directions.reserve_resize(static_cast<size_t>(directions_size));
   }
 
- private:
+  // Runs the ops on a prepared run, without the GIL. `states`, when not empty, gives each
+  // recurrent op (by index) the buffers its states start from and end in (the same buffer
+  // for both: a stream reads its initial states before it writes the final ones).
+  void execute(Run& r, const std::vector<std::array<T*, max_states>>& states) const {
+    const Index B = r.B, Tn = r.Tn;
+    const T* in = r.x;
+    const std::uint8_t* m = r.mask;
+    for (size_t i = 0; i < ops_.size(); ++i) {
+      const Op<T>& op = ops_[i];
+      T* y = r.ys[i];
+      const Index rows = r.ranks[i] == 3 ? B * Tn : B, D = r.widths[i];
+      switch (op.kind) {
+        case OpKind::Masking: {
+          std::uint8_t* mm = r.masks[i];
+          for (Index row = 0; row < rows; ++row) {
+            const T* src = in + row * D;
+            bool keep = false;  // NaN != v, as in NumPy
+            for (Index k = 0; k < D && !keep; ++k) keep = !(src[k] == op.mask_value);
+            mm[row] = keep;
+            if (keep)
+              std::copy_n(src, D, y + row * D);
+            else
+              std::fill_n(y + row * D, D, T(0));
+          }
+          m = mm;
+          break;
+        }
+        case OpKind::Embedding: {
+          const Index E = op.width_out;
+          for (Index row = 0; row < B * Tn; ++row)
+            std::copy_n(op.W + r.ids[row] * E, E, y + row * E);
+          if (r.masks[i])
+            for (Index row = 0; row < B * Tn; ++row) r.masks[i][row] = r.ids[row] != 0;
+          m = r.masks[i];
+          break;
+        }
+        case OpKind::Recurrent: {
+          std::array<const T*, max_states> initial{};
+          std::array<T*, max_states> finals{};
+          if (!states.empty())
+            for (int k = 0; k < max_states; ++k) initial[k] = finals[k] = states[i][k];
+          op.stream->compute(in, B, Tn, m, op.return_sequences, initial, y, finals);
+          if (m && op.return_sequences && op.zero_output_for_mask)
+            zero_masked(y, m, B, Tn, op.width_out, op.stream->go_backwards());
+          if (!op.return_sequences) m = nullptr;
+          break;
+        }
+        case OpKind::Bidirectional:
+          bidirectional(op, in, B, Tn, m, y, r.directions.data());
+          if (!op.return_sequences) m = nullptr;
+          break;
+        case OpKind::Dense:
+          dense_forward(in, rows, D, op.W, op.width_out, op.b, op.act, y, get_num_threads());
+          break;
+      }
+      in = y;
+    }
+  }
+
   // The ids of an Embedding's input (B, T), int32 or int64; one outside [0, V) is an error
   // (the layer's own call then raises, naming where it is).
   static std::vector<Index> checked_ids(const py::array& x, Index vocab) {
@@ -346,7 +460,12 @@ void bind_chain(py::module_& m, const char* name) {
   py::class_<Chain<T>>(m, name, py::module_local())
       .def("run", &Chain<T>::run, py::arg("x"), py::arg("mask") = py::none(),
            "Run the chain on x (batch, timesteps, features) or (batch, features), with an "
-           "optional (batch, timesteps) bool mask. Returns (output, mask or None).");
+           "optional (batch, timesteps) bool mask. Returns (output, mask or None).")
+      .def("run_slots", &Chain<T>::run_slots, py::arg("x"), py::arg("slots"), py::arg("table"),
+           "A stream pool's step: run x (batch, timesteps, features), or (batch, timesteps) "
+           "ids, with the recurrent ops starting from rows `slots` (int64, distinct) of the "
+           "state table (one (capacity, width) array per state of each recurrent op, in op "
+           "order) and leaving their final states there. Returns the output.");
 }
 
 }  // namespace

@@ -73,6 +73,7 @@ class Stream {
   }
 
   Index width(int k) const { return spec_.state_cols(k, H_); }
+  int n_states() const { return spec_.n_states(); }
   T* state(int k) { return states_.data() + offset_[k]; }
 
   bool carries() const { return B_ >= 0; }

@@ -116,6 +116,7 @@ def make_stream(cell: str, kernel: _Array, recurrent_kernel: _Array, bias: _Arra
 # What make_chain returns (the compiled classes Chain32 / Chain64, not exported).
 class _Chain:
     def run(self, x: _Array, mask: _Mask = None) -> tuple[_Array, NDArray[np.bool_] | None]: ...
+    def run_slots(self, x: _Array, slots: NDArray[np.int64], table: _Arrays) -> _Array: ...
 
 # ops: ("masking", mask_value) | ("recurrent", stream, return_sequences, zero_output_for_mask)
 # | ("dense", kernel, bias or None, activation)

@@ -286,6 +286,12 @@ class Layer(DropsTransientOnPickle):
         """The chain's op for the layer with its current weights (None: the identity)."""
         return None
 
+    def _free_chain_op(self):
+        """The chain's op for a run whose recurrent states are the caller's (a stream
+        pool's step, from and to its state table): :meth:`_chain_op`, except that a
+        recurrent layer runs a stream carrying nothing."""
+        return self._chain_op(None)
+
     # ---- weights ----------------------------------------------------------------------
 
     def add_weight(self, name: str, shape, initializer, rng, trainable=True) -> Variable:

@@ -33,6 +33,7 @@ from ._base import (
     require_default,
     shape_tuple,
 )
+from ._caches import StreamCache
 from ._quantized import Quantizable
 from ._symbolic import is_symbolic, symbolic_call
 
@@ -72,9 +73,6 @@ class RNN(Quantizable, Layer):
     # every name of _config is an option (Layer.__init_subclass__): setting one moves the
     # layer's generation on, and the stream is built again at the next call (states go on)
     _chain_kind = "recurrent"
-    #: the layer's core stream and the generation whose weights and options it packs,
-    #: published together (one tuple) once the stream is built or told to repack
-    _packed = (-1, None)
 
     def __init__(self, units, *, activation="tanh", use_bias=True,
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
@@ -96,8 +94,8 @@ class RNN(Quantizable, Layer):
                         time_major=(time_major, False))  # fmt: skip
         if use_cudnn not in ("auto", False):
             require_default(owner, use_cudnn=(use_cudnn, "auto"))
-        self._stream = None  # the core stream: built on first use (see _stream_for)
-        self._stream_spec = -1  # the spec generation it was built at
+        self._streams = StreamCache()  # the layer's core stream (see _stream_for)
+        self._free_streams = StreamCache()  # a stateful layer's stream carrying nothing
         self._lock = threading.RLock()
         super().__init__(**kwargs)
         self.units = positive_int(units, f"{owner}: units")
@@ -178,21 +176,28 @@ class RNN(Quantizable, Layer):
         for name, shape, init in specs:  # drawn in this order: a seed gives the same weights
             setattr(self, name, self.add_weight(name, shape, init, rng))
         super().build(input_shape)
-        self._stream = None  # over the new weights, at zero states
+        self._streams = StreamCache()  # over the new weights, at zero states
+        self._free_streams = StreamCache()
         self._batch_size = input_shape[0]
 
     # ---- the core stream: the one route to the core, and the home of carried states ------
     #
     # A stateful layer's stream serialises its runs (each reads the carried states, runs and
     # stores them as one step, and with return_state returns the states of its own output),
-    # so concurrent calls need no lock here. The layer's lock only makes one stream per layer
-    # when threads race to build it, and a training step one step (see call_train).
+    # so concurrent calls need no lock here. The stream cache's lock only makes one stream
+    # per layer when threads race to build it; the layer's lock makes a training step one
+    # step (see call_train).
+
+    @property
+    def _stream(self):
+        """The layer's core stream as last built (None before its first use)."""
+        return self._streams.stream
 
     def _stream_for(self, batch):
-        """The layer's core stream for a call of ``batch`` rows, built on first use and
-        again after an option changed (a new spec generation), told to repack after the
-        weights changed (a new generation). A stateful layer's batch size is fixed by its
-        build, its first call or its first states; another batch size is refused here."""
+        """The layer's core stream for a call of ``batch`` rows (StreamCache: built on
+        first use and again after an option changed, told to repack after the weights
+        changed). A stateful layer's batch size is fixed by its build, its first call or its
+        first states; another batch size is refused here."""
         if self.stateful and batch != self._batch_size:
             if self._batch_size is not None:
                 raise ValueError(
@@ -200,38 +205,31 @@ class RNN(Quantizable, Layer):
                     f"{self._batch_size}; got input batch size {batch}"
                 )
             self._batch_size = batch
-        if self._quant is not None:  # quantized again first if the weights changed
-            self.quantized_weights()
-        generation, stream = self._packed
-        if generation == self._generation:
-            return stream
-        with self._lock:
-            # read before packing: a change made meanwhile gets a newer number, which the
-            # next call sees
-            generation, spec = self._generation, self._spec_generation
-            stream = self._stream
-            if stream is None or spec != self._stream_spec:
-                low = self.quantized_weights()
-                new = functional.stream(
-                    self._cell,
-                    self.kernel.value if low is None else low["kernel"],
-                    self.recurrent_kernel.value if low is None else low["recurrent_kernel"],
-                    None if self.bias is None else self.bias.value,
-                    batch_size=self._batch_size if self.stateful else None,
-                    go_backwards=self.go_backwards,
-                    quantize=self.quantization_mode,
-                    **self._cell_keywords(),
-                )
-                if stream is not None and None not in (stream.batch_size, new.batch_size):
-                    new.set_states(stream.get_states())  # an option changed: states go on
-                self._stream, self._stream_spec = new, spec
-                stream = new
-            elif generation != self._packed[0]:
-                stream.repack()  # new values in the same arrays
-            # published only now: a concurrent call sees the old generation until the stream
-            # packs the new weights, and then waits on the lock above
-            self._packed = (generation, stream)
-            return stream
+        return self._streams.get(self, self._batch_size if self.stateful else None)
+
+    def _free_stream(self):
+        """A stream over the layer's weights that carries no states (each run from its
+        ``initial_state``): what a stream pool and ragged predict run, whose states are
+        theirs. The layer's own stream when it is not stateful (its weights packed once);
+        a stateful layer's carries its states, so it gets a second one."""
+        if not self.stateful:
+            return self._stream_for(None)
+        return self._free_streams.get(self, None)
+
+    def _new_stream(self, batch_size):
+        """A new core stream over the layer's current weights (its quantized ones when
+        quantized, as its own calls) and options, carrying ``batch_size`` rows or none."""
+        low = self.quantized_weights()
+        return functional.stream(
+            self._cell,
+            self.kernel.value if low is None else low["kernel"],
+            self.recurrent_kernel.value if low is None else low["recurrent_kernel"],
+            None if self.bias is None else self.bias.value,
+            batch_size=batch_size,
+            go_backwards=self.go_backwards,
+            quantize=self.quantization_mode,
+            **self._cell_keywords(),
+        )
 
     # ---- the native chain (rnncore.models.native_chain) ----------------------------------
 
@@ -241,6 +239,10 @@ class RNN(Quantizable, Layer):
     def _chain_op(self, batch):
         stream = self._stream_for(batch)  # built or repacked as the layer's call would
         return ("recurrent", stream, self.return_sequences, self.zero_output_for_mask)
+
+    def _free_chain_op(self):
+        return ("recurrent", self._free_stream(), self.return_sequences,
+                self.zero_output_for_mask)  # fmt: skip
 
     @property
     def states(self):
@@ -270,7 +272,7 @@ class RNN(Quantizable, Layer):
 
     reset_state = reset_states
 
-    _transient = Layer._transient + ("_stream", "_lock", "_state_grads", "_packed")
+    _transient = Layer._transient + ("_streams", "_free_streams", "_lock", "_state_grads")
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -285,7 +287,7 @@ class RNN(Quantizable, Layer):
         states = state.pop("_states", [])
         super().__setstate__(state)
         self._lock = threading.RLock()
-        self._stream, self._stream_spec, self._packed = None, -1, (-1, None)
+        self._streams, self._free_streams = StreamCache(), StreamCache()
         if states and self.stateful:
             self._stream_for(states[0].shape[0]).set_states(states)
 

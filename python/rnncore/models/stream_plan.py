@@ -40,19 +40,24 @@ pooling, Flatten and the other reshaping layers, Attention, Dot, a recurrent lay
 ``go_backwards`` or ``return_state``, nested models) are refused by name with the reason,
 as is a layer that needs a time axis after a recurrent layer with ``return_sequences=False``.
 
-The ops are plain data (layer, kind, input and output slots), so a native plan can take
-over :meth:`StreamPlan.run_steps` without changing the pool around it.
+The ops are plain data (layer, kind, input and output slots). When the core chain runs
+them all (:attr:`StreamPlan.native`), a pool's step is one core call
+(:meth:`StreamPlan.run_slots`) instead of :meth:`StreamPlan.run_steps`' op by op.
+
+A recurrent op runs the layer's stream that carries nothing (``RNN._free_stream``: the
+layer's own stream unless the layer is stateful), so its weights are packed once for the
+layer's calls, ragged predict and every pool, and follow every change of the layer through
+the one generation-keyed cache (``rnncore.layers._caches.StreamCache``).
 """
 
 from __future__ import annotations
 
 import operator
-import threading
 from typing import NamedTuple
 
 import numpy as np
 
-from .. import functional
+from .. import _core
 from ..errors import UnsupportedModelError
 from ..layers import (
     RNN,
@@ -76,6 +81,7 @@ from ..layers import (
     Subtract,
     TimeDistributed,
 )
+from ..layers._caches import GenerationCache
 from ..layers._symbolic import KerasTensor, flatten
 from .graph import _masks_of, several_outputs
 
@@ -88,6 +94,9 @@ _ROW_LAYERS = (Activation, Dropout, GaussianNoise, Masking, Embedding, Add, Subt
 _EACH_LAYERS = (Dense, TimeDistributed, Softmax)
 _CELLS = ("simple_rnn", "lstm", "gru")
 _spec_generation = operator.attrgetter("spec_generation")
+_generation = operator.attrgetter("generation")
+#: the chain's ops a pool's step runs in the core (bind_chain.cpp); an Embedding first only
+_CHAIN_KINDS = ("identity", "masking", "dense", "recurrent", "embedding")
 
 
 class Op(NamedTuple):
@@ -117,14 +126,6 @@ def _refuse(layer, why: str):
 def _resolved_axes(axes, rank: int) -> list:
     axes = list(axes) if isinstance(axes, (list, tuple)) else [axes]
     return [int(a) % rank for a in axes]
-
-
-def _cell_keywords(layer) -> dict:
-    """The options and variant weights the layer builds its own core stream with."""
-    own = getattr(layer, "_cell_keywords", None)
-    if own is not None:
-        return own()
-    return {name: getattr(layer, name) for name in layer._cell_options}
 
 
 def _check_recurrent(layer, value: _Value) -> bool:
@@ -263,8 +264,9 @@ class StreamPlan:
         self.state_spec = {op.key: _state_shapes(op) for op in self.carried}
         self.state_dtypes = {op.key: op.layer._np_dtype for op in self.carried}
         self.own_calls = [op for op in self.ops if op.kind == "call"]
-        self._streams: dict = {}
-        self._lock = threading.Lock()
+        # the layers when the core chain runs the whole plan (run_slots), else None
+        self.native = self._chained_layers()
+        self._chain = GenerationCache()
         # the layers' options when planned: a later change (go_backwards, return_sequences,
         # quantize, ...) makes the plan stale (see stale), so its users plan again
         self._layers = [op.layer for op in self.ops]
@@ -353,44 +355,70 @@ class StreamPlan:
         self.output_has_time = value.has_time
         self.output_slot = len(self.ops)
 
-    # ---- running ------------------------------------------------------------------------
+    # ---- running: one core call ----------------------------------------------------------
+    #
+    # When every op is one the core chain runs (recurrent layers going forwards, Dense and
+    # TimeDistributed(Dense), Masking, an Embedding first, the identity layers: what
+    # native_chain chains), in one line from the input to the output, in one float dtype, a
+    # pool's step is one call of the chain (run_slots): the recurrent ops start from the
+    # pool's state table and leave their final states there. Other plans (a windowed causal
+    # Conv1D, NumPy ``rows`` ops, ``each`` ops) run op by op (run_steps) until the issue
+    # "Every layer native" gives those layers a native form.
 
-    def _stream(self, op):
-        """The op's non-carrying core stream, kept with the layer's generation it packs:
-        built again after a change of the layer's options, arrays or quantized weights (a
-        new spec generation), told to repack after new values in the same arrays (a new
-        generation). Repacked under the plan's lock and published with its generation
-        only then, so a concurrent run gets the old stream or the repacked one."""
-        layer = op.layer
-        if layer.quantization_mode is not None:
-            layer.quantized_weights()  # quantized again first if the weights changed
-        cached = self._streams.get(op.key)
-        if cached is not None and cached[0] == layer._generation:
-            return cached[2]
-        with self._lock:
-            # read before packing: a change made meanwhile gets a newer number
-            generation, spec = layer._generation, layer._spec_generation
-            cached = self._streams.get(op.key)
-            if cached is not None and cached[0] == generation:
-                return cached[2]
-            if cached is not None and cached[1] == spec:
-                stream = cached[2]
-                stream.repack()  # new values in the arrays the stream reads
-            else:
-                keywords = _cell_keywords(layer)
-                # a quantized layer runs its low-precision weights, as its own calls do
-                low = layer.quantized_weights()
-                if low is not None:
-                    keywords["quantize"] = layer.quantization_mode
-                stream = functional.stream(
-                    layer._cell,
-                    layer.kernel.value if low is None else low["kernel"],
-                    layer.recurrent_kernel.value if low is None else low["recurrent_kernel"],
-                    None if layer.bias is None else layer.bias.value,
-                    **keywords,
-                )
-            self._streams[op.key] = (generation, spec, stream)
-            return stream
+    def _chained_layers(self):
+        """The ops' layers when the chain can run them all as one call, else None."""
+        dtypes = {op.layer._np_dtype for op in self.ops}
+        dtype = dtypes.pop() if len(dtypes) == 1 else None
+        if dtype not in (np.float32, np.float64):
+            return None
+        ids = isinstance(self.ops[0].layer, Embedding)
+        if ids != (self.input_dtype.kind in "iu") or len(self.step_shape) != (0 if ids else 1):
+            return None
+        if not ids and self.input_dtype != dtype:
+            return None  # the chain reads x in its own dtype; the layers convert it
+        previous = 0
+        for k, op in enumerate(self.ops):
+            kind = op.layer._chain_kind
+            if op.kind not in ("recurrent", "rows") or kind not in _CHAIN_KINDS:
+                return None
+            if not op.layer._chainable() or op.args != previous:
+                return None  # not chainable with its options, or not a line of calls
+            if (kind == "embedding" and k) or (kind != "dense" and kind != "identity"
+                                               and not op.timed):  # fmt: skip
+                return None  # the chain's Embedding is its first op; Masking needs time
+            previous = op.out
+        layers = [op.layer for op in self.ops]
+        if previous != self.output_slot or all(x._chain_kind == "identity" for x in layers):
+            return None
+        return layers
+
+    def native_input(self, x):
+        """``x`` (B, T, *step_shape) as the chain takes it, or None when it would refuse it
+        (token ids out of range: the Embedding's own call then raises as before)."""
+        if self.input_dtype.kind not in "iu":
+            return np.ascontiguousarray(x)
+        if x.dtype.kind not in "iu":
+            return None  # bools index as masks in NumPy: the layer's own call decides
+        x = np.ascontiguousarray(x, np.int64 if x.dtype not in (np.int32, np.int64) else None)
+        vocab = self.ops[0].layer.input_dim
+        if x.size == 0 or x.min() < 0 or x.max() >= vocab:
+            return None
+        return x
+
+    def run_slots(self, x, slots, table):
+        """One pool step of a native plan in one core call: ``x`` from :meth:`native_input`,
+        ``slots`` int64 (B,) the distinct rows of ``table`` (one (capacity, width) array per
+        state of each recurrent op, in op order) the batch's rows start from and end in.
+        Returns the output; the caller holds the slots for the step."""
+        generation = max(map(_generation, self.native))
+        chain = self._chain.get(generation, self._built_chain)
+        return chain.run_slots(x, slots, table)
+
+    def _built_chain(self, previous):
+        ops = [op for op in (layer._free_chain_op() for layer in self.native) if op]
+        return _core.make_chain(ops, self.native[0]._np_dtype == np.float64)
+
+    # ---- running ------------------------------------------------------------------------
 
     def _recurrent(self, op, x, mask, states):
         """``(output, output mask, final states)`` from ``states`` (one array per state)."""
@@ -398,7 +426,7 @@ class StreamPlan:
         x = np.ascontiguousarray(layer._convert(x))
         if mask is not None:
             mask = np.ascontiguousarray(mask, dtype=np.bool_)
-        out = self._stream(op).run(x, mask, layer.return_sequences, states, True)
+        out = layer._free_stream().run(x, mask, layer.return_sequences, states, True)
         y, finals = out[0], list(out[1:])
         if mask is not None and layer.zero_output_for_mask and layer.return_sequences:
             y[~mask] = 0  # as the layer's own call
@@ -521,7 +549,7 @@ class StreamPlan:
         layer = op.layer
         x = np.ascontiguousarray(layer._convert(x))
         B, T = x.shape[:2]
-        stream = self._stream(op)
+        stream = layer._free_stream()
         states = [np.zeros((B, w), layer._np_dtype) for w in layer.state_size]
         seq = layer.return_sequences
         y = None

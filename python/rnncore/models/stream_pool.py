@@ -2,8 +2,8 @@
 
 Servers often run one model over many independent streams (one per user or device), each
 fed a timestep or a chunk of timesteps at a time. The pool keeps every open stream's
-recurrent states (and a causal Conv1D's window of past inputs) and steps any subset of
-them together, one batched call per layer::
+recurrent states (and a causal Conv1D's window of past inputs) in a table with one row
+(slot) per stream, and steps any subset of them together as one batch::
 
     pool = model.stream_pool(64)
     a, b = pool.open(), pool.open()
@@ -17,8 +17,8 @@ them together, one batched call per layer::
 * ``step({sid: x, ...})`` or ``step(ids, stacked)`` runs each given stream's next step(s).
   ``x`` is one timestep, shaped as one step of one sample (``(input_dim,)``; a scalar id
   for a model starting with an Embedding), or a chunk ``(timesteps, input_dim)``. Streams
-  whose chunks have different lengths in one call are grouped by length: one batched call
-  per layer and length. The result maps each id to its output, shaped as the model's
+  whose chunks have different lengths in one call are grouped by length: one batch per
+  length. The result maps each id to its output, shaped as the model's
   output for one sample: ``(units,)`` for a model without a time axis in its output; for
   a ``return_sequences`` model ``(timesteps, units)`` for a chunk and ``(units,)`` for one
   step (the step's output, without a time axis).
@@ -49,8 +49,17 @@ Masks (a Masking layer, ``Embedding(mask_zero=True)``) follow the stateful model
 inside a call a masked step repeats the previous output, and at the start of a call
 Keras's "previous output" is zeros.
 
-Threads: several threads may step different streams at once; the batched layer calls run
-outside the pool's lock (the core releases the GIL). A stream stepped, reset, closed or
+How a batch runs: when the core chain runs every layer of the model (recurrent layers going
+forwards, Dense and TimeDistributed(Dense), Masking, an Embedding first, the identity
+layers, one after the other in one float dtype), a step is one core call
+(:meth:`StreamPlan.run_slots <rnncore.models.stream_plan.StreamPlan.run_slots>`): it gathers
+the streams' rows of the state table, runs the layers and scatters the final states back,
+with the GIL released once. Other models (a causal Conv1D, layers computed with NumPy,
+layers run per sample) run layer by layer on the gathered states, which go back to the
+table once the batch has run. The results are the same bits either way.
+
+Threads: several threads may step different streams at once; the core calls run outside
+the pool's lock (the core releases the GIL). A stream stepped, reset, closed or
 read from two threads at once is handled one call after the other. Bad input (an unknown
 or closed id, a wrong shape or dtype, a state of another model) raises before any state
 changes, so every stream stays as it was.
@@ -96,6 +105,9 @@ class StreamPool:
             ]
             for key, spec in self._plan.state_spec.items()
         }
+        # the same arrays in the order a native plan's chain reads them (run_slots): each
+        # state of each recurrent layer, in the order the model runs them
+        self._table = [a for arrays in self._states.values() for a in arrays]
         self._slots: dict[int, int] = {}  # open id -> slot
         self._free = list(range(self.capacity - 1, -1, -1))
         self._ids = itertools.count()
@@ -175,11 +187,11 @@ class StreamPool:
             raise KeyError(f"stream_pool: stream {sid!r} is not open (never opened, or closed)")
         return slot
 
-    def _open_slots(self, ids) -> dict:
-        """``{id: slot}`` of open streams (the lock held); KeyError naming the first that
-        is not open."""
+    def _open_slots(self, ids) -> list:
+        """The slots of open streams, in the order of ``ids`` (the lock held); KeyError
+        naming the first that is not open."""
         try:
-            return {sid: self._slots[sid] for sid in ids}
+            return list(map(self._slots.__getitem__, ids))
         except KeyError:
             for sid in ids:
                 self._slot(sid)
@@ -323,17 +335,16 @@ class StreamPool:
         dtype and shape (the common case, checked once as in :meth:`_checked_stack`);
         else None (the per-row checks)."""
         values = list(streams.values())
-        if not values or type(values[0]) is not np.ndarray:
+        # (checked by C-level maps, not a Python loop over the streams)
+        if not values or set(map(type, values)) != {np.ndarray}:
             return None
-        dtype, shape = values[0].dtype, values[0].shape
-        if not all(type(v) is np.ndarray and v.dtype == dtype and v.shape == shape
-                   for v in values):  # fmt: skip
+        if len(set(map(_dtype_and_shape, values))) != 1:
             return None
         try:
             ids = list(map(operator.index, streams))
         except TypeError:
             return None
-        return self._checked_stack(ids, np.stack(values))
+        return self._checked_stack(ids, np.array(values))  # np.stack's values, in one C call
 
     def _checked_stack(self, ids, xs):
         """The stacked form checked as a whole, without splitting it into rows (the common
@@ -366,39 +377,61 @@ class StreamPool:
         if not ids:
             return {}
         with self._cond:
-            self._open_slots(ids)
+            # (an id that is not open is never busy: the slots below name it at once)
             self._cond.wait_for(lambda: self._busy.isdisjoint(ids))
-            slots = self._open_slots(ids)  # closed while waiting?
+            slots = self._open_slots(ids)
             self._busy.update(ids)
-            rows = [np.array([slots[s] for s in g], np.intp) for g, _ in groups]
-            gathered = [
-                {key: [a.take(r, axis=0) for a in arrays] for key, arrays in self._states.items()}
-                for r in rows
-            ]
+        # The streams' rows of the table are this step's alone until it frees them (reset,
+        # set_state, close and other steps wait for that), so they are read and written
+        # outside the lock.
         try:
-            results, finals = {}, []
-            cut = plan.output_has_time
-            for (g, xs), states in zip(groups, gathered):
-                y, f = plan.run_steps(xs, states)
-                finals.append(f)
-                if cut and single:
-                    for k, sid in enumerate(g):
-                        results[sid] = y[k, 0] if sid in single else y[k]
-                else:
-                    results.update(zip(g, y))
-        except BaseException:
+            if len(groups) == 1:
+                rows = [np.array(slots, np.int64)]
+            else:
+                slot = dict(zip(ids, slots)).__getitem__
+                rows = [np.fromiter(map(slot, g), np.int64, len(g)) for g, _ in groups]
+            outputs = self._run(plan, [xs for _, xs in groups], rows)
+        finally:
             with self._cond:
                 self._busy.difference_update(ids)
                 self._cond.notify_all()
-            raise
-        with self._cond:
-            for r, f in zip(rows, finals):
-                for key, arrays in self._states.items():
-                    for a, s in zip(arrays, f[key]):
-                        a[r] = s
-            self._busy.difference_update(ids)
-            self._cond.notify_all()
+        results = {}
+        for (g, _), y in zip(groups, outputs):
+            if not (plan.output_has_time and single):
+                results.update(zip(g, y))
+            elif single.issuperset(g):
+                results.update(zip(g, y[:, 0]))
+            else:
+                for k, sid in enumerate(g):
+                    results[sid] = y[k, 0] if sid in single else y[k]
         return results if len(groups) == 1 else {sid: results[sid] for sid in ids}
+
+    def _run(self, plan, inputs, rows) -> list:
+        """The outputs of each group of equal-length ``inputs`` (``rows``: its streams'
+        slots), the final states left in those rows of the table.
+
+        A native plan: one core call per group (StreamPlan.run_slots), when the chain takes
+        every group's input (checked first: then nothing fails after a group has run). Else
+        op by op (StreamPlan.run_steps) on the gathered states, scattered back only once
+        every group has run, so an error leaves every stream's states as they were."""
+        if plan.native is not None:
+            native = [plan.native_input(xs) for xs in inputs]
+            if all(x is not None for x in native):
+                return [plan.run_slots(x, r, self._table) for x, r in zip(native, rows)]
+        outputs, finals = [], []
+        for xs, r in zip(inputs, rows):
+            states = {k: [a.take(r, axis=0) for a in arrays] for k, arrays in self._states.items()}
+            y, f = plan.run_steps(xs, states)
+            outputs.append(y)
+            finals.append(f)
+        for r, f in zip(rows, finals):
+            for key, arrays in self._states.items():
+                for a, s in zip(arrays, f[key]):
+                    a[r] = s
+        return outputs
+
+
+_dtype_and_shape = operator.attrgetter("dtype", "shape")
 
 
 def _difference(given: list, want: list) -> str:
