@@ -102,8 +102,8 @@ class Team {
   bool run(Index n, int helpers, void (*call)(void*, Index), void* ctx) {
     bool expected = false;
     if (!busy_.compare_exchange_strong(expected, true, std::memory_order_acquire)) return false;
-    if (serial_runs_ > 0) {  // backing off (see below): the caller alone
-      --serial_runs_;
+    const auto t0 = Clock::now();
+    if (t0 < paused_until_) {  // pausing (see learn): the caller alone
       busy_.store(false, std::memory_order_release);
       return false;
     }
@@ -113,7 +113,6 @@ class Team {
     n_.store(n, std::memory_order_relaxed);
     helpers_.store(helpers, std::memory_order_relaxed);
     done_.store(0, std::memory_order_relaxed);
-    const auto t0 = std::chrono::steady_clock::now();
     const std::uint64_t run_id = (claim_.load(std::memory_order_relaxed) >> item_bits) + 1;
     claim_.store(run_id << item_bits, std::memory_order_seq_cst);  // publishes the fields
     if (sleepers_.load(std::memory_order_seq_cst) > 0) {
@@ -121,7 +120,7 @@ class Team {
       wake_.notify_all();
     }
     const Index own = work(run_id);
-    const auto t1 = std::chrono::steady_clock::now();
+    const auto t1 = Clock::now();
     // Wait for the items other threads claimed; they are running, not waiting to wake.
     for (long spins = 0; done_.load(std::memory_order_acquire) < n; ++spins) {
       if (spins < 4096)
@@ -129,7 +128,7 @@ class Team {
       else
         std::this_thread::yield();  // a worker was preempted mid-item: give it the core
     }
-    learn(own, n, t1 - t0, std::chrono::steady_clock::now() - t0);
+    learn(own, n, t0, t1, Clock::now());
     std::exception_ptr error;
     std::swap(error, error_);
     busy_.store(false, std::memory_order_release);
@@ -176,22 +175,30 @@ class Team {
 
   // When the cores are shared with other busy processes, a worker can claim an item and
   // then lose its core to them for a scheduler time slice (milliseconds) while the caller
-  // waits: a run is then slower than the caller alone would have been. The caller knows
+  // waits: the run is then slower than the caller alone would have been. The caller knows
   // what it would have taken alone (its own items' time per item, times all the items), so
-  // after two such runs in a row the team steps aside for a number of runs, doubling while
-  // it keeps losing, and tries again. The items are the same either way: only who runs them
-  // changes, never the numbers.
-  template <class Duration>
-  void learn(Index own, Index n, Duration own_time, Duration elapsed) {
-    if (own <= 0) return;
-    const double alone = std::chrono::duration<double>(own_time).count() * double(n) / double(own);
-    if (std::chrono::duration<double>(elapsed).count() < 0.9 * alone) {
-      losses_ = 0, backoff_ = min_backoff;
-    } else if (++losses_ >= 2) {
-      serial_runs_ = backoff_;
-      backoff_ = std::min(backoff_ * 2, max_backoff);
-      losses_ = 0;
-    }
+  // the team keeps an account of the time the workers saved (positive) or cost (negative),
+  // capped at credit_cap so that past gains do not excuse new losses for long. When it goes
+  // below zero the caller runs alone for a pause, doubled at each new loss that comes
+  // within `calm` of the last pause (up to max_pause), back to min_pause after a calm
+  // spell. A run whose items the caller ran all by itself (the workers woke too late for
+  // it) cost nothing and counts neither way. The items are the same either way: only who
+  // runs them changes, never the numbers.
+  using Clock = std::chrono::steady_clock;
+  static constexpr double credit_cap = 0.5e-3;  // seconds
+  static constexpr Clock::duration min_pause = std::chrono::milliseconds(2),
+                                   max_pause = std::chrono::milliseconds(200),
+                                   calm = std::chrono::seconds(1);
+
+  void learn(Index own, Index n, Clock::time_point t0, Clock::time_point t1, Clock::time_point t2) {
+    if (own <= 0 || own >= n) return;
+    const double alone = std::chrono::duration<double>(t1 - t0).count() * double(n) / double(own);
+    credit_ =
+        std::min(credit_ + alone - std::chrono::duration<double>(t2 - t0).count(), credit_cap);
+    if (credit_ >= 0) return;
+    pause_ = t2 - paused_until_ > calm ? min_pause : std::min(pause_ * 2, max_pause);
+    paused_until_ = t2 + pause_;
+    credit_ = 0;
   }
 
   void grow(int helpers) {
@@ -206,10 +213,10 @@ class Team {
     for (;;) {
       // Wait for a new run: spin for spin_us, then sleep until one is published.
       std::uint64_t now = claim_.load(std::memory_order_acquire) >> item_bits;
-      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us());
+      const auto until = Clock::now() + std::chrono::microseconds(spin_us());
       for (int k = 0; now == seen; ++k) {
         cpu_relax();
-        if ((k & 255) == 255 && std::chrono::steady_clock::now() >= until) {
+        if ((k & 255) == 255 && Clock::now() >= until) {
           std::unique_lock<std::mutex> lock(mutex_);
           sleepers_.fetch_add(1, std::memory_order_seq_cst);
           wake_.wait(lock, [&] {
@@ -236,9 +243,9 @@ class Team {
   std::atomic<int> sleepers_{0};
   // Read and written only by the run holding busy_.
   unsigned workers_ = 0;
-  static constexpr long min_backoff = 16, max_backoff = 4096;
-  long serial_runs_ = 0, backoff_ = min_backoff;
-  int losses_ = 0;
+  Clock::time_point paused_until_{};
+  Clock::duration pause_ = min_pause;
+  double credit_ = 0;  // seconds the workers saved, less what they cost
   std::exception_ptr error_;
   std::mutex mutex_;
   std::condition_variable wake_;
