@@ -190,7 +190,7 @@ def classifier(a, rng):
              "rnncore layer by layer": lambda: flat.predict(ids, batch_size=B)}  # fmt: skip
     try:
         sess = ort_session(model, a.threads)
-        feed = {sess.get_inputs()[0].name: ids.astype(np.int64)}  # the export takes int64
+        feed = {sess.get_inputs()[0].name: ids}  # the export keeps the int32 input
         impls["onnxruntime"] = lambda: sess.run(None, feed)[0]
     except Exception as e:
         print(f"# onnxruntime left out: {type(e).__name__}: {e}", file=sys.stderr)
