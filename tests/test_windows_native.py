@@ -67,6 +67,25 @@ def test_conv1d_native_channels_first_softmax_and_threads(threads):
         rnncore.set_num_threads(before)
 
 
+def test_conv1d_split_between_threads_gives_the_one_thread_bits():
+    """Big enough for two shards (threads.hpp split_rows: ~1 MFLOP each), so a worker runs
+    samples: the packed taps must reach it (a thread_local read inside the work crashed)."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((8, 400, 64)).astype(np.float32)
+    kernel = (0.1 * rng.standard_normal((3, 64, 64))).astype(np.float32)
+    bias = rng.standard_normal(64).astype(np.float32)
+    before = rnncore.get_num_threads()
+    try:
+        rnncore.set_num_threads(1)
+        want = F.conv1d(x, kernel, bias, padding=(2, 0), activation="tanh")
+        rnncore.set_num_threads(2)
+        for _ in range(5):
+            got = F.conv1d(x, kernel, bias, padding=(2, 0), activation="tanh")
+            np.testing.assert_array_equal(got, want)
+    finally:
+        rnncore.set_num_threads(before)
+
+
 def test_conv1d_native_matches_numpy_float64():
     """Against the training forward (np.matmul over the unfolded windows), float64."""
     rng = np.random.default_rng(3)
@@ -93,6 +112,8 @@ def test_conv1d_native_does_not_modify_its_input_and_refuses_bad_shapes():
         F.conv1d(x, np.zeros((3, 2, 4), np.float32))
     with pytest.raises(TypeError, match="kernel: expected dtype float32"):
         F.conv1d(x, layer.kernel.value.astype(np.float64))
+    with pytest.raises(TypeError, match="activation: expected an activation name"):
+        F.conv1d(x, layer.kernel.value, activation=None)
 
 
 def _special(rng, shape, dtype):
@@ -134,3 +155,8 @@ def test_pooling_native_channels_first_and_bad_input():
         L.MaxPooling1D(4)(x[:, :3, :1].transpose(0, 2, 1).copy())
     with pytest.raises(ValueError, match="x: expected a 3-D array"):
         F.pool1d(x[0], 2, strides=2)
+    # a window of padding alone has nothing to reduce: refused, never uninitialised memory
+    with pytest.raises(ValueError, match="padding: expected fewer steps than pool_size = 2"):
+        F.pool1d(np.ascontiguousarray(x.transpose(0, 2, 1)), 2, strides=1, padding=(3, 0))
+    with pytest.raises(ValueError, match="padding: expected fewer steps than pool_size = 2"):
+        F.pool1d(np.ascontiguousarray(x.transpose(0, 2, 1)), 2, strides=1, padding=(0, 2))

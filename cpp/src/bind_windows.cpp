@@ -65,6 +65,12 @@ py::array pool1d_t(const py::array& x, Index size, Index stride, Index left, Ind
   const auto [B, Tn, C] = sequence_of(x);
   const T* xp = float_input<T>(x, "x", {B, Tn, C});
   const Window w = window_of(size, stride, 1, left, right, Tn);
+  // A window of padding alone has nothing to reduce (Keras's 'same' never makes one): fewer
+  // padded steps than pool_size on each side keeps a real step in every window.
+  if (left >= size || right >= size)
+    throw py::value_error("padding: expected fewer steps than pool_size = " + std::to_string(size) +
+                          " before and after, got " + std::to_string(left) + " and " +
+                          std::to_string(right));
   const Index To = w.steps(Tn);
   checked_elements({B, To, C}, "output");
   auto y = new_array<T>({B, To, C});

@@ -75,10 +75,10 @@ def _available_cpus() -> int:
 
 
 def set_num_threads(n) -> None:
-    """The OpenMP threads of rnncore's calls; 0 restores the default (``OMP_NUM_THREADS``,
-    else all cores). More threads than the CPUs this process may run on only take turns on the same
-    cores (each parallel region waits for its slowest thread), so such an ``n`` is capped
-    at that count with a ``UserWarning``."""
+    """The threads of rnncore's calls (the core's team, threads.hpp); 0 restores the default
+    (``OMP_NUM_THREADS``, else the CPUs this process may run on). More threads than those CPUs
+    only take turns on the same cores, so such an ``n`` is capped at that count with a
+    ``UserWarning``."""
     _module.set_num_threads(n)  # checks n (type and range) and names it
     cpus = _available_cpus()
     if operator.index(n) > cpus:

@@ -352,6 +352,9 @@ def conv1d(x, kernel, bias=None, *, strides=1, padding=(0, 0), dilation=1, group
     (kernel_size, C // groups, filters)`` (Keras's layout), channel group ``i`` feeding
     filters ``[i*F/groups, (i+1)*F/groups)``. One product per tap, no unfolded copy; each
     output is the FMA chain of the unfolded windows' product, bit for bit (windows.hpp)."""
+    if not isinstance(activation, str):
+        raise TypeError(f"activation: expected an activation name (one of {ACTIVATIONS}), got "
+                        f"{activation!r}")  # fmt: skip
     a = _arrays({"x": x, "kernel": kernel, "bias": bias})
     before, after = padding
     return _core.conv1d_forward(a["x"], a["kernel"], a["bias"], groups, strides, dilation,

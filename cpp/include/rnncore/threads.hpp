@@ -32,6 +32,7 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -128,6 +129,11 @@ class Team {
       else
         std::this_thread::yield();  // a worker was preempted mid-item: give it the core
     }
+    // Close the run: a worker still holding a claim of it (read before this store) fails its
+    // compare-and-swap, and one reading it now sees no item left. Without this a worker that
+    // read (run, n) could, once the next run's fields are written but before its claim is
+    // published, claim item n of the next run with the old tag: run twice, counted twice.
+    claim_.store((run_id << item_bits) | item_mask, std::memory_order_release);
     learn(own, n, t0, t1, Clock::now());
     std::exception_ptr error;
     std::swap(error, error_);
@@ -201,10 +207,17 @@ class Team {
     credit_ = 0;
   }
 
+  // Starts workers up to `helpers`. One the system refuses to start (a thread limit) leaves
+  // the team smaller: the caller runs what nobody claims.
   void grow(int helpers) {
     while (static_cast<int>(workers_) < helpers) {
-      const int index = static_cast<int>(workers_++);
-      std::thread([this, index] { worker(index); }).detach();
+      const int index = static_cast<int>(workers_);
+      try {
+        std::thread([this, index] { worker(index); }).detach();
+      } catch (const std::system_error&) {
+        return;
+      }
+      ++workers_;
     }
   }
 

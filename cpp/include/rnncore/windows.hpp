@@ -58,8 +58,11 @@ void conv1d_forward(const T* x, Index B, Index Tn, Index C, const T* kernel, Ind
                     const T* bias, const Window& w, Activation act, T* y, int threads) {
   const Index k = w.size, Cg = C / groups, Fg = F / groups, To = w.steps(Tn), Tp = w.padded(Tn);
   const bool pad = w.left || w.right;
-  // Each (tap, group) kernel block packed once per call, in buffers the thread keeps.
-  thread_local std::vector<PackedWeights<T>> taps;
+  // Each (tap, group) kernel block packed once per call, in buffers the calling thread
+  // keeps. The workers reach them through `taps`, a plain reference: a thread_local named
+  // inside the lambda would be each worker's own (empty) copy.
+  thread_local std::vector<PackedWeights<T>> taps_kept;
+  std::vector<PackedWeights<T>>& taps = taps_kept;
   if (taps.size() < static_cast<size_t>(k * groups)) taps.resize(static_cast<size_t>(k * groups));
   for (Index j = 0; j < k; ++j)
     for (Index i = 0; i < groups; ++i)

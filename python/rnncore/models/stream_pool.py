@@ -137,7 +137,8 @@ class StreamPool:
         with self._cond:
             if self._plan is plan:
                 new = self._planned(self._model)
-                if new.state_spec != plan.state_spec:
+                # in order: the table lists the states as the chain reads them
+                if list(new.state_spec.items()) != list(plan.state_spec.items()):
                     raise UnsupportedModelError(
                         f"stream_pool: the states of model {self._model_name!r} changed since "
                         f"the pool was made ({plan.state_spec} -> {new.state_spec}); make a "
@@ -410,11 +411,12 @@ class StreamPool:
         """The outputs of each group of equal-length ``inputs`` (``rows``: its streams'
         slots), the final states left in those rows of the table.
 
-        A native plan: one core call per group (StreamPlan.run_slots), when the chain takes
-        every group's input (checked first: then nothing fails after a group has run). Else
-        op by op (StreamPlan.run_steps) on the gathered states, scattered back only once
-        every group has run, so an error leaves every stream's states as they were."""
-        if plan.native is not None:
+        A native plan with one group (chunks of one length): one core call
+        (StreamPlan.run_slots), which writes the states back only after every op ran. Else op
+        by op (StreamPlan.run_steps) on the gathered states, scattered back only once every
+        group has run: either way an error leaves every stream's states as they were (a
+        second native call could fail after the first had advanced its streams)."""
+        if plan.native is not None and len(inputs) == 1:
             native = [plan.native_input(xs) for xs in inputs]
             if all(x is not None for x in native):
                 return [plan.run_slots(x, r, self._table) for x, r in zip(native, rows)]
