@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import rnncore
+from rnncore import _core
 from rnncore import functional as F
 from support import available_cpus
 
@@ -120,6 +121,14 @@ def test_a_forked_child_computes_with_threads(two_threads):
         os.waitpid(pid, 0)
         pytest.fail("the forked child hung computing with 2 threads")
     assert os.waitstatus_to_exitcode(status) == 0, "the child computed different numbers"
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_every_item_runs_once_in_back_to_back_runs(threads):
+    """20,000 runs of 1..9 items one after the other, the count changing every run (where a
+    worker's stale claim of one run could take an item of the next): every item ran exactly
+    once, and none after its run returned. 3 threads: more threads than items sometimes."""
+    assert _core.team_check(20000, threads) == 0
 
 
 def test_a_kernel_split_across_threads_gives_the_one_thread_bits(two_threads):

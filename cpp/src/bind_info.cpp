@@ -1,6 +1,7 @@
 // Build and machine facts, and the thread count setting.
 #include <Eigen/Core>
 
+#include <atomic>
 #include <limits>
 #include <string>
 
@@ -170,6 +171,35 @@ void register_info(py::module_& m) {
       py::arg("dtype"), py::arg("kc"), py::arg("mc"),
       "For tuning: the matrix kernel's KC and MC (MC rounded up to a multiple of MR) for one "
       "dtype; 0 restores the value derived from the cache sizes. Results do not change.");
+  m.def(
+      "team_check",
+      [](long runs, int threads) {
+        // Back-to-back runs of 1..9 items (the item count changing every run, where a stale
+        // claim of one run could take the next run's items): each item must run exactly
+        // once, and none after its run returned. Returns the runs that broke either rule.
+        if (runs < 0 || threads < 1)
+          throw py::value_error("team_check: expected runs >= 0 and threads >= 1");
+        py::gil_scoped_release release;
+        long bad = 0;
+        std::atomic<int> counts[9];
+        for (long r = 0; r < runs; ++r) {
+          const rnncore::Index n = 1 + r % 9;
+          for (auto& c : counts) c.store(0);
+          rnncore::parallel_for(n, threads, [&](rnncore::Index i) {
+            for (int spin = 0; spin < int(r % 64); ++spin) rnncore::detail::cpu_relax();
+            counts[i].fetch_add(1);
+          });
+          bool ok = true;
+          for (rnncore::Index i = 0; i < 9; ++i) ok = ok && counts[i].load() == (i < n ? 1 : 0);
+          rnncore::detail::cpu_relax();  // a late item would land here, counted next
+          for (rnncore::Index i = 0; i < 9; ++i) ok = ok && counts[i].load() == (i < n ? 1 : 0);
+          bad += !ok;
+        }
+        return bad;
+      },
+      py::arg("runs"), py::arg("threads"),
+      "For tests: runs the thread team back to back and counts the runs in which an item ran "
+      "twice, not at all, or after its run returned (0 expected).");
   m.def(
       "peak_flops",
       [](int threads, const std::string& dtype) {

@@ -28,7 +28,7 @@ from importlib.util import find_spec
 
 __all__ = ["isa", "simd", "eigen_version", "cpu_supports", "get_num_threads",
            "set_num_threads", "rnn_forward", "rnn_backward", "dense_forward", "dense_backward",
-           "make_stream", "make_chain", "kernel_info", "set_blocking", "peak_flops",
+           "make_stream", "make_chain", "kernel_info", "set_blocking", "peak_flops", "team_check",
            "lowp_paths", "lowp_path_for", "set_lowp_path", "lowp_cpu_features",
            "embedding_backward", "optimizer_update", "conv1d_forward",
            "pool1d_forward"]  # fmt: skip
@@ -101,6 +101,7 @@ make_chain = _module.make_chain
 kernel_info = _module.kernel_info
 set_blocking = _module.set_blocking
 peak_flops = _module.peak_flops
+team_check = _module.team_check
 lowp_paths: tuple = tuple(_module.lowp_paths)
 lowp_path_for = _module.lowp_path_for
 set_lowp_path = _module.set_lowp_path

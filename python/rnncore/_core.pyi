@@ -11,7 +11,7 @@ eigen_version: str
 # the list of _core.py, whose names these are
 __all__ = ["isa", "simd", "eigen_version", "cpu_supports", "get_num_threads",
            "set_num_threads", "rnn_forward", "rnn_backward", "dense_forward", "dense_backward",
-           "make_stream", "make_chain", "kernel_info", "set_blocking", "peak_flops",
+           "make_stream", "make_chain", "kernel_info", "set_blocking", "peak_flops", "team_check",
            "lowp_paths", "lowp_path_for", "set_lowp_path", "lowp_cpu_features",
            "embedding_backward", "optimizer_update", "conv1d_forward",
            "pool1d_forward"]  # fmt: skip
@@ -31,6 +31,9 @@ def set_num_threads(n: SupportsIndex) -> None: ...
 def kernel_info() -> dict[str, object]: ...
 def set_blocking(dtype: str, kc: SupportsIndex, mc: SupportsIndex) -> None: ...
 def peak_flops(threads: SupportsIndex = 1, dtype: str = "float32") -> float: ...
+
+# for tests: runs of the thread team in which an item ran twice, not at all, or late
+def team_check(runs: SupportsIndex, threads: SupportsIndex) -> int: ...
 
 # rnn_forward returns (output, final states, workspace or None); rnn_backward returns
 # (dx, dkernel, drecurrent_kernel, dbias or None, d initial states, dpeephole or None,
