@@ -6,11 +6,12 @@ carried in the core), ``Dense`` and ``TimeDistributed(Dense)``, and the layers t
 identity at inference (``Dropout``, ``SpatialDropout1D``, ``GaussianNoise``), and
 ``Bidirectional`` over those recurrent layers, ``LayerNormalization`` over the last axis and
 an ``Embedding`` that starts a run — form a :class:`Segment` that runs as one call of a core
-chain (``_core.make_chain``): one GIL release and no Python between the layers. :mod:`rnncore.models.plan` decides which calls of
-a model (a Sequential's layers, a functional model's graph) form a run, and builds its plan,
-hence its Segments, again whenever a layer's generation moves on (weights, options,
-quantize); a Segment therefore never checks generations itself. A stateful model fed one
-timestep at a time steps all its layers in one native call per timestep.
+chain (``_core.make_chain``): one GIL release and no Python between the layers.
+:mod:`rnncore.models.plan` decides which calls of a model (a Sequential's layers, a
+functional model's graph) form a run, and builds its plan, hence its Segments, again
+whenever a layer's generation moves on (weights, options, quantize); a Segment therefore
+never checks generations itself. A stateful model fed one timestep at a time steps all its
+layers in one native call per timestep.
 
 The chain runs the same kernels on buffers allocated the same way as the layers' own calls,
 so its results are the layer-by-layer results bit for bit (``tests/test_native_chain.py``,
