@@ -245,3 +245,16 @@ def test_stream_pool_step_is_one_core_call(dtype):
             parts[s].append(out[s])
     for k, s in enumerate(ids):
         np.testing.assert_array_equal(np.concatenate(parts[s]), want[k])
+
+
+def test_a_non_negative_axis_is_chained_at_its_built_rank_only():
+    # axis=[2] of a 3-D model is not the last axis of a 2-D input, nor axis=1 of a 2-D model
+    # the last of a 3-D one: the chain leaves those inputs to the layers, which refuse them
+    model = rnncore.Sequential([rnncore.Input((None, 6)), L.Dense(6), L.LayerNormalization([2])])
+    assert len(_segments(model)) == 1
+    with pytest.raises(ValueError, match="axis 2 is out of range for inputs of rank 2"):
+        model(np.ones((3, 6), np.float32))
+    model = rnncore.Sequential([rnncore.Input((6,)), L.Dense(6), L.LayerNormalization(axis=1)])
+    assert len(_segments(model)) == 1
+    with pytest.raises(ValueError, match=r"expected inputs of size \(6,\) on axis \[1\]"):
+        model(np.ones((3, 4, 6), np.float32))
