@@ -1,6 +1,6 @@
 // A chain of a model's layers in one core call (issue 16): Masking, recurrent layers (through
-// their streams, stream.hpp) and Dense on the last axis, run one after the other with one
-// GIL release and no Python between them.
+// their streams, stream.hpp), Dense and LayerNormalization on the last axis, run one after the
+// other with one GIL release and no Python between them.
 //
 // The layers' own calls run the same kernels on buffers allocated the same way (new_array:
 // 64-byte aligned, so the vectorised loops take the same paths), and the Python rules between
@@ -16,6 +16,9 @@
 //              and mask, each zeroing its masked outputs by its zero_output_for_mask, the
 //              backward sequence flipped back to input order, then merged: concat, sum,
 //              ave ((a + b) / 2) or mul; the mask goes on with return_sequences
+//   LayerNormalization (last axis): each row (x - mean) / sqrt(var + eps) * gamma + beta, or
+//              x / sqrt(var + eps) * gamma with rms_scaling (norm.hpp, the function the
+//              layer's own call runs); the mask goes on unchanged, as Keras passes it
 // so the chain gives the layer-by-layer results bit for bit (tests/test_native_chain.py).
 // run_slots is a stream pool's step over the same ops: the recurrent ops' states come from
 // and go back to rows of the pool's state table, all in the one call.
@@ -24,9 +27,10 @@
 // zero_output_for_mask), ("dense", kernel, bias or None, activation), ("embedding",
 // embeddings, mask_zero) (first op only: the chain's input is then integer ids) or
 // ("bidirectional", forward stream, backward stream, return_sequences, forward
-// zero_output_for_mask, backward zero_output_for_mask, merge_mode). Python builds a chain
-// from the layers' streams and weights (rnncore/models/native_chain.py) and builds it again
-// when one of them changes; the streams repack their weights when those are updated.
+// zero_output_for_mask, backward zero_output_for_mask, merge_mode) or ("layer_norm", gamma or
+// None, beta or None, epsilon, rms_scaling). Python builds a chain from the layers' streams and
+// weights (rnncore/models/native_chain.py) and builds it again when one of them changes; the
+// streams repack their weights when those are updated.
 #include <pybind11/stl.h>
 
 #include <cmath>
@@ -34,12 +38,13 @@
 #include "bindings.hpp"
 #include "checks.hpp"
 #include "rnncore/dense.hpp"
+#include "rnncore/norm.hpp"
 #include "stream.hpp"
 
 namespace rnncore::bind {
 namespace {
 
-enum class OpKind { Masking, Recurrent, Dense, Embedding, Bidirectional };
+enum class OpKind { Masking, Recurrent, Dense, Embedding, Bidirectional, LayerNorm };
 enum class Merge { Concat, Sum, Ave, Mul };
 
 template <class T>
@@ -54,9 +59,14 @@ struct Op {
   Merge merge = Merge::Concat;
   const T* W = nullptr;  // Dense: the kernel; Embedding: the embeddings (V, width_out)
   const T* b = nullptr;
+  const T* gamma = nullptr;  // LayerNorm: gamma and beta (width_in) or null
+  const T* beta = nullptr;
+  double epsilon = 0;
+  bool rms_scaling = false;
   Index vocab = 0;
   Activation act = Activation::Linear;
-  Index width_in = 0, width_out = 0;  // Dense: the kernel's; recurrent: the output's
+  // Dense: the kernel's; recurrent: the output's; LayerNorm: gamma's or beta's (0: any)
+  Index width_in = 0, width_out = 0;
 };
 
 template <class T>
@@ -138,6 +148,23 @@ class Chain {
         if (!t[2].is_none())
           op.b = float_input<T>(t[2].cast<py::array>(), (name + " bias").c_str(), {op.width_out});
         op.act = activation_from_name(t[3].cast<std::string>());
+      } else if (kind == "layer_norm") {
+        op.kind = OpKind::LayerNorm;
+        for (int k : {1, 2}) {
+          if (t[k].is_none()) continue;
+          const auto a = t[k].cast<py::array>();
+          const char* what = k == 1 ? " gamma" : " beta";
+          check_ndim(a, (name + what).c_str(), 1, "(features,)");
+          if (op.width_in && a.shape(0) != op.width_in)
+            throw py::value_error(name + ": gamma and beta differ in size");
+          op.width_in = a.shape(0);
+          (k == 1 ? op.gamma : op.beta) = float_input<T>(a, (name + what).c_str(), {op.width_in});
+        }
+        op.epsilon = t[3].cast<double>();
+        if (!(op.epsilon >= 0))
+          throw py::value_error(name + ": expected epsilon >= 0, got " +
+                                std::to_string(op.epsilon));
+        op.rms_scaling = t[4].cast<bool>();
       } else {
         throw py::value_error(name + ": unknown op");
       }
@@ -287,7 +314,7 @@ class Chain {
       const Op<T>& op = ops_[i];
       int rank = r.ranks[i];
       Index width = r.widths[i];
-      if (op.kind != OpKind::Dense && rank != 3)
+      if (op.kind != OpKind::Dense && op.kind != OpKind::LayerNorm && rank != 3)
         throw py::value_error(op.name + ": expected a 3-D input (batch, timesteps, features)");
       if (op.kind == OpKind::Masking || (op.kind == OpKind::Embedding && op.mask_zero)) {
         r.computed_mask = new_array<bool>({B, Tn});
@@ -315,11 +342,11 @@ class Chain {
           rank = 2;
           r.out_mask = py::none();
         }
-      } else if (op.width_in != width) {
+      } else if (op.width_in != width && (op.kind == OpKind::Dense || op.width_in)) {
         throw py::value_error(op.name + ": expected " + std::to_string(op.width_in) +
                               " input features, got " + std::to_string(width));
       }
-      if (op.kind != OpKind::Masking) width = op.width_out;
+      if (op.kind != OpKind::Masking && op.kind != OpKind::LayerNorm) width = op.width_out;
       checked_elements({B, Tn, width}, "output");
       auto out = rank == 3 ? new_array<T>({B, Tn, width}) : new_array<T>({B, width});
       r.ys[i] = out.mutable_data();
@@ -382,6 +409,10 @@ class Chain {
           break;
         case OpKind::Dense:
           dense_forward(in, rows, D, op.W, op.width_out, op.b, op.act, y, get_num_threads());
+          break;
+        case OpKind::LayerNorm:
+          layer_norm_forward(in, rows, D, op.gamma, op.beta, op.epsilon, op.rms_scaling, y,
+                             get_num_threads());
           break;
       }
       in = y;
@@ -484,9 +515,10 @@ void register_chain(py::module_& m) {
       "A chain of layers run in one call (chain.run(x, mask=None) -> (output, mask or None)): "
       "ops is a list of ('masking', mask_value), ('recurrent', stream, return_sequences, "
       "zero_output_for_mask), ('dense', kernel, bias or None, activation), ('embedding', "
-      "embeddings, mask_zero) (first only; x is then int ids) and ('bidirectional', "
+      "embeddings, mask_zero) (first only; x is then int ids), ('bidirectional', "
       "forward stream, backward stream, return_sequences, zero_forward, zero_backward, "
-      "merge_mode), in float64 or float32. The GIL is released once per run.");
+      "merge_mode) and ('layer_norm', gamma or None, beta or None, epsilon, rms_scaling), in "
+      "float64 or float32. The GIL is released once per run.");
 }
 
 }  // namespace rnncore::bind

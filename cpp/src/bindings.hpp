@@ -12,5 +12,6 @@ void register_stream(pybind11::module_& m);
 void register_chain(pybind11::module_& m);
 void register_train(pybind11::module_& m);
 void register_windows(pybind11::module_& m);
+void register_norm(pybind11::module_& m);
 
 }  // namespace rnncore::bind

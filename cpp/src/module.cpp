@@ -11,4 +11,5 @@ PYBIND11_MODULE(RNNCORE_MODULE, m) {
   rnncore::bind::register_chain(m);
   rnncore::bind::register_train(m);
   rnncore::bind::register_windows(m);
+  rnncore::bind::register_norm(m);
 }

@@ -31,7 +31,7 @@ __all__ = ["isa", "simd", "eigen_version", "cpu_supports", "get_num_threads",
            "make_stream", "make_chain", "kernel_info", "set_blocking", "peak_flops", "team_check",
            "lowp_paths", "lowp_path_for", "set_lowp_path", "lowp_cpu_features",
            "embedding_backward", "optimizer_update", "conv1d_forward",
-           "pool1d_forward"]  # fmt: skip
+           "pool1d_forward", "layer_norm_forward"]  # fmt: skip
 
 _PREFERENCE = ("x86_64_v4", "x86_64_v3")
 
@@ -110,6 +110,7 @@ embedding_backward = _module.embedding_backward
 optimizer_update = _module.optimizer_update
 conv1d_forward = _module.conv1d_forward
 pool1d_forward = _module.pool1d_forward
+layer_norm_forward = _module.layer_norm_forward
 
 
 def _cap_lowp_path() -> None:

@@ -14,7 +14,7 @@ __all__ = ["isa", "simd", "eigen_version", "cpu_supports", "get_num_threads",
            "make_stream", "make_chain", "kernel_info", "set_blocking", "peak_flops", "team_check",
            "lowp_paths", "lowp_path_for", "set_lowp_path", "lowp_cpu_features",
            "embedding_backward", "optimizer_update", "conv1d_forward",
-           "pool1d_forward"]  # fmt: skip
+           "pool1d_forward", "layer_norm_forward"]  # fmt: skip
 
 lowp_paths: tuple[str, ...]
 
@@ -87,6 +87,12 @@ def conv1d_forward(x: _Array, kernel: _Array, bias: _Array | None, groups: Suppo
 def pool1d_forward(x: _Array, pool_size: SupportsIndex, strides: SupportsIndex,
                    pad_before: SupportsIndex, pad_after: SupportsIndex, average: bool
                    ) -> _Array: ...  # fmt: skip
+
+# LayerNormalization over the last axis of x (..., D): (x - mean) / sqrt(var + epsilon) * gamma
+# + beta per row (rms_scaling: x / sqrt(var + epsilon) * gamma); statistics in double
+def layer_norm_forward(
+    x: _Array, gamma: _Array | None, beta: _Array | None, epsilon: float, rms_scaling: bool
+) -> _Array: ...
 
 # What make_stream returns (the compiled classes Stream32 / Stream64, not exported).
 class _Stream:

@@ -46,6 +46,7 @@ __all__ = [
     "lstm",
     "gru",
     "dense",
+    "layer_norm",
     "dense_backward",
     "embedding_backward",
     "backward",
@@ -367,6 +368,18 @@ def pool1d(x, pool_size, *, strides, padding=(0, 0), average=False):
     (before, after)`` steps take no part; the average divides by the real steps' count)."""
     before, after = padding
     return _core.pool1d_forward(_array(x, "x"), pool_size, strides, before, after, bool(average))
+
+
+def layer_norm(x, gamma=None, beta=None, *, epsilon=1e-3, rms_scaling=False):
+    """LayerNormalization over the last axis of ``x (..., D)``, each row by its own mean and
+    biased variance: ``y = (x - mean) / sqrt(var + epsilon) * gamma + beta``; with
+    ``rms_scaling`` (Keras's deprecated form) ``y = x / sqrt(var + epsilon) * gamma`` (still
+    the variance, as Keras). ``gamma`` and ``beta`` ``(D,)``, or None for 1 and 0. The
+    statistics are computed in double and ``y`` rounded once to ``x``'s dtype (norm.hpp)."""
+    given = {"x": x, "gamma": gamma, "beta": beta}
+    a = _arrays({n: v for n, v in given.items() if v is not None})
+    return _core.layer_norm_forward(a["x"], a.get("gamma"), a.get("beta"), float(epsilon),
+                                    bool(rms_scaling))  # fmt: skip
 
 
 def dense_backward(x, kernel, y, dy, *, use_bias=True, activation="linear"):

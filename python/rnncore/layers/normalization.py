@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import utils
+from .. import functional, utils
 from . import initializers
 from ._base import Layer, UnsupportedArgumentError, require_default, shape_tuple
 from ._multi import ForwardCache
@@ -116,10 +116,27 @@ class LayerNormalization(ForwardCache, _Normalization):
     input on ``axis``. Keras's deprecated ``rms_scaling=True`` computes
     ``y = x / sqrt(var + epsilon) * gamma`` (the variance, not the mean square, as Keras;
     no beta). The mask passes through unchanged.
+
+    At inference over the last axis (``axis=-1``, or the last axis's index) in float32 or
+    float64 it runs in the core (``functional.layer_norm``, norm.hpp: statistics in double)
+    and in a model's native chain; other axes, and training, run the NumPy formulas here.
     """
 
     _config = ("axis", "epsilon", "center", "scale", "rms_scaling", "beta_initializer",
                "gamma_initializer")  # fmt: skip
+    _chain_kind = "layer_norm"
+
+    def _chainable(self) -> bool:
+        # over the last axis only (the core normalises rows): axis -1, or the last axis of
+        # the rank the layer was built for
+        shape = self._build_input_shape
+        last = [-1] if shape is None else [-1, len(shape) - 1]
+        return super()._chainable() and self.axis in ([a] for a in last)
+
+    def _chain_op(self, batch):
+        gamma = None if self.gamma is None else self.gamma.value
+        beta = None if self.beta is None else self.beta.value
+        return ("layer_norm", gamma, beta, self.epsilon, self.rms_scaling)
 
     def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
                  gamma_initializer="ones", beta_regularizer=None, gamma_regularizer=None,
@@ -167,24 +184,48 @@ class LayerNormalization(ForwardCache, _Normalization):
             self.beta = self._param("beta", shape, self.beta_initializer, rng)
         super().build(input_shape)
 
-    def _forward(self, x):
-        axes = self._axes(x.ndim)
-        want = tuple(x.shape[a] for a in axes)
-        if self.gamma is not None and self.gamma.shape != want:
+    def _check_size(self, x, axes):
+        """The input's size on ``axes`` must be the weights' (when it has any)."""
+        weight = self.gamma if self.gamma is not None else self.beta
+        if weight is not None and weight.shape != tuple(x.shape[a] for a in axes):
             raise ValueError(
-                f"LayerNormalization {self.name!r}: expected inputs of size {self.gamma.shape} "
+                f"LayerNormalization {self.name!r}: expected inputs of size {weight.shape} "
                 f"on axis {self.axis}, got shape {x.shape}"
             )
+
+    def _native(self, x, axes):
+        """The core's result for ``x`` (over the last axis, float32 or float64), else None."""
+        if axes != (x.ndim - 1,) or x.dtype not in (np.float32, np.float64):
+            return None
+        self._check_size(x, axes)
+        gamma = None if self.gamma is None else self.gamma.value
+        beta = None if self.beta is None else self.beta.value
+        return functional.layer_norm(x, gamma, beta, epsilon=self.epsilon,
+                                     rms_scaling=self.rms_scaling)  # fmt: skip
+
+    def call(self, inputs, mask=None, training=None):
+        y = self._native(inputs, self._axes(inputs.ndim))
+        return self._forward(inputs)[0] if y is None else y
+
+    def _forward(self, x, native=True):
+        """``(y, the cache backward reads)``; ``y`` from the core where it runs (so training
+        and inference give the same bits), else (or with ``native=False``) from NumPy."""
+        axes = self._axes(x.ndim)
+        self._check_size(x, axes)
         bshape = tuple(x.shape[k] if k in axes else 1 for k in range(x.ndim))
         mu, xc, var, count = _moments(x, axes)
         r = 1.0 / np.sqrt(var + self.epsilon)
         x_hat = (x if self.rms_scaling else xc) * r
+        cache = (x, xc, r, x_hat, axes, count, bshape)
+        y = self._native(x, axes) if native else None
+        if y is not None:
+            return y, cache
         y = x_hat
         if self.gamma is not None:
             y = y * self.gamma.value.reshape(bshape)
         if self.beta is not None:
             y = y + self.beta.value.reshape(bshape)
-        return y.astype(x.dtype, copy=False), (x, xc, r, x_hat, axes, count, bshape)
+        return y.astype(x.dtype, copy=False), cache
 
     def backward(self, dy):
         x, xc, r, x_hat, axes, count, bshape = self._cached()

@@ -4,13 +4,14 @@ At inference, consecutive layers the core runs natively — ``Masking``, ``Simpl
 ``LSTM`` / ``GRU`` (through their streams: weights packed once, a stateful layer's states
 carried in the core), ``Dense`` and ``TimeDistributed(Dense)``, and the layers that are the
 identity at inference (``Dropout``, ``SpatialDropout1D``, ``GaussianNoise``), and
-``Bidirectional`` over those recurrent layers and an ``Embedding`` that starts a run — form a
-:class:`Segment` that runs as one call of a core chain (``_core.make_chain``): one GIL
-release and no Python between the layers. :mod:`rnncore.models.plan` decides which calls of
-a model (a Sequential's layers, a functional model's graph) form a run, and builds its plan,
-hence its Segments, again whenever a layer's generation moves on (weights, options,
-quantize); a Segment therefore never checks generations itself. A stateful model fed one
-timestep at a time steps all its layers in one native call per timestep.
+``Bidirectional`` over those recurrent layers, ``LayerNormalization`` over the last axis and
+an ``Embedding`` that starts a run — form a :class:`Segment` that runs as one call of a core
+chain (``_core.make_chain``): one GIL release and no Python between the layers.
+:mod:`rnncore.models.plan` decides which calls of a model (a Sequential's layers, a
+functional model's graph) form a run, and builds its plan, hence its Segments, again
+whenever a layer's generation moves on (weights, options, quantize); a Segment therefore
+never checks generations itself. A stateful model fed one timestep at a time steps all its
+layers in one native call per timestep.
 
 The chain runs the same kernels on buffers allocated the same way as the layers' own calls,
 so its results are the layer-by-layer results bit for bit (``tests/test_native_chain.py``,
@@ -44,7 +45,7 @@ class Segment:
     input against plain attributes."""
 
     __slots__ = ("layers", "name", "src", "dst", "_dtype", "_ids", "_flat_ok", "_width",
-                 "_vocab", "_batch", "_chain", "_lock")  # fmt: skip
+                 "_vocab", "_ndim", "_batch", "_chain", "_lock")  # fmt: skip
 
     def __init__(self, layers, src=0, dst=1):
         self.layers = list(layers)
@@ -54,13 +55,20 @@ class Segment:
         self._dtype = first._np_dtype
         kinds = [layer._chain_kind for layer in self.layers]
         self._ids = kinds[0] == "embedding"
-        # a 2-D input (batch, features) only through Dense layers (the other ops need time)
-        self._flat_ok = all(k in ("dense", "identity") for k in kinds)
+        # a 2-D input (batch, features) only through Dense and LayerNormalization (the other
+        # ops need time)
+        self._flat_ok = all(k in ("dense", "identity", "layer_norm") for k in kinds)
         # what the chain accepts, read off the layers (the plan is compiled again when one
         # is built again or changes an option): the vocabulary of ids, else the input width
         self._vocab = first.input_dim if self._ids else None
         widths = [layer._build_input_shape for layer in self.layers if layer.built]
         self._width = widths[0][-1] if widths and widths[0] and not self._ids else None
+        # a LayerNormalization on a non-negative axis (the last of the rank it was built for)
+        # normalises another axis at another rank: the chain takes only the built rank
+        fixed = any(
+            k == "layer_norm" and layer.axis[0] >= 0 for k, layer in zip(kinds, self.layers)
+        )
+        self._ndim = len(widths[0]) if fixed and widths and widths[0] else None
         # a stateful layer's batch size: known once the chain is built (the layer's first
         # call may fix it, and refuses another itself)
         self._batch = None
@@ -111,6 +119,8 @@ class Segment:
             return (x.dtype in (np.int32, np.int64) and x.ndim == 2 and x.size > 0
                     and bool(x.min() >= 0 and x.max() < self._vocab))  # fmt: skip
         if x.dtype != self._dtype or not (x.ndim == 3 or x.ndim == 2 and self._flat_ok):
+            return False
+        if self._ndim is not None and x.ndim != self._ndim:
             return False
         return self._width is None or x.shape[-1] == self._width
 

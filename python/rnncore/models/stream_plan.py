@@ -96,7 +96,7 @@ _CELLS = ("simple_rnn", "lstm", "gru")
 _spec_generation = operator.attrgetter("spec_generation")
 _generation = operator.attrgetter("generation")
 #: the chain's ops a pool's step runs in the core (bind_chain.cpp); an Embedding first only
-_CHAIN_KINDS = ("identity", "masking", "dense", "recurrent", "embedding")
+_CHAIN_KINDS = ("identity", "masking", "dense", "recurrent", "embedding", "layer_norm")
 
 
 class Op(NamedTuple):
@@ -358,12 +358,12 @@ class StreamPlan:
     # ---- running: one core call ----------------------------------------------------------
     #
     # When every op is one the core chain runs (recurrent layers going forwards, Dense and
-    # TimeDistributed(Dense), Masking, an Embedding first, the identity layers: what
-    # native_chain chains), in one line from the input to the output, in one float dtype, a
-    # pool's step is one call of the chain (run_slots): the recurrent ops start from the
-    # pool's state table and leave their final states there. Other plans (a windowed causal
-    # Conv1D, NumPy ``rows`` ops, ``each`` ops) run op by op (run_steps) until the issue
-    # "Every layer native" gives those layers a native form.
+    # TimeDistributed(Dense), Masking, LayerNormalization on the last axis, an Embedding
+    # first, the identity layers: what native_chain chains), in one line from the input to
+    # the output, in one float dtype, a pool's step is one call of the chain (run_slots): the
+    # recurrent ops start from the pool's state table and leave their final states there.
+    # Other plans (a windowed causal Conv1D, NumPy ``rows`` ops, ``each`` ops) run op by op
+    # (run_steps) until the issue "Every layer native" gives those layers a native form.
 
     def _chained_layers(self):
         """The ops' layers when the chain can run them all as one call, else None."""
@@ -383,7 +383,7 @@ class StreamPlan:
                 return None
             if not op.layer._chainable() or op.args != previous:
                 return None  # not chainable with its options, or not a line of calls
-            if (kind == "embedding" and k) or (kind != "dense" and kind != "identity"
+            if (kind == "embedding" and k) or (kind in ("masking", "recurrent", "embedding")
                                                and not op.timed):  # fmt: skip
                 return None  # the chain's Embedding is its first op; Masking needs time
             previous = op.out
