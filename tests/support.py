@@ -52,3 +52,14 @@ def run_json_child(code: str, *args: str, timeout: float):
         if line.startswith("{"):
             results.update(json.loads(line))
     return proc, results
+
+
+def stepped(pool, ids, x, cuts) -> dict:
+    """``{sid: output}``: the pool's streams ``ids`` stepped through ``x (len(ids), T, ...)``
+    in the chunks of steps ``cuts`` (``[(t0, t1), ...]``), each stream's outputs joined."""
+    parts = {s: [] for s in ids}
+    for t0, t1 in cuts:
+        out = pool.step(ids, x[:, t0:t1])
+        for s in ids:
+            parts[s].append(out[s])
+    return {s: np.concatenate(parts[s]) for s in ids}

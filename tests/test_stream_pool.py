@@ -37,6 +37,7 @@ from rnncore.layers import (
     TimeDistributed,
 )
 from rnncore.models.stream_pool import PoolFullError
+from support import stepped
 
 D = 5
 
@@ -186,13 +187,9 @@ def test_chunks_of_a_recurrent_stack_equal_the_whole_sequence(dtype, rng):
     want = model.predict(x)
     pool = model.stream_pool(3)
     ids = [pool.open() for _ in range(3)]
-    parts = {s: [] for s in ids}
-    for t0, t1 in [(0, 1), (1, 4), (4, 5), (5, 11)]:
-        out = pool.step(ids, x[:, t0:t1])
-        for s in ids:
-            parts[s].append(out[s])
+    got = stepped(pool, ids, x, [(0, 1), (1, 4), (4, 5), (5, 11)])
     for k, s in enumerate(ids):
-        np.testing.assert_array_equal(np.concatenate(parts[s]), want[k])
+        np.testing.assert_array_equal(got[s], want[k])
         assert pool.get_state(s)["states"]["1:GRU"][0].dtype == np.dtype(dtype)
 
 

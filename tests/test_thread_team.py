@@ -19,6 +19,7 @@ import rnncore
 from rnncore import _core
 from rnncore import functional as F
 from support import available_cpus
+from test_threads import _run_threads
 
 pytestmark = pytest.mark.skipif(available_cpus() < 2, reason="needs 2 CPUs for a team")
 
@@ -69,25 +70,14 @@ def test_python_threads_sharing_the_team_get_the_one_thread_bits(two_threads):
         return [y, ys[0], grads.x, grads.kernel, grads.recurrent_kernel, dense]
 
     want = [_alone(lambda c=c: compute(c)) for c in cases]
-    errors = []
 
     def work(k):
-        try:
-            for i in range(6):
-                c = (k + i) % len(cases)
-                for got, ref in zip(compute(cases[c]), want[c], strict=True):
-                    np.testing.assert_array_equal(got, ref)
-        except BaseException as e:  # noqa: BLE001 (raised below)
-            errors.append(e)
+        for i in range(6):
+            c = (k + i) % len(cases)
+            for got, ref in zip(compute(cases[c]), want[c], strict=True):
+                np.testing.assert_array_equal(got, ref)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
-    if errors:
-        raise errors[0]
+    _run_threads(work, 4)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
