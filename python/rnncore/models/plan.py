@@ -28,6 +28,7 @@ are compared once more and the plan is compiled again only if one of them moved 
 from __future__ import annotations
 
 import operator
+import threading
 from collections import Counter
 
 import numpy as np
@@ -48,16 +49,27 @@ class Plan:
     slots. ``generation`` is the newest generation of the model's layers it was compiled
     at, ``clock`` the latest published change it was last found valid at."""
 
-    __slots__ = ("ops", "outputs", "generation", "clock", "_pad")
+    __slots__ = ("ops", "outputs", "generation", "clock", "_pad", "lock")
 
     def __init__(self, ops, n_inputs, size, outputs):
         self.ops, self.outputs = ops, outputs
         self.generation = self.clock = -1
         self._pad = [None] * (size - n_inputs)
+        # A model with stateful layers steps them all under this lock, kept from plan to
+        # plan of one model: a step is atomic per model (all its layers advance together,
+        # never layer 1 with call A then B while layer 2 sees B then A). None: stateless,
+        # runs from several threads go in parallel.
+        self.lock = None
 
     def run(self, inputs, masks, training):
         """Every slot's value and mask (two lists) after the ops ran on ``inputs`` and their
         masks; the model's outputs are in the slots ``outputs``."""
+        if self.lock is not None:
+            with self.lock:
+                return self._run(inputs, masks, training)
+        return self._run(inputs, masks, training)
+
+    def _run(self, inputs, masks, training):
         values = list(inputs)
         values += self._pad
         value_masks = list(masks)
@@ -66,6 +78,8 @@ class Plan:
             op(values, value_masks, training)
         return values, value_masks
 
+
+_compiling = threading.RLock()
 
 #: the plan of a model that has none yet: never valid (no published change is -1)
 STALE = Plan([], 0, 0, [])
@@ -80,8 +94,14 @@ def current(model) -> Plan:
     generation = max(map(_generation, model._plan_layers()), default=0)
     plan = model._plan
     if plan is STALE or plan.generation != generation:
-        plan = model._compile_plan()
-        plan.generation = generation
+        with _compiling:  # one compile at a time: a stateful model's lock stays one object
+            plan = model._plan
+            if plan is STALE or plan.generation != generation:
+                old, plan = plan, model._compile_plan()
+                plan.generation = generation
+                if model.stateful_layers():
+                    plan.lock = old.lock or threading.Lock()
+                model._plan = plan
     plan.clock = clock
     model._plan = plan
     return plan
