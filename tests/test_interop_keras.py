@@ -32,7 +32,7 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
 )
 
-# Keras runs on torch: keep torch's thread pool from contending with rnncore's OpenMP
+# Keras runs on torch: keep torch's thread pool from contending with rnncore's own
 # threads on small machines (torch's work here is tiny).
 torch.set_num_threads(1)
 

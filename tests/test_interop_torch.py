@@ -21,7 +21,7 @@ import torch
 import rnncore
 from rnncore.interop import UnsupportedModelError, from_torch, load_onnx
 
-# Torch's own thread pool and rnncore's OpenMP threads contend on small machines (a torch
+# Torch's own thread pool and rnncore's threads contend on small machines (a torch
 # call can take a second instead of milliseconds); torch's work here is tiny.
 torch.set_num_threads(1)
 

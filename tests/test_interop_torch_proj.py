@@ -17,7 +17,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import rnncore
 from rnncore.interop import from_torch
 
-torch.set_num_threads(1)  # torch's work here is tiny; its pool would contend with OpenMP
+torch.set_num_threads(1)  # torch's work here is tiny; its pool would contend with rnncore's
 
 # torch's own notice that its oneDNN path has no projection (it computes the plain way)
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported")

@@ -1,6 +1,6 @@
 """rnncore: fast CPU recurrent neural networks with a Keras-like API.
 
-The hot loops are C++ (Eigen matrix products, OpenMP threads); :mod:`rnncore.functional`
+The hot loops are C++ (Eigen matrix products, rnncore's own thread team); :mod:`rnncore.functional`
 exposes them as NumPy-in / NumPy-out functions and :mod:`rnncore.reference` is the plain
 NumPy reference they are tested against. :mod:`rnncore.layers` and :mod:`rnncore.models`
 are the Keras-compatible layer API over them (``rnncore.Sequential``, ``rnncore.Input``,

@@ -10,7 +10,8 @@
 //
 // Threads: batch rows are independent, so each thread takes a contiguous shard of the batch
 // and runs the whole sequence for it (projection included) with no synchronisation at all.
-// Eigen's own threading is off (EIGEN_DONT_PARALLELIZE): OpenMP here is the one owner.
+// Eigen's own threading is off (EIGEN_DONT_PARALLELIZE): rnncore's thread team (threads.hpp) is
+// the one owner.
 //
 // Masks (Keras's rule): at a masked step the carried states are left unchanged and the
 // output repeats the previous output; before the first unmasked step that output is zero.
