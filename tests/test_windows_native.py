@@ -160,3 +160,62 @@ def test_pooling_native_channels_first_and_bad_input():
         F.pool1d(np.ascontiguousarray(x.transpose(0, 2, 1)), 2, strides=1, padding=(3, 0))
     with pytest.raises(ValueError, match="padding: expected fewer steps than pool_size = 2"):
         F.pool1d(np.ascontiguousarray(x.transpose(0, 2, 1)), 2, strides=1, padding=(0, 2))
+
+
+def _window_stack(dtype, conv, pool, functional=False):
+    layers = [L.Conv1D(6, 3, dtype=dtype, **conv), pool, L.LSTM(5, dtype=dtype),
+              L.Dense(2, dtype=dtype)]  # fmt: skip
+    x = rnncore.Input((None, 4), dtype=dtype)
+    if not functional:
+        return rnncore.Sequential([x, *layers])
+    y = x
+    for layer in layers:
+        y = layer(y)
+    return rnncore.Model(x, y)
+
+
+CHAIN_CASES = [
+    (dict(padding="causal", dilation_rate=2), lambda d: L.MaxPooling1D(2, dtype=d)),
+    (
+        dict(padding="same", strides=2, groups=2),
+        lambda d: L.AveragePooling1D(3, padding="same", dtype=d),
+    ),
+    (dict(padding="valid"), lambda d: L.MaxPooling1D(2, strides=1, padding="same", dtype=d)),
+]
+
+
+@pytest.mark.parametrize("functional", [False, True], ids=["Sequential", "Model"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", range(len(CHAIN_CASES)))
+def test_conv_and_pooling_run_in_the_chain_bit_for_bit(case, dtype, functional):
+    """Conv1D -> pooling -> LSTM -> Dense is one core call (one Segment in the model's
+    plan), bit for bit the layers called one by one, each op with its own time length."""
+    from rnncore.models import plan
+
+    conv, pool = CHAIN_CASES[case]
+    rng = np.random.default_rng(8)
+    model = _window_stack(dtype, conv, pool(dtype), functional)
+    model.set_weights([rng.standard_normal(w.shape).astype(dtype) for w in model.get_weights()])
+    for batch, steps in [(1, 23), (5, 17)]:
+        x = rng.standard_normal((batch, steps, 4)).astype(dtype)
+        got = np.asarray(model(x))
+        assert [type(op).__name__ for op in plan.current(model).ops] == ["Segment"]
+        want = x
+        for layer in model.layers:
+            if not isinstance(layer, L.InputLayer):
+                want = np.asarray(layer(want))
+        np.testing.assert_array_equal(got, want)
+
+
+def test_the_chain_leaves_a_too_short_input_to_the_layers_message():
+    model = _window_stack("float32", dict(padding="valid"), L.MaxPooling1D(2))
+    x = np.zeros((1, 2, 4), np.float32)  # 2 steps: the valid Conv1D of 3 has no output step
+    with pytest.raises(ValueError, match="Conv1D .*: the output would have 0 steps"):
+        model(x)
+
+
+def test_a_channels_first_conv_runs_its_own_call():
+    layer = L.Conv1D(3, 2, data_format="channels_first")
+    layer.build((None, 4, None))
+    assert not layer._chainable()
+    assert L.MaxPooling1D(2)._chain_kind == "pool1d"

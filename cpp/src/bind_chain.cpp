@@ -19,6 +19,9 @@
 //   LayerNormalization (last axis): each row (x - mean) / sqrt(var + eps) * gamma + beta, or
 //              x / sqrt(var + eps) * gamma with rms_scaling (norm.hpp, the function the
 //              layer's own call runs); the mask goes on unchanged, as Keras passes it
+//   Conv1D, MaxPooling1D / AveragePooling1D (channels_last): windows.hpp, the functions the
+//              layers' own calls run, padded as Keras pads for the op's input length (which
+//              they change: each op has its own timesteps); the mask is dropped, as in Keras
 // so the chain gives the layer-by-layer results bit for bit (tests/test_native_chain.py).
 // run_slots is a stream pool's step over the same ops: the recurrent ops' states come from
 // and go back to rows of the pool's state table, all in the one call.
@@ -28,7 +31,9 @@
 // embeddings, mask_zero) (first op only: the chain's input is then integer ids) or
 // ("bidirectional", forward stream, backward stream, return_sequences, forward
 // zero_output_for_mask, backward zero_output_for_mask, merge_mode) or ("layer_norm", gamma or
-// None, beta or None, epsilon, rms_scaling). Python builds a chain from the layers' streams and
+// None, beta or None, epsilon, rms_scaling) or ("conv1d", kernel, bias or None, groups, strides,
+// dilation, padding, activation) or ("pool1d", pool_size, strides, padding, average). Python
+// builds a chain from the layers' streams and
 // weights (rnncore/models/native_chain.py) and builds it again when one of them changes; the
 // streams repack their weights when those are updated.
 #include <pybind11/stl.h>
@@ -39,12 +44,23 @@
 #include "checks.hpp"
 #include "rnncore/dense.hpp"
 #include "rnncore/norm.hpp"
+#include "rnncore/windows.hpp"
 #include "stream.hpp"
 
 namespace rnncore::bind {
 namespace {
 
-enum class OpKind { Masking, Recurrent, Dense, Embedding, Bidirectional, LayerNorm };
+enum class OpKind {
+  Masking,
+  Recurrent,
+  Dense,
+  Embedding,
+  Bidirectional,
+  LayerNorm,
+  Conv1D,
+  Pool1D
+};
+enum class Padding { Valid, Same, Causal };
 enum class Merge { Concat, Sum, Ave, Mul };
 
 template <class T>
@@ -67,7 +83,36 @@ struct Op {
   Activation act = Activation::Linear;
   // Dense: the kernel's; recurrent: the output's; LayerNorm: gamma's or beta's (0: any)
   Index width_in = 0, width_out = 0;
+  // Conv1D (W: the kernel (size, width_in / groups, width_out), b: the bias) and Pool1D:
+  // the window (its padding amounts are the input length's, window_for) and the padding mode
+  Window window;
+  Padding padding = Padding::Valid;
+  Index groups = 1;
+  bool average = false;  // Pool1D: average, else max
 };
+
+// The window of a Conv1D / Pool1D op over Tn input steps, padded as Keras pads
+// (layers/_windows.py pad_amounts): causal all before, same the extra step after.
+template <class T>
+Window window_for(const Op<T>& op, Index Tn) {
+  Window w = op.window;
+  const Index span = w.dilation * (w.size - 1) + 1;
+  if (op.padding == Padding::Causal) {
+    w.left = span - 1;
+  } else if (op.padding == Padding::Same) {
+    const Index out = (Tn + w.stride - 1) / w.stride;
+    const Index total = std::max<Index>(0, (out - 1) * w.stride + span - Tn);
+    w.left = total / 2, w.right = total - total / 2;
+  }
+  return w;
+}
+
+Padding padding_from_name(const std::string& name, const std::string& op) {
+  if (name == "valid") return Padding::Valid;
+  if (name == "same") return Padding::Same;
+  if (name == "causal") return Padding::Causal;
+  throw py::value_error(op + ": unknown padding '" + name + "'");
+}
 
 template <class T>
 Stream<T>* stream_arg(const py::handle& h, const std::string& name) {
@@ -165,9 +210,37 @@ class Chain {
           throw py::value_error(name + ": expected epsilon >= 0, got " +
                                 std::to_string(op.epsilon));
         op.rms_scaling = t[4].cast<bool>();
+      } else if (kind == "conv1d") {
+        // ("conv1d", kernel (size, channels / groups, filters), bias or None, groups,
+        //  strides, dilation, padding, activation)
+        op.kind = OpKind::Conv1D;
+        const auto kernel = t[1].cast<py::array>();
+        check_ndim(kernel, (name + " kernel").c_str(), 3,
+                   "(kernel_size, channels / groups, filters)");
+        op.groups = t[3].cast<Index>();
+        const Index k = kernel.shape(0), Cg = kernel.shape(1), F = kernel.shape(2);
+        if (op.groups < 1 || F % op.groups != 0)
+          throw py::value_error(name + ": filters must divide into groups");
+        op.width_in = Cg * op.groups, op.width_out = F;
+        op.W = float_input<T>(kernel, (name + " kernel").c_str(), {k, Cg, F});
+        if (!t[2].is_none())
+          op.b = float_input<T>(t[2].cast<py::array>(), (name + " bias").c_str(), {F});
+        op.window = Window{k, t[4].cast<Index>(), t[5].cast<Index>(), 0, 0};
+        op.padding = padding_from_name(t[6].cast<std::string>(), name);
+        op.act = activation_from_name(t[7].cast<std::string>());
+      } else if (kind == "pool1d") {
+        // ("pool1d", pool_size, strides, padding, average)
+        op.kind = OpKind::Pool1D;
+        op.window = Window{t[1].cast<Index>(), t[2].cast<Index>(), 1, 0, 0};
+        op.padding = padding_from_name(t[3].cast<std::string>(), name);
+        if (op.padding == Padding::Causal) throw py::value_error(name + ": no causal pooling");
+        op.average = t[4].cast<bool>();
       } else {
         throw py::value_error(name + ": unknown op");
       }
+      if ((op.kind == OpKind::Conv1D || op.kind == OpKind::Pool1D) &&
+          (op.window.size < 1 || op.window.stride < 1 || op.window.dilation < 1))
+        throw py::value_error(name + ": expected a window size, strides and dilation >= 1");
       op.name = name;
       ops_.push_back(std::move(op));
     }
@@ -276,7 +349,7 @@ class Chain {
     std::vector<T*> ys;
     std::vector<std::uint8_t*> masks;  // a mask an op computes
     std::vector<int> ranks;
-    std::vector<Index> widths;
+    std::vector<Index> widths, steps;  // each op's input (steps: its timesteps)
     py::object out_mask;
     py::array computed_mask;
     Buffer<T> directions;  // Bidirectional: the two streams' outputs, sized once per run
@@ -306,6 +379,8 @@ class Chain {
     r.masks.assign(n, nullptr);
     r.ranks.resize(n + 1);
     r.widths.resize(n + 1);
+    r.steps.resize(n + 1);
+    r.steps[0] = Tn;
     r.ranks[0] = ids ? 3 : static_cast<int>(x.ndim());
     r.widths[0] = ids ? 0 : x.shape(x.ndim() - 1);
     r.out_mask = mask ? py::object(*mask) : py::object(py::none());
@@ -313,11 +388,11 @@ class Chain {
     for (size_t i = 0; i < n; ++i) {
       const Op<T>& op = ops_[i];
       int rank = r.ranks[i];
-      Index width = r.widths[i];
+      Index width = r.widths[i], Ti = r.steps[i], steps = Ti;
       if (op.kind != OpKind::Dense && op.kind != OpKind::LayerNorm && rank != 3)
         throw py::value_error(op.name + ": expected a 3-D input (batch, timesteps, features)");
       if (op.kind == OpKind::Masking || (op.kind == OpKind::Embedding && op.mask_zero)) {
-        r.computed_mask = new_array<bool>({B, Tn});
+        r.computed_mask = new_array<bool>({B, Ti});
         r.masks[i] = static_cast<std::uint8_t*>(r.computed_mask.mutable_data());
         r.out_mask = r.computed_mask;
       } else if (op.kind == OpKind::Embedding) {
@@ -336,22 +411,34 @@ class Chain {
         if (op.backward)
           directions_size =
               std::max(directions_size,
-                       checked_elements({B, Tn, op.stream->out_width() + op.backward->out_width()},
+                       checked_elements({B, Ti, op.stream->out_width() + op.backward->out_width()},
                                         "output"));
         if (!op.return_sequences) {
           rank = 2;
           r.out_mask = py::none();
         }
+      } else if (op.kind == OpKind::Conv1D || op.kind == OpKind::Pool1D) {
+        if (op.kind == OpKind::Conv1D && op.width_in != width)
+          throw py::value_error(op.name + ": expected " + std::to_string(op.width_in) +
+                                " input channels, got " + std::to_string(width));
+        const Window w = window_for(op, Ti);
+        steps = w.steps(Ti);
+        if (steps <= 0)
+          throw py::value_error(op.name + ": " + std::to_string(Ti) +
+                                " steps are fewer than the window spans");
+        checked_elements({B, w.padded(Ti), width}, "padded input");
+        r.out_mask = py::none();  // dropped, as Keras's Conv1D and pooling drop it
       } else if (op.width_in != width && (op.kind == OpKind::Dense || op.width_in)) {
         throw py::value_error(op.name + ": expected " + std::to_string(op.width_in) +
                               " input features, got " + std::to_string(width));
       }
-      if (op.kind != OpKind::Masking && op.kind != OpKind::LayerNorm) width = op.width_out;
-      checked_elements({B, Tn, width}, "output");
-      auto out = rank == 3 ? new_array<T>({B, Tn, width}) : new_array<T>({B, width});
+      if (op.kind != OpKind::Masking && op.kind != OpKind::LayerNorm && op.kind != OpKind::Pool1D)
+        width = op.width_out;
+      checked_elements({B, steps, width}, "output");
+      auto out = rank == 3 ? new_array<T>({B, steps, width}) : new_array<T>({B, width});
       r.ys[i] = out.mutable_data();
       r.outs[i] = std::move(out);
-      r.ranks[i + 1] = rank, r.widths[i + 1] = width;
+      r.ranks[i + 1] = rank, r.widths[i + 1] = width, r.steps[i + 1] = steps;
     }
     r.directions.reserve_resize(static_cast<size_t>(directions_size));
   }
@@ -360,11 +447,12 @@ class Chain {
   // recurrent op (by index) the buffers its states start from and end in (the same buffer
   // for both: a stream reads its initial states before it writes the final ones).
   void execute(Run& r, const std::vector<std::array<T*, max_states>>& states) const {
-    const Index B = r.B, Tn = r.Tn;
+    const Index B = r.B;
     const T* in = r.x;
     const std::uint8_t* m = r.mask;
     for (size_t i = 0; i < ops_.size(); ++i) {
       const Op<T>& op = ops_[i];
+      const Index Tn = r.steps[i];  // the op's input timesteps
       T* y = r.ys[i];
       const Index rows = r.ranks[i] == 3 ? B * Tn : B, D = r.widths[i];
       switch (op.kind) {
@@ -413,6 +501,15 @@ class Chain {
         case OpKind::LayerNorm:
           layer_norm_forward(in, rows, D, op.gamma, op.beta, op.epsilon, op.rms_scaling, y,
                              get_num_threads());
+          break;
+        case OpKind::Conv1D:
+          conv1d_forward(in, B, Tn, D, op.W, op.width_out, op.groups, op.b, window_for(op, Tn),
+                         op.act, y, get_num_threads());
+          m = nullptr;
+          break;
+        case OpKind::Pool1D:
+          pool1d_forward(in, B, Tn, D, window_for(op, Tn), op.average, y, get_num_threads());
+          m = nullptr;
           break;
       }
       in = y;

@@ -120,6 +120,17 @@ class Conv1D(WindowLayer):
     def _geometry(self):
         return self.kernel_size[0], self.strides[0], self.dilation_rate[0]
 
+    _chain_kind = "conv1d"  # the core chain's op: the same product as call (windows.hpp)
+
+    def _chainable(self) -> bool:
+        return super()._chainable() and self.data_format == "channels_last"
+
+    def _chain_op(self, batch):
+        bias = self.bias.value if self.use_bias else None
+        _, stride, dilation = self._geometry()
+        return ("conv1d", self.kernel.value, bias, self.groups, stride, dilation, self.padding,
+                self.activation)  # fmt: skip
+
     def compute_output_shape(self, input_shape):
         return self._output_shape(input_shape, self.filters)
 

@@ -38,6 +38,14 @@ class _Pooling1D(WindowLayer):
     def _geometry(self):
         return self.pool_size[0], self.strides[0], 1
 
+    _chain_kind = "pool1d"  # the core chain's op: the same reduction as call (windows.hpp)
+
+    def _chainable(self) -> bool:
+        return super()._chainable() and self.data_format == "channels_last"
+
+    def _chain_op(self, batch):
+        return ("pool1d", self.pool_size[0], self.strides[0], self.padding, self._average)
+
     def compute_output_shape(self, input_shape):
         return self._output_shape(input_shape, None)
 

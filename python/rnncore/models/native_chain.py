@@ -31,6 +31,10 @@ import threading
 import numpy as np
 
 from .. import _core
+from ..layers._windows import output_length
+
+#: the chain's ops over windows of the time axis (Conv1D, pooling): they change its length
+_WINDOW_KINDS = ("conv1d", "pool1d")
 
 __all__ = ["Segment", "runs"]
 
@@ -45,7 +49,7 @@ class Segment:
     input against plain attributes."""
 
     __slots__ = ("layers", "name", "src", "dst", "_dtype", "_ids", "_flat_ok", "_width",
-                 "_vocab", "_ndim", "_batch", "_chain", "_lock")  # fmt: skip
+                 "_vocab", "_ndim", "_windows", "_batch", "_chain", "_lock")  # fmt: skip
 
     def __init__(self, layers, src=0, dst=1):
         self.layers = list(layers)
@@ -69,6 +73,9 @@ class Segment:
             k == "layer_norm" and layer.axis[0] >= 0 for k, layer in zip(kinds, self.layers)
         )
         self._ndim = len(widths[0]) if fixed and widths and widths[0] else None
+        # Conv1D and pooling shorten the time axis: an input too short for one of them runs
+        # layer by layer, where the layer refuses it with its own message
+        self._windows = [layer for k, layer in zip(kinds, self.layers) if k in _WINDOW_KINDS]
         # a stateful layer's batch size: known once the chain is built (the layer's first
         # call may fix it, and refuses another itself)
         self._batch = None
@@ -122,6 +129,12 @@ class Segment:
             return False
         if self._ndim is not None and x.ndim != self._ndim:
             return False
+        steps = x.shape[1] if x.ndim == 3 else None
+        for layer in self._windows:
+            size, stride, dilation = layer._geometry()
+            steps = output_length(steps, size, stride, layer.padding, dilation)
+            if steps is None or steps <= 0:
+                return False
         return self._width is None or x.shape[-1] == self._width
 
 
