@@ -39,15 +39,9 @@ import numpy as np  # noqa: E402
 
 import rnncore  # noqa: E402
 from _machine import loadavg, machine_info  # noqa: E402
+from _models import seeded  # noqa: E402
 from rnncore import layers as L  # noqa: E402
 from rnncore.models import plan  # noqa: E402
-
-
-def randomize(model, seed):
-    rng = np.random.default_rng(seed)
-    model.set_weights([(rng.standard_normal(w.shape) / np.sqrt(w.shape[0])).astype(np.float32)
-                       for w in model.get_weights()])  # fmt: skip
-    return model
 
 
 def stack(layers_units, D=64, out=8, stateful=True):
@@ -55,7 +49,7 @@ def stack(layers_units, D=64, out=8, stateful=True):
     model = rnncore.Sequential([rnncore.Input((None, D), **batch)] + [
         L.LSTM(h, stateful=stateful, return_sequences=True) for h in layers_units] + (
         [L.Dense(out)] if out else []))  # fmt: skip
-    return randomize(model, 0)
+    return seeded(model, 0)
 
 
 def layer_by_layer(model):
@@ -180,7 +174,7 @@ def classifier(a, rng):
         m = rnncore.Sequential([
             rnncore.Input((T,), dtype="int32"), L.Embedding(V, E, mask_zero=True),
             L.Bidirectional(L.LSTM(H)), L.Dense(1, activation="sigmoid")])  # fmt: skip
-        return randomize(m, 1)
+        return seeded(m, 1)
 
     model, flat = build(), layer_by_layer(build())
     lengths = rng.integers(10, T + 1, B)

@@ -51,6 +51,7 @@ import numpy as np  # noqa: E402
 import rnncore  # noqa: E402
 from _impls import ONNX_OP, ONNX_ORDER, Runner, Weights, _blocks, ort_session, torch_module  # noqa: E402  # noqa: E402
 from _machine import loadavg, machine_info  # noqa: E402
+from _models import seeded  # noqa: E402
 from _timing import time_interleaved  # noqa: E402
 from rnncore import functional  # noqa: E402
 from rnncore import layers as L  # noqa: E402
@@ -60,13 +61,6 @@ B, T, D, H, MIN_LEN = 64, 200, 128, 256, 10
 CHECK_ROUNDS = 5
 _SEPARATE = f"rnncore, {STREAMS} stateful batch-1 models in turn: model(x)"
 _ORT = f"onnxruntime, one batch-{STREAMS} call, states fed back"
-
-
-def _seeded_weights(model, seed):
-    rng = np.random.default_rng(seed)
-    model.set_weights([(rng.standard_normal(w.shape) / np.sqrt(w.shape[0])).astype(np.float32)
-                       for w in model.get_weights()])  # fmt: skip
-    return model
 
 
 def _lstm_model(batch=None):
@@ -81,7 +75,7 @@ def _lstm_model(batch=None):
 def pool_runners(threads, rng):
     """``{label: Runner}`` (``call()`` = one round: every stream one step; ``collect()`` =
     ``CHECK_ROUNDS`` rounds from zero states, stacked) and notes."""
-    model = _seeded_weights(_lstm_model(), 0)
+    model = seeded(_lstm_model(), 0)
     weights = model.get_weights()
     xs = rng.standard_normal((CHECK_ROUNDS, STREAMS, POOL_D)).astype(np.float32)
     runners, notes = {}, []
@@ -222,7 +216,7 @@ def ragged_runners(cell, threads, samples, padded, lengths):
     """``{label: Runner}`` for one cell (``collect()`` = the per-sample valid outputs)."""
     layer = {"lstm": L.LSTM, "gru": L.GRU}[cell]
     plain = rnncore.Sequential([rnncore.Input((None, D)), layer(H, return_sequences=True)])
-    _seeded_weights(plain, 1)
+    seeded(plain, 1)
     masked = rnncore.Sequential([rnncore.Input((None, D)), L.Masking(0.0),
                                  layer(H, return_sequences=True)])  # fmt: skip
     masked.set_weights(plain.get_weights())

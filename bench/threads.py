@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 
 import rnncore  # noqa: E402
 from _machine import loadavg, machine_info  # noqa: E402
+from _models import seeded  # noqa: E402
 from _timing import time_interleaved  # noqa: E402
 from rnncore import layers as L  # noqa: E402
 
@@ -53,15 +54,8 @@ class Runner:
         return self._call()
 
 
-def _seeded(model, seed=0):
-    rng = np.random.default_rng(seed)
-    model.set_weights([(rng.standard_normal(w.shape) / np.sqrt(max(w.shape[0], 1)))
-                       .astype(np.float32) for w in model.get_weights()])  # fmt: skip
-    return model
-
-
 def _s1():
-    model = _seeded(rnncore.Sequential([
+    model = seeded(rnncore.Sequential([
         rnncore.Input(batch_shape=(1, 1, 64)),
         L.LSTM(128, stateful=True, return_sequences=True),
         L.LSTM(128, stateful=True),
@@ -80,7 +74,7 @@ def _s1():
 
 
 def _pool():
-    model = _seeded(rnncore.Sequential([rnncore.Input((None, 64)), L.LSTM(128)]))
+    model = seeded(rnncore.Sequential([rnncore.Input((None, 64)), L.LSTM(128)]))
     pool = model.stream_pool(64)
     ids = [pool.open() for _ in range(64)]
     x = np.random.default_rng(2).standard_normal((64, 64)).astype(np.float32)
@@ -97,13 +91,13 @@ def _pool():
 
 
 def _layer_call(layer, shape):
-    model = _seeded(rnncore.Sequential([rnncore.Input(shape[1:]), layer]))
+    model = seeded(rnncore.Sequential([rnncore.Input(shape[1:]), layer]))
     x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
     return (lambda: model(x)), (lambda: np.asarray(model(x)))
 
 
 def _ragged():
-    model = _seeded(rnncore.Sequential([rnncore.Input((None, 128)),
+    model = seeded(rnncore.Sequential([rnncore.Input((None, 128)),
                                         L.LSTM(256, return_sequences=True)]))  # fmt: skip
     rng = np.random.default_rng(4)
     xs = [rng.standard_normal((int(n), 128)).astype(np.float32)
@@ -116,7 +110,7 @@ def _ragged():
 
 
 def _text():
-    model = _seeded(rnncore.Sequential([
+    model = seeded(rnncore.Sequential([
         rnncore.Input((200,), dtype="int32"),
         L.Embedding(20000, 64, mask_zero=True),
         L.Bidirectional(L.LSTM(64)),
@@ -131,7 +125,7 @@ def _text():
 
 def _w1():
     def fresh():
-        model = _seeded(rnncore.Sequential([rnncore.Input((50, 8)), L.LSTM(64), L.Dense(1)]))
+        model = seeded(rnncore.Sequential([rnncore.Input((50, 8)), L.LSTM(64), L.Dense(1)]))
         model.compile(optimizer="adam", loss="mse")
         return model
 

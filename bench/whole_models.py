@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 
 import rnncore  # noqa: E402
 from _machine import loadavg, machine_info  # noqa: E402
+from _models import seeded  # noqa: E402
 from _timing import time_interleaved  # noqa: E402
 from rnncore import layers as L  # noqa: E402
 
@@ -45,13 +46,6 @@ class Runner:
 
     def __init__(self, call):
         self.call = call
-
-
-def _seeded(model, seed=0):
-    rng = np.random.default_rng(seed)
-    model.set_weights([(rng.standard_normal(w.shape) / np.sqrt(max(w.shape[0], 1)))
-                       .astype(w.dtype) for w in model.get_weights()])  # fmt: skip
-    return model
 
 
 def _ids(rng, batch, steps, vocab, padded):
@@ -66,7 +60,7 @@ def conv_forecaster(batch, rng):
     m = rnncore.Sequential([rnncore.Input((200, 8)),
                             L.Conv1D(32, 5, padding="causal", activation="relu"),
                             L.MaxPooling1D(2), L.LSTM(64), L.Dense(1)])  # fmt: skip
-    return _seeded(m), rng.standard_normal((batch, 200, 8)).astype(np.float32)
+    return seeded(m), rng.standard_normal((batch, 200, 8)).astype(np.float32)
 
 
 def text_classifier(batch, rng):
@@ -74,27 +68,27 @@ def text_classifier(batch, rng):
                             L.Embedding(20000, 64, mask_zero=True),
                             L.Bidirectional(L.LSTM(64)),
                             L.Dense(1, activation="sigmoid")])  # fmt: skip
-    return _seeded(m), _ids(rng, batch, 200, 20000, padded=True)
+    return seeded(m), _ids(rng, batch, 200, 20000, padded=True)
 
 
 def norm_stack(batch, rng):
     m = rnncore.Sequential([rnncore.Input((100, 32)), L.LSTM(128, return_sequences=True),
                             L.LayerNormalization(), L.GRU(128), L.Dense(10)])  # fmt: skip
-    return _seeded(m), rng.standard_normal((batch, 100, 32)).astype(np.float32)
+    return seeded(m), rng.standard_normal((batch, 100, 32)).astype(np.float32)
 
 
 def tagger(batch, rng):
     m = rnncore.Sequential([rnncore.Input((80, 16)),
                             L.Bidirectional(L.GRU(64, return_sequences=True)),
                             L.TimeDistributed(L.Dense(8))])  # fmt: skip
-    return _seeded(m), rng.standard_normal((batch, 80, 16)).astype(np.float32)
+    return seeded(m), rng.standard_normal((batch, 80, 16)).astype(np.float32)
 
 
 def attention_encoder(batch, rng):
     ids = rnncore.Input((50,), dtype="int32")
     h = L.LSTM(64, return_sequences=True)(L.Embedding(5000, 64)(ids))
     y = L.Dense(4)(L.GlobalAveragePooling1D()(L.Attention()([h, h])))
-    return _seeded(rnncore.Model(ids, y)), _ids(rng, batch, 50, 5000, padded=False)
+    return seeded(rnncore.Model(ids, y)), _ids(rng, batch, 50, 5000, padded=False)
 
 
 MODELS = {

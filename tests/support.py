@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 
+import rnncore
+
 #: every loss rnncore has, with and without ``from_logits`` where it applies
 LOSS_CASES = [(name, False) for name in ("mse", "mae")] + [
     (name, logits)
@@ -39,6 +41,17 @@ def randomize(model, rng):
             for w in model.get_weights()
         ]
     )
+
+
+def model_of(inputs, layers, functional):
+    """``layers`` one after the other on ``inputs`` (an ``rnncore.Input``): a Sequential, or
+    with ``functional`` the same calls as an ``rnncore.Model``."""
+    if not functional:
+        return rnncore.Sequential([inputs, *layers])
+    y = inputs
+    for layer in layers:
+        y = layer(y)
+    return rnncore.Model(inputs, y)
 
 
 def run_json_child(code: str, *args: str, timeout: float):

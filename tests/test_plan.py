@@ -15,7 +15,7 @@ import rnncore
 from rnncore import layers as L
 from rnncore.models import native_chain, plan
 from rnncore.models.native_chain import Segment
-from support import randomize
+from support import model_of, randomize
 
 
 def call(layer, x, mask=None):
@@ -49,10 +49,7 @@ def linear(dt, rng):
               L.Dropout(0.3, dtype=dt, name="drop"),
               L.GRU(5, return_sequences=True, go_backwards=True, dtype=dt, name="gru"),
               L.Dense(3, activation="softmax", dtype=dt, name="dense")]  # fmt: skip
-    h = inp
-    for layer in layers:
-        h = layer(h)
-    model = rnncore.Model(inp, h)
+    model = model_of(inp, layers, functional=True)
     randomize(model, rng)
 
     def reference(x):

@@ -24,6 +24,7 @@ import pytest
 import rnncore
 from rnncore import functional as F
 from rnncore import layers as L
+from support import model_of
 
 THREADS = int(os.environ.get("RNNCORE_THREADS", "8"))
 CALLS = int(os.environ.get("RNNCORE_CALLS", "40"))
@@ -270,15 +271,9 @@ def test_a_stateful_models_step_is_atomic(functional):
     rng = np.random.default_rng(9)
 
     def build():
-        x = rnncore.Input(batch_shape=(2, 1, 5))
         layers = [L.LSTM(6, stateful=True, return_sequences=True), _Yield("linear"),
                   L.GRU(4, stateful=True), L.Dense(3)]  # fmt: skip
-        if not functional:
-            return rnncore.Sequential([x, *layers])
-        y = x
-        for layer in layers:
-            y = layer(y)
-        return rnncore.Model(x, y)
+        return model_of(rnncore.Input(batch_shape=(2, 1, 5)), layers, functional)
 
     ref, shared = build(), build()
     weights = [(0.5 * rng.standard_normal(w.shape)).astype(np.float32) for w in ref.get_weights()]

@@ -17,6 +17,7 @@ import pytest
 import rnncore
 from rnncore import functional as F
 from rnncore import layers as L
+from support import model_of
 
 
 def _built(layer, x, seed=0):
@@ -165,13 +166,7 @@ def test_pooling_native_channels_first_and_bad_input():
 def _window_stack(dtype, conv, pool, functional=False):
     layers = [L.Conv1D(6, 3, dtype=dtype, **conv), pool, L.LSTM(5, dtype=dtype),
               L.Dense(2, dtype=dtype)]  # fmt: skip
-    x = rnncore.Input((None, 4), dtype=dtype)
-    if not functional:
-        return rnncore.Sequential([x, *layers])
-    y = x
-    for layer in layers:
-        y = layer(y)
-    return rnncore.Model(x, y)
+    return model_of(rnncore.Input((None, 4), dtype=dtype), layers, functional)
 
 
 CHAIN_CASES = [

@@ -266,8 +266,6 @@ class Team {
 
 }  // namespace detail
 
-inline constexpr bool has_threads() { return true; }
-
 // 0 means "not set": use the default (OMP_NUM_THREADS, else the CPUs this process may use).
 inline std::atomic<int>& num_threads_setting() {
   static std::atomic<int> n{0};
